@@ -1,0 +1,283 @@
+//! The catalog of a source: snapdump's own record of what it has dumped.
+//!
+//! A catalog keeps no file data. It holds the snapshot table, the block map
+//! (one [`Plane`] per snapshot plus the active plane) and the metadata of the
+//! newest snapshot, whose block pointers carry each block's VBN and checksum
+//! so the next dump can tell changed blocks from unchanged ones. Older
+//! snapshots are shadows: their data is not kept anywhere, only their planes.
+//!
+//! On disk (formats/catalog.md) each source has a directory
+//! `CATALOG/sources/<key>/` holding one file, `catalog`, replaced atomically
+//! at each commit. A dump commits only after its stream was completely
+//! written and closed, so an interrupted dump leaves the catalog as it was.
+
+use crate::atomic::replace_file;
+use crate::planes::Plane;
+use crate::stream::header::SnapshotRef;
+use crate::tree::{Time, Tree, TreeBuilder};
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Magic at the start of a catalog file.
+pub const CATALOG_MAGIC: [u8; 8] = *b"SDCATLG\0";
+/// Catalog format version written and read by this build.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// One row of the snapshot table.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotInfo {
+    /// Identity of the snapshot.
+    #[serde(flatten)]
+    pub snap: SnapshotRef,
+    /// Id of the snapshot this one's stream was taken against.
+    pub base: Option<u64>,
+    /// True when the stream was a full image.
+    pub full: bool,
+    /// Size of the stream written.
+    pub stream_bytes: u64,
+    /// Data blocks the stream carried.
+    pub data_blocks: u64,
+    /// Where the stream went (path, or "-" for stdout).
+    pub output: String,
+}
+
+/// Everything a catalog records about one source.
+#[derive(Clone, Debug)]
+pub struct CatalogState {
+    /// Random id of this catalog's source; carried in every stream header.
+    pub source_uuid: [u8; 16],
+    /// Canonical path of the source.
+    pub source_path: Vec<u8>,
+    /// Data block size of the source's VBN space.
+    pub block_size: u32,
+    /// Id the next snapshot will get.
+    pub next_snap_id: u64,
+    /// Snapshot table, oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// One plane per snapshot, parallel to `snapshots`.
+    pub planes: Vec<Plane>,
+    /// The active plane: VBNs in use by `tree`.
+    pub active: Plane,
+    /// Metadata of the newest snapshot, with block checksums.
+    pub tree: Option<Tree>,
+}
+
+/// A loaded catalog and where it lives.
+pub struct Catalog {
+    /// The source's catalog directory.
+    pub dir: PathBuf,
+    /// The recorded state.
+    pub state: CatalogState,
+}
+
+/// The default catalog root: `/var/lib/snapdump` for root, else
+/// `$XDG_STATE_HOME/snapdump` (or `~/.local/state/snapdump`).
+pub fn default_root() -> PathBuf {
+    if crate::fsx::is_root() {
+        return PathBuf::from("/var/lib/snapdump");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("snapdump");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/snapdump")
+}
+
+/// The directory name a source's catalog lives under: a hash of its path.
+pub fn source_key(path: &[u8]) -> String {
+    crate::util::hex(&Sha256::digest(path)[..8])
+}
+
+impl Catalog {
+    /// Opens the catalog of `source` under `root`, or starts an empty one
+    /// (nothing is written until [`Catalog::commit`]).
+    pub fn open(root: &Path, source: &[u8], block_size: u32) -> Result<Catalog> {
+        let dir = root.join("sources").join(source_key(source));
+        let file = dir.join("catalog");
+        let state = match std::fs::read(&file) {
+            Ok(bytes) => decode(&bytes).with_context(|| format!("catalog {}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState {
+                source_uuid: crate::util::random_id(),
+                source_path: source.to_vec(),
+                block_size,
+                next_snap_id: 1,
+                snapshots: Vec::new(),
+                planes: Vec::new(),
+                active: Plane::new(),
+                tree: None,
+            },
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read catalog {}", file.display()))
+            }
+        };
+        Ok(Catalog { dir, state })
+    }
+
+    /// Writes the state atomically (temp file, fsync, rename, fsync dir).
+    pub fn commit(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create catalog directory {}", self.dir.display()))?;
+        let readme = self.dir.join("source");
+        if !readme.exists() {
+            let mut text = self.state.source_path.clone();
+            text.push(b'\n');
+            replace_file(&readme, &text)?;
+        }
+        replace_file(&self.dir.join("catalog"), &encode(&self.state))
+    }
+
+    /// Every catalog under `root`, for `snapshots` without a source.
+    pub fn list_all(root: &Path) -> Result<Vec<CatalogState>> {
+        let dir = root.join("sources");
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("cannot read catalog {}", dir.display())),
+        };
+        for ent in rd {
+            let p = ent?.path().join("catalog");
+            if let Ok(bytes) = std::fs::read(&p) {
+                out.push(decode(&bytes).with_context(|| format!("catalog {}", p.display()))?);
+            }
+        }
+        out.sort_by(|a, b| a.source_path.cmp(&b.source_path));
+        Ok(out)
+    }
+}
+
+fn enc_plane(e: &mut Enc, p: &Plane) {
+    e.u64(p.words().len() as u64);
+    for w in p.words() {
+        e.u64(*w);
+    }
+}
+
+fn dec_plane(d: &mut Dec) -> Result<Plane> {
+    let n = d.u64()? as usize;
+    if n.saturating_mul(8) > d.remaining() {
+        bail!("plane of {n} words does not fit");
+    }
+    let mut words = Vec::with_capacity(n);
+    for _ in 0..n {
+        words.push(d.u64()?);
+    }
+    Ok(Plane::from_words(words))
+}
+
+/// Serialises a catalog state (formats/catalog.md).
+pub fn encode(s: &CatalogState) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.fixed(&s.source_uuid);
+    e.bytes(&s.source_path);
+    e.u32(s.block_size);
+    e.u64(s.next_snap_id);
+    e.u32(s.snapshots.len() as u32);
+    for (info, plane) in s.snapshots.iter().zip(&s.planes) {
+        e.u64(info.snap.id);
+        e.fixed(&info.snap.uuid);
+        e.i64(info.snap.time.sec);
+        e.u32(info.snap.time.nsec);
+        e.u8(info.snap.level);
+        e.u8(info.full as u8);
+        e.u64(info.base.unwrap_or(0));
+        e.u64(info.stream_bytes);
+        e.u64(info.data_blocks);
+        e.bytes(info.output.as_bytes());
+        enc_plane(&mut e, plane);
+    }
+    enc_plane(&mut e, &s.active);
+    match &s.tree {
+        None => e.u64(0),
+        Some(t) => {
+            e.u64(t.dirents.len() as u64);
+            for i in 0..t.dirents.len() {
+                t.encode_item(i, &mut e, true);
+            }
+        }
+    }
+    let body = zstd::bulk::compress(&e.buf, 3).expect("zstd compression of catalog");
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(&CATALOG_MAGIC);
+    out.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+    out.extend_from_slice(&(e.buf.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let h = Sha256::digest(&out);
+    out.extend_from_slice(&h);
+    out
+}
+
+/// Parses and checks a catalog file.
+pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
+    if bytes.len() < 28 + 32 || bytes[..8] != CATALOG_MAGIC {
+        bail!("not a snapdump catalog (bad magic)");
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != CATALOG_VERSION {
+        bail!("catalog format version {version} is not supported by this snapdump ({CATALOG_VERSION})");
+    }
+    let (content, sum) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(content).as_slice() != sum {
+        bail!("catalog checksum mismatch (damaged); restore it from a backup or remove it to start a new chain with a level-0 dump");
+    }
+    let raw_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+    let body_len = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
+    if body_len != content.len() as u64 - 28 || raw_len > 1 << 40 {
+        bail!("catalog length fields are inconsistent");
+    }
+    let body = zstd::bulk::decompress(&content[28..], raw_len as usize).context("catalog body does not decompress")?;
+    let mut d = Dec::new(&body, "catalog");
+    let source_uuid = d.fixed(16)?.try_into().unwrap();
+    let source_path = d.bytes(1 << 16)?.to_vec();
+    let block_size = d.u32()?;
+    let next_snap_id = d.u64()?;
+    let n = d.count(50)?;
+    let mut snapshots = Vec::with_capacity(n);
+    let mut planes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = d.u64()?;
+        let uuid = d.fixed(16)?.try_into().unwrap();
+        let time = Time { sec: d.i64()?, nsec: d.u32()? };
+        let level = d.u8()?;
+        let full = d.u8()? != 0;
+        let base = Some(d.u64()?).filter(|&b| b != 0);
+        let stream_bytes = d.u64()?;
+        let data_blocks = d.u64()?;
+        let output = String::from_utf8_lossy(d.bytes(1 << 16)?).into_owned();
+        snapshots.push(SnapshotInfo {
+            snap: SnapshotRef { id, uuid, time, level },
+            base,
+            full,
+            stream_bytes,
+            data_blocks,
+            output,
+        });
+        planes.push(dec_plane(&mut d)?);
+    }
+    let active = dec_plane(&mut d)?;
+    let items = d.u64()?;
+    let tree = if items == 0 {
+        None
+    } else {
+        let mut b = TreeBuilder::new(block_size as u64);
+        for _ in 0..items {
+            b.decode_item(&mut d, true)?;
+        }
+        Some(b.finish()?)
+    };
+    d.finish()?;
+    Ok(CatalogState {
+        source_uuid,
+        source_path,
+        block_size,
+        next_snap_id,
+        snapshots,
+        planes,
+        active,
+        tree,
+    })
+}

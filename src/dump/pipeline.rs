@@ -1,0 +1,264 @@
+//! The data phase of a dump: read the blocks of the image, hash and
+//! compress them in parallel, write them in order.
+//!
+//! One reader (the calling thread) reads files in metadata order straight
+//! into record buffers; workers compute each block's XXH3-128 (the catalog's
+//! pointer checksum) and compress the record; one writer puts records on the
+//! medium in sequence, feeding the whole-stream SHA-256 and the relocation
+//! table. Channels are bounded, so memory stays at a few records per thread
+//! whatever the data size, and buffers are recycled rather than allocated.
+
+use crate::fsx::{self, dirstack::DirStack};
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::scan::open_file;
+use crate::stream::payload::{finish_data, Segment};
+use crate::stream::record::{seal_owned, RecordKind, Sealed};
+use crate::stream::writer::StreamWriter;
+use crate::stream::DATA_RECORD_BYTES;
+use crate::tree::{Kind, Tree};
+use anyhow::{anyhow, Result};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Most segments in one data record; bounds the table of many tiny files.
+const MAX_SEGMENTS: usize = 256;
+
+struct Job {
+    seq: u64,
+    buf: Vec<u8>,
+    segs: Vec<Segment>,
+}
+
+struct Done {
+    seq: u64,
+    rec: Sealed,
+    segs: Vec<Segment>,
+    sums: Vec<[u8; 16]>,
+}
+
+/// What the data phase hands back.
+pub struct DataResult {
+    /// The writer, positioned after the last data record.
+    pub writer: StreamWriter,
+    /// XXH3-128 of every block written, in stream order (inode order, then
+    /// extent order), for the catalog's block pointers.
+    pub sums: Vec<[u8; 16]>,
+    /// Inodes that changed, shrank or vanished while being read; the
+    /// catalog must not trust their recorded state.
+    pub unstable: HashSet<u64>,
+}
+
+/// Writes the data records for every block of every regular file in
+/// `tree`, starting at the writer's next sequence number.
+pub fn write_data(
+    writer: StreamWriter,
+    tree: &Tree,
+    root: OwnedFd,
+    level: i32,
+    block_size: u32,
+    report: &Report,
+    progress: &Progress,
+) -> Result<DataResult> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (done_tx, done_rx) = bounded::<Done>(workers * 2);
+    let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
+    let bs = block_size as u64;
+    let first_seq = writer.next_seq();
+
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let pool = (pool_tx.clone(), pool_rx.clone());
+            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs)));
+        }
+        drop(job_rx);
+        drop(done_tx);
+        let pool_tx2 = pool_tx.clone();
+        let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
+        let read = read_blocks(tree, root, bs, first_seq, job_tx, &pool_rx, report, progress);
+        for h in handles {
+            h.join().map_err(|_| anyhow!("a compression worker panicked"))??;
+        }
+        let (writer, sums) = writer_h.join().map_err(|_| anyhow!("the stream writer panicked"))??;
+        // A reader error after a writer error is only its echo; report the
+        // writer's cause first.
+        let unstable = read?;
+        Ok(DataResult { writer, sums, unstable })
+    })
+}
+
+fn worker(
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    level: i32,
+    bs: u64,
+) -> Result<()> {
+    let mut zstd = if level != 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+    for job in jobs {
+        let mut sums = Vec::with_capacity(job.buf.len() / bs as usize + job.segs.len());
+        let mut at = 0usize;
+        for s in &job.segs {
+            let data = &job.buf[at..at + s.len as usize];
+            sums.extend(data.chunks(bs as usize).map(|c| xxh3_128(c).to_le_bytes()));
+            at += s.len as usize;
+        }
+        let mut raw = job.buf;
+        finish_data(&mut raw, &job.segs);
+        let scratch = pool.1.try_recv().unwrap_or_default();
+        let (rec, spare) = seal_owned(RecordKind::Data, job.seq, raw, zstd.as_mut(), scratch);
+        if spare.capacity() > 0 {
+            let _ = pool.0.send(spare);
+        }
+        if done.send(Done { seq: job.seq, rec, segs: job.segs, sums }).is_err() {
+            break; // the writer stopped: its error is the one to report
+        }
+    }
+    Ok(())
+}
+
+fn write_in_order(
+    mut writer: StreamWriter,
+    done: Receiver<Done>,
+    pool: Sender<Vec<u8>>,
+) -> Result<(StreamWriter, Vec<[u8; 16]>)> {
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut sums = Vec::new();
+    for d in done {
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&writer.next_seq()) {
+            let at = writer.write_sealed(&d.rec)?;
+            writer.note_data(&d.segs, at);
+            sums.extend_from_slice(&d.sums);
+            let _ = pool.send(d.rec.payload);
+        }
+    }
+    if !pending.is_empty() {
+        return Err(anyhow!("internal error: data records missing from the pipeline"));
+    }
+    Ok((writer, sums))
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    used: usize,
+    segs: Vec<Segment>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_blocks(
+    tree: &Tree,
+    root: OwnedFd,
+    bs: u64,
+    first_seq: u64,
+    jobs: Sender<Job>,
+    pool: &Receiver<Vec<u8>>,
+    report: &Report,
+    progress: &Progress,
+) -> Result<HashSet<u64>> {
+    let mut dirs = DirStack::new(root);
+    let mut unstable = HashSet::new();
+    let mut seq = first_seq;
+    let new_buf = |pool: &Receiver<Vec<u8>>| {
+        let mut b = pool.try_recv().unwrap_or_default();
+        if b.len() < DATA_RECORD_BYTES {
+            b.resize(DATA_RECORD_BYTES, 0);
+        }
+        b
+    };
+    let mut batch = Batch { buf: new_buf(pool), used: 0, segs: Vec::new() };
+    let flush = |batch: &mut Batch, seq: &mut u64| -> Result<()> {
+        if batch.segs.is_empty() {
+            return Ok(());
+        }
+        let s = *seq;
+        *seq += 1;
+        let mut buf = std::mem::replace(&mut batch.buf, new_buf(pool));
+        buf.truncate(batch.used);
+        batch.used = 0;
+        let segs = std::mem::take(&mut batch.segs);
+        jobs.send(Job { seq: s, buf, segs })
+            .map_err(|_| anyhow!("the stream writer stopped"))
+    };
+
+    for inode in &tree.inodes {
+        if inode.kind != Kind::File || inode.extents.is_empty() {
+            continue;
+        }
+        let ino = inode.ino;
+        let d = tree.primary(ino);
+        let chain = tree.dir_chain(d.parent);
+        let fd = match dirs.enter(&chain, |i| &tree.primary(i).name[..]) {
+            Ok(dir) => match open_file(dir, &d.name) {
+                Ok(fd) => match fsx::fstat(fd.as_fd()) {
+                    Ok(st) if (st.st_dev, st.st_ino) == (inode.src.dev, inode.src.ino) => Some(fd),
+                    _ => None,
+                },
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        if fd.is_none() {
+            report.warn(
+                &tree.path(ino),
+                "vanished or replaced during the dump; its data in this stream is zeros, the next dump will send it again",
+            );
+            unstable.insert(ino);
+        }
+        let mut short = false;
+        for x in &inode.extents {
+            let mut blk = x.block;
+            let end = x.block + x.count;
+            while blk < end {
+                let space = (DATA_RECORD_BYTES - batch.used) as u64 / bs;
+                if space == 0 || batch.segs.len() == MAX_SEGMENTS {
+                    flush(&mut batch, &mut seq)?;
+                    continue;
+                }
+                let n = space.min(end - blk);
+                let off = blk * bs;
+                let len = ((blk + n) * bs).min(inode.size) - off;
+                let area = &mut batch.buf[batch.used..batch.used + len as usize];
+                let got = match &fd {
+                    Some(fd) => fsx::pread_full(fd.as_fd(), area, off).unwrap_or_else(|e| {
+                        report.warn(&tree.path(ino), format!("read error at byte {off}: {e}; zeros sent"));
+                        0
+                    }),
+                    None => 0,
+                };
+                if got < area.len() {
+                    area[got..].fill(0);
+                    short = fd.is_some();
+                }
+                progress.inc(len);
+                batch.segs.push(Segment { ino, vbn: x.vbn + (blk - x.block), offset: off, len: len as u32 });
+                batch.used += len as usize;
+                blk += n;
+            }
+        }
+        if let Some(fd) = fd {
+            let changed = match fsx::fstat(fd.as_fd()) {
+                Ok(st) => {
+                    let (_, a) = fsx::attrs_of(&st);
+                    st.st_size as u64 != inode.size || a.mtime != inode.attrs.mtime || a.ctime != inode.attrs.ctime
+                }
+                Err(_) => true,
+            };
+            if changed || short {
+                report.warn(
+                    &tree.path(ino),
+                    "changed while being read; the stream holds a mix of old and new data, the next dump will send it again",
+                );
+                unstable.insert(ino);
+            }
+        }
+    }
+    flush(&mut batch, &mut seq)?;
+    Ok(unstable)
+}

@@ -1,0 +1,336 @@
+//! File-system primitives, all relative to an open directory descriptor.
+//!
+//! Paths are never joined into one string for a system call: names may sit
+//! deeper than PATH_MAX, and every component is opened with `O_NOFOLLOW`, so
+//! a symlink planted in a tree (or in a stream) is never followed.
+
+pub mod dirstack;
+pub mod xattr;
+
+use crate::tree::{Attrs, Kind, Time};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// A NUL-terminated copy of a name for system calls; names never hold NUL
+/// (checked when read), so this cannot fail on valid input.
+pub fn cname(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Opens `name` in `dir` with `flags | O_CLOEXEC`, retrying on EINTR.
+pub fn openat(dir: BorrowedFd, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let c = cname(name)?;
+    loop {
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Opens a subdirectory without following symlinks, and without updating
+/// its access time where the kernel allows (reading a directory would).
+pub fn open_dir(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    match openat(dir, name, flags | libc::O_NOATIME, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => openat(dir, name, flags, 0),
+        r => r,
+    }
+}
+
+/// Opens a directory given by an ordinary path (the source root, a target).
+pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = cname(path.as_os_str().as_bytes())?;
+    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstatat` without following symlinks; an empty name stats `dir` itself.
+pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<libc::stat> {
+    let c = cname(name)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, flags) })?;
+    Ok(st)
+}
+
+/// `fstat` of an open descriptor.
+pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// The kind and attributes of a `stat` result.
+pub fn attrs_of(st: &libc::stat) -> (Option<Kind>, Attrs) {
+    let t = |s: i64, n: i64| Time { sec: s, nsec: n.clamp(0, 999_999_999) as u32 };
+    (
+        Kind::from_mode(st.st_mode),
+        Attrs {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            atime: t(st.st_atime, st.st_atime_nsec),
+            mtime: t(st.st_mtime, st.st_mtime_nsec),
+            ctime: t(st.st_ctime, st.st_ctime_nsec),
+        },
+    )
+}
+
+/// Reads a symlink's target.
+pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
+    let c = cname(name)?;
+    let mut buf = vec![0u8; 4097];
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Lists the names in a directory (without "." and ".."), sorted bytewise so
+/// dumps of the same tree are laid out the same way.
+pub fn read_dir_names(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    let dup = check(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+    let mut d = nix::dir::Dir::from_fd(dup).map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for ent in d.iter() {
+        let ent = ent.map_err(io::Error::from)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The data regions of an open regular file as block runs
+/// `(first_block, block_count)`, found with SEEK_DATA/SEEK_HOLE so holes in
+/// sparse files are neither read nor stored.
+pub fn data_runs(fd: BorrowedFd, size: u64, bs: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut pos: i64 = 0;
+    let raw = fd.as_raw_fd();
+    while (pos as u64) < size {
+        let data = unsafe { libc::lseek(raw, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENXIO) => break,
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                    // No hole support: the whole file is data.
+                    return Ok(vec![(0, size.div_ceil(bs))]);
+                }
+                _ => return Err(e),
+            }
+        }
+        let hole = unsafe { libc::lseek(raw, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let start = (data as u64 / bs).min(size.div_ceil(bs));
+        let end = (hole as u64).min(size).div_ceil(bs);
+        if end > start {
+            match runs.last_mut() {
+                Some(last) if last.0 + last.1 >= start => last.1 = last.1.max(end - last.0),
+                _ => runs.push((start, end - start)),
+            }
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(runs)
+}
+
+/// Reads exactly `buf.len()` bytes at `off`, or fewer at end of file; returns
+/// how many were read.
+pub fn pread_full(fd: BorrowedFd, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr() as *mut _,
+                buf.len() - done,
+                (off + done as u64) as i64,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+/// Writes all of `buf` at `off`.
+pub fn pwrite_all(fd: BorrowedFd, buf: &[u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf[done..].as_ptr() as *const _,
+                buf.len() - done,
+                (off + done as u64) as i64,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Creates a directory.
+pub fn mkdir_at(dir: BorrowedFd, name: &[u8], mode: u32) -> io::Result<()> {
+    let c = cname(name)?;
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) }).map(|_| ())
+}
+
+/// Creates a special file (fifo, socket node, device).
+pub fn mknod_at(dir: BorrowedFd, name: &[u8], mode: u32, rdev: u64) -> io::Result<()> {
+    let c = cname(name)?;
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, rdev) }).map(|_| ())
+}
+
+/// Creates a symlink `name` in `dir` pointing at `target`.
+pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    let t = cname(target)?;
+    let c = cname(name)?;
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(|_| ())
+}
+
+/// Makes `new_name` in `new_dir` another name of `old_name` in `old_dir`
+/// (never following a symlink).
+pub fn link_at(old_dir: BorrowedFd, old_name: &[u8], new_dir: BorrowedFd, new_name: &[u8]) -> io::Result<()> {
+    let o = cname(old_name)?;
+    let n = cname(new_name)?;
+    check(unsafe { libc::linkat(old_dir.as_raw_fd(), o.as_ptr(), new_dir.as_raw_fd(), n.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Removes a non-directory (`dir == false`) or an empty directory.
+pub fn unlink_at(dir: BorrowedFd, name: &[u8], is_dir: bool) -> io::Result<()> {
+    let c = cname(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(|_| ())
+}
+
+/// Removes `name` in `dir` and, if it is a directory, everything below it,
+/// without following symlinks.
+pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    let st = stat_at(dir, name)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return unlink_at(dir, name, false);
+    }
+    // A read-only directory cannot have entries removed; open it up first.
+    let _ = chmod_at(dir, name, 0o700);
+    let sub = open_dir(dir, name)?;
+    for n in read_dir_names(sub.as_fd_borrow())? {
+        remove_tree_at(sub.as_fd_borrow(), &n)?;
+    }
+    unlink_at(dir, name, true)
+}
+
+/// Changes ownership without following symlinks.
+pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    let c = cname(name)?;
+    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(|_| ())
+}
+
+/// Changes permissions of a non-symlink (`fchmodat` cannot act on links, and
+/// Linux symlinks have no permissions of their own).
+pub fn chmod_at(dir: BorrowedFd, name: &[u8], mode: u32) -> io::Result<()> {
+    if name.is_empty() {
+        return check(unsafe { libc::fchmod(dir.as_raw_fd(), mode) }).map(|_| ());
+    }
+    let c = cname(name)?;
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode, 0) }).map(|_| ())
+}
+
+/// Sets access and modification times to the nanosecond, on the link itself.
+pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> io::Result<()> {
+    let c = cname(name)?;
+    let ts = [
+        libc::timespec { tv_sec: atime.sec, tv_nsec: atime.nsec as i64 },
+        libc::timespec { tv_sec: mtime.sec, tv_nsec: mtime.nsec as i64 },
+    ];
+    if name.is_empty() {
+        return check(unsafe { libc::futimens(dir.as_raw_fd(), ts.as_ptr()) }).map(|_| ());
+    }
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+}
+
+/// Sets a file's length (restores trailing holes of sparse files).
+pub fn ftruncate(fd: BorrowedFd, len: u64) -> io::Result<()> {
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) }).map(|_| ())
+}
+
+/// Flushes a file or directory to stable storage.
+pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
+    check(unsafe { libc::fsync(fd.as_raw_fd()) }).map(|_| ())
+}
+
+/// True when the process may set any owner and create device nodes.
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Raises the open-file limit to its hard maximum: walking very deep trees
+/// keeps one descriptor per level open.
+pub fn raise_fd_limit() {
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Borrowing helper so call sites read `fd.as_fd_borrow()`.
+pub trait AsFdBorrow {
+    /// Borrows the descriptor.
+    fn as_fd_borrow(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrow for OwnedFd {
+    fn as_fd_borrow(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+/// The raw number of a descriptor (for /proc/self/fd paths).
+pub fn raw(fd: BorrowedFd) -> RawFd {
+    fd.as_raw_fd()
+}

@@ -1,0 +1,258 @@
+//! The snapdump command line. Everything but argument parsing and printing
+//! lives in the library.
+
+use clap::{Args, Parser, Subcommand};
+use snapdump::report::{Report, EXIT_FAILURE};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "snapdump", version, about = "Snapshot image dump and restore for directory trees")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a level-0..9 image stream of a source tree.
+    Dump(DumpArgs),
+    /// Restore, list or check a stream.
+    Restore(RestoreArgs),
+    /// Check every checksum of a stream without restoring it.
+    Verify(VerifyArgs),
+    /// List the snapshots recorded in the catalog.
+    Snapshots(SnapshotsArgs),
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("lvl").multiple(false))]
+struct DumpArgs {
+    #[arg(short = '0', group = "lvl", help = "Level 0: a full image")]
+    l0: bool,
+    #[arg(short = '1', group = "lvl", hide = true)]
+    l1: bool,
+    #[arg(short = '2', group = "lvl", hide = true)]
+    l2: bool,
+    #[arg(short = '3', group = "lvl", hide = true)]
+    l3: bool,
+    #[arg(short = '4', group = "lvl", hide = true)]
+    l4: bool,
+    #[arg(short = '5', group = "lvl", hide = true)]
+    l5: bool,
+    #[arg(short = '6', group = "lvl", hide = true)]
+    l6: bool,
+    #[arg(short = '7', group = "lvl", hide = true)]
+    l7: bool,
+    #[arg(short = '8', group = "lvl", hide = true)]
+    l8: bool,
+    #[arg(short = '9', group = "lvl", hide = true)]
+    l9: bool,
+    /// Output: a file, a device, or - for stdout (default: $TAPE).
+    #[arg(short = 'f', value_name = "OUT")]
+    file: Option<String>,
+    /// Catalog directory (default: /var/lib/snapdump, or $XDG_STATE_HOME/snapdump).
+    #[arg(long, value_name = "DIR")]
+    catalog: Option<PathBuf>,
+    /// zstd level for the stream's records; 0 turns compression off.
+    #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = snapdump::dump::DEFAULT_COMPRESSION,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    compress: i32,
+    #[command(flatten)]
+    json: JsonArgs,
+    /// The directory tree to dump.
+    source: PathBuf,
+}
+
+#[derive(Args)]
+struct JsonArgs {
+    /// Print a JSON summary (on stderr when the stream goes to stdout).
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON summary to this file instead.
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).multiple(false))]
+struct RestoreArgs {
+    /// Restore the whole stream into the target.
+    #[arg(short = 'r', group = "mode")]
+    restore: bool,
+    /// List the stream's entries (only the PATHs given, if any).
+    #[arg(short = 't', group = "mode")]
+    list: bool,
+    /// Extract the given PATHs.
+    #[arg(short = 'x', group = "mode")]
+    extract: bool,
+    /// Compare the stream with the target tree.
+    #[arg(short = 'C', group = "mode")]
+    compare: bool,
+    /// Remove the target's restore chain state (after the last increment).
+    #[arg(long, group = "mode")]
+    finish: bool,
+    /// Input: a file, a device, or - for stdin (default: $TAPE).
+    #[arg(short = 'f', value_name = "IN")]
+    file: Option<String>,
+    /// Directory to restore into (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    target: PathBuf,
+    /// Restore into a non-empty target, replacing entries in the way.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    json: JsonArgs,
+    /// Paths inside the stream (for -t and -x).
+    paths: Vec<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Input: a file, a device, or - for stdin (default: $TAPE).
+    #[arg(short = 'f', value_name = "IN")]
+    file: Option<String>,
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Catalog directory (default: /var/lib/snapdump, or $XDG_STATE_HOME/snapdump).
+    #[arg(long, value_name = "DIR")]
+    catalog: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Only this source.
+    source: Option<PathBuf>,
+}
+
+fn main() {
+    snapdump::fsx::raise_fd_limit();
+    let cli = Cli::parse();
+    let report = Report::new();
+    let code = match run(cli, &report) {
+        Ok(code) => code,
+        Err(e) => {
+            snapdump::progress::println_err(&format!("snapdump: error: {e:#}"));
+            EXIT_FAILURE
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Prints a JSON summary where the user asked for it: a file, stderr when
+/// stdout carries the stream, else stdout.
+fn emit_json<T: serde::Serialize>(j: &JsonArgs, stdout_busy: bool, v: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    if let Some(f) = &j.json_file {
+        std::fs::write(f, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+    } else if j.json {
+        if stdout_busy {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
+    use snapdump::media::stream_spec;
+    match cli.cmd {
+        Cmd::Dump(a) => {
+            let levels = [a.l0, a.l1, a.l2, a.l3, a.l4, a.l5, a.l6, a.l7, a.l8, a.l9];
+            let level = levels.iter().position(|&b| b).unwrap_or(0) as u8;
+            let output = stream_spec(a.file.as_deref())?;
+            let opts = snapdump::dump::DumpOptions {
+                level,
+                output: output.clone(),
+                catalog_root: a.catalog.unwrap_or_else(snapdump::catalog::default_root),
+                compression: a.compress,
+                source: a.source,
+            };
+            let s = snapdump::dump::dump(&opts, report)?;
+            emit_json(&a.json, output == "-", &s)?;
+            Ok(report.exit_status())
+        }
+        Cmd::Restore(a) => {
+            if a.finish {
+                let dir = a.target.join(snapdump::restore::state::STATE_DIR);
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        anyhow::bail!("cannot remove {}: {e}", dir.display())
+                    }
+                    _ => return Ok(0),
+                }
+            }
+            let input = stream_spec(a.file.as_deref())?;
+            if a.list {
+                let l = snapdump::restore::list::list(&input, &a.paths, report)?;
+                if a.json.json || a.json.json_file.is_some() {
+                    emit_json(&a.json, false, &l)?;
+                } else {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for e in &l.entries {
+                        let slash = if e.kind == "dir" { "/" } else { "" };
+                        writeln!(out, "{}{slash}", e.path)?;
+                    }
+                    out.flush()?;
+                }
+                return Ok(report.exit_status());
+            }
+            if a.extract || a.compare {
+                anyhow::bail!("restore -x and -C are not supported by this build yet; use restore -r into an empty directory");
+            }
+            let opts = snapdump::restore::full::RestoreOptions { input, target: a.target, force: a.force };
+            let s = snapdump::restore::full::restore(&opts, report)?;
+            emit_json(&a.json, false, &s)?;
+            Ok(report.exit_status())
+        }
+        Cmd::Verify(a) => {
+            let input = stream_spec(a.file.as_deref())?;
+            let s = snapdump::restore::verify::verify(&input)?;
+            if a.json.json || a.json.json_file.is_some() {
+                emit_json(&a.json, false, &s)?;
+            } else {
+                println!(
+                    "{}: ok: snapshot {} level {} of {}, {} entries, {} data blocks ({} bytes), {} stream bytes",
+                    input,
+                    s.header.snapshot.id,
+                    s.header.snapshot.level,
+                    snapdump::names::escape(&s.header.source_path),
+                    s.entries,
+                    s.data_blocks,
+                    s.data_bytes,
+                    s.stream_bytes
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Snapshots(a) => {
+            let root = a.catalog.unwrap_or_else(snapdump::catalog::default_root);
+            let list = snapdump::snapshots::list(&root, a.source.as_deref())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for s in &list {
+                    println!("{}", s.source);
+                    for i in &s.snapshots {
+                        let base = i.base.map(|b| b.to_string()).unwrap_or_else(|| "-".into());
+                        println!(
+                            "  {:>4}  {}  level {}  base {:>4}  {}  {} bytes  {}",
+                            i.snap.id,
+                            i.snap.time.rfc3339(),
+                            i.snap.level,
+                            base,
+                            if i.full { "full" } else { "incremental" },
+                            i.stream_bytes,
+                            i.output
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Where streams go to and come from: regular files, stdout/stdin and
+//! devices. (Tape drives and virtual tapes build on this in later work.)
+//!
+//! A dump to a regular file writes a temporary sibling and renames it into
+//! place only after the stream is complete and synced, so a failed dump
+//! never leaves a half-written file under the requested name, and an
+//! earlier good stream there survives the failure.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Write buffer size: large sequential writes suit pipes, disks and tapes.
+const IO_BUF: usize = 1 << 20;
+
+/// Resolves `-f`: the given value, else `$TAPE`, else an error.
+pub fn stream_spec(f: Option<&str>) -> Result<String> {
+    if let Some(f) = f {
+        return Ok(f.to_string());
+    }
+    match std::env::var("TAPE") {
+        Ok(t) if !t.is_empty() => Ok(t),
+        _ => bail!("no stream given: use -f FILE (or -f - for stdin/stdout), or set $TAPE"),
+    }
+}
+
+/// How an output is finished.
+enum Finish {
+    Stdout,
+    /// Written to `tmp`, renamed to `path` on commit.
+    Replace { tmp: PathBuf, path: PathBuf, file: File },
+    /// A device or fifo, written in place.
+    Direct { file: File },
+}
+
+/// An output being written.
+pub struct Output {
+    finish: Finish,
+    /// What the user named (for messages and the catalog).
+    pub name: String,
+}
+
+impl Output {
+    /// Opens `spec` for writing a stream ("-" is stdout).
+    pub fn open(spec: &str) -> Result<(Output, Box<dyn Write + Send>)> {
+        if spec == "-" {
+            let w = BufWriter::with_capacity(IO_BUF, std::io::stdout());
+            return Ok((Output { finish: Finish::Stdout, name: "-".into() }, Box::new(w)));
+        }
+        let path = Path::new(spec);
+        let special = std::fs::metadata(path)
+            .map(|m| {
+                let t = m.file_type();
+                t.is_char_device() || t.is_block_device() || t.is_fifo() || t.is_socket()
+            })
+            .unwrap_or(false);
+        if path.is_dir() {
+            bail!("output {spec} is a directory; name a file, a device, or - for stdout");
+        }
+        if special {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open output {spec}"))?;
+            let w = BufWriter::with_capacity(IO_BUF, file.try_clone()?);
+            return Ok((Output { finish: Finish::Direct { file }, name: spec.into() }, Box::new(w)));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = path.file_name().with_context(|| format!("output {spec} has no file name"))?;
+        let tmp = dir.join(format!(".{}.snapdump-partial.{}", base.to_string_lossy(), std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create output {spec} (in {})", dir.display()))?;
+        let w = BufWriter::with_capacity(IO_BUF, file.try_clone()?);
+        Ok((
+            Output { finish: Finish::Replace { tmp, path: path.to_path_buf(), file }, name: spec.into() },
+            Box::new(w),
+        ))
+    }
+
+    /// Makes the finished stream durable and visible under its name. The
+    /// writer must have been flushed and dropped.
+    pub fn commit(self) -> Result<()> {
+        match self.finish {
+            Finish::Stdout => Ok(()),
+            Finish::Direct { file } => {
+                // Devices may not support fsync; a pipe never does.
+                let _ = file.sync_all();
+                Ok(())
+            }
+            Finish::Replace { tmp, path, file } => {
+                let r = (|| -> std::io::Result<()> {
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &path)?;
+                    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    File::open(dir)?.sync_all()
+                })();
+                if let Err(e) = r {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e).with_context(|| format!("cannot finish output {}", path.display()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Discards a failed stream: the temporary file is removed, so nothing
+    /// half-written is left under the requested name.
+    pub fn abort(self) {
+        if let Finish::Replace { tmp, .. } = self.finish {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Opens `spec` for reading a stream ("-" is stdin).
+pub fn open_input(spec: &str) -> Result<Box<dyn Read + Send>> {
+    if spec == "-" {
+        return Ok(Box::new(BufReader::with_capacity(IO_BUF, std::io::stdin())));
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        bail!("input {spec} is a directory, not a stream");
+    }
+    let f = File::open(path).with_context(|| format!("cannot open stream {spec}"))?;
+    Ok(Box::new(BufReader::with_capacity(IO_BUF, f)))
+}

@@ -1,0 +1,359 @@
+//! `restore -r` of a full image into an empty directory.
+//!
+//! The tree is created from the metadata section before any data arrives
+//! (files at their final size, so holes stay holes), data segments are
+//! written where the metadata says, and attributes are applied last, in
+//! reverse depth-first order so that a directory's times and a read-only
+//! mode are set after everything inside it. Every path is reached through
+//! directory descriptors opened with `O_NOFOLLOW` from the target, so a
+//! stream cannot make restore write outside its target.
+
+use super::check::{decode_meta, DataCheck};
+use super::open_stream;
+use super::state::{StatePaths, TargetState, STATE_DIR};
+use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
+use crate::progress::Progress;
+use crate::report::{Report, Warning};
+use crate::stream::header::SnapshotRef;
+use crate::stream::payload::{decode_data, decode_dealloc, decode_reloc, Segment};
+use crate::stream::record::RecordKind;
+use crate::tree::{Inode, Kind, Tree, TreeBuilder, ROOT_INO};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+/// What the user asked for.
+pub struct RestoreOptions {
+    /// Stream to read ("-" for stdin).
+    pub input: String,
+    /// Directory to restore into.
+    pub target: PathBuf,
+    /// Restore into a non-empty target, replacing what is in the way.
+    pub force: bool,
+}
+
+/// The `--json` summary of a restore.
+#[derive(Serialize)]
+pub struct RestoreSummary {
+    /// Always "restore".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The stream read.
+    pub input: String,
+    /// The target directory.
+    pub target: String,
+    /// The snapshot the target now holds.
+    pub snapshot: SnapshotRef,
+    /// Metadata entries restored.
+    pub entries: u64,
+    /// Data blocks written.
+    pub data_blocks: u64,
+    /// Data bytes written.
+    pub data_bytes: u64,
+    /// Stream bytes read.
+    pub stream_bytes: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+    /// Entries that could not be restored exactly.
+    pub warnings: Vec<Warning>,
+}
+
+/// Runs `restore -r`.
+pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
+    let started = std::time::Instant::now();
+    let mut r = open_stream(&opts.input)?;
+    let h = r.header.clone();
+    let target = &opts.target;
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if !m.is_dir() => bail!("restore target {} is not a directory", target.display()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
+            .with_context(|| format!("cannot create restore target {}", target.display()))?,
+        Err(e) => return Err(e).with_context(|| format!("cannot access restore target {}", target.display())),
+    }
+    if !h.full {
+        let base = h.base.as_ref().map(|b| b.id).unwrap_or(0);
+        bail!(
+            "{} is a level-{} increment based on snapshot {base}; applying increments is not supported by this build: restore the level-0 stream",
+            r.name(),
+            h.snapshot.level
+        );
+    }
+    if !opts.force {
+        check_empty(target)?;
+    }
+    let paths = StatePaths::new(target);
+    paths.begin(&h.snapshot, r.name())?;
+    let root = fsx::open_dir_path(target).with_context(|| format!("cannot open restore target {}", target.display()))?;
+    let bs = h.block_size as u64;
+    let mut apply = Apply::new(root, opts.force, report)?;
+    let mut builder = Some(TreeBuilder::new(bs));
+    let mut tree: Option<Tree> = None;
+    let mut entries = 0u64;
+    let mut check = DataCheck::default();
+    let mut progress: Option<Progress> = None;
+    let fail = |e: anyhow::Error| {
+        anyhow!(
+            "{e:#}; the target {} is incomplete: remove it, or rerun the restore with --force",
+            target.display()
+        )
+    };
+    while let Some(rec) = r.next().map_err(fail)? {
+        if rec.kind != RecordKind::Meta && tree.is_none() {
+            let t = builder.take().unwrap().finish().map_err(fail)?;
+            apply.skeleton(&t).map_err(fail)?;
+            progress = Some(Progress::bytes(t.block_count() * bs, "restore"));
+            tree = Some(t);
+        }
+        let ctx = |e: anyhow::Error| fail(anyhow!("{}: record {} at byte {}: {e:#}", r.name(), rec.seq, rec.offset));
+        match rec.kind {
+            RecordKind::Meta => {
+                entries += decode_meta(builder.as_mut().unwrap(), &rec.raw).map_err(ctx)?;
+            }
+            RecordKind::Data => {
+                let t = tree.as_ref().unwrap();
+                let (segs, data) = decode_data(&rec.raw).map_err(ctx)?;
+                let mut at = 0usize;
+                for s in &segs {
+                    check.segment(t, s, bs).map_err(ctx)?;
+                    apply.write(t, s, &data[at..at + s.len as usize]).map_err(fail)?;
+                    at += s.len as usize;
+                    if let Some(p) = &progress {
+                        p.inc(s.len as u64);
+                    }
+                }
+            }
+            RecordKind::Dealloc => {
+                decode_dealloc(&rec.raw).map_err(ctx)?;
+            }
+            RecordKind::Reloc => {
+                decode_reloc(&rec.raw).map_err(ctx)?;
+            }
+            RecordKind::End | RecordKind::Header => {}
+        }
+    }
+    drop(progress);
+    let tree = tree.ok_or_else(|| fail(anyhow!("{}: stream has no data section", r.name())))?;
+    let end = r.end.clone().expect("reader returns None only after the end record");
+    check.finish(&tree, entries, &end).map_err(|e| fail(anyhow!("{}: {e:#}", r.name())))?;
+    apply.finish(&tree).map_err(fail)?;
+    paths.commit(&TargetState {
+        source_uuid: h.source_uuid,
+        snapshot: h.snapshot.clone(),
+        block_size: h.block_size,
+        tree,
+    })?;
+    Ok(RestoreSummary {
+        command: "restore",
+        status: report.status_word(),
+        input: opts.input.clone(),
+        target: target.display().to_string(),
+        snapshot: h.snapshot,
+        entries,
+        data_blocks: check.blocks,
+        data_bytes: check.bytes,
+        stream_bytes: r.offset(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        warnings: report.warnings(),
+    })
+}
+
+/// Refuses a target that holds anything but an empty `lost+found` (as on a
+/// freshly made file system).
+fn check_empty(target: &std::path::Path) -> Result<()> {
+    for ent in std::fs::read_dir(target).with_context(|| format!("cannot read restore target {}", target.display()))? {
+        let ent = ent?;
+        let name = ent.file_name();
+        if name == "lost+found" && ent.path().read_dir().map(|mut d| d.next().is_none()).unwrap_or(false) {
+            continue;
+        }
+        let what = if name == STATE_DIR { " (it holds an earlier restore)" } else { "" };
+        bail!(
+            "restore target {} is not empty{what}; restore into an empty directory, or use --force to replace what is there",
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates entries and writes data into a target directory.
+struct Apply<'a> {
+    root: OwnedFd,
+    dirs: DirStack,
+    link_dirs: DirStack,
+    force: bool,
+    report: &'a Report,
+    skipped: Vec<bool>,
+    open: Option<(u64, OwnedFd)>,
+    not_owned: u64,
+}
+
+fn io_ctx(tree: &Tree, ino: u64, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error {
+    let p = crate::names::escape(&tree.path(ino));
+    let what = what.to_string();
+    move |e| anyhow!("cannot {what} {p}: {e}")
+}
+
+impl<'a> Apply<'a> {
+    fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
+        let d1 = root.try_clone()?;
+        let d2 = root.try_clone()?;
+        Ok(Apply {
+            root,
+            dirs: DirStack::new(d1),
+            link_dirs: DirStack::new(d2),
+            force,
+            report,
+            skipped: Vec::new(),
+            open: None,
+            not_owned: 0,
+        })
+    }
+
+    /// Creates every entry of the tree (no data, no final attributes).
+    fn skeleton(&mut self, tree: &Tree) -> Result<()> {
+        self.skipped = vec![false; tree.inodes.len() + 1];
+        for d in &tree.dirents {
+            if d.parent == 0 {
+                continue;
+            }
+            if d.parent == ROOT_INO && d.name == STATE_DIR.as_bytes() {
+                bail!("the stream holds an entry named {STATE_DIR} at its root, which is reserved for restore state");
+            }
+            if self.skipped[d.parent as usize] || self.skipped[d.ino as usize] {
+                self.skipped[d.ino as usize] = true;
+                continue;
+            }
+            let chain = tree.dir_chain(d.parent);
+            let dir = self
+                .dirs
+                .enter(&chain, |i| &tree.primary(i).name[..])
+                .map_err(io_ctx(tree, d.parent, "open directory"))?;
+            let inode = tree.inode(d.ino);
+            let primary = std::ptr::eq(tree.primary(d.ino), d);
+            if primary {
+                if matches!(inode.kind, Kind::CharDev | Kind::BlockDev) && !fsx::is_root() {
+                    self.report.warn(&tree.path(d.ino), "device node not restored: only root can create devices");
+                    self.skipped[d.ino as usize] = true;
+                    continue;
+                }
+                retry_force(self.force, dir, &d.name, || create(dir, &d.name, inode))
+                    .map_err(io_ctx(tree, d.ino, "create"))?;
+            } else {
+                let p = tree.primary(d.ino);
+                let src = self
+                    .link_dirs
+                    .enter(&tree.dir_chain(p.parent), |i| &tree.primary(i).name[..])
+                    .map_err(io_ctx(tree, p.parent, "open directory"))?;
+                retry_force(self.force, dir, &d.name, || fsx::link_at(src, &p.name, dir, &d.name))
+                    .map_err(|e| anyhow!("cannot create hard link {}: {e}", crate::names::escape(&tree.dirent_path(d))))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one data segment.
+    fn write(&mut self, tree: &Tree, s: &Segment, data: &[u8]) -> Result<()> {
+        if self.skipped[s.ino as usize] {
+            return Ok(());
+        }
+        if self.open.as_ref().map(|(i, _)| *i) != Some(s.ino) {
+            self.open = None;
+            let d = tree.primary(s.ino);
+            let dir = self
+                .dirs
+                .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
+                .map_err(io_ctx(tree, d.parent, "open directory"))?;
+            let fd = fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+                .map_err(io_ctx(tree, s.ino, "open"))?;
+            self.open = Some((s.ino, fd));
+        }
+        let fd = &self.open.as_ref().unwrap().1;
+        fsx::pwrite_all(fd.as_fd(), data, s.offset).map_err(io_ctx(tree, s.ino, "write"))
+    }
+
+    /// Applies ownership, xattrs, permissions and times, innermost first.
+    fn finish(&mut self, tree: &Tree) -> Result<()> {
+        self.open = None;
+        for inode in tree.inodes.iter().rev() {
+            if self.skipped[inode.ino as usize] {
+                continue;
+            }
+            let d = tree.primary(inode.ino);
+            let (dir, name): (BorrowedFd, &[u8]) = if inode.ino == ROOT_INO {
+                (self.root.as_fd_borrow(), b"")
+            } else {
+                let dir = self
+                    .dirs
+                    .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
+                    .map_err(io_ctx(tree, d.parent, "open directory"))?;
+                (dir, &d.name[..])
+            };
+            set_attrs(dir, name, inode, tree, self.report, &mut self.not_owned)?;
+        }
+        if self.not_owned > 0 {
+            self.report.warn(
+                b".",
+                format!("not running as root: ownership of {} entries not restored", self.not_owned),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs `op`; with `force`, removes whatever is in the way once and retries.
+fn retry_force(force: bool, dir: BorrowedFd, name: &[u8], mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    match op() {
+        Err(e) if force && e.kind() == io::ErrorKind::AlreadyExists => {
+            fsx::remove_tree_at(dir, name)?;
+            op()
+        }
+        r => r,
+    }
+}
+
+fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
+    match inode.kind {
+        Kind::Dir => fsx::mkdir_at(dir, name, 0o700),
+        Kind::File => {
+            let fd = fsx::openat(dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, 0o600)?;
+            fsx::ftruncate(fd.as_fd(), inode.size)
+        }
+        Kind::Symlink => fsx::symlink_at(&inode.target, dir, name),
+        Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev => {
+            fsx::mknod_at(dir, name, inode.kind.ifmt() | 0o600, inode.attrs.rdev)
+        }
+    }
+}
+
+fn set_attrs(
+    dir: BorrowedFd,
+    name: &[u8],
+    inode: &Inode,
+    tree: &Tree,
+    report: &Report,
+    not_owned: &mut u64,
+) -> Result<()> {
+    let a = &inode.attrs;
+    match fsx::chown_at(dir, name, a.uid, a.gid) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !fsx::is_root() => *not_owned += 1,
+        Err(e) => return Err(io_ctx(tree, inode.ino, "set the owner of")(e)),
+    }
+    for (k, v) in &inode.xattrs {
+        if let Err(e) = xattr::set(dir, name, k, v) {
+            report.warn(
+                &tree.path(inode.ino),
+                format!("cannot restore extended attribute {}: {e}", crate::names::escape(k)),
+            );
+        }
+    }
+    if inode.kind != Kind::Symlink {
+        fsx::chmod_at(dir, name, a.mode).map_err(io_ctx(tree, inode.ino, "set the mode of"))?;
+    }
+    fsx::utimes_at(dir, name, a.atime, a.mtime).map_err(io_ctx(tree, inode.ino, "set the times of"))?;
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `snapdump restore` and `snapdump verify`.
+
+pub mod check;
+pub mod full;
+pub mod list;
+pub mod state;
+pub mod verify;
+
+use crate::media::open_input;
+use crate::stream::reader::StreamReader;
+use anyhow::Result;
+use std::io::Read;
+
+/// Opens a stream for reading and checks its header.
+pub fn open_stream(spec: &str) -> Result<StreamReader<Box<dyn Read + Send>>> {
+    let input = open_input(spec)?;
+    let name = if spec == "-" { "stdin" } else { spec };
+    StreamReader::open(input, name)
+}

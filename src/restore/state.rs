@@ -1,0 +1,121 @@
+//! The restore chain state kept in `TARGET/.snapdump-restore/`: which
+//! snapshot the target holds (so the next increment can be checked against
+//! it) and that snapshot's metadata, written atomically once a restore has
+//! completely succeeded. While a restore runs, an `incomplete` marker says
+//! the target is between states.
+
+use crate::atomic::replace_file;
+use crate::stream::header::SnapshotRef;
+use crate::tree::{Time, Tree, TreeBuilder};
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Name of the state directory inside a target.
+pub const STATE_DIR: &str = ".snapdump-restore";
+const STATE_MAGIC: [u8; 8] = *b"SDRSTATE";
+const STATE_VERSION: u32 = 1;
+
+/// What a target holds.
+pub struct TargetState {
+    /// Catalog id of the source the chain came from.
+    pub source_uuid: [u8; 16],
+    /// The snapshot the target is at.
+    pub snapshot: SnapshotRef,
+    /// Block size of the chain.
+    pub block_size: u32,
+    /// Metadata of that snapshot.
+    pub tree: Tree,
+}
+
+/// Paths of the state files of a target.
+pub struct StatePaths {
+    /// The state directory.
+    pub dir: PathBuf,
+}
+
+impl StatePaths {
+    /// State paths for `target`.
+    pub fn new(target: &Path) -> Self {
+        StatePaths { dir: target.join(STATE_DIR) }
+    }
+    /// The committed state file.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+    /// The marker of a restore in progress (or interrupted).
+    pub fn incomplete(&self) -> PathBuf {
+        self.dir.join("incomplete")
+    }
+    /// Marks the target as being restored to `snap` from `stream`.
+    pub fn begin(&self, snap: &SnapshotRef, stream: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let text = format!(
+            "restore of snapshot {} ({}) from {} started {}; not finished\n",
+            snap.id,
+            crate::util::hex(&snap.uuid),
+            stream,
+            Time::now().rfc3339()
+        );
+        replace_file(&self.incomplete(), text.as_bytes())
+    }
+    /// Records the finished state and clears the in-progress marker.
+    pub fn commit(&self, st: &TargetState) -> Result<()> {
+        let mut e = Enc::new();
+        e.fixed(&STATE_MAGIC);
+        e.u32(STATE_VERSION);
+        e.fixed(&st.source_uuid);
+        e.u64(st.snapshot.id);
+        e.fixed(&st.snapshot.uuid);
+        e.i64(st.snapshot.time.sec);
+        e.u32(st.snapshot.time.nsec);
+        e.u8(st.snapshot.level);
+        e.u32(st.block_size);
+        e.u64(st.tree.dirents.len() as u64);
+        for i in 0..st.tree.dirents.len() {
+            st.tree.encode_item(i, &mut e, false);
+        }
+        let mut bytes = zstd::bulk::compress(&e.buf, 3)?;
+        let mut framed = (e.buf.len() as u64).to_le_bytes().to_vec();
+        framed.append(&mut bytes);
+        replace_file(&self.state(), &framed)?;
+        match std::fs::remove_file(self.incomplete()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", self.incomplete().display()))
+            }
+            _ => Ok(()),
+        }
+    }
+    /// Loads the committed state, if any.
+    pub fn load(&self) -> Result<Option<TargetState>> {
+        let bytes = match std::fs::read(self.state()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.state().display())),
+        };
+        let ctx = || format!("restore state {} is damaged; run restore --finish and restore the chain again", self.state().display());
+        if bytes.len() < 8 {
+            bail!(ctx());
+        }
+        let raw_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let raw = zstd::bulk::decompress(&bytes[8..], raw_len.min(1 << 34) as usize).with_context(ctx)?;
+        let mut d = Dec::new(&raw, "restore state");
+        if d.fixed(8)? != STATE_MAGIC || d.u32()? != STATE_VERSION {
+            bail!(ctx());
+        }
+        let source_uuid = d.fixed(16)?.try_into().unwrap();
+        let snapshot = SnapshotRef {
+            id: d.u64()?,
+            uuid: d.fixed(16)?.try_into().unwrap(),
+            time: Time { sec: d.i64()?, nsec: d.u32()? },
+            level: d.u8()?,
+        };
+        let block_size = d.u32()?;
+        let n = d.u64()?;
+        let mut b = TreeBuilder::new(block_size as u64);
+        for _ in 0..n {
+            b.decode_item(&mut d, false).with_context(ctx)?;
+        }
+        Ok(Some(TargetState { source_uuid, snapshot, block_size, tree: b.finish()? }))
+    }
+}

@@ -1,0 +1,223 @@
+//! Walking a source tree to build the metadata of a new snapshot.
+//!
+//! The walk is descriptor-based (every directory is opened relative to its
+//! parent with `O_NOFOLLOW`), so it reaches names deeper than PATH_MAX and
+//! never follows a symlink out of the source. It reads no file data: regular
+//! files are opened only to find their data regions (SEEK_DATA/SEEK_HOLE).
+//! Anything that cannot be read is reported and left out; nothing else is
+//! affected.
+
+use crate::fsx::{self, xattr, AsFdBorrow};
+use crate::report::Report;
+use crate::tree::{Extent, Inode, Kind, SourceKey, Tree};
+use anyhow::{bail, Context, Result};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+/// Name of the restore state directory; never dumped at a source's root,
+/// so a restored tree can be dumped again cleanly.
+pub const RESTORE_STATE_DIR: &[u8] = b".snapdump-restore";
+
+/// What to leave out of a scan.
+#[derive(Default)]
+pub struct ScanOptions {
+    /// Block size the extents are expressed in.
+    pub block_size: u64,
+    /// (st_dev, st_ino) of entries never to record: the stream being
+    /// written, the catalog directory.
+    pub exclude: HashSet<(u64, u64)>,
+}
+
+struct Walker<'a> {
+    tree: Tree,
+    links: HashMap<(u64, u64), u64>,
+    opts: &'a ScanOptions,
+    report: &'a Report,
+    path: Vec<u8>,
+}
+
+/// Open flags for regular files: never follow a link, never block on a
+/// fifo swapped in, and leave atimes alone where permitted (dump never
+/// modifies the source).
+pub const FILE_OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+
+/// Opens a regular file for reading without touching its atime when the
+/// kernel allows it (O_NOATIME needs ownership or CAP_FOWNER).
+pub fn open_file(dir: BorrowedFd, name: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    match fsx::openat(dir, name, FILE_OPEN_FLAGS | libc::O_NOATIME, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fsx::openat(dir, name, FILE_OPEN_FLAGS, 0),
+        r => r,
+    }
+}
+
+/// Scans the directory tree at `root` into a [`Tree`] whose extents carry
+/// VBN 0 (VBNs are assigned by the dump).
+pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
+    let fd = fsx::open_dir_path(root).with_context(|| format!("cannot open source {}", root.display()))?;
+    let st = fsx::fstat(fd.as_fd_borrow())?;
+    let (kind, attrs) = fsx::attrs_of(&st);
+    if kind != Some(Kind::Dir) {
+        bail!("source {} is not a directory", root.display());
+    }
+    let mut w = Walker {
+        tree: Tree::default(),
+        links: HashMap::new(),
+        opts,
+        report,
+        path: Vec::new(),
+    };
+    let mut inode = Inode::new(0, Kind::Dir, attrs);
+    inode.src = SourceKey { dev: st.st_dev, ino: st.st_ino };
+    inode.xattrs = w.xattrs(fd.as_fd_borrow(), b"");
+    let ino = w.tree.push_inode(0, Vec::new(), inode);
+    w.walk(fd.as_fd_borrow(), ino, true);
+    Ok(w.tree)
+}
+
+impl Walker<'_> {
+    fn warn(&self, msg: String) {
+        let p = if self.path.is_empty() { b".".to_vec() } else { self.path.clone() };
+        self.report.warn(&p, msg);
+    }
+
+    fn xattrs(&self, dir: BorrowedFd, name: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match xattr::list(dir, name) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warn(format!("cannot read extended attributes: {e}; recorded without them"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn walk(&mut self, dir: BorrowedFd, dir_ino: u64, is_root: bool) {
+        let names = match fsx::read_dir_names(dir) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(format!("cannot read directory: {e}; its contents are not in this dump"));
+                return;
+            }
+        };
+        for name in names {
+            if is_root && name == RESTORE_STATE_DIR {
+                continue;
+            }
+            let saved = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(&name);
+            self.entry(dir, dir_ino, name);
+            self.path.truncate(saved);
+        }
+    }
+
+    fn entry(&mut self, dir: BorrowedFd, dir_ino: u64, name: Vec<u8>) {
+        let st = match fsx::stat_at(dir, &name) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.warn("vanished during the scan; not in this dump".into());
+                return;
+            }
+            Err(e) => {
+                self.warn(format!("cannot stat: {e}; not in this dump"));
+                return;
+            }
+        };
+        if self.opts.exclude.contains(&(st.st_dev, st.st_ino)) {
+            return;
+        }
+        let (kind, attrs) = fsx::attrs_of(&st);
+        let Some(kind) = kind else {
+            self.warn(format!("unsupported file type {:o}; not in this dump", st.st_mode & libc::S_IFMT));
+            return;
+        };
+        let key = (st.st_dev, st.st_ino);
+        if kind != Kind::Dir && st.st_nlink > 1 {
+            if let Some(&ino) = self.links.get(&key) {
+                self.tree.push_link(dir_ino, name, ino);
+                return;
+            }
+        }
+        let mut inode = Inode::new(0, kind, attrs);
+        inode.src = SourceKey { dev: st.st_dev, ino: st.st_ino };
+        match kind {
+            Kind::Dir => match fsx::open_dir(dir, &name) {
+                Ok(fd) => {
+                    inode.xattrs = self.xattrs(fd.as_fd_borrow(), b"");
+                    let ino = self.tree.push_inode(dir_ino, name, inode);
+                    self.walk(fd.as_fd_borrow(), ino, false);
+                }
+                Err(e) => {
+                    self.warn(format!("cannot open directory: {e}; recorded empty"));
+                    inode.xattrs = self.xattrs(dir, &name);
+                    self.tree.push_inode(dir_ino, name, inode);
+                }
+            },
+            Kind::File => {
+                let fd = match open_file(dir, &name) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        self.warn(format!("cannot open: {e}; not in this dump"));
+                        return;
+                    }
+                };
+                let st2 = match fsx::fstat(fd.as_fd_borrow()) {
+                    Ok(s) if (s.st_dev, s.st_ino) == key && s.st_mode & libc::S_IFMT == libc::S_IFREG => s,
+                    _ => {
+                        self.warn("replaced during the scan; not in this dump".into());
+                        return;
+                    }
+                };
+                let (_, attrs2) = fsx::attrs_of(&st2);
+                inode.attrs = attrs2;
+                inode.size = st2.st_size as u64;
+                let bs = self.opts.block_size;
+                match fsx::data_runs(fd.as_fd_borrow(), inode.size, bs) {
+                    Ok(runs) => {
+                        inode.extents =
+                            runs.into_iter().map(|(block, count)| Extent { block, vbn: 0, count }).collect()
+                    }
+                    Err(e) => {
+                        self.warn(format!("cannot map data regions: {e}; not in this dump"));
+                        return;
+                    }
+                }
+                inode.xattrs = self.xattrs(fd.as_fd_borrow(), b"");
+                let ino = self.tree.push_inode(dir_ino, name, inode);
+                if st.st_nlink > 1 {
+                    self.links.insert(key, ino);
+                }
+            }
+            Kind::Symlink => {
+                match fsx::readlink_at(dir, &name) {
+                    Ok(t) if !t.is_empty() => {
+                        inode.size = t.len() as u64;
+                        inode.target = t;
+                    }
+                    Ok(_) => {
+                        self.warn("empty symlink target; not in this dump".into());
+                        return;
+                    }
+                    Err(e) => {
+                        self.warn(format!("cannot read symlink: {e}; not in this dump"));
+                        return;
+                    }
+                }
+                inode.xattrs = self.xattrs(dir, &name);
+                let ino = self.tree.push_inode(dir_ino, name, inode);
+                if st.st_nlink > 1 {
+                    self.links.insert(key, ino);
+                }
+            }
+            _ => {
+                inode.xattrs = self.xattrs(dir, &name);
+                let ino = self.tree.push_inode(dir_ino, name, inode);
+                if st.st_nlink > 1 {
+                    self.links.insert(key, ino);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The stream header record: what a stream is, where it came from, and
+//! which snapshot (and base) it carries. It is never compressed so that any
+//! version of snapdump can at least read it and say what it is.
+
+use crate::tree::Time;
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+/// Magic at the start of the header payload.
+pub const STREAM_MAGIC: [u8; 8] = *b"SNAPDUMP";
+/// The stream format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Identity of a snapshot, as carried in headers and kept in catalogs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotRef {
+    /// Per-source sequence number (1, 2, ...).
+    pub id: u64,
+    /// Globally unique id; tells apart snapshots of different catalogs.
+    #[serde(serialize_with = "crate::util::ser_hex")]
+    pub uuid: [u8; 16],
+    /// When the snapshot was taken.
+    #[serde(serialize_with = "crate::util::ser_time")]
+    pub time: Time,
+    /// Dump level 0..9.
+    pub level: u8,
+}
+
+/// The decoded header of a stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamHeader {
+    /// Format version the stream was written with.
+    pub format_version: u32,
+    /// snapdump version that wrote it.
+    pub tool_version: String,
+    /// Random id of the source's catalog; chains never mix sources.
+    #[serde(serialize_with = "crate::util::ser_hex")]
+    pub source_uuid: [u8; 16],
+    /// The source path as given to dump (lossy UTF-8 in JSON).
+    #[serde(serialize_with = "crate::util::ser_bytes")]
+    pub source_path: Vec<u8>,
+    /// Host the dump ran on.
+    pub hostname: String,
+    /// The snapshot this stream brings a target to.
+    pub snapshot: SnapshotRef,
+    /// True when the stream is a full image (level 0, or a level with no base).
+    pub full: bool,
+    /// The snapshot a target must hold before applying this stream.
+    pub base: Option<SnapshotRef>,
+    /// Data block size in bytes.
+    pub block_size: u32,
+    /// zstd level used for payloads (0: none).
+    pub compression_level: i32,
+}
+
+fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
+    e.u64(s.id);
+    e.fixed(&s.uuid);
+    e.i64(s.time.sec);
+    e.u32(s.time.nsec);
+    e.u8(s.level);
+}
+
+fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
+    let id = d.u64()?;
+    let uuid = d.fixed(16)?.try_into().unwrap();
+    let sec = d.i64()?;
+    let nsec = d.u32()?;
+    let level = d.u8()?;
+    if level > 9 {
+        bail!("snapshot level {level} out of range");
+    }
+    Ok(SnapshotRef {
+        id,
+        uuid,
+        time: Time { sec, nsec },
+        level,
+    })
+}
+
+impl StreamHeader {
+    /// Encodes the header payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.fixed(&STREAM_MAGIC);
+        e.u32(self.format_version);
+        e.bytes(self.tool_version.as_bytes());
+        e.fixed(&self.source_uuid);
+        e.bytes(&self.source_path);
+        e.bytes(self.hostname.as_bytes());
+        enc_snap(&mut e, &self.snapshot);
+        e.u8(self.full as u8);
+        match &self.base {
+            Some(b) => {
+                e.u8(1);
+                enc_snap(&mut e, b);
+            }
+            None => e.u8(0),
+        }
+        e.u32(self.block_size);
+        e.u32(self.compression_level as u32);
+        e.buf
+    }
+
+    /// Decodes a header payload, refusing newer format versions by name.
+    pub fn decode(raw: &[u8]) -> Result<StreamHeader> {
+        let mut d = Dec::new(raw, "stream header");
+        if d.fixed(8)? != STREAM_MAGIC {
+            bail!("not a snapdump image stream (bad header magic)");
+        }
+        let format_version = d.u32()?;
+        if format_version > FORMAT_VERSION {
+            bail!(
+                "stream format version {format_version} is newer than this snapdump reads ({FORMAT_VERSION}); upgrade snapdump"
+            );
+        }
+        if format_version == 0 {
+            bail!("stream format version 0 is invalid");
+        }
+        let tool_version = String::from_utf8_lossy(d.bytes(256)?).into_owned();
+        let source_uuid = d.fixed(16)?.try_into().unwrap();
+        let source_path = d.bytes(64 * 1024)?.to_vec();
+        let hostname = String::from_utf8_lossy(d.bytes(1024)?).into_owned();
+        let snapshot = dec_snap(&mut d)?;
+        let full = d.u8()? != 0;
+        let base = match d.u8()? {
+            0 => None,
+            1 => Some(dec_snap(&mut d)?),
+            v => bail!("stream header: bad base flag {v}"),
+        };
+        let block_size = d.u32()?;
+        if !(512..=1 << 20).contains(&block_size) || !block_size.is_power_of_two() {
+            bail!("stream header: unsupported block size {block_size}");
+        }
+        let compression_level = d.u32()? as i32;
+        d.finish()?;
+        Ok(StreamHeader {
+            format_version,
+            tool_version,
+            source_uuid,
+            source_path,
+            hostname,
+            snapshot,
+            full,
+            base,
+            block_size,
+            compression_level,
+        })
+    }
+}

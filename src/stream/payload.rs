@@ -1,0 +1,233 @@
+//! Payloads of the data, deallocation, relocation and end records.
+
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Result};
+
+/// Size of one encoded data segment descriptor.
+pub const SEGMENT_LEN: usize = 28;
+
+/// A run of blocks of one file inside a data record: `len` bytes starting at
+/// byte `offset` of inode `ino`, stored at VBNs `vbn..vbn+ceil(len/bs)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Stream-local inode the bytes belong to.
+    pub ino: u64,
+    /// VBN of the first block.
+    pub vbn: u64,
+    /// Byte offset in the file (a multiple of the block size).
+    pub offset: u64,
+    /// Length in bytes (the last block may be partial at end of file).
+    pub len: u32,
+}
+
+/// Appends the segment table to a data record payload whose first bytes
+/// are already the segments' data. The table goes last so a dump can read
+/// file data straight into the record buffer without moving it.
+pub fn finish_data(buf: &mut Vec<u8>, segs: &[Segment]) {
+    let mut e = Enc::new();
+    for s in segs {
+        e.u64(s.ino);
+        e.u64(s.vbn);
+        e.u64(s.offset);
+        e.u32(s.len);
+    }
+    e.u32(segs.len() as u32);
+    buf.extend_from_slice(&e.buf);
+}
+
+/// Encodes a data record payload from its segments and their bytes.
+pub fn encode_data(segs: &[Segment], data: &[u8]) -> Vec<u8> {
+    let mut buf = data.to_vec();
+    finish_data(&mut buf, segs);
+    buf
+}
+
+/// Splits a data record payload into segments and the byte area they share.
+pub fn decode_data(raw: &[u8]) -> Result<(Vec<Segment>, &[u8])> {
+    if raw.len() < 4 {
+        bail!("data record is truncated");
+    }
+    let n = u32::from_le_bytes(raw[raw.len() - 4..].try_into().unwrap()) as usize;
+    let table = n.saturating_mul(SEGMENT_LEN);
+    if table > raw.len() - 4 {
+        bail!("data record: {n} segments cannot fit in {} bytes", raw.len());
+    }
+    let data_len = raw.len() - 4 - table;
+    let mut d = Dec::new(&raw[data_len..raw.len() - 4], "data record");
+    let mut segs = Vec::with_capacity(n);
+    let mut total = 0u64;
+    for _ in 0..n {
+        let s = Segment {
+            ino: d.u64()?,
+            vbn: d.u64()?,
+            offset: d.u64()?,
+            len: d.u32()?,
+        };
+        if s.len == 0 || s.vbn == 0 {
+            bail!("data record: empty segment or VBN 0");
+        }
+        total += s.len as u64;
+        segs.push(s);
+    }
+    if data_len as u64 != total {
+        bail!("data record: segments declare {total} bytes but {data_len} are present");
+    }
+    Ok((segs, &raw[..data_len]))
+}
+
+/// A run of VBNs: `count` blocks from `vbn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VbnRun {
+    /// First VBN.
+    pub vbn: u64,
+    /// Number of VBNs.
+    pub count: u64,
+}
+
+/// Encodes a deallocation record payload: the VBN runs in `base - top`.
+pub fn encode_dealloc(runs: &[VbnRun]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u32(runs.len() as u32);
+    for r in runs {
+        e.u64(r.vbn);
+        e.u64(r.count);
+    }
+    e.buf
+}
+
+/// Decodes a deallocation record payload.
+pub fn decode_dealloc(raw: &[u8]) -> Result<Vec<VbnRun>> {
+    let mut d = Dec::new(raw, "dealloc record");
+    let n = d.count(16)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(VbnRun {
+            vbn: d.u64()?,
+            count: d.u64()?,
+        });
+    }
+    d.finish()?;
+    Ok(v)
+}
+
+/// One relocation table entry: VBNs `vbn..vbn+count` are in the data record
+/// whose header starts at stream byte `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelocEntry {
+    /// First VBN.
+    pub vbn: u64,
+    /// Number of consecutive VBNs.
+    pub count: u64,
+    /// Stream offset of the data record holding them.
+    pub offset: u64,
+}
+
+/// Encodes one relocation record payload.
+pub fn encode_reloc(entries: &[RelocEntry]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u32(entries.len() as u32);
+    for r in entries {
+        e.u64(r.vbn);
+        e.u64(r.count);
+        e.u64(r.offset);
+    }
+    e.buf
+}
+
+/// Decodes one relocation record payload.
+pub fn decode_reloc(raw: &[u8]) -> Result<Vec<RelocEntry>> {
+    let mut d = Dec::new(raw, "relocation record");
+    let n = d.count(24)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(RelocEntry {
+            vbn: d.u64()?,
+            count: d.u64()?,
+            offset: d.u64()?,
+        });
+    }
+    d.finish()?;
+    Ok(v)
+}
+
+/// Size of the end record's payload; fixed so a reader of a seekable stream
+/// can find it from the end.
+pub const END_LEN: usize = 88;
+
+/// The trailer: counts a reader checks against what it saw, and the SHA-256
+/// of every stream byte before the end record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct End {
+    /// Records before the end record.
+    pub records: u64,
+    /// Metadata items (dirents).
+    pub entries: u64,
+    /// Inodes.
+    pub inodes: u64,
+    /// Data blocks in data records.
+    pub data_blocks: u64,
+    /// Raw data bytes in data records.
+    pub data_bytes: u64,
+    /// Stream offset of the first relocation record.
+    pub reloc_offset: u64,
+    /// Number of relocation records.
+    pub reloc_records: u64,
+    /// SHA-256 of stream bytes `0..offset of the end record`.
+    pub sha256: [u8; 32],
+}
+
+impl End {
+    /// Encodes the end payload (always [`END_LEN`] bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        for v in [
+            self.records,
+            self.entries,
+            self.inodes,
+            self.data_blocks,
+            self.data_bytes,
+            self.reloc_offset,
+            self.reloc_records,
+        ] {
+            e.u64(v);
+        }
+        e.fixed(&self.sha256);
+        e.buf
+    }
+    /// Decodes the end payload.
+    pub fn decode(raw: &[u8]) -> Result<End> {
+        let mut d = Dec::new(raw, "end record");
+        let end = End {
+            records: d.u64()?,
+            entries: d.u64()?,
+            inodes: d.u64()?,
+            data_blocks: d.u64()?,
+            data_bytes: d.u64()?,
+            reloc_offset: d.u64()?,
+            reloc_records: d.u64()?,
+            sha256: d.fixed(32)?.try_into().unwrap(),
+        };
+        d.finish()?;
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_round_trip_and_length_check() {
+        let segs = [Segment { ino: 2, vbn: 9, offset: 4096, len: 5 }];
+        let raw = encode_data(&segs, b"hello");
+        let (s, d) = decode_data(&raw).unwrap();
+        assert_eq!(s, segs);
+        assert_eq!(d, b"hello");
+        assert!(decode_data(&raw[..raw.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn end_is_fixed_size() {
+        assert_eq!(End::default().encode().len(), END_LEN);
+    }
+}

@@ -1,0 +1,103 @@
+//! Writes records in one sequential pass, keeping the running SHA-256 and
+//! the relocation table, and closes the stream with the end record.
+
+use super::payload::{encode_reloc, End, RelocEntry, Segment};
+use super::record::{seal, RecordKind, Sealed};
+use super::RELOC_PER_RECORD;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+/// The sequential writer of one stream.
+pub struct StreamWriter {
+    out: Box<dyn Write + Send>,
+    offset: u64,
+    next_seq: u64,
+    sha: Sha256,
+    reloc: Vec<RelocEntry>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// Counts that go into the end record.
+    pub end: End,
+    block_size: u64,
+}
+
+impl StreamWriter {
+    /// A writer over `out`; `level` 0 disables compression.
+    pub fn new(out: Box<dyn Write + Send>, level: i32, block_size: u32) -> Result<Self> {
+        let zstd = if level != 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+        Ok(StreamWriter {
+            out,
+            offset: 0,
+            next_seq: 0,
+            sha: Sha256::new(),
+            reloc: Vec::new(),
+            zstd,
+            end: End::default(),
+            block_size: block_size as u64,
+        })
+    }
+    /// Sequence number the next record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Seals and writes one record; returns its stream offset.
+    pub fn write_record(&mut self, kind: RecordKind, raw: &[u8]) -> Result<u64> {
+        let rec = seal(kind, self.next_seq, raw, self.zstd.as_mut());
+        self.put(&rec)?;
+        let at = self.offset;
+        self.offset += rec.len() as u64;
+        self.next_seq += 1;
+        Ok(at)
+    }
+    /// Writes a record sealed elsewhere (by a compression worker) with the
+    /// next sequence number; returns its stream offset.
+    pub fn write_sealed(&mut self, rec: &Sealed) -> Result<u64> {
+        debug_assert_eq!(u64::from_le_bytes(rec.header[8..16].try_into().unwrap()), self.next_seq);
+        self.put(&rec.header)?;
+        self.put(&rec.payload)?;
+        let at = self.offset;
+        self.offset += (rec.header.len() + rec.payload.len()) as u64;
+        self.next_seq += 1;
+        Ok(at)
+    }
+
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).context("cannot write to the output")?;
+        self.sha.update(b);
+        Ok(())
+    }
+    /// Notes the segments of a data record written at `offset`, for the
+    /// relocation table and the end counts.
+    pub fn note_data(&mut self, segs: &[Segment], offset: u64) {
+        for s in segs {
+            let blocks = (s.len as u64).div_ceil(self.block_size);
+            self.end.data_blocks += blocks;
+            self.end.data_bytes += s.len as u64;
+            match self.reloc.last_mut() {
+                Some(r) if r.offset == offset && r.vbn + r.count == s.vbn => r.count += blocks,
+                _ => self.reloc.push(RelocEntry { vbn: s.vbn, count: blocks, offset }),
+            }
+        }
+    }
+    /// Writes the relocation table and the end record, flushes, and returns
+    /// the end record and the output (for the caller to sync and close).
+    pub fn finish(mut self) -> Result<(End, Box<dyn Write + Send>, u64)> {
+        let reloc = std::mem::take(&mut self.reloc);
+        self.end.reloc_offset = self.offset;
+        for chunk in reloc.chunks(RELOC_PER_RECORD) {
+            self.write_record(RecordKind::Reloc, &encode_reloc(chunk))?;
+            self.end.reloc_records += 1;
+        }
+        self.end.records = self.next_seq;
+        self.end.sha256 = self.sha.clone().finalize().into();
+        let rec = seal(RecordKind::End, self.next_seq, &self.end.encode(), None);
+        self.out.write_all(&rec).context("cannot write to the output")?;
+        self.offset += rec.len() as u64;
+        self.out.flush().context("cannot write to the output")?;
+        Ok((self.end, self.out, self.offset))
+    }
+}

@@ -1,0 +1,554 @@
+//! The metadata of one snapshot of a source: inodes, directory entries and
+//! each regular file's block pointers (runs of VBNs).
+//!
+//! The same model is carried in a stream's metadata section (so a stream can
+//! be listed from its front) and in the catalog (so the next dump knows each
+//! file's blocks and their checksums). Inode numbers are stream-local:
+//! 1 is the root, and they are numbered in the order entries first appear in
+//! a depth-first walk, which lets readers keep them in a plain vector.
+
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Context, Result};
+
+/// Inode number of the source's root directory.
+pub const ROOT_INO: u64 = 1;
+/// Longest name accepted from a stream; Linux allows 255, this leaves room
+/// for other systems while still bounding memory.
+pub const MAX_NAME: usize = 1024;
+/// Longest symlink target accepted from a stream (Linux PATH_MAX).
+pub const MAX_TARGET: usize = 4096;
+/// Limits on extended attributes accepted from a stream (Linux's own limits).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest xattr value accepted (Linux XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE: usize = 65536;
+
+/// File types snapdump records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A directory.
+    Dir = 1,
+    /// A regular file.
+    File = 2,
+    /// A symbolic link (its target is kept, never followed).
+    Symlink = 3,
+    /// A named pipe.
+    Fifo = 4,
+    /// A Unix socket (recreated as an unbound socket node).
+    Socket = 5,
+    /// A character device.
+    CharDev = 6,
+    /// A block device.
+    BlockDev = 7,
+}
+
+impl Kind {
+    /// Decodes the on-disk kind byte.
+    pub fn from_u8(v: u8) -> Result<Kind> {
+        Ok(match v {
+            1 => Kind::Dir,
+            2 => Kind::File,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::Socket,
+            6 => Kind::CharDev,
+            7 => Kind::BlockDev,
+            _ => bail!("unknown file type {v}"),
+        })
+    }
+    /// Short name used in listings and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::CharDev => "chardev",
+            Kind::BlockDev => "blockdev",
+        }
+    }
+    /// The S_IFMT bits of this kind.
+    pub fn ifmt(self) -> u32 {
+        match self {
+            Kind::Dir => libc::S_IFDIR,
+            Kind::File => libc::S_IFREG,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDev => libc::S_IFCHR,
+            Kind::BlockDev => libc::S_IFBLK,
+        }
+    }
+    /// The kind of an `st_mode`, if snapdump records it.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFREG => Kind::File,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+}
+
+/// A timestamp to the nanosecond.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time {
+    /// Seconds since the epoch.
+    pub sec: i64,
+    /// Nanoseconds, 0..1e9.
+    pub nsec: u32,
+}
+
+impl Time {
+    /// The current wall-clock time.
+    pub fn now() -> Time {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Time {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
+    }
+    /// RFC 3339 in UTC, for listings and JSON.
+    pub fn rfc3339(self) -> String {
+        if self.sec < 0 {
+            return format!("{}.{:09}", self.sec, self.nsec);
+        }
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
+        humantime::format_rfc3339_seconds(t).to_string()
+    }
+    fn enc(self, e: &mut Enc) {
+        e.i64(self.sec);
+        e.u32(self.nsec);
+    }
+    fn dec(d: &mut Dec) -> Result<Time> {
+        let sec = d.i64()?;
+        let nsec = d.u32()?;
+        if nsec >= 1_000_000_000 {
+            bail!("timestamp nanoseconds {nsec} out of range");
+        }
+        Ok(Time { sec, nsec })
+    }
+}
+
+/// Ownership, permissions and times of an inode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits including setuid, setgid and sticky (0o7777).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number of a device node.
+    pub rdev: u64,
+    /// Last access.
+    pub atime: Time,
+    /// Last modification.
+    pub mtime: Time,
+    /// Last status change (recorded for change detection; cannot be restored).
+    pub ctime: Time,
+}
+
+/// A run of consecutive file blocks stored at consecutive VBNs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// Index of the first block in the file (byte offset / block size).
+    pub block: u64,
+    /// VBN of the first block; VBN 0 is never allocated.
+    pub vbn: u64,
+    /// Number of blocks in the run (at least 1).
+    pub count: u64,
+}
+
+/// Where a source inode lived on the source system; the catalog keeps it so
+/// the next dump can tell unchanged files without reading them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceKey {
+    /// st_dev of the source file.
+    pub dev: u64,
+    /// st_ino of the source file.
+    pub ino: u64,
+}
+
+/// One inode of a snapshot.
+#[derive(Clone, Debug)]
+pub struct Inode {
+    /// Stream-local inode number (1 = root).
+    pub ino: u64,
+    /// File type.
+    pub kind: Kind,
+    /// Ownership, permissions, times.
+    pub attrs: Attrs,
+    /// Size in bytes (regular files; symlinks: target length).
+    pub size: u64,
+    /// Symlink target, raw bytes.
+    pub target: Vec<u8>,
+    /// Extended attributes as (name, value), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Data runs of a regular file; blocks not covered are holes.
+    pub extents: Vec<Extent>,
+    /// Source identity (catalog only; zero in streams).
+    pub src: SourceKey,
+    /// XXH3-128 checksum of each block, in extent order (catalog only).
+    pub sums: Vec<[u8; 16]>,
+}
+
+impl Inode {
+    /// A new inode with no data, xattrs or target.
+    pub fn new(ino: u64, kind: Kind, attrs: Attrs) -> Inode {
+        Inode {
+            ino,
+            kind,
+            attrs,
+            size: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            extents: Vec::new(),
+            src: SourceKey::default(),
+            sums: Vec::new(),
+        }
+    }
+    /// Number of data blocks (not holes) the file has.
+    pub fn block_count(&self) -> u64 {
+        self.extents.iter().map(|e| e.count).sum()
+    }
+}
+
+/// A name in a directory.
+#[derive(Clone, Debug)]
+pub struct Dirent {
+    /// Inode of the containing directory (0 for the root's own entry).
+    pub parent: u64,
+    /// The name, raw bytes (no '/', no NUL, not "." or "..").
+    pub name: Vec<u8>,
+    /// Inode the name refers to.
+    pub ino: u64,
+}
+
+/// The metadata of one snapshot, in depth-first order.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    /// Inodes; `inodes[i].ino == i + 1`.
+    pub inodes: Vec<Inode>,
+    /// Directory entries; a directory's own entry precedes its children's.
+    pub dirents: Vec<Dirent>,
+    /// For each inode, the index of its first dirent (its primary path).
+    first: Vec<usize>,
+}
+
+/// Entry tags of the metadata encoding.
+const TAG_INODE: u8 = 1;
+const TAG_LINK: u8 = 2;
+
+impl Tree {
+    /// The inode with number `ino` (which must exist).
+    pub fn inode(&self, ino: u64) -> &Inode {
+        &self.inodes[(ino - 1) as usize]
+    }
+    /// Mutable access to inode `ino`.
+    pub fn inode_mut(&mut self, ino: u64) -> &mut Inode {
+        &mut self.inodes[(ino - 1) as usize]
+    }
+    /// Adds a new inode under `parent` with `name`; returns its number.
+    pub fn push_inode(&mut self, parent: u64, name: Vec<u8>, mut inode: Inode) -> u64 {
+        let ino = self.inodes.len() as u64 + 1;
+        inode.ino = ino;
+        self.first.push(self.dirents.len());
+        self.dirents.push(Dirent { parent, name, ino });
+        self.inodes.push(inode);
+        ino
+    }
+    /// Adds another name (hard link) for an existing inode.
+    pub fn push_link(&mut self, parent: u64, name: Vec<u8>, ino: u64) {
+        self.dirents.push(Dirent { parent, name, ino });
+    }
+    /// The primary directory entry of `ino`.
+    pub fn primary(&self, ino: u64) -> &Dirent {
+        &self.dirents[self.first[(ino - 1) as usize]]
+    }
+    /// Directory inodes from the root's child down to `dir` (root excluded),
+    /// the chain a reader opens to reach `dir` without long paths.
+    pub fn dir_chain(&self, dir: u64) -> Vec<u64> {
+        let mut chain = Vec::new();
+        let mut cur = dir;
+        while cur != ROOT_INO && cur != 0 {
+            chain.push(cur);
+            cur = self.primary(cur).parent;
+        }
+        chain.reverse();
+        chain
+    }
+    /// The path of a dirent relative to the root, as raw bytes.
+    pub fn dirent_path(&self, d: &Dirent) -> Vec<u8> {
+        let mut parts: Vec<&[u8]> = vec![&d.name];
+        let mut cur = d.parent;
+        while cur != ROOT_INO && cur != 0 {
+            let p = self.primary(cur);
+            parts.push(&p.name);
+            cur = p.parent;
+        }
+        if d.parent == 0 {
+            return b".".to_vec();
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+    /// The primary path of `ino`.
+    pub fn path(&self, ino: u64) -> Vec<u8> {
+        self.dirent_path(self.primary(ino))
+    }
+    /// Total data blocks over all regular files.
+    pub fn block_count(&self) -> u64 {
+        self.inodes.iter().map(|i| i.block_count()).sum()
+    }
+
+    /// Encodes dirent `idx` (and its inode when it is the primary entry) as
+    /// one metadata item. `catalog` adds the catalog-only fields.
+    pub fn encode_item(&self, idx: usize, e: &mut Enc, catalog: bool) {
+        let d = &self.dirents[idx];
+        let primary = self.first[(d.ino - 1) as usize] == idx;
+        e.u8(if primary { TAG_INODE } else { TAG_LINK });
+        e.u64(d.parent);
+        e.bytes(&d.name);
+        if !primary {
+            e.u64(d.ino);
+            return;
+        }
+        let i = self.inode(d.ino);
+        e.u64(i.ino);
+        e.u8(i.kind as u8);
+        e.u32(i.attrs.mode);
+        e.u32(i.attrs.uid);
+        e.u32(i.attrs.gid);
+        e.u64(i.attrs.rdev);
+        e.u64(i.size);
+        i.attrs.atime.enc(e);
+        i.attrs.mtime.enc(e);
+        i.attrs.ctime.enc(e);
+        e.bytes(&i.target);
+        e.u32(i.xattrs.len() as u32);
+        for (n, v) in &i.xattrs {
+            e.bytes(n);
+            e.bytes(v);
+        }
+        e.u32(i.extents.len() as u32);
+        for x in &i.extents {
+            e.u64(x.block);
+            e.u64(x.vbn);
+            e.u64(x.count);
+        }
+        if catalog {
+            e.u64(i.src.dev);
+            e.u64(i.src.ino);
+            e.u32(i.sums.len() as u32);
+            for s in &i.sums {
+                e.fixed(s);
+            }
+        }
+    }
+}
+
+/// Rebuilds a [`Tree`] from metadata items, checking every rule a hostile
+/// or damaged stream could break before anything is created on disk.
+pub struct TreeBuilder {
+    /// The tree built so far.
+    pub tree: Tree,
+    block_size: u64,
+}
+
+/// Checks that a name from a stream is one plain path component.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        bail!("empty file name");
+    }
+    if name == b"." || name == b".." {
+        bail!("file name {:?} is not allowed", String::from_utf8_lossy(name));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        bail!(
+            "file name {:?} contains '/' or NUL",
+            String::from_utf8_lossy(name)
+        );
+    }
+    if name.len() > MAX_NAME {
+        bail!("file name of {} bytes is too long", name.len());
+    }
+    Ok(())
+}
+
+impl TreeBuilder {
+    /// An empty builder for a stream of the given block size.
+    pub fn new(block_size: u64) -> Self {
+        TreeBuilder {
+            tree: Tree::default(),
+            block_size,
+        }
+    }
+
+    /// Decodes and validates one item; `catalog` as in [`Tree::encode_item`].
+    pub fn decode_item(&mut self, d: &mut Dec, catalog: bool) -> Result<()> {
+        let tag = d.u8()?;
+        let parent = d.u64()?;
+        let name = d.bytes(MAX_NAME)?.to_vec();
+        let n = self.tree.inodes.len() as u64;
+        let entry = n + 1;
+        if self.tree.dirents.is_empty() {
+            if tag != TAG_INODE || parent != 0 || !name.is_empty() {
+                bail!("metadata does not start with the root directory");
+            }
+        } else {
+            check_name(&name).with_context(|| format!("metadata entry {}", self.tree.dirents.len()))?;
+            if parent == 0 || parent > n || self.tree.inode(parent).kind != Kind::Dir {
+                bail!(
+                    "metadata entry {}: parent inode {parent} is not a known directory",
+                    self.tree.dirents.len()
+                );
+            }
+        }
+        match tag {
+            TAG_LINK => {
+                let ino = d.u64()?;
+                if ino == 0 || ino > n || self.tree.inode(ino).kind == Kind::Dir {
+                    bail!("metadata entry {}: hard link to invalid inode {ino}", self.tree.dirents.len());
+                }
+                self.tree.push_link(parent, name, ino);
+            }
+            TAG_INODE => {
+                let ino = d.u64()?;
+                if ino != entry {
+                    bail!("metadata entry {}: inode {ino} out of order (expected {entry})", self.tree.dirents.len());
+                }
+                let kind = Kind::from_u8(d.u8()?)?;
+                if self.tree.dirents.is_empty() && kind != Kind::Dir {
+                    bail!("the root entry is not a directory");
+                }
+                let mode = d.u32()?;
+                if mode & !0o7777 != 0 {
+                    bail!("inode {ino}: invalid permission bits {mode:o}");
+                }
+                let attrs = Attrs {
+                    mode,
+                    uid: d.u32()?,
+                    gid: d.u32()?,
+                    rdev: d.u64()?,
+                    atime: Time::default(),
+                    mtime: Time::default(),
+                    ctime: Time::default(),
+                };
+                let mut inode = Inode::new(ino, kind, attrs);
+                inode.size = d.u64()?;
+                inode.attrs.atime = Time::dec(d)?;
+                inode.attrs.mtime = Time::dec(d)?;
+                inode.attrs.ctime = Time::dec(d)?;
+                inode.target = d.bytes(MAX_TARGET)?.to_vec();
+                if kind == Kind::Symlink && (inode.target.is_empty() || inode.target.contains(&0)) {
+                    bail!("inode {ino}: invalid symlink target");
+                }
+                let nx = d.count(8)?;
+                for _ in 0..nx {
+                    let xn = d.bytes(MAX_XATTR_NAME)?.to_vec();
+                    let xv = d.bytes(MAX_XATTR_VALUE)?.to_vec();
+                    if xn.is_empty() || xn.contains(&0) {
+                        bail!("inode {ino}: invalid xattr name");
+                    }
+                    inode.xattrs.push((xn, xv));
+                }
+                let ne = d.count(24)?;
+                let mut next_block = 0u64;
+                let max_blocks = inode.size.div_ceil(self.block_size);
+                for _ in 0..ne {
+                    let x = Extent {
+                        block: d.u64()?,
+                        vbn: d.u64()?,
+                        count: d.u64()?,
+                    };
+                    let end = x.block.checked_add(x.count);
+                    if kind != Kind::File
+                        || x.count == 0
+                        || x.vbn == 0
+                        || x.vbn.checked_add(x.count).is_none()
+                        || x.block < next_block
+                        || end.is_none_or(|e| e > max_blocks)
+                    {
+                        bail!("inode {ino}: invalid extent {x:?} (size {})", inode.size);
+                    }
+                    next_block = x.block + x.count;
+                    inode.extents.push(x);
+                }
+                if catalog {
+                    inode.src.dev = d.u64()?;
+                    inode.src.ino = d.u64()?;
+                    let ns = d.count(16)?;
+                    for _ in 0..ns {
+                        inode.sums.push(d.fixed(16)?.try_into().unwrap());
+                    }
+                }
+                self.tree.push_inode(parent, name, inode);
+            }
+            _ => bail!("metadata entry {}: unknown tag {tag}", self.tree.dirents.len()),
+        }
+        Ok(())
+    }
+
+    /// The finished tree; fails if no root was seen.
+    pub fn finish(self) -> Result<Tree> {
+        if self.tree.inodes.is_empty() {
+            bail!("metadata has no root directory");
+        }
+        Ok(self.tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tree {
+        let mut t = Tree::default();
+        let root = t.push_inode(0, vec![], Inode::new(0, Kind::Dir, Attrs::default()));
+        let d = t.push_inode(root, b"d".to_vec(), Inode::new(0, Kind::Dir, Attrs::default()));
+        let mut f = Inode::new(0, Kind::File, Attrs::default());
+        f.size = 10000;
+        f.extents.push(Extent { block: 0, vbn: 1, count: 1 });
+        f.extents.push(Extent { block: 2, vbn: 2, count: 1 });
+        let f = t.push_inode(d, b"f".to_vec(), f);
+        t.push_link(root, b"hard".to_vec(), f);
+        t
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let t = sample();
+        let mut e = Enc::new();
+        for i in 0..t.dirents.len() {
+            t.encode_item(i, &mut e, true);
+        }
+        let mut b = TreeBuilder::new(4096);
+        let mut d = Dec::new(&e.buf, "meta");
+        while !d.is_empty() {
+            b.decode_item(&mut d, true).unwrap();
+        }
+        let t2 = b.finish().unwrap();
+        assert_eq!(t2.inodes.len(), 3);
+        assert_eq!(t2.dirents.len(), 4);
+        assert_eq!(t2.path(3), b"d/f");
+        assert_eq!(t2.inode(3).extents, t.inode(3).extents);
+        assert_eq!(t2.dir_chain(2), vec![2]);
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [&b".."[..], b".", b"a/b", b"", b"a\0b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(b"ok\nname").is_ok());
+    }
+}
