@@ -136,7 +136,9 @@ impl Catalog {
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).with_context(|| format!("cannot read catalog {}", dir.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read catalog {}", dir.display()))
+            }
         };
         for ent in rd {
             let p = ent?.path().join("catalog");
@@ -229,7 +231,8 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
     if body_len != content.len() as u64 - 28 || raw_len > 1 << 40 {
         bail!("catalog length fields are inconsistent");
     }
-    let body = zstd::bulk::decompress(&content[28..], raw_len as usize).context("catalog body does not decompress")?;
+    let body = zstd::bulk::decompress(&content[28..], raw_len as usize)
+        .context("catalog body does not decompress")?;
     let mut d = Dec::new(&body, "catalog");
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();
@@ -241,7 +244,10 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
     for _ in 0..n {
         let id = d.u64()?;
         let uuid = d.fixed(16)?.try_into().unwrap();
-        let time = Time { sec: d.i64()?, nsec: d.u32()? };
+        let time = Time {
+            sec: d.i64()?,
+            nsec: d.u32()?,
+        };
         let level = d.u8()?;
         let full = d.u8()? != 0;
         let base = Some(d.u64()?).filter(|&b| b != 0);
@@ -249,7 +255,12 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         let data_blocks = d.u64()?;
         let output = String::from_utf8_lossy(d.bytes(1 << 16)?).into_owned();
         snapshots.push(SnapshotInfo {
-            snap: SnapshotRef { id, uuid, time, level },
+            snap: SnapshotRef {
+                id,
+                uuid,
+                time,
+                level,
+            },
             base,
             full,
             stream_bytes,

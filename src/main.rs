@@ -6,7 +6,11 @@ use snapdump::report::{Report, EXIT_FAILURE};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "snapdump", version, about = "Snapshot image dump and restore for directory trees")]
+#[command(
+    name = "snapdump",
+    version,
+    about = "Snapshot image dump and restore for directory trees"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -146,7 +150,8 @@ fn main() {
 fn emit_json<T: serde::Serialize>(j: &JsonArgs, stdout_busy: bool, v: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(v)?;
     if let Some(f) = &j.json_file {
-        std::fs::write(f, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+        std::fs::write(f, text + "\n")
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
     } else if j.json {
         if stdout_busy {
             eprintln!("{text}");
@@ -204,7 +209,11 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             if a.extract || a.compare {
                 anyhow::bail!("restore -x and -C are not supported by this build yet; use restore -r into an empty directory");
             }
-            let opts = snapdump::restore::full::RestoreOptions { input, target: a.target, force: a.force };
+            let opts = snapdump::restore::full::RestoreOptions {
+                input,
+                target: a.target,
+                force: a.force,
+            };
             let s = snapdump::restore::full::restore(&opts, report)?;
             emit_json(&a.json, false, &s)?;
             Ok(report.exit_status())

@@ -30,9 +30,15 @@ pub fn stream_spec(f: Option<&str>) -> Result<String> {
 enum Finish {
     Stdout,
     /// Written to `tmp`, renamed to `path` on commit.
-    Replace { tmp: PathBuf, path: PathBuf, file: File },
+    Replace {
+        tmp: PathBuf,
+        path: PathBuf,
+        file: File,
+    },
     /// A device or fifo, written in place.
-    Direct { file: File },
+    Direct {
+        file: File,
+    },
 }
 
 /// An output being written.
@@ -47,7 +53,13 @@ impl Output {
     pub fn open(spec: &str) -> Result<(Output, Box<dyn Write + Send>)> {
         if spec == "-" {
             let w = BufWriter::with_capacity(IO_BUF, std::io::stdout());
-            return Ok((Output { finish: Finish::Stdout, name: "-".into() }, Box::new(w)));
+            return Ok((
+                Output {
+                    finish: Finish::Stdout,
+                    name: "-".into(),
+                },
+                Box::new(w),
+            ));
         }
         let path = Path::new(spec);
         let special = std::fs::metadata(path)
@@ -65,14 +77,26 @@ impl Output {
                 .open(path)
                 .with_context(|| format!("cannot open output {spec}"))?;
             let w = BufWriter::with_capacity(IO_BUF, file.try_clone()?);
-            return Ok((Output { finish: Finish::Direct { file }, name: spec.into() }, Box::new(w)));
+            return Ok((
+                Output {
+                    finish: Finish::Direct { file },
+                    name: spec.into(),
+                },
+                Box::new(w),
+            ));
         }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let base = path.file_name().with_context(|| format!("output {spec} has no file name"))?;
-        let tmp = dir.join(format!(".{}.snapdump-partial.{}", base.to_string_lossy(), std::process::id()));
+        let base = path
+            .file_name()
+            .with_context(|| format!("output {spec} has no file name"))?;
+        let tmp = dir.join(format!(
+            ".{}.snapdump-partial.{}",
+            base.to_string_lossy(),
+            std::process::id()
+        ));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -80,7 +104,14 @@ impl Output {
             .with_context(|| format!("cannot create output {spec} (in {})", dir.display()))?;
         let w = BufWriter::with_capacity(IO_BUF, file.try_clone()?);
         Ok((
-            Output { finish: Finish::Replace { tmp, path: path.to_path_buf(), file }, name: spec.into() },
+            Output {
+                finish: Finish::Replace {
+                    tmp,
+                    path: path.to_path_buf(),
+                    file,
+                },
+                name: spec.into(),
+            },
             Box::new(w),
         ))
     }
@@ -99,12 +130,16 @@ impl Output {
                 let r = (|| -> std::io::Result<()> {
                     file.sync_all()?;
                     std::fs::rename(&tmp, &path)?;
-                    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    let dir = path
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
                     File::open(dir)?.sync_all()
                 })();
                 if let Err(e) = r {
                     let _ = std::fs::remove_file(&tmp);
-                    return Err(e).with_context(|| format!("cannot finish output {}", path.display()));
+                    return Err(e)
+                        .with_context(|| format!("cannot finish output {}", path.display()));
                 }
                 Ok(())
             }

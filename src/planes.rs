@@ -70,7 +70,11 @@ impl Plane {
     }
     /// Sum: `self + other` (OR).
     pub fn or(&self, other: &Plane) -> Plane {
-        let (long, short) = if self.words.len() >= other.words.len() { (self, other) } else { (other, self) };
+        let (long, short) = if self.words.len() >= other.words.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
         let mut words = long.words.clone();
         for (a, b) in words.iter_mut().zip(&short.words) {
             *a |= b;
@@ -87,7 +91,13 @@ impl Plane {
     }
     /// Intersection: `self & other`.
     pub fn and(&self, other: &Plane) -> Plane {
-        Plane::from_words(self.words.iter().zip(&other.words).map(|(a, b)| a & b).collect())
+        Plane::from_words(
+            self.words
+                .iter()
+                .zip(&other.words)
+                .map(|(a, b)| a & b)
+                .collect(),
+        )
     }
     /// The VBNs in the plane as maximal runs `(first, count)`, ascending.
     pub fn runs(&self) -> Vec<(u64, u64)> {

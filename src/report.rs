@@ -37,7 +37,10 @@ impl Report {
     }
     /// A report that only collects (used by tests of library code).
     pub fn quiet() -> Self {
-        Report { warnings: Mutex::default(), quiet: true }
+        Report {
+            warnings: Mutex::default(),
+            quiet: true,
+        }
     }
     /// Records and prints a warning about `path` (raw bytes).
     pub fn warn(&self, path: &[u8], message: impl Into<String>) {

@@ -40,13 +40,16 @@ struct Walker<'a> {
 /// Open flags for regular files: never follow a link, never block on a
 /// fifo swapped in, and leave atimes alone where permitted (dump never
 /// modifies the source).
-pub const FILE_OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+pub const FILE_OPEN_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
 
 /// Opens a regular file for reading without touching its atime when the
 /// kernel allows it (O_NOATIME needs ownership or CAP_FOWNER).
 pub fn open_file(dir: BorrowedFd, name: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     match fsx::openat(dir, name, FILE_OPEN_FLAGS | libc::O_NOATIME, 0) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fsx::openat(dir, name, FILE_OPEN_FLAGS, 0),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            fsx::openat(dir, name, FILE_OPEN_FLAGS, 0)
+        }
         r => r,
     }
 }
@@ -54,7 +57,8 @@ pub fn open_file(dir: BorrowedFd, name: &[u8]) -> std::io::Result<std::os::fd::O
 /// Scans the directory tree at `root` into a [`Tree`] whose extents carry
 /// VBN 0 (VBNs are assigned by the dump).
 pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
-    let fd = fsx::open_dir_path(root).with_context(|| format!("cannot open source {}", root.display()))?;
+    let fd = fsx::open_dir_path(root)
+        .with_context(|| format!("cannot open source {}", root.display()))?;
     let st = fsx::fstat(fd.as_fd_borrow())?;
     let (kind, attrs) = fsx::attrs_of(&st);
     if kind != Some(Kind::Dir) {
@@ -68,7 +72,10 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         path: Vec::new(),
     };
     let mut inode = Inode::new(0, Kind::Dir, attrs);
-    inode.src = SourceKey { dev: st.st_dev, ino: st.st_ino };
+    inode.src = SourceKey {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
     inode.xattrs = w.xattrs(fd.as_fd_borrow(), b"");
     let ino = w.tree.push_inode(0, Vec::new(), inode);
     w.walk(fd.as_fd_borrow(), ino, true);
@@ -77,7 +84,11 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
 
 impl Walker<'_> {
     fn warn(&self, msg: String) {
-        let p = if self.path.is_empty() { b".".to_vec() } else { self.path.clone() };
+        let p = if self.path.is_empty() {
+            b".".to_vec()
+        } else {
+            self.path.clone()
+        };
         self.report.warn(&p, msg);
     }
 
@@ -85,7 +96,9 @@ impl Walker<'_> {
         match xattr::list(dir, name) {
             Ok(x) => x,
             Err(e) => {
-                self.warn(format!("cannot read extended attributes: {e}; recorded without them"));
+                self.warn(format!(
+                    "cannot read extended attributes: {e}; recorded without them"
+                ));
                 Vec::new()
             }
         }
@@ -95,7 +108,9 @@ impl Walker<'_> {
         let names = match fsx::read_dir_names(dir) {
             Ok(n) => n,
             Err(e) => {
-                self.warn(format!("cannot read directory: {e}; its contents are not in this dump"));
+                self.warn(format!(
+                    "cannot read directory: {e}; its contents are not in this dump"
+                ));
                 return;
             }
         };
@@ -130,7 +145,10 @@ impl Walker<'_> {
         }
         let (kind, attrs) = fsx::attrs_of(&st);
         let Some(kind) = kind else {
-            self.warn(format!("unsupported file type {:o}; not in this dump", st.st_mode & libc::S_IFMT));
+            self.warn(format!(
+                "unsupported file type {:o}; not in this dump",
+                st.st_mode & libc::S_IFMT
+            ));
             return;
         };
         let key = (st.st_dev, st.st_ino);
@@ -141,7 +159,10 @@ impl Walker<'_> {
             }
         }
         let mut inode = Inode::new(0, kind, attrs);
-        inode.src = SourceKey { dev: st.st_dev, ino: st.st_ino };
+        inode.src = SourceKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
         match kind {
             Kind::Dir => match fsx::open_dir(dir, &name) {
                 Ok(fd) => {
@@ -164,7 +185,12 @@ impl Walker<'_> {
                     }
                 };
                 let st2 = match fsx::fstat(fd.as_fd_borrow()) {
-                    Ok(s) if (s.st_dev, s.st_ino) == key && s.st_mode & libc::S_IFMT == libc::S_IFREG => s,
+                    Ok(s)
+                        if (s.st_dev, s.st_ino) == key
+                            && s.st_mode & libc::S_IFMT == libc::S_IFREG =>
+                    {
+                        s
+                    }
                     _ => {
                         self.warn("replaced during the scan; not in this dump".into());
                         return;
@@ -176,8 +202,14 @@ impl Walker<'_> {
                 let bs = self.opts.block_size;
                 match fsx::data_runs(fd.as_fd_borrow(), inode.size, bs) {
                     Ok(runs) => {
-                        inode.extents =
-                            runs.into_iter().map(|(block, count)| Extent { block, vbn: 0, count }).collect()
+                        inode.extents = runs
+                            .into_iter()
+                            .map(|(block, count)| Extent {
+                                block,
+                                vbn: 0,
+                                count,
+                            })
+                            .collect()
                     }
                     Err(e) => {
                         self.warn(format!("cannot map data regions: {e}; not in this dump"));
@@ -195,6 +227,14 @@ impl Walker<'_> {
                     Ok(t) if !t.is_empty() => {
                         inode.size = t.len() as u64;
                         inode.target = t;
+                        // readlink(2) updates a symlink's atime under the
+                        // relatime rule and no flag prevents it, so record
+                        // the atime as it stands after reading the target.
+                        if let Ok(st2) = fsx::stat_at(dir, &name) {
+                            if (st2.st_dev, st2.st_ino) == key {
+                                inode.attrs.atime = fsx::attrs_of(&st2).1.atime;
+                            }
+                        }
                     }
                     Ok(_) => {
                         self.warn("empty symlink target; not in this dump".into());

@@ -21,7 +21,8 @@ pub struct SourceSnapshots {
 pub fn list(root: &Path, source: Option<&Path>) -> Result<Vec<SourceSnapshots>> {
     let states = match source {
         Some(s) => {
-            let canon = std::fs::canonicalize(s).with_context(|| format!("cannot access source {}", s.display()))?;
+            let canon = std::fs::canonicalize(s)
+                .with_context(|| format!("cannot access source {}", s.display()))?;
             let c = Catalog::open(root, canon.as_os_str().as_bytes(), 4096)?;
             if c.state.snapshots.is_empty() {
                 bail!(

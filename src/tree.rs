@@ -370,7 +370,10 @@ pub fn check_name(name: &[u8]) -> Result<()> {
         bail!("empty file name");
     }
     if name == b"." || name == b".." {
-        bail!("file name {:?} is not allowed", String::from_utf8_lossy(name));
+        bail!(
+            "file name {:?} is not allowed",
+            String::from_utf8_lossy(name)
+        );
     }
     if name.contains(&b'/') || name.contains(&0) {
         bail!(
@@ -405,7 +408,8 @@ impl TreeBuilder {
                 bail!("metadata does not start with the root directory");
             }
         } else {
-            check_name(&name).with_context(|| format!("metadata entry {}", self.tree.dirents.len()))?;
+            check_name(&name)
+                .with_context(|| format!("metadata entry {}", self.tree.dirents.len()))?;
             if parent == 0 || parent > n || self.tree.inode(parent).kind != Kind::Dir {
                 bail!(
                     "metadata entry {}: parent inode {parent} is not a known directory",
@@ -417,14 +421,20 @@ impl TreeBuilder {
             TAG_LINK => {
                 let ino = d.u64()?;
                 if ino == 0 || ino > n || self.tree.inode(ino).kind == Kind::Dir {
-                    bail!("metadata entry {}: hard link to invalid inode {ino}", self.tree.dirents.len());
+                    bail!(
+                        "metadata entry {}: hard link to invalid inode {ino}",
+                        self.tree.dirents.len()
+                    );
                 }
                 self.tree.push_link(parent, name, ino);
             }
             TAG_INODE => {
                 let ino = d.u64()?;
                 if ino != entry {
-                    bail!("metadata entry {}: inode {ino} out of order (expected {entry})", self.tree.dirents.len());
+                    bail!(
+                        "metadata entry {}: inode {ino} out of order (expected {entry})",
+                        self.tree.dirents.len()
+                    );
                 }
                 let kind = Kind::from_u8(d.u8()?)?;
                 if self.tree.dirents.is_empty() && kind != Kind::Dir {
@@ -493,7 +503,10 @@ impl TreeBuilder {
                 }
                 self.tree.push_inode(parent, name, inode);
             }
-            _ => bail!("metadata entry {}: unknown tag {tag}", self.tree.dirents.len()),
+            _ => bail!(
+                "metadata entry {}: unknown tag {tag}",
+                self.tree.dirents.len()
+            ),
         }
         Ok(())
     }
@@ -514,11 +527,23 @@ mod tests {
     fn sample() -> Tree {
         let mut t = Tree::default();
         let root = t.push_inode(0, vec![], Inode::new(0, Kind::Dir, Attrs::default()));
-        let d = t.push_inode(root, b"d".to_vec(), Inode::new(0, Kind::Dir, Attrs::default()));
+        let d = t.push_inode(
+            root,
+            b"d".to_vec(),
+            Inode::new(0, Kind::Dir, Attrs::default()),
+        );
         let mut f = Inode::new(0, Kind::File, Attrs::default());
         f.size = 10000;
-        f.extents.push(Extent { block: 0, vbn: 1, count: 1 });
-        f.extents.push(Extent { block: 2, vbn: 2, count: 1 });
+        f.extents.push(Extent {
+            block: 0,
+            vbn: 1,
+            count: 1,
+        });
+        f.extents.push(Extent {
+            block: 2,
+            vbn: 2,
+            count: 1,
+        });
         let f = t.push_inode(d, b"f".to_vec(), f);
         t.push_link(root, b"hard".to_vec(), f);
         t

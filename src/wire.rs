@@ -132,7 +132,11 @@ impl<'a> Dec<'a> {
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<()> {
         if !self.is_empty() {
-            bail!("{} has {} unexpected trailing bytes", self.what, self.remaining());
+            bail!(
+                "{} has {} unexpected trailing bytes",
+                self.what,
+                self.remaining()
+            );
         }
         Ok(())
     }

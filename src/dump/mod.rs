@@ -95,7 +95,10 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
     let bs = catalog.state.block_size;
     if opts.level != 0 {
-        bail!("dump level {} is not supported yet by this build: run a level-0 dump (-0)", opts.level);
+        bail!(
+            "dump level {} is not supported yet by this build: run a level-0 dump (-0)",
+            opts.level
+        );
     }
 
     let (output, out) = Output::open(&opts.output)?;
@@ -104,7 +107,10 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     // The stream is complete, synced and in place: now it may become a base.
     catalog.state = new_state;
     catalog.commit()?;
-    Ok(DumpSummary { elapsed_seconds: started.elapsed().as_secs_f64(), ..summary })
+    Ok(DumpSummary {
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        ..summary
+    })
 }
 
 fn run(
@@ -117,7 +123,11 @@ fn run(
     report: &Report,
 ) -> Result<(DumpSummary, crate::catalog::CatalogState)> {
     let mut exclude = std::collections::HashSet::new();
-    for p in [&PathBuf::from(&opts.output), &catalog.dir, &opts.catalog_root] {
+    for p in [
+        &PathBuf::from(&opts.output),
+        &catalog.dir,
+        &opts.catalog_root,
+    ] {
         if let Ok(m) = std::fs::metadata(p) {
             exclude.insert((m.dev(), m.ino()));
         }
@@ -125,7 +135,10 @@ fn run(
     if let Some(tmp) = output_tmp_key(&opts.output) {
         exclude.insert(tmp);
     }
-    let scan_opts = ScanOptions { block_size: bs as u64, exclude };
+    let scan_opts = ScanOptions {
+        block_size: bs as u64,
+        exclude,
+    };
     let written = (|| -> Result<_> {
         let mut tree = std::thread::scope(|s| {
             std::thread::Builder::new()
@@ -147,26 +160,45 @@ fn run(
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             source_uuid: catalog.state.source_uuid,
             source_path: catalog.state.source_path.clone(),
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             snapshot: snap.clone(),
             full: true,
             base: None,
             block_size: bs,
             compression_level: opts.compression,
+            entries: tree.dirents.len() as u64,
         };
         let mut w = StreamWriter::new(out, opts.compression, bs)?;
         w.write_record(RecordKind::Header, &header.encode())?;
         write_metadata(&mut w, &tree)?;
-        let root = fsx::open_dir_path(source).with_context(|| format!("cannot open source {}", source.display()))?;
+        let root = fsx::open_dir_path(source)
+            .with_context(|| format!("cannot open source {}", source.display()))?;
         let _ = root.as_fd_borrow();
-        let progress = Progress::bytes(tree.inodes.iter().map(|i| i.block_count() * bs as u64).sum(), "dump");
+        let progress = Progress::bytes(
+            tree.inodes
+                .iter()
+                .map(|i| i.block_count() * bs as u64)
+                .sum(),
+            "dump",
+        );
         let data = pipeline::write_data(w, &tree, root, opts.compression, bs, report, &progress)?;
         drop(progress);
         let mut w = data.writer;
         w.write_record(RecordKind::Dealloc, &encode_dealloc(&[]))?;
         let (end, out, stream_bytes) = w.finish()?;
         drop(out);
-        Ok((tree, active, snap, header, end, stream_bytes, data.sums, data.unstable))
+        Ok((
+            tree,
+            active,
+            snap,
+            header,
+            end,
+            stream_bytes,
+            data.sums,
+            data.unstable,
+        ))
     })();
     let (mut tree, active, snap, header, end, stream_bytes, sums, unstable) = match written {
         Ok(v) => v,
@@ -218,7 +250,10 @@ fn run(
         dirs: count(Kind::Dir),
         files: count(Kind::File),
         symlinks: count(Kind::Symlink),
-        special: tree.inodes.len() as u64 - count(Kind::Dir) - count(Kind::File) - count(Kind::Symlink),
+        special: tree.inodes.len() as u64
+            - count(Kind::Dir)
+            - count(Kind::File)
+            - count(Kind::Symlink),
         data_blocks: end.data_blocks,
         data_bytes: end.data_bytes,
         elapsed_seconds: 0.0,
@@ -235,8 +270,15 @@ fn output_tmp_key(spec: &str) -> Option<(u64, u64)> {
         return None;
     }
     let p = std::path::Path::new(spec);
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = format!(".{}.snapdump-partial.{}", p.file_name()?.to_string_lossy(), std::process::id());
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = format!(
+        ".{}.snapdump-partial.{}",
+        p.file_name()?.to_string_lossy(),
+        std::process::id()
+    );
     let m = std::fs::metadata(dir.join(name)).ok()?;
     Some((m.dev(), m.ino()))
 }

@@ -62,7 +62,10 @@ pub fn write_data(
     report: &Report,
     progress: &Progress,
 ) -> Result<DataResult> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
     let (done_tx, done_rx) = bounded::<Done>(workers * 2);
     let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
@@ -81,15 +84,24 @@ pub fn write_data(
         drop(done_tx);
         let pool_tx2 = pool_tx.clone();
         let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
-        let read = read_blocks(tree, root, bs, first_seq, job_tx, &pool_rx, report, progress);
+        let read = read_blocks(
+            tree, root, bs, first_seq, job_tx, &pool_rx, report, progress,
+        );
         for h in handles {
-            h.join().map_err(|_| anyhow!("a compression worker panicked"))??;
+            h.join()
+                .map_err(|_| anyhow!("a compression worker panicked"))??;
         }
-        let (writer, sums) = writer_h.join().map_err(|_| anyhow!("the stream writer panicked"))??;
+        let (writer, sums) = writer_h
+            .join()
+            .map_err(|_| anyhow!("the stream writer panicked"))??;
         // A reader error after a writer error is only its echo; report the
         // writer's cause first.
         let unstable = read?;
-        Ok(DataResult { writer, sums, unstable })
+        Ok(DataResult {
+            writer,
+            sums,
+            unstable,
+        })
     })
 }
 
@@ -100,7 +112,11 @@ fn worker(
     level: i32,
     bs: u64,
 ) -> Result<()> {
-    let mut zstd = if level != 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+    let mut zstd = if level != 0 {
+        Some(zstd::bulk::Compressor::new(level)?)
+    } else {
+        None
+    };
     for job in jobs {
         let mut sums = Vec::with_capacity(job.buf.len() / bs as usize + job.segs.len());
         let mut at = 0usize;
@@ -116,7 +132,15 @@ fn worker(
         if spare.capacity() > 0 {
             let _ = pool.0.send(spare);
         }
-        if done.send(Done { seq: job.seq, rec, segs: job.segs, sums }).is_err() {
+        if done
+            .send(Done {
+                seq: job.seq,
+                rec,
+                segs: job.segs,
+                sums,
+            })
+            .is_err()
+        {
             break; // the writer stopped: its error is the one to report
         }
     }
@@ -140,7 +164,9 @@ fn write_in_order(
         }
     }
     if !pending.is_empty() {
-        return Err(anyhow!("internal error: data records missing from the pipeline"));
+        return Err(anyhow!(
+            "internal error: data records missing from the pipeline"
+        ));
     }
     Ok((writer, sums))
 }
@@ -172,7 +198,11 @@ fn read_blocks(
         }
         b
     };
-    let mut batch = Batch { buf: new_buf(pool), used: 0, segs: Vec::new() };
+    let mut batch = Batch {
+        buf: new_buf(pool),
+        used: 0,
+        segs: Vec::new(),
+    };
     let flush = |batch: &mut Batch, seq: &mut u64| -> Result<()> {
         if batch.segs.is_empty() {
             return Ok(());
@@ -227,7 +257,10 @@ fn read_blocks(
                 let area = &mut batch.buf[batch.used..batch.used + len as usize];
                 let got = match &fd {
                     Some(fd) => fsx::pread_full(fd.as_fd(), area, off).unwrap_or_else(|e| {
-                        report.warn(&tree.path(ino), format!("read error at byte {off}: {e}; zeros sent"));
+                        report.warn(
+                            &tree.path(ino),
+                            format!("read error at byte {off}: {e}; zeros sent"),
+                        );
                         0
                     }),
                     None => 0,
@@ -237,7 +270,12 @@ fn read_blocks(
                     short = fd.is_some();
                 }
                 progress.inc(len);
-                batch.segs.push(Segment { ino, vbn: x.vbn + (blk - x.block), offset: off, len: len as u32 });
+                batch.segs.push(Segment {
+                    ino,
+                    vbn: x.vbn + (blk - x.block),
+                    offset: off,
+                    len: len as u32,
+                });
                 batch.used += len as usize;
                 blk += n;
             }
@@ -246,7 +284,9 @@ fn read_blocks(
             let changed = match fsx::fstat(fd.as_fd()) {
                 Ok(st) => {
                     let (_, a) = fsx::attrs_of(&st);
-                    st.st_size as u64 != inode.size || a.mtime != inode.attrs.mtime || a.ctime != inode.attrs.ctime
+                    st.st_size as u64 != inode.size
+                        || a.mtime != inode.attrs.mtime
+                        || a.ctime != inode.attrs.ctime
                 }
                 Err(_) => true,
             };

@@ -19,7 +19,10 @@ pub struct DirStack {
 impl DirStack {
     /// A stack whose root is the given directory.
     pub fn new(root: OwnedFd) -> Self {
-        DirStack { root, stack: Vec::new() }
+        DirStack {
+            root,
+            stack: Vec::new(),
+        }
     }
 
     /// The root directory.

@@ -30,7 +30,8 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 pub fn openat(dir: BorrowedFd, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
     let c = cname(name)?;
     loop {
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
         if fd >= 0 {
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
@@ -55,7 +56,12 @@ pub fn open_dir(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
 pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let c = cname(path.as_os_str().as_bytes())?;
-    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let mut fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        fd = unsafe { libc::open(c.as_ptr(), flags) };
+    }
+    let fd = check(fd)?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -63,7 +69,12 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
 pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<libc::stat> {
     let c = cname(name)?;
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
     check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, flags) })?;
     Ok(st)
 }
@@ -77,7 +88,10 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
 
 /// The kind and attributes of a `stat` result.
 pub fn attrs_of(st: &libc::stat) -> (Option<Kind>, Attrs) {
-    let t = |s: i64, n: i64| Time { sec: s, nsec: n.clamp(0, 999_999_999) as u32 };
+    let t = |s: i64, n: i64| Time {
+        sec: s,
+        nsec: n.clamp(0, 999_999_999) as u32,
+    };
     (
         Kind::from_mode(st.st_mode),
         Attrs {
@@ -96,7 +110,14 @@ pub fn attrs_of(st: &libc::stat) -> (Option<Kind>, Attrs) {
 pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
     let c = cname(name)?;
     let mut buf = vec![0u8; 4097];
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -231,10 +252,24 @@ pub fn symlink_at(target: &[u8], dir: BorrowedFd, name: &[u8]) -> io::Result<()>
 
 /// Makes `new_name` in `new_dir` another name of `old_name` in `old_dir`
 /// (never following a symlink).
-pub fn link_at(old_dir: BorrowedFd, old_name: &[u8], new_dir: BorrowedFd, new_name: &[u8]) -> io::Result<()> {
+pub fn link_at(
+    old_dir: BorrowedFd,
+    old_name: &[u8],
+    new_dir: BorrowedFd,
+    new_name: &[u8],
+) -> io::Result<()> {
     let o = cname(old_name)?;
     let n = cname(new_name)?;
-    check(unsafe { libc::linkat(old_dir.as_raw_fd(), o.as_ptr(), new_dir.as_raw_fd(), n.as_ptr(), 0) }).map(|_| ())
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Removes a non-directory (`dir == false`) or an empty directory.
@@ -263,7 +298,12 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
 /// Changes ownership without following symlinks.
 pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
     let c = cname(name)?;
-    let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
     check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(|_| ())
 }
 
@@ -281,13 +321,27 @@ pub fn chmod_at(dir: BorrowedFd, name: &[u8], mode: u32) -> io::Result<()> {
 pub fn utimes_at(dir: BorrowedFd, name: &[u8], atime: Time, mtime: Time) -> io::Result<()> {
     let c = cname(name)?;
     let ts = [
-        libc::timespec { tv_sec: atime.sec, tv_nsec: atime.nsec as i64 },
-        libc::timespec { tv_sec: mtime.sec, tv_nsec: mtime.nsec as i64 },
+        libc::timespec {
+            tv_sec: atime.sec,
+            tv_nsec: atime.nsec as i64,
+        },
+        libc::timespec {
+            tv_sec: mtime.sec,
+            tv_nsec: mtime.nsec as i64,
+        },
     ];
     if name.is_empty() {
         return check(unsafe { libc::futimens(dir.as_raw_fd(), ts.as_ptr()) }).map(|_| ());
     }
-    check(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Sets a file's length (restores trailing holes of sparse files).

@@ -1,29 +1,65 @@
 //! Extended attributes of any file type, addressed as
 //! `/proc/self/fd/DIRFD/NAME` with the non-following `l*xattr` calls: this
 //! works for symlinks and device nodes (which cannot be opened safely) and
-//! for names deeper than PATH_MAX, since the path is always short.
+//! for names deeper than PATH_MAX, since the path is always short. An
+//! entry given by its own descriptor (empty name) uses the `f*xattr` calls.
 
 use super::{cname, raw};
 use std::io;
 use std::os::fd::BorrowedFd;
 
 fn proc_path(dir: BorrowedFd, name: &[u8]) -> io::Result<std::ffi::CString> {
-    let mut p = format!("/proc/self/fd/{}", raw(dir)).into_bytes();
-    if !name.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(name);
-    }
+    let mut p = format!("/proc/self/fd/{}/", raw(dir)).into_bytes();
+    p.extend_from_slice(name);
     cname(&p)
+}
+
+/// The calls for one target: by descriptor when `name` is empty (the
+/// `l*` calls would act on the /proc magic link itself), else by path.
+enum Target {
+    Fd(i32),
+    Path(std::ffi::CString),
+}
+
+impl Target {
+    fn new(dir: BorrowedFd, name: &[u8]) -> io::Result<Target> {
+        Ok(if name.is_empty() {
+            Target::Fd(raw(dir))
+        } else {
+            Target::Path(proc_path(dir, name)?)
+        })
+    }
+    fn list(&self, buf: &mut [u8]) -> isize {
+        let (p, n) = (buf.as_mut_ptr() as *mut libc::c_char, buf.len());
+        match self {
+            Target::Fd(fd) => unsafe { libc::flistxattr(*fd, p, n) },
+            Target::Path(c) => unsafe { libc::llistxattr(c.as_ptr(), p, n) },
+        }
+    }
+    fn get(&self, key: &std::ffi::CStr, buf: &mut [u8]) -> isize {
+        let (p, n) = (buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        match self {
+            Target::Fd(fd) => unsafe { libc::fgetxattr(*fd, key.as_ptr(), p, n) },
+            Target::Path(c) => unsafe { libc::lgetxattr(c.as_ptr(), key.as_ptr(), p, n) },
+        }
+    }
+    fn set(&self, key: &std::ffi::CStr, value: &[u8]) -> i32 {
+        let (p, n) = (value.as_ptr() as *const libc::c_void, value.len());
+        match self {
+            Target::Fd(fd) => unsafe { libc::fsetxattr(*fd, key.as_ptr(), p, n, 0) },
+            Target::Path(c) => unsafe { libc::lsetxattr(c.as_ptr(), key.as_ptr(), p, n, 0) },
+        }
+    }
 }
 
 /// Reads all extended attributes of `name` in `dir` (or of `dir` itself when
 /// `name` is empty), sorted by name. Attributes the caller may not read are
 /// simply not listed by the kernel.
 pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let p = proc_path(dir, name)?;
+    let t = Target::new(dir, name)?;
     let mut names = vec![0u8; 4096];
     let n = loop {
-        let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr() as *mut _, names.len()) };
+        let n = t.list(&mut names);
         if n >= 0 {
             break n as usize;
         }
@@ -39,7 +75,7 @@ pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>
         let cn = cname(xn)?;
         let mut val = vec![0u8; 256];
         loop {
-            let m = unsafe { libc::lgetxattr(p.as_ptr(), cn.as_ptr(), val.as_mut_ptr() as *mut _, val.len()) };
+            let m = t.get(&cn, &mut val);
             if m >= 0 {
                 val.truncate(m as usize);
                 out.push((xn.to_vec(), val));
@@ -60,10 +96,9 @@ pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>
 
 /// Sets one extended attribute without following symlinks.
 pub fn set(dir: BorrowedFd, name: &[u8], key: &[u8], value: &[u8]) -> io::Result<()> {
-    let p = proc_path(dir, name)?;
+    let t = Target::new(dir, name)?;
     let k = cname(key)?;
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), k.as_ptr(), value.as_ptr() as *const _, value.len(), 0) };
-    if r < 0 {
+    if t.set(&k, value) < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

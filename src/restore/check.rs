@@ -38,17 +38,32 @@ impl DataCheck {
         }
         let inode = tree.inode(s.ino);
         if inode.kind != Kind::File || s.offset % bs != 0 {
-            bail!("data segment for inode {} is not block-aligned file data", s.ino);
+            bail!(
+                "data segment for inode {} is not block-aligned file data",
+                s.ino
+            );
         }
         let blk = s.offset / bs;
         let n = (s.len as u64).div_ceil(bs);
         let i = inode.extents.partition_point(|x| x.block + x.count <= blk);
-        let Some(x) = inode.extents.get(i).filter(|x| x.block <= blk && blk + n <= x.block + x.count) else {
-            bail!("data segment at byte {} of inode {} is outside its data regions", s.offset, s.ino);
+        let Some(x) = inode
+            .extents
+            .get(i)
+            .filter(|x| x.block <= blk && blk + n <= x.block + x.count)
+        else {
+            bail!(
+                "data segment at byte {} of inode {} is outside its data regions",
+                s.offset,
+                s.ino
+            );
         };
         let want_len = ((blk + n) * bs).min(inode.size) - s.offset;
         if s.vbn != x.vbn + (blk - x.block) || s.len as u64 != want_len {
-            bail!("data segment at byte {} of inode {} does not match its block pointers", s.offset, s.ino);
+            bail!(
+                "data segment at byte {} of inode {} does not match its block pointers",
+                s.offset,
+                s.ino
+            );
         }
         for v in s.vbn..s.vbn + n {
             if self.seen.get(v) {
@@ -62,9 +77,12 @@ impl DataCheck {
     }
 
     /// Checks that the metadata's blocks all arrived and the end counts agree.
-    pub fn finish(&self, tree: &Tree, entries: u64, end: &End) -> Result<()> {
+    pub fn finish(&self, tree: &Tree, entries: u64, header_entries: u64, end: &End) -> Result<()> {
         let promised = tree.block_count();
-        if end.entries != entries || end.inodes != tree.inodes.len() as u64 {
+        if end.entries != entries
+            || header_entries != entries
+            || end.inodes != tree.inodes.len() as u64
+        {
             bail!(
                 "end record counts {} entries and {} inodes, the stream held {} and {}",
                 end.entries,
@@ -73,7 +91,8 @@ impl DataCheck {
                 tree.inodes.len()
             );
         }
-        if self.blocks != promised || end.data_blocks != self.blocks || end.data_bytes != self.bytes {
+        if self.blocks != promised || end.data_blocks != self.blocks || end.data_bytes != self.bytes
+        {
             bail!(
                 "metadata promises {promised} data blocks, the stream held {} ({} bytes), the end record counts {}",
                 self.blocks,

@@ -72,7 +72,10 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
             .with_context(|| format!("cannot create restore target {}", target.display()))?,
-        Err(e) => return Err(e).with_context(|| format!("cannot access restore target {}", target.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot access restore target {}", target.display()))
+        }
     }
     if !h.full {
         let base = h.base.as_ref().map(|b| b.id).unwrap_or(0);
@@ -87,7 +90,8 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     }
     let paths = StatePaths::new(target);
     paths.begin(&h.snapshot, r.name())?;
-    let root = fsx::open_dir_path(target).with_context(|| format!("cannot open restore target {}", target.display()))?;
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot open restore target {}", target.display()))?;
     let bs = h.block_size as u64;
     let mut apply = Apply::new(root, opts.force, report)?;
     let mut builder = Some(TreeBuilder::new(bs));
@@ -108,7 +112,14 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
             progress = Some(Progress::bytes(t.block_count() * bs, "restore"));
             tree = Some(t);
         }
-        let ctx = |e: anyhow::Error| fail(anyhow!("{}: record {} at byte {}: {e:#}", r.name(), rec.seq, rec.offset));
+        let ctx = |e: anyhow::Error| {
+            fail(anyhow!(
+                "{}: record {} at byte {}: {e:#}",
+                r.name(),
+                rec.seq,
+                rec.offset
+            ))
+        };
         match rec.kind {
             RecordKind::Meta => {
                 entries += decode_meta(builder.as_mut().unwrap(), &rec.raw).map_err(ctx)?;
@@ -119,7 +130,9 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
                 let mut at = 0usize;
                 for s in &segs {
                     check.segment(t, s, bs).map_err(ctx)?;
-                    apply.write(t, s, &data[at..at + s.len as usize]).map_err(fail)?;
+                    apply
+                        .write(t, s, &data[at..at + s.len as usize])
+                        .map_err(fail)?;
                     at += s.len as usize;
                     if let Some(p) = &progress {
                         p.inc(s.len as u64);
@@ -137,8 +150,13 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     }
     drop(progress);
     let tree = tree.ok_or_else(|| fail(anyhow!("{}: stream has no data section", r.name())))?;
-    let end = r.end.clone().expect("reader returns None only after the end record");
-    check.finish(&tree, entries, &end).map_err(|e| fail(anyhow!("{}: {e:#}", r.name())))?;
+    let end = r
+        .end
+        .clone()
+        .expect("reader returns None only after the end record");
+    check
+        .finish(&tree, entries, r.header.entries, &end)
+        .map_err(|e| fail(anyhow!("{}: {e:#}", r.name())))?;
     apply.finish(&tree).map_err(fail)?;
     paths.commit(&TargetState {
         source_uuid: h.source_uuid,
@@ -164,13 +182,25 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
 /// Refuses a target that holds anything but an empty `lost+found` (as on a
 /// freshly made file system).
 fn check_empty(target: &std::path::Path) -> Result<()> {
-    for ent in std::fs::read_dir(target).with_context(|| format!("cannot read restore target {}", target.display()))? {
+    for ent in std::fs::read_dir(target)
+        .with_context(|| format!("cannot read restore target {}", target.display()))?
+    {
         let ent = ent?;
         let name = ent.file_name();
-        if name == "lost+found" && ent.path().read_dir().map(|mut d| d.next().is_none()).unwrap_or(false) {
+        if name == "lost+found"
+            && ent
+                .path()
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false)
+        {
             continue;
         }
-        let what = if name == STATE_DIR { " (it holds an earlier restore)" } else { "" };
+        let what = if name == STATE_DIR {
+            " (it holds an earlier restore)"
+        } else {
+            ""
+        };
         bail!(
             "restore target {} is not empty{what}; restore into an empty directory, or use --force to replace what is there",
             target.display()
@@ -236,7 +266,10 @@ impl<'a> Apply<'a> {
             let primary = std::ptr::eq(tree.primary(d.ino), d);
             if primary {
                 if matches!(inode.kind, Kind::CharDev | Kind::BlockDev) && !fsx::is_root() {
-                    self.report.warn(&tree.path(d.ino), "device node not restored: only root can create devices");
+                    self.report.warn(
+                        &tree.path(d.ino),
+                        "device node not restored: only root can create devices",
+                    );
                     self.skipped[d.ino as usize] = true;
                     continue;
                 }
@@ -248,8 +281,15 @@ impl<'a> Apply<'a> {
                     .link_dirs
                     .enter(&tree.dir_chain(p.parent), |i| &tree.primary(i).name[..])
                     .map_err(io_ctx(tree, p.parent, "open directory"))?;
-                retry_force(self.force, dir, &d.name, || fsx::link_at(src, &p.name, dir, &d.name))
-                    .map_err(|e| anyhow!("cannot create hard link {}: {e}", crate::names::escape(&tree.dirent_path(d))))?;
+                retry_force(self.force, dir, &d.name, || {
+                    fsx::link_at(src, &p.name, dir, &d.name)
+                })
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot create hard link {}: {e}",
+                        crate::names::escape(&tree.dirent_path(d))
+                    )
+                })?;
             }
         }
         Ok(())
@@ -297,7 +337,10 @@ impl<'a> Apply<'a> {
         if self.not_owned > 0 {
             self.report.warn(
                 b".",
-                format!("not running as root: ownership of {} entries not restored", self.not_owned),
+                format!(
+                    "not running as root: ownership of {} entries not restored",
+                    self.not_owned
+                ),
             );
         }
         Ok(())
@@ -305,7 +348,12 @@ impl<'a> Apply<'a> {
 }
 
 /// Runs `op`; with `force`, removes whatever is in the way once and retries.
-fn retry_force(force: bool, dir: BorrowedFd, name: &[u8], mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+fn retry_force(
+    force: bool,
+    dir: BorrowedFd,
+    name: &[u8],
+    mut op: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
     match op() {
         Err(e) if force && e.kind() == io::ErrorKind::AlreadyExists => {
             fsx::remove_tree_at(dir, name)?;
@@ -319,7 +367,12 @@ fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
     match inode.kind {
         Kind::Dir => fsx::mkdir_at(dir, name, 0o700),
         Kind::File => {
-            let fd = fsx::openat(dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, 0o600)?;
+            let fd = fsx::openat(
+                dir,
+                name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+            )?;
             fsx::ftruncate(fd.as_fd(), inode.size)
         }
         Kind::Symlink => fsx::symlink_at(&inode.target, dir, name),
@@ -347,13 +400,20 @@ fn set_attrs(
         if let Err(e) = xattr::set(dir, name, k, v) {
             report.warn(
                 &tree.path(inode.ino),
-                format!("cannot restore extended attribute {}: {e}", crate::names::escape(k)),
+                format!(
+                    "cannot restore extended attribute {}: {e}",
+                    crate::names::escape(k)
+                ),
             );
         }
     }
     if inode.kind != Kind::Symlink {
         fsx::chmod_at(dir, name, a.mode).map_err(io_ctx(tree, inode.ino, "set the mode of"))?;
     }
-    fsx::utimes_at(dir, name, a.atime, a.mtime).map_err(io_ctx(tree, inode.ino, "set the times of"))?;
+    fsx::utimes_at(dir, name, a.atime, a.mtime).map_err(io_ctx(
+        tree,
+        inode.ino,
+        "set the times of",
+    ))?;
     Ok(())
 }

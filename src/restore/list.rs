@@ -8,7 +8,7 @@ use crate::report::Report;
 use crate::stream::header::StreamHeader;
 use crate::stream::record::RecordKind;
 use crate::tree::{Kind, Tree, TreeBuilder};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 /// One listed entry (`--json`).
@@ -51,11 +51,24 @@ pub struct Listing {
 pub fn read_tree(input: &str) -> Result<(StreamHeader, Tree)> {
     let mut r = open_stream(input)?;
     let mut b = TreeBuilder::new(r.header.block_size as u64);
-    while let Some(rec) = r.next()? {
+    let mut seen = 0u64;
+    while seen < r.header.entries {
+        let Some(rec) = r.next()? else { break };
         if rec.kind != RecordKind::Meta {
-            break;
+            bail!(
+                "{}: metadata section ends after {seen} of {} entries",
+                r.name(),
+                r.header.entries
+            );
         }
-        decode_meta(&mut b, &rec.raw).map_err(|e| anyhow!("{}: record {} at byte {}: {e:#}", r.name(), rec.seq, rec.offset))?;
+        seen += decode_meta(&mut b, &rec.raw).map_err(|e| {
+            anyhow!(
+                "{}: record {} at byte {}: {e:#}",
+                r.name(),
+                rec.seq,
+                rec.offset
+            )
+        })?;
     }
     Ok((r.header.clone(), b.finish()?))
 }
@@ -102,5 +115,9 @@ pub fn list(input: &str, paths: &[String], report: &Report) -> Result<Listing> {
             report.warn(&wanted[i], "not in the stream");
         }
     }
-    Ok(Listing { command: "list", header, entries })
+    Ok(Listing {
+        command: "list",
+        header,
+        entries,
+    })
 }

@@ -37,7 +37,9 @@ pub struct StatePaths {
 impl StatePaths {
     /// State paths for `target`.
     pub fn new(target: &Path) -> Self {
-        StatePaths { dir: target.join(STATE_DIR) }
+        StatePaths {
+            dir: target.join(STATE_DIR),
+        }
     }
     /// The committed state file.
     pub fn state(&self) -> PathBuf {
@@ -49,7 +51,8 @@ impl StatePaths {
     }
     /// Marks the target as being restored to `snap` from `stream`.
     pub fn begin(&self, snap: &SnapshotRef, stream: &str) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let text = format!(
             "restore of snapshot {} ({}) from {} started {}; not finished\n",
             snap.id,
@@ -91,14 +94,22 @@ impl StatePaths {
         let bytes = match std::fs::read(self.state()) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.state().display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.state().display()))
+            }
         };
-        let ctx = || format!("restore state {} is damaged; run restore --finish and restore the chain again", self.state().display());
+        let ctx = || {
+            format!(
+                "restore state {} is damaged; run restore --finish and restore the chain again",
+                self.state().display()
+            )
+        };
         if bytes.len() < 8 {
             bail!(ctx());
         }
         let raw_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-        let raw = zstd::bulk::decompress(&bytes[8..], raw_len.min(1 << 34) as usize).with_context(ctx)?;
+        let raw =
+            zstd::bulk::decompress(&bytes[8..], raw_len.min(1 << 34) as usize).with_context(ctx)?;
         let mut d = Dec::new(&raw, "restore state");
         if d.fixed(8)? != STATE_MAGIC || d.u32()? != STATE_VERSION {
             bail!(ctx());
@@ -107,7 +118,10 @@ impl StatePaths {
         let snapshot = SnapshotRef {
             id: d.u64()?,
             uuid: d.fixed(16)?.try_into().unwrap(),
-            time: Time { sec: d.i64()?, nsec: d.u32()? },
+            time: Time {
+                sec: d.i64()?,
+                nsec: d.u32()?,
+            },
             level: d.u8()?,
         };
         let block_size = d.u32()?;
@@ -116,6 +130,11 @@ impl StatePaths {
         for _ in 0..n {
             b.decode_item(&mut d, false).with_context(ctx)?;
         }
-        Ok(Some(TargetState { source_uuid, snapshot, block_size, tree: b.finish()? }))
+        Ok(Some(TargetState {
+            source_uuid,
+            snapshot,
+            block_size,
+            tree: b.finish()?,
+        }))
     }
 }

@@ -51,9 +51,12 @@ pub fn verify(input: &str) -> Result<VerifySummary> {
             tree = Some(builder.take().unwrap().finish()?);
         }
         let name = r.name().to_string();
-        let ctx = |e: anyhow::Error| anyhow!("{name}: record {} at byte {}: {e:#}", rec.seq, rec.offset);
+        let ctx =
+            |e: anyhow::Error| anyhow!("{name}: record {} at byte {}: {e:#}", rec.seq, rec.offset);
         match rec.kind {
-            RecordKind::Meta => entries += decode_meta(builder.as_mut().unwrap(), &rec.raw).map_err(ctx)?,
+            RecordKind::Meta => {
+                entries += decode_meta(builder.as_mut().unwrap(), &rec.raw).map_err(ctx)?
+            }
             RecordKind::Data => {
                 let (segs, _) = decode_data(&rec.raw).map_err(ctx)?;
                 for s in &segs {
@@ -66,12 +69,19 @@ pub fn verify(input: &str) -> Result<VerifySummary> {
                     return Err(ctx(anyhow!("second deallocation record")));
                 }
                 dealloc_seen = true;
-                dealloc += decode_dealloc(&rec.raw).map_err(ctx)?.iter().map(|x| x.count).sum::<u64>();
+                dealloc += decode_dealloc(&rec.raw)
+                    .map_err(ctx)?
+                    .iter()
+                    .map(|x| x.count)
+                    .sum::<u64>();
             }
             RecordKind::Reloc => {
                 for e in decode_reloc(&rec.raw).map_err(ctx)? {
                     if !data_offsets.contains(&e.offset) {
-                        return Err(ctx(anyhow!("relocation entry for VBN {} points at no data record", e.vbn)));
+                        return Err(ctx(anyhow!(
+                            "relocation entry for VBN {} points at no data record",
+                            e.vbn
+                        )));
                     }
                     reloc_blocks += e.count;
                 }
@@ -81,7 +91,9 @@ pub fn verify(input: &str) -> Result<VerifySummary> {
     }
     let end = r.end.clone().expect("end record read");
     let tree = tree.ok_or_else(|| anyhow!("{}: stream has no data section", r.name()))?;
-    check.finish(&tree, entries, &end).map_err(|e| anyhow!("{}: {e:#}", r.name()))?;
+    check
+        .finish(&tree, entries, r.header.entries, &end)
+        .map_err(|e| anyhow!("{}: {e:#}", r.name()))?;
     if !dealloc_seen {
         bail!("{}: stream has no deallocation record", r.name());
     }

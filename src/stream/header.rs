@@ -52,6 +52,9 @@ pub struct StreamHeader {
     pub block_size: u32,
     /// zstd level used for payloads (0: none).
     pub compression_level: i32,
+    /// Number of metadata items that follow the header, so a listing can
+    /// stop at the end of the metadata section without reading further.
+    pub entries: u64,
 }
 
 fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
@@ -100,6 +103,7 @@ impl StreamHeader {
         }
         e.u32(self.block_size);
         e.u32(self.compression_level as u32);
+        e.u64(self.entries);
         e.buf
     }
 
@@ -134,6 +138,7 @@ impl StreamHeader {
             bail!("stream header: unsupported block size {block_size}");
         }
         let compression_level = d.u32()? as i32;
+        let entries = d.u64()?;
         d.finish()?;
         Ok(StreamHeader {
             format_version,
@@ -146,6 +151,7 @@ impl StreamHeader {
             base,
             block_size,
             compression_level,
+            entries,
         })
     }
 }

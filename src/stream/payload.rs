@@ -50,7 +50,10 @@ pub fn decode_data(raw: &[u8]) -> Result<(Vec<Segment>, &[u8])> {
     let n = u32::from_le_bytes(raw[raw.len() - 4..].try_into().unwrap()) as usize;
     let table = n.saturating_mul(SEGMENT_LEN);
     if table > raw.len() - 4 {
-        bail!("data record: {n} segments cannot fit in {} bytes", raw.len());
+        bail!(
+            "data record: {n} segments cannot fit in {} bytes",
+            raw.len()
+        );
     }
     let data_len = raw.len() - 4 - table;
     let mut d = Dec::new(&raw[data_len..raw.len() - 4], "data record");
@@ -218,7 +221,12 @@ mod tests {
 
     #[test]
     fn data_round_trip_and_length_check() {
-        let segs = [Segment { ino: 2, vbn: 9, offset: 4096, len: 5 }];
+        let segs = [Segment {
+            ino: 2,
+            vbn: 9,
+            offset: 4096,
+            len: 5,
+        }];
         let raw = encode_data(&segs, b"hello");
         let (s, d) = decode_data(&raw).unwrap();
         assert_eq!(s, segs);

@@ -90,7 +90,11 @@ impl<R: Read> StreamReader<R> {
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => bail!("{}: read error at byte {}: {e}", self.name, self.offset + done as u64),
+                Err(e) => bail!(
+                    "{}: read error at byte {}: {e}",
+                    self.name,
+                    self.offset + done as u64
+                ),
             }
         }
         Ok(true)
@@ -103,7 +107,8 @@ impl<R: Read> StreamReader<R> {
             return Ok(None);
         }
         let name = self.name.clone();
-        let ctx = move |e: anyhow::Error, seq: u64| anyhow!("{name}: record {seq} at byte {at}: {e}");
+        let ctx =
+            move |e: anyhow::Error, seq: u64| anyhow!("{name}: record {seq} at byte {at}: {e}");
         let h = parse_header(&hb).map_err(|e| ctx(e, self.next_seq))?;
         if h.seq != self.next_seq {
             bail!(
@@ -126,8 +131,14 @@ impl<R: Read> StreamReader<R> {
         let mut stored = vec![0u8; h.stored_len as usize];
         self.read_exact_at(&mut stored, "payload")?;
         self.offset += stored.len() as u64;
-        let raw = open(&h, &stored)
-            .map_err(|e| anyhow!("{}: {} record {} at byte {at}: {e}", self.name, kind_name(h.kind), h.seq))?;
+        let raw = open(&h, &stored).map_err(|e| {
+            anyhow!(
+                "{}: {} record {} at byte {at}: {e}",
+                self.name,
+                kind_name(h.kind),
+                h.seq
+            )
+        })?;
         self.sha.update(hb);
         self.sha.update(&stored);
         self.next_seq += 1;
@@ -143,7 +154,10 @@ impl<R: Read> StreamReader<R> {
                 );
             }
             if sha_before.finalize().as_slice() != end.sha256 {
-                bail!("{}: whole-stream SHA-256 mismatch at the end record (damaged stream)", self.name);
+                bail!(
+                    "{}: whole-stream SHA-256 mismatch at the end record (damaged stream)",
+                    self.name
+                );
             }
             self.end = Some(end);
         }
@@ -186,10 +200,16 @@ fn dummy_header() -> StreamHeader {
         source_uuid: [0; 16],
         source_path: Vec::new(),
         hostname: String::new(),
-        snapshot: SnapshotRef { id: 0, uuid: [0; 16], time: Time::default(), level: 0 },
+        snapshot: SnapshotRef {
+            id: 0,
+            uuid: [0; 16],
+            time: Time::default(),
+            level: 0,
+        },
         full: true,
         base: None,
         block_size: 4096,
         compression_level: 0,
+        entries: 0,
     }
 }

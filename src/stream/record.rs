@@ -74,7 +74,13 @@ pub struct Sealed {
     pub payload: Vec<u8>,
 }
 
-fn make_header(kind: RecordKind, flags: u8, seq: u64, stored: &[u8], raw_len: usize) -> [u8; HEADER_LEN] {
+fn make_header(
+    kind: RecordKind,
+    flags: u8,
+    seq: u64,
+    stored: &[u8],
+    raw_len: usize,
+) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC);
     h[4] = kind as u8;
@@ -98,7 +104,10 @@ pub fn seal_owned(
     zstd: Option<&mut zstd::bulk::Compressor<'_>>,
     mut scratch: Vec<u8>,
 ) -> (Sealed, Vec<u8>) {
-    assert!(raw.len() <= MAX_PAYLOAD as usize, "record payload too large");
+    assert!(
+        raw.len() <= MAX_PAYLOAD as usize,
+        "record payload too large"
+    );
     let raw_len = raw.len();
     let mut compressed = false;
     if let Some(c) = zstd {
@@ -108,7 +117,11 @@ pub fn seal_owned(
             compressed = n < raw_len;
         }
     }
-    let (payload, spare) = if compressed { (scratch, raw) } else { (raw, scratch) };
+    let (payload, spare) = if compressed {
+        (scratch, raw)
+    } else {
+        (raw, scratch)
+    };
     let header = make_header(kind, compressed as u8 * FLAG_ZSTD, seq, &payload, raw_len);
     (Sealed { header, payload }, spare)
 }

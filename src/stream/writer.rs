@@ -24,7 +24,11 @@ pub struct StreamWriter {
 impl StreamWriter {
     /// A writer over `out`; `level` 0 disables compression.
     pub fn new(out: Box<dyn Write + Send>, level: i32, block_size: u32) -> Result<Self> {
-        let zstd = if level != 0 { Some(zstd::bulk::Compressor::new(level)?) } else { None };
+        let zstd = if level != 0 {
+            Some(zstd::bulk::Compressor::new(level)?)
+        } else {
+            None
+        };
         Ok(StreamWriter {
             out,
             offset: 0,
@@ -56,7 +60,10 @@ impl StreamWriter {
     /// Writes a record sealed elsewhere (by a compression worker) with the
     /// next sequence number; returns its stream offset.
     pub fn write_sealed(&mut self, rec: &Sealed) -> Result<u64> {
-        debug_assert_eq!(u64::from_le_bytes(rec.header[8..16].try_into().unwrap()), self.next_seq);
+        debug_assert_eq!(
+            u64::from_le_bytes(rec.header[8..16].try_into().unwrap()),
+            self.next_seq
+        );
         self.put(&rec.header)?;
         self.put(&rec.payload)?;
         let at = self.offset;
@@ -66,7 +73,9 @@ impl StreamWriter {
     }
 
     fn put(&mut self, b: &[u8]) -> Result<()> {
-        self.out.write_all(b).context("cannot write to the output")?;
+        self.out
+            .write_all(b)
+            .context("cannot write to the output")?;
         self.sha.update(b);
         Ok(())
     }
@@ -79,7 +88,11 @@ impl StreamWriter {
             self.end.data_bytes += s.len as u64;
             match self.reloc.last_mut() {
                 Some(r) if r.offset == offset && r.vbn + r.count == s.vbn => r.count += blocks,
-                _ => self.reloc.push(RelocEntry { vbn: s.vbn, count: blocks, offset }),
+                _ => self.reloc.push(RelocEntry {
+                    vbn: s.vbn,
+                    count: blocks,
+                    offset,
+                }),
             }
         }
     }
@@ -95,7 +108,9 @@ impl StreamWriter {
         self.end.records = self.next_seq;
         self.end.sha256 = self.sha.clone().finalize().into();
         let rec = seal(RecordKind::End, self.next_seq, &self.end.encode(), None);
-        self.out.write_all(&rec).context("cannot write to the output")?;
+        self.out
+            .write_all(&rec)
+            .context("cannot write to the output")?;
         self.offset += rec.len() as u64;
         self.out.flush().context("cannot write to the output")?;
         Ok((self.end, self.out, self.offset))

@@ -1,0 +1,410 @@
+//! Helpers for integration tests: build trees with every fidelity case,
+//! run the real binary, and compare trees attribute by attribute.
+#![allow(dead_code)]
+
+use snapdump::fsx::{self, xattr, AsFdBorrow};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The snapdump binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_snapdump"))
+}
+
+/// Runs the binary; returns (exit code, stdout, stderr).
+pub fn run(args: &[&OsStr]) -> (i32, Vec<u8>, String) {
+    let out = bin().args(args).output().expect("run snapdump");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Shorthand for string arguments.
+pub fn run_s(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let v: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    run(&v)
+}
+
+pub fn is_root() -> bool {
+    fsx::is_root()
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Sets atime and mtime to exact nanosecond values (no following).
+pub fn set_times(path: &Path, a: (i64, i64), m: (i64, i64)) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: a.0,
+            tv_nsec: a.1,
+        },
+        libc::timespec {
+            tv_sec: m.0,
+            tv_nsec: m.1,
+        },
+    ];
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", path.display());
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn setxattr(path: &Path, k: &str, v: &[u8]) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let kc = std::ffi::CString::new(k).unwrap();
+    unsafe { libc::lsetxattr(c.as_ptr(), kc.as_ptr(), v.as_ptr() as *const _, v.len(), 0) == 0 }
+}
+
+/// Builds a tree holding every fidelity case the level-0 issue lists.
+pub fn build_fidelity_tree(root: &Path) {
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    fs::create_dir_all(root.join("dir/sub")).unwrap();
+    fs::write(root.join("hello.txt"), b"hello world\n").unwrap();
+    fs::write(root.join("dir/random.bin"), bytes(1, 300_000)).unwrap();
+    fs::write(root.join("dir/sub/partial-block"), bytes(2, 4097)).unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::create_dir(root.join("emptydir")).unwrap();
+    // Text-like data that compresses.
+    let text: Vec<u8> = (0..20000)
+        .flat_map(|i| format!("line {i} of a log file\n").into_bytes())
+        .collect();
+    fs::write(root.join("dir/log.txt"), &text).unwrap();
+    // Sparse: data, hole, data, trailing hole.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(root.join("sparse")).unwrap();
+        f.write_all_at(&bytes(3, 8192), 0).unwrap();
+        f.write_all_at(&bytes(4, 5000), 3 << 20).unwrap();
+        f.set_len(64 << 20).unwrap();
+    }
+    // Entirely a hole.
+    fs::File::create(root.join("allhole"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    // Symlinks, one dangling, one to a directory, one absolute.
+    symlink("hello.txt", root.join("link")).unwrap();
+    symlink("does/not/exist", root.join("dangling")).unwrap();
+    symlink("/etc", root.join("abslink")).unwrap();
+    symlink("dir", root.join("dirlink")).unwrap();
+    // Hardlink groups (one across directories).
+    fs::write(root.join("dir/h1"), b"linked content").unwrap();
+    fs::hard_link(root.join("dir/h1"), root.join("h2")).unwrap();
+    fs::hard_link(root.join("dir/h1"), root.join("dir/sub/h3")).unwrap();
+    fs::write(root.join("g1"), b"second group").unwrap();
+    fs::hard_link(root.join("g1"), root.join("g2")).unwrap();
+    // Special files.
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    {
+        let l = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        drop(l);
+    }
+    // Permission bits.
+    fs::write(root.join("setuid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(root.join("setgid"), b"x").unwrap();
+    fs::set_permissions(root.join("setgid"), fs::Permissions::from_mode(0o2711)).unwrap();
+    fs::create_dir(root.join("sticky")).unwrap();
+    fs::set_permissions(root.join("sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(root.join("private"), b"secret").unwrap();
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o600)).unwrap();
+    // Hostile-looking but legal names.
+    let nl = OsStr::from_bytes(b"new\nline");
+    fs::write(root.join(nl), b"newline name").unwrap();
+    let bad = OsStr::from_bytes(b"latin1-\xe9t\xe9");
+    fs::write(root.join(bad), b"not utf-8").unwrap();
+    let long = "L".repeat(255);
+    fs::write(root.join(&long), b"long name").unwrap();
+    fs::write(root.join("back\\slash"), b"b").unwrap();
+    // Deeper than PATH_MAX (4096): 40 levels of 120-byte names.
+    let mut deep = root.join("deep");
+    fs::create_dir(&deep).unwrap();
+    let comp = "d".repeat(120);
+    let dfd = fsx::open_dir_path(&deep).unwrap();
+    let mut cur = dfd;
+    for _ in 0..40 {
+        fsx::mkdir_at(cur.as_fd(), comp.as_bytes(), 0o755).unwrap();
+        cur = fsx::open_dir(cur.as_fd(), comp.as_bytes()).unwrap();
+    }
+    let f = fsx::openat(
+        cur.as_fd(),
+        b"bottom",
+        libc::O_WRONLY | libc::O_CREAT,
+        0o644,
+    )
+    .unwrap();
+    fsx::pwrite_all(f.as_fd(), b"at the bottom", 0).unwrap();
+    deep.push("x");
+    // xattrs.
+    assert!(setxattr(
+        &root.join("hello.txt"),
+        "user.comment",
+        b"greeting"
+    ));
+    setxattr(&root.join("dir"), "user.dirattr", b"");
+    setxattr(&root.join("dir/random.bin"), "user.bin", &bytes(9, 3000));
+    if is_root() {
+        setxattr(&root.join("hello.txt"), "trusted.t", b"trusted value");
+        setxattr(&root.join("setuid"), "security.sec", b"sec");
+        setxattr(&root.join("link"), "trusted.onlink", b"v");
+        // A POSIX ACL (user 1234 rw-, mask rw-) in the kernel's xattr form.
+        let mut acl = vec![2, 0, 0, 0];
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 6, 1234),
+            (4, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        assert!(
+            setxattr(&root.join("private"), "system.posix_acl_access", &acl),
+            "set ACL"
+        );
+        // Device nodes and other owners.
+        nix::sys::stat::mknod(
+            &root.join("null-dev"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        nix::sys::stat::mknod(
+            &root.join("blk-dev"),
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            nix::sys::stat::makedev(7, 200),
+        )
+        .unwrap();
+        std::os::unix::fs::lchown(root.join("private"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(root.join("dangling"), Some(4321), Some(8765)).unwrap();
+        std::os::unix::fs::chown(root.join("setgid"), Some(99), Some(99)).unwrap();
+        fs::set_permissions(root.join("setgid"), fs::Permissions::from_mode(0o2711)).unwrap();
+    }
+    // Read-only directory with contents.
+    fs::create_dir(root.join("readonly")).unwrap();
+    fs::write(root.join("readonly/inside"), b"inside a read-only dir").unwrap();
+    fs::set_permissions(root.join("readonly"), fs::Permissions::from_mode(0o555)).unwrap();
+    // Exact times with nanoseconds on a few entries (including a symlink
+    // and a directory), set last so nothing above disturbs them.
+    set_times(
+        &root.join("hello.txt"),
+        (1_000_000_000, 123_456_789),
+        (1_100_000_000, 987_654_321),
+    );
+    set_times(
+        &root.join("link"),
+        (1_200_000_000, 1),
+        (1_300_000_000, 999_999_999),
+    );
+    set_times(
+        &root.join("emptydir"),
+        (1_400_000_000, 42),
+        (1_500_000_000, 43),
+    );
+    set_times(
+        &root.join("readonly"),
+        (1_600_000_000, 5),
+        (1_600_000_001, 6),
+    );
+    // readlink(2) bumps a symlink's atime once under relatime (no flag
+    // prevents it, for dump or for this comparison); read every link once so
+    // later reads leave the source as it is.
+    snapshot_tree(root);
+}
+
+/// Everything compared about one entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub atime: (i64, i64),
+    pub mtime: (i64, i64),
+    pub blocks: i64,
+    pub content: Option<Vec<u8>>,
+    pub target: Option<Vec<u8>>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub link_group: Option<Vec<Vec<u8>>>,
+}
+
+/// Reads a whole tree into path -> entry, without following links and
+/// without updating atimes; hardlink groups are listed by path.
+pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let fd = fsx::open_dir_path(root).unwrap();
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
+    let st = fsx::fstat(fd.as_fd_borrow()).unwrap();
+    out.insert(b".".to_vec(), entry(fd.as_fd(), b"", &st, None));
+    walk(fd.as_fd(), b"", &mut out, &mut inodes, true);
+    for (_, paths) in inodes {
+        if paths.len() > 1 {
+            for p in &paths {
+                out.get_mut(p).unwrap().link_group = Some(paths.clone());
+            }
+        }
+    }
+    out
+}
+
+fn entry(dir: BorrowedFd, name: &[u8], st: &libc::stat, content: Option<Vec<u8>>) -> Entry {
+    let kind = st.st_mode & libc::S_IFMT;
+    Entry {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev,
+        size: if kind == libc::S_IFDIR {
+            0
+        } else {
+            st.st_size as u64
+        },
+        atime: (st.st_atime, st.st_atime_nsec),
+        mtime: if kind == libc::S_IFDIR && name.is_empty() {
+            (0, 0)
+        } else {
+            (st.st_mtime, st.st_mtime_nsec)
+        },
+        blocks: if kind == libc::S_IFREG {
+            st.st_blocks
+        } else {
+            0
+        },
+        content,
+        target: (kind == libc::S_IFLNK).then(|| fsx::readlink_at(dir, name).unwrap()),
+        xattrs: xattr::list(dir, name).unwrap(),
+        link_group: None,
+    }
+}
+
+fn walk(
+    dir: BorrowedFd,
+    prefix: &[u8],
+    out: &mut BTreeMap<Vec<u8>, Entry>,
+    inodes: &mut BTreeMap<(u64, u64), Vec<Vec<u8>>>,
+    top: bool,
+) {
+    for name in fsx::read_dir_names(dir).unwrap() {
+        if top && name == b".snapdump-restore" {
+            continue;
+        }
+        let mut path = prefix.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        let st = fsx::stat_at(dir, &name).unwrap();
+        let kind = st.st_mode & libc::S_IFMT;
+        let content = (kind == libc::S_IFREG).then(|| {
+            let f = snapdump::scan::open_file(dir, &name).unwrap();
+            let mut buf = vec![0u8; st.st_size as usize];
+            let n = fsx::pread_full(f.as_fd(), &mut buf, 0).unwrap();
+            assert_eq!(n, buf.len());
+            buf
+        });
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            inodes
+                .entry((st.st_dev, st.st_ino))
+                .or_default()
+                .push(path.clone());
+        }
+        if kind == libc::S_IFDIR {
+            let sub = fsx::open_dir(dir, &name).unwrap();
+            walk(sub.as_fd(), &path, out, inodes, false);
+        }
+        // Stat again after reading so directory atimes are compared as they
+        // are now (reading a directory does not change them with O_NOATIME).
+        out.insert(path, entry(dir, &name, &st, content));
+    }
+}
+
+/// Asserts two trees are identical in every compared attribute; the root
+/// directory's mtime is not compared (the restore state dir changes it).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let ta = snapshot_tree(a);
+    let tb = snapshot_tree(b);
+    let ka: Vec<_> = ta.keys().collect();
+    let kb: Vec<_> = tb.keys().collect();
+    assert_eq!(
+        ka.iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>(),
+        kb.iter()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>(),
+        "different entries"
+    );
+    for (k, ea) in &ta {
+        let eb = &tb[k];
+        assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
+    }
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("snapdump-test")
+        .tempdir()
+        .unwrap()
+}
+
+pub struct Paths {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub out: PathBuf,
+    pub cat: PathBuf,
+    pub stream: PathBuf,
+}
+
+pub fn paths() -> Paths {
+    let dir = tmp();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    Paths {
+        src,
+        out: dir.path().join("out"),
+        cat: dir.path().join("catalog"),
+        stream: dir.path().join("stream.sdump"),
+        dir,
+    }
+}

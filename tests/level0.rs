@@ -1,0 +1,480 @@
+//! Level-0 dump and full restore through the real binary.
+
+mod common;
+use common::*;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+
+fn dump(t: &Paths) -> (i32, String) {
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&t.stream),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    (c, e)
+}
+
+#[test]
+fn every_fidelity_case_round_trips_exactly() {
+    let t = paths();
+    build_fidelity_tree(&t.src);
+    let before = snapshot_tree(&t.src);
+    let (c, e) = dump(&t);
+    assert_eq!(c, 0, "dump failed: {e}");
+    // Dump never modifies the source (contents, attributes, atimes).
+    let after = snapshot_tree(&t.src);
+    assert!(before == after, "dump modified the source");
+    let (c, _, e) = run_s(&["verify", "-f", p(&t.stream)]);
+    assert_eq!(c, 0, "verify failed: {e}");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "restore failed: {e}");
+    assert_same_tree(&t.src, &t.out);
+    // Sparse files keep their holes: allocated size equals the source's.
+    let sa = std::fs::metadata(t.src.join("sparse")).unwrap();
+    let sb = std::fs::metadata(t.out.join("sparse")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(sa.blocks(), sb.blocks());
+    assert!(sb.blocks() * 512 < 1 << 20, "sparse file was filled in");
+}
+
+#[test]
+fn pipe_round_trip() {
+    let t = paths();
+    build_fidelity_tree(&t.src);
+    let mut d = bin()
+        .args(["dump", "-0", "-f", "-", "--catalog", p(&t.cat), p(&t.src)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = bin()
+        .args(["restore", "-r", "-f", "-", "--target", p(&t.out)])
+        .stdin(d.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(d.wait().unwrap().success());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_same_tree(&t.src, &t.out);
+}
+
+#[test]
+fn json_summary_goes_to_stderr_when_stream_is_on_stdout() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"data").unwrap();
+    let out = bin()
+        .args([
+            "dump",
+            "-0",
+            "-f",
+            "-",
+            "--json",
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(&out.stdout[..4], b"SDRC");
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["files"], 1);
+    assert_eq!(v["snapshot"]["level"], 0);
+}
+
+#[test]
+fn listing_needs_only_the_front_and_escapes_names() {
+    let t = paths();
+    build_fidelity_tree(&t.src);
+    assert_eq!(dump(&t).0, 0);
+    // Cut the stream right after its metadata: listing must still work.
+    let bytes = std::fs::read(&t.stream).unwrap();
+    let meta_end = first_data_record(&bytes);
+    let front = t.dir.path().join("front");
+    std::fs::write(&front, &bytes[..meta_end]).unwrap();
+    let (c, out, e) = run_s(&["restore", "-t", "-f", p(&front)]);
+    assert_eq!(c, 0, "{e}");
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.lines().any(|l| l == "new\\012line"), "{text}");
+    assert!(text.lines().any(|l| l == "latin1-\\351t\\351"));
+    assert!(text.lines().any(|l| l == "dir/"));
+    assert!(text.lines().any(|l| l == "back\\\\slash"));
+    let (c, out, _) = run_s(&["restore", "-t", "--json", "-f", p(&front), "dir/sub"]);
+    assert_eq!(c, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let paths: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["dir/sub", "dir/sub/h3", "dir/sub/partial-block"]);
+    assert_eq!(v["entries"][0]["type"], "dir");
+}
+
+/// Offset of the first data record (records are 40-byte headers + payload).
+fn first_data_record(b: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        let kind = b[at + 4];
+        if kind == 3 {
+            return at;
+        }
+        let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+        at += 40 + len;
+    }
+}
+
+/// Offsets of each record, with its kind.
+fn records(b: &[u8]) -> Vec<(usize, u8)> {
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        v.push((at, b[at + 4]));
+        let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+        at += 40 + len;
+    }
+    v
+}
+
+#[test]
+fn damage_anywhere_is_detected_by_verify_and_restore() {
+    let t = paths();
+    build_fidelity_tree(&t.src);
+    assert_eq!(dump(&t).0, 0);
+    let good = std::fs::read(&t.stream).unwrap();
+    let recs = records(&good);
+    let pick = |kind: u8| recs.iter().find(|r| r.1 == kind).unwrap().0;
+    // One flipped byte in: the header record's payload, a metadata payload,
+    // a data payload, a data record header, the relocation table, the trailer.
+    let cases = [
+        ("header", pick(1) + 45),
+        ("metadata", pick(2) + 60),
+        ("data", pick(3) + 100),
+        ("data-header", pick(3) + 17),
+        ("reloc", pick(5) + 41),
+        ("trailer", pick(6) + 50),
+    ];
+    for (what, off) in cases {
+        let mut bad = good.clone();
+        bad[off] ^= 0x01;
+        let f = t.dir.path().join(format!("bad-{what}"));
+        std::fs::write(&f, &bad).unwrap();
+        let (c, _, e) = run_s(&["verify", "-f", p(&f)]);
+        assert_eq!(c, 2, "verify accepted a flip in {what}");
+        assert!(
+            e.contains("byte") || e.contains("record"),
+            "{what}: message does not say where: {e}"
+        );
+        assert_eq!(e.trim().lines().count(), 1, "{what}: not one line: {e}");
+        let target = t.dir.path().join(format!("out-{what}"));
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&f), "--target", p(&target)]);
+        assert_eq!(c, 2, "restore accepted a flip in {what}: {e}");
+        assert!(
+            !target.join(".snapdump-restore/state").exists(),
+            "{what}: damaged restore recorded as complete"
+        );
+    }
+    // Truncated copies: anywhere, including right at a record boundary.
+    for cut in [
+        10,
+        41,
+        first_data_record(&good),
+        good.len() / 2,
+        good.len() - 1,
+    ] {
+        let f = t.dir.path().join("trunc");
+        std::fs::write(&f, &good[..cut]).unwrap();
+        let (c, _, e) = run_s(&["verify", "-f", p(&f)]);
+        assert_eq!(c, 2, "verify accepted a stream cut at {cut}");
+        assert!(e.contains("truncated") || e.contains("byte"), "{e}");
+        let target = t.dir.path().join(format!("out-trunc-{cut}"));
+        let (c, _, _) = run_s(&["restore", "-r", "-f", p(&f), "--target", p(&target)]);
+        assert_eq!(c, 2);
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_2() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"data").unwrap();
+    // Missing source.
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&t.stream),
+        "--catalog",
+        p(&t.cat),
+        "/nonexistent/src",
+    ]);
+    assert_eq!(c, 2);
+    assert!(e.contains("/nonexistent/src"), "{e}");
+    // Unwritable output.
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        "/nonexistent/dir/out",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2);
+    assert!(e.contains("/nonexistent/dir/out"), "{e}");
+    // Neither left a snapshot in the catalog.
+    let (c, _, e) = run_s(&["snapshots", "--catalog", p(&t.cat), p(&t.src)]);
+    assert_eq!(c, 2, "{e}");
+    // Wrong magic.
+    let junk = t.dir.path().join("junk");
+    std::fs::write(
+        &junk,
+        b"this is not a snapdump stream at all, just text.....",
+    )
+    .unwrap();
+    let (c, _, e) = run_s(&["verify", "-f", p(&junk)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("not a snapdump stream"), "{e}");
+    // A stream of a newer format version.
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let good = std::fs::read(&t.stream).unwrap();
+    let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
+    let mut payload = good[40..hlen].to_vec();
+    payload[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let mut newer = snapdump::stream::record::seal(
+        snapdump::stream::record::RecordKind::Header,
+        0,
+        &payload,
+        None,
+    );
+    newer.extend_from_slice(&good[hlen..]);
+    let nf = t.dir.path().join("newer");
+    std::fs::write(&nf, &newer).unwrap();
+    for args in [
+        vec!["verify", "-f", p(&nf)],
+        vec!["restore", "-r", "-f", p(&nf), "--target", p(&t.out)],
+    ] {
+        let (c, _, e) = run_s(&args);
+        assert_eq!(c, 2);
+        assert!(e.contains("newer") && e.contains("upgrade"), "{e}");
+    }
+    // A restore target that is a file.
+    let file = t.dir.path().join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&file)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("not a directory"), "{e}");
+    // A non-empty target without --force; with --force it is overwritten.
+    std::fs::create_dir(&t.out).unwrap();
+    std::fs::write(t.out.join("f"), b"other contents").unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&t.out)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("not empty") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read(t.out.join("f")).unwrap(), b"other contents");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "--force",
+        "-f",
+        p(&t.stream),
+        "--target",
+        p(&t.out),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &t.out);
+    // No stream named at all.
+    let out = bin().args(["verify"]).env_remove("TAPE").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$TAPE"));
+}
+
+#[test]
+fn tape_variable_names_the_default_stream() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"data").unwrap();
+    let out = bin()
+        .args(["dump", "-0", "--catalog", p(&t.cat), p(&t.src)])
+        .env("TAPE", &t.stream)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args(["verify"])
+        .env("TAPE", &t.stream)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_failed_dump_leaves_catalog_and_earlier_stream_intact() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"first").unwrap();
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let first = std::fs::read(&t.stream).unwrap();
+    let cat_before = std::fs::read_dir(t.cat.join("sources")).unwrap().count();
+    // A dump whose output dies mid-stream (a closed pipe) fails with exit 2.
+    std::fs::write(t.src.join("big"), bytes(5, 8 << 20)).unwrap();
+    let mut child = bin()
+        .args([
+            "dump",
+            "-0",
+            "-z",
+            "0",
+            "-f",
+            "-",
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let mut buf = [0u8; 1000];
+    use std::io::Read;
+    so.read_exact(&mut buf).unwrap();
+    drop(so);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The catalog still has exactly the first snapshot.
+    let (c, o, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat), p(&t.src)]);
+    assert_eq!(c, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    assert_eq!(v[0]["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_dir(t.cat.join("sources")).unwrap().count(),
+        cat_before
+    );
+    assert_eq!(std::fs::read(&t.stream).unwrap(), first);
+    // A failing dump to a file leaves no partial file behind.
+    let names: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!names
+        .iter()
+        .any(|n| n.as_bytes().windows(7).any(|w| w == b"partial")));
+}
+
+#[test]
+fn unreadable_files_are_reported_skipped_and_exit_1() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop privileges with setpriv");
+        return;
+    }
+    let t = paths();
+    std::fs::write(t.src.join("ok"), b"readable").unwrap();
+    std::fs::write(t.src.join("secret"), b"unreadable").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_snapdump"))
+        .args([
+            "dump",
+            "-0",
+            "--json",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("secret") && err.contains("Permission denied"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "warnings");
+    assert_eq!(v["warnings"][0]["path"], "secret");
+    let (c, o, _) = run_s(&["restore", "-t", "-f", p(&t.stream)]);
+    assert_eq!(c, 0);
+    assert_eq!(String::from_utf8(o).unwrap(), "ok\n");
+}
+
+#[test]
+fn catalog_records_the_snapshot_after_the_stream() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(7, 50_000)).unwrap();
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let (c, o, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat)]);
+    assert_eq!(c, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    let snaps = v[0]["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1]["id"], 2);
+    assert_eq!(snaps[1]["level"], 0);
+    assert_eq!(snaps[1]["data_blocks"], 13);
+    assert_eq!(
+        snaps[1]["stream_bytes"],
+        std::fs::metadata(&t.stream).unwrap().len()
+    );
+}
