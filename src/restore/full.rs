@@ -105,7 +105,7 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
             target.display()
         )
     };
-    while let Some(rec) = r.next().map_err(fail)? {
+    while let Some(rec) = r.next_record().map_err(fail)? {
         if rec.kind != RecordKind::Meta && tree.is_none() {
             let t = builder.take().unwrap().finish().map_err(fail)?;
             apply.skeleton(&t).map_err(fail)?;

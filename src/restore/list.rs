@@ -53,7 +53,7 @@ pub fn read_tree(input: &str) -> Result<(StreamHeader, Tree)> {
     let mut b = TreeBuilder::new(r.header.block_size as u64);
     let mut seen = 0u64;
     while seen < r.header.entries {
-        let Some(rec) = r.next()? else { break };
+        let Some(rec) = r.next_record()? else { break };
         if rec.kind != RecordKind::Meta {
             bail!(
                 "{}: metadata section ends after {seen} of {} entries",

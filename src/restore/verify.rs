@@ -46,7 +46,7 @@ pub fn verify(input: &str) -> Result<VerifySummary> {
     let mut reloc_blocks = 0u64;
     let mut dealloc = 0u64;
     let mut dealloc_seen = false;
-    while let Some(rec) = r.next()? {
+    while let Some(rec) = r.next_record()? {
         if rec.kind != RecordKind::Meta && tree.is_none() {
             tree = Some(builder.take().unwrap().finish()?);
         }

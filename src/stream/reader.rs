@@ -171,7 +171,7 @@ impl<R: Read> StreamReader<R> {
 
     /// The next record, or `None` after the end record. A stream that stops
     /// before its end record is an error (truncated), never a short success.
-    pub fn next(&mut self) -> Result<Option<Record>> {
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         if self.end.is_some() {
             return Ok(None);
         }

@@ -1,0 +1,142 @@
+//! Golden streams: streams written by earlier versions must stay
+//! restorable byte for byte. `testdata/golden-v1/stream.sdump` was written
+//! by format version 1 from the tree `build_golden_tree` makes; its
+//! `manifest.json` describes that tree. To regenerate (only when a new
+//! format version is introduced, never to paper over a reader change):
+//! `SNAPDUMP_REGEN_GOLDEN=1 cargo test --test golden`.
+
+mod common;
+use common::*;
+use sha2::{Digest, Sha256};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn build_golden_tree(root: &Path) {
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    fs::create_dir_all(root.join("docs/empty")).unwrap();
+    fs::write(
+        root.join("docs/readme.txt"),
+        b"snapdump golden stream, format version 1\n",
+    )
+    .unwrap();
+    let text: Vec<u8> = (0..3000)
+        .flat_map(|i| format!("{i:05} golden line\n").into_bytes())
+        .collect();
+    fs::write(root.join("docs/lines.txt"), &text).unwrap();
+    fs::write(root.join("random.bin"), bytes(42, 20_000)).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(root.join("sparse.img")).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(b"middle", 1 << 20).unwrap();
+        f.set_len(4 << 20).unwrap();
+    }
+    fs::write(root.join("empty"), b"").unwrap();
+    symlink("docs/readme.txt", root.join("link")).unwrap();
+    fs::hard_link(root.join("random.bin"), root.join("docs/hardlink.bin")).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("docs/readme.txt"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("random.bin"), fs::Permissions::from_mode(0o4755)).unwrap();
+    assert!(setxattr(
+        &root.join("docs/readme.txt"),
+        "user.purpose",
+        b"golden"
+    ));
+    let name = std::ffi::OsStr::from_bytes(b"odd\nname-\xff");
+    fs::write(root.join(name), b"odd").unwrap();
+    let mut t = 1_700_000_000;
+    for p in [
+        "docs/readme.txt",
+        "docs/lines.txt",
+        "random.bin",
+        "sparse.img",
+        "empty",
+        "link",
+        "fifo",
+        "docs/empty",
+        "docs",
+        ".",
+    ] {
+        set_times(&root.join(p), (t, 111), (t + 1, 222_333_444));
+        t += 10;
+    }
+}
+
+/// A manifest line per entry: path, type, mode, size, allocated blocks,
+/// mtime, content SHA-256, link target, xattrs, hardlink group.
+fn manifest(root: &Path) -> serde_json::Value {
+    let tree = snapshot_tree(root);
+    let mut v = Vec::new();
+    for (path, e) in tree {
+        v.push(serde_json::json!({
+            "path": snapdump::names::escape(&path),
+            "kind": e.kind,
+            "mode": format!("{:o}", e.mode),
+            "uid": e.uid,
+            "size": e.size,
+            "allocated_4k_blocks": e.blocks / 8,
+            "mtime": [e.mtime.0, e.mtime.1],
+            "sha256": e.content.map(|c| snapdump::util::hex(&Sha256::digest(&c))),
+            "target": e.target.map(|t| snapdump::names::escape(&t)),
+            "xattrs": e.xattrs.iter().map(|(k, v)| format!("{}={}", snapdump::names::escape(k), snapdump::names::escape(v))).collect::<Vec<_>>(),
+            "links": e.link_group.map(|g| g.len()),
+        }));
+    }
+    serde_json::Value::Array(v)
+}
+
+#[test]
+fn golden_v1_stream_restores_exactly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1");
+    let stream = dir.join("stream.sdump");
+    let man = dir.join("manifest.json");
+    if std::env::var_os("SNAPDUMP_REGEN_GOLDEN").is_some() {
+        let t = paths();
+        build_golden_tree(&t.src);
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        let m = manifest(&t.src);
+        std::fs::write(&man, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
+    }
+    let (c, out, e) = run_s(&["verify", "--json", "-f", p(&stream)]);
+    assert_eq!(c, 0, "golden stream no longer verifies: {e}");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["header"]["format_version"], 1);
+    let t = paths();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "golden stream no longer restores: {e}");
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
+    let mut got = manifest(&t.out);
+    // The restored root's mtime is the target's; ownership only as root.
+    for (g, w) in got
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(want.as_array().unwrap())
+    {
+        if g["path"] == "." {
+            g["mtime"] = w["mtime"].clone();
+        }
+        if !is_root() {
+            g["uid"] = w["uid"].clone();
+        }
+    }
+    assert_eq!(got, want);
+}
