@@ -18,7 +18,6 @@ use crate::tree::{Time, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Magic at the start of a catalog file.
@@ -88,7 +87,7 @@ pub fn default_root() -> PathBuf {
 
 /// The directory name a source's catalog lives under: a hash of its path.
 pub fn source_key(path: &[u8]) -> String {
-    crate::util::hex(&Sha256::digest(path)[..8])
+    crate::util::hex(&crate::util::sha256(path)[..8])
 }
 
 impl Catalog {
@@ -208,7 +207,7 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
     out.extend_from_slice(&(e.buf.len() as u64).to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
-    let h = Sha256::digest(&out);
+    let h = crate::util::sha256(&out);
     out.extend_from_slice(&h);
     out
 }
@@ -223,7 +222,7 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         bail!("catalog format version {version} is not supported by this snapdump ({CATALOG_VERSION})");
     }
     let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if Sha256::digest(content).as_slice() != sum {
+    if crate::util::sha256(content) != sum {
         bail!("catalog checksum mismatch (damaged); restore it from a backup or remove it to start a new chain with a level-0 dump");
     }
     let raw_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());

@@ -104,6 +104,10 @@ struct RestoreArgs {
     /// Restore into a non-empty target, replacing entries in the way.
     #[arg(long)]
     force: bool,
+    /// Also recompute the stream's SHA-256 digest list (as verify does);
+    /// every record's XXH3 checksums are checked in any case.
+    #[arg(long)]
+    verify_digest: bool,
     #[command(flatten)]
     json: JsonArgs,
     /// Paths inside the stream (for -t and -x).
@@ -209,10 +213,16 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             if a.extract || a.compare {
                 anyhow::bail!("restore -x and -C are not supported by this build yet; use restore -r into an empty directory");
             }
+            let digest = if a.verify_digest {
+                snapdump::stream::reader::Digest::Check
+            } else {
+                snapdump::stream::reader::Digest::Skip
+            };
             let opts = snapdump::restore::full::RestoreOptions {
                 input,
                 target: a.target,
                 force: a.force,
+                digest,
             };
             let s = snapdump::restore::full::restore(&opts, report)?;
             emit_json(&a.json, false, &s)?;

@@ -7,7 +7,6 @@
 
 mod common;
 use common::*;
-use sha2::{Digest, Sha256};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -85,7 +84,7 @@ fn manifest(root: &Path) -> serde_json::Value {
             "size": e.size,
             "allocated_4k_blocks": e.blocks / 8,
             "mtime": [e.mtime.0, e.mtime.1],
-            "sha256": e.content.map(|c| snapdump::util::hex(&Sha256::digest(&c))),
+            "sha256": e.content.map(|c| snapdump::util::hex(&snapdump::util::sha256(&c))),
             "target": e.target.map(|t| snapdump::names::escape(&t)),
             "xattrs": e.xattrs.iter().map(|(k, v)| format!("{}={}", snapdump::names::escape(k), snapdump::names::escape(v))).collect::<Vec<_>>(),
             "links": e.link_group.map(|g| g.len()),

@@ -478,3 +478,49 @@ fn catalog_records_the_snapshot_after_the_stream() {
         std::fs::metadata(&t.stream).unwrap().len()
     );
 }
+
+#[test]
+fn only_the_digest_list_catches_a_payload_rewritten_with_its_xxh3() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(11, 100_000)).unwrap();
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-z",
+            "0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let mut b = std::fs::read(&t.stream).unwrap();
+    let at = first_data_record(&b);
+    let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+    // Change a data byte and recompute the record's payload and header
+    // checksums: a forgery (or a bug) that XXH3 alone cannot see.
+    b[at + 40 + 10] ^= 0xff;
+    let ph = xxhash_rust::xxh3::xxh3_64(&b[at + 40..at + 40 + len]);
+    b[at + 24..at + 32].copy_from_slice(&ph.to_le_bytes());
+    let hh = xxhash_rust::xxh3::xxh3_64(&b[at..at + 32]);
+    b[at + 32..at + 40].copy_from_slice(&hh.to_le_bytes());
+    std::fs::write(&t.stream, &b).unwrap();
+    let (c, _, e) = run_s(&["verify", "-f", p(&t.stream)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("SHA-256"), "{e}");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "--verify-digest",
+        "-f",
+        p(&t.stream),
+        "--target",
+        p(&t.out),
+    ]);
+    assert_eq!(c, 2, "{e}");
+    assert!(!t.out.join(".snapdump-restore/state").exists());
+}

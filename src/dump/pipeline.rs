@@ -35,6 +35,7 @@ struct Job {
 struct Done {
     seq: u64,
     rec: Sealed,
+    digest: [u8; 32],
     segs: Vec<Segment>,
     sums: Vec<[u8; 16]>,
 }
@@ -132,10 +133,12 @@ fn worker(
         if spare.capacity() > 0 {
             let _ = pool.0.send(spare);
         }
+        let digest = rec.digest();
         if done
             .send(Done {
                 seq: job.seq,
                 rec,
+                digest,
                 segs: job.segs,
                 sums,
             })
@@ -157,7 +160,7 @@ fn write_in_order(
     for d in done {
         pending.insert(d.seq, d);
         while let Some(d) = pending.remove(&writer.next_seq()) {
-            let at = writer.write_sealed(&d.rec)?;
+            let at = writer.write_sealed(&d.rec, &d.digest)?;
             writer.note_data(&d.segs, at);
             sums.extend_from_slice(&d.sums);
             let _ = pool.send(d.rec.payload);

@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::{decode_data, decode_dealloc, decode_reloc, Segment};
+use crate::stream::reader::Digest;
 use crate::stream::record::RecordKind;
 use crate::tree::{Inode, Kind, Tree, TreeBuilder, ROOT_INO};
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,6 +33,8 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore into a non-empty target, replacing what is in the way.
     pub force: bool,
+    /// Also recompute the stream's SHA-256 digest list.
+    pub digest: Digest,
 }
 
 /// The `--json` summary of a restore.
@@ -64,7 +67,7 @@ pub struct RestoreSummary {
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
-    let mut r = open_stream(&opts.input)?;
+    let mut r = open_stream(&opts.input, opts.digest)?;
     let h = r.header.clone();
     let target = &opts.target;
     match std::fs::symlink_metadata(target) {

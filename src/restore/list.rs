@@ -6,6 +6,7 @@ use super::open_stream;
 use crate::names::{escape, unescape};
 use crate::report::Report;
 use crate::stream::header::StreamHeader;
+use crate::stream::reader::Digest;
 use crate::stream::record::RecordKind;
 use crate::tree::{Kind, Tree, TreeBuilder};
 use anyhow::{anyhow, bail, Result};
@@ -49,7 +50,7 @@ pub struct Listing {
 
 /// Reads the metadata section of `input`.
 pub fn read_tree(input: &str) -> Result<(StreamHeader, Tree)> {
-    let mut r = open_stream(input)?;
+    let mut r = open_stream(input, Digest::Skip)?;
     let mut b = TreeBuilder::new(r.header.block_size as u64);
     let mut seen = 0u64;
     while seen < r.header.entries {

@@ -7,13 +7,12 @@ pub mod state;
 pub mod verify;
 
 use crate::media::open_input;
-use crate::stream::reader::StreamReader;
+use crate::stream::reader::{Digest, StreamReader};
 use anyhow::Result;
-use std::io::Read;
 
 /// Opens a stream for reading and checks its header.
-pub fn open_stream(spec: &str) -> Result<StreamReader<Box<dyn Read + Send>>> {
+pub fn open_stream(spec: &str, digest: Digest) -> Result<StreamReader> {
     let input = open_input(spec)?;
     let name = if spec == "-" { "stdin" } else { spec };
-    StreamReader::open(input, name)
+    StreamReader::open(input, name, digest)
 }

@@ -5,6 +5,7 @@ use super::check::{decode_meta, DataCheck};
 use super::open_stream;
 use crate::stream::header::StreamHeader;
 use crate::stream::payload::{decode_data, decode_dealloc, decode_reloc};
+use crate::stream::reader::Digest;
 use crate::stream::record::RecordKind;
 use crate::tree::{Tree, TreeBuilder};
 use anyhow::{anyhow, bail, Result};
@@ -36,7 +37,7 @@ pub struct VerifySummary {
 
 /// Verifies `input` end to end.
 pub fn verify(input: &str) -> Result<VerifySummary> {
-    let mut r = open_stream(input)?;
+    let mut r = open_stream(input, Digest::Check)?;
     let bs = r.header.block_size as u64;
     let mut builder = Some(TreeBuilder::new(bs));
     let mut tree: Option<Tree> = None;

@@ -175,7 +175,8 @@ pub struct End {
     pub reloc_offset: u64,
     /// Number of relocation records.
     pub reloc_records: u64,
-    /// SHA-256 of stream bytes `0..offset of the end record`.
+    /// SHA-256 over the SHA-256 digests of every record before this one,
+    /// in order (a hash list: covers every byte, computed in parallel).
     pub sha256: [u8; 32],
 }
 

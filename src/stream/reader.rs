@@ -1,11 +1,20 @@
-//! Reads a stream record by record in one sequential pass, checking every
-//! checksum, the record order and, at the end, the whole-stream SHA-256.
+//! Reads a stream in one sequential pass, checking every checksum, the
+//! record order and, at the end, the stream's SHA-256 digest list.
+//!
+//! Framing (record boundaries, sequence numbers, order, header checksums)
+//! is done by one thread, since it must follow the bytes; checking payload
+//! checksums, computing each record's SHA-256 and decompressing are done by
+//! workers in parallel, and records are handed to the caller in order. The
+//! channels are bounded, so memory stays at a few records whatever the
+//! stream's size.
 
 use super::header::StreamHeader;
 use super::payload::End;
-use super::record::{open, parse_header, RecordKind, HEADER_LEN};
+use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use crate::util::{sha256_parts, Sha256Stream};
 use anyhow::{anyhow, bail, Result};
-use sha2::{Digest, Sha256};
+use crossbeam_channel::{bounded, Receiver};
+use std::collections::BTreeMap;
 use std::io::Read;
 
 /// One verified record.
@@ -16,25 +25,34 @@ pub struct Record {
     pub seq: u64,
     /// Stream offset of its header.
     pub offset: u64,
+    /// Header and stored payload size.
+    pub len: u64,
     /// The raw (decompressed) payload.
     pub raw: Vec<u8>,
+    /// SHA-256 of the record's bytes.
+    pub digest: [u8; 32],
 }
 
-/// A sequential reader of one stream.
-pub struct StreamReader<R: Read> {
+/// A record as framed, before its payload is checked.
+struct Frame {
+    header: RecordHeader,
+    hbytes: [u8; HEADER_LEN],
+    offset: u64,
+    stored: Vec<u8>,
+}
+
+/// Cuts the byte stream into records, checking what must be checked in
+/// order: header checksum, sequence numbers, record order.
+struct Framer<R: Read> {
     inner: R,
     name: String,
     offset: u64,
     next_seq: u64,
     last_kind: RecordKind,
-    sha: Sha256,
-    /// The stream header, read when the reader was opened.
-    pub header: StreamHeader,
-    /// The end record, once reached and verified.
-    pub end: Option<End>,
+    done: bool,
 }
 
-fn kind_name(k: RecordKind) -> &'static str {
+pub(crate) fn kind_name(k: RecordKind) -> &'static str {
     match k {
         RecordKind::Header => "header",
         RecordKind::Meta => "metadata",
@@ -45,49 +63,19 @@ fn kind_name(k: RecordKind) -> &'static str {
     }
 }
 
-impl<R: Read> StreamReader<R> {
-    /// Reads and checks the header record; `name` is used in messages.
-    pub fn open(inner: R, name: &str) -> Result<Self> {
-        let mut r = StreamReader {
-            inner,
-            name: name.to_string(),
-            offset: 0,
-            next_seq: 0,
-            last_kind: RecordKind::Header,
-            sha: Sha256::new(),
-            header: dummy_header(),
-            end: None,
-        };
-        let rec = r
-            .next_raw()?
-            .ok_or_else(|| anyhow!("{}: empty input: not a snapdump stream", r.name))?;
-        if rec.kind != RecordKind::Header {
-            bail!("{}: first record is not a stream header", r.name);
-        }
-        r.header = StreamHeader::decode(&rec.raw).map_err(|e| anyhow!("{}: {e}", r.name))?;
-        Ok(r)
-    }
-
-    /// Stream bytes consumed so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    fn read_exact_at(&mut self, buf: &mut [u8], what: &str) -> Result<bool> {
+impl<R: Read> Framer<R> {
+    /// Fills `buf`; false on a clean end of input before the first byte.
+    fn fill(&mut self, buf: &mut [u8], may_end: bool) -> Result<bool> {
         let mut done = 0;
         while done < buf.len() {
             match self.inner.read(&mut buf[done..]) {
-                Ok(0) => {
-                    if done == 0 && what == "header-start" {
-                        return Ok(false);
-                    }
-                    bail!(
-                        "{}: stream truncated at byte {} (inside record {}); the stream is incomplete",
-                        self.name,
-                        self.offset + done as u64,
-                        self.next_seq
-                    );
-                }
+                Ok(0) if done == 0 && may_end => return Ok(false),
+                Ok(0) => bail!(
+                    "{}: stream truncated at byte {} (inside record {}); the stream is incomplete",
+                    self.name,
+                    self.offset + done as u64,
+                    self.next_seq
+                ),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => bail!(
@@ -100,73 +88,154 @@ impl<R: Read> StreamReader<R> {
         Ok(true)
     }
 
-    fn next_raw(&mut self) -> Result<Option<Record>> {
-        let at = self.offset;
-        let mut hb = [0u8; HEADER_LEN];
-        if !self.read_exact_at(&mut hb, "header-start")? {
+    fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if self.done {
             return Ok(None);
         }
-        let name = self.name.clone();
-        let ctx =
-            move |e: anyhow::Error, seq: u64| anyhow!("{name}: record {seq} at byte {at}: {e}");
-        let h = parse_header(&hb).map_err(|e| ctx(e, self.next_seq))?;
-        if h.seq != self.next_seq {
+        let at = self.offset;
+        let mut hbytes = [0u8; HEADER_LEN];
+        if !self.fill(&mut hbytes, true)? {
+            if at == 0 {
+                bail!("{}: empty input: not a snapdump stream", self.name);
+            }
+            bail!(
+                "{}: stream truncated at byte {at} (no end record); the stream is incomplete",
+                self.name
+            );
+        }
+        let header = parse_header(&hbytes)
+            .map_err(|e| anyhow!("{}: record {} at byte {at}: {e}", self.name, self.next_seq))?;
+        if header.seq != self.next_seq {
             bail!(
                 "{}: record at byte {at} has sequence number {} where {} was expected (records missing or repeated)",
                 self.name,
-                h.seq,
+                header.seq,
                 self.next_seq
             );
         }
-        if (h.kind as u8) < (self.last_kind as u8) || (h.kind == RecordKind::Header && h.seq != 0) {
+        if (header.kind as u8) < (self.last_kind as u8)
+            || (header.kind == RecordKind::Header && header.seq != 0)
+        {
             bail!(
                 "{}: record {} at byte {at}: {} record out of order",
                 self.name,
-                h.seq,
-                kind_name(h.kind)
+                header.seq,
+                kind_name(header.kind)
             );
         }
-        let sha_before = self.sha.clone();
         self.offset += HEADER_LEN as u64;
-        let mut stored = vec![0u8; h.stored_len as usize];
-        self.read_exact_at(&mut stored, "payload")?;
+        let mut stored = vec![0u8; header.stored_len as usize];
+        self.fill(&mut stored, false)?;
         self.offset += stored.len() as u64;
-        let raw = open(&h, &stored).map_err(|e| {
-            anyhow!(
-                "{}: {} record {} at byte {at}: {e}",
-                self.name,
-                kind_name(h.kind),
-                h.seq
-            )
-        })?;
-        self.sha.update(hb);
-        self.sha.update(&stored);
         self.next_seq += 1;
-        self.last_kind = h.kind;
-        if h.kind == RecordKind::End {
-            let end = End::decode(&raw).map_err(|e| ctx(e, h.seq))?;
-            if end.records != h.seq {
-                bail!(
-                    "{}: end record counts {} records but {} were read",
-                    self.name,
-                    end.records,
-                    h.seq
-                );
-            }
-            if sha_before.finalize().as_slice() != end.sha256 {
-                bail!(
-                    "{}: whole-stream SHA-256 mismatch at the end record (damaged stream)",
-                    self.name
-                );
-            }
-            self.end = Some(end);
-        }
-        Ok(Some(Record {
-            kind: h.kind,
-            seq: h.seq,
+        self.last_kind = header.kind;
+        self.done = header.kind == RecordKind::End;
+        Ok(Some(Frame {
+            header,
+            hbytes,
             offset: at,
-            raw,
+            stored,
         }))
+    }
+}
+
+fn open_frame(f: Frame, name: &str, digest: bool) -> Result<Record> {
+    let raw = open(&f.header, &f.stored).map_err(|e| {
+        anyhow!(
+            "{name}: {} record {} at byte {}: {e}",
+            kind_name(f.header.kind),
+            f.header.seq,
+            f.offset
+        )
+    })?;
+    Ok(Record {
+        kind: f.header.kind,
+        seq: f.header.seq,
+        offset: f.offset,
+        len: (HEADER_LEN + f.stored.len()) as u64,
+        digest: if digest {
+            sha256_parts(&[&f.hbytes, &f.stored])
+        } else {
+            [0; 32]
+        },
+        raw,
+    })
+}
+
+/// Whether a reader recomputes the stream's SHA-256 digest list.
+///
+/// Every record's header and payload XXH3-64 checksums are always checked,
+/// so every byte is covered and damage is always detected. The SHA-256
+/// list is the strong end-to-end digest; on CPUs without SHA extensions it
+/// costs more than decompression and writing together, so `verify` checks
+/// it and restore does on request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Digest {
+    /// Recompute every record's SHA-256 and compare the list at the end.
+    Check,
+    /// Rely on the per-record XXH3-64 checksums.
+    Skip,
+}
+
+/// A reader of one stream.
+pub struct StreamReader {
+    digest: Digest,
+    name: String,
+    source: Receiver<(u64, Result<Record>)>,
+    pending: BTreeMap<u64, Result<Record>>,
+    next_seq: u64,
+    offset: u64,
+    digests: Sha256Stream,
+    /// The stream header, read when the reader was opened.
+    pub header: StreamHeader,
+    /// The end record, once reached and verified.
+    pub end: Option<End>,
+}
+
+impl StreamReader {
+    /// Reads and checks the header record, then starts the framing thread
+    /// and the verification workers; `name` is used in messages.
+    pub fn open(inner: Box<dyn Read + Send>, name: &str, digest: Digest) -> Result<Self> {
+        let mut framer = Framer {
+            inner,
+            name: name.to_string(),
+            offset: 0,
+            next_seq: 0,
+            last_kind: RecordKind::Header,
+            done: false,
+        };
+        let frame = framer
+            .next_frame()?
+            .expect("the framer yields a record or an error");
+        if frame.header.kind != RecordKind::Header {
+            bail!("{name}: first record is not a stream header");
+        }
+        let rec = open_frame(frame, name, true)?;
+        let header = StreamHeader::decode(&rec.raw).map_err(|e| anyhow!("{name}: {e}"))?;
+        let mut digests = Sha256Stream::default();
+        digests.update(&rec.digest);
+        let offset = framer.offset;
+        Ok(StreamReader {
+            name: name.to_string(),
+            source: spawn(framer, digest == Digest::Check),
+            digest,
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            offset,
+            digests,
+            header,
+            end: None,
+        })
+    }
+
+    /// Stream bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Name of the input, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The next record, or `None` after the end record. A stream that stops
@@ -175,41 +244,85 @@ impl<R: Read> StreamReader<R> {
         if self.end.is_some() {
             return Ok(None);
         }
-        match self.next_raw()? {
-            Some(r) => Ok(Some(r)),
-            None => bail!(
-                "{}: stream truncated at byte {} (no end record); the stream is incomplete",
-                self.name,
-                self.offset
-            ),
+        let rec = loop {
+            if let Some(r) = self.pending.remove(&self.next_seq) {
+                break r?;
+            }
+            match self.source.recv() {
+                Ok((seq, r)) => {
+                    self.pending.insert(seq, r);
+                }
+                Err(_) => bail!("{}: stream reader stopped unexpectedly", self.name),
+            }
+        };
+        self.next_seq += 1;
+        self.offset = rec.offset + rec.len;
+        if rec.kind == RecordKind::End {
+            let end =
+                End::decode(&rec.raw).map_err(|e| anyhow!("{}: end record: {e}", self.name))?;
+            if end.records != rec.seq {
+                bail!(
+                    "{}: end record counts {} records but {} were read",
+                    self.name,
+                    end.records,
+                    rec.seq
+                );
+            }
+            if self.digest == Digest::Check && self.digests.current() != end.sha256 {
+                bail!(
+                    "{}: stream SHA-256 mismatch at the end record (damaged stream)",
+                    self.name
+                );
+            }
+            self.end = Some(end);
+        } else {
+            self.digests.update(&rec.digest);
         }
-    }
-
-    /// Name of the input, for messages.
-    pub fn name(&self) -> &str {
-        &self.name
+        Ok(Some(rec))
     }
 }
 
-fn dummy_header() -> StreamHeader {
-    use super::header::SnapshotRef;
-    use crate::tree::Time;
-    StreamHeader {
-        format_version: 0,
-        tool_version: String::new(),
-        source_uuid: [0; 16],
-        source_path: Vec::new(),
-        hostname: String::new(),
-        snapshot: SnapshotRef {
-            id: 0,
-            uuid: [0; 16],
-            time: Time::default(),
-            level: 0,
-        },
-        full: true,
-        base: None,
-        block_size: 4096,
-        compression_level: 0,
-        entries: 0,
+/// Starts the framing thread and the workers; results arrive tagged with
+/// their sequence number, errors included, so the caller sees records and
+/// errors in stream order.
+fn spawn(
+    mut framer: Framer<Box<dyn Read + Send>>,
+    digest: bool,
+) -> Receiver<(u64, Result<Record>)> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let (frame_tx, frame_rx) = bounded::<Frame>(workers);
+    let (out_tx, out_rx) = bounded::<(u64, Result<Record>)>(workers * 2);
+    let name = framer.name.clone();
+    for _ in 0..workers {
+        let frame_rx = frame_rx.clone();
+        let out_tx = out_tx.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            for f in frame_rx {
+                let seq = f.header.seq;
+                if out_tx.send((seq, open_frame(f, &name, digest))).is_err() {
+                    break;
+                }
+            }
+        });
     }
+    std::thread::spawn(move || loop {
+        let seq = framer.next_seq;
+        match framer.next_frame() {
+            Ok(Some(f)) => {
+                if frame_tx.send(f).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = out_tx.send((seq, Err(e)));
+                break;
+            }
+        }
+    });
+    out_rx
 }

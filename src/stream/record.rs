@@ -126,6 +126,14 @@ pub fn seal_owned(
     (Sealed { header, payload }, spare)
 }
 
+impl Sealed {
+    /// The record's SHA-256 (header and payload), its entry in the
+    /// stream's digest list.
+    pub fn digest(&self) -> [u8; 32] {
+        crate::util::sha256_parts(&[&self.header, &self.payload])
+    }
+}
+
 /// Seals `raw` into one contiguous record (header + payload).
 pub fn seal(
     kind: RecordKind,

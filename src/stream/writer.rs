@@ -5,7 +5,6 @@ use super::payload::{encode_reloc, End, RelocEntry, Segment};
 use super::record::{seal, RecordKind, Sealed};
 use super::RELOC_PER_RECORD;
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 
 /// The sequential writer of one stream.
@@ -13,7 +12,7 @@ pub struct StreamWriter {
     out: Box<dyn Write + Send>,
     offset: u64,
     next_seq: u64,
-    sha: Sha256,
+    digests: crate::util::Sha256Stream,
     reloc: Vec<RelocEntry>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     /// Counts that go into the end record.
@@ -33,7 +32,7 @@ impl StreamWriter {
             out,
             offset: 0,
             next_seq: 0,
-            sha: Sha256::new(),
+            digests: Default::default(),
             reloc: Vec::new(),
             zstd,
             end: End::default(),
@@ -52,20 +51,23 @@ impl StreamWriter {
     pub fn write_record(&mut self, kind: RecordKind, raw: &[u8]) -> Result<u64> {
         let rec = seal(kind, self.next_seq, raw, self.zstd.as_mut());
         self.put(&rec)?;
+        self.digests.update(&crate::util::sha256(&rec));
         let at = self.offset;
         self.offset += rec.len() as u64;
         self.next_seq += 1;
         Ok(at)
     }
-    /// Writes a record sealed elsewhere (by a compression worker) with the
-    /// next sequence number; returns its stream offset.
-    pub fn write_sealed(&mut self, rec: &Sealed) -> Result<u64> {
+    /// Writes a record sealed elsewhere (by a compression worker, which
+    /// also computed its digest) with the next sequence number; returns its
+    /// stream offset.
+    pub fn write_sealed(&mut self, rec: &Sealed, digest: &[u8; 32]) -> Result<u64> {
         debug_assert_eq!(
             u64::from_le_bytes(rec.header[8..16].try_into().unwrap()),
             self.next_seq
         );
         self.put(&rec.header)?;
         self.put(&rec.payload)?;
+        self.digests.update(digest);
         let at = self.offset;
         self.offset += (rec.header.len() + rec.payload.len()) as u64;
         self.next_seq += 1;
@@ -73,11 +75,7 @@ impl StreamWriter {
     }
 
     fn put(&mut self, b: &[u8]) -> Result<()> {
-        self.out
-            .write_all(b)
-            .context("cannot write to the output")?;
-        self.sha.update(b);
-        Ok(())
+        self.out.write_all(b).context("cannot write to the output")
     }
     /// Notes the segments of a data record written at `offset`, for the
     /// relocation table and the end counts.
@@ -106,7 +104,7 @@ impl StreamWriter {
             self.end.reloc_records += 1;
         }
         self.end.records = self.next_seq;
-        self.end.sha256 = self.sha.clone().finalize().into();
+        self.end.sha256 = self.digests.current();
         let rec = seal(RecordKind::End, self.next_seq, &self.end.encode(), None);
         self.out
             .write_all(&rec)
