@@ -31,8 +31,15 @@ enum Cmd {
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("lvl").multiple(false))]
 struct DumpArgs {
-    #[arg(short = '0', group = "lvl", help = "Level 0: a full image")]
+    #[arg(
+        short = '0',
+        group = "lvl",
+        help = "Level 0..9 (-0 .. -9): 0 is a full image, N carries what changed since the newest snapshot of a lower level"
+    )]
     l0: bool,
+    /// Base snapshot id (default: the newest snapshot of a lower level).
+    #[arg(long, value_name = "ID")]
+    base: Option<u64>,
     #[arg(short = '1', group = "lvl", hide = true)]
     l1: bool,
     #[arg(short = '2', group = "lvl", hide = true)]
@@ -179,6 +186,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 catalog_root: a.catalog.unwrap_or_else(snapdump::catalog::default_root),
                 compression: a.compress,
                 source: a.source,
+                base: a.base,
             };
             let s = snapdump::dump::dump(&opts, report)?;
             emit_json(&a.json, output == "-", &s)?;

@@ -120,7 +120,7 @@ fn first_data_record(b: &[u8]) -> usize {
     let mut at = 0;
     loop {
         let kind = b[at + 4];
-        if kind == 3 {
+        if kind == 4 {
             return at;
         }
         let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
@@ -149,12 +149,14 @@ fn damage_anywhere_is_detected_by_verify_and_restore() {
     let recs = records(&good);
     let pick = |kind: u8| recs.iter().find(|r| r.1 == kind).unwrap().0;
     // One flipped byte in: the header record's payload, a metadata payload,
-    // a data payload, a data record header, the relocation table, the trailer.
+    // the image record, a data payload, a data record header, the
+    // relocation table, the trailer.
     let cases = [
         ("header", pick(1) + 45),
         ("metadata", pick(2) + 60),
-        ("data", pick(3) + 100),
-        ("data-header", pick(3) + 17),
+        ("image", pick(3) + 41),
+        ("data", pick(4) + 100),
+        ("data-header", pick(4) + 17),
         ("reloc", pick(5) + 41),
         ("trailer", pick(6) + 50),
     ];

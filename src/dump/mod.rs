@@ -2,16 +2,16 @@
 //! only then commit the new snapshot to the catalog.
 
 pub mod pipeline;
+pub mod plan;
 
 use crate::catalog::{Catalog, SnapshotInfo};
-use crate::fsx::{self, AsFdBorrow};
+use crate::fsx;
 use crate::media::Output;
-use crate::planes::Plane;
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::scan::{scan, ScanOptions};
 use crate::stream::header::{SnapshotRef, StreamHeader, FORMAT_VERSION};
-use crate::stream::payload::encode_dealloc;
+use crate::stream::payload::Image;
 use crate::stream::record::RecordKind;
 use crate::stream::writer::StreamWriter;
 use crate::stream::META_RECORD_BYTES;
@@ -41,6 +41,8 @@ pub struct DumpOptions {
     pub compression: i32,
     /// The source tree.
     pub source: PathBuf,
+    /// Explicit base snapshot id (`--base`).
+    pub base: Option<u64>,
 }
 
 /// The `--json` summary of a dump.
@@ -70,14 +72,46 @@ pub struct DumpSummary {
     pub symlinks: u64,
     /// Fifos, sockets and devices recorded.
     pub special: u64,
+    /// Regular files whose size, times and identity were unchanged: their
+    /// block pointers were kept and they were not read.
+    pub files_unchanged: u64,
+    /// Regular files read and compared block by block with their previous
+    /// version.
+    pub files_compared: u64,
     /// Data blocks written.
     pub data_blocks: u64,
     /// Raw data bytes written.
     pub data_bytes: u64,
+    /// VBNs of the base that the new snapshot frees.
+    pub deallocated_blocks: u64,
+    /// One past the highest VBN in use.
+    pub vbn_high_water: u64,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
     /// Everything that was skipped or changed while read.
     pub warnings: Vec<Warning>,
+}
+
+/// Picks the base of a level-N dump: `--base ID` when given, else the
+/// newest recorded snapshot of a lower level (dumpdates semantics). `None`
+/// means a full image.
+pub fn select_base(
+    snaps: &[SnapshotInfo],
+    level: u8,
+    explicit: Option<u64>,
+) -> Result<Option<usize>> {
+    if let Some(id) = explicit {
+        return match snaps.iter().position(|s| s.snap.id == id) {
+            Some(i) => Ok(Some(i)),
+            None => bail!(
+                "--base {id}: no such snapshot in the catalog (run `snapdump snapshots` to list them)"
+            ),
+        };
+    }
+    if level == 0 {
+        return Ok(None);
+    }
+    Ok(snaps.iter().rposition(|s| s.snap.level < level))
 }
 
 /// Runs a dump. On error nothing is committed: the catalog is unchanged
@@ -95,13 +129,6 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     let source_bytes = source.as_os_str().as_bytes().to_vec();
     let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
     let bs = catalog.state.block_size;
-    if opts.level != 0 {
-        bail!(
-            "dump level {} is not supported yet by this build: run a level-0 dump (-0)",
-            opts.level
-        );
-    }
-
     let (output, out) = Output::open(&opts.output)?;
     let result = run(opts, &mut catalog, &source, bs, output, out, report);
     let (summary, new_state) = result?;
@@ -140,7 +167,16 @@ fn run(
         block_size: bs as u64,
         exclude,
     };
+    let mut state = catalog.state.clone();
+    let base = select_base(&state.snapshots, opts.level, opts.base);
     let written = (|| -> Result<_> {
+        let base = base?;
+        if base.is_none() && opts.level > 0 {
+            crate::progress::println_err(&format!(
+                "snapdump: warning: no earlier snapshot of level below {} in the catalog: writing a full image",
+                opts.level
+            ));
+        }
         let mut tree = std::thread::scope(|s| {
             std::thread::Builder::new()
                 .stack_size(256 << 20)
@@ -149,9 +185,27 @@ fn run(
                 .join()
                 .expect("scan thread panicked")
         })?;
-        let active = assign_vbns(&mut tree);
+        let open_root = || {
+            fsx::open_dir_path(source)
+                .with_context(|| format!("cannot open source {}", source.display()))
+        };
+        std::fs::create_dir_all(&catalog.dir).with_context(|| {
+            format!("cannot create catalog directory {}", catalog.dir.display())
+        })?;
+        let plan = plan::plan(
+            &mut tree,
+            plan::PlanInput {
+                prev: state.tree.as_ref(),
+                base,
+                planes: &mut state.planes,
+                block_size: bs as u64,
+                spool_dir: &catalog.dir,
+            },
+            open_root()?,
+            report,
+        )?;
         let snap = SnapshotRef {
-            id: catalog.state.next_snap_id,
+            id: state.next_snap_id,
             uuid: crate::util::random_id(),
             time: Time::now(),
             level: opts.level,
@@ -159,14 +213,14 @@ fn run(
         let header = StreamHeader {
             format_version: FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            source_uuid: catalog.state.source_uuid,
-            source_path: catalog.state.source_path.clone(),
+            source_uuid: state.source_uuid,
+            source_path: state.source_path.clone(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             snapshot: snap.clone(),
-            full: true,
-            base: None,
+            full: base.is_none(),
+            base: base.map(|b| state.snapshots[b].snap.clone()),
             block_size: bs,
             compression_level: opts.compression,
             entries: tree.dirents.len() as u64,
@@ -174,25 +228,29 @@ fn run(
         let mut w = StreamWriter::new(out, opts.compression, bs)?;
         w.write_record(RecordKind::Header, &header.encode())?;
         write_metadata(&mut w, &tree)?;
-        let root = fsx::open_dir_path(source)
-            .with_context(|| format!("cannot open source {}", source.display()))?;
-        let _ = root.as_fd_borrow();
-        let progress = Progress::bytes(
-            tree.inodes
-                .iter()
-                .map(|i| i.block_count() * bs as u64)
-                .sum(),
-            "dump",
-        );
-        let data = pipeline::write_data(w, &tree, root, opts.compression, bs, report, &progress)?;
+        let image = Image {
+            carried: Image::runs_of(&plan.image),
+            dealloc: Image::runs_of(&plan.dealloc),
+        };
+        w.write_record(RecordKind::Image, &image.encode())?;
+        let progress = Progress::bytes(image.carried_blocks() * bs as u64, "dump");
+        let data = pipeline::write_data(
+            w,
+            &tree,
+            &plan.image,
+            &plan.spool,
+            open_root()?,
+            opts.compression,
+            bs,
+            report,
+            &progress,
+        )?;
         drop(progress);
-        let mut w = data.writer;
-        w.write_record(RecordKind::Dealloc, &encode_dealloc(&[]))?;
-        let (end, out, stream_bytes) = w.finish()?;
+        let (end, out, stream_bytes) = data.writer.finish()?;
         drop(out);
         Ok((
             tree,
-            active,
+            plan,
             snap,
             header,
             end,
@@ -201,7 +259,7 @@ fn run(
             data.unstable,
         ))
     })();
-    let (mut tree, active, snap, header, end, stream_bytes, sums, unstable) = match written {
+    let (mut tree, plan, snap, header, end, stream_bytes, sums, mut unstable) = match written {
         Ok(v) => v,
         Err(e) => {
             output.abort();
@@ -211,32 +269,31 @@ fn run(
     let output_name = output.name.clone();
     output.commit()?;
 
-    // Record the block checksums; files that changed while read get a zero
-    // ctime so the next dump reads them again.
-    let mut it = sums.into_iter();
-    for inode in tree.inodes.iter_mut() {
-        let n = inode.block_count() as usize;
-        inode.sums = it.by_ref().take(n).collect();
-        if unstable.contains(&inode.ino) {
-            inode.attrs.ctime = Time::default();
+    // Record the checksums of the blocks read in the data phase; files that
+    // changed while read get a zero ctime so the next dump reads them again.
+    for (seg, seg_sums) in sums {
+        let inode = tree.inode_mut(seg.ino);
+        let mut pos = block_position(inode, seg.offset / bs as u64);
+        for s in seg_sums {
+            inode.sums[pos] = s;
+            pos += 1;
         }
     }
-    let mut state = catalog.state.clone();
-    // A level-0 image reassigns every VBN: older snapshots are shadows, and
-    // reuse clears their bits, which keeps them conservative as bases.
-    for p in state.planes.iter_mut() {
-        *p = p.and_not(&active);
+    unstable.extend(plan.unstable.iter().copied());
+    for ino in &unstable {
+        tree.inode_mut(*ino).attrs.ctime = Time::default();
     }
-    state.planes.push(active.clone());
+    let base_id = header.base.as_ref().map(|b| b.id);
+    state.planes.push(plan.active.clone());
     state.snapshots.push(SnapshotInfo {
         snap: snap.clone(),
-        base: None,
-        full: true,
+        base: base_id,
+        full: header.full,
         stream_bytes,
         data_blocks: end.data_blocks,
         output: output_name.clone(),
     });
-    state.active = active;
+    state.active = plan.active.clone();
     state.next_snap_id += 1;
     let count = |k: Kind| tree.inodes.iter().filter(|i| i.kind == k).count() as u64;
     let summary = DumpSummary {
@@ -255,13 +312,29 @@ fn run(
             - count(Kind::Dir)
             - count(Kind::File)
             - count(Kind::Symlink),
+        files_unchanged: plan.files_unchanged,
+        files_compared: plan.files_compared,
         data_blocks: end.data_blocks,
         data_bytes: end.data_bytes,
+        deallocated_blocks: plan.dealloc.count(),
+        vbn_high_water: plan.active.high_water(),
         elapsed_seconds: 0.0,
         warnings: report.warnings(),
     };
     state.tree = Some(tree);
     Ok((summary, state))
+}
+
+/// Index of file block `block` in the inode's checksum vector (extent order).
+fn block_position(inode: &crate::tree::Inode, block: u64) -> usize {
+    let mut pos = 0;
+    for x in &inode.extents {
+        if block >= x.block && block < x.block + x.count {
+            return (pos + block - x.block) as usize;
+        }
+        pos += x.count;
+    }
+    unreachable!("segment block outside the inode's extents")
 }
 
 /// (dev, ino) of the temporary file a regular-file output is written to, so
@@ -282,22 +355,6 @@ fn output_tmp_key(spec: &str) -> Option<(u64, u64)> {
     );
     let m = std::fs::metadata(dir.join(name)).ok()?;
     Some((m.dev(), m.ino()))
-}
-
-/// Gives every data block a fresh VBN, file by file in stream order, so
-/// each file's blocks are contiguous in the VBN space; returns the plane of
-/// VBNs in use.
-fn assign_vbns(tree: &mut Tree) -> Plane {
-    let mut next = 1u64;
-    let mut plane = Plane::new();
-    for inode in tree.inodes.iter_mut() {
-        for x in inode.extents.iter_mut() {
-            x.vbn = next;
-            plane.set_run(next, x.count);
-            next += x.count;
-        }
-    }
-    plane
 }
 
 /// Writes the metadata section: every dirent in depth-first order, with

@@ -8,7 +8,9 @@
 //! table. Channels are bounded, so memory stays at a few records per thread
 //! whatever the data size, and buffers are recycled rather than allocated.
 
+use super::plan::Spool;
 use crate::fsx::{self, dirstack::DirStack};
+use crate::planes::Plane;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::scan::open_file;
@@ -44,9 +46,9 @@ struct Done {
 pub struct DataResult {
     /// The writer, positioned after the last data record.
     pub writer: StreamWriter,
-    /// XXH3-128 of every block written, in stream order (inode order, then
-    /// extent order), for the catalog's block pointers.
-    pub sums: Vec<[u8; 16]>,
+    /// XXH3-128 of every block written, per segment, for the catalog's
+    /// block pointers.
+    pub sums: Vec<(Segment, Vec<[u8; 16]>)>,
     /// Inodes that changed, shrank or vanished while being read; the
     /// catalog must not trust their recorded state.
     pub unstable: HashSet<u64>,
@@ -54,9 +56,12 @@ pub struct DataResult {
 
 /// Writes the data records for every block of every regular file in
 /// `tree`, starting at the writer's next sequence number.
+#[allow(clippy::too_many_arguments)]
 pub fn write_data(
     writer: StreamWriter,
     tree: &Tree,
+    image: &Plane,
+    spool: &Spool,
     root: OwnedFd,
     level: i32,
     block_size: u32,
@@ -85,9 +90,13 @@ pub fn write_data(
         drop(done_tx);
         let pool_tx2 = pool_tx.clone();
         let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
-        let read = read_blocks(
-            tree, root, bs, first_seq, job_tx, &pool_rx, report, progress,
-        );
+        let src = Sources {
+            tree,
+            image,
+            spool,
+            bs,
+        };
+        let read = read_blocks(&src, root, first_seq, job_tx, &pool_rx, report, progress);
         for h in handles {
             h.join()
                 .map_err(|_| anyhow!("a compression worker panicked"))??;
@@ -150,11 +159,13 @@ fn worker(
     Ok(())
 }
 
+type SegmentSums = Vec<(Segment, Vec<[u8; 16]>)>;
+
 fn write_in_order(
     mut writer: StreamWriter,
     done: Receiver<Done>,
     pool: Sender<Vec<u8>>,
-) -> Result<(StreamWriter, Vec<[u8; 16]>)> {
+) -> Result<(StreamWriter, SegmentSums)> {
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut sums = Vec::new();
     for d in done {
@@ -162,7 +173,11 @@ fn write_in_order(
         while let Some(d) = pending.remove(&writer.next_seq()) {
             let at = writer.write_sealed(&d.rec, &d.digest)?;
             writer.note_data(&d.segs, at);
-            sums.extend_from_slice(&d.sums);
+            let mut it = d.sums.into_iter();
+            for seg in d.segs {
+                let n = (seg.len as u64).div_ceil(writer.block_size()) as usize;
+                sums.push((seg, it.by_ref().take(n).collect()));
+            }
             let _ = pool.send(d.rec.payload);
         }
     }
@@ -180,17 +195,42 @@ struct Batch {
     segs: Vec<Segment>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_blocks(
-    tree: &Tree,
-    root: OwnedFd,
+/// What the reader needs to find the image's blocks.
+struct Sources<'a> {
+    tree: &'a Tree,
+    image: &'a Plane,
+    spool: &'a Spool,
     bs: u64,
+}
+
+/// The runs of `inode`'s blocks that are in the image: (file block, VBN,
+/// count).
+fn image_runs(inode: &crate::tree::Inode, image: &Plane) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for x in &inode.extents {
+        for i in 0..x.count {
+            if !image.get(x.vbn + i) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(l) if l.0 + l.2 == x.block + i && l.1 + l.2 == x.vbn + i => l.2 += 1,
+                _ => out.push((x.block + i, x.vbn + i, 1)),
+            }
+        }
+    }
+    out
+}
+
+fn read_blocks(
+    src: &Sources,
+    root: OwnedFd,
     first_seq: u64,
     jobs: Sender<Job>,
     pool: &Receiver<Vec<u8>>,
     report: &Report,
     progress: &Progress,
 ) -> Result<HashSet<u64>> {
+    let (tree, bs) = (src.tree, src.bs);
     let mut dirs = DirStack::new(root);
     let mut unstable = HashSet::new();
     let mut seq = first_seq;
@@ -221,23 +261,21 @@ fn read_blocks(
     };
 
     for inode in &tree.inodes {
-        if inode.kind != Kind::File || inode.extents.is_empty() {
+        if inode.kind != Kind::File {
+            continue;
+        }
+        let runs = image_runs(inode, src.image);
+        if runs.is_empty() {
             continue;
         }
         let ino = inode.ino;
-        let d = tree.primary(ino);
-        let chain = tree.dir_chain(d.parent);
-        let fd = match dirs.enter(&chain, |i| &tree.primary(i).name[..]) {
-            Ok(dir) => match open_file(dir, &d.name) {
-                Ok(fd) => match fsx::fstat(fd.as_fd()) {
-                    Ok(st) if (st.st_dev, st.st_ino) == (inode.src.dev, inode.src.ino) => Some(fd),
-                    _ => None,
-                },
-                Err(_) => None,
-            },
-            Err(_) => None,
+        let spooled = src.spool.runs(ino);
+        let fd = if spooled.is_some() {
+            None
+        } else {
+            open_source(tree, &mut dirs, inode)
         };
-        if fd.is_none() {
+        if spooled.is_none() && fd.is_none() {
             report.warn(
                 &tree.path(ino),
                 "vanished or replaced during the dump; its data in this stream is zeros, the next dump will send it again",
@@ -245,28 +283,45 @@ fn read_blocks(
             unstable.insert(ino);
         }
         let mut short = false;
-        for x in &inode.extents {
-            let mut blk = x.block;
-            let end = x.block + x.count;
+        for &(first, vbn, count) in &runs {
+            let mut blk = first;
+            let end = first + count;
             while blk < end {
                 let space = (DATA_RECORD_BYTES - batch.used) as u64 / bs;
                 if space == 0 || batch.segs.len() == MAX_SEGMENTS {
                     flush(&mut batch, &mut seq)?;
                     continue;
                 }
-                let n = space.min(end - blk);
+                let mut n = space.min(end - blk);
+                if let Some(sp) = spooled {
+                    // Stay inside one spool run.
+                    let r = sp
+                        .iter()
+                        .find(|r| r.block <= blk && blk < r.block + r.count)
+                        .expect("image block was spooled");
+                    n = n.min(r.block + r.count - blk);
+                }
                 let off = blk * bs;
                 let len = ((blk + n) * bs).min(inode.size) - off;
                 let area = &mut batch.buf[batch.used..batch.used + len as usize];
-                let got = match &fd {
-                    Some(fd) => fsx::pread_full(fd.as_fd(), area, off).unwrap_or_else(|e| {
+                let got = if let Some(sp) = spooled {
+                    let r = sp
+                        .iter()
+                        .find(|r| r.block <= blk && blk < r.block + r.count)
+                        .unwrap();
+                    src.spool
+                        .read(area, r.offset + (blk - r.block) * bs)
+                        .map(|_| area.len())?
+                } else if let Some(fd) = &fd {
+                    fsx::pread_full(fd.as_fd(), area, off).unwrap_or_else(|e| {
                         report.warn(
                             &tree.path(ino),
                             format!("read error at byte {off}: {e}; zeros sent"),
                         );
                         0
-                    }),
-                    None => 0,
+                    })
+                } else {
+                    0
                 };
                 if got < area.len() {
                     area[got..].fill(0);
@@ -275,7 +330,7 @@ fn read_blocks(
                 progress.inc(len);
                 batch.segs.push(Segment {
                     ino,
-                    vbn: x.vbn + (blk - x.block),
+                    vbn: vbn + (blk - first),
                     offset: off,
                     len: len as u32,
                 });
@@ -304,4 +359,15 @@ fn read_blocks(
     }
     flush(&mut batch, &mut seq)?;
     Ok(unstable)
+}
+
+/// Opens a source file by its chain of directories, checking it is still
+/// the file the scan saw.
+fn open_source(tree: &Tree, dirs: &mut DirStack, inode: &crate::tree::Inode) -> Option<OwnedFd> {
+    let d = tree.primary(inode.ino);
+    let chain = tree.dir_chain(d.parent);
+    let dir = dirs.enter(&chain, |i| &tree.primary(i).name[..]).ok()?;
+    let fd = open_file(dir, &d.name).ok()?;
+    let st = fsx::fstat(fd.as_fd()).ok()?;
+    ((st.st_dev, st.st_ino) == (inode.src.dev, inode.src.ino)).then_some(fd)
 }

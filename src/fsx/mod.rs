@@ -388,3 +388,38 @@ impl AsFdBorrow for OwnedFd {
 pub fn raw(fd: BorrowedFd) -> RawFd {
     fd.as_raw_fd()
 }
+
+/// Renames without following symlinks in either directory (names are single
+/// components relative to the descriptors).
+pub fn rename_at(
+    old_dir: BorrowedFd,
+    old: &[u8],
+    new_dir: BorrowedFd,
+    new: &[u8],
+) -> io::Result<()> {
+    let o = cname(old)?;
+    let n = cname(new)?;
+    check(unsafe {
+        libc::renameat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// Deallocates a byte range, keeping the file size (the range reads as
+/// zeros and takes no space).
+pub fn punch_hole(fd: BorrowedFd, off: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as i64, len as i64) }).map(|_| ())
+}
+
+/// Flushes the whole file system holding `fd`: used before a restore
+/// records that a phase is complete, so the record never runs ahead of the
+/// data it vouches for.
+pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
+}

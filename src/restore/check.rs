@@ -1,13 +1,17 @@
-//! Consistency checks shared by restore and verify: metadata items decoded
-//! from records, and data segments matched against the metadata's block
-//! pointers so that every promised block arrives exactly once, at the VBN
-//! and file offset the metadata gives it.
+//! Reading a stream's sections with every consistency rule enforced, shared
+//! by verify, full restore and incremental apply: the metadata and image
+//! sections are read and checked before any data is used, and every data
+//! segment is matched against the metadata's block pointers and the image,
+//! so each carried block arrives exactly once, at the VBN and file offset
+//! the metadata gives it.
 
 use crate::planes::Plane;
-use crate::stream::payload::{End, Segment};
+use crate::stream::payload::{decode_data, decode_reloc, End, Image, RelocEntry, Segment};
+use crate::stream::reader::StreamReader;
+use crate::stream::record::RecordKind;
 use crate::tree::{Kind, Tree, TreeBuilder};
 use crate::wire::Dec;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// Decodes one metadata record payload into the builder.
 pub fn decode_meta(builder: &mut TreeBuilder, raw: &[u8]) -> Result<u64> {
@@ -20,86 +24,226 @@ pub fn decode_meta(builder: &mut TreeBuilder, raw: &[u8]) -> Result<u64> {
     Ok(n as u64)
 }
 
-/// Tracks the data blocks seen so far.
-#[derive(Default)]
-pub struct DataCheck {
-    seen: Plane,
-    /// Blocks seen.
-    pub blocks: u64,
-    /// Bytes seen.
-    pub bytes: u64,
+/// Everything before the data: the new snapshot's metadata and its image.
+pub struct Front {
+    /// Metadata of the snapshot the stream brings a target to.
+    pub tree: Tree,
+    /// Carried and deallocated VBNs.
+    pub image: Image,
+    /// The carried VBNs as a plane.
+    pub carried: Plane,
+    /// Metadata items read.
+    pub entries: u64,
 }
 
-impl DataCheck {
-    /// Checks one segment against the tree.
-    pub fn segment(&mut self, tree: &Tree, s: &Segment, bs: u64) -> Result<()> {
-        if s.ino == 0 || s.ino > tree.inodes.len() as u64 {
-            bail!("data segment for unknown inode {}", s.ino);
+/// The VBNs a tree's extents use.
+pub fn tree_plane(tree: &Tree) -> Plane {
+    let mut p = Plane::new();
+    for i in &tree.inodes {
+        for x in &i.extents {
+            p.set_run(x.vbn, x.count);
         }
-        let inode = tree.inode(s.ino);
-        if inode.kind != Kind::File || s.offset % bs != 0 {
-            bail!(
-                "data segment for inode {} is not block-aligned file data",
-                s.ino
-            );
-        }
-        let blk = s.offset / bs;
-        let n = (s.len as u64).div_ceil(bs);
-        let i = inode.extents.partition_point(|x| x.block + x.count <= blk);
-        let Some(x) = inode
-            .extents
-            .get(i)
-            .filter(|x| x.block <= blk && blk + n <= x.block + x.count)
-        else {
-            bail!(
-                "data segment at byte {} of inode {} is outside its data regions",
-                s.offset,
-                s.ino
-            );
-        };
-        let want_len = ((blk + n) * bs).min(inode.size) - s.offset;
-        if s.vbn != x.vbn + (blk - x.block) || s.len as u64 != want_len {
-            bail!(
-                "data segment at byte {} of inode {} does not match its block pointers",
-                s.offset,
-                s.ino
-            );
-        }
-        for v in s.vbn..s.vbn + n {
-            if self.seen.get(v) {
-                bail!("VBN {v} appears twice in the stream");
-            }
-            self.seen.set(v);
-        }
-        self.blocks += n;
-        self.bytes += s.len as u64;
-        Ok(())
     }
+    p
+}
 
-    /// Checks that the metadata's blocks all arrived and the end counts agree.
-    pub fn finish(&self, tree: &Tree, entries: u64, header_entries: u64, end: &End) -> Result<()> {
-        let promised = tree.block_count();
-        if end.entries != entries
-            || header_entries != entries
-            || end.inodes != tree.inodes.len() as u64
-        {
-            bail!(
-                "end record counts {} entries and {} inodes, the stream held {} and {}",
-                end.entries,
-                end.inodes,
-                entries,
-                tree.inodes.len()
-            );
+/// Reads the metadata and image sections.
+pub fn read_front(r: &mut StreamReader) -> Result<Front> {
+    let mut b = TreeBuilder::new(r.header.block_size as u64);
+    let mut entries = 0;
+    loop {
+        let rec = r
+            .next_record()?
+            .ok_or_else(|| anyhow!("{}: stream ended before its data", r.name()))?;
+        let at = |e: anyhow::Error| {
+            anyhow!(
+                "{}: record {} at byte {}: {e:#}",
+                r.name(),
+                rec.seq,
+                rec.offset
+            )
+        };
+        match rec.kind {
+            RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw).map_err(at)?,
+            RecordKind::Image => {
+                let tree = b.finish().map_err(at)?;
+                if entries != r.header.entries {
+                    return Err(at(anyhow!(
+                        "metadata holds {entries} entries, the header says {}",
+                        r.header.entries
+                    )));
+                }
+                let image = Image::decode(&rec.raw).map_err(at)?;
+                let carried = image.carried_plane();
+                let used = tree_plane(&tree);
+                if !carried.and_not(&used).runs().is_empty() {
+                    return Err(at(anyhow!("image carries VBNs the metadata does not use")));
+                }
+                if r.header.full && carried != used {
+                    return Err(at(anyhow!("a full image must carry every block")));
+                }
+                return Ok(Front {
+                    tree,
+                    image,
+                    carried,
+                    entries,
+                });
+            }
+            _ => return Err(at(anyhow!("no image record before the data section"))),
         }
-        if self.blocks != promised || end.data_blocks != self.blocks || end.data_bytes != self.bytes
-        {
-            bail!(
-                "metadata promises {promised} data blocks, the stream held {} ({} bytes), the end record counts {}",
-                self.blocks,
-                self.bytes,
-                end.data_blocks
-            );
-        }
-        Ok(())
     }
+}
+
+/// What the data section held.
+#[derive(Default)]
+pub struct DataTotals {
+    /// Blocks received.
+    pub blocks: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Relocation entries read.
+    pub reloc_blocks: u64,
+}
+
+/// Reads the data, relocation and end records, checking each segment and
+/// handing it to `apply` with its bytes; ends after the end record.
+pub fn read_data(
+    r: &mut StreamReader,
+    front: &Front,
+    mut apply: impl FnMut(&Segment, &[u8]) -> Result<()>,
+) -> Result<DataTotals> {
+    let bs = r.header.block_size as u64;
+    let mut seen = Plane::new();
+    let mut t = DataTotals::default();
+    let mut data_offsets = std::collections::HashSet::new();
+    while let Some(rec) = r.next_record()? {
+        let at = |e: anyhow::Error| {
+            anyhow!(
+                "{}: record {} at byte {}: {e:#}",
+                r.name(),
+                rec.seq,
+                rec.offset
+            )
+        };
+        match rec.kind {
+            RecordKind::Data => {
+                let (segs, data) = decode_data(&rec.raw).map_err(at)?;
+                let mut off = 0usize;
+                for s in &segs {
+                    check_segment(&front.tree, &front.carried, &mut seen, s, bs).map_err(at)?;
+                    apply(s, &data[off..off + s.len as usize])?;
+                    off += s.len as usize;
+                    t.blocks += (s.len as u64).div_ceil(bs);
+                    t.bytes += s.len as u64;
+                }
+                data_offsets.insert(rec.offset);
+            }
+            RecordKind::Reloc => {
+                for e in decode_reloc(&rec.raw).map_err(at)? {
+                    check_reloc(&e, &data_offsets).map_err(at)?;
+                    t.reloc_blocks += e.count;
+                }
+            }
+            RecordKind::End => {}
+            _ => return Err(at(anyhow!("record out of place in the data section"))),
+        }
+    }
+    let end = r
+        .end
+        .clone()
+        .expect("reader returns None only after the end record");
+    finish(front, &t, &end).map_err(|e| anyhow!("{}: {e:#}", r.name()))?;
+    Ok(t)
+}
+
+fn check_reloc(e: &RelocEntry, data_offsets: &std::collections::HashSet<u64>) -> Result<()> {
+    if !data_offsets.contains(&e.offset) {
+        bail!(
+            "relocation entry for VBN {} points at no data record",
+            e.vbn
+        );
+    }
+    Ok(())
+}
+
+/// Checks one segment against the tree and the image.
+fn check_segment(
+    tree: &Tree,
+    carried: &Plane,
+    seen: &mut Plane,
+    s: &Segment,
+    bs: u64,
+) -> Result<()> {
+    if s.ino == 0 || s.ino > tree.inodes.len() as u64 {
+        bail!("data segment for unknown inode {}", s.ino);
+    }
+    let inode = tree.inode(s.ino);
+    if inode.kind != Kind::File || s.offset % bs != 0 {
+        bail!(
+            "data segment for inode {} is not block-aligned file data",
+            s.ino
+        );
+    }
+    let blk = s.offset / bs;
+    let n = (s.len as u64).div_ceil(bs);
+    let i = inode.extents.partition_point(|x| x.block + x.count <= blk);
+    let Some(x) = inode
+        .extents
+        .get(i)
+        .filter(|x| x.block <= blk && blk + n <= x.block + x.count)
+    else {
+        bail!(
+            "data segment at byte {} of inode {} is outside its data regions",
+            s.offset,
+            s.ino
+        );
+    };
+    let want_len = ((blk + n) * bs).min(inode.size) - s.offset;
+    if s.vbn != x.vbn + (blk - x.block) || s.len as u64 != want_len {
+        bail!(
+            "data segment at byte {} of inode {} does not match its block pointers",
+            s.offset,
+            s.ino
+        );
+    }
+    for v in s.vbn..s.vbn + n {
+        if !carried.get(v) {
+            bail!("VBN {v} is in the data but not in the image");
+        }
+        if seen.get(v) {
+            bail!("VBN {v} appears twice in the stream");
+        }
+        seen.set(v);
+    }
+    Ok(())
+}
+
+/// Checks that every carried block arrived and the end counts agree.
+fn finish(front: &Front, t: &DataTotals, end: &End) -> Result<()> {
+    if end.entries != front.entries || end.inodes != front.tree.inodes.len() as u64 {
+        bail!(
+            "end record counts {} entries and {} inodes, the stream held {} and {}",
+            end.entries,
+            end.inodes,
+            front.entries,
+            front.tree.inodes.len()
+        );
+    }
+    let promised = front.image.carried_blocks();
+    if t.blocks != promised || end.data_blocks != t.blocks || end.data_bytes != t.bytes {
+        bail!(
+            "the image promises {promised} data blocks, the stream held {} ({} bytes), the end record counts {}",
+            t.blocks,
+            t.bytes,
+            end.data_blocks
+        );
+    }
+    if t.reloc_blocks != t.blocks {
+        bail!(
+            "relocation table covers {} blocks, the stream holds {}",
+            t.reloc_blocks,
+            t.blocks
+        );
+    }
+    Ok(())
 }

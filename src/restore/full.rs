@@ -8,17 +8,16 @@
 //! directory descriptors opened with `O_NOFOLLOW` from the target, so a
 //! stream cannot make restore write outside its target.
 
-use super::check::{decode_meta, DataCheck};
+use super::check::{read_data, read_front};
 use super::open_stream;
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
-use crate::stream::payload::{decode_data, decode_dealloc, decode_reloc, Segment};
+use crate::stream::payload::Segment;
 use crate::stream::reader::Digest;
-use crate::stream::record::RecordKind;
-use crate::tree::{Inode, Kind, Tree, TreeBuilder, ROOT_INO};
+use crate::tree::{Inode, Kind, Tree, ROOT_INO};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::io;
@@ -81,12 +80,7 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         }
     }
     if !h.full {
-        let base = h.base.as_ref().map(|b| b.id).unwrap_or(0);
-        bail!(
-            "{} is a level-{} increment based on snapshot {base}; applying increments is not supported by this build: restore the level-0 stream",
-            r.name(),
-            h.snapshot.level
-        );
+        return super::apply::apply(opts, r, report, started);
     }
     if !opts.force {
         check_empty(target)?;
@@ -97,75 +91,28 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
     let bs = h.block_size as u64;
     let mut apply = Apply::new(root, opts.force, report)?;
-    let mut builder = Some(TreeBuilder::new(bs));
-    let mut tree: Option<Tree> = None;
-    let mut entries = 0u64;
-    let mut check = DataCheck::default();
-    let mut progress: Option<Progress> = None;
     let fail = |e: anyhow::Error| {
         anyhow!(
             "{e:#}; the target {} is incomplete: remove it, or rerun the restore with --force",
             target.display()
         )
     };
-    while let Some(rec) = r.next_record().map_err(fail)? {
-        if rec.kind != RecordKind::Meta && tree.is_none() {
-            let t = builder.take().unwrap().finish().map_err(fail)?;
-            apply.skeleton(&t).map_err(fail)?;
-            progress = Some(Progress::bytes(t.block_count() * bs, "restore"));
-            tree = Some(t);
-        }
-        let ctx = |e: anyhow::Error| {
-            fail(anyhow!(
-                "{}: record {} at byte {}: {e:#}",
-                r.name(),
-                rec.seq,
-                rec.offset
-            ))
-        };
-        match rec.kind {
-            RecordKind::Meta => {
-                entries += decode_meta(builder.as_mut().unwrap(), &rec.raw).map_err(ctx)?;
-            }
-            RecordKind::Data => {
-                let t = tree.as_ref().unwrap();
-                let (segs, data) = decode_data(&rec.raw).map_err(ctx)?;
-                let mut at = 0usize;
-                for s in &segs {
-                    check.segment(t, s, bs).map_err(ctx)?;
-                    apply
-                        .write(t, s, &data[at..at + s.len as usize])
-                        .map_err(fail)?;
-                    at += s.len as usize;
-                    if let Some(p) = &progress {
-                        p.inc(s.len as u64);
-                    }
-                }
-            }
-            RecordKind::Dealloc => {
-                decode_dealloc(&rec.raw).map_err(ctx)?;
-            }
-            RecordKind::Reloc => {
-                decode_reloc(&rec.raw).map_err(ctx)?;
-            }
-            RecordKind::End | RecordKind::Header => {}
-        }
-    }
+    let front = read_front(&mut r).map_err(fail)?;
+    apply.skeleton(&front.tree).map_err(fail)?;
+    let progress = Progress::bytes(front.image.carried_blocks() * bs, "restore");
+    let tree = &front.tree;
+    let totals = read_data(&mut r, &front, |s, d| {
+        progress.inc(s.len as u64);
+        apply.write(tree, s, d)
+    })
+    .map_err(fail)?;
     drop(progress);
-    let tree = tree.ok_or_else(|| fail(anyhow!("{}: stream has no data section", r.name())))?;
-    let end = r
-        .end
-        .clone()
-        .expect("reader returns None only after the end record");
-    check
-        .finish(&tree, entries, r.header.entries, &end)
-        .map_err(|e| fail(anyhow!("{}: {e:#}", r.name())))?;
-    apply.finish(&tree).map_err(fail)?;
+    apply.finish(tree).map_err(fail)?;
     paths.commit(&TargetState {
         source_uuid: h.source_uuid,
         snapshot: h.snapshot.clone(),
         block_size: h.block_size,
-        tree,
+        tree: front.tree,
     })?;
     Ok(RestoreSummary {
         command: "restore",
@@ -173,9 +120,9 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         input: opts.input.clone(),
         target: target.display().to_string(),
         snapshot: h.snapshot,
-        entries,
-        data_blocks: check.blocks,
-        data_bytes: check.bytes,
+        entries: front.entries,
+        data_blocks: totals.blocks,
+        data_bytes: totals.bytes,
         stream_bytes: r.offset(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         warnings: report.warnings(),
@@ -213,7 +160,7 @@ fn check_empty(target: &std::path::Path) -> Result<()> {
 }
 
 /// Creates entries and writes data into a target directory.
-struct Apply<'a> {
+pub(super) struct Apply<'a> {
     root: OwnedFd,
     dirs: DirStack,
     link_dirs: DirStack,
@@ -224,14 +171,14 @@ struct Apply<'a> {
     not_owned: u64,
 }
 
-fn io_ctx(tree: &Tree, ino: u64, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error {
+pub(super) fn io_ctx(tree: &Tree, ino: u64, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error {
     let p = crate::names::escape(&tree.path(ino));
     let what = what.to_string();
     move |e| anyhow!("cannot {what} {p}: {e}")
 }
 
 impl<'a> Apply<'a> {
-    fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
+    pub(super) fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
         let d1 = root.try_clone()?;
         let d2 = root.try_clone()?;
         Ok(Apply {
@@ -247,7 +194,7 @@ impl<'a> Apply<'a> {
     }
 
     /// Creates every entry of the tree (no data, no final attributes).
-    fn skeleton(&mut self, tree: &Tree) -> Result<()> {
+    pub(super) fn skeleton(&mut self, tree: &Tree) -> Result<()> {
         self.skipped = vec![false; tree.inodes.len() + 1];
         for d in &tree.dirents {
             if d.parent == 0 {
@@ -299,7 +246,7 @@ impl<'a> Apply<'a> {
     }
 
     /// Writes one data segment.
-    fn write(&mut self, tree: &Tree, s: &Segment, data: &[u8]) -> Result<()> {
+    pub(super) fn write(&mut self, tree: &Tree, s: &Segment, data: &[u8]) -> Result<()> {
         if self.skipped[s.ino as usize] {
             return Ok(());
         }
@@ -318,11 +265,35 @@ impl<'a> Apply<'a> {
         fsx::pwrite_all(fd.as_fd(), data, s.offset).map_err(io_ctx(tree, s.ino, "write"))
     }
 
+    /// Records that the tree's entries exist already (created by the
+    /// incremental apply's stage), skipping device nodes a non-root user
+    /// could not create.
+    pub(super) fn mark_created(&mut self, tree: &Tree) {
+        self.skipped = vec![false; tree.inodes.len() + 1];
+        if !fsx::is_root() {
+            for i in &tree.inodes {
+                if matches!(i.kind, Kind::CharDev | Kind::BlockDev) {
+                    self.skipped[i.ino as usize] = true;
+                }
+            }
+        }
+    }
+
     /// Applies ownership, xattrs, permissions and times, innermost first.
-    fn finish(&mut self, tree: &Tree) -> Result<()> {
+    pub(super) fn finish(&mut self, tree: &Tree) -> Result<()> {
+        self.finish_attrs(tree, true)
+    }
+
+    /// As [`Apply::finish`], leaving the root directory alone (the
+    /// incremental apply sets it on the real target after the swap).
+    pub(super) fn finish_below_root(&mut self, tree: &Tree) -> Result<()> {
+        self.finish_attrs(tree, false)
+    }
+
+    fn finish_attrs(&mut self, tree: &Tree, root_too: bool) -> Result<()> {
         self.open = None;
         for inode in tree.inodes.iter().rev() {
-            if self.skipped[inode.ino as usize] {
+            if self.skipped[inode.ino as usize] || (!root_too && inode.ino == ROOT_INO) {
                 continue;
             }
             let d = tree.primary(inode.ino);
@@ -351,7 +322,7 @@ impl<'a> Apply<'a> {
 }
 
 /// Runs `op`; with `force`, removes whatever is in the way once and retries.
-fn retry_force(
+pub(super) fn retry_force(
     force: bool,
     dir: BorrowedFd,
     name: &[u8],
@@ -366,7 +337,7 @@ fn retry_force(
     }
 }
 
-fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
+pub(super) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
     match inode.kind {
         Kind::Dir => fsx::mkdir_at(dir, name, 0o700),
         Kind::File => {
@@ -385,7 +356,7 @@ fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
     }
 }
 
-fn set_attrs(
+pub(super) fn set_attrs(
     dir: BorrowedFd,
     name: &[u8],
     inode: &Inode,

@@ -1,5 +1,6 @@
 //! `snapdump restore` and `snapdump verify`.
 
+pub mod apply;
 pub mod check;
 pub mod full;
 pub mod list;

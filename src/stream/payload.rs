@@ -87,30 +87,79 @@ pub struct VbnRun {
     pub count: u64,
 }
 
-/// Encodes a deallocation record payload: the VBN runs in `base - top`.
-pub fn encode_dealloc(runs: &[VbnRun]) -> Vec<u8> {
-    let mut e = Enc::new();
+/// The image record: which VBNs the data records carry (`top - base`) and
+/// which the base held that the new snapshot does not (`base - top`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// VBN runs carried by the data records, ascending.
+    pub carried: Vec<VbnRun>,
+    /// VBN runs deallocated since the base, ascending.
+    pub dealloc: Vec<VbnRun>,
+}
+
+fn enc_runs(e: &mut Enc, runs: &[VbnRun]) {
     e.u32(runs.len() as u32);
     for r in runs {
         e.u64(r.vbn);
         e.u64(r.count);
     }
-    e.buf
 }
 
-/// Decodes a deallocation record payload.
-pub fn decode_dealloc(raw: &[u8]) -> Result<Vec<VbnRun>> {
-    let mut d = Dec::new(raw, "dealloc record");
+fn dec_runs(d: &mut Dec) -> Result<Vec<VbnRun>> {
     let n = d.count(16)?;
-    let mut v = Vec::with_capacity(n);
+    let mut v: Vec<VbnRun> = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(VbnRun {
+        let r = VbnRun {
             vbn: d.u64()?,
             count: d.u64()?,
-        });
+        };
+        let ok = r.vbn > 0
+            && r.count > 0
+            && r.vbn.checked_add(r.count).is_some()
+            && v.last().is_none_or(|p| p.vbn + p.count <= r.vbn);
+        if !ok {
+            bail!("image record: VBN runs are empty, overlapping or unsorted");
+        }
+        v.push(r);
     }
-    d.finish()?;
     Ok(v)
+}
+
+impl Image {
+    /// Encodes the image record payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        enc_runs(&mut e, &self.carried);
+        enc_runs(&mut e, &self.dealloc);
+        e.buf
+    }
+    /// Decodes and checks the image record payload.
+    pub fn decode(raw: &[u8]) -> Result<Image> {
+        let mut d = Dec::new(raw, "image record");
+        let carried = dec_runs(&mut d)?;
+        let dealloc = dec_runs(&mut d)?;
+        d.finish()?;
+        Ok(Image { carried, dealloc })
+    }
+    /// Number of carried blocks.
+    pub fn carried_blocks(&self) -> u64 {
+        self.carried.iter().map(|r| r.count).sum()
+    }
+    /// The carried VBNs as a plane.
+    pub fn carried_plane(&self) -> crate::planes::Plane {
+        let mut p = crate::planes::Plane::new();
+        for r in &self.carried {
+            p.set_run(r.vbn, r.count);
+        }
+        p
+    }
+    /// Runs of a plane.
+    pub fn runs_of(p: &crate::planes::Plane) -> Vec<VbnRun> {
+        p.runs()
+            .into_iter()
+            .map(|(vbn, count)| VbnRun { vbn, count })
+            .collect()
+    }
 }
 
 /// One relocation table entry: VBNs `vbn..vbn+count` are in the data record

@@ -56,8 +56,8 @@ pub(crate) fn kind_name(k: RecordKind) -> &'static str {
     match k {
         RecordKind::Header => "header",
         RecordKind::Meta => "metadata",
+        RecordKind::Image => "image",
         RecordKind::Data => "data",
-        RecordKind::Dealloc => "deallocation",
         RecordKind::Reloc => "relocation",
         RecordKind::End => "end",
     }

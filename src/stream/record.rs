@@ -25,10 +25,11 @@ pub enum RecordKind {
     Header = 1,
     /// A batch of metadata items (dirents and inodes).
     Meta = 2,
+    /// The image: VBNs carried by the data records, and VBNs freed since
+    /// the base. Precedes the data so a target can plan before it arrives.
+    Image = 3,
     /// VBN-tagged data blocks.
-    Data = 3,
-    /// VBNs freed since the base.
-    Dealloc = 4,
+    Data = 4,
     /// Part of the relocation table (VBN to stream offset).
     Reloc = 5,
     /// Trailer: counts and the SHA-256 of the whole stream.
@@ -40,8 +41,8 @@ impl RecordKind {
         Some(match v {
             1 => RecordKind::Header,
             2 => RecordKind::Meta,
-            3 => RecordKind::Data,
-            4 => RecordKind::Dealloc,
+            3 => RecordKind::Image,
+            4 => RecordKind::Data,
             5 => RecordKind::Reloc,
             6 => RecordKind::End,
             _ => return None,

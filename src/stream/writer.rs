@@ -43,6 +43,10 @@ impl StreamWriter {
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
+    /// Block size of the stream.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
     /// Bytes written so far.
     pub fn offset(&self) -> u64 {
         self.offset

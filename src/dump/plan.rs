@@ -1,0 +1,454 @@
+//! Choosing the image of a dump: which VBN each block of the new snapshot
+//! gets, which blocks the stream carries (`top - base`) and which VBNs the
+//! base held that the new snapshot frees (`base - top`).
+//!
+//! Change detection never re-reads what did not change. A regular file is
+//! matched with its previous version, first by source identity (device and
+//! inode: follows renames and hard links) and then by path (follows a
+//! source moved to another disk). A match whose size, mtime, ctime, device
+//! and inode are unchanged keeps its block pointers and is not opened.
+//! Any other match is read once: each block is hashed and compared with the
+//! checksum in the previous pointer at the same offset; equal blocks keep
+//! their VBN, others get a new one (write-anywhere). The blocks of a read
+//! file that the stream must carry are spooled to a temporary file while
+//! they are read, because the metadata — which names every VBN — is written
+//! before the data. New files are not read here; the data phase reads them.
+//!
+//! New VBNs are the lowest ones not in use by the new snapshot, so freed
+//! VBNs are reused and the VBN space stays bounded under churn. A reused
+//! VBN's bit is cleared in every older plane (they are shadows: their data
+//! is not kept), so an older snapshot used as a base counts the block as
+//! changed — conservative, never missing a change.
+
+use crate::fsx::{self, dirstack::DirStack};
+use crate::planes::Plane;
+use crate::report::Report;
+use crate::scan::open_file;
+use crate::tree::{Extent, Inode, Kind, Time, Tree};
+use anyhow::{Context, Result};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// A run of a file's blocks spooled while it was read for comparison.
+#[derive(Clone, Copy, Debug)]
+pub struct SpoolRun {
+    /// First file block.
+    pub block: u64,
+    /// Number of blocks.
+    pub count: u64,
+    /// Offset in the spool file.
+    pub offset: u64,
+}
+
+/// Blocks read during planning that the data phase must send, kept in an
+/// unlinked temporary file so memory stays bounded by metadata.
+#[derive(Default)]
+pub struct Spool {
+    file: Option<File>,
+    len: u64,
+    runs: HashMap<u64, Vec<SpoolRun>>,
+}
+
+impl Spool {
+    fn append(&mut self, dir: &Path, ino: u64, block: u64, data: &[u8], bs: u64) -> Result<()> {
+        if self.file.is_none() {
+            self.file = Some(
+                tempfile::tempfile_in(dir)
+                    .with_context(|| format!("cannot create a spool file in {}", dir.display()))?,
+            );
+        }
+        let f = self.file.as_ref().unwrap();
+        f.write_all_at(data, self.len).with_context(|| {
+            format!(
+                "cannot write the spool file in {} (is it full?)",
+                dir.display()
+            )
+        })?;
+        let count = (data.len() as u64).div_ceil(bs);
+        let runs = self.runs.entry(ino).or_default();
+        match runs.last_mut() {
+            Some(r) if r.block + r.count == block && r.offset + r.count * bs == self.len => {
+                r.count += count
+            }
+            _ => runs.push(SpoolRun {
+                block,
+                count,
+                offset: self.len,
+            }),
+        }
+        self.len += count * bs;
+        Ok(())
+    }
+    /// The spooled runs of inode `ino`, if it was read during planning.
+    pub fn runs(&self, ino: u64) -> Option<&[SpoolRun]> {
+        self.runs.get(&ino).map(|v| &v[..])
+    }
+    /// Whether inode `ino` was read during planning (its carried blocks,
+    /// if any, are all in the spool).
+    pub fn was_read(&self, ino: u64) -> bool {
+        self.runs.contains_key(&ino)
+    }
+    /// Reads `buf.len()` bytes of spooled block data at `offset`.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file
+            .as_ref()
+            .expect("spool has data")
+            .read_exact_at(buf, offset)
+    }
+    /// Bytes spooled.
+    pub fn bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The outcome of planning.
+pub struct Plan {
+    /// VBNs of the new snapshot.
+    pub active: Plane,
+    /// VBNs the stream carries.
+    pub image: Plane,
+    /// VBNs of the base that the new snapshot does not use.
+    pub dealloc: Plane,
+    /// Blocks read during planning.
+    pub spool: Spool,
+    /// Inodes that changed while read; the catalog must not trust them.
+    pub unstable: HashSet<u64>,
+    /// Files whose pointers were kept without reading them.
+    pub files_unchanged: u64,
+    /// Files read and compared block by block.
+    pub files_compared: u64,
+}
+
+/// What planning needs from the catalog.
+pub struct PlanInput<'a> {
+    /// The newest snapshot's metadata with block checksums.
+    pub prev: Option<&'a Tree>,
+    /// Index of the base snapshot in `planes`; `None` for a full image.
+    pub base: Option<usize>,
+    /// Planes of the recorded snapshots; reused VBNs are cleared in them.
+    pub planes: &'a mut [Plane],
+    /// Block size.
+    pub block_size: u64,
+    /// Where to put the spool file.
+    pub spool_dir: &'a Path,
+}
+
+/// Assigns VBNs to every block of `tree` and selects the image.
+pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -> Result<Plan> {
+    let bs = input.block_size;
+    let mut spool = Spool::default();
+    let mut unstable = HashSet::new();
+    let mut claimed = Plane::new();
+    let (mut files_unchanged, mut files_compared) = (0, 0);
+    let base_plane = input.base.map(|b| input.planes[b].clone());
+    if let (Some(prev), Some(base_plane)) = (input.prev, base_plane.as_ref()) {
+        let by_key: HashMap<(u64, u64), u64> = prev
+            .inodes
+            .iter()
+            .filter(|i| i.kind == Kind::File)
+            .map(|i| ((i.src.dev, i.src.ino), i.ino))
+            .collect();
+        let by_path: HashMap<Vec<u8>, u64> = prev
+            .inodes
+            .iter()
+            .filter(|i| i.kind == Kind::File)
+            .map(|i| (prev.path(i.ino), i.ino))
+            .collect();
+        let mut dirs = DirStack::new(root);
+        for idx in 0..tree.inodes.len() {
+            let f = &tree.inodes[idx];
+            if f.kind != Kind::File {
+                continue;
+            }
+            let cand = by_key
+                .get(&(f.src.dev, f.src.ino))
+                .or_else(|| by_path.get(&tree.path(f.ino)))
+                .map(|&g| prev.inode(g));
+            let Some(g) = cand else { continue };
+            if unchanged(f, g)
+                && g.extents
+                    .iter()
+                    .all(|x| !any_claimed(&claimed, x.vbn, x.count))
+            {
+                for x in &g.extents {
+                    claimed.set_run(x.vbn, x.count);
+                }
+                let f = &mut tree.inodes[idx];
+                f.extents = g.extents.clone();
+                f.sums = g.sums.clone();
+                files_unchanged += 1;
+                continue;
+            }
+            files_compared += 1;
+            let d = tree.primary(f.ino);
+            let chain = tree.dir_chain(d.parent);
+            let opened = dirs
+                .enter(&chain, |i| &tree.primary(i).name[..])
+                .and_then(|dir| open_file(dir, &d.name))
+                .ok()
+                .filter(|fd| {
+                    fsx::fstat(fd.as_fd())
+                        .map(|st| (st.st_dev, st.st_ino) == (f.src.dev, f.src.ino))
+                        .unwrap_or(false)
+                });
+            let Some(fd) = opened else {
+                // Vanished since the scan: the data phase reports it.
+                continue;
+            };
+            let (extents, sums, stable) = compare(
+                &fd,
+                f,
+                g,
+                base_plane,
+                &mut claimed,
+                &mut spool,
+                input.spool_dir,
+                bs,
+                report,
+                &tree.path(f.ino),
+            )?;
+            if !stable {
+                unstable.insert(f.ino);
+            }
+            let f = &mut tree.inodes[idx];
+            f.extents = extents;
+            f.sums = sums;
+        }
+    }
+    // Allocate VBNs for every block still without one, lowest free first.
+    let mut alloc = Allocator {
+        used: claimed,
+        cursor: 1,
+    };
+    let mut fresh = Plane::new();
+    for inode in tree.inodes.iter_mut() {
+        if inode.kind != Kind::File {
+            continue;
+        }
+        let mut out: Vec<Extent> = Vec::with_capacity(inode.extents.len());
+        for x in &inode.extents {
+            if x.vbn != 0 {
+                push_extent(&mut out, *x);
+                continue;
+            }
+            let mut done = 0;
+            while done < x.count {
+                let (v, n) = alloc.take(x.count - done);
+                fresh.set_run(v, n);
+                push_extent(
+                    &mut out,
+                    Extent {
+                        block: x.block + done,
+                        vbn: v,
+                        count: n,
+                    },
+                );
+                done += n;
+            }
+        }
+        inode.extents = out;
+        if inode.sums.len() as u64 != inode.block_count() {
+            inode.sums = vec![[0; 16]; inode.block_count() as usize];
+        }
+    }
+    for p in input.planes.iter_mut() {
+        *p = p.and_not(&fresh);
+    }
+    let active = alloc.used;
+    let (image, dealloc) = match input.base {
+        Some(b) => (
+            active.and_not(&input.planes[b]),
+            input.planes[b].and_not(&active),
+        ),
+        None => (active.clone(), Plane::new()),
+    };
+    Ok(Plan {
+        active,
+        image,
+        dealloc,
+        spool,
+        unstable,
+        files_unchanged,
+        files_compared,
+    })
+}
+
+/// The stat fields that say a file was not touched since the last dump. A
+/// zero ctime marks a file that changed while it was last read.
+fn unchanged(f: &Inode, g: &Inode) -> bool {
+    f.size == g.size
+        && f.attrs.mtime == g.attrs.mtime
+        && f.attrs.ctime == g.attrs.ctime
+        && g.attrs.ctime != Time::default()
+        && f.src == g.src
+        && coverage(&f.extents) == coverage(&g.extents)
+}
+
+/// The file blocks holding data, as maximal runs (VBNs ignored): a file
+/// whose blocks were partly rewritten has split extents but the same data
+/// regions as the scan reports them.
+fn coverage(extents: &[Extent]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for x in extents {
+        match out.last_mut() {
+            Some(l) if l.0 + l.1 == x.block => l.1 += x.count,
+            _ => out.push((x.block, x.count)),
+        }
+    }
+    out
+}
+
+fn any_claimed(p: &Plane, v: u64, n: u64) -> bool {
+    (v..v + n).any(|x| p.get(x))
+}
+
+fn push_extent(out: &mut Vec<Extent>, x: Extent) {
+    match out.last_mut() {
+        Some(l)
+            if l.block + l.count == x.block
+                && l.vbn != 0
+                && x.vbn != 0
+                && l.vbn + l.count == x.vbn =>
+        {
+            l.count += x.count
+        }
+        Some(l) if l.block + l.count == x.block && l.vbn == 0 && x.vbn == 0 => l.count += x.count,
+        _ => out.push(x),
+    }
+}
+
+/// Reads a modified file once, keeping the VBN of every block whose
+/// checksum matches the previous version's block at the same offset.
+/// Returns the new extents (VBN 0 = needs a new VBN), the checksums, and
+/// whether the file stayed still while read.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    fd: &OwnedFd,
+    f: &Inode,
+    g: &Inode,
+    base: &Plane,
+    claimed: &mut Plane,
+    spool: &mut Spool,
+    spool_dir: &Path,
+    bs: u64,
+    report: &Report,
+    path: &[u8],
+) -> Result<(Vec<Extent>, Vec<[u8; 16]>, bool)> {
+    // The previous version's pointers by file block, in ascending order.
+    let mut old: Vec<(u64, u64, [u8; 16])> = Vec::with_capacity(g.sums.len());
+    let mut k = 0;
+    for x in &g.extents {
+        for i in 0..x.count {
+            old.push((
+                x.block + i,
+                x.vbn + i,
+                g.sums.get(k).copied().unwrap_or_default(),
+            ));
+            k += 1;
+        }
+    }
+    let mut oi = 0;
+    let mut extents = Vec::new();
+    let mut sums = Vec::with_capacity(f.block_count() as usize);
+    let mut buf = vec![0u8; 64 * bs as usize];
+    let mut short = false;
+    for x in &f.extents {
+        let mut b = x.block;
+        while b < x.block + x.count {
+            let n = (x.block + x.count - b).min(64);
+            let off = b * bs;
+            let len = (((b + n) * bs).min(f.size) - off) as usize;
+            let got = fsx::pread_full(fd.as_fd(), &mut buf[..len], off)
+                .with_context(|| format!("cannot read {}", crate::names::escape(path)))?;
+            if got < len {
+                buf[got..len].fill(0);
+                short = true;
+            }
+            for i in 0..n {
+                let blk = b + i;
+                let s = (i * bs) as usize;
+                let e = (s + bs as usize).min(len);
+                let data = &buf[s..e];
+                let h = xxh3_128(data).to_le_bytes();
+                sums.push(h);
+                while oi < old.len() && old[oi].0 < blk {
+                    oi += 1;
+                }
+                let keep = old
+                    .get(oi)
+                    .filter(|o| o.0 == blk && o.2 == h && !claimed.get(o.1))
+                    .map(|o| o.1);
+                match keep {
+                    Some(v) => {
+                        claimed.set(v);
+                        push_extent(
+                            &mut extents,
+                            Extent {
+                                block: blk,
+                                vbn: v,
+                                count: 1,
+                            },
+                        );
+                        if !base.get(v) {
+                            spool.append(spool_dir, f.ino, blk, data, bs)?;
+                        }
+                    }
+                    None => {
+                        push_extent(
+                            &mut extents,
+                            Extent {
+                                block: blk,
+                                vbn: 0,
+                                count: 1,
+                            },
+                        );
+                        spool.append(spool_dir, f.ino, blk, data, bs)?;
+                    }
+                }
+            }
+            b += n;
+        }
+    }
+    // Mark the file as read even when nothing was spooled.
+    spool.runs.entry(f.ino).or_default();
+    let st = fsx::fstat(fd.as_fd())?;
+    let (_, a) = fsx::attrs_of(&st);
+    let stable = !short
+        && st.st_size as u64 == f.size
+        && a.mtime == f.attrs.mtime
+        && a.ctime == f.attrs.ctime;
+    if !stable {
+        report.warn(
+            path,
+            "changed while being read; the stream holds a mix of old and new data, the next dump will send it again",
+        );
+    }
+    Ok((extents, sums, stable))
+}
+
+/// Hands out the lowest VBNs not in use, in runs.
+struct Allocator {
+    used: Plane,
+    cursor: u64,
+}
+
+impl Allocator {
+    /// Up to `want` consecutive free VBNs: (first, count).
+    fn take(&mut self, want: u64) -> (u64, u64) {
+        let mut v = self.cursor.max(1);
+        while self.used.get(v) {
+            v += 1;
+        }
+        let mut n = 0;
+        while n < want && !self.used.get(v + n) {
+            n += 1;
+        }
+        self.used.set_run(v, n);
+        self.cursor = v + n;
+        (v, n)
+    }
+}
