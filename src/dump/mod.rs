@@ -273,15 +273,23 @@ fn run(
     // changed while read get a zero ctime so the next dump reads them again.
     for (seg, seg_sums) in sums {
         let inode = tree.inode_mut(seg.ino);
-        let mut pos = block_position(inode, seg.offset / bs as u64);
-        for s in seg_sums {
-            inode.sums[pos] = s;
-            pos += 1;
-        }
+        let pos = block_position(inode, seg.offset / bs as u64);
+        inode.sums[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
     }
     unstable.extend(plan.unstable.iter().copied());
     for ino in &unstable {
         tree.inode_mut(*ino).attrs.ctime = Time::default();
+    }
+    // File times come from a coarse clock (a few milliseconds): a file
+    // changed again right after it was scanned can keep the same ctime. A
+    // file whose times are that recent is recorded as unstable, so the next
+    // dump compares its blocks instead of trusting its times ("racily
+    // clean", as git calls it).
+    let racy = Time { sec: scan_started.sec - 1, nsec: scan_started.nsec };
+    for inode in tree.inodes.iter_mut() {
+        if inode.kind == Kind::File && (inode.attrs.ctime >= racy || inode.attrs.mtime >= racy) {
+            inode.attrs.ctime = Time::default();
+        }
     }
     let base_id = header.base.as_ref().map(|b| b.id);
     state.planes.push(plan.active.clone());
