@@ -167,6 +167,7 @@ fn run(
         block_size: bs as u64,
         exclude,
     };
+    let scan_started = Time::now();
     let mut state = catalog.state.clone();
     let base = select_base(&state.snapshots, opts.level, opts.base);
     let written = (|| -> Result<_> {
