@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod catalog;
 pub mod dump;
+pub mod failpoint;
 pub mod fsx;
 pub mod media;
 pub mod names;

@@ -286,7 +286,10 @@ fn run(
     // file whose times are that recent is recorded as unstable, so the next
     // dump compares its blocks instead of trusting its times ("racily
     // clean", as git calls it).
-    let racy = Time { sec: scan_started.sec - 1, nsec: scan_started.nsec };
+    let racy = Time {
+        sec: scan_started.sec - 1,
+        nsec: scan_started.nsec,
+    };
     for inode in tree.inodes.iter_mut() {
         if inode.kind == Kind::File && (inode.attrs.ctime >= racy || inode.attrs.mtime >= racy) {
             inode.attrs.ctime = Time::default();

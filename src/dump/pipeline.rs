@@ -171,6 +171,7 @@ fn write_in_order(
     for d in done {
         pending.insert(d.seq, d);
         while let Some(d) = pending.remove(&writer.next_seq()) {
+            crate::failpoint::hit("dump-data");
             let at = writer.write_sealed(&d.rec, &d.digest)?;
             writer.note_data(&d.segs, at);
             let mut it = d.sums.into_iter();

@@ -238,6 +238,11 @@ pub fn apply(
         .map_err(fail)?;
         m.set(&root, "staged").map_err(fail)?;
     }
+    if swapping {
+        // Killed late in the swap: next/ may already have been emptied and
+        // removed; an empty one lets the remaining steps run unchanged.
+        let _ = fsx::mkdir_at(sdir.as_fd(), NEXT, 0o700);
+    }
     let next = fsx::open_dir(sdir.as_fd(), NEXT)
         .map_err(|e| fail(anyhow!("cannot open the staging directory: {e}")))?;
     let bs = h.block_size as u64;
@@ -251,6 +256,7 @@ pub fn apply(
         read_data(&mut r, &front, |_, _| Ok(()))
     } else {
         read_data(&mut r, &front, |s, d| {
+            crate::failpoint::hit("apply-data");
             progress.inc(s.len as u64);
             writer.write(tree, s, d)
         })
@@ -258,6 +264,7 @@ pub fn apply(
     .map_err(fail)?;
     drop(progress);
     if !swapping {
+        crate::failpoint::hit("apply-trim");
         trim_inherited(&next, &state.tree, &front.tree, &sources, bs).map_err(fail)?;
         writer.finish_below_root(tree).map_err(fail)?;
         m.set(&root, "swap1").map_err(fail)?;
@@ -274,11 +281,16 @@ pub fn apply(
         &mut not_owned,
     )
     .map_err(fail)?;
-    fsx::remove_tree_at(sdir.as_fd(), OLD)
-        .map_err(|e| fail(anyhow!("cannot remove the old tree: {e}")))?;
+    match fsx::remove_tree_at(sdir.as_fd(), OLD) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(fail(anyhow!("cannot remove the old tree: {e}")));
+        }
+        _ => {}
+    }
     fsx::unlink_at(sdir.as_fd(), NEXT, true)
         .map_err(|e| fail(anyhow!("cannot remove the staging directory: {e}")))?;
     fsx::syncfs(root.as_fd()).map_err(|e| fail(e.into()))?;
+    crate::failpoint::hit("apply-commit");
     paths.commit(&TargetState {
         source_uuid: h.source_uuid,
         snapshot: h.snapshot.clone(),
@@ -322,6 +334,7 @@ fn stage(
         if d.parent == 0 {
             continue;
         }
+        crate::failpoint::hit("apply-stage");
         if d.parent == ROOT_INO && d.name == STATE_DIR.as_bytes() {
             bail!("the stream holds an entry named {STATE_DIR} at its root, which is reserved for restore state");
         }
@@ -471,6 +484,7 @@ fn swap(root: &OwnedFd, sdir: &OwnedFd, front: &Front, m: &Markers) -> Result<()
             if name == STATE_DIR.as_bytes() || (keep_lost_found && name == b"lost+found") {
                 continue;
             }
+            crate::failpoint::hit("apply-swap-out");
             fsx::rename_at(root.as_fd(), &name, old.as_fd(), &name)
                 .map_err(|e| anyhow!("cannot move {} aside: {e}", crate::names::escape(&name)))?;
         }
@@ -478,6 +492,7 @@ fn swap(root: &OwnedFd, sdir: &OwnedFd, front: &Front, m: &Markers) -> Result<()
     }
     let next = fsx::open_dir(sdir.as_fd(), NEXT)?;
     for name in fsx::read_dir_names(next.as_fd())? {
+        crate::failpoint::hit("apply-swap-in");
         fsx::rename_at(next.as_fd(), &name, root.as_fd(), &name).map_err(|e| {
             anyhow!(
                 "cannot move {} into place: {e}",

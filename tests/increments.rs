@@ -1,0 +1,771 @@
+//! Levels 1-9 through the real binary: change detection, chains, in-place
+//! apply, interrupted applies, and the VBN space under churn.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A source, its catalog, and every stream dumped from it.
+struct Chain {
+    t: Paths,
+    /// snapshot id -> (stream, base id, full)
+    streams: BTreeMap<u64, (PathBuf, Option<u64>, bool)>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain {
+            t: paths(),
+            streams: BTreeMap::new(),
+        }
+    }
+    fn src(&self) -> &Path {
+        &self.t.src
+    }
+    /// Dumps at `level`; returns the JSON summary.
+    fn dump(&mut self, level: u8) -> serde_json::Value {
+        let n = self.streams.len() + 1;
+        let out = self.t.dir.path().join(format!("s{n}.sdump"));
+        let lvl = format!("-{level}");
+        let (c, o, e) = run_s(&[
+            "dump",
+            &lvl,
+            "--json",
+            "-f",
+            p(&out),
+            "--catalog",
+            p(&self.t.cat),
+            p(&self.t.src),
+        ]);
+        assert!(c == 0 || c == 1, "dump failed: {e}");
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        let id = v["snapshot"]["id"].as_u64().unwrap();
+        let base = v["base"]["id"].as_u64();
+        self.streams
+            .insert(id, (out, base, v["full"].as_bool().unwrap()));
+        v
+    }
+    /// The streams to apply, in order, to restore snapshot `id`.
+    fn chain(&self, id: u64) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let mut cur = Some(id);
+        while let Some(i) = cur {
+            let (s, base, full) = &self.streams[&i];
+            v.push(s.clone());
+            cur = if *full { None } else { *base };
+        }
+        v.reverse();
+        v
+    }
+    /// Restores the chain of `id` into a fresh directory and returns it.
+    fn restore(&self, id: u64, name: &str) -> PathBuf {
+        let target = self.t.dir.path().join(name);
+        let _ = fs::remove_dir_all(&target);
+        for s in self.chain(id) {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s), "--target", p(&target)]);
+            assert_eq!(c, 0, "restore of {} failed: {e}", s.display());
+        }
+        target
+    }
+}
+
+fn write(p: &Path, data: &[u8]) {
+    fs::write(p, data).unwrap();
+}
+
+#[test]
+fn every_kind_of_change_round_trips_through_a_chain() {
+    let mut ch = Chain::new();
+    let s = ch.src().to_path_buf();
+    fs::create_dir_all(s.join("a/b")).unwrap();
+    write(&s.join("big"), &bytes(1, 400_000));
+    write(&s.join("a/app"), &bytes(2, 10_000));
+    write(&s.join("a/trunc"), &bytes(3, 50_000));
+    write(&s.join("a/b/moveme"), &bytes(4, 30_000));
+    write(&s.join("delete-me"), b"bye");
+    write(&s.join("becomes-dir"), b"file for now");
+    fs::create_dir(s.join("becomes-file")).unwrap();
+    write(&s.join("becomes-file/inner"), b"x");
+    write(&s.join("linked"), b"shared");
+    fs::hard_link(s.join("linked"), s.join("a/linked2")).unwrap();
+    write(&s.join("attr-only"), &bytes(5, 9000));
+    {
+        let f = fs::File::create(s.join("holes")).unwrap();
+        f.set_len(1 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&bytes(6, 200_000), 0).unwrap();
+    }
+    symlink("big", s.join("sym")).unwrap();
+    snapshot_tree(&s);
+    let v0 = ch.dump(0);
+    assert_eq!(v0["full"], true);
+    assert_same_tree(&s, &ch.restore(1, "r1"));
+
+    // Level 1: in-place block rewrite, append, truncate, rename across
+    // directories, delete, type changes both ways, a new hard link, a broken
+    // hard link, attribute-only change, a punched hole, a retargeted symlink.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("big"))
+            .unwrap();
+        f.write_all_at(&bytes(7, 4096), 8192 * 5).unwrap();
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .open(s.join("a/app"))
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(s.join("a/app"))
+            .unwrap();
+        f.write_all(&bytes(8, 7000)).unwrap();
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .open(s.join("a/trunc"))
+        .unwrap()
+        .set_len(5000)
+        .unwrap();
+    fs::rename(s.join("a/b/moveme"), s.join("moved")).unwrap();
+    fs::remove_file(s.join("delete-me")).unwrap();
+    fs::remove_file(s.join("becomes-dir")).unwrap();
+    fs::create_dir(s.join("becomes-dir")).unwrap();
+    write(&s.join("becomes-dir/child"), b"child");
+    fs::remove_dir_all(s.join("becomes-file")).unwrap();
+    write(&s.join("becomes-file"), b"now a file");
+    fs::hard_link(s.join("big"), s.join("a/big-link")).unwrap();
+    fs::remove_file(s.join("a/linked2")).unwrap();
+    fs::set_permissions(s.join("attr-only"), fs::Permissions::from_mode(0o600)).unwrap();
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("holes"))
+            .unwrap();
+        snapdump::fsx::punch_hole(std::os::fd::AsFd::as_fd(&f), 4096 * 10, 4096 * 5).unwrap();
+    }
+    fs::remove_file(s.join("sym")).unwrap();
+    symlink("a/app", s.join("sym")).unwrap();
+    snapshot_tree(&s);
+    let v1 = ch.dump(1);
+    assert_eq!(v1["full"], false);
+    assert_eq!(v1["base"]["id"], 1);
+    // Only changed blocks travel: one block of big, the appended tail of
+    // app, the new files; nothing of the renamed or attribute-only files.
+    assert!(v1["data_blocks"].as_u64().unwrap() <= 8, "{v1}");
+    assert_same_tree(&s, &ch.restore(2, "r2"));
+
+    // Level 2 on top, then a level 1 again (base: the level 0).
+    write(&s.join("a/b/new"), &bytes(9, 5000));
+    snapshot_tree(&s);
+    let v2 = ch.dump(2);
+    assert_eq!(v2["base"]["id"], 2);
+    assert_same_tree(&s, &ch.restore(3, "r3"));
+    write(&s.join("moved"), &bytes(10, 30_000));
+    snapshot_tree(&s);
+    let v3 = ch.dump(1);
+    assert_eq!(
+        v3["base"]["id"], 1,
+        "dumpdates: the newest lower level is the level 0"
+    );
+    let r4 = ch.restore(4, "r4");
+    assert_eq!(ch.chain(4).len(), 2);
+    assert_same_tree(&s, &r4);
+    // The snapshots listing names the bases.
+    let (_, o, _) = run_s(&["snapshots", "--json", "--catalog", p(&ch.t.cat)]);
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    let bases: Vec<_> = v[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["base"].clone())
+        .collect();
+    assert_eq!(
+        bases,
+        [serde_json::Value::Null, 1.into(), 2.into(), 1.into()]
+    );
+}
+
+#[test]
+fn level_without_a_lower_snapshot_is_a_full_image() {
+    let mut ch = Chain::new();
+    write(&ch.src().join("f"), b"data");
+    let out = ch.t.dir.path().join("x.sdump");
+    let (c, o, e) = run_s(&[
+        "dump",
+        "-3",
+        "--json",
+        "-f",
+        p(&out),
+        "--catalog",
+        p(&ch.t.cat),
+        p(ch.src()),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("full image"), "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    assert_eq!(v["full"], true);
+    assert_eq!(v["snapshot"]["level"], 3);
+    let (_, o, _) = run_s(&["verify", "--json", "-f", p(&out)]);
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    assert_eq!(v["header"]["full"], true);
+    assert_eq!(v["header"]["base"], serde_json::Value::Null);
+    let _ = ch.dump(5);
+}
+
+#[test]
+fn wrong_chain_order_is_refused_and_the_target_untouched() {
+    let mut ch = Chain::new();
+    write(&ch.src().join("f"), &bytes(1, 10_000));
+    ch.dump(0);
+    write(&ch.src().join("g"), b"one");
+    ch.dump(1);
+    write(&ch.src().join("h"), b"two");
+    ch.dump(2);
+    let target = ch.t.dir.path().join("target");
+    let s = |i: u64| ch.streams[&i].0.clone();
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s(1)), "--target", p(&target)]).0,
+        0
+    );
+    let before = snapshot_tree(&target);
+    // Skipped: level 2 onto level 0.
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s(3)), "--target", p(&target)]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("holds snapshot 1") && e.contains("needs snapshot 2"),
+        "{e}"
+    );
+    assert!(before == snapshot_tree(&target));
+    // Repeated.
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s(2)), "--target", p(&target)]).0,
+        0
+    );
+    let before = snapshot_tree(&target);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s(2)), "--target", p(&target)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("already applied"), "{e}");
+    assert!(before == snapshot_tree(&target));
+    // Foreign: an increment of another source.
+    let mut other = Chain::new();
+    write(&other.src().join("f"), b"other");
+    other.dump(0);
+    write(&other.src().join("g"), b"other2");
+    other.dump(1);
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(&other.streams[&2].0),
+        "--target",
+        p(&target),
+    ]);
+    assert_eq!(c, 2);
+    assert!(e.contains("another source"), "{e}");
+    assert!(before == snapshot_tree(&target));
+    // An increment into an empty target.
+    let empty = ch.t.dir.path().join("empty");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s(2)), "--target", p(&empty)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("level-0"), "{e}");
+}
+
+#[test]
+fn an_interrupted_apply_reruns_to_the_exact_state() {
+    let mut ch = Chain::new();
+    let s = ch.src().to_path_buf();
+    fs::create_dir_all(s.join("d/e")).unwrap();
+    for i in 0..12 {
+        write(
+            &s.join(format!("d/f{i}")),
+            &bytes(i, 3000 + i as usize * 5000),
+        );
+    }
+    write(&s.join("d/e/big"), &bytes(99, 300_000));
+    ch.dump(0);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("d/e/big"))
+            .unwrap();
+        f.write_all_at(&bytes(5, 20_000), 40_000).unwrap();
+    }
+    fs::rename(s.join("d/f3"), s.join("f3-moved")).unwrap();
+    fs::remove_file(s.join("d/f4")).unwrap();
+    write(&s.join("d/f5"), &bytes(55, 70_000));
+    write(&s.join("new"), &bytes(56, 9000));
+    fs::remove_dir_all(s.join("d/e")).unwrap();
+    write(&s.join("d/e"), b"was a directory");
+    snapshot_tree(&s);
+    ch.dump(1);
+    let (s0, s1) = (ch.streams[&1].0.clone(), ch.streams[&2].0.clone());
+    let points = [
+        ("apply-stage", 1),
+        ("apply-stage", 7),
+        ("apply-data", 1),
+        ("apply-data", 3),
+        ("apply-trim", 1),
+        ("apply-swap-out", 1),
+        ("apply-swap-in", 1),
+        ("apply-swap-in", 3),
+        ("apply-commit", 1),
+    ];
+    for (name, n) in points {
+        let target = ch.t.dir.path().join(format!("t-{name}-{n}"));
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+            0
+        );
+        let out = bin()
+            .args(["restore", "-r", "-f", p(&s1), "--target", p(&target)])
+            .env("SNAPDUMP_FAILPOINT", format!("{name}:{n}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}:{n} was not reached");
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+        if name == "apply-commit" {
+            // Killed after everything but the final state commit.
+            assert_eq!(c, 0, "{name}:{n}: {e}");
+        } else {
+            assert_eq!(c, 0, "rerun after {name}:{n} failed: {e}");
+        }
+        assert_same_tree(&s, &target);
+        // And the chain continues from there.
+        let st = target.join(".snapdump-restore");
+        assert!(
+            st.join("state").exists()
+                && !st.join("incomplete").exists()
+                && !st.join("next").exists()
+        );
+    }
+}
+
+#[test]
+fn an_unchanged_tree_costs_a_stat_per_file_and_sends_nothing() {
+    let mut ch = Chain::new();
+    for i in 0..50 {
+        write(&ch.src().join(format!("f{i}")), &bytes(i, 20_000));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ch.dump(0);
+    let v = ch.dump(1);
+    assert_eq!(v["files_unchanged"], 50, "{v}");
+    assert_eq!(v["files_compared"], 0);
+    assert_eq!(v["data_blocks"], 0);
+    assert!(v["stream_bytes"].as_u64().unwrap() < 4096, "{v}");
+    assert_same_tree(ch.src(), &ch.restore(2, "r"));
+}
+
+#[test]
+fn a_source_copied_to_new_inodes_sends_almost_nothing() {
+    let mut ch = Chain::new();
+    fs::create_dir(ch.src().join("d")).unwrap();
+    for i in 0..20 {
+        write(&ch.src().join(format!("d/f{i}")), &bytes(i, 50_000));
+    }
+    ch.dump(0);
+    // As when a source moves to another disk: same paths and content, new
+    // inode numbers (and, across file systems, a new device).
+    let moved = ch.t.dir.path().join("moved");
+    let st = std::process::Command::new("cp")
+        .args(["-a", p(ch.src()), p(&moved)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::remove_dir_all(ch.src()).unwrap();
+    fs::rename(&moved, ch.src()).unwrap();
+    snapshot_tree(ch.src());
+    let v = ch.dump(1);
+    assert_eq!(v["data_blocks"], 0, "{v}");
+    assert_same_tree(ch.src(), &ch.restore(2, "r"));
+}
+
+#[test]
+fn churn_keeps_the_vbn_space_bounded() {
+    let mut ch = Chain::new();
+    let nfiles = 20u64;
+    for i in 0..nfiles {
+        write(&ch.src().join(format!("f{i}")), &bytes(i, 64 * 4096));
+    }
+    let live = nfiles * 64;
+    ch.dump(0);
+    let mut seed = 1000;
+    for round in 0..50 {
+        // Rewrite 10% of the blocks in place, at random.
+        for _ in 0..live / 10 {
+            seed += 1;
+            let f = (seed * 7919) % nfiles;
+            let b = (seed * 104729) % 64;
+            use std::os::unix::fs::FileExt;
+            let fh = fs::OpenOptions::new()
+                .write(true)
+                .open(ch.src().join(format!("f{f}")))
+                .unwrap();
+            fh.write_all_at(&bytes(seed, 4096), b * 4096).unwrap();
+        }
+        let v = ch.dump(1 + (round % 3) as u8);
+        let hwm = v["vbn_high_water"].as_u64().unwrap();
+        assert!(
+            hwm < 2 * live,
+            "round {round}: VBN high water {hwm} for {live} live blocks"
+        );
+    }
+    let last = *ch.streams.keys().last().unwrap();
+    assert_same_tree(ch.src(), &ch.restore(last, "r"));
+}
+
+#[test]
+fn a_file_changing_while_read_is_reported_and_repaired_next_time() {
+    let mut ch = Chain::new();
+    write(&ch.src().join("busy"), &bytes(1, 64 << 20));
+    write(&ch.src().join("calm"), b"calm");
+    ch.dump(0);
+    let path = ch.src().join("busy");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut i = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            f.write_all_at(&bytes(i, 4096), (i * 7 % 16384) * 4096)
+                .unwrap();
+            i += 1;
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
+    // Dump repeatedly until one run catches the change (each must be exit 1
+    // when it does, and never claim success for a file that moved under it).
+    let mut caught = false;
+    for _ in 0..5 {
+        let n = ch.streams.len() + 1;
+        let out = ch.t.dir.path().join(format!("busy{n}.sdump"));
+        let (c, o, e) = run_s(&[
+            "dump",
+            "-1",
+            "--json",
+            "-f",
+            p(&out),
+            "--catalog",
+            p(&ch.t.cat),
+            p(ch.src()),
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        let id = v["snapshot"]["id"].as_u64().unwrap();
+        ch.streams
+            .insert(id, (out, v["base"]["id"].as_u64(), false));
+        if c == 1 {
+            assert!(
+                e.contains("busy") && e.contains("changed while being read"),
+                "{e}"
+            );
+            caught = true;
+            break;
+        }
+        assert_eq!(c, 0, "{e}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        caught,
+        "a file rewritten throughout the dump was never reported"
+    );
+    // The next dump repairs it.
+    snapshot_tree(ch.src());
+    let v = ch.dump(2);
+    let id = v["snapshot"]["id"].as_u64().unwrap();
+    assert_same_tree(ch.src(), &ch.restore(id, "r"));
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { f: usize, size: usize, seed: u64 },
+        Overwrite { f: usize, block: u64, seed: u64 },
+        Append { f: usize, len: usize },
+        Truncate { f: usize, len: u64 },
+        Punch { f: usize, block: u64 },
+        Delete { f: usize },
+        Rename { f: usize, d: usize },
+        Mkdir { d: usize, n: u8 },
+        RmDir { d: usize },
+        FileToDir { f: usize },
+        Link { f: usize, d: usize, n: u8 },
+        Chmod { f: usize, mode: u32 },
+        Touch { f: usize, secs: i64 },
+        Symlink { d: usize, n: u8 },
+        Xattr { f: usize, v: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<usize>(), 0usize..40_000, any::<u64>()).prop_map(|(f, size, seed)| Op::Write {
+                f,
+                size,
+                seed
+            }),
+            (any::<usize>(), 0u64..10, any::<u64>()).prop_map(|(f, block, seed)| Op::Overwrite {
+                f,
+                block,
+                seed
+            }),
+            (any::<usize>(), 1usize..9000).prop_map(|(f, len)| Op::Append { f, len }),
+            (any::<usize>(), 0u64..30_000).prop_map(|(f, len)| Op::Truncate { f, len }),
+            (any::<usize>(), 0u64..8).prop_map(|(f, block)| Op::Punch { f, block }),
+            any::<usize>().prop_map(|f| Op::Delete { f }),
+            (any::<usize>(), any::<usize>()).prop_map(|(f, d)| Op::Rename { f, d }),
+            (any::<usize>(), any::<u8>()).prop_map(|(d, n)| Op::Mkdir { d, n }),
+            any::<usize>().prop_map(|d| Op::RmDir { d }),
+            any::<usize>().prop_map(|f| Op::FileToDir { f }),
+            (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(f, d, n)| Op::Link {
+                f,
+                d,
+                n
+            }),
+            (
+                any::<usize>(),
+                prop_oneof![Just(0o644u32), Just(0o600), Just(0o755), Just(0o4711)]
+            )
+                .prop_map(|(f, mode)| Op::Chmod { f, mode }),
+            (any::<usize>(), 1_000_000_000i64..1_700_000_000)
+                .prop_map(|(f, secs)| Op::Touch { f, secs }),
+            (any::<usize>(), any::<u8>()).prop_map(|(d, n)| Op::Symlink { d, n }),
+            (any::<usize>(), any::<u8>()).prop_map(|(f, v)| Op::Xattr { f, v }),
+        ]
+    }
+
+    fn list(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut files = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        let mut i = 0;
+        while i < dirs.len() {
+            let mut ents: Vec<_> = fs::read_dir(&dirs[i])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            ents.sort();
+            for e in ents {
+                let m = fs::symlink_metadata(&e).unwrap();
+                if m.is_dir() {
+                    dirs.push(e);
+                } else if m.is_file() {
+                    files.push(e);
+                }
+            }
+            i += 1;
+        }
+        (files, dirs)
+    }
+
+    fn apply(root: &Path, op: &Op, k: usize) {
+        use std::os::unix::fs::FileExt;
+        let (files, dirs) = list(root);
+        let file = |f: usize| files.get(f % files.len().max(1)).cloned();
+        let dir = |d: usize| dirs[d % dirs.len()].clone();
+        match op {
+            Op::Write { f, size, seed } => {
+                let p = if *f % 3 == 0 || files.is_empty() {
+                    dir(*f).join(format!("w{k}"))
+                } else {
+                    file(*f).unwrap()
+                };
+                let _ = fs::remove_file(&p);
+                fs::write(p, bytes(*seed, *size)).unwrap();
+            }
+            Op::Overwrite { f, block, seed } => {
+                if let Some(p) = file(*f) {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .unwrap()
+                        .write_all_at(&bytes(*seed, 4096), block * 4096)
+                        .unwrap();
+                }
+            }
+            Op::Append { f, len } => {
+                if let Some(p) = file(*f) {
+                    let fh = fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    let at = fh.metadata().unwrap().len();
+                    fh.write_all_at(&bytes(*len as u64, *len), at).unwrap();
+                }
+            }
+            Op::Truncate { f, len } => {
+                if let Some(p) = file(*f) {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .unwrap()
+                        .set_len(*len)
+                        .unwrap();
+                }
+            }
+            Op::Punch { f, block } => {
+                if let Some(p) = file(*f) {
+                    let fh = fs::OpenOptions::new().write(true).open(p).unwrap();
+                    let _ = snapdump::fsx::punch_hole(
+                        std::os::fd::AsFd::as_fd(&fh),
+                        block * 4096,
+                        4096,
+                    );
+                }
+            }
+            Op::Delete { f } => {
+                if let Some(p) = file(*f) {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+            Op::Rename { f, d } => {
+                if let Some(p) = file(*f) {
+                    let _ = fs::rename(p, dir(*d).join(format!("r{k}")));
+                }
+            }
+            Op::Mkdir { d, n } => {
+                let _ = fs::create_dir(dir(*d).join(format!("d{n}")));
+            }
+            Op::RmDir { d } => {
+                let p = dir(*d);
+                if p != root {
+                    fs::remove_dir_all(p).unwrap();
+                }
+            }
+            Op::FileToDir { f } => {
+                if let Some(p) = file(*f) {
+                    fs::remove_file(&p).unwrap();
+                    fs::create_dir(&p).unwrap();
+                    fs::write(p.join("inside"), b"now a dir").unwrap();
+                }
+            }
+            Op::Link { f, d, n } => {
+                if let Some(p) = file(*f) {
+                    let _ = fs::hard_link(p, dir(*d).join(format!("l{n}")));
+                }
+            }
+            Op::Chmod { f, mode } => {
+                if let Some(p) = file(*f) {
+                    fs::set_permissions(p, fs::Permissions::from_mode(*mode)).unwrap();
+                }
+            }
+            Op::Touch { f, secs } => {
+                if let Some(p) = file(*f) {
+                    set_times(&p, (*secs, 5), (*secs, 7));
+                }
+            }
+            Op::Symlink { d, n } => {
+                let _ = symlink(format!("target-{n}"), dir(*d).join(format!("s{n}")));
+            }
+            Op::Xattr { f, v } => {
+                if let Some(p) = file(*f) {
+                    setxattr(&p, "user.prop", &[*v]);
+                }
+            }
+        }
+    }
+
+    fn cases() -> u32 {
+        std::env::var("SNAPDUMP_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_mutations_and_levels_restore_exactly(
+            rounds in proptest::collection::vec((proptest::collection::vec(op(), 1..6), 0u8..10), 1..6)
+        ) {
+            let mut ch = Chain::new();
+            fs::create_dir(ch.src().join("sub")).unwrap();
+            fs::write(ch.src().join("sub/seed"), bytes(1, 20_000)).unwrap();
+            fs::write(ch.src().join("top"), bytes(2, 5000)).unwrap();
+            ch.dump(0);
+            let mut k = 0;
+            for (ops, level) in &rounds {
+                for o in ops {
+                    k += 1;
+                    apply(ch.src(), o, k);
+                }
+                snapshot_tree(ch.src());
+                let v = ch.dump(*level);
+                let id = v["snapshot"]["id"].as_u64().unwrap();
+                let r = ch.restore(id, "r");
+                assert_same_tree(ch.src(), &r);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_dump_leaves_the_catalog_and_the_next_dump_is_correct() {
+    let mut ch = Chain::new();
+    for i in 0..8 {
+        write(&ch.src().join(format!("f{i}")), &bytes(i, 600_000));
+    }
+    ch.dump(0);
+    let catalog_before = fs::read(
+        fs::read_dir(ch.t.cat.join("sources"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("catalog"),
+    )
+    .unwrap();
+    for i in 0..8 {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(ch.src().join(format!("f{i}")))
+            .unwrap();
+        f.write_all_at(&bytes(100 + i, 300_000), 100_000).unwrap();
+    }
+    let out = ch.t.dir.path().join("killed.sdump");
+    let o = bin()
+        .args([
+            "dump",
+            "-1",
+            "-f",
+            p(&out),
+            "--catalog",
+            p(&ch.t.cat),
+            p(ch.src()),
+        ])
+        .env("SNAPDUMP_FAILPOINT", "dump-data:3")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        !out.exists(),
+        "a killed dump left a stream under the output name"
+    );
+    let catalog_after = fs::read(
+        fs::read_dir(ch.t.cat.join("sources"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("catalog"),
+    )
+    .unwrap();
+    assert_eq!(
+        catalog_before, catalog_after,
+        "a killed dump changed the catalog"
+    );
+    snapshot_tree(ch.src());
+    let v = ch.dump(1);
+    assert_eq!(v["base"]["id"], 1);
+    assert_same_tree(ch.src(), &ch.restore(2, "r"));
+}
