@@ -19,20 +19,62 @@ use std::path::Path;
 /// so a restored tree can be dumped again cleanly.
 pub const RESTORE_STATE_DIR: &[u8] = b".snapdump-restore";
 
-/// What to leave out of a scan.
+/// What to leave out of a scan, and what the previous snapshot knew.
 #[derive(Default)]
-pub struct ScanOptions {
+pub struct ScanOptions<'a> {
     /// Block size the extents are expressed in.
     pub block_size: u64,
     /// (st_dev, st_ino) of entries never to record: the stream being
     /// written, the catalog directory.
     pub exclude: HashSet<(u64, u64)>,
+    /// The newest snapshot's metadata: a regular file whose stat matches its
+    /// previous version there is not even opened (its data regions and
+    /// xattrs cannot have changed without changing its ctime).
+    pub prev: Option<&'a Tree>,
+}
+
+/// Finds the previous version of a regular file: by source identity
+/// (follows renames and hard links), else by path (follows a source moved
+/// to new inodes or another disk).
+pub struct PrevIndex<'a> {
+    tree: &'a Tree,
+    by_key: HashMap<(u64, u64), u64>,
+    by_path: HashMap<Vec<u8>, u64>,
+}
+
+impl<'a> PrevIndex<'a> {
+    /// Indexes the regular files of `tree`.
+    pub fn new(tree: &'a Tree) -> Self {
+        let files = || tree.inodes.iter().filter(|i| i.kind == Kind::File);
+        PrevIndex {
+            tree,
+            by_key: files().map(|i| ((i.src.dev, i.src.ino), i.ino)).collect(),
+            by_path: files().map(|i| (tree.path(i.ino), i.ino)).collect(),
+        }
+    }
+    /// The previous version of the file at `path` with source key `key`.
+    pub fn find(&self, key: (u64, u64), path: &[u8]) -> Option<&'a Inode> {
+        let ino = self.by_key.get(&key).or_else(|| self.by_path.get(path))?;
+        Some(self.tree.inode(*ino))
+    }
+}
+
+/// Whether a file's stat says it is untouched since its previous version
+/// was recorded. A zero recorded ctime marks a file that was unstable when
+/// last read (changed while read, or changed too recently to trust).
+pub fn stat_unchanged(f: &Inode, g: &Inode) -> bool {
+    f.size == g.size
+        && f.attrs.mtime == g.attrs.mtime
+        && f.attrs.ctime == g.attrs.ctime
+        && g.attrs.ctime != crate::tree::Time::default()
+        && f.src == g.src
 }
 
 struct Walker<'a> {
     tree: Tree,
     links: HashMap<(u64, u64), u64>,
-    opts: &'a ScanOptions,
+    opts: &'a ScanOptions<'a>,
+    prev: Option<PrevIndex<'a>>,
     report: &'a Report,
     path: Vec<u8>,
 }
@@ -68,6 +110,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         tree: Tree::default(),
         links: HashMap::new(),
         opts,
+        prev: opts.prev.map(PrevIndex::new),
         report,
         path: Vec::new(),
     };
@@ -177,6 +220,22 @@ impl Walker<'_> {
                 }
             },
             Kind::File => {
+                inode.size = st.st_size as u64;
+                let known = self
+                    .prev
+                    .as_ref()
+                    .and_then(|p| p.find(key, &self.path))
+                    .filter(|g| stat_unchanged(&inode, g));
+                if let Some(g) = known {
+                    // Untouched since the last dump: reuse what it recorded.
+                    inode.extents = g.extents.iter().map(|x| Extent { vbn: 0, ..*x }).collect();
+                    inode.xattrs = g.xattrs.clone();
+                    let ino = self.tree.push_inode(dir_ino, name, inode);
+                    if st.st_nlink > 1 {
+                        self.links.insert(key, ino);
+                    }
+                    return;
+                }
                 let fd = match open_file(dir, &name) {
                     Ok(fd) => fd,
                     Err(e) => {

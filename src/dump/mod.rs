@@ -166,6 +166,7 @@ fn run(
     let scan_opts = ScanOptions {
         block_size: bs as u64,
         exclude,
+        prev: catalog.state.tree.as_ref(),
     };
     let scan_started = Time::now();
     let mut state = catalog.state.clone();

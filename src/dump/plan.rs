@@ -23,8 +23,8 @@
 use crate::fsx::{self, dirstack::DirStack};
 use crate::planes::Plane;
 use crate::report::Report;
-use crate::scan::open_file;
-use crate::tree::{Extent, Inode, Kind, Time, Tree};
+use crate::scan::{open_file, stat_unchanged, PrevIndex};
+use crate::tree::{Extent, Inode, Kind, Tree};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -146,29 +146,16 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
     let (mut files_unchanged, mut files_compared) = (0, 0);
     let base_plane = input.base.map(|b| input.planes[b].clone());
     if let (Some(prev), Some(base_plane)) = (input.prev, base_plane.as_ref()) {
-        let by_key: HashMap<(u64, u64), u64> = prev
-            .inodes
-            .iter()
-            .filter(|i| i.kind == Kind::File)
-            .map(|i| ((i.src.dev, i.src.ino), i.ino))
-            .collect();
-        let by_path: HashMap<Vec<u8>, u64> = prev
-            .inodes
-            .iter()
-            .filter(|i| i.kind == Kind::File)
-            .map(|i| (prev.path(i.ino), i.ino))
-            .collect();
+        let index = PrevIndex::new(prev);
         let mut dirs = DirStack::new(root);
         for idx in 0..tree.inodes.len() {
             let f = &tree.inodes[idx];
             if f.kind != Kind::File {
                 continue;
             }
-            let cand = by_key
-                .get(&(f.src.dev, f.src.ino))
-                .or_else(|| by_path.get(&tree.path(f.ino)))
-                .map(|&g| prev.inode(g));
-            let Some(g) = cand else { continue };
+            let Some(g) = index.find((f.src.dev, f.src.ino), &tree.path(f.ino)) else {
+                continue;
+            };
             if unchanged(f, g)
                 && g.extents
                     .iter()
@@ -280,12 +267,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
 /// The stat fields that say a file was not touched since the last dump. A
 /// zero ctime marks a file that changed while it was last read.
 fn unchanged(f: &Inode, g: &Inode) -> bool {
-    f.size == g.size
-        && f.attrs.mtime == g.attrs.mtime
-        && f.attrs.ctime == g.attrs.ctime
-        && g.attrs.ctime != Time::default()
-        && f.src == g.src
-        && coverage(&f.extents) == coverage(&g.extents)
+    stat_unchanged(f, g) && coverage(&f.extents) == coverage(&g.extents)
 }
 
 /// The file blocks holding data, as maximal runs (VBNs ignored): a file
