@@ -12,7 +12,7 @@
 //! written and closed, so an interrupted dump leaves the catalog as it was.
 
 use crate::atomic::replace_file;
-use crate::planes::Plane;
+use crate::planes::{MarkMaps, Plane};
 use crate::stream::header::SnapshotRef;
 use crate::tree::{Time, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
@@ -60,6 +60,9 @@ pub struct CatalogState {
     pub planes: Vec<Plane>,
     /// The active plane: VBNs in use by `tree`.
     pub active: Plane,
+    /// The VBNs allocated and freed by the dump that made the newest
+    /// snapshot (its mark-on-allocate and mark-on-deallocate images).
+    pub marks: MarkMaps,
     /// Metadata of the newest snapshot, with block checksums.
     pub tree: Option<Tree>,
 }
@@ -106,6 +109,7 @@ impl Catalog {
                 snapshots: Vec::new(),
                 planes: Vec::new(),
                 active: Plane::new(),
+                marks: MarkMaps::default(),
                 tree: None,
             },
             Err(e) => {
@@ -191,6 +195,8 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
         enc_plane(&mut e, plane);
     }
     enc_plane(&mut e, &s.active);
+    enc_plane(&mut e, &s.marks.alloc);
+    enc_plane(&mut e, &s.marks.dealloc);
     match &s.tree {
         None => e.u64(0),
         Some(t) => {
@@ -269,6 +275,10 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         planes.push(dec_plane(&mut d)?);
     }
     let active = dec_plane(&mut d)?;
+    let marks = MarkMaps {
+        alloc: dec_plane(&mut d)?,
+        dealloc: dec_plane(&mut d)?,
+    };
     let items = d.u64()?;
     let tree = if items == 0 {
         None
@@ -288,6 +298,7 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         snapshots,
         planes,
         active,
+        marks,
         tree,
     })
 }

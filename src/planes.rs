@@ -5,7 +5,7 @@
 //! Storage images are expressions over planes (sum = OR, difference =
 //! AND NOT, intersection = AND), computed word-wise in O(n/64).
 
-/// A dense bitmap over VBNs 0..len.
+/// A dense bitmap over VBNs 0..len. Invariant: no trailing zero words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plane {
     words: Vec<u64>,
@@ -55,6 +55,9 @@ impl Plane {
         let w = (v / 64) as usize;
         if w < self.words.len() {
             self.words[w] &= !(1 << (v % 64));
+            // Keep the invariant that there are no trailing zero words, so
+            // equal planes compare equal.
+            self.trim();
         }
     }
     /// Number of VBNs in the plane.
@@ -118,9 +121,105 @@ impl Plane {
     }
 }
 
+/// Mark-on-allocate and mark-on-deallocate images: the VBNs allocated and
+/// freed since the last snapshot, recorded as they happen. When the base of
+/// an image is the last snapshot, they are the image (`top - base`) and its
+/// deallocation set (`base - top`) without a full-plane subtraction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MarkMaps {
+    /// VBNs allocated since the last snapshot (mark-on-allocate).
+    pub alloc: Plane,
+    /// VBNs freed since the last snapshot (mark-on-deallocate).
+    pub dealloc: Plane,
+}
+
+impl MarkMaps {
+    /// Records that `v` was allocated. A VBN freed earlier in the same
+    /// interval and now reused is new data: its bit is cleared from older
+    /// planes, so it is no longer a deallocation but an allocation.
+    pub fn allocate(&mut self, v: u64) {
+        self.dealloc.clear(v);
+        self.alloc.set(v);
+    }
+    /// Records that `v` was freed. A VBN allocated in the same interval was
+    /// never in the last snapshot: it simply stops being an allocation.
+    pub fn free(&mut self, v: u64) {
+        if self.alloc.get(v) {
+            self.alloc.clear(v);
+        } else {
+            self.dealloc.set(v);
+        }
+    }
+}
+
+/// Two mark maps that swap roles at each snapshot: `current` accumulates
+/// the changes of the snapshot being made, `previous` holds those of the
+/// last snapshot taken (kept in the catalog).
+#[derive(Clone, Debug, Default)]
+pub struct DoubleMarks {
+    /// Changes since the last snapshot.
+    pub current: MarkMaps,
+    /// Changes that made the last snapshot.
+    pub previous: MarkMaps,
+}
+
+impl DoubleMarks {
+    /// Takes a snapshot: the current maps become the previous ones and the
+    /// (old) previous maps, emptied, start accumulating.
+    pub fn swap(&mut self) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current = MarkMaps::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The mark maps always equal the plane arithmetic, whatever the
+        /// sequence of frees, lowest-free reallocations and snapshots.
+        #[test]
+        fn mark_maps_equal_plane_arithmetic(
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec(any::<u16>(), 0..20), 0u8..30), 1..25)
+        ) {
+            let mut planes: Vec<Plane> = vec![Plane::new()];
+            let mut live = Plane::new();
+            let mut marks = DoubleMarks::default();
+            for (frees, allocs) in rounds {
+                let mut top = live.clone();
+                for f in frees {
+                    let runs: Vec<u64> = top.runs().iter().flat_map(|&(v, n)| v..v + n).collect();
+                    if runs.is_empty() {
+                        break;
+                    }
+                    let v = runs[f as usize % runs.len()];
+                    top.clear(v);
+                    marks.current.free(v);
+                }
+                for _ in 0..allocs {
+                    let mut v = 1;
+                    while top.get(v) {
+                        v += 1;
+                    }
+                    top.set(v);
+                    for p in planes.iter_mut() {
+                        p.clear(v);
+                    }
+                    marks.current.allocate(v);
+                }
+                let base = planes.last().unwrap();
+                prop_assert_eq!(&marks.current.alloc, &top.and_not(base));
+                prop_assert_eq!(&marks.current.dealloc, &base.and_not(&top));
+                planes.push(top.clone());
+                live = top;
+                marks.swap();
+                prop_assert_eq!(marks.current.clone(), MarkMaps::default());
+            }
+        }
+    }
 
     #[test]
     fn arithmetic() {

@@ -82,7 +82,7 @@ fn manifest(root: &Path) -> serde_json::Value {
             "mode": format!("{:o}", e.mode),
             "uid": e.uid,
             "size": e.size,
-            "allocated_4k_blocks": e.blocks / 8,
+            "allocated_4k_blocks": e.data_runs.iter().map(|r| r.1).sum::<u64>(),
             "mtime": [e.mtime.0, e.mtime.1],
             "sha256": e.content.map(|c| snapdump::util::hex(&snapdump::util::sha256(&c))),
             "target": e.target.map(|t| snapdump::names::escape(&t)),

@@ -7,6 +7,7 @@ pub mod plan;
 use crate::catalog::{Catalog, SnapshotInfo};
 use crate::fsx;
 use crate::media::Output;
+use crate::planes::DoubleMarks;
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::scan::{scan, ScanOptions};
@@ -200,6 +201,7 @@ fn run(
                 prev: state.tree.as_ref(),
                 base,
                 planes: &mut state.planes,
+                prev_active: &state.active,
                 block_size: bs as u64,
                 spool_dir: &catalog.dir,
             },
@@ -307,6 +309,14 @@ fn run(
         output: output_name.clone(),
     });
     state.active = plan.active.clone();
+    // The marks of this dump become the catalog's record of how the newest
+    // snapshot was made; the next dump starts a fresh pair.
+    let mut marks = DoubleMarks {
+        current: plan.marks.clone(),
+        previous: std::mem::take(&mut state.marks),
+    };
+    marks.swap();
+    state.marks = marks.previous;
     state.next_snap_id += 1;
     let count = |k: Kind| tree.inodes.iter().filter(|i| i.kind == k).count() as u64;
     let summary = DumpSummary {

@@ -21,7 +21,7 @@
 //! changed — conservative, never missing a change.
 
 use crate::fsx::{self, dirstack::DirStack};
-use crate::planes::Plane;
+use crate::planes::{MarkMaps, Plane};
 use crate::report::Report;
 use crate::scan::{open_file, stat_unchanged, PrevIndex};
 use crate::tree::{Extent, Inode, Kind, Tree};
@@ -115,6 +115,9 @@ pub struct Plan {
     pub dealloc: Plane,
     /// Blocks read during planning.
     pub spool: Spool,
+    /// Allocations and frees of this dump (mark-on-allocate and
+    /// mark-on-deallocate since the last snapshot).
+    pub marks: MarkMaps,
     /// Inodes that changed while read; the catalog must not trust them.
     pub unstable: HashSet<u64>,
     /// Files whose pointers were kept without reading them.
@@ -131,6 +134,8 @@ pub struct PlanInput<'a> {
     pub base: Option<usize>,
     /// Planes of the recorded snapshots; reused VBNs are cleared in them.
     pub planes: &'a mut [Plane],
+    /// The VBNs in use by `prev`.
+    pub prev_active: &'a Plane,
     /// Block size.
     pub block_size: u64,
     /// Where to put the spool file.
@@ -206,6 +211,13 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             f.sums = sums;
         }
     }
+    // Everything `prev` used that nothing kept is freed.
+    let mut marks = MarkMaps::default();
+    for (v, n) in input.prev_active.and_not(&claimed).runs() {
+        for x in v..v + n {
+            marks.free(x);
+        }
+    }
     // Allocate VBNs for every block still without one, lowest free first.
     let mut alloc = Allocator {
         used: claimed,
@@ -226,6 +238,9 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             while done < x.count {
                 let (v, n) = alloc.take(x.count - done);
                 fresh.set_run(v, n);
+                for a in v..v + n {
+                    marks.allocate(a);
+                }
                 push_extent(
                     &mut out,
                     Extent {
@@ -258,6 +273,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
         image,
         dealloc,
         spool,
+        marks,
         unstable,
         files_unchanged,
         files_compared,

@@ -261,7 +261,11 @@ pub struct Entry {
     pub size: u64,
     pub atime: (i64, i64),
     pub mtime: (i64, i64),
-    pub blocks: i64,
+    /// Data regions (SEEK_DATA/SEEK_HOLE) in 4 KiB blocks: holes must stay
+    /// holes. (`st_blocks` is not compared: it also counts file-system
+    /// metadata such as ext4 extent-tree blocks, which depend on how
+    /// fragmented the writes were, not on the file.)
+    pub data_runs: Vec<(u64, u64)>,
     pub content: Option<Vec<u8>>,
     pub target: Option<Vec<u8>>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -287,7 +291,16 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
-fn entry(dir: BorrowedFd, name: &[u8], st: &libc::stat, content: Option<Vec<u8>>) -> Entry {
+fn entry(
+    dir: BorrowedFd,
+    name: &[u8],
+    st: &libc::stat,
+    content: Option<(Vec<u8>, Vec<(u64, u64)>)>,
+) -> Entry {
+    let (content, data_runs) = match content {
+        Some((c, r)) => (Some(c), r),
+        None => (None, Vec::new()),
+    };
     let kind = st.st_mode & libc::S_IFMT;
     Entry {
         kind,
@@ -306,11 +319,7 @@ fn entry(dir: BorrowedFd, name: &[u8], st: &libc::stat, content: Option<Vec<u8>>
         } else {
             (st.st_mtime, st.st_mtime_nsec)
         },
-        blocks: if kind == libc::S_IFREG {
-            st.st_blocks
-        } else {
-            0
-        },
+        data_runs,
         content,
         target: (kind == libc::S_IFLNK).then(|| fsx::readlink_at(dir, name).unwrap()),
         xattrs: xattr::list(dir, name).unwrap(),
@@ -341,7 +350,8 @@ fn walk(
             let mut buf = vec![0u8; st.st_size as usize];
             let n = fsx::pread_full(f.as_fd(), &mut buf, 0).unwrap();
             assert_eq!(n, buf.len());
-            buf
+            let runs = fsx::data_runs(f.as_fd(), st.st_size as u64, 4096).unwrap();
+            (buf, runs)
         });
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
             inodes
@@ -377,7 +387,13 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     );
     for (k, ea) in &ta {
         let eb = &tb[k];
-        assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
+        if ea != eb {
+            panic!(
+                "entry {} differs: {}",
+                String::from_utf8_lossy(k),
+                describe_diff(ea, eb)
+            );
+        }
     }
 }
 
@@ -407,4 +423,43 @@ pub fn paths() -> Paths {
         stream: dir.path().join("stream.sdump"),
         dir,
     }
+}
+
+/// The fields in which two entries differ, briefly (contents by length and
+/// first differing offset).
+pub fn describe_diff(a: &Entry, b: &Entry) -> String {
+    let mut out = Vec::new();
+    macro_rules! field {
+        ($f:ident) => {
+            if a.$f != b.$f {
+                out.push(format!("{}: {:?} vs {:?}", stringify!($f), a.$f, b.$f));
+            }
+        };
+    }
+    field!(kind);
+    field!(mode);
+    field!(uid);
+    field!(gid);
+    field!(rdev);
+    field!(size);
+    field!(atime);
+    field!(mtime);
+    field!(data_runs);
+    field!(target);
+    field!(xattrs);
+    field!(link_group);
+    if a.content != b.content {
+        let (x, y) = (
+            a.content.clone().unwrap_or_default(),
+            b.content.clone().unwrap_or_default(),
+        );
+        let at = x.iter().zip(&y).position(|(p, q)| p != q);
+        out.push(format!(
+            "content: {} vs {} bytes, first difference at {:?}",
+            x.len(),
+            y.len(),
+            at
+        ));
+    }
+    out.join("; ")
 }
