@@ -250,6 +250,9 @@ pub fn build_fidelity_tree(root: &Path) {
     snapshot_tree(root);
 }
 
+/// A regular file's bytes and data regions.
+pub type FileData = (Vec<u8>, Vec<(u64, u64)>);
+
 /// Everything compared about one entry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -295,7 +298,7 @@ fn entry(
     dir: BorrowedFd,
     name: &[u8],
     st: &libc::stat,
-    content: Option<(Vec<u8>, Vec<(u64, u64)>)>,
+    content: Option<FileData>,
 ) -> Entry {
     let (content, data_runs) = match content {
         Some((c, r)) => (Some(c), r),
