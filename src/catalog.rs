@@ -93,11 +93,16 @@ pub fn source_key(path: &[u8]) -> String {
     crate::util::hex(&crate::util::sha256(path)[..8])
 }
 
+/// The directory holding the catalog of `source` under `root`.
+pub fn source_dir(root: &Path, source: &[u8]) -> PathBuf {
+    root.join("sources").join(source_key(source))
+}
+
 impl Catalog {
     /// Opens the catalog of `source` under `root`, or starts an empty one
     /// (nothing is written until [`Catalog::commit`]).
     pub fn open(root: &Path, source: &[u8], block_size: u32) -> Result<Catalog> {
-        let dir = root.join("sources").join(source_key(source));
+        let dir = source_dir(root, source);
         let file = dir.join("catalog");
         let state = match std::fs::read(&file) {
             Ok(bytes) => decode(&bytes).with_context(|| format!("catalog {}", file.display()))?,

@@ -68,6 +68,9 @@ struct DumpArgs {
     #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = snapdump::dump::DEFAULT_COMPRESSION,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     compress: i32,
+    /// Fail at once if another dump of this source is running (default: wait).
+    #[arg(long)]
+    no_wait: bool,
     #[command(flatten)]
     json: JsonArgs,
     /// The directory tree to dump.
@@ -111,6 +114,9 @@ struct RestoreArgs {
     /// Restore into a non-empty target, replacing entries in the way.
     #[arg(long)]
     force: bool,
+    /// Fail at once if another restore into the target is running (default: wait).
+    #[arg(long)]
+    no_wait: bool,
     /// Also recompute the stream's SHA-256 digest list (as verify does);
     /// every record's XXH3 checksums are checked in any case.
     #[arg(long)]
@@ -187,6 +193,11 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 compression: a.compress,
                 source: a.source,
                 base: a.base,
+                wait: if a.no_wait {
+                    snapdump::lock::Wait::No
+                } else {
+                    snapdump::lock::Wait::Yes
+                },
             };
             let s = snapdump::dump::dump(&opts, report)?;
             emit_json(&a.json, output == "-", &s)?;
@@ -231,6 +242,11 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 target: a.target,
                 force: a.force,
                 digest,
+                wait: if a.no_wait {
+                    snapdump::lock::Wait::No
+                } else {
+                    snapdump::lock::Wait::Yes
+                },
             };
             let s = snapdump::restore::full::restore(&opts, report)?;
             emit_json(&a.json, false, &s)?;

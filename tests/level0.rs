@@ -526,3 +526,111 @@ fn only_the_digest_list_catches_a_payload_rewritten_with_its_xxh3() {
     assert_eq!(c, 2, "{e}");
     assert!(!t.out.join(".snapdump-restore/state").exists());
 }
+
+#[test]
+fn concurrent_dumps_and_restores_are_serialised_by_locks() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(3, 10_000)).unwrap();
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    // Hold the source's catalog lock as another dump would.
+    let dir = std::fs::read_dir(t.cat.join("sources"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let held =
+        snapdump::lock::acquire(&dir.join("lock"), "test", snapdump::lock::Wait::No).unwrap();
+    let out2 = t.dir.path().join("second");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--no-wait",
+        "-f",
+        p(&out2),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("in use by process") && e.contains("--no-wait"),
+        "{e}"
+    );
+    assert!(!out2.exists());
+    // Without --no-wait the dump waits, then runs when the lock is released.
+    let mut child = bin()
+        .args([
+            "dump",
+            "-0",
+            "-f",
+            p(&out2),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the second dump did not wait"
+    );
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for"));
+    // A lock held by a process that was killed is released by the kernel.
+    let mut holder = std::process::Command::new("flock")
+        .args(["-o", p(&dir.join("lock")), "sleep", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out3 = t.dir.path().join("third");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--no-wait",
+        "-f",
+        p(&out3),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "a dead holder's lock was not released: {e}");
+    // Two restores into one target: the second is refused while the first holds it.
+    let st = t.out.join(".snapdump-restore");
+    std::fs::create_dir_all(&st).unwrap();
+    let held = snapdump::lock::acquire(&st.join("lock"), "test", snapdump::lock::Wait::No).unwrap();
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "--no-wait",
+        "-f",
+        p(&t.stream),
+        "--target",
+        p(&t.out),
+    ]);
+    assert_eq!(c, 2);
+    assert!(e.contains("in use"), "{e}");
+    drop(held);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+}

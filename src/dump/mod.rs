@@ -44,6 +44,8 @@ pub struct DumpOptions {
     pub source: PathBuf,
     /// Explicit base snapshot id (`--base`).
     pub base: Option<u64>,
+    /// Wait for another dump of the same source, or fail at once.
+    pub wait: crate::lock::Wait,
 }
 
 /// The `--json` summary of a dump.
@@ -128,6 +130,16 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         bail!("source {} is not a directory", source.display());
     }
     let source_bytes = source.as_os_str().as_bytes().to_vec();
+    // One dump of a source at a time: the lock is taken before the catalog
+    // is read, so the second dump sees the first one's snapshot.
+    let dir = crate::catalog::source_dir(&opts.catalog_root, &source_bytes);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    let _lock = crate::lock::acquire(
+        &dir.join("lock"),
+        &format!("the catalog of {}", source.display()),
+        opts.wait,
+    )?;
     let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
     let bs = catalog.state.block_size;
     let (output, out) = Output::open(&opts.output)?;

@@ -34,6 +34,8 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Also recompute the stream's SHA-256 digest list.
     pub digest: Digest,
+    /// Wait for another restore into the same target, or fail at once.
+    pub wait: crate::lock::Wait,
 }
 
 /// The `--json` summary of a restore.
@@ -80,12 +82,15 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         }
     }
     if !h.full {
+        let paths = StatePaths::new(target);
+        let _lock = paths.lock(target, opts.wait)?;
         return super::apply::apply(opts, r, report, started);
     }
     if !opts.force {
         check_empty(target)?;
     }
     let paths = StatePaths::new(target);
+    let _lock = paths.lock(target, opts.wait)?;
     paths.begin(&h.snapshot, r.name())?;
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
@@ -146,6 +151,10 @@ fn check_empty(target: &std::path::Path) -> Result<()> {
         {
             continue;
         }
+        if name == STATE_DIR && is_only_lock(&ent.path()) {
+            // A lock file left by a restore that failed before it began.
+            continue;
+        }
         let what = if name == STATE_DIR {
             " (it holds an earlier restore)"
         } else {
@@ -157,6 +166,12 @@ fn check_empty(target: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn is_only_lock(state_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(state_dir)
+        .map(|d| d.filter_map(|e| e.ok()).all(|e| e.file_name() == "lock"))
+        .unwrap_or(false)
 }
 
 /// Creates entries and writes data into a target directory.

@@ -49,6 +49,17 @@ impl StatePaths {
     pub fn incomplete(&self) -> PathBuf {
         self.dir.join("incomplete")
     }
+    /// Takes the target's restore lock (creating the state directory), so
+    /// two restores never write one target at once.
+    pub fn lock(&self, target: &Path, wait: crate::lock::Wait) -> Result<crate::lock::Lock> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        crate::lock::acquire(
+            &self.dir.join("lock"),
+            &format!("the restore target {}", target.display()),
+            wait,
+        )
+    }
     /// Marks the target as being restored to `snap` from `stream`.
     pub fn begin(&self, snap: &SnapshotRef, stream: &str) -> Result<()> {
         std::fs::create_dir_all(&self.dir)

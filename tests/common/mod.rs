@@ -294,12 +294,7 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
-fn entry(
-    dir: BorrowedFd,
-    name: &[u8],
-    st: &libc::stat,
-    content: Option<FileData>,
-) -> Entry {
+fn entry(dir: BorrowedFd, name: &[u8], st: &libc::stat, content: Option<FileData>) -> Entry {
     let (content, data_runs) = match content {
         Some((c, r)) => (Some(c), r),
         None => (None, Vec::new()),
