@@ -362,6 +362,8 @@ pub struct TreeBuilder {
     /// The tree built so far.
     pub tree: Tree,
     block_size: u64,
+    /// (parent, name) pairs seen: a name may appear once per directory.
+    names: std::collections::HashSet<(u64, Vec<u8>)>,
 }
 
 /// Checks that a name from a stream is one plain path component.
@@ -393,6 +395,7 @@ impl TreeBuilder {
         TreeBuilder {
             tree: Tree::default(),
             block_size,
+            names: std::collections::HashSet::new(),
         }
     }
 
@@ -414,6 +417,13 @@ impl TreeBuilder {
                 bail!(
                     "metadata entry {}: parent inode {parent} is not a known directory",
                     self.tree.dirents.len()
+                );
+            }
+            if !self.names.insert((parent, name.clone())) {
+                bail!(
+                    "metadata entry {}: the name {:?} appears twice in one directory",
+                    self.tree.dirents.len(),
+                    String::from_utf8_lossy(&name)
                 );
             }
         }
