@@ -25,3 +25,22 @@ pub fn hit(name: &str) {
         }
     }
 }
+
+/// Lets a test act at a precise moment: when `SNAPDUMP_PAUSE` names this
+/// point, the process creates the file `SNAPDUMP_PAUSE_FILE` and waits (up
+/// to a minute) until the test removes it.
+pub fn pause(name: &str) {
+    if std::env::var("SNAPDUMP_PAUSE").ok().as_deref() != Some(name) {
+        return;
+    }
+    let Some(file) = std::env::var_os("SNAPDUMP_PAUSE_FILE") else {
+        return;
+    };
+    if std::fs::write(&file, b"").is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::path::Path::new(&file).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

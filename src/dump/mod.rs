@@ -147,7 +147,12 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     let (summary, new_state) = result?;
     // The stream is complete, synced and in place: now it may become a base.
     catalog.state = new_state;
-    catalog.commit()?;
+    catalog.commit().with_context(|| {
+        format!(
+            "the stream {} is complete, but the catalog could not record it, so it will not be a base for later levels",
+            opts.output
+        )
+    })?;
     Ok(DumpSummary {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         ..summary
@@ -200,6 +205,7 @@ fn run(
                 .join()
                 .expect("scan thread panicked")
         })?;
+        crate::failpoint::pause("dump-after-scan");
         let open_root = || {
             fsx::open_dir_path(source)
                 .with_context(|| format!("cannot open source {}", source.display()))

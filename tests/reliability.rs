@@ -1,0 +1,654 @@
+//! Trying hard to break the contracts: random damage to real streams,
+//! SIGKILL at random moments of dumps and restores, full file systems, and
+//! a source that changes under the dump.
+//!
+//! Trial counts are small by default; the slow suite raises them:
+//! `SNAPDUMP_CORRUPTION_TRIALS=1000 SNAPDUMP_CRASH_TRIALS=50 cargo nextest run --test reliability`.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn trials(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic random source (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Runs the binary with a time limit; None if it had to be killed.
+fn run_limited(args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            return Some((st.code(), e));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn max_child_rss_kib() -> i64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss
+}
+
+#[test]
+fn random_damage_is_always_detected_never_panics_never_hangs() {
+    let t = paths();
+    build_fidelity_tree(&t.src);
+    let streams = [t.dir.path().join("z3"), t.dir.path().join("z0")];
+    for (s, z) in streams.iter().zip(["3", "0"]) {
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-0",
+            "-z",
+            z,
+            "-f",
+            p(s),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+    }
+    let n = trials("SNAPDUMP_CORRUPTION_TRIALS", 40);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n);
+    let bad = t.dir.path().join("bad");
+    let (mut tried, mut by_kind) = (0, [0u64; 4]);
+    for trial in 0..n {
+        let good = std::fs::read(&streams[(trial % 2) as usize]).unwrap();
+        let mut b = good.clone();
+        let kind = (trial / 2 % 4) as usize;
+        match kind {
+            0 => {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(b.len() as u64) as usize;
+                    b[at] ^= 1 + rng.below(255) as u8;
+                }
+            }
+            1 => {
+                let at = rng.below(b.len() as u64) as usize;
+                let n = (1 + rng.below(64) as usize).min(b.len() - at);
+                b[at..at + n].fill(0);
+            }
+            2 => b.truncate(rng.below(b.len() as u64) as usize),
+            _ => {
+                // Splice: a chunk of the stream copied over another place,
+                // or random bytes inserted.
+                let n = 1 + rng.below(4096) as usize;
+                let from = rng.below((b.len() - n) as u64) as usize;
+                let to = rng.below(b.len() as u64) as usize;
+                if rng.below(2) == 0 {
+                    let chunk = good[from..from + n].to_vec();
+                    let end = (to + n).min(b.len());
+                    b[to..end].copy_from_slice(&chunk[..end - to]);
+                } else {
+                    let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                    b.splice(to..to, junk);
+                }
+            }
+        }
+        if b == good {
+            continue;
+        }
+        tried += 1;
+        by_kind[kind] += 1;
+        std::fs::write(&bad, &b).unwrap();
+        let (code, e) = run_limited(&["verify", "-f", p(&bad)], Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("verify hung on trial {trial}"));
+        assert_eq!(
+            code,
+            Some(2),
+            "trial {trial} (kind {kind}): verify said {code:?}: {e}"
+        );
+        assert!(
+            e.starts_with("snapdump: error:") && e.trim().lines().count() == 1,
+            "trial {trial}: {e}"
+        );
+        let target = t.dir.path().join("target");
+        let _ = std::fs::remove_dir_all(&target);
+        let (code, e) = run_limited(
+            &["restore", "-r", "-f", p(&bad), "--target", p(&target)],
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("restore hung on trial {trial}"));
+        assert_eq!(
+            code,
+            Some(2),
+            "trial {trial} (kind {kind}): restore said {code:?}: {e}"
+        );
+        assert!(
+            !target.join(".snapdump-restore/state").exists(),
+            "trial {trial}: damaged restore recorded as complete"
+        );
+    }
+    assert!(
+        max_child_rss_kib() < 256 * 1024,
+        "a reader used more than 256 MiB"
+    );
+    eprintln!("corruption trials: {tried} (flip, zero, truncate, splice: {by_kind:?})");
+    assert!(tried * 10 >= n * 9);
+}
+
+/// A tree big enough that dumps and restores take a while to kill into.
+fn build_crash_tree(root: &Path) {
+    for d in 0..4 {
+        std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+        for f in 0..25 {
+            std::fs::write(
+                root.join(format!("d{d}/f{f}")),
+                bytes(d * 100 + f, 100_000 + f as usize * 4096),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn snapshot_count(cat: &Path, src: &Path) -> u64 {
+    let (c, o, _) = run_s(&["snapshots", "--json", "--catalog", p(cat), p(src)]);
+    if c != 0 {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    v[0]["snapshots"].as_array().unwrap().len() as u64
+}
+
+/// Spawns `args`, kills it with SIGKILL after `delay`; true if it was killed.
+fn kill_after(args: &[&str], delay: Duration) -> bool {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+#[test]
+fn dumps_killed_at_random_moments_leave_the_catalog_consistent() {
+    let t = paths();
+    build_crash_tree(&t.src);
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&s0),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let started = Instant::now();
+    let probe = t.dir.path().join("probe");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&probe),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let full = started.elapsed();
+    let n = trials("SNAPDUMP_CRASH_TRIALS", 10);
+    let mut rng = Rng(12345 + n);
+    let mut killed = 0;
+    for trial in 0..n {
+        // Change something, then kill a dump of it at a random moment.
+        std::fs::write(
+            t.src.join(format!("d{}/f{}", trial % 4, trial % 25)),
+            bytes(1000 + trial, 60_000),
+        )
+        .unwrap();
+        let before = snapshot_count(&t.cat, &t.src);
+        let out = t.dir.path().join(format!("k{trial}"));
+        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+        let lvl = format!("-{}", 1 + trial % 3);
+        killed += kill_after(
+            &[
+                "dump",
+                &lvl,
+                "-f",
+                p(&out),
+                "--catalog",
+                p(&t.cat),
+                p(&t.src),
+            ],
+            delay,
+        ) as u64;
+        let after = snapshot_count(&t.cat, &t.src);
+        assert!(
+            after == before || after == before + 1,
+            "trial {trial}: {before} -> {after} snapshots"
+        );
+        if after == before {
+            assert!(
+                !out.exists(),
+                "trial {trial}: a killed dump left a stream under its name"
+            );
+        }
+    }
+    // The next dump is correct: restore its chain and compare.
+    snapshot_tree(&t.src);
+    let last = t.dir.path().join("last");
+    let (c, o, e) = run_s(&[
+        "dump",
+        "-1",
+        "--json",
+        "-f",
+        p(&last),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    assert_eq!(v["base"]["level"], 0);
+    let (_, o, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat), p(&t.src)]);
+    let snaps: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    let base_id = v["base"]["id"].as_u64().unwrap();
+    let base_out = snaps[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == base_id)
+        .unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", &base_out, "--target", p(&t.out)]).0,
+        0
+    );
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&last), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &t.out);
+    eprintln!("dump crash trials: {n}, killed while running: {killed}");
+}
+
+#[test]
+fn restores_killed_at_random_moments_finish_when_rerun() {
+    let t = paths();
+    build_crash_tree(&t.src);
+    let s0 = t.dir.path().join("s0");
+    let s1 = t.dir.path().join("s1");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&s0),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    for i in 0..40u64 {
+        let f = t.src.join(format!("d{}/f{}", i % 4, i % 25));
+        if i % 7 == 0 {
+            std::fs::remove_file(&f).unwrap();
+        } else {
+            std::fs::write(&f, bytes(500 + i, 50_000)).unwrap();
+        }
+    }
+    std::fs::rename(t.src.join("d3"), t.src.join("d3-renamed")).unwrap();
+    snapshot_tree(&t.src);
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-1",
+            "-f",
+            p(&s1),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let probe = t.dir.path().join("probe");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&probe)]).0,
+        0
+    );
+    let started = Instant::now();
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&probe)]).0,
+        0
+    );
+    let full = started.elapsed();
+    let n = trials("SNAPDUMP_CRASH_TRIALS", 10);
+    let mut rng = Rng(777 + n);
+    let mut killed = 0;
+    for trial in 0..n {
+        let target = t.dir.path().join(format!("t{trial}"));
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+            0
+        );
+        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+        let was_killed = kill_after(
+            &["restore", "-r", "-f", p(&s1), "--target", p(&target)],
+            delay,
+        );
+        killed += was_killed as u64;
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+        assert!(
+            c == 0 || e.contains("already applied"),
+            "trial {trial}: rerun failed: {e}"
+        );
+        assert_same_tree(&t.src, &target);
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    eprintln!("restore crash trials: {n}, killed while running: {killed}");
+}
+
+/// A small tmpfs mounted for the test's life (root only).
+struct Tmpfs(std::path::PathBuf);
+impl Tmpfs {
+    fn new(at: &Path, size: &str) -> Option<Tmpfs> {
+        if !is_root() {
+            return None;
+        }
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", p(at)])
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_file_systems_give_clear_errors_and_keep_earlier_states() {
+    let t = paths();
+    std::fs::create_dir(t.src.join("d")).unwrap();
+    for i in 0..8 {
+        std::fs::write(t.src.join(format!("d/f{i}")), bytes(i, 300_000)).unwrap();
+    }
+    let Some(small) = Tmpfs::new(&t.dir.path().join("small"), "1m") else {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    };
+    // The output on a full file system.
+    let out = small.0.join("s.sdump");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-z",
+        "0",
+        "-f",
+        p(&out),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("No space left") && e.trim().lines().count() == 1,
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&small.0).unwrap().count(),
+        0,
+        "partial output left behind"
+    );
+    assert_eq!(snapshot_count(&t.cat, &t.src), 0);
+    // A restore target on a full file system.
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-z",
+            "0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let target = small.0.join("target");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&target)]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("No space left") && e.contains("incomplete"),
+        "{e}"
+    );
+    assert!(!target.join(".snapdump-restore/state").exists());
+    // A catalog on a full file system: the earlier catalog stays intact.
+    let _ = std::fs::remove_dir_all(&target);
+    let cat2 = small.0.join("cat");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&t.dir.path().join("c0")),
+            "--catalog",
+            p(&cat2),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let catalog_file = std::fs::read_dir(cat2.join("sources"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("catalog");
+    let before = std::fs::read(&catalog_file).unwrap();
+    let filler = small.0.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
+    std::fs::write(t.src.join("d/new"), bytes(99, 100_000)).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-1",
+        "-f",
+        p(&t.dir.path().join("c1")),
+        "--catalog",
+        p(&cat2),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("No space left") || e.contains("spool"), "{e}");
+    assert_eq!(
+        std::fs::read(&catalog_file).unwrap(),
+        before,
+        "the catalog changed"
+    );
+    std::fs::remove_file(&filler).unwrap();
+}
+
+#[test]
+fn a_source_changing_under_the_dump_is_reported_and_nothing_else_affected() {
+    let t = paths();
+    std::fs::create_dir_all(t.src.join("stays")).unwrap();
+    std::fs::create_dir_all(t.src.join("swapped")).unwrap();
+    std::fs::write(t.src.join("stays/a"), bytes(1, 50_000)).unwrap();
+    std::fs::write(t.src.join("vanishes"), bytes(2, 50_000)).unwrap();
+    std::fs::write(t.src.join("swapped/b"), bytes(3, 50_000)).unwrap();
+    let pause = t.dir.path().join("paused");
+    let mut child = bin()
+        .args([
+            "dump",
+            "-0",
+            "--json",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .env("SNAPDUMP_PAUSE", "dump-after-scan")
+        .env("SNAPDUMP_PAUSE_FILE", &pause)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !pause.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "dump never paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Between the scan and the data: a file vanishes, a directory is
+    // replaced by a symlink to a place holding a file of the same name.
+    std::fs::remove_file(t.src.join("vanishes")).unwrap();
+    let elsewhere = t.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("b"), b"must not be read").unwrap();
+    std::fs::remove_dir_all(t.src.join("swapped")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, t.src.join("swapped")).unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("vanishes") && e.contains("swapped/b"), "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2, "{v}");
+    // The untouched file is intact; nothing was read through the symlink.
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        std::fs::read(t.out.join("stays/a")).unwrap(),
+        bytes(1, 50_000)
+    );
+    assert_ne!(
+        std::fs::read(t.out.join("swapped/b")).unwrap(),
+        b"must not be read"
+    );
+    // And the next dump repairs everything.
+    snapshot_tree(&t.src);
+    let s1 = t.dir.path().join("s1");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-1",
+            "-f",
+            p(&s1),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &t.out);
+}
+
+#[test]
+fn a_permission_denied_subtree_is_reported_and_the_rest_dumped() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop privileges with setpriv");
+        return;
+    }
+    let t = paths();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(t.src.join("open/sub")).unwrap();
+    std::fs::create_dir_all(t.src.join("closed/inner")).unwrap();
+    std::fs::write(t.src.join("open/sub/f"), b"readable").unwrap();
+    std::fs::write(t.src.join("closed/inner/secret"), b"no").unwrap();
+    std::fs::set_permissions(t.src.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in [
+        t.dir.path(),
+        &t.src,
+        &t.src.join("open"),
+        &t.src.join("open/sub"),
+    ] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(
+        t.src.join("open/sub/f"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_snapdump"))
+        .args([
+            "dump",
+            "-0",
+            "-f",
+            p(&t.stream),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("closed") && e.contains("Permission denied"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    let (_, o, _) = run_s(&["restore", "-t", "-f", p(&t.stream)]);
+    let listing = String::from_utf8(o).unwrap();
+    assert!(
+        listing.contains("open/sub/f")
+            && listing.contains("closed/")
+            && !listing.contains("secret"),
+        "{listing}"
+    );
+}
