@@ -524,7 +524,7 @@ fn a_source_changing_under_the_dump_is_reported_and_nothing_else_affected() {
     std::fs::write(t.src.join("vanishes"), bytes(2, 50_000)).unwrap();
     std::fs::write(t.src.join("swapped/b"), bytes(3, 50_000)).unwrap();
     let pause = t.dir.path().join("paused");
-    let mut child = bin()
+    let child = bin()
         .args([
             "dump",
             "-0",
