@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod dump;
 pub mod failpoint;
 pub mod fsx;
+pub mod fuzzing;
 pub mod lock;
 pub mod media;
 pub mod names;
