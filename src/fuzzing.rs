@@ -13,8 +13,12 @@ use crate::stream::reader::{Digest, StreamReader};
 /// Reads `data` as a stream, front to end, as verify does.
 pub fn stream(data: &[u8]) {
     let input: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(data.to_vec()));
-    let Ok(mut r) = StreamReader::open(input, "fuzz", Digest::Check) else { return };
-    let Ok(front) = read_front(&mut r) else { return };
+    let Ok(mut r) = StreamReader::open(input, "fuzz", Digest::Check) else {
+        return;
+    };
+    let Ok(front) = read_front(&mut r) else {
+        return;
+    };
     let _ = read_data(&mut r, &front, |_, _| Ok(()));
 }
 

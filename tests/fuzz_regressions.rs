@@ -5,7 +5,9 @@
 use std::path::Path;
 
 fn replay(target: &str, f: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz-regressions").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/fuzz-regressions")
+        .join(target);
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
@@ -19,7 +21,10 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 fn stream_regressions() {
     replay("stream", snapdump::fuzzing::stream);
     // The golden stream and every truncation of its first kilobyte.
-    let golden = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1/stream.sdump")).unwrap();
+    let golden = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1/stream.sdump"),
+    )
+    .unwrap();
     snapdump::fuzzing::stream(&golden);
     for cut in (0..1024.min(golden.len())).step_by(7) {
         snapdump::fuzzing::stream(&golden[..cut]);

@@ -298,19 +298,15 @@ pub fn apply(
         tree: front.tree,
     })?;
     m.clear();
-    Ok(RestoreSummary {
-        command: "restore",
-        status: report.status_word(),
-        input: opts.input.clone(),
-        target: target.display().to_string(),
-        snapshot: h.snapshot,
-        entries: front.entries,
-        data_blocks: totals.blocks,
-        data_bytes: totals.bytes,
-        stream_bytes: r.offset(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        warnings: report.warnings(),
-    })
+    Ok(RestoreSummary::new(
+        opts,
+        report,
+        h.snapshot,
+        front.entries,
+        &totals,
+        r.offset(),
+        started,
+    ))
 }
 
 /// Phase A: builds T1's namespace under next/, linking inherited files and

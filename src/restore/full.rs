@@ -65,6 +65,33 @@ pub struct RestoreSummary {
     pub warnings: Vec<Warning>,
 }
 
+impl RestoreSummary {
+    /// The summary of a restore that brought `opts.target` to `snapshot`.
+    pub(super) fn new(
+        opts: &RestoreOptions,
+        report: &Report,
+        snapshot: SnapshotRef,
+        entries: u64,
+        totals: &super::check::DataTotals,
+        stream_bytes: u64,
+        started: std::time::Instant,
+    ) -> Self {
+        RestoreSummary {
+            command: "restore",
+            status: report.status_word(),
+            input: opts.input.clone(),
+            target: opts.target.display().to_string(),
+            snapshot,
+            entries,
+            data_blocks: totals.blocks,
+            data_bytes: totals.bytes,
+            stream_bytes,
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            warnings: report.warnings(),
+        }
+    }
+}
+
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
@@ -119,19 +146,15 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         block_size: h.block_size,
         tree: front.tree,
     })?;
-    Ok(RestoreSummary {
-        command: "restore",
-        status: report.status_word(),
-        input: opts.input.clone(),
-        target: target.display().to_string(),
-        snapshot: h.snapshot,
-        entries: front.entries,
-        data_blocks: totals.blocks,
-        data_bytes: totals.bytes,
-        stream_bytes: r.offset(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        warnings: report.warnings(),
-    })
+    Ok(RestoreSummary::new(
+        opts,
+        report,
+        h.snapshot,
+        front.entries,
+        &totals,
+        r.offset(),
+        started,
+    ))
 }
 
 /// Refuses a target that holds anything but an empty `lost+found` (as on a
