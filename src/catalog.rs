@@ -243,7 +243,12 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
     }
     let body = zstd::bulk::decompress(&content[28..], raw_len as usize)
         .context("catalog body does not decompress")?;
-    let mut d = Dec::new(&body, "catalog");
+    decode_body(&body)
+}
+
+/// Parses a catalog body (after its checksum and compression were checked).
+pub fn decode_body(body: &[u8]) -> Result<CatalogState> {
+    let mut d = Dec::new(body, "catalog");
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();
     let block_size = d.u32()?;
