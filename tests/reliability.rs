@@ -656,3 +656,78 @@ fn a_permission_denied_subtree_is_reported_and_the_rest_dumped() {
         "{listing}"
     );
 }
+
+#[test]
+fn a_damaged_increment_leaves_the_target_as_it_was_and_the_good_stream_finishes() {
+    let t = paths();
+    build_crash_tree(&t.src);
+    let s0 = t.dir.path().join("s0");
+    let s1 = t.dir.path().join("s1");
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&s0),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let at_s0 = t.dir.path().join("at-s0");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&at_s0)]).0,
+        0
+    );
+    for i in 0..30u64 {
+        std::fs::write(
+            t.src.join(format!("d{}/f{}", i % 4, i % 25)),
+            bytes(900 + i, 40_000),
+        )
+        .unwrap();
+    }
+    std::fs::rename(t.src.join("d1"), t.src.join("d1-moved")).unwrap();
+    snapshot_tree(&t.src);
+    assert_eq!(
+        run_s(&[
+            "dump",
+            "-1",
+            "-f",
+            p(&s1),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src)
+        ])
+        .0,
+        0
+    );
+    let good = std::fs::read(&s1).unwrap();
+    let n = trials("SNAPDUMP_CORRUPTION_TRIALS", 40) / 4;
+    let mut rng = Rng(4242 + n);
+    let bad = t.dir.path().join("bad");
+    for trial in 0..n.max(4) {
+        let mut b = good.clone();
+        if trial % 3 == 2 {
+            b.truncate(rng.below(b.len() as u64) as usize);
+        } else {
+            let at = rng.below(b.len() as u64) as usize;
+            b[at] ^= 1 + rng.below(255) as u8;
+        }
+        std::fs::write(&bad, &b).unwrap();
+        let target = t.dir.path().join(format!("t{trial}"));
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+            0
+        );
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&bad), "--target", p(&target)]);
+        assert_eq!(c, 2, "trial {trial}: a damaged increment was accepted");
+        assert!(e.trim().lines().count() == 1, "{e}");
+        assert_same_tree(&at_s0, &target);
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+        assert_eq!(c, 0, "trial {trial}: the good stream did not finish: {e}");
+        assert_same_tree(&t.src, &target);
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}

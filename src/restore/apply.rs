@@ -402,8 +402,7 @@ fn copy_runs(
             let dir = old_dirs
                 .enter(&t0.dir_chain(gp.parent), |i| &t0.primary(i).name[..])
                 .map_err(io_ctx(t0, gp.parent, "open directory"))?;
-            let fd = fsx::openat(dir, &gp.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-                .map_err(io_ctx(t0, g, "open"))?;
+            let fd = crate::scan::open_file(dir, &gp.name).map_err(io_ctx(t0, g, "open"))?;
             open = Some((g, fd));
         }
         let src = &open.as_ref().unwrap().1;
