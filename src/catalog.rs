@@ -252,6 +252,7 @@ pub fn decode_body(body: &[u8]) -> Result<CatalogState> {
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();
     let block_size = d.u32()?;
+    crate::tree::check_block_size(block_size)?;
     let next_snap_id = d.u64()?;
     let n = d.count(50)?;
     let mut snapshots = Vec::with_capacity(n);

@@ -366,6 +366,15 @@ pub struct TreeBuilder {
     names: std::collections::HashSet<(u64, Vec<u8>)>,
 }
 
+/// Checks a block size read from a stream, catalog or restore state: a
+/// power of two from 512 bytes to 1 MiB.
+pub fn check_block_size(bs: u32) -> Result<()> {
+    if !(512..=1 << 20).contains(&bs) || !bs.is_power_of_two() {
+        bail!("unsupported block size {bs}");
+    }
+    Ok(())
+}
+
 /// Checks that a name from a stream is one plain path component.
 pub fn check_name(name: &[u8]) -> Result<()> {
     if name.is_empty() {

@@ -136,6 +136,7 @@ impl StatePaths {
             level: d.u8()?,
         };
         let block_size = d.u32()?;
+        crate::tree::check_block_size(block_size).with_context(ctx)?;
         let n = d.u64()?;
         let mut b = TreeBuilder::new(block_size as u64);
         for _ in 0..n {

@@ -134,9 +134,8 @@ impl StreamHeader {
             v => bail!("stream header: bad base flag {v}"),
         };
         let block_size = d.u32()?;
-        if !(512..=1 << 20).contains(&block_size) || !block_size.is_power_of_two() {
-            bail!("stream header: unsupported block size {block_size}");
-        }
+        crate::tree::check_block_size(block_size)
+            .map_err(|e| anyhow::anyhow!("stream header: {e}"))?;
         let compression_level = d.u32()? as i32;
         let entries = d.u64()?;
         d.finish()?;
