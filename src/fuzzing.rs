@@ -46,3 +46,73 @@ pub fn records(data: &[u8]) {
     let mut b = crate::tree::TreeBuilder::new(4096);
     let _ = crate::restore::check::decode_meta(&mut b, data);
 }
+
+/// Builds a stream with valid framing (sequence numbers, checksums, digest
+/// list, end record) from fuzzer-chosen records, then reads it: this reaches
+/// the cross-record rules (metadata against image, segments against both,
+/// end counts) that checksums keep random bytes away from. Input: repeated
+/// `kind u8, len u16 LE, payload`; a header record is supplied when the
+/// input does not start with one.
+pub fn stream_sealed(data: &[u8]) {
+    use crate::stream::record::RecordKind;
+    use crate::stream::writer::StreamWriter;
+    let mut recs: Vec<(RecordKind, &[u8])> = Vec::new();
+    let mut at = 0;
+    while at + 3 <= data.len() {
+        let kind = match data[at] % 5 {
+            0 => RecordKind::Header,
+            1 => RecordKind::Meta,
+            2 => RecordKind::Image,
+            3 => RecordKind::Data,
+            _ => RecordKind::Reloc,
+        };
+        let len = u16::from_le_bytes([data[at + 1], data[at + 2]]) as usize;
+        let end = (at + 3 + len).min(data.len());
+        recs.push((kind, &data[at + 3..end]));
+        at = end;
+    }
+    let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Ok(mut w) = StreamWriter::new(Box::new(Sink(sink.clone())), 0, 4096) else {
+        return;
+    };
+    if recs.first().map(|r| r.0) != Some(RecordKind::Header) {
+        let h = crate::stream::header::StreamHeader {
+            format_version: crate::stream::header::FORMAT_VERSION,
+            tool_version: String::new(),
+            source_uuid: [0; 16],
+            source_path: Vec::new(),
+            hostname: String::new(),
+            snapshot: crate::stream::header::SnapshotRef {
+                id: 1,
+                uuid: [0; 16],
+                time: crate::tree::Time::default(),
+                level: 0,
+            },
+            full: true,
+            base: None,
+            block_size: 4096,
+            compression_level: 0,
+            entries: recs.iter().filter(|r| r.0 == RecordKind::Meta).count() as u64,
+        };
+        let _ = w.write_record(RecordKind::Header, &h.encode());
+    }
+    for (kind, payload) in recs {
+        if w.write_record(kind, payload).is_err() {
+            return;
+        }
+    }
+    if w.finish().is_ok() {
+        let bytes = sink.lock().unwrap().clone();
+        stream(&bytes);
+    }
+}

@@ -40,3 +40,8 @@ fn catalog_regressions() {
 fn records_regressions() {
     replay("records", snapdump::fuzzing::records);
 }
+
+#[test]
+fn stream_sealed_regressions() {
+    replay("stream_sealed", snapdump::fuzzing::stream_sealed);
+}
