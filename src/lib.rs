@@ -19,6 +19,7 @@ pub mod planes;
 pub mod progress;
 pub mod report;
 pub mod restore;
+pub mod runs;
 pub mod scan;
 pub mod snapshots;
 pub mod stream;

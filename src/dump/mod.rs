@@ -255,7 +255,7 @@ fn run(
             dealloc: Image::runs_of(&plan.dealloc),
         };
         w.write_record(RecordKind::Image, &image.encode())?;
-        let progress = Progress::bytes(image.carried_blocks() * bs as u64, "dump");
+        let progress = Progress::bytes(image.carried_blocks().saturating_mul(bs as u64), "dump");
         let data = pipeline::write_data(
             w,
             &tree,

@@ -28,9 +28,9 @@ use super::full::{create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSumma
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use crate::atomic::replace_file;
 use crate::fsx::{self, dirstack::DirStack};
-use crate::planes::Plane;
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::runs::RunSet;
 use crate::stream::reader::StreamReader;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};
 use anyhow::{anyhow, bail, Context, Result};
@@ -58,13 +58,14 @@ impl VbnIndex {
         v.sort_unstable();
         VbnIndex(v)
     }
-    /// (inode, file block) holding `vbn` in T0.
-    fn find(&self, vbn: u64) -> Option<(u64, u64)> {
+    /// (inode, file block) holding `vbn` in T0, and how many consecutive
+    /// VBNs from there stay in that same run.
+    fn find(&self, vbn: u64) -> Option<(u64, u64, u64)> {
         let i = self.0.partition_point(|e| e.0 + e.1 <= vbn);
         self.0
             .get(i)
             .filter(|e| e.0 <= vbn)
-            .map(|e| (e.2, e.3 + (vbn - e.0)))
+            .map(|e| (e.2, e.3 + (vbn - e.0), e.0 + e.1 - vbn))
     }
 }
 
@@ -78,7 +79,7 @@ enum Source {
 
 /// Decides, for every T1 file, where its uncarried blocks come from. Pure:
 /// a re-run computes the same answer.
-fn decide(t0: &Tree, t1: &Tree, carried: &Plane) -> Result<Vec<Option<Source>>> {
+fn decide(t0: &Tree, t1: &Tree, carried: &RunSet) -> Result<Vec<Option<Source>>> {
     let idx = VbnIndex::new(t0);
     let mut inherited = HashSet::new();
     let mut out = Vec::with_capacity(t1.inodes.len());
@@ -87,24 +88,29 @@ fn decide(t0: &Tree, t1: &Tree, carried: &Plane) -> Result<Vec<Option<Source>>> 
             out.push(None);
             continue;
         }
+        // Runs, not blocks: the counts come from the stream.
         let mut runs: Vec<(u64, u64, u64, u64)> = Vec::new();
         for x in &f.extents {
-            for i in 0..x.count {
-                let v = x.vbn + i;
-                if carried.get(v) {
+            for (v, n, in_stream) in carried.split(x.vbn, x.count) {
+                if in_stream {
                     continue;
                 }
-                let (g, gb) = idx.find(v).ok_or_else(|| {
-                    anyhow!(
-                        "the stream relies on VBN {v} (block {} of {}), which the target's snapshot does not hold; the chain is broken",
-                        x.block + i,
-                        crate::names::escape(&t1.path(f.ino))
-                    )
-                })?;
-                let b = x.block + i;
-                match runs.last_mut() {
-                    Some(r) if r.0 + r.3 == b && r.1 == g && r.2 + r.3 == gb => r.3 += 1,
-                    _ => runs.push((b, g, gb, 1)),
+                let mut done = 0;
+                while done < n {
+                    let vv = v + done;
+                    let b = x.block + (vv - x.vbn);
+                    let (g, gb, avail) = idx.find(vv).ok_or_else(|| {
+                        anyhow!(
+                            "the stream relies on VBN {vv} (block {b} of {}), which the target's snapshot does not hold; the chain is broken",
+                            crate::names::escape(&t1.path(f.ino))
+                        )
+                    })?;
+                    let m = avail.min(n - done);
+                    match runs.last_mut() {
+                        Some(r) if r.0 + r.3 == b && r.1 == g && r.2 + r.3 == gb => r.3 += m,
+                        _ => runs.push((b, g, gb, m)),
+                    }
+                    done += m;
                 }
             }
         }
@@ -248,7 +254,7 @@ pub fn apply(
     let bs = h.block_size as u64;
     let mut writer = Apply::new(next.try_clone()?, false, report)?;
     writer.mark_created(&front.tree);
-    let progress = Progress::bytes(front.image.carried_blocks() * bs, "restore");
+    let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
     let totals = if swapping {
         // The data is in place already; the stream is still read through so
@@ -432,20 +438,19 @@ fn trim_inherited(
             continue;
         };
         let f = &t1.inodes[i];
-        let mut have = Plane::new();
-        for x in &f.extents {
-            have.set_run(x.block, x.count);
-        }
+        let have = RunSet::from_runs(f.extents.iter().map(|x| (x.block, x.count)));
         let d = t1.primary(f.ino);
         let dir = dirs
             .enter(&t1.dir_chain(d.parent), |i| &t1.primary(i).name[..])
             .map_err(io_ctx(t1, d.parent, "open directory"))?;
         let fd = fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
             .map_err(io_ctx(t1, f.ino, "open"))?;
+        let blocks = f.size.div_ceil(bs);
         for x in &t0.inode(*g).extents {
-            for b in x.block..x.block + x.count {
-                if !have.get(b) && b * bs < f.size {
-                    fsx::punch_hole(fd.as_fd(), b * bs, bs).map_err(io_ctx(
+            for (b, n, kept) in have.split(x.block, x.count) {
+                let n = n.min(blocks.saturating_sub(b));
+                if !kept && n > 0 {
+                    fsx::punch_hole(fd.as_fd(), b * bs, n * bs).map_err(io_ctx(
                         t1,
                         f.ino,
                         "punch a hole in",

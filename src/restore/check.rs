@@ -5,7 +5,7 @@
 //! so each carried block arrives exactly once, at the VBN and file offset
 //! the metadata gives it.
 
-use crate::planes::Plane;
+use crate::runs::{Disjoint, RunSet};
 use crate::stream::payload::{decode_data, decode_reloc, End, Image, RelocEntry, Segment};
 use crate::stream::reader::StreamReader;
 use crate::stream::record::RecordKind;
@@ -30,21 +30,20 @@ pub struct Front {
     pub tree: Tree,
     /// Carried and deallocated VBNs.
     pub image: Image,
-    /// The carried VBNs as a plane.
-    pub carried: Plane,
+    /// The carried VBNs, as runs (a stream's numbers are untrusted: no
+    /// dense structure is ever indexed by them).
+    pub carried: RunSet,
     /// Metadata items read.
     pub entries: u64,
 }
 
 /// The VBNs a tree's extents use.
-pub fn tree_plane(tree: &Tree) -> Plane {
-    let mut p = Plane::new();
-    for i in &tree.inodes {
-        for x in &i.extents {
-            p.set_run(x.vbn, x.count);
-        }
-    }
-    p
+pub fn tree_vbns(tree: &Tree) -> RunSet {
+    RunSet::from_runs(
+        tree.inodes
+            .iter()
+            .flat_map(|i| i.extents.iter().map(|x| (x.vbn, x.count))),
+    )
 }
 
 /// Reads the metadata and image sections.
@@ -74,9 +73,9 @@ pub fn read_front(r: &mut StreamReader) -> Result<Front> {
                     )));
                 }
                 let image = Image::decode(&rec.raw).map_err(at)?;
-                let carried = image.carried_plane();
-                let used = tree_plane(&tree);
-                if !carried.and_not(&used).runs().is_empty() {
+                let carried = RunSet::from_runs(image.carried.iter().map(|r| (r.vbn, r.count)));
+                let used = tree_vbns(&tree);
+                if !carried.is_subset_of(&used) {
                     return Err(at(anyhow!("image carries VBNs the metadata does not use")));
                 }
                 if r.header.full && carried != used {
@@ -113,7 +112,7 @@ pub fn read_data(
     mut apply: impl FnMut(&Segment, &[u8]) -> Result<()>,
 ) -> Result<DataTotals> {
     let bs = r.header.block_size as u64;
-    let mut seen = Plane::new();
+    let mut seen = Disjoint::default();
     let mut t = DataTotals::default();
     let mut data_offsets = std::collections::HashSet::new();
     while let Some(rec) = r.next_record()? {
@@ -169,8 +168,8 @@ fn check_reloc(e: &RelocEntry, data_offsets: &std::collections::HashSet<u64>) ->
 /// Checks one segment against the tree and the image.
 fn check_segment(
     tree: &Tree,
-    carried: &Plane,
-    seen: &mut Plane,
+    carried: &RunSet,
+    seen: &mut Disjoint,
     s: &Segment,
     bs: u64,
 ) -> Result<()> {
@@ -206,14 +205,15 @@ fn check_segment(
             s.ino
         );
     }
-    for v in s.vbn..s.vbn + n {
-        if !carried.get(v) {
-            bail!("VBN {v} is in the data but not in the image");
-        }
-        if seen.get(v) {
-            bail!("VBN {v} appears twice in the stream");
-        }
-        seen.set(v);
+    if !carried.contains_run(s.vbn, n) {
+        bail!(
+            "VBNs {}..{} are in the data but not in the image",
+            s.vbn,
+            s.vbn + n
+        );
+    }
+    if !seen.insert(s.vbn, n) {
+        bail!("VBNs {}..{} appear twice in the stream", s.vbn, s.vbn + n);
     }
     Ok(())
 }
@@ -229,8 +229,8 @@ fn finish(front: &Front, t: &DataTotals, end: &End) -> Result<()> {
             front.tree.inodes.len()
         );
     }
-    let promised = front.image.carried_blocks();
-    if t.blocks != promised || end.data_blocks != t.blocks || end.data_bytes != t.bytes {
+    let promised = front.carried.total();
+    if t.blocks as u128 != promised || end.data_blocks != t.blocks || end.data_bytes != t.bytes {
         bail!(
             "the image promises {promised} data blocks, the stream held {} ({} bytes), the end record counts {}",
             t.blocks,

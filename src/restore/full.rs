@@ -131,7 +131,7 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     };
     let front = read_front(&mut r).map_err(fail)?;
     apply.skeleton(&front.tree).map_err(fail)?;
-    let progress = Progress::bytes(front.image.carried_blocks() * bs, "restore");
+    let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
     let totals = read_data(&mut r, &front, |s, d| {
         progress.inc(s.len as u64);

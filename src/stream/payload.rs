@@ -141,17 +141,11 @@ impl Image {
         d.finish()?;
         Ok(Image { carried, dealloc })
     }
-    /// Number of carried blocks.
+    /// Number of carried blocks (saturating: the runs are untrusted).
     pub fn carried_blocks(&self) -> u64 {
-        self.carried.iter().map(|r| r.count).sum()
-    }
-    /// The carried VBNs as a plane.
-    pub fn carried_plane(&self) -> crate::planes::Plane {
-        let mut p = crate::planes::Plane::new();
-        for r in &self.carried {
-            p.set_run(r.vbn, r.count);
-        }
-        p
+        self.carried
+            .iter()
+            .fold(0u64, |a, r| a.saturating_add(r.count))
     }
     /// Runs of a plane.
     pub fn runs_of(p: &crate::planes::Plane) -> Vec<VbnRun> {
