@@ -472,3 +472,30 @@ fn a_directory_replaced_by_a_symlink_between_levels_stays_inside() {
     );
     assert_same_tree(&t.src, &t.out);
 }
+
+#[test]
+fn an_increment_header_without_a_base_is_refused() {
+    let mut t = root_tree();
+    t.push_inode(1, b"f".to_vec(), file(5, 1));
+    let good = craft(
+        &t,
+        &[(
+            Segment {
+                ino: 2,
+                vbn: 1,
+                offset: 0,
+                len: 5,
+            },
+            b"hello".to_vec(),
+        )],
+    );
+    let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
+    let mut h = header(2);
+    h.full = false;
+    let rec = snapdump::stream::record::seal(RecordKind::Header, 0, &h.encode(), None);
+    let mut bad = rec;
+    bad.extend_from_slice(&good[hlen..]);
+    let (c, e, _) = restore_guarded(&bad, &[]);
+    assert_eq!(c, 2);
+    assert!(e.contains("without a base"), "{e}");
+}

@@ -133,6 +133,9 @@ impl StreamHeader {
             1 => Some(dec_snap(&mut d)?),
             v => bail!("stream header: bad base flag {v}"),
         };
+        if !full && base.is_none() {
+            bail!("stream header: an increment without a base snapshot");
+        }
         let block_size = d.u32()?;
         crate::tree::check_block_size(block_size)
             .map_err(|e| anyhow::anyhow!("stream header: {e}"))?;
