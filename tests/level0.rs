@@ -6,7 +6,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
 fn dump(t: &Paths) -> (i32, String) {
-    let (c, _, e) = run_s(&[
+    let (c, _, e) = dump_full(t);
+    (c, e)
+}
+
+/// A level-0 dump of the test tree to its stream and catalog.
+fn dump_full(t: &Paths) -> (i32, Vec<u8>, String) {
+    run_s(&[
         "dump",
         "-0",
         "-f",
@@ -14,8 +20,7 @@ fn dump(t: &Paths) -> (i32, String) {
         "--catalog",
         p(&t.cat),
         p(&t.src),
-    ]);
-    (c, e)
+    ])
 }
 
 #[test]
@@ -241,19 +246,7 @@ fn bad_input_gets_a_clear_error_and_exit_2() {
     assert_eq!(c, 2);
     assert!(e.contains("not a snapdump stream"), "{e}");
     // A stream of a newer format version.
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_full(&t).0, 0);
     let good = std::fs::read(&t.stream).unwrap();
     let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
     let mut payload = good[40..hlen].to_vec();
@@ -331,19 +324,7 @@ fn tape_variable_names_the_default_stream() {
 fn a_failed_dump_leaves_catalog_and_earlier_stream_intact() {
     let t = paths();
     std::fs::write(t.src.join("f"), b"first").unwrap();
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_full(&t).0, 0);
     let first = std::fs::read(&t.stream).unwrap();
     let cat_before = std::fs::read_dir(t.cat.join("sources")).unwrap().count();
     // A dump whose output dies mid-stream (a closed pipe) fails with exit 2.
@@ -441,32 +422,8 @@ fn unreadable_files_are_reported_skipped_and_exit_1() {
 fn catalog_records_the_snapshot_after_the_stream() {
     let t = paths();
     std::fs::write(t.src.join("f"), bytes(7, 50_000)).unwrap();
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_full(&t).0, 0);
+    assert_eq!(dump_full(&t).0, 0);
     let (c, o, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat)]);
     assert_eq!(c, 0);
     let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
@@ -531,19 +488,7 @@ fn only_the_digest_list_catches_a_payload_rewritten_with_its_xxh3() {
 fn concurrent_dumps_and_restores_are_serialised_by_locks() {
     let t = paths();
     std::fs::write(t.src.join("f"), bytes(3, 10_000)).unwrap();
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_full(&t).0, 0);
     // Hold the source's catalog lock as another dump would.
     let dir = std::fs::read_dir(t.cat.join("sources"))
         .unwrap()
