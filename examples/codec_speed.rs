@@ -12,7 +12,7 @@ fn main() {
     let data = std::fs::read(path).unwrap();
     let data = &data[..data.len().min(512 << 20)];
     let mb = data.len() as f64 / 1e6;
-    for (level, rec) in [(1, 256), (3, 256), (3, 512), (3, 1024), (1, 1024)] {
+    for (level, rec) in [(1, 256), (3, 256), (4, 256), (5, 256), (3, 1024)] {
         let mut c = zstd::bulk::Compressor::new(level).unwrap();
         let t = Instant::now();
         let mut out = 0usize;
