@@ -8,31 +8,7 @@
 #
 # The tree is generated once and kept; streams and the ext4 images live on
 # a tmpfs so that neither tool is timed against the disk's flushing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-work=${1:-/var/tmp/snapdump-bench}
-src=$work/src
-cargo build --release --quiet --bin snapdump --example gentree
-bin=$PWD/target/release/snapdump
-gen=$PWD/target/release/examples/gentree
-[ -d "$src/big" ] || { echo "generating $src"; mkdir -p "$work"; "$gen" create "$src"; }
-
-out=$(mktemp -d /dev/shm/snapdump-bench.XXXXXX)
-mnt=$out/mnt
-mkdir -p "$mnt"
-cleanup() { umount "$mnt" 2>/dev/null || true; rm -rf "$out"; }
-trap cleanup EXIT
-
-# /usr/bin/time -f: wall seconds and peak RSS (KiB) of the whole command.
-timeit() { /usr/bin/time -f "%e %M" -o "$out/t" "$@" >/dev/null; read -r secs kib < "$out/t"; }
-warm() { find "$src" -type f -print0 | xargs -0 cat > /dev/null; }
-fresh_fs() {
-  umount "$mnt" 2>/dev/null || true
-  rm -f "$out/fs.img"
-  truncate -s 12G "$out/fs.img"
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$out/fs.img"
-  mount -o loop "$out/fs.img" "$mnt"
-}
+. "$(dirname "$0")/bench-lib.sh"
 
 echo "tree: $(du -s --apparent-size -B1 "$src" | cut -f1) bytes apparent, $(du -s -B1 "$src" | cut -f1) allocated, $(find "$src" | wc -l) entries"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

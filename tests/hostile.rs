@@ -414,12 +414,6 @@ fn absurd_sizes_counts_and_a_decompression_bomb_are_refused_with_bounded_memory(
     assert!(c == 0 || (c == 2 && e.contains("huge")), "{c}: {e}");
 }
 
-fn max_child_rss_kib() -> i64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    ru.ru_maxrss
-}
-
 #[test]
 fn a_directory_replaced_by_a_symlink_between_levels_stays_inside() {
     let t = paths();
@@ -429,36 +423,12 @@ fn a_directory_replaced_by_a_symlink_between_levels_stays_inside() {
     std::fs::write(t.src.join("d/f"), bytes(1, 10_000)).unwrap();
     let s0 = t.dir.path().join("s0");
     let s1 = t.dir.path().join("s1");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&s0),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
     std::fs::remove_dir_all(t.src.join("d")).unwrap();
     std::os::unix::fs::symlink(&outside, t.src.join("d")).unwrap();
     std::fs::write(t.src.join("g"), bytes(2, 10_000)).unwrap();
     snapshot_tree(&t.src);
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-1",
-            "-f",
-            p(&s1),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
     assert_eq!(
         run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&t.out)]).0,
         0

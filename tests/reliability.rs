@@ -57,12 +57,6 @@ fn run_limited(args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> 
     }
 }
 
-fn max_child_rss_kib() -> i64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    ru.ru_maxrss
-}
-
 #[test]
 fn random_damage_is_always_detected_never_panics_never_hangs() {
     let t = paths();
@@ -204,34 +198,10 @@ fn dumps_killed_at_random_moments_leave_the_catalog_consistent() {
     let t = paths();
     build_crash_tree(&t.src);
     let s0 = t.dir.path().join("s0");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&s0),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
     let started = Instant::now();
     let probe = t.dir.path().join("probe");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&probe),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(0, &probe, &t.cat, &t.src), 0);
     let full = started.elapsed();
     let n = trials("SNAPDUMP_CRASH_TRIALS", 10);
     let mut rng = Rng(12345 + n);
@@ -319,19 +289,7 @@ fn restores_killed_at_random_moments_finish_when_rerun() {
     build_crash_tree(&t.src);
     let s0 = t.dir.path().join("s0");
     let s1 = t.dir.path().join("s1");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&s0),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
     for i in 0..40u64 {
         let f = t.src.join(format!("d{}/f{}", i % 4, i % 25));
         if i % 7 == 0 {
@@ -342,19 +300,7 @@ fn restores_killed_at_random_moments_finish_when_rerun() {
     }
     std::fs::rename(t.src.join("d3"), t.src.join("d3-renamed")).unwrap();
     snapshot_tree(&t.src);
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-1",
-            "-f",
-            p(&s1),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
     let probe = t.dir.path().join("probe");
     assert_eq!(
         run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&probe)]).0,
@@ -582,19 +528,7 @@ fn a_source_changing_under_the_dump_is_reported_and_nothing_else_affected() {
     // And the next dump repairs everything.
     snapshot_tree(&t.src);
     let s1 = t.dir.path().join("s1");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-1",
-            "-f",
-            p(&s1),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t.out)]);
     assert_eq!(c, 0, "{e}");
     assert_same_tree(&t.src, &t.out);
@@ -663,19 +597,7 @@ fn a_damaged_increment_leaves_the_target_as_it_was_and_the_good_stream_finishes(
     build_crash_tree(&t.src);
     let s0 = t.dir.path().join("s0");
     let s1 = t.dir.path().join("s1");
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&s0),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
     let at_s0 = t.dir.path().join("at-s0");
     assert_eq!(
         run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&at_s0)]).0,
@@ -690,19 +612,7 @@ fn a_damaged_increment_leaves_the_target_as_it_was_and_the_good_stream_finishes(
     }
     std::fs::rename(t.src.join("d1"), t.src.join("d1-moved")).unwrap();
     snapshot_tree(&t.src);
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-1",
-            "-f",
-            p(&s1),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
     let good = std::fs::read(&s1).unwrap();
     let n = trials("SNAPDUMP_CORRUPTION_TRIALS", 40) / 4;
     let mut rng = Rng(4242 + n);

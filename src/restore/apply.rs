@@ -24,8 +24,8 @@
 //!   old/ is removed and the new state is committed atomically.
 
 use super::check::{read_data, read_front, Front};
-use super::full::{create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSummary};
-use super::state::{StatePaths, TargetState, STATE_DIR};
+use super::full::{committed, create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSummary};
+use super::state::{StatePaths, STATE_DIR};
 use crate::atomic::replace_file;
 use crate::fsx::{self, dirstack::DirStack};
 use crate::progress::Progress;
@@ -297,22 +297,18 @@ pub fn apply(
         .map_err(|e| fail(anyhow!("cannot remove the staging directory: {e}")))?;
     fsx::syncfs(root.as_fd()).map_err(|e| fail(e.into()))?;
     crate::failpoint::hit("apply-commit");
-    paths.commit(&TargetState {
-        source_uuid: h.source_uuid,
-        snapshot: h.snapshot.clone(),
-        block_size: h.block_size,
-        tree: front.tree,
-    })?;
-    m.clear();
-    Ok(RestoreSummary::new(
+    let summary = committed(
         opts,
         report,
-        h.snapshot,
-        front.entries,
+        &paths,
+        &h,
+        front,
         &totals,
         r.offset(),
         started,
-    ))
+    )?;
+    m.clear();
+    Ok(summary)
 }
 
 /// Phase A: builds T1's namespace under next/, linking inherited files and

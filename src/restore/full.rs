@@ -140,6 +140,32 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     .map_err(fail)?;
     drop(progress);
     apply.finish(tree).map_err(fail)?;
+    committed(
+        opts,
+        report,
+        &paths,
+        &h,
+        front,
+        &totals,
+        r.offset(),
+        started,
+    )
+}
+
+/// Records the snapshot the target now holds (atomically, last) and
+/// summarises the restore; shared by full and incremental restores.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn committed(
+    opts: &RestoreOptions,
+    report: &Report,
+    paths: &StatePaths,
+    h: &crate::stream::header::StreamHeader,
+    front: super::check::Front,
+    totals: &super::check::DataTotals,
+    stream_bytes: u64,
+    started: std::time::Instant,
+) -> Result<RestoreSummary> {
+    let entries = front.entries;
     paths.commit(&TargetState {
         source_uuid: h.source_uuid,
         snapshot: h.snapshot.clone(),
@@ -149,10 +175,10 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     Ok(RestoreSummary::new(
         opts,
         report,
-        h.snapshot,
-        front.entries,
-        &totals,
-        r.offset(),
+        h.snapshot.clone(),
+        entries,
+        totals,
+        stream_bytes,
         started,
     ))
 }

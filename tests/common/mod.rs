@@ -461,3 +461,24 @@ pub fn describe_diff(a: &Entry, b: &Entry) -> String {
     }
     out.join("; ")
 }
+
+/// `snapdump dump -LEVEL -f out --catalog cat src`; returns the exit code.
+pub fn dump_to(level: u8, out: &Path, cat: &Path, src: &Path) -> i32 {
+    run_s(&[
+        "dump",
+        &format!("-{level}"),
+        "-f",
+        p(out),
+        "--catalog",
+        p(cat),
+        p(src),
+    ])
+    .0
+}
+
+/// Peak resident memory of all finished child processes, in KiB.
+pub fn max_child_rss_kib() -> i64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss
+}
