@@ -389,21 +389,16 @@ fn unreadable_files_are_reported_skipped_and_exit_1() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(t.src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_snapdump"))
-        .args([
-            "dump",
-            "-0",
-            "--json",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src),
-        ])
-        .output()
-        .unwrap();
+    let out = run_as_nobody(&[
+        "dump",
+        "-0",
+        "--json",
+        "-f",
+        p(&t.stream),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

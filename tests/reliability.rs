@@ -560,20 +560,15 @@ fn a_permission_denied_subtree_is_reported_and_the_rest_dumped() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_snapdump"))
-        .args([
-            "dump",
-            "-0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src),
-        ])
-        .output()
-        .unwrap();
+    let out = run_as_nobody(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&t.stream),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(

@@ -482,3 +482,13 @@ pub fn max_child_rss_kib() -> i64 {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     ru.ru_maxrss
 }
+
+/// Runs the binary as the unprivileged user nobody (via setpriv; needs root).
+pub fn run_as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_snapdump"))
+        .args(args)
+        .output()
+        .unwrap()
+}
