@@ -102,12 +102,21 @@ struct RestoreArgs {
     /// Compare the stream with the target tree.
     #[arg(short = 'C', group = "mode")]
     compare: bool,
+    /// Browse the stream in an interactive shell and extract what you mark.
+    #[arg(short = 'i', group = "mode")]
+    interactive: bool,
     /// Remove the target's restore chain state (after the last increment).
     #[arg(long, group = "mode")]
     finish: bool,
-    /// Input: a file, a device, or - for stdin (default: $TAPE).
-    #[arg(short = 'f', value_name = "IN")]
-    file: Option<String>,
+    /// Input: a file, a device, or - for stdin (default: $TAPE). Repeat for
+    /// a chain (level 0 and its increments, in any order): -x, -C, -t and -i
+    /// combine them, -r applies them in the order given.
+    #[arg(short = 'f', value_name = "IN", action = clap::ArgAction::Append)]
+    file: Vec<String>,
+    /// Work on this snapshot of the chain: an id, or the newest taken at or
+    /// before a time (2026-11-22T10:00:00Z); default the newest given.
+    #[arg(long, value_name = "SNAPSHOT|TIME", value_parser = parse_at)]
+    at: Option<snapdump::restore::chain::At>,
     /// Directory to restore into (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     target: PathBuf,
@@ -146,6 +155,19 @@ struct SnapshotsArgs {
     json: bool,
     /// Only this source.
     source: Option<PathBuf>,
+}
+
+fn parse_at(s: &str) -> Result<snapdump::restore::chain::At, String> {
+    snapdump::restore::chain::parse_at(s).map_err(|e| format!("{e:#}"))
+}
+
+/// The `-f` values, or `$TAPE` when none was given.
+fn inputs(files: &[String]) -> anyhow::Result<Vec<String>> {
+    if files.is_empty() {
+        Ok(vec![snapdump::media::stream_spec(None)?])
+    } else {
+        Ok(files.to_vec())
+    }
 }
 
 fn main() {
@@ -213,9 +235,14 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     _ => return Ok(0),
                 }
             }
-            let input = stream_spec(a.file.as_deref())?;
+            let inputs = inputs(&a.file)?;
+            let digest = if a.verify_digest {
+                snapdump::stream::reader::Digest::Check
+            } else {
+                snapdump::stream::reader::Digest::Skip
+            };
             if a.list {
-                let l = snapdump::restore::list::list(&input, &a.paths, report)?;
+                let l = snapdump::restore::list::list(&inputs, a.at, &a.paths, report)?;
                 if a.json.json || a.json.json_file.is_some() {
                     emit_json(&a.json, false, &l)?;
                 } else {
@@ -229,27 +256,51 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 }
                 return Ok(report.exit_status());
             }
-            if a.extract || a.compare {
-                anyhow::bail!("restore -x and -C are not supported by this build yet; use restore -r into an empty directory");
+            if a.extract {
+                let opts = snapdump::restore::extract::ExtractOptions {
+                    inputs,
+                    target: a.target,
+                    paths: a.paths,
+                    at: a.at,
+                    force: a.force,
+                    digest,
+                };
+                let s = snapdump::restore::extract::extract(&opts, report)?;
+                emit_json(&a.json, false, &s)?;
+                return Ok(report.exit_status());
             }
-            let digest = if a.verify_digest {
-                snapdump::stream::reader::Digest::Check
+            if a.compare {
+                anyhow::bail!("restore -C is not supported by this build yet");
+            }
+            if a.interactive {
+                anyhow::bail!("restore -i is not supported by this build yet");
+            }
+            if !a.paths.is_empty() {
+                anyhow::bail!(
+                    "restore -r restores whole streams; to restore only {}, use restore -x",
+                    a.paths.join(" ")
+                );
+            }
+            let mut summaries = Vec::new();
+            for input in inputs {
+                let opts = snapdump::restore::full::RestoreOptions {
+                    input,
+                    target: a.target.clone(),
+                    force: a.force,
+                    digest,
+                    wait: if a.no_wait {
+                        snapdump::lock::Wait::No
+                    } else {
+                        snapdump::lock::Wait::Yes
+                    },
+                };
+                summaries.push(snapdump::restore::full::restore(&opts, report)?);
+            }
+            if summaries.len() == 1 {
+                emit_json(&a.json, false, &summaries[0])?;
             } else {
-                snapdump::stream::reader::Digest::Skip
-            };
-            let opts = snapdump::restore::full::RestoreOptions {
-                input,
-                target: a.target,
-                force: a.force,
-                digest,
-                wait: if a.no_wait {
-                    snapdump::lock::Wait::No
-                } else {
-                    snapdump::lock::Wait::Yes
-                },
-            };
-            let s = snapdump::restore::full::restore(&opts, report)?;
-            emit_json(&a.json, false, &s)?;
+                emit_json(&a.json, false, &summaries)?;
+            }
             Ok(report.exit_status())
         }
         Cmd::Verify(a) => {

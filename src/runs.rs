@@ -89,6 +89,11 @@ pub struct Disjoint {
 }
 
 impl Disjoint {
+    /// Number of values recorded.
+    pub fn total(&self) -> u128 {
+        self.runs.iter().map(|(s, e)| (e - s) as u128).sum()
+    }
+
     /// Adds `start..start+count`; false if it overlaps what was added.
     pub fn insert(&mut self, start: u64, count: u64) -> bool {
         let end = start.saturating_add(count);
@@ -112,6 +117,44 @@ impl Disjoint {
         }
         self.runs.insert(s, e);
         true
+    }
+}
+
+/// Items tagged with VBN intervals, answering "which items overlap
+/// `start..end`" in logarithmic time plus the answer's size. Intervals may
+/// overlap (a hostile stream can make them), so a plain binary search on
+/// starts is not enough: a running maximum of the ends is kept beside them.
+pub struct IntervalIndex<T> {
+    items: Vec<(u64, u64, T)>,
+    max_end: Vec<u64>,
+}
+
+impl<T> IntervalIndex<T> {
+    /// Indexes `(start, count, item)` triples given in any order.
+    pub fn new(mut items: Vec<(u64, u64, T)>) -> Self {
+        items.sort_by_key(|i| i.0);
+        let mut max_end = Vec::with_capacity(items.len());
+        let mut m = 0u64;
+        for (s, c, _) in &items {
+            m = m.max(s.saturating_add(*c));
+            max_end.push(m);
+        }
+        IntervalIndex { items, max_end }
+    }
+
+    /// The items whose interval overlaps `start..start+count`, by start.
+    pub fn overlapping(&self, start: u64, count: u64) -> impl Iterator<Item = &(u64, u64, T)> {
+        let end = start.saturating_add(count);
+        let first = self.max_end.partition_point(|&e| e <= start);
+        self.items[first..]
+            .iter()
+            .take_while(move |i| i.0 < end)
+            .filter(move |i| i.0.saturating_add(i.1) > start)
+    }
+
+    /// Every item, by start.
+    pub fn items(&self) -> &[(u64, u64, T)] {
+        &self.items
     }
 }
 
@@ -139,5 +182,23 @@ mod tests {
         let mut d = Disjoint::default();
         assert!(d.insert(5, 5) && d.insert(10, 2) && d.insert(0, 5));
         assert!(!d.insert(11, 1) && !d.insert(4, 2) && d.insert(12, 1 << 62));
+    }
+
+    #[test]
+    fn interval_index_finds_overlaps_even_when_intervals_nest() {
+        let idx = IntervalIndex::new(vec![
+            (10, 100, 'a'),
+            (20, 5, 'b'),
+            (50, 10, 'c'),
+            (200, 1, 'd'),
+        ]);
+        let hits = |s, c| idx.overlapping(s, c).map(|i| i.2).collect::<String>();
+        assert_eq!(hits(0, 10), "");
+        assert_eq!(hits(0, 11), "a");
+        assert_eq!(hits(26, 1), "a");
+        assert_eq!(hits(22, 30), "abc");
+        assert_eq!(hits(110, 90), "");
+        assert_eq!(hits(110, 91), "d");
+        assert_eq!(hits(u64::MAX - 1, 5), "");
     }
 }

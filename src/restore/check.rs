@@ -7,7 +7,7 @@
 
 use crate::runs::{Disjoint, RunSet};
 use crate::stream::payload::{decode_data, decode_reloc, End, Image, RelocEntry, Segment};
-use crate::stream::reader::StreamReader;
+use crate::stream::reader::{Records, StreamReader};
 use crate::stream::record::RecordKind;
 use crate::tree::{Kind, Tree, TreeBuilder};
 use crate::wire::Dec;
@@ -47,8 +47,8 @@ pub fn tree_vbns(tree: &Tree) -> RunSet {
 }
 
 /// Reads the metadata and image sections.
-pub fn read_front(r: &mut StreamReader) -> Result<Front> {
-    let mut b = TreeBuilder::new(r.header.block_size as u64);
+pub fn read_front(r: &mut impl Records) -> Result<Front> {
+    let mut b = TreeBuilder::new(r.header().block_size as u64);
     let mut entries = 0;
     loop {
         let rec = r
@@ -66,10 +66,10 @@ pub fn read_front(r: &mut StreamReader) -> Result<Front> {
             RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw).map_err(at)?,
             RecordKind::Image => {
                 let tree = b.finish().map_err(at)?;
-                if entries != r.header.entries {
+                if entries != r.header().entries {
                     return Err(at(anyhow!(
                         "metadata holds {entries} entries, the header says {}",
-                        r.header.entries
+                        r.header().entries
                     )));
                 }
                 let image = Image::decode(&rec.raw).map_err(at)?;
@@ -78,7 +78,7 @@ pub fn read_front(r: &mut StreamReader) -> Result<Front> {
                 if !carried.is_subset_of(&used) {
                     return Err(at(anyhow!("image carries VBNs the metadata does not use")));
                 }
-                if r.header.full && carried != used {
+                if r.header().full && carried != used {
                     return Err(at(anyhow!("a full image must carry every block")));
                 }
                 return Ok(Front {
@@ -166,7 +166,7 @@ fn check_reloc(e: &RelocEntry, data_offsets: &std::collections::HashSet<u64>) ->
 }
 
 /// Checks one segment against the tree and the image.
-fn check_segment(
+pub(crate) fn check_segment(
     tree: &Tree,
     carried: &RunSet,
     seen: &mut Disjoint,

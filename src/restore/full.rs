@@ -231,6 +231,11 @@ pub(super) struct Apply<'a> {
     force: bool,
     report: &'a Report,
     skipped: Vec<bool>,
+    /// Directories that existed already and were only passed through: their
+    /// attributes are left as they are.
+    kept: Vec<bool>,
+    /// Inodes that may be existing directories (selective restore).
+    merge: Vec<bool>,
     open: Option<(u64, OwnedFd)>,
     not_owned: u64,
 }
@@ -252,14 +257,26 @@ impl<'a> Apply<'a> {
             force,
             report,
             skipped: Vec::new(),
+            kept: Vec::new(),
+            merge: Vec::new(),
             open: None,
             not_owned: 0,
         })
     }
 
+    /// Lets a selective restore pass through directories that exist in
+    /// the target: `ancestor[ino]` marks directories present only to lead
+    /// to chosen entries (an existing one keeps its attributes); chosen
+    /// directories that exist are merged into and get the stream's
+    /// attributes.
+    pub(super) fn merge_directories(&mut self, ancestor: &[bool]) {
+        self.merge = ancestor.to_vec();
+    }
+
     /// Creates every entry of the tree (no data, no final attributes).
     pub(super) fn skeleton(&mut self, tree: &Tree) -> Result<()> {
         self.skipped = vec![false; tree.inodes.len() + 1];
+        self.kept = vec![false; tree.inodes.len() + 1];
         for d in &tree.dirents {
             if d.parent == 0 {
                 continue;
@@ -287,8 +304,31 @@ impl<'a> Apply<'a> {
                     self.skipped[d.ino as usize] = true;
                     continue;
                 }
-                retry_force(self.force, dir, &d.name, || create(dir, &d.name, inode))
-                    .map_err(io_ctx(tree, d.ino, "create"))?;
+                let merging = !self.merge.is_empty() && inode.kind == Kind::Dir;
+                match create(dir, &d.name, inode) {
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && merging
+                            && is_dir(dir, &d.name) =>
+                    {
+                        self.kept[d.ino as usize] = self.merge[d.ino as usize];
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !self.force => {
+                        bail!(
+                            "cannot create {}: it exists in the target; remove it, restore elsewhere, or use --force to replace it",
+                            crate::names::escape(&tree.path(d.ino))
+                        );
+                    }
+                    r => r
+                        .or_else(|e| {
+                            if e.kind() == io::ErrorKind::AlreadyExists {
+                                retry_force(true, dir, &d.name, || create(dir, &d.name, inode))
+                            } else {
+                                Err(e)
+                            }
+                        })
+                        .map_err(io_ctx(tree, d.ino, "create"))?,
+                }
             } else {
                 let p = tree.primary(d.ino);
                 let src = self
@@ -354,10 +394,19 @@ impl<'a> Apply<'a> {
         self.finish_attrs(tree, false)
     }
 
+    /// As [`Apply::finish`] for a selective restore: the root directory's
+    /// attributes are set only when the whole tree was chosen.
+    pub(super) fn finish_selected(&mut self, tree: &Tree, whole: bool) -> Result<()> {
+        self.finish_attrs(tree, whole)
+    }
+
     fn finish_attrs(&mut self, tree: &Tree, root_too: bool) -> Result<()> {
         self.open = None;
         for inode in tree.inodes.iter().rev() {
-            if self.skipped[inode.ino as usize] || (!root_too && inode.ino == ROOT_INO) {
+            if self.skipped[inode.ino as usize]
+                || self.kept.get(inode.ino as usize) == Some(&true)
+                || (!root_too && inode.ino == ROOT_INO)
+            {
                 continue;
             }
             let d = tree.primary(inode.ino);
@@ -383,6 +432,10 @@ impl<'a> Apply<'a> {
         }
         Ok(())
     }
+}
+
+fn is_dir(dir: BorrowedFd, name: &[u8]) -> bool {
+    fsx::stat_at(dir, name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// Runs `op`; with `force`, removes whatever is in the way once and retries.

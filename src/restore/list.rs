@@ -1,15 +1,15 @@
-//! `restore -t`: list a stream's entries from its metadata section alone;
-//! the data that follows is never read.
+//! `restore -t`: list a snapshot's entries from the metadata sections of
+//! its chain alone; no data is read.
 
-use super::check::decode_meta;
-use super::open_stream;
-use crate::names::{escape, unescape};
+use super::chain::{At, Link, StreamSet};
+use super::changes::{entry_change, PathIndex, Relation, Side};
+use super::select::{mark_paths, normalize};
+use crate::names::escape;
 use crate::report::Report;
-use crate::stream::header::StreamHeader;
+use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::Digest;
-use crate::stream::record::RecordKind;
-use crate::tree::{Kind, Tree, TreeBuilder};
-use anyhow::{anyhow, bail, Result};
+use crate::tree::{Inode, Kind};
+use anyhow::Result;
 use serde::Serialize;
 
 /// One listed entry (`--json`).
@@ -33,8 +33,22 @@ pub struct ListEntry {
     /// Symlink target, escaped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Snapshot id of the stream (the newest snapshot the entry is in).
+    /// Snapshot id listed.
     pub snapshot: u64,
+    /// The snapshot that last changed the entry (its contents, attributes,
+    /// or its appearing under this name).
+    pub changed: LastChanged,
+}
+
+/// The snapshot that last changed an entry.
+#[derive(Clone, Serialize)]
+pub struct LastChanged {
+    /// The snapshot.
+    #[serde(flatten)]
+    pub snapshot: SnapshotRef,
+    /// False when the streams given do not go back far enough to know: the
+    /// entry then last changed at or before this snapshot.
+    pub exact: bool,
 }
 
 /// The `--json` listing.
@@ -42,62 +56,48 @@ pub struct ListEntry {
 pub struct Listing {
     /// Always "list".
     pub command: &'static str,
-    /// The stream header.
+    /// The header of the stream holding the listed snapshot.
     pub header: StreamHeader,
+    /// The streams whose metadata was read, oldest first.
+    pub chain: Vec<String>,
     /// The entries, depth-first.
     pub entries: Vec<ListEntry>,
 }
 
-/// Reads the metadata section of `input`.
-pub fn read_tree(input: &str) -> Result<(StreamHeader, Tree)> {
-    let mut r = open_stream(input, Digest::Skip)?;
-    let mut b = TreeBuilder::new(r.header.block_size as u64);
-    let mut seen = 0u64;
-    while seen < r.header.entries {
-        let Some(rec) = r.next_record()? else { break };
-        if rec.kind != RecordKind::Meta {
-            bail!(
-                "{}: metadata section ends after {seen} of {} entries",
-                r.name(),
-                r.header.entries
-            );
-        }
-        seen += decode_meta(&mut b, &rec.raw).map_err(|e| {
-            anyhow!(
-                "{}: record {} at byte {}: {e:#}",
-                r.name(),
-                rec.seq,
-                rec.offset
-            )
-        })?;
+/// Lists the snapshot `at` (default: the newest) of the streams `inputs`;
+/// with `paths`, only those entries and what lies below them. Only the
+/// metadata and image sections are read. Given the streams leading to the
+/// snapshot, each entry names the snapshot that last changed it.
+pub fn list(
+    inputs: &[String],
+    at: Option<At>,
+    paths: &[String],
+    report: &Report,
+) -> Result<Listing> {
+    let set = StreamSet::open(inputs, Digest::Skip)?;
+    let top = set.select(at)?;
+    let chain = set.chain(top, false)?;
+    let links: Vec<&Link> = chain.iter().map(|&i| &set.links[i]).collect();
+    let tree = &set.links[top].front.tree;
+    let wanted: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
+    let (marks, missing) = mark_paths(tree, &wanted);
+    for m in &missing {
+        report.warn(m, "not in the stream");
     }
-    Ok((r.header.clone(), b.finish()?))
-}
-
-/// Lists `input`; with `paths`, only those entries and what lies below them.
-pub fn list(input: &str, paths: &[String], report: &Report) -> Result<Listing> {
-    let (header, tree) = read_tree(input)?;
-    let wanted: Vec<Vec<u8>> = paths
-        .iter()
-        .map(|p| {
-            let b = unescape(p);
-            let t = b.strip_prefix(b"./").unwrap_or(&b).to_vec();
-            t.strip_suffix(b"/").map(|s| s.to_vec()).unwrap_or(t)
-        })
-        .collect();
-    let mut found = vec![false; wanted.len()];
+    let indexes: Vec<PathIndex> = if links.len() > 1 {
+        links
+            .iter()
+            .map(|l| PathIndex::new(&l.front.tree))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut entries = Vec::new();
-    for d in tree.dirents.iter().skip(1) {
-        let path = tree.dirent_path(d);
-        if !wanted.is_empty() {
-            let hit = wanted.iter().position(|w| {
-                path == *w || (path.len() > w.len() && path.starts_with(w) && path[w.len()] == b'/')
-            });
-            match hit {
-                Some(i) => found[i] = true,
-                None => continue,
-            }
+    for (n, d) in tree.dirents.iter().enumerate().skip(1) {
+        if !marks[n] {
+            continue;
         }
+        let path = tree.dirent_path(d);
         let i = tree.inode(d.ino);
         entries.push(ListEntry {
             path: escape(&path),
@@ -108,17 +108,65 @@ pub fn list(input: &str, paths: &[String], report: &Report) -> Result<Listing> {
             gid: i.attrs.gid,
             mtime: i.attrs.mtime.rfc3339(),
             target: (i.kind == Kind::Symlink).then(|| escape(&i.target)),
-            snapshot: header.snapshot.id,
+            snapshot: set.links[top].header.snapshot.id,
+            changed: last_changed(&links, &indexes, &path, i),
         });
-    }
-    for (i, f) in found.iter().enumerate() {
-        if !*f {
-            report.warn(&wanted[i], "not in the stream");
-        }
     }
     Ok(Listing {
         command: "list",
-        header,
+        header: set.links[top].header.clone(),
+        chain: links.iter().map(|l| l.name.clone()).collect(),
         entries,
     })
+}
+
+/// The comparison side of a stream.
+pub fn side<'a>(l: &'a Link) -> Side<'a> {
+    Side {
+        tree: &l.front.tree,
+        carried: &l.front.carried,
+        block_size: l.header.block_size as u64,
+    }
+}
+
+/// Walks the chain back from its top to the snapshot where `path` last
+/// changed.
+fn last_changed(links: &[&Link], indexes: &[PathIndex], path: &[u8], inode: &Inode) -> LastChanged {
+    for k in (1..links.len()).rev() {
+        let change = entry_change(
+            path,
+            Some((side(links[k - 1]), &indexes[k - 1])),
+            (side(links[k]), &indexes[k]),
+            Relation::BaseIsPrev,
+        );
+        if change.is_some() {
+            return LastChanged {
+                snapshot: links[k].header.snapshot.clone(),
+                exact: true,
+            };
+        }
+    }
+    // The oldest stream given: a full image knows everything; an
+    // increment whose base was not given knows only its own blocks.
+    let oldest = links[0];
+    let h = &oldest.header;
+    let carried_here = inode.extents.iter().any(|x| {
+        oldest
+            .front
+            .carried
+            .split(x.vbn, x.count)
+            .iter()
+            .any(|p| p.2)
+    });
+    let in_oldest = indexes.first().is_none_or(|i| i.get(path).is_some());
+    match &h.base {
+        Some(base) if !h.full && in_oldest && !carried_here => LastChanged {
+            snapshot: base.clone(),
+            exact: false,
+        },
+        _ => LastChanged {
+            snapshot: h.snapshot.clone(),
+            exact: h.full,
+        },
+    }
 }

@@ -1,9 +1,14 @@
 //! `snapdump restore` and `snapdump verify`.
 
 pub mod apply;
+pub mod chain;
+pub mod changes;
 pub mod check;
+pub mod extract;
+pub mod fetch;
 pub mod full;
 pub mod list;
+pub mod select;
 pub mod state;
 pub mod verify;
 

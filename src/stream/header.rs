@@ -13,7 +13,7 @@ pub const STREAM_MAGIC: [u8; 8] = *b"SNAPDUMP";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Identity of a snapshot, as carried in headers and kept in catalogs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SnapshotRef {
     /// Per-source sequence number (1, 2, ...).
     pub id: u64,
@@ -28,7 +28,7 @@ pub struct SnapshotRef {
 }
 
 /// The decoded header of a stream.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct StreamHeader {
     /// Format version the stream was written with.
     pub format_version: u32,

@@ -177,6 +177,30 @@ pub enum Digest {
     Skip,
 }
 
+/// A source of verified records in stream order: the threaded reader of
+/// a pipe, or a seekable stream read from its start. The front of a stream
+/// (metadata and image) is read the same way from either.
+pub trait Records {
+    /// The next record, or `None` after the end record.
+    fn next_record(&mut self) -> Result<Option<Record>>;
+    /// Name of the input, for messages.
+    fn name(&self) -> &str;
+    /// The stream header.
+    fn header(&self) -> &StreamHeader;
+}
+
+impl Records for StreamReader {
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        StreamReader::next_record(self)
+    }
+    fn name(&self) -> &str {
+        StreamReader::name(self)
+    }
+    fn header(&self) -> &StreamHeader {
+        &self.header
+    }
+}
+
 /// A reader of one stream.
 pub struct StreamReader {
     digest: Digest,

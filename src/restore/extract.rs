@@ -1,0 +1,177 @@
+//! `restore -x`: extract chosen files and subtrees, as of any snapshot of a
+//! chain, into a directory, reading only the records they need.
+
+use super::chain::{At, StreamSet};
+use super::fetch::{deliver, Plan};
+use super::full::Apply;
+use super::select::{cut, mark_paths, normalize, Selection};
+use super::state::STATE_DIR;
+use crate::fsx;
+use crate::names::escape;
+use crate::progress::Progress;
+use crate::report::{Report, Warning};
+use crate::stream::header::SnapshotRef;
+use crate::stream::payload::Segment;
+use crate::stream::reader::Digest;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What the user asked for.
+pub struct ExtractOptions {
+    /// The streams (`-f`, any order; unrelated ones are ignored).
+    pub inputs: Vec<String>,
+    /// Directory to extract into (created if missing).
+    pub target: PathBuf,
+    /// Paths to extract, relative to the dump's root; none = everything.
+    pub paths: Vec<String>,
+    /// The snapshot to extract from (default: the newest given).
+    pub at: Option<At>,
+    /// Replace existing entries in the way.
+    pub force: bool,
+    /// Read every stream whole and check its SHA-256 list.
+    pub digest: Digest,
+}
+
+/// The `--json` summary of an extraction.
+#[derive(Serialize)]
+pub struct ExtractSummary {
+    /// Always "extract".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The snapshot extracted from.
+    pub snapshot: SnapshotRef,
+    /// The streams of its chain, full stream first.
+    pub chain: Vec<String>,
+    /// The target directory.
+    pub target: String,
+    /// Entries created (chosen entries and the directories leading to them).
+    pub entries: u64,
+    /// Data blocks written.
+    pub data_blocks: u64,
+    /// Data bytes written.
+    pub data_bytes: u64,
+    /// Stream bytes read, all inputs together.
+    pub stream_bytes_read: u64,
+    /// Total size of the chain's streams that are regular files.
+    pub stream_bytes_total: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+    /// Entries that could not be restored exactly, and paths not found.
+    pub warnings: Vec<Warning>,
+}
+
+/// Runs `restore -x`.
+pub fn extract(opts: &ExtractOptions, report: &Report) -> Result<ExtractSummary> {
+    let started = std::time::Instant::now();
+    let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
+    let top = set.select(opts.at)?;
+    let chain = set.chain(top, true)?;
+    let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
+    let tree = &set.links[top].front.tree;
+    let (marks, missing) = mark_paths(tree, &paths);
+    for m in &missing {
+        report.warn(m, format!("not in {}", set.links[top].describe()));
+    }
+    if !missing.is_empty() && missing.len() == paths.len() {
+        bail!(
+            "none of the given paths is in {}; list it with restore -t",
+            set.links[top].describe()
+        );
+    }
+    let sel = cut(tree, &marks);
+    prepare_target(&opts.target, opts.force)?;
+    let root = fsx::open_dir_path(&opts.target)
+        .with_context(|| format!("cannot open target {}", opts.target.display()))?;
+    let mut apply = Apply::new(root, opts.force, report)?;
+    apply.merge_directories(&sel.ancestor);
+    let fail = |e: anyhow::Error| {
+        anyhow!(
+            "{e:#}; the extraction into {} is incomplete",
+            opts.target.display()
+        )
+    };
+    apply.skeleton(&sel.tree).map_err(fail)?;
+    let (blocks, bytes) = fill(&mut set, &chain, top, &sel, &mut apply).map_err(fail)?;
+    apply.finish_selected(&sel.tree, sel.whole).map_err(fail)?;
+    let total = chain
+        .iter()
+        .map(|&i| match &set.links[i].access {
+            super::chain::Access::Seek(s) => s.len(),
+            super::chain::Access::Pipe(r) => r.offset(),
+        })
+        .sum();
+    Ok(ExtractSummary {
+        command: "extract",
+        status: report.status_word(),
+        snapshot: set.links[top].header.snapshot.clone(),
+        chain: chain.iter().map(|&i| set.links[i].name.clone()).collect(),
+        target: opts.target.display().to_string(),
+        entries: sel.tree.dirents.len() as u64 - 1,
+        data_blocks: blocks,
+        data_bytes: bytes,
+        stream_bytes_read: set.bytes_read(),
+        stream_bytes_total: total,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        warnings: report.warnings(),
+    })
+}
+
+/// Writes the data of the selection's files from the chain; returns blocks
+/// and bytes written.
+pub(super) fn fill(
+    set: &mut StreamSet,
+    chain: &[usize],
+    top: usize,
+    sel: &Selection,
+    apply: &mut Apply,
+) -> Result<(u64, u64)> {
+    let plan = {
+        let links: Vec<_> = chain.iter().map(|&i| &set.links[i]).collect();
+        Plan::new(&links, sel.files(&set.links[top].front.tree))?
+    };
+    let bs = set.links[top].header.block_size as u64;
+    let progress = Progress::bytes(plan.blocks().saturating_mul(bs), "extract");
+    let mut blocks = 0;
+    let mut bytes = 0;
+    for (k, wants) in plan.per_link.into_iter().enumerate() {
+        let link = &mut set.links[chain[k]];
+        blocks += deliver(link, wants, |w, off, data| {
+            progress.inc(data.len() as u64);
+            bytes += data.len() as u64;
+            let seg = Segment {
+                ino: w.ino,
+                vbn: 0,
+                offset: off,
+                len: data.len() as u32,
+            };
+            apply.write(&sel.tree, &seg, data)
+        })?;
+    }
+    Ok((blocks, bytes))
+}
+
+/// Creates the target when missing; refuses one that an incremental
+/// restore maintains (extracting into it would make later increments
+/// apply to a tree that is not the snapshot they expect) unless forced.
+fn prepare_target(target: &Path, force: bool) -> Result<()> {
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if !m.is_dir() => bail!("target {} is not a directory", target.display()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
+            .with_context(|| format!("cannot create target {}", target.display()))?,
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot access target {}", target.display()))
+        }
+    }
+    if !force && target.join(STATE_DIR).join("state").exists() {
+        bail!(
+            "target {} holds a restored snapshot that increments are applied to ({}); extract elsewhere, or use --force",
+            target.display(),
+            escape(STATE_DIR.as_bytes())
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Random access to a stream on a seekable medium.
+//!
+//! A stream is written in one pass, but its end record has a fixed size and
+//! names where the relocation table starts, and the relocation table names
+//! the data record that holds every VBN. A reader that can seek therefore
+//! reads the front (header, metadata, image), the last 128 bytes and the
+//! relocation table, and then only the data records it needs: restoring one
+//! file from a large stream reads a tiny part of it. Every record read is
+//! checked (header and payload XXH3) exactly as in a sequential pass; what
+//! random access cannot check is the whole-stream SHA-256 list, which
+//! `verify` and `restore --verify-digest` read everything for.
+
+use super::header::StreamHeader;
+use super::payload::{decode_reloc, End, RelocEntry, END_LEN};
+use super::reader::{kind_name, Record, Records};
+use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// A stream in a regular file, read by offset.
+pub struct SeekStream {
+    file: File,
+    name: String,
+    len: u64,
+    pos: u64,
+    next_seq: u64,
+    last_kind: RecordKind,
+    bytes_read: u64,
+    header: StreamHeader,
+}
+
+/// The whole-record size of the end record: it is always the stream's last
+/// `END_RECORD_LEN` bytes.
+pub const END_RECORD_LEN: u64 = (HEADER_LEN + END_LEN) as u64;
+
+impl SeekStream {
+    /// Opens a stream file and reads and checks its header record.
+    pub fn open(file: File, name: &str) -> Result<Self> {
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot stat stream {name}"))?
+            .len();
+        let mut s = SeekStream {
+            file,
+            name: name.to_string(),
+            len,
+            pos: 0,
+            next_seq: 0,
+            last_kind: RecordKind::Header,
+            bytes_read: 0,
+            header: StreamHeader::default(),
+        };
+        if len == 0 {
+            bail!("{name}: empty input: not a snapdump stream");
+        }
+        let rec = Records::next_record(&mut s)?
+            .ok_or_else(|| anyhow!("{name}: not a snapdump stream"))?;
+        if rec.kind != RecordKind::Header {
+            bail!("{name}: first record is not a stream header");
+        }
+        s.header = StreamHeader::decode(&rec.raw).map_err(|e| anyhow!("{name}: {e}"))?;
+        Ok(s)
+    }
+
+    /// Stream bytes read so far (headers and payloads), for the summary
+    /// and for proving that random access reads little.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The stream's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the stream is empty (never, once opened).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn read_exact_at(&mut self, buf: &mut [u8], off: u64, what: &str) -> Result<()> {
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            bail!(
+                "{}: {what} at byte {off} runs past the end of the stream ({} bytes); the stream is incomplete",
+                self.name,
+                self.len
+            );
+        }
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|e| anyhow!("{}: read error at byte {off}: {e}", self.name))?;
+        self.bytes_read += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Reads the record whose header starts at `off`, checking its header
+    /// checksum; the payload is returned stored (not yet checked).
+    fn frame_at(&mut self, off: u64) -> Result<(RecordHeader, Vec<u8>)> {
+        let mut hb = [0u8; HEADER_LEN];
+        self.read_exact_at(&mut hb, off, "record header")?;
+        let h =
+            parse_header(&hb).map_err(|e| anyhow!("{}: record at byte {off}: {e}", self.name))?;
+        let mut stored = vec![0u8; h.stored_len as usize];
+        self.read_exact_at(&mut stored, off + HEADER_LEN as u64, "record payload")?;
+        Ok((h, stored))
+    }
+
+    /// Reads, checks and decompresses the record at `off`, which must be of
+    /// kind `kind`.
+    pub fn record_at(&mut self, off: u64, kind: RecordKind) -> Result<Record> {
+        let (h, stored) = self.frame_at(off)?;
+        if h.kind != kind {
+            bail!(
+                "{}: record {} at byte {off} is a {} record where a {} record was expected",
+                self.name,
+                h.seq,
+                kind_name(h.kind),
+                kind_name(kind)
+            );
+        }
+        self.opened(off, h, stored)
+    }
+
+    /// Checks a framed record's payload and decompresses it.
+    fn opened(&self, off: u64, h: RecordHeader, stored: Vec<u8>) -> Result<Record> {
+        let raw = open(&h, &stored).map_err(|e| {
+            anyhow!(
+                "{}: {} record {} at byte {off}: {e}",
+                self.name,
+                kind_name(h.kind),
+                h.seq
+            )
+        })?;
+        Ok(Record {
+            kind: h.kind,
+            seq: h.seq,
+            offset: off,
+            len: (HEADER_LEN + stored.len()) as u64,
+            raw,
+            digest: [0; 32],
+        })
+    }
+
+    /// Reads the end record, the stream's last 128 bytes.
+    pub fn end(&mut self) -> Result<End> {
+        if self.len < END_RECORD_LEN {
+            bail!(
+                "{}: too short to hold an end record; the stream is incomplete",
+                self.name
+            );
+        }
+        let rec = self
+            .record_at(self.len - END_RECORD_LEN, RecordKind::End)
+            .map_err(|e| anyhow!("{e:#} (the stream is incomplete or damaged at its end)"))?;
+        let end = End::decode(&rec.raw).map_err(|e| anyhow!("{}: end record: {e}", self.name))?;
+        if end.records != rec.seq {
+            bail!(
+                "{}: end record is record {} but counts {} records before it",
+                self.name,
+                rec.seq,
+                end.records
+            );
+        }
+        Ok(end)
+    }
+
+    /// Reads the relocation table the end record points at. `data_start`
+    /// is where the data section begins (after the image record): every
+    /// entry must point between it and the table.
+    pub fn relocation(&mut self, end: &End, data_start: u64) -> Result<Vec<RelocEntry>> {
+        let table_end = self.len - END_RECORD_LEN;
+        if end.reloc_offset < data_start || end.reloc_offset > table_end {
+            bail!(
+                "{}: end record places the relocation table at byte {}, outside the data section",
+                self.name,
+                end.reloc_offset
+            );
+        }
+        let first_seq = end.records.checked_sub(end.reloc_records).ok_or_else(|| {
+            anyhow!(
+                "{}: end record counts more relocation records than records",
+                self.name
+            )
+        })?;
+        let mut out = Vec::new();
+        let mut off = end.reloc_offset;
+        for i in 0..end.reloc_records {
+            let rec = self.record_at(off, RecordKind::Reloc)?;
+            if rec.seq != first_seq + i {
+                bail!(
+                    "{}: relocation record at byte {off} has sequence number {} where {} was expected",
+                    self.name,
+                    rec.seq,
+                    first_seq + i
+                );
+            }
+            for e in decode_reloc(&rec.raw)
+                .map_err(|e| anyhow!("{}: relocation record at byte {off}: {e}", self.name))?
+            {
+                if e.offset < data_start || e.offset >= end.reloc_offset {
+                    bail!(
+                        "{}: relocation entry for VBN {} points at byte {}, outside the data section",
+                        self.name,
+                        e.vbn,
+                        e.offset
+                    );
+                }
+                out.push(e);
+            }
+            off += rec.len;
+        }
+        if off != table_end {
+            bail!(
+                "{}: relocation table ends at byte {off}, the end record starts at byte {table_end}",
+                self.name
+            );
+        }
+        Ok(out)
+    }
+
+    /// Where the next record of the sequential pass starts.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl Records for SeekStream {
+    /// Reads the record at the current position, enforcing the same order
+    /// and numbering rules as the sequential reader.
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        if self.last_kind == RecordKind::End && self.next_seq > 0 {
+            return Ok(None);
+        }
+        let at = self.pos;
+        if at >= self.len {
+            bail!(
+                "{}: stream truncated at byte {at} (no end record); the stream is incomplete",
+                self.name
+            );
+        }
+        let (h, stored) = self.frame_at(at)?;
+        if h.seq != self.next_seq {
+            bail!(
+                "{}: record at byte {at} has sequence number {} where {} was expected (records missing or repeated)",
+                self.name,
+                h.seq,
+                self.next_seq
+            );
+        }
+        if (h.kind as u8) < (self.last_kind as u8) || (h.kind == RecordKind::Header && h.seq != 0) {
+            bail!(
+                "{}: record {} at byte {at}: {} record out of order",
+                self.name,
+                h.seq,
+                kind_name(h.kind)
+            );
+        }
+        let kind = h.kind;
+        let rec = self.opened(at, h, stored)?;
+        self.pos = at + rec.len;
+        self.next_seq += 1;
+        self.last_kind = kind;
+        Ok(Some(rec))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn header(&self) -> &StreamHeader {
+        &self.header
+    }
+}
