@@ -270,7 +270,28 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 return Ok(report.exit_status());
             }
             if a.compare {
-                anyhow::bail!("restore -C is not supported by this build yet");
+                let opts = snapdump::restore::compare::CompareOptions {
+                    inputs,
+                    target: a.target,
+                    paths: a.paths,
+                    at: a.at,
+                    digest,
+                };
+                let s = snapdump::restore::compare::compare(&opts, report)?;
+                if a.json.json || a.json.json_file.is_some() {
+                    emit_json(&a.json, false, &s)?;
+                } else {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for d in &s.differences {
+                        writeln!(out, "{}", d.line())?;
+                    }
+                    out.flush()?;
+                }
+                if !s.differences.is_empty() {
+                    return Ok(snapdump::report::EXIT_WARNINGS);
+                }
+                return Ok(report.exit_status());
             }
             if a.interactive {
                 anyhow::bail!("restore -i is not supported by this build yet");

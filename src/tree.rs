@@ -124,6 +124,16 @@ impl Time {
             + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
         humantime::format_rfc3339_seconds(t).to_string()
     }
+    /// RFC 3339 in UTC with nanoseconds, where a difference below a second
+    /// matters (comparisons).
+    pub fn rfc3339_nanos(self) -> String {
+        if self.sec < 0 {
+            return format!("{}.{:09}", self.sec, self.nsec);
+        }
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
     fn enc(self, e: &mut Enc) {
         e.i64(self.sec);
         e.u32(self.nsec);
