@@ -26,6 +26,24 @@ enum Cmd {
     Verify(VerifyArgs),
     /// List the snapshots recorded in the catalog.
     Snapshots(SnapshotsArgs),
+    /// Show every snapshot in which a file changed.
+    History(HistoryArgs),
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    /// Streams to read (repeat); without -f, the streams the catalog
+    /// recorded for the source holding PATH.
+    #[arg(short = 'f', value_name = "IN", action = clap::ArgAction::Append)]
+    file: Vec<String>,
+    /// Catalog directory (default: /var/lib/snapdump, or $XDG_STATE_HOME/snapdump).
+    #[arg(long, value_name = "DIR")]
+    catalog: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The file: relative to the dump's root, or an absolute path inside the source.
+    path: String,
 }
 
 #[derive(Args)]
@@ -294,7 +312,14 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 return Ok(report.exit_status());
             }
             if a.interactive {
-                anyhow::bail!("restore -i is not supported by this build yet");
+                let opts = snapdump::restore::shell::ShellOptions {
+                    inputs,
+                    target: a.target,
+                    at: a.at,
+                    force: a.force,
+                };
+                snapdump::restore::shell::shell(&opts, report)?;
+                return Ok(report.exit_status());
             }
             if !a.paths.is_empty() {
                 anyhow::bail!(
@@ -343,6 +368,41 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 );
             }
             Ok(0)
+        }
+        Cmd::History(a) => {
+            use snapdump::restore::history::{history, HistorySource};
+            let from = if a.file.is_empty() {
+                HistorySource::Catalog(a.catalog.unwrap_or_else(snapdump::catalog::default_root))
+            } else {
+                HistorySource::Streams(a.file)
+            };
+            let h = history(&from, &a.path, report)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                println!("{} in {}:", h.path, h.source);
+                for v in &h.versions {
+                    let mut what = v.change.to_string();
+                    if v.changed_block_count > 0 {
+                        what += &format!(
+                            ", blocks {}",
+                            snapdump::util::block_ranges(&v.changed_blocks)
+                        );
+                    }
+                    if !v.attributes.is_empty() {
+                        what += &format!(", {}", v.attributes.join(" "));
+                    }
+                    let size = v.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "  snapshot {:>4}  level {}  {}  {:>12}  {what}",
+                        v.snapshot.id,
+                        v.snapshot.level,
+                        v.snapshot.time.rfc3339(),
+                        size
+                    );
+                }
+            }
+            Ok(report.exit_status())
         }
         Cmd::Snapshots(a) => {
             let root = a.catalog.unwrap_or_else(snapdump::catalog::default_root);

@@ -280,6 +280,10 @@ impl Tree {
     pub fn push_link(&mut self, parent: u64, name: Vec<u8>, ino: u64) {
         self.dirents.push(Dirent { parent, name, ino });
     }
+    /// The index in `dirents` of the primary entry of `ino`.
+    pub fn primary_index(&self, ino: u64) -> usize {
+        self.first[(ino - 1) as usize]
+    }
     /// The primary directory entry of `ino`.
     pub fn primary(&self, ino: u64) -> &Dirent {
         &self.dirents[self.first[(ino - 1) as usize]]

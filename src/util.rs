@@ -68,3 +68,17 @@ impl Sha256Stream {
         self.0.clone().finish().as_ref().try_into().unwrap()
     }
 }
+
+/// Block runs as "0-3,7,9-12" for one-line displays.
+pub fn block_ranges(runs: &[(u64, u64)]) -> String {
+    runs.iter()
+        .map(|&(s, n)| {
+            if n == 1 {
+                s.to_string()
+            } else {
+                format!("{s}-{}", s + n - 1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}

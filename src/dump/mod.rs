@@ -324,7 +324,7 @@ fn run(
         full: header.full,
         stream_bytes,
         data_blocks: end.data_blocks,
-        output: output_name.clone(),
+        output: recorded_location(&output_name),
     });
     state.active = plan.active.clone();
     // The marks of this dump become the catalog's record of how the newest
@@ -376,6 +376,18 @@ fn block_position(inode: &crate::tree::Inode, block: u64) -> usize {
         pos += x.count;
     }
     unreachable!("segment block outside the inode's extents")
+}
+
+/// Where the catalog says a snapshot's stream went: an absolute path for
+/// files and devices (so `history --catalog` can find it from anywhere),
+/// "-" for stdout.
+fn recorded_location(name: &str) -> String {
+    if name == "-" {
+        return name.to_string();
+    }
+    std::path::absolute(name)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| name.to_string())
 }
 
 /// (dev, ino) of the temporary file a regular-file output is written to, so

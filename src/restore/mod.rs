@@ -8,8 +8,10 @@ pub mod compare;
 pub mod extract;
 pub mod fetch;
 pub mod full;
+pub mod history;
 pub mod list;
 pub mod select;
+pub mod shell;
 pub mod state;
 pub mod verify;
 
