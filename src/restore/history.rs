@@ -101,7 +101,7 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
         if k == 0 && !cur.header.full {
             // No earlier snapshot: only the blocks this increment carries
             // are known to have changed.
-            change = now.and_then(|i| {
+            change = now.map(|i| {
                 let blocks: Vec<(u64, u64)> = i
                     .extents
                     .iter()
@@ -114,11 +114,11 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
                             .map(move |p| (x.block + (p.0 - x.vbn), p.1))
                     })
                     .collect();
-                Some(super::changes::Change {
+                super::changes::Change {
                     what: "present",
                     attributes: Vec::new(),
                     blocks,
-                })
+                }
             });
         }
         let Some(change) = change else { continue };
