@@ -75,83 +75,17 @@ impl Chain {
 fn write(p: &Path, data: &[u8]) {
     fs::write(p, data).unwrap();
 }
-
 #[test]
 fn every_kind_of_change_round_trips_through_a_chain() {
     let mut ch = Chain::new();
     let s = ch.src().to_path_buf();
-    fs::create_dir_all(s.join("a/b")).unwrap();
-    write(&s.join("big"), &bytes(1, 400_000));
-    write(&s.join("a/app"), &bytes(2, 10_000));
-    write(&s.join("a/trunc"), &bytes(3, 50_000));
-    write(&s.join("a/b/moveme"), &bytes(4, 30_000));
-    write(&s.join("delete-me"), b"bye");
-    write(&s.join("becomes-dir"), b"file for now");
-    fs::create_dir(s.join("becomes-file")).unwrap();
-    write(&s.join("becomes-file/inner"), b"x");
-    write(&s.join("linked"), b"shared");
-    fs::hard_link(s.join("linked"), s.join("a/linked2")).unwrap();
-    write(&s.join("attr-only"), &bytes(5, 9000));
-    {
-        let f = fs::File::create(s.join("holes")).unwrap();
-        f.set_len(1 << 20).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&bytes(6, 200_000), 0).unwrap();
-    }
-    symlink("big", s.join("sym")).unwrap();
+    build_change_tree(&s);
     snapshot_tree(&s);
     let v0 = ch.dump(0);
     assert_eq!(v0["full"], true);
     assert_same_tree(&s, &ch.restore(1, "r1"));
 
-    // Level 1: in-place block rewrite, append, truncate, rename across
-    // directories, delete, type changes both ways, a new hard link, a broken
-    // hard link, attribute-only change, a punched hole, a retargeted symlink.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(s.join("big"))
-            .unwrap();
-        f.write_all_at(&bytes(7, 4096), 8192 * 5).unwrap();
-    }
-    fs::OpenOptions::new()
-        .append(true)
-        .open(s.join("a/app"))
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(s.join("a/app"))
-            .unwrap();
-        f.write_all(&bytes(8, 7000)).unwrap();
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .open(s.join("a/trunc"))
-        .unwrap()
-        .set_len(5000)
-        .unwrap();
-    fs::rename(s.join("a/b/moveme"), s.join("moved")).unwrap();
-    fs::remove_file(s.join("delete-me")).unwrap();
-    fs::remove_file(s.join("becomes-dir")).unwrap();
-    fs::create_dir(s.join("becomes-dir")).unwrap();
-    write(&s.join("becomes-dir/child"), b"child");
-    fs::remove_dir_all(s.join("becomes-file")).unwrap();
-    write(&s.join("becomes-file"), b"now a file");
-    fs::hard_link(s.join("big"), s.join("a/big-link")).unwrap();
-    fs::remove_file(s.join("a/linked2")).unwrap();
-    fs::set_permissions(s.join("attr-only"), fs::Permissions::from_mode(0o600)).unwrap();
-    {
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(s.join("holes"))
-            .unwrap();
-        snapdump::fsx::punch_hole(std::os::fd::AsFd::as_fd(&f), 4096 * 10, 4096 * 5).unwrap();
-    }
-    fs::remove_file(s.join("sym")).unwrap();
-    symlink("a/app", s.join("sym")).unwrap();
+    mutate_for_level_1(&s);
     snapshot_tree(&s);
     let v1 = ch.dump(1);
     assert_eq!(v1["full"], false);

@@ -122,6 +122,7 @@ pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary>
         present: vec![false; sel.tree.inodes.len() + 1],
         ids: vec![None; sel.tree.inodes.len() + 1],
         same_size: vec![false; sel.tree.inodes.len() + 1],
+        found: vec![0; sel.tree.inodes.len() + 1],
     };
     w.walk()?;
     // Contents of the files present with the right type and size.
@@ -188,6 +189,8 @@ struct Walker<'a> {
     ids: Vec<Option<(u64, u64)>>,
     /// Regular files whose size matches: their contents are compared.
     same_size: Vec<bool>,
+    /// The dirent (index) through which each inode was found on disk.
+    found: Vec<usize>,
 }
 
 impl Walker<'_> {
@@ -221,7 +224,7 @@ impl Walker<'_> {
         for d in tree.dirents.iter().skip(1) {
             children.entry(d.parent).or_default().insert(&d.name[..]);
         }
-        for d in &tree.dirents {
+        for (index, d) in tree.dirents.iter().enumerate() {
             let inode = tree.inode(d.ino);
             let st = if d.parent == 0 {
                 fsx::fstat(self.root.as_fd())
@@ -279,6 +282,7 @@ impl Walker<'_> {
             }
             self.ids[d.ino as usize] = Some(id);
             self.present[d.ino as usize] = true;
+            self.found[d.ino as usize] = index;
             if self.ancestor[d.ino as usize] || (d.ino == ROOT_INO && !self.whole) {
                 continue;
             }
@@ -388,12 +392,12 @@ impl Content {
     fn file(&mut self, w: &mut Walker, ino: u64) -> Result<&OwnedFd> {
         if self.open.as_ref().map(|o| o.0) != Some(ino) {
             self.open = None;
-            let d = w.tree.primary(ino);
+            let d = &w.tree.dirents[w.found[ino as usize]];
             let chain = w.tree.dir_chain(d.parent);
             let tree = w.tree;
             let dir = w.dirs.enter(&chain, |i| &tree.primary(i).name[..])?;
             let fd = crate::scan::open_file(dir, &d.name)
-                .with_context(|| format!("cannot open {}", escape(&w.tree.path(ino))))?;
+                .with_context(|| format!("cannot open {}", escape(&w.tree.dirent_path(d))))?;
             self.open = Some((ino, fd));
         }
         Ok(&self.open.as_ref().expect("just opened").1)

@@ -254,7 +254,7 @@ pub fn build_fidelity_tree(root: &Path) {
 pub type FileData = (Vec<u8>, Vec<(u64, u64)>);
 
 /// Everything compared about one entry.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub kind: u32,
     pub mode: u32,
@@ -491,4 +491,157 @@ pub fn run_as_nobody(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// The tree the level-1 tests change: one file or directory for every kind
+/// of change [`mutate_for_level_1`] makes.
+pub fn build_change_tree(s: &Path) {
+    let write = |p: &Path, d: &[u8]| std::fs::write(p, d).unwrap();
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    fs::create_dir_all(s.join("a/b")).unwrap();
+    write(&s.join("big"), &bytes(1, 400_000));
+    write(&s.join("a/app"), &bytes(2, 10_000));
+    write(&s.join("a/trunc"), &bytes(3, 50_000));
+    write(&s.join("a/b/moveme"), &bytes(4, 30_000));
+    write(&s.join("delete-me"), b"bye");
+    write(&s.join("becomes-dir"), b"file for now");
+    fs::create_dir(s.join("becomes-file")).unwrap();
+    write(&s.join("becomes-file/inner"), b"x");
+    write(&s.join("linked"), b"shared");
+    fs::hard_link(s.join("linked"), s.join("a/linked2")).unwrap();
+    write(&s.join("attr-only"), &bytes(5, 9000));
+    {
+        let f = fs::File::create(s.join("holes")).unwrap();
+        f.set_len(1 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&bytes(6, 200_000), 0).unwrap();
+    }
+    symlink("big", s.join("sym")).unwrap();
+}
+
+/// Every kind of change an increment must carry: in-place block rewrite,
+/// append, truncate, rename across directories, delete, type changes both
+/// ways, a new hard link, a broken hard link, attribute-only change, a
+/// punched hole, a retargeted symlink. Returns the paths whose entry on
+/// disk now differs from before (names gone, names new, and changed
+/// entries, parents whose listing changed included).
+pub fn mutate_for_level_1(s: &Path) -> Vec<&'static str> {
+    let write = |p: &Path, d: &[u8]| std::fs::write(p, d).unwrap();
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("big"))
+            .unwrap();
+        f.write_all_at(&bytes(7, 4096), 8192 * 5).unwrap();
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .open(s.join("a/app"))
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(s.join("a/app"))
+            .unwrap();
+        f.write_all(&bytes(8, 7000)).unwrap();
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .open(s.join("a/trunc"))
+        .unwrap()
+        .set_len(5000)
+        .unwrap();
+    fs::rename(s.join("a/b/moveme"), s.join("moved")).unwrap();
+    fs::remove_file(s.join("delete-me")).unwrap();
+    fs::remove_file(s.join("becomes-dir")).unwrap();
+    fs::create_dir(s.join("becomes-dir")).unwrap();
+    write(&s.join("becomes-dir/child"), b"child");
+    fs::remove_dir_all(s.join("becomes-file")).unwrap();
+    write(&s.join("becomes-file"), b"now a file");
+    fs::hard_link(s.join("big"), s.join("a/big-link")).unwrap();
+    fs::remove_file(s.join("a/linked2")).unwrap();
+    fs::set_permissions(s.join("attr-only"), fs::Permissions::from_mode(0o600)).unwrap();
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("holes"))
+            .unwrap();
+        snapdump::fsx::punch_hole(std::os::fd::AsFd::as_fd(&f), 4096 * 10, 4096 * 5).unwrap();
+    }
+    fs::remove_file(s.join("sym")).unwrap();
+    symlink("a/app", s.join("sym")).unwrap();
+    vec![
+        ".",
+        "a",
+        "a/b",
+        "big",
+        "a/app",
+        "a/trunc",
+        "a/b/moveme",
+        "moved",
+        "delete-me",
+        "becomes-dir",
+        "becomes-file",
+        "a/big-link",
+        "a/linked2",
+        "attr-only",
+        "holes",
+        "sym",
+    ]
+}
+
+/// Asserts that `out` holds exactly the entries of `expected` (a
+/// [`snapshot_tree`] of the source when it was dumped) chosen by `selected`
+/// (paths and everything under them) and the directories leading to them,
+/// each identical to the source's. Hard-link groups are compared within
+/// what was extracted.
+pub fn assert_extracted(expected: &BTreeMap<Vec<u8>, Entry>, out: &Path, selected: &[&str]) {
+    let got = snapshot_tree(out);
+    let under = |k: &[u8]| {
+        selected.iter().any(|s| {
+            let s = s.as_bytes();
+            k == s || (k.len() > s.len() && k.starts_with(s) && k[s.len()] == b'/')
+        })
+    };
+    let mut want: std::collections::BTreeSet<Vec<u8>> =
+        expected.keys().filter(|k| under(k)).cloned().collect();
+    for k in want.clone() {
+        let mut p = &k[..];
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            want.insert(p.to_vec());
+        }
+    }
+    want.insert(b".".to_vec());
+    let show = |v: &mut dyn Iterator<Item = &Vec<u8>>| {
+        v.map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        show(&mut got.keys()),
+        show(&mut want.iter()),
+        "extracted entries of {selected:?}"
+    );
+    for (k, g) in &got {
+        if k == b"." {
+            continue;
+        }
+        let mut e = expected[k].clone();
+        e.link_group = e.link_group.and_then(|grp| {
+            let kept: Vec<Vec<u8>> = grp.into_iter().filter(|p| got.contains_key(p)).collect();
+            (kept.len() > 1).then_some(kept)
+        });
+        if &e != g {
+            panic!(
+                "extracted {} differs from the source: {}",
+                String::from_utf8_lossy(k),
+                describe_diff(&e, g)
+            );
+        }
+    }
 }
