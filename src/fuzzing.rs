@@ -20,6 +20,49 @@ pub fn stream(data: &[u8]) {
         return;
     };
     let _ = read_data(&mut r, &front, |_, _| Ok(()));
+    random_access(data);
+}
+
+/// Reads `data` as a seekable stream the way `restore -x` does: front,
+/// end record, relocation table, then the data records holding every
+/// file's blocks, by offset.
+pub fn random_access(data: &[u8]) {
+    use crate::restore::chain::{Access, Link};
+    use crate::restore::fetch::{deliver, Plan};
+    use crate::stream::reader::Records;
+    use crate::stream::seek::SeekStream;
+    use std::io::Write;
+    let Ok(mut f) = tempfile::tempfile() else {
+        return;
+    };
+    if f.write_all(data).is_err() {
+        return;
+    }
+    let Ok(mut s) = SeekStream::open(f, "fuzz") else {
+        return;
+    };
+    let Ok(front) = read_front(&mut s) else {
+        return;
+    };
+    let mut link = Link {
+        name: "fuzz".into(),
+        header: s.header().clone(),
+        data_start: s.position(),
+        front,
+        access: Access::Seek(Box::new(s)),
+    };
+    let files = link
+        .front
+        .tree
+        .inodes
+        .iter()
+        .filter(|i| i.kind == crate::tree::Kind::File)
+        .map(|i| (i.ino, i));
+    let Ok(mut plan) = Plan::new(&[&link], files) else {
+        return;
+    };
+    let wants = plan.per_link.pop().unwrap_or_default();
+    let _ = deliver(&mut link, wants, |_, _, _| Ok(()));
 }
 
 /// Parses `data` as a catalog file, and as a catalog body (the part behind
