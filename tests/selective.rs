@@ -479,3 +479,40 @@ fn compare_finds_every_change_of_the_level_1_mutations_and_none_otherwise() {
     ]);
     assert_eq!((c, o.len()), (0, 0), "{e}");
 }
+
+#[test]
+fn extracting_most_of_a_stream_reads_it_in_one_pass() {
+    let t = paths();
+    fs::write(t.src.join("large"), bytes(11, 24 << 20)).unwrap();
+    fs::write(t.src.join("small"), bytes(12, 3000)).unwrap();
+    let s0 = dump(&t, 0, 0);
+    let len = fs::metadata(&s0).unwrap().len();
+    let run = |paths: &[&str], name: &str| {
+        let target = t.dir.path().join(name);
+        let mut args = vec![
+            "restore",
+            "-x",
+            "--json",
+            "-f",
+            p(&s0),
+            "--target",
+            p(&target),
+        ];
+        args.extend(paths);
+        let (c, o, e) = run_s(&args);
+        assert_eq!(c, 0, "{e}");
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        (target, v["stream_bytes_read"].as_u64().unwrap())
+    };
+    // About a hundred data records, all wanted: one ordered pass.
+    let (all, read) = run(&[], "all");
+    assert_same_tree(&t.src, &all);
+    assert!(
+        read >= len - 128 && read <= len + (1 << 20),
+        "{read} of {len}"
+    );
+    // One small file: a record or two.
+    let (one, read) = run(&["small"], "one");
+    assert_eq!(fs::read(one.join("small")).unwrap(), bytes(12, 3000));
+    assert!(read < len / 20, "{read} of {len}");
+}

@@ -98,6 +98,10 @@ impl Plan {
     }
 }
 
+/// Above this many wanted data records, and a quarter of all, a seekable
+/// stream is read in one ordered pass instead of record by record.
+const SEQUENTIAL_MIN_RECORDS: usize = 64;
+
 /// Reads the pieces `wants` from `link`, handing each found range to
 /// `sink(want, file_offset, bytes)` (bytes already cut at the file's size).
 /// Every record read is checked; every wanted block must arrive, else the
@@ -165,9 +169,26 @@ pub fn deliver(
                     records.insert(*off);
                 }
             }
-            for off in records {
-                let rec = s.record_at(off, RecordKind::Data)?;
-                got += take(rec.seq, off, &rec.raw, &mut seen)?;
+            let all: BTreeSet<u64> = reloc.items().iter().map(|e| e.2).collect();
+            if records.len() > SEQUENTIAL_MIN_RECORDS && records.len() * 4 > all.len() {
+                // Most of the data is wanted: one pass in order, with the
+                // parallel verifying and decompressing reader, beats a
+                // read per record.
+                let mut r = s.sequential()?;
+                while got < needed {
+                    let Some(rec) = r.next_record()? else { break };
+                    match rec.kind {
+                        RecordKind::Data => got += take(rec.seq, rec.offset, &rec.raw, &mut seen)?,
+                        RecordKind::Header | RecordKind::Meta | RecordKind::Image => {}
+                        _ => break,
+                    }
+                }
+                s.add_bytes_read(r.offset());
+            } else {
+                for off in records {
+                    let rec = s.record_at(off, RecordKind::Data)?;
+                    got += take(rec.seq, off, &rec.raw, &mut seen)?;
+                }
             }
         }
         Access::Pipe(r) => {

@@ -222,6 +222,25 @@ impl SeekStream {
         Ok(out)
     }
 
+    /// A sequential reader of the same file from its start (parallel
+    /// checking and decompression), for when most records are wanted.
+    pub fn sequential(&self) -> Result<super::reader::StreamReader> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = self
+            .file
+            .try_clone()
+            .with_context(|| format!("cannot reopen stream {}", self.name))?;
+        f.seek(SeekFrom::Start(0))
+            .with_context(|| format!("cannot rewind stream {}", self.name))?;
+        let input = Box::new(std::io::BufReader::with_capacity(1 << 20, f));
+        super::reader::StreamReader::open(input, &self.name, super::reader::Digest::Skip)
+    }
+
+    /// Counts bytes read by a sequential pass over the same file.
+    pub fn add_bytes_read(&mut self, n: u64) {
+        self.bytes_read += n;
+    }
+
     /// Where the next record of the sequential pass starts.
     pub fn position(&self) -> u64 {
         self.pos
