@@ -516,3 +516,53 @@ fn extracting_most_of_a_stream_reads_it_in_one_pass() {
     assert_eq!(fs::read(one.join("small")).unwrap(), bytes(12, 3000));
     assert!(read < len / 20, "{read} of {len}");
 }
+
+#[test]
+fn damaged_or_truncated_streams_are_named_and_unneeded_damage_is_harmless() {
+    let t = paths();
+    fs::write(t.src.join("a-first"), bytes(21, 2 << 20)).unwrap();
+    fs::write(t.src.join("z-last"), bytes(22, 5000)).unwrap();
+    let s0 = dump(&t, 0, 0);
+    let good = fs::read(&s0).unwrap();
+    let n = good.len();
+    let try_x = |data: &[u8], path: &str| {
+        let f = t.dir.path().join("damaged.sdump");
+        fs::write(&f, data).unwrap();
+        let target = t
+            .dir
+            .path()
+            .join(format!("x-{}", data.len() ^ data[n / 2] as usize));
+        let _ = fs::remove_dir_all(&target);
+        let (c, _, e) = run_s(&["restore", "-x", "-f", p(&f), "--target", p(&target), path]);
+        (c, e, target)
+    };
+    // Damage in the middle of a-first's data: z-last still comes back.
+    let mut bad = good.clone();
+    bad[n / 2] ^= 0x40;
+    let (c, e, target) = try_x(&bad, "z-last");
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(fs::read(target.join("z-last")).unwrap(), bytes(22, 5000));
+    // ... and a-first is refused, naming the record.
+    let (c, e, target) = try_x(&bad, "a-first");
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("damaged.sdump") && e.contains("record") && e.contains("checksum"),
+        "{e}"
+    );
+    assert!(e.contains("nothing was extracted"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        !target.join("a-first").exists(),
+        "a partial file was left behind"
+    );
+    // Truncated: no end record to find the relocation table by.
+    let (c, e, _) = try_x(&good[..n - 100], "z-last");
+    assert_eq!(c, 2);
+    assert!(e.contains("incomplete"), "{e}");
+    // A damaged relocation table (just before the 128-byte end record).
+    let mut bad = good.clone();
+    bad[n - 140] ^= 0x01;
+    let (c, e, _) = try_x(&bad, "z-last");
+    assert_eq!(c, 2);
+    assert!(e.contains("relocation") || e.contains("checksum"), "{e}");
+}

@@ -53,6 +53,16 @@ impl Link {
         }
     }
 
+    /// Reads what random access needs before any data (the end record and
+    /// the relocation table), so that a stream damaged there is refused
+    /// before anything is created.
+    pub fn prepare(&mut self) -> Result<()> {
+        if let Access::Seek(s) = &mut self.access {
+            s.index(self.data_start)?;
+        }
+        Ok(())
+    }
+
     /// A one-line description: "snapshot 3 (level 1, 2026-11-22T05:00:00Z, s3.sdump)".
     pub fn describe(&self) -> String {
         describe(&self.header.snapshot, &self.name)

@@ -102,6 +102,9 @@ pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary>
     let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
     let top = set.select(opts.at)?;
     let chain = set.chain(top, true)?;
+    for &i in &chain {
+        set.links[i].prepare()?;
+    }
     let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
     let (marks, missing) = mark_paths(&set.links[top].front.tree, &paths);
     for m in &missing {

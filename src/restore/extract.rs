@@ -13,7 +13,7 @@ use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
 use crate::stream::reader::Digest;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,9 @@ pub fn extract(opts: &ExtractOptions, report: &Report) -> Result<ExtractSummary>
     let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
     let top = set.select(opts.at)?;
     let chain = set.chain(top, true)?;
+    for &i in &chain {
+        set.links[i].prepare()?;
+    }
     let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
     let tree = &set.links[top].front.tree;
     let (marks, missing) = mark_paths(tree, &paths);
@@ -87,15 +90,24 @@ pub fn extract(opts: &ExtractOptions, report: &Report) -> Result<ExtractSummary>
         .with_context(|| format!("cannot open target {}", opts.target.display()))?;
     let mut apply = Apply::new(root, opts.force, report)?;
     apply.merge_directories(&sel.ancestor);
-    let fail = |e: anyhow::Error| {
-        anyhow!(
-            "{e:#}; the extraction into {} is incomplete",
-            opts.target.display()
-        )
+    let result = (|| -> Result<(u64, u64)> {
+        apply.skeleton(&sel.tree)?;
+        let n = fill(&mut set, &chain, top, &sel, &mut apply)?;
+        apply.finish_selected(&sel.tree, sel.whole)?;
+        Ok(n)
+    })();
+    let (blocks, bytes) = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let left = apply.remove_created(&sel.tree);
+            let what = if left == 0 {
+                "nothing was extracted (the entries it had created were removed)".to_string()
+            } else {
+                format!("{left} entries it had created could not be removed")
+            };
+            bail!("{e:#}; {what} in {}", opts.target.display());
+        }
     };
-    apply.skeleton(&sel.tree).map_err(fail)?;
-    let (blocks, bytes) = fill(&mut set, &chain, top, &sel, &mut apply).map_err(fail)?;
-    apply.finish_selected(&sel.tree, sel.whole).map_err(fail)?;
     let total = chain
         .iter()
         .map(|&i| match &set.links[i].access {

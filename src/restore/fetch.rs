@@ -155,14 +155,7 @@ pub fn deliver(
     };
     match access {
         Access::Seek(s) => {
-            let end = s.end()?;
-            let reloc = s.relocation(&end, *data_start)?;
-            let reloc = IntervalIndex::new(
-                reloc
-                    .into_iter()
-                    .map(|e| (e.vbn, e.count, e.offset))
-                    .collect(),
-            );
+            let reloc = s.index(*data_start)?;
             let mut records = BTreeSet::new();
             for (v, c, _) in index.items() {
                 for (_, _, off) in reloc.overlapping(*v, *c) {

@@ -236,6 +236,9 @@ pub(super) struct Apply<'a> {
     kept: Vec<bool>,
     /// Inodes that may be existing directories (selective restore).
     merge: Vec<bool>,
+    /// Dirents (by index) this run created, in creation order, so that a
+    /// failed selective restore can take them away again.
+    created: Vec<usize>,
     open: Option<(u64, OwnedFd)>,
     not_owned: u64,
 }
@@ -259,6 +262,7 @@ impl<'a> Apply<'a> {
             skipped: Vec::new(),
             kept: Vec::new(),
             merge: Vec::new(),
+            created: Vec::new(),
             open: None,
             not_owned: 0,
         })
@@ -277,7 +281,8 @@ impl<'a> Apply<'a> {
     pub(super) fn skeleton(&mut self, tree: &Tree) -> Result<()> {
         self.skipped = vec![false; tree.inodes.len() + 1];
         self.kept = vec![false; tree.inodes.len() + 1];
-        for d in &tree.dirents {
+        self.created.clear();
+        for (index, d) in tree.dirents.iter().enumerate() {
             if d.parent == 0 {
                 continue;
             }
@@ -312,6 +317,7 @@ impl<'a> Apply<'a> {
                             && is_dir(dir, &d.name) =>
                     {
                         self.kept[d.ino as usize] = self.merge[d.ino as usize];
+                        continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !self.force => {
                         bail!(
@@ -329,6 +335,7 @@ impl<'a> Apply<'a> {
                         })
                         .map_err(io_ctx(tree, d.ino, "create"))?,
                 }
+                self.created.push(index);
             } else {
                 let p = tree.primary(d.ino);
                 let src = self
@@ -344,9 +351,33 @@ impl<'a> Apply<'a> {
                         crate::names::escape(&tree.dirent_path(d))
                     )
                 })?;
+                self.created.push(index);
             }
         }
         Ok(())
+    }
+
+    /// Removes, newest first, every entry this run's skeleton created (a
+    /// selective restore that failed leaves the target as it found it,
+    /// short of what `--force` replaced). Returns how many could not be
+    /// removed.
+    pub(super) fn remove_created(&mut self, tree: &Tree) -> usize {
+        self.open = None;
+        let mut left = 0;
+        for &index in self.created.iter().rev() {
+            let d = &tree.dirents[index];
+            let is_dir = tree.inode(d.ino).kind == Kind::Dir;
+            let removed = self
+                .dirs
+                .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
+                .and_then(|dir| fsx::unlink_at(dir, &d.name, is_dir));
+            if removed.is_err() {
+                left += 1;
+            }
+        }
+        self.created.clear();
+        self.dirs.reset();
+        left
     }
 
     /// Writes one data segment.

@@ -269,6 +269,9 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
     let mut set = StreamSet::open(&opts.inputs, Digest::Skip)?;
     let top = set.select(opts.at)?;
     let chain = set.chain(top, true)?;
+    for &i in &chain {
+        set.links[i].prepare()?;
+    }
     let browse = Rc::new(Browse::new(set.links[top].front.tree.clone()));
     let cwd = Rc::new(Cell::new(ROOT_INO));
     // explicit[i]: Some(true) added, Some(false) deleted, None inherits.
@@ -370,10 +373,14 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                         .with_context(|| format!("cannot open target {}", opts.target.display()))?;
                     let mut apply = Apply::new(root, opts.force, report)?;
                     apply.merge_directories(&sel.ancestor);
-                    apply.skeleton(&sel.tree)?;
-                    let n = fill(&mut set, &chain, top, &sel, &mut apply)?;
-                    apply.finish_selected(&sel.tree, sel.whole)?;
-                    Ok(n)
+                    let r = apply
+                        .skeleton(&sel.tree)
+                        .and_then(|_| fill(&mut set, &chain, top, &sel, &mut apply))
+                        .and_then(|n| apply.finish_selected(&sel.tree, sel.whole).map(|_| n));
+                    if r.is_err() {
+                        apply.remove_created(&sel.tree);
+                    }
+                    r
                 })();
                 match r {
                     Ok((_, bytes)) => {

@@ -14,6 +14,7 @@ use super::header::StreamHeader;
 use super::payload::{decode_reloc, End, RelocEntry, END_LEN};
 use super::reader::{kind_name, Record, Records};
 use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use crate::runs::IntervalIndex;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -28,6 +29,8 @@ pub struct SeekStream {
     last_kind: RecordKind,
     bytes_read: u64,
     header: StreamHeader,
+    /// The relocation table, once read: VBN runs to data record offsets.
+    index: Option<std::rc::Rc<IntervalIndex<u64>>>,
 }
 
 /// The whole-record size of the end record: it is always the stream's last
@@ -50,6 +53,7 @@ impl SeekStream {
             last_kind: RecordKind::Header,
             bytes_read: 0,
             header: StreamHeader::default(),
+            index: None,
         };
         if len == 0 {
             bail!("{name}: empty input: not a snapdump stream");
@@ -239,6 +243,24 @@ impl SeekStream {
     /// Counts bytes read by a sequential pass over the same file.
     pub fn add_bytes_read(&mut self, n: u64) {
         self.bytes_read += n;
+    }
+
+    /// The relocation table as an index from VBN runs to data record
+    /// offsets, read (end record, then the table) on first use.
+    pub fn index(&mut self, data_start: u64) -> Result<std::rc::Rc<IntervalIndex<u64>>> {
+        if let Some(i) = &self.index {
+            return Ok(i.clone());
+        }
+        let end = self.end()?;
+        let entries = self.relocation(&end, data_start)?;
+        let i = std::rc::Rc::new(IntervalIndex::new(
+            entries
+                .into_iter()
+                .map(|e| (e.vbn, e.count, e.offset))
+                .collect(),
+        ));
+        self.index = Some(i.clone());
+        Ok(i)
     }
 
     /// Where the next record of the sequential pass starts.
