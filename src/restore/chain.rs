@@ -243,6 +243,46 @@ impl StreamSet {
     }
 }
 
+/// A snapshot chosen among the streams given, and the chain leading to it,
+/// ready for random access.
+pub struct Chosen {
+    /// Every stream given.
+    pub set: StreamSet,
+    /// Index of the stream holding the chosen snapshot.
+    pub top: usize,
+    /// Indexes of its chain, the full stream first.
+    pub chain: Vec<usize>,
+}
+
+impl Chosen {
+    /// Opens `inputs`, chooses the snapshot `at` (default the newest),
+    /// finds its complete chain, and reads the end record and relocation
+    /// table of each seekable stream on it, so that damage there is found
+    /// before anything is created.
+    pub fn open(inputs: &[String], digest: Digest, at: Option<At>) -> Result<Chosen> {
+        let mut set = StreamSet::open(inputs, digest)?;
+        let top = set.select(at)?;
+        let chain = set.chain(top, true)?;
+        for &i in &chain {
+            set.links[i].prepare()?;
+        }
+        Ok(Chosen { set, top, chain })
+    }
+
+    /// The stream holding the chosen snapshot.
+    pub fn top(&self) -> &Link {
+        &self.set.links[self.top]
+    }
+
+    /// The names of the chain's streams, full stream first.
+    pub fn names(&self) -> Vec<String> {
+        self.chain
+            .iter()
+            .map(|&i| self.set.links[i].name.clone())
+            .collect()
+    }
+}
+
 fn open_link(spec: &str, digest: Digest) -> Result<Link> {
     let name = if spec == "-" { "stdin" } else { spec }.to_string();
     let file = if spec != "-" && digest == Digest::Skip {

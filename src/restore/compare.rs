@@ -9,7 +9,7 @@
 //! and a file's bytes where the snapshot has holes must be zero. atime and
 //! ctime are not compared: reading changes the one, restoring the other.
 
-use super::chain::{At, StreamSet};
+use super::chain::{At, Chosen};
 use super::changes::attr_changes;
 use super::fetch::{deliver, Plan};
 use super::select::{cut, mark_paths, normalize};
@@ -99,12 +99,11 @@ pub struct CompareSummary {
 /// Runs `restore -C`.
 pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary> {
     let started = std::time::Instant::now();
-    let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
-    let top = set.select(opts.at)?;
-    let chain = set.chain(top, true)?;
-    for &i in &chain {
-        set.links[i].prepare()?;
-    }
+    let Chosen {
+        mut set,
+        top,
+        chain,
+    } = Chosen::open(&opts.inputs, opts.digest, opts.at)?;
     let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
     let (marks, missing) = mark_paths(&set.links[top].front.tree, &paths);
     for m in &missing {

@@ -1,7 +1,7 @@
 //! `restore -x`: extract chosen files and subtrees, as of any snapshot of a
 //! chain, into a directory, reading only the records they need.
 
-use super::chain::{At, StreamSet};
+use super::chain::{Access, At, Chosen};
 use super::fetch::{deliver, Plan};
 use super::full::Apply;
 use super::select::{cut, mark_paths, normalize, Selection};
@@ -13,7 +13,7 @@ use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
 use crate::stream::reader::Digest;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,90 +66,87 @@ pub struct ExtractSummary {
 /// Runs `restore -x`.
 pub fn extract(opts: &ExtractOptions, report: &Report) -> Result<ExtractSummary> {
     let started = std::time::Instant::now();
-    let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
-    let top = set.select(opts.at)?;
-    let chain = set.chain(top, true)?;
-    for &i in &chain {
-        set.links[i].prepare()?;
-    }
+    let mut c = Chosen::open(&opts.inputs, opts.digest, opts.at)?;
     let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
-    let tree = &set.links[top].front.tree;
-    let (marks, missing) = mark_paths(tree, &paths);
+    let (marks, missing) = mark_paths(&c.top().front.tree, &paths);
     for m in &missing {
-        report.warn(m, format!("not in {}", set.links[top].describe()));
+        report.warn(m, format!("not in {}", c.top().describe()));
     }
     if !missing.is_empty() && missing.len() == paths.len() {
         bail!(
             "none of the given paths is in {}; list it with restore -t",
-            set.links[top].describe()
+            c.top().describe()
         );
     }
-    let sel = cut(tree, &marks);
+    let sel = cut(&c.top().front.tree, &marks);
     prepare_target(&opts.target, opts.force)?;
-    let root = fsx::open_dir_path(&opts.target)
-        .with_context(|| format!("cannot open target {}", opts.target.display()))?;
-    let mut apply = Apply::new(root, opts.force, report)?;
-    apply.merge_directories(&sel.ancestor);
-    let result = (|| -> Result<(u64, u64)> {
-        apply.skeleton(&sel.tree)?;
-        let n = fill(&mut set, &chain, top, &sel, &mut apply)?;
-        apply.finish_selected(&sel.tree, sel.whole)?;
-        Ok(n)
-    })();
-    let (blocks, bytes) = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let left = apply.remove_created(&sel.tree);
-            let what = if left == 0 {
-                "nothing was extracted (the entries it had created were removed)".to_string()
-            } else {
-                format!("{left} entries it had created could not be removed")
-            };
-            bail!("{e:#}; {what} in {}", opts.target.display());
-        }
-    };
-    let total = chain
+    let (blocks, bytes) = extract_into(&mut c, &sel, &opts.target, opts.force, report)?;
+    let total = c
+        .chain
         .iter()
-        .map(|&i| match &set.links[i].access {
-            super::chain::Access::Seek(s) => s.len(),
-            super::chain::Access::Pipe(r) => r.offset(),
+        .map(|&i| match &c.set.links[i].access {
+            Access::Seek(s) => s.len(),
+            Access::Pipe(r) => r.offset(),
         })
         .sum();
     Ok(ExtractSummary {
         command: "extract",
         status: report.status_word(),
-        snapshot: set.links[top].header.snapshot.clone(),
-        chain: chain.iter().map(|&i| set.links[i].name.clone()).collect(),
+        snapshot: c.top().header.snapshot.clone(),
+        chain: c.names(),
         target: opts.target.display().to_string(),
         entries: sel.tree.dirents.len() as u64 - 1,
         data_blocks: blocks,
         data_bytes: bytes,
-        stream_bytes_read: set.bytes_read(),
+        stream_bytes_read: c.set.bytes_read(),
         stream_bytes_total: total,
         elapsed_seconds: started.elapsed().as_secs_f64(),
         warnings: report.warnings(),
     })
 }
 
+/// Creates the selection in `target` (an existing directory) and fills its
+/// files from the chain; returns blocks and bytes written. On failure the
+/// entries it created are removed again and the error says so.
+pub(super) fn extract_into(
+    c: &mut Chosen,
+    sel: &Selection,
+    target: &Path,
+    force: bool,
+    report: &Report,
+) -> Result<(u64, u64)> {
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot open target {}", target.display()))?;
+    let mut apply = Apply::new(root, force, report)?;
+    apply.merge_directories(&sel.ancestor);
+    let result = apply
+        .skeleton(&sel.tree)
+        .and_then(|_| fill(c, sel, &mut apply))
+        .and_then(|n| apply.finish_selected(&sel.tree, sel.whole).map(|_| n));
+    result.map_err(|e| {
+        let left = apply.remove_created(&sel.tree);
+        let what = if left == 0 {
+            "nothing was extracted (the entries it had created were removed)".to_string()
+        } else {
+            format!("{left} entries it had created could not be removed")
+        };
+        anyhow!("{e:#}; {what} in {}", target.display())
+    })
+}
+
 /// Writes the data of the selection's files from the chain; returns blocks
 /// and bytes written.
-pub(super) fn fill(
-    set: &mut StreamSet,
-    chain: &[usize],
-    top: usize,
-    sel: &Selection,
-    apply: &mut Apply,
-) -> Result<(u64, u64)> {
+fn fill(c: &mut Chosen, sel: &Selection, apply: &mut Apply) -> Result<(u64, u64)> {
     let plan = {
-        let links: Vec<_> = chain.iter().map(|&i| &set.links[i]).collect();
-        Plan::new(&links, sel.files(&set.links[top].front.tree))?
+        let links: Vec<_> = c.chain.iter().map(|&i| &c.set.links[i]).collect();
+        Plan::new(&links, sel.files(&c.top().front.tree))?
     };
-    let bs = set.links[top].header.block_size as u64;
+    let bs = c.top().header.block_size as u64;
     let progress = Progress::bytes(plan.blocks().saturating_mul(bs), "extract");
     let mut blocks = 0;
     let mut bytes = 0;
     for (k, wants) in plan.per_link.into_iter().enumerate() {
-        let link = &mut set.links[chain[k]];
+        let link = &mut c.set.links[c.chain[k]];
         blocks += deliver(link, wants, |w, off, data| {
             progress.inc(data.len() as u64);
             bytes += data.len() as u64;

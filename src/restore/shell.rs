@@ -9,11 +9,9 @@
 //! terminal; on a pipe the commands are read one per line, so the shell can
 //! also be scripted.
 
-use super::chain::{At, StreamSet};
-use super::extract::fill;
-use super::full::Apply;
+use super::chain::{At, Chosen};
+use super::extract::extract_into;
 use super::select::cut;
-use crate::fsx;
 use crate::names::{escape, unescape};
 use crate::report::Report;
 use crate::stream::reader::Digest;
@@ -266,13 +264,8 @@ commands (paths are relative to the current directory, or absolute from the snap
 
 /// Runs the interactive shell.
 pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
-    let mut set = StreamSet::open(&opts.inputs, Digest::Skip)?;
-    let top = set.select(opts.at)?;
-    let chain = set.chain(top, true)?;
-    for &i in &chain {
-        set.links[i].prepare()?;
-    }
-    let browse = Rc::new(Browse::new(set.links[top].front.tree.clone()));
+    let mut chosen = Chosen::open(&opts.inputs, Digest::Skip, opts.at)?;
+    let browse = Rc::new(Browse::new(chosen.top().front.tree.clone()));
     let cwd = Rc::new(Cell::new(ROOT_INO));
     // explicit[i]: Some(true) added, Some(false) deleted, None inherits.
     let mut explicit: Vec<Option<bool>> = vec![None; browse.tree.dirents.len()];
@@ -365,23 +358,11 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                     writeln!(out, "extracting again into {}", opts.target.display())?;
                 }
                 let sel = cut(&b.tree, &marks);
-                let r = (|| -> Result<(u64, u64)> {
-                    std::fs::create_dir_all(&opts.target).with_context(|| {
-                        format!("cannot create target {}", opts.target.display())
-                    })?;
-                    let root = fsx::open_dir_path(&opts.target)
-                        .with_context(|| format!("cannot open target {}", opts.target.display()))?;
-                    let mut apply = Apply::new(root, opts.force, report)?;
-                    apply.merge_directories(&sel.ancestor);
-                    let r = apply
-                        .skeleton(&sel.tree)
-                        .and_then(|_| fill(&mut set, &chain, top, &sel, &mut apply))
-                        .and_then(|n| apply.finish_selected(&sel.tree, sel.whole).map(|_| n));
-                    if r.is_err() {
-                        apply.remove_created(&sel.tree);
-                    }
-                    r
-                })();
+                let r = std::fs::create_dir_all(&opts.target)
+                    .with_context(|| format!("cannot create target {}", opts.target.display()))
+                    .and_then(|_| {
+                        extract_into(&mut chosen, &sel, &opts.target, opts.force, report)
+                    });
                 match r {
                     Ok((_, bytes)) => {
                         extracted_once = true;
@@ -396,7 +377,7 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                 }
             }
             "what" => {
-                let h = &set.links[top].header;
+                let h = &chosen.top().header;
                 writeln!(
                     out,
                     "snapshot {} (level {}) of {} on {}, taken {}",
@@ -406,8 +387,8 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                     h.hostname,
                     h.snapshot.time.rfc3339()
                 )?;
-                for &i in &chain {
-                    writeln!(out, "  {}", set.links[i].describe())?;
+                for &i in &chosen.chain {
+                    writeln!(out, "  {}", chosen.set.links[i].describe())?;
                 }
             }
             "help" | "?" => writeln!(out, "{HELP}")?,
