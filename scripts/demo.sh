@@ -31,5 +31,15 @@ echo "== compare"
 diff -r --no-dereference --exclude=.snapdump-restore --exclude=fifo "$src" "$work/restored"
 [ -p "$work/restored/fifo" ]
 [ "$(stat -c '%a %s %b %Y' "$src/data/sparse.img")" = "$(stat -c '%a %s %b %Y' "$work/restored/data/sparse.img")" ]
+echo "== level 1 after a change, then one file as of each snapshot"
+printf 'edited\n' >> "$src/docs/readme.txt"
+"$bin" dump -1 -f "$work/level1.sdump" --catalog "$work/catalog" "$src"
+"$bin" restore -C -f "$work/level0.sdump" --target "$src" || echo "(restore -C: the live tree differs from snapshot 1, as it should)"
+"$bin" restore -x -f "$work/level0.sdump" -f "$work/level1.sdump" --at 1 --target "$work/v1" docs/readme.txt
+"$bin" restore -x -f "$work/level0.sdump" -f "$work/level1.sdump" --target "$work/v2" docs/readme.txt
+[ "$(cat "$work/v1/docs/readme.txt")" = "hello from snapdump" ]
+cmp "$src/docs/readme.txt" "$work/v2/docs/readme.txt"
+"$bin" restore -C -f "$work/level0.sdump" -f "$work/level1.sdump" --target "$src"
+"$bin" history -f "$work/level0.sdump" -f "$work/level1.sdump" docs/readme.txt
 echo "stream: $(stat -c %s "$work/level0.sdump") bytes for $(du -sb --apparent-size "$src" | cut -f1) bytes of source"
 echo "demo ok: restored tree is identical"
