@@ -76,9 +76,24 @@ struct DumpArgs {
     l8: bool,
     #[arg(short = '9', group = "lvl", hide = true)]
     l9: bool,
-    /// Output: a file, a device, or - for stdout (default: $TAPE).
-    #[arg(short = 'f', value_name = "OUT")]
-    file: Option<String>,
+    /// Output: a file, a device, or - for stdout (default: $TAPE). On tape,
+    /// repeat for the volumes to use in turn.
+    #[arg(short = 'f', value_name = "OUT", action = clap::ArgAction::Append)]
+    file: Vec<String>,
+    /// On tape: KiB per data record (one record per write).
+    #[arg(short = 'b', value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    block_kib: u64,
+    /// On tape: add the dump after the dumps already on it.
+    #[arg(long)]
+    append: bool,
+    /// Capacity of a virtual tape (e.g. 400M, 12T); the dump continues on
+    /// the next volume when it fills up.
+    #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
+    tape_capacity: Option<u64>,
+    /// Run CMD when the next volume is needed (with SNAPDUMP_VOLUME and
+    /// SNAPDUMP_DEVICE set); without it, ask on the terminal.
+    #[arg(long, value_name = "CMD")]
+    new_volume: Option<String>,
     /// Catalog directory (default: /var/lib/snapdump, or $XDG_STATE_HOME/snapdump).
     #[arg(long, value_name = "DIR")]
     catalog: Option<PathBuf>,
@@ -93,6 +108,18 @@ struct DumpArgs {
     json: JsonArgs,
     /// The directory tree to dump.
     source: PathBuf,
+}
+
+/// Options of tape media (virtual tapes are files ending in .tap).
+#[derive(Args)]
+struct ReadMediumArgs {
+    /// On a tape: restore the Nth dump (spacing over N-1 filemarks).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    file_number: u64,
+    /// Run CMD when the next volume is needed (with SNAPDUMP_VOLUME and
+    /// SNAPDUMP_DEVICE set); without it, ask on the terminal.
+    #[arg(long, value_name = "CMD")]
+    new_volume: Option<String>,
 }
 
 #[derive(Args)]
@@ -149,6 +176,8 @@ struct RestoreArgs {
     #[arg(long)]
     verify_digest: bool,
     #[command(flatten)]
+    medium: ReadMediumArgs,
+    #[command(flatten)]
     json: JsonArgs,
     /// Paths inside the stream (for -t and -x).
     paths: Vec<String>,
@@ -156,9 +185,12 @@ struct RestoreArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Input: a file, a device, or - for stdin (default: $TAPE).
-    #[arg(short = 'f', value_name = "IN")]
-    file: Option<String>,
+    /// Input: a file, a device, or - for stdin (default: $TAPE); repeat
+    /// for the volumes of a dump on tape.
+    #[arg(short = 'f', value_name = "IN", action = clap::ArgAction::Append)]
+    file: Vec<String>,
+    #[command(flatten)]
+    medium: ReadMediumArgs,
     #[command(flatten)]
     json: JsonArgs,
 }
@@ -180,12 +212,13 @@ fn parse_at(s: &str) -> Result<snapdump::restore::chain::At, String> {
 }
 
 /// The `-f` values, or `$TAPE` when none was given.
-fn inputs(files: &[String]) -> anyhow::Result<Vec<String>> {
-    if files.is_empty() {
-        Ok(vec![snapdump::media::stream_spec(None)?])
+fn inputs(files: &[String], m: &ReadMediumArgs) -> anyhow::Result<Vec<snapdump::media::Input>> {
+    let specs = if files.is_empty() {
+        vec![snapdump::media::stream_spec(None)?]
     } else {
-        Ok(files.to_vec())
-    }
+        files.to_vec()
+    };
+    snapdump::media::group_inputs(&specs, m.file_number, m.new_volume.clone())
 }
 
 fn main() {
@@ -225,10 +258,17 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
         Cmd::Dump(a) => {
             let levels = [a.l0, a.l1, a.l2, a.l3, a.l4, a.l5, a.l6, a.l7, a.l8, a.l9];
             let level = levels.iter().position(|&b| b).unwrap_or(0) as u8;
-            let output = stream_spec(a.file.as_deref())?;
+            let output = stream_spec(a.file.first().map(|s| s.as_str()))?;
             let opts = snapdump::dump::DumpOptions {
                 level,
                 output: output.clone(),
+                volumes: a.file.iter().skip(1).cloned().collect(),
+                tape: snapdump::tape::writer::TapeOptions {
+                    block_size: a.block_kib * 1024,
+                    append: a.append,
+                    capacity: a.tape_capacity.unwrap_or(0),
+                    new_volume: a.new_volume,
+                },
                 catalog_root: a.catalog.unwrap_or_else(snapdump::catalog::default_root),
                 compression: a.compress,
                 source: a.source,
@@ -253,7 +293,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     _ => return Ok(0),
                 }
             }
-            let inputs = inputs(&a.file)?;
+            let inputs = inputs(&a.file, &a.medium)?;
             let digest = if a.verify_digest {
                 snapdump::stream::reader::Digest::Check
             } else {
@@ -350,14 +390,18 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             Ok(report.exit_status())
         }
         Cmd::Verify(a) => {
-            let input = stream_spec(a.file.as_deref())?;
+            let mut inputs = inputs(&a.file, &a.medium)?;
+            if inputs.len() != 1 {
+                anyhow::bail!("verify checks one stream at a time; give its volumes, or run verify once per stream");
+            }
+            let input = inputs.remove(0);
             let s = snapdump::restore::verify::verify(&input)?;
             if a.json.json || a.json.json_file.is_some() {
                 emit_json(&a.json, false, &s)?;
             } else {
                 println!(
                     "{}: ok: snapshot {} level {} of {}, {} entries, {} data blocks ({} bytes), {} stream bytes",
-                    input,
+                    input.name(),
                     s.header.snapshot.id,
                     s.header.snapshot.level,
                     snapdump::names::escape(&s.header.source_path),
@@ -374,7 +418,12 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             let from = if a.file.is_empty() {
                 HistorySource::Catalog(a.catalog.unwrap_or_else(snapdump::catalog::default_root))
             } else {
-                HistorySource::Streams(a.file)
+                HistorySource::Streams(
+                    a.file
+                        .iter()
+                        .map(|f| snapdump::media::Input::plain(f))
+                        .collect(),
+                )
             };
             let h = history(&from, &a.path, report)?;
             if a.json {

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Write buffer size: large sequential writes suit pipes, disks and tapes.
 const IO_BUF: usize = 1 << 20;
@@ -39,6 +40,26 @@ enum Finish {
     Direct {
         file: File,
     },
+    /// A tape (virtual or real): records, volumes, a filemark at the end.
+    Tape {
+        writer: Arc<Mutex<crate::tape::writer::TapeWriter>>,
+    },
+}
+
+/// The handle the stream writer writes a tape dump through; the tape
+/// writer itself stays with the [`Output`], which finishes it on commit.
+struct SharedTape(Arc<Mutex<crate::tape::writer::TapeWriter>>);
+
+impl Write for SharedTape {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("tape writer poisoned"))?
+            .write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An output being written.
@@ -49,6 +70,35 @@ pub struct Output {
 }
 
 impl Output {
+    /// Opens the dump's destination: a tape (its first volume `specs[0]`,
+    /// further volumes from the rest of `specs` and `tape.new_volume`), or
+    /// a file, device or stdout.
+    pub fn open_medium(
+        specs: &[String],
+        tape: &crate::tape::writer::TapeOptions,
+    ) -> Result<(Output, Box<dyn Write + Send>)> {
+        if crate::tape::is_virtual_tape(&specs[0]) {
+            let w = crate::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
+            let shared = Arc::new(Mutex::new(w));
+            return Ok((
+                Output {
+                    finish: Finish::Tape {
+                        writer: shared.clone(),
+                    },
+                    name: specs[0].clone(),
+                },
+                Box::new(SharedTape(shared)),
+            ));
+        }
+        if specs.len() > 1 {
+            bail!(
+                "several -f name the volumes of a dump to tape, but {} is not a tape (virtual tapes end in .tap)",
+                specs[0]
+            );
+        }
+        Self::open(&specs[0])
+    }
+
     /// Opens `spec` for writing a stream ("-" is stdout).
     pub fn open(spec: &str) -> Result<(Output, Box<dyn Write + Send>)> {
         if spec == "-" {
@@ -121,6 +171,10 @@ impl Output {
     pub fn commit(self) -> Result<()> {
         match self.finish {
             Finish::Stdout => Ok(()),
+            Finish::Tape { writer } => writer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("tape writer poisoned"))?
+                .finish(),
             Finish::Direct { file } => {
                 // Devices may not support fsync; a pipe never does.
                 let _ = file.sync_all();
@@ -149,10 +203,92 @@ impl Output {
     /// Discards a failed stream: the temporary file is removed, so nothing
     /// half-written is left under the requested name.
     pub fn abort(self) {
-        if let Finish::Replace { tmp, .. } = self.finish {
-            let _ = std::fs::remove_file(tmp);
+        match self.finish {
+            Finish::Replace { tmp, .. } => {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Finish::Tape { writer } => {
+                if let Ok(mut w) = writer.lock() {
+                    w.abandon();
+                }
+            }
+            _ => {}
         }
     }
+}
+
+/// One stream to read: a file, a device, stdin, or the volumes of a dump
+/// on tape.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// The stream, or its volumes in order (several only for tapes).
+    pub specs: Vec<String>,
+    /// Which dump on a tape, from 1.
+    pub file_number: u64,
+    /// Command that provides the next volume when the given ones run out.
+    pub new_volume: Option<String>,
+}
+
+impl Input {
+    /// A plain stream (a file, a device, or "-").
+    pub fn plain(spec: &str) -> Input {
+        Input {
+            specs: vec![spec.to_string()],
+            file_number: 1,
+            new_volume: None,
+        }
+    }
+
+    /// The name used in messages ("stdin" for "-").
+    pub fn name(&self) -> &str {
+        match self.specs[0].as_str() {
+            "-" => "stdin",
+            s => s,
+        }
+    }
+
+    /// Whether the stream is on tape (volume headers, records, filemarks).
+    pub fn is_tape(&self) -> bool {
+        crate::tape::is_virtual_tape(&self.specs[0])
+    }
+
+    /// Opens the stream for sequential reading.
+    pub fn open(&self) -> Result<Box<dyn Read + Send>> {
+        if self.is_tape() {
+            let r = crate::tape::reader::TapeReader::open(
+                self.specs.clone(),
+                self.file_number,
+                self.new_volume.clone(),
+            )?;
+            return Ok(Box::new(BufReader::with_capacity(IO_BUF, r)));
+        }
+        open_input(&self.specs[0])
+    }
+}
+
+/// Groups `-f` values into streams: a virtual tape that holds volume 2 or
+/// later of a dump joins the tape before it, as the next volume.
+pub fn group_inputs(
+    specs: &[String],
+    file_number: u64,
+    new_volume: Option<String>,
+) -> Result<Vec<Input>> {
+    let mut out: Vec<Input> = Vec::new();
+    for spec in specs {
+        let continues = crate::tape::is_virtual_tape(spec)
+            && out.last().is_some_and(|i| i.is_tape())
+            && crate::tape::reader::first_volume_number(spec)? > 1;
+        if continues {
+            out.last_mut().expect("checked").specs.push(spec.clone());
+        } else {
+            out.push(Input {
+                specs: vec![spec.clone()],
+                file_number,
+                new_volume: new_volume.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Opens `spec` for reading a stream ("-" is stdin).

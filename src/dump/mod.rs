@@ -36,6 +36,10 @@ pub struct DumpOptions {
     pub level: u8,
     /// Stream destination ("-" for stdout).
     pub output: String,
+    /// Further volumes of a dump to tape (more `-f`).
+    pub volumes: Vec<String>,
+    /// Tape options (record size, append, capacity, volume changes).
+    pub tape: crate::tape::writer::TapeOptions,
     /// Catalog root directory.
     pub catalog_root: PathBuf,
     /// zstd level (0 = off).
@@ -142,7 +146,9 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     )?;
     let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
     let bs = catalog.state.block_size;
-    let (output, out) = Output::open(&opts.output)?;
+    let mut specs = vec![opts.output.clone()];
+    specs.extend(opts.volumes.iter().cloned());
+    let (output, out) = Output::open_medium(&specs, &opts.tape)?;
     let result = run(opts, &mut catalog, &source, bs, output, out, report);
     let (summary, new_state) = result?;
     // The stream is complete, synced and in place: now it may become a base.
@@ -180,6 +186,15 @@ fn run(
     }
     if let Some(tmp) = output_tmp_key(&opts.output) {
         exclude.insert(tmp);
+    }
+    // A tape image inside the source is not dumped into itself.
+    for spec in std::iter::once(&opts.output).chain(&opts.volumes) {
+        if crate::tape::is_virtual_tape(spec) {
+            if let Ok(m) = std::fs::metadata(spec) {
+                use std::os::unix::fs::MetadataExt;
+                exclude.insert((m.dev(), m.ino()));
+            }
+        }
     }
     let scan_opts = ScanOptions {
         block_size: bs as u64,

@@ -14,7 +14,7 @@
 //! devices are read sequentially.
 
 use super::check::{read_front, Front};
-use crate::media::open_input;
+use crate::media::Input;
 use crate::names::escape;
 use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::{Digest, StreamReader};
@@ -115,13 +115,13 @@ pub struct StreamSet {
 impl StreamSet {
     /// Opens every input and reads its front. With `Digest::Check` every
     /// input is read sequentially so that its SHA-256 list can be checked.
-    pub fn open(inputs: &[String], digest: Digest) -> Result<StreamSet> {
-        if inputs.iter().filter(|i| *i == "-").count() > 1 {
+    pub fn open(inputs: &[Input], digest: Digest) -> Result<StreamSet> {
+        if inputs.iter().filter(|i| i.specs[0] == "-").count() > 1 {
             bail!("standard input (-f -) can be given only once");
         }
         let mut links: Vec<Link> = Vec::with_capacity(inputs.len());
-        for spec in inputs {
-            let link = open_link(spec, digest)?;
+        for input in inputs {
+            let link = open_link(input, digest)?;
             if let Some(first) = links.first() {
                 if first.header.source_uuid != link.header.source_uuid {
                     bail!(
@@ -259,7 +259,7 @@ impl Chosen {
     /// finds its complete chain, and reads the end record and relocation
     /// table of each seekable stream on it, so that damage there is found
     /// before anything is created.
-    pub fn open(inputs: &[String], digest: Digest, at: Option<At>) -> Result<Chosen> {
+    pub fn open(inputs: &[Input], digest: Digest, at: Option<At>) -> Result<Chosen> {
         let mut set = StreamSet::open(inputs, digest)?;
         let top = set.select(at)?;
         let chain = set.chain(top, true)?;
@@ -283,9 +283,10 @@ impl Chosen {
     }
 }
 
-fn open_link(spec: &str, digest: Digest) -> Result<Link> {
-    let name = if spec == "-" { "stdin" } else { spec }.to_string();
-    let file = if spec != "-" && digest == Digest::Skip {
+fn open_link(input: &Input, digest: Digest) -> Result<Link> {
+    let name = input.name().to_string();
+    let spec = input.specs[0].as_str();
+    let file = if spec != "-" && !input.is_tape() && digest == Digest::Skip {
         let f = std::fs::File::open(spec).with_context(|| format!("cannot open stream {spec}"))?;
         let m = f
             .metadata()
@@ -310,7 +311,7 @@ fn open_link(spec: &str, digest: Digest) -> Result<Link> {
             })
         }
         None => {
-            let mut r = StreamReader::open(open_input(spec)?, &name, digest)?;
+            let mut r = StreamReader::open(input.open()?, &name, digest)?;
             let front = read_front(&mut r)?;
             Ok(Link {
                 name,

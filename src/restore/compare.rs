@@ -30,7 +30,7 @@ use std::path::PathBuf;
 /// What the user asked for.
 pub struct CompareOptions {
     /// The streams (`-f`, any order).
-    pub inputs: Vec<String>,
+    pub inputs: Vec<crate::media::Input>,
     /// The live tree to compare with.
     pub target: PathBuf,
     /// Paths to compare (relative to the dump's root); none = everything.

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// What the user asked for.
 pub struct ExtractOptions {
     /// The streams (`-f`, any order; unrelated ones are ignored).
-    pub inputs: Vec<String>,
+    pub inputs: Vec<crate::media::Input>,
     /// Directory to extract into (created if missing).
     pub target: PathBuf,
     /// Paths to extract, relative to the dump's root; none = everything.

@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 /// What the user asked for.
 pub struct RestoreOptions {
-    /// Stream to read ("-" for stdin).
-    pub input: String,
+    /// Stream to read.
+    pub input: crate::media::Input,
     /// Directory to restore into.
     pub target: PathBuf,
     /// Restore into a non-empty target, replacing what is in the way.
@@ -79,7 +79,7 @@ impl RestoreSummary {
         RestoreSummary {
             command: "restore",
             status: report.status_word(),
-            input: opts.input.clone(),
+            input: opts.input.name().to_string(),
             target: opts.target.display().to_string(),
             snapshot,
             entries,

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 /// Where the snapshots come from.
 pub enum HistorySource {
     /// Streams named on the command line.
-    Streams(Vec<String>),
+    Streams(Vec<crate::media::Input>),
     /// The streams a catalog recorded for the source holding the path.
     Catalog(PathBuf),
 }
@@ -75,8 +75,15 @@ pub struct History {
 /// Runs `snapdump history`.
 pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<History> {
     let inputs = match from {
-        HistorySource::Streams(v) => v.clone(),
+        HistorySource::Streams(_) => Vec::new(),
         HistorySource::Catalog(root) => catalog_streams(root, path, report)?,
+    };
+    let inputs: Vec<crate::media::Input> = match from {
+        HistorySource::Streams(v) => v.clone(),
+        HistorySource::Catalog(_) => inputs
+            .iter()
+            .map(|s| crate::media::Input::plain(s))
+            .collect(),
     };
     let set = StreamSet::open(&inputs, Digest::Skip)?;
     let source = set.links[0].header.source_path.clone();
@@ -199,7 +206,7 @@ fn catalog_streams(root: &std::path::Path, path: &str, report: &Report) -> Resul
             );
             continue;
         }
-        match StreamSet::open(std::slice::from_ref(&s.output), Digest::Skip) {
+        match StreamSet::open(&[crate::media::Input::plain(&s.output)], Digest::Skip) {
             Ok(one) if one.links[0].header.snapshot.uuid == s.snap.uuid => {
                 out.push(s.output.clone())
             }

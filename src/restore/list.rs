@@ -69,7 +69,7 @@ pub struct Listing {
 /// metadata and image sections are read. Given the streams leading to the
 /// snapshot, each entry names the snapshot that last changed it.
 pub fn list(
-    inputs: &[String],
+    inputs: &[crate::media::Input],
     at: Option<At>,
     paths: &[String],
     report: &Report,

@@ -15,13 +15,11 @@ pub mod shell;
 pub mod state;
 pub mod verify;
 
-use crate::media::open_input;
+use crate::media::Input;
 use crate::stream::reader::{Digest, StreamReader};
 use anyhow::Result;
 
 /// Opens a stream for reading and checks its header.
-pub fn open_stream(spec: &str, digest: Digest) -> Result<StreamReader> {
-    let input = open_input(spec)?;
-    let name = if spec == "-" { "stdin" } else { spec };
-    StreamReader::open(input, name, digest)
+pub fn open_stream(input: &Input, digest: Digest) -> Result<StreamReader> {
+    StreamReader::open(input.open()?, input.name(), digest)
 }

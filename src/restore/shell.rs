@@ -32,7 +32,7 @@ use std::rc::Rc;
 /// What the user asked for.
 pub struct ShellOptions {
     /// The streams (`-f`, any order).
-    pub inputs: Vec<String>,
+    pub inputs: Vec<crate::media::Input>,
     /// Where `extract` writes.
     pub target: PathBuf,
     /// The snapshot to browse (default: the newest given).

@@ -32,7 +32,7 @@ pub struct VerifySummary {
 }
 
 /// Verifies `input` end to end, including the SHA-256 digest list.
-pub fn verify(input: &str) -> Result<VerifySummary> {
+pub fn verify(input: &crate::media::Input) -> Result<VerifySummary> {
     let mut r = open_stream(input, Digest::Check)?;
     let front = read_front(&mut r)?;
     let t = read_data(&mut r, &front, |_, _| Ok(()))?;

@@ -53,7 +53,13 @@ impl StreamWriter {
     }
     /// Seals and writes one record; returns its stream offset.
     pub fn write_record(&mut self, kind: RecordKind, raw: &[u8]) -> Result<u64> {
-        let rec = seal(kind, self.next_seq, raw, self.zstd.as_mut());
+        // The header and end records are never compressed (stream.md): a
+        // tape layer or a reader at the end of a file reads them raw.
+        let zstd = match kind {
+            RecordKind::Header | RecordKind::End => None,
+            _ => self.zstd.as_mut(),
+        };
+        let rec = seal(kind, self.next_seq, raw, zstd);
         self.put(&rec)?;
         self.digests.update(&crate::util::sha256(&rec));
         let at = self.offset;

@@ -1,0 +1,205 @@
+//! The virtual tape: a SIMH .tap image file that keeps record boundaries
+//! and filemarks (formats/tape.md), with an optional capacity and
+//! early-warning point so that end-of-medium handling can be exercised
+//! without a drive.
+
+use super::{Device, ReadItem};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// SIMH's end-of-medium marker.
+const EOM: u32 = 0xFFFF_FFFF;
+/// SIMH's "bad record" flag in a length word.
+const BAD: u32 = 0x8000_0000;
+
+/// A tape image file, positioned like a tape.
+pub struct VirtualTape {
+    file: io::BufReader<File>,
+    name: String,
+    /// Byte position in the image.
+    pos: u64,
+    /// Capacity in image bytes (0: unlimited).
+    capacity: u64,
+    /// Whether the image was written (what follows the last write is then
+    /// gone, as on a real tape).
+    written: bool,
+    /// Where the buffered reader stands, when known (a seek discards its
+    /// buffer, so it seeks only when it must).
+    rpos: Option<u64>,
+}
+
+impl VirtualTape {
+    /// Opens (creating it when `create`) a tape image at its beginning.
+    pub fn open(path: &Path, create: bool, capacity: u64) -> io::Result<VirtualTape> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(VirtualTape {
+            file: io::BufReader::with_capacity(1 << 20, file),
+            name: path.display().to_string(),
+            pos: 0,
+            capacity,
+            written: false,
+            rpos: None,
+        })
+    }
+
+    /// The early-warning point, in image bytes (formats/tape.md).
+    fn early_warning(&self, block_size: u64) -> u64 {
+        if self.capacity == 0 {
+            return u64::MAX;
+        }
+        self.capacity
+            .saturating_sub((self.capacity / 50).max(2 * block_size))
+    }
+
+    fn raw_write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.capacity != 0 && self.pos + bytes.len() as u64 > self.capacity {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.rpos = None;
+        let f = self.file.get_mut();
+        f.seek(SeekFrom::Start(self.pos))?;
+        f.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        self.written = true;
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes at the current position; false at
+    /// the end of the image before the first byte.
+    fn read_at_pos(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.rpos != Some(self.pos) {
+            self.file.seek(SeekFrom::Start(self.pos))?;
+        }
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.rpos = None;
+                    return Err(e);
+                }
+            }
+        }
+        self.pos += got as u64;
+        self.rpos = Some(self.pos);
+        if got == 0 && !buf.is_empty() {
+            return Ok(false);
+        }
+        if got < buf.len() {
+            return Err(damaged(&self.name, self.pos, "cut short"));
+        }
+        Ok(true)
+    }
+
+    fn read_u32(&mut self) -> io::Result<Option<u32>> {
+        let mut b = [0u8; 4];
+        Ok(self.read_at_pos(&mut b)?.then(|| u32::from_le_bytes(b)))
+    }
+}
+
+fn damaged(name: &str, at: u64, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("virtual tape {name}: damaged at byte {at}: {what}"),
+    )
+}
+
+impl Device for VirtualTape {
+    fn write_record(&mut self, data: &[u8], block_size: u64) -> io::Result<bool> {
+        let n = data.len() as u32;
+        let mut rec = Vec::with_capacity(data.len() + 9);
+        rec.extend_from_slice(&n.to_le_bytes());
+        rec.extend_from_slice(data);
+        if n % 2 == 1 {
+            rec.push(0);
+        }
+        rec.extend_from_slice(&n.to_le_bytes());
+        self.raw_write(&rec)?;
+        Ok(self.pos >= self.early_warning(block_size))
+    }
+
+    fn write_filemark(&mut self) -> io::Result<()> {
+        self.raw_write(&0u32.to_le_bytes())
+    }
+
+    fn finish_writing(&mut self) -> io::Result<()> {
+        if self.written {
+            let f = self.file.get_mut();
+            f.set_len(self.pos)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn read_record(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem> {
+        let at = self.pos;
+        let Some(n) = self.read_u32()? else {
+            return Ok(ReadItem::EndOfData);
+        };
+        if n == 0 {
+            return Ok(ReadItem::Filemark);
+        }
+        if n == EOM {
+            self.pos = at;
+            return Ok(ReadItem::EndOfData);
+        }
+        if n & BAD != 0 || n as usize > max {
+            return Err(damaged(&self.name, at, &format!("record length {n:#x}")));
+        }
+        buf.resize(n as usize, 0);
+        let mut pad = [0u8; 1];
+        let whole = self.read_at_pos(buf)? && (n % 2 == 0 || self.read_at_pos(&mut pad)?);
+        if !whole {
+            return Err(damaged(&self.name, at, "record cut short"));
+        }
+        match self.read_u32()? {
+            Some(m) if m == n => Ok(ReadItem::Record(n as usize)),
+            _ => Err(damaged(
+                &self.name,
+                at,
+                "record lengths differ at its two ends",
+            )),
+        }
+    }
+
+    fn rewind(&mut self) -> io::Result<()> {
+        self.pos = 0;
+        Ok(())
+    }
+
+    fn space_filemarks(&mut self, count: u64) -> io::Result<u64> {
+        let mut done = 0;
+        let mut scratch = Vec::new();
+        while done < count {
+            match self.read_record(&mut scratch, 1 << 30)? {
+                ReadItem::Filemark => done += 1,
+                ReadItem::Record(_) => {}
+                ReadItem::EndOfData => break,
+            }
+        }
+        Ok(done)
+    }
+
+    fn space_to_end_of_data(&mut self) -> io::Result<()> {
+        let mut scratch = Vec::new();
+        loop {
+            let at = self.pos;
+            if let ReadItem::EndOfData = self.read_record(&mut scratch, 1 << 30)? {
+                self.pos = at;
+                return Ok(());
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

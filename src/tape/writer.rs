@@ -1,0 +1,202 @@
+//! Writing a stream to tape: fixed-size records behind a volume header, a
+//! filemark at the end, and a new volume whenever the medium reports its
+//! early-warning zone.
+
+use super::changer::Changer;
+use super::volume::VolumeHeader;
+use super::Device;
+use crate::stream::header::StreamHeader;
+use crate::stream::record::{parse_header, HEADER_LEN};
+use anyhow::{anyhow, Context, Result};
+use std::io;
+
+/// Options of a dump to tape.
+#[derive(Clone, Debug)]
+pub struct TapeOptions {
+    /// Bytes per data record.
+    pub block_size: u64,
+    /// Add the dump after the recorded data instead of at the beginning.
+    pub append: bool,
+    /// Capacity of virtual tapes (0: unlimited).
+    pub capacity: u64,
+    /// Command that provides the next volume.
+    pub new_volume: Option<String>,
+}
+
+/// Opens the device `spec` names.
+pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
+    if super::is_virtual_tape(spec) {
+        let t = super::tap::VirtualTape::open(std::path::Path::new(spec), write, capacity)
+            .with_context(|| format!("cannot open virtual tape {spec}"))?;
+        return Ok(Box::new(t));
+    }
+    Err(anyhow!(
+        "{spec} is not a tape this snapdump can drive (virtual tapes are files ending in .tap)"
+    ))
+}
+
+/// A stream being written to one or more volumes.
+pub struct TapeWriter {
+    changer: Changer,
+    opts: TapeOptions,
+    device: Box<dyn Device>,
+    /// Stream bytes not yet written as a record.
+    pending: Vec<u8>,
+    /// Stream bytes written as records so far.
+    written: u64,
+    volume: u32,
+    header_done: bool,
+    ident: Option<([u8; 16], [u8; 16], u64)>,
+    /// Volumes used: (device, volume number).
+    pub volumes: Vec<(String, u32)>,
+}
+
+impl TapeWriter {
+    /// Opens the first volume, at its beginning or, with `append`, after
+    /// its recorded data.
+    pub fn open(specs: Vec<String>, opts: TapeOptions) -> Result<TapeWriter> {
+        let mut changer = Changer::new(specs, opts.new_volume.clone());
+        let first = changer.first();
+        let mut device = open_device(&first, true, opts.capacity)?;
+        if opts.append {
+            device
+                .space_to_end_of_data()
+                .with_context(|| format!("cannot space {first} to the end of its data"))?;
+        } else {
+            device.rewind()?;
+        }
+        Ok(TapeWriter {
+            changer,
+            device,
+            pending: Vec::new(),
+            written: 0,
+            volume: 1,
+            header_done: false,
+            ident: None,
+            volumes: vec![(first, 1)],
+            opts,
+        })
+    }
+
+    /// Learns the dump's identity from the stream's own header record, the
+    /// first bytes written.
+    fn learn_ident(&mut self) -> io::Result<bool> {
+        if self.ident.is_some() {
+            return Ok(true);
+        }
+        if self.pending.len() < HEADER_LEN {
+            return Ok(false);
+        }
+        let h = parse_header(self.pending[..HEADER_LEN].try_into().unwrap())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let end = HEADER_LEN + h.stored_len as usize;
+        if self.pending.len() < end {
+            return Ok(false);
+        }
+        let invalid =
+            |e: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}"));
+        let raw =
+            crate::stream::record::open(&h, &self.pending[HEADER_LEN..end]).map_err(invalid)?;
+        let sh = StreamHeader::decode(&raw).map_err(invalid)?;
+        self.ident = Some((sh.source_uuid, sh.snapshot.uuid, sh.snapshot.id));
+        Ok(true)
+    }
+
+    fn volume_header(&self) -> [u8; super::volume::VOLUME_HEADER_LEN] {
+        let (source_uuid, snapshot_uuid, snapshot_id) = self.ident.expect("learned before");
+        VolumeHeader {
+            volume: self.volume,
+            stream_offset: self.written,
+            block_size: self.opts.block_size as u32,
+            source_uuid,
+            snapshot_uuid,
+            snapshot_id,
+            started: crate::tree::Time::now().sec,
+        }
+        .encode()
+    }
+
+    /// Writes one data record, changing volumes as the medium requires.
+    fn emit(&mut self, len: usize) -> io::Result<()> {
+        loop {
+            if !self.header_done {
+                let h = self.volume_header();
+                self.device.write_record(&h, self.opts.block_size)?;
+                self.header_done = true;
+            }
+            match self
+                .device
+                .write_record(&self.pending[..len], self.opts.block_size)
+            {
+                Ok(warning) => {
+                    self.written += len as u64;
+                    self.pending.drain(..len);
+                    if warning {
+                        self.next_volume("is full (early warning)")?;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Physical end of medium: the record goes on the next.
+                    self.next_volume("is full")?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn next_volume(&mut self, why: &str) -> io::Result<()> {
+        let _ = self.device.write_filemark();
+        self.device.finish_writing()?;
+        let why = format!("volume {} ({}) {why}", self.volume, self.device.name());
+        let next = self.volume + 1;
+        let to_io = |e: anyhow::Error| io::Error::other(format!("{e:#}"));
+        let spec = self.changer.next(next, &why).map_err(to_io)?;
+        let mut device = open_device(&spec, true, self.opts.capacity).map_err(to_io)?;
+        device.rewind()?;
+        self.device = device;
+        self.volume = next;
+        self.header_done = false;
+        self.volumes.push((spec, next));
+        Ok(())
+    }
+
+    /// Writes the last (short) record and the filemark, and makes the dump
+    /// durable.
+    pub fn finish(&mut self) -> Result<()> {
+        let name = self.device.name().to_string();
+        let ctx = |e: io::Error| anyhow!("cannot finish the dump on {name}: {e}");
+        if !self.learn_ident().map_err(ctx)? {
+            return Err(anyhow!("the stream ended before its header was complete"));
+        }
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.opts.block_size as usize);
+            self.emit(n).map_err(ctx)?;
+        }
+        self.device.write_filemark().map_err(ctx)?;
+        self.device.finish_writing().map_err(ctx)
+    }
+
+    /// Leaves what was written durable after a failed dump.
+    pub fn abandon(&mut self) {
+        let _ = self.device.finish_writing();
+    }
+}
+
+impl io::Write for TapeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if !self.learn_ident()? {
+            return Ok(buf.len());
+        }
+        let bs = self.opts.block_size as usize;
+        while self.pending.len() >= bs {
+            self.emit(bs)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
