@@ -90,6 +90,10 @@ struct DumpArgs {
     /// the next volume when it fills up.
     #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
     tape_capacity: Option<u64>,
+    /// Cut a dump to files into volumes of at most SIZE (e.g. 4G), written
+    /// to the -f files in turn (or where --new-volume puts them).
+    #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size, conflicts_with = "tape_capacity")]
+    volume_size: Option<u64>,
     /// Run CMD when the next volume is needed (with SNAPDUMP_VOLUME and
     /// SNAPDUMP_DEVICE set); without it, ask on the terminal.
     #[arg(long, value_name = "CMD")]
@@ -266,7 +270,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 tape: snapdump::tape::writer::TapeOptions {
                     block_size: a.block_kib * 1024,
                     append: a.append,
-                    capacity: a.tape_capacity.unwrap_or(0),
+                    capacity: a.tape_capacity.or(a.volume_size).unwrap_or(0),
                     new_volume: a.new_volume,
                 },
                 catalog_root: a.catalog.unwrap_or_else(snapdump::catalog::default_root),

@@ -77,7 +77,7 @@ impl Output {
         specs: &[String],
         tape: &crate::tape::writer::TapeOptions,
     ) -> Result<(Output, Box<dyn Write + Send>)> {
-        if crate::tape::is_virtual_tape(&specs[0]) {
+        if crate::tape::is_virtual_tape(&specs[0]) || specs.len() > 1 || tape.capacity > 0 {
             let w = crate::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
             let shared = Arc::new(Mutex::new(w));
             return Ok((
@@ -89,12 +89,6 @@ impl Output {
                 },
                 Box::new(SharedTape(shared)),
             ));
-        }
-        if specs.len() > 1 {
-            bail!(
-                "several -f name the volumes of a dump to tape, but {} is not a tape (virtual tapes end in .tap)",
-                specs[0]
-            );
         }
         Self::open(&specs[0])
     }
@@ -249,7 +243,7 @@ impl Input {
 
     /// Whether the stream is on tape (volume headers, records, filemarks).
     pub fn is_tape(&self) -> bool {
-        crate::tape::is_virtual_tape(&self.specs[0])
+        crate::tape::is_volume_medium(&self.specs[0])
     }
 
     /// Opens the stream for sequential reading.
@@ -275,7 +269,7 @@ pub fn group_inputs(
 ) -> Result<Vec<Input>> {
     let mut out: Vec<Input> = Vec::new();
     for spec in specs {
-        let continues = crate::tape::is_virtual_tape(spec)
+        let continues = crate::tape::is_volume_medium(spec)
             && out.last().is_some_and(|i| i.is_tape())
             && crate::tape::reader::first_volume_number(spec)? > 1;
         if continues {

@@ -230,3 +230,37 @@ fn two_dumps_on_one_tape_are_selected_by_file_number() {
     let (c, _, _) = restore("2", &t.dir.path().join("gone"));
     assert_eq!(c, 2, "the appended dump was overwritten");
 }
+
+#[test]
+fn a_dump_to_files_is_cut_into_volumes_of_a_given_size() {
+    let t = paths();
+    source(&t);
+    let vols: Vec<PathBuf> = (1..=6)
+        .map(|i| t.dir.path().join(format!("part{i}.sdump")))
+        .collect();
+    let mut a = args(
+        &["dump", "-0", "--volume-size", "1M", "--catalog", p(&t.cat)],
+        &vols,
+    );
+    a.push(p(&t.src));
+    let (c, _, e) = run_s(&a);
+    assert_eq!(c, 0, "{e}");
+    let used: Vec<PathBuf> = vols.iter().filter(|v| v.exists()).cloned().collect();
+    assert!(used.len() >= 3, "{} volumes", used.len());
+    for u in &used {
+        assert!(fs::metadata(u).unwrap().len() <= 1 << 20);
+    }
+    let (c, _, e) = run_s(&args(&["restore", "-r", "--target", p(&t.out)], &used));
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &t.out);
+    // Too few volumes: the next one is asked for by number.
+    let (c, _, e) = run_s(&args(
+        &["restore", "-r", "--target", p(&t.dir.path().join("short"))],
+        &used[..used.len() - 1],
+    ));
+    assert_eq!(c, 2);
+    assert!(
+        e.contains(&format!("volume {} is needed", used.len())),
+        "{e}"
+    );
+}

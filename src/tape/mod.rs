@@ -9,6 +9,7 @@
 //! medium must do; the virtual tape ([`tap`]) is one.
 
 pub mod changer;
+pub mod file_volume;
 pub mod reader;
 pub mod tap;
 pub mod volume;
@@ -59,6 +60,13 @@ pub trait Device: Send {
 /// Whether `spec` names a virtual tape (by its `.tap` extension).
 pub fn is_virtual_tape(spec: &str) -> bool {
     spec != "-" && spec.ends_with(".tap")
+}
+
+/// Whether `spec` is read as volumes: a virtual tape, or a file that starts
+/// with a volume header.
+pub fn is_volume_medium(spec: &str) -> bool {
+    is_virtual_tape(spec)
+        || (spec != "-" && file_volume::FileVolume::is_volume(std::path::Path::new(spec)))
 }
 
 /// Parses a size such as `4096`, `512K`, `100M`, `2G`, `1T` (binary units).

@@ -23,16 +23,26 @@ pub struct TapeOptions {
     pub new_volume: Option<String>,
 }
 
-/// Opens the device `spec` names.
+/// Opens the device `spec` names: a virtual tape (`.tap`), else a volume
+/// file; `capacity` limits what is written (0: unlimited).
 pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
+    let path = std::path::Path::new(spec);
+    if spec == "-" {
+        return Err(anyhow!(
+            "standard input and output cannot hold volumes; name files or tapes"
+        ));
+    }
     if super::is_virtual_tape(spec) {
-        let t = super::tap::VirtualTape::open(std::path::Path::new(spec), write, capacity)
+        let t = super::tap::VirtualTape::open(path, write, capacity)
             .with_context(|| format!("cannot open virtual tape {spec}"))?;
         return Ok(Box::new(t));
     }
-    Err(anyhow!(
-        "{spec} is not a tape this snapdump can drive (virtual tapes are files ending in .tap)"
-    ))
+    if path.is_dir() {
+        return Err(anyhow!("{spec} is a directory, not a volume"));
+    }
+    let f = super::file_volume::FileVolume::open(path, write, capacity)
+        .with_context(|| format!("cannot open volume {spec}"))?;
+    Ok(Box::new(f))
 }
 
 /// A stream being written to one or more volumes.
