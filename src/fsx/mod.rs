@@ -65,6 +65,14 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens `path` (close-on-exec) with `flags`.
+pub fn open_path(path: &std::path::Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = cname(path.as_os_str().as_bytes())?;
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `fstatat` without following symlinks; an empty name stats `dir` itself.
 pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<libc::stat> {
     let c = cname(name)?;

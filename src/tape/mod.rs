@@ -11,6 +11,7 @@
 pub mod changer;
 pub mod file_volume;
 pub mod reader;
+pub mod st;
 pub mod tap;
 pub mod volume;
 pub mod writer;
@@ -62,11 +63,21 @@ pub fn is_virtual_tape(spec: &str) -> bool {
     spec != "-" && spec.ends_with(".tap")
 }
 
+/// Whether `path` is a Linux SCSI tape device (character major 9, the st
+/// driver).
+pub fn is_st_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.file_type().is_char_device() && libc::major(m.rdev()) == 9)
+}
+
 /// Whether `spec` is read as volumes: a virtual tape, or a file that starts
 /// with a volume header.
 pub fn is_volume_medium(spec: &str) -> bool {
+    let path = std::path::Path::new(spec);
     is_virtual_tape(spec)
-        || (spec != "-" && file_volume::FileVolume::is_volume(std::path::Path::new(spec)))
+        || (spec != "-" && (is_st_device(path) || file_volume::FileVolume::is_volume(path)))
 }
 
 /// Parses a size such as `4096`, `512K`, `100M`, `2G`, `1T` (binary units).

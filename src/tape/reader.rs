@@ -4,7 +4,7 @@
 
 use super::changer::{Changer, MAX_TRIES};
 use super::volume::VolumeHeader;
-use super::writer::open_device;
+use super::writer::{default_opener, Opener};
 use super::{Device, ReadItem, MAX_BLOCK_SIZE};
 use anyhow::{anyhow, bail, Result};
 use std::io;
@@ -12,6 +12,7 @@ use std::io;
 /// The stream of one dump, read across volumes.
 pub struct TapeReader {
     changer: Changer,
+    opener: Opener,
     device: Box<dyn Device>,
     first: VolumeHeader,
     volume: u32,
@@ -43,7 +44,7 @@ fn read_volume_header(device: &mut dyn Device) -> Result<Option<VolumeHeader>> {
 /// The volume number of the first dump on a tape (0 when it holds none),
 /// to tell a continuation volume from a tape of its own.
 pub fn first_volume_number(spec: &str) -> Result<u32> {
-    let mut device = open_device(spec, false, 0)?;
+    let mut device = super::writer::open_device(spec, false, 0)?;
     device.rewind()?;
     Ok(read_volume_header(device.as_mut())
         .ok()
@@ -59,9 +60,19 @@ impl TapeReader {
         file_number: u64,
         new_volume: Option<String>,
     ) -> Result<TapeReader> {
+        Self::open_with(specs, file_number, new_volume, default_opener(0))
+    }
+
+    /// As [`TapeReader::open`], with devices from `opener`.
+    pub fn open_with(
+        specs: Vec<String>,
+        file_number: u64,
+        new_volume: Option<String>,
+        mut opener: Opener,
+    ) -> Result<TapeReader> {
         let mut changer = Changer::new(specs, new_volume);
         let first_spec = changer.first();
-        let mut device = open_device(&first_spec, false, 0)?;
+        let mut device = opener(&first_spec, false)?;
         device.rewind()?;
         let passed = device.space_filemarks(file_number - 1)?;
         let first = match read_volume_header(device.as_mut())? {
@@ -79,6 +90,7 @@ impl TapeReader {
         }
         Ok(TapeReader {
             changer,
+            opener,
             device,
             first,
             volume: 1,
@@ -105,7 +117,7 @@ impl TapeReader {
         for _ in 0..MAX_TRIES {
             let from_list = self.changer.from_list();
             let spec = self.changer.next(want, &why)?;
-            let found = open_device(&spec, false, 0).and_then(|mut d| {
+            let found = (self.opener)(&spec, false).and_then(|mut d| {
                 d.rewind()?;
                 let h =
                     read_volume_header(d.as_mut())?.ok_or_else(|| anyhow!("{spec} is blank"))?;

@@ -23,10 +23,26 @@ pub struct TapeOptions {
     pub new_volume: Option<String>,
 }
 
-/// Opens the device `spec` names: a virtual tape (`.tap`), else a volume
-/// file; `capacity` limits what is written (0: unlimited).
+/// Opens a volume's device: (spec, for writing) -> device. Tests pass
+/// simulated drives; [`default_opener`] opens real ones.
+pub type Opener = Box<dyn FnMut(&str, bool) -> Result<Box<dyn Device>> + Send>;
+
+/// The opener of real devices, with `capacity` for what is written.
+pub fn default_opener(capacity: u64) -> Opener {
+    Box::new(move |spec, write| open_device(spec, write, capacity))
+}
+
+/// Opens the device `spec` names: a tape drive (st), a virtual tape
+/// (`.tap`), else a volume file; `capacity` limits what is written to
+/// virtual tapes and files (0: unlimited).
 pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
     let path = std::path::Path::new(spec);
+    if super::is_st_device(path) {
+        let io = super::st::RealSt::open(path, write)
+            .with_context(|| format!("cannot open tape drive {spec}"))?;
+        let d = super::st::StDevice::new(io, spec, write)?;
+        return Ok(Box::new(d));
+    }
     if spec == "-" {
         return Err(anyhow!(
             "standard input and output cannot hold volumes; name files or tapes"
@@ -48,6 +64,7 @@ pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Dev
 /// A stream being written to one or more volumes.
 pub struct TapeWriter {
     changer: Changer,
+    opener: Opener,
     opts: TapeOptions,
     device: Box<dyn Device>,
     /// Stream bytes not yet written as a record.
@@ -65,9 +82,19 @@ impl TapeWriter {
     /// Opens the first volume, at its beginning or, with `append`, after
     /// its recorded data.
     pub fn open(specs: Vec<String>, opts: TapeOptions) -> Result<TapeWriter> {
+        let opener = default_opener(opts.capacity);
+        Self::open_with(specs, opts, opener)
+    }
+
+    /// As [`TapeWriter::open`], with devices from `opener`.
+    pub fn open_with(
+        specs: Vec<String>,
+        opts: TapeOptions,
+        mut opener: Opener,
+    ) -> Result<TapeWriter> {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
-        let mut device = open_device(&first, true, opts.capacity)?;
+        let mut device = opener(&first, true)?;
         if opts.append {
             device
                 .space_to_end_of_data()
@@ -77,6 +104,7 @@ impl TapeWriter {
         }
         Ok(TapeWriter {
             changer,
+            opener,
             device,
             pending: Vec::new(),
             written: 0,
@@ -162,7 +190,7 @@ impl TapeWriter {
         let next = self.volume + 1;
         let to_io = |e: anyhow::Error| io::Error::other(format!("{e:#}"));
         let spec = self.changer.next(next, &why).map_err(to_io)?;
-        let mut device = open_device(&spec, true, self.opts.capacity).map_err(to_io)?;
+        let mut device = (self.opener)(&spec, true).map_err(to_io)?;
         device.rewind()?;
         self.device = device;
         self.volume = next;
