@@ -399,7 +399,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 anyhow::bail!("verify checks one stream at a time; give its volumes, or run verify once per stream");
             }
             let input = inputs.remove(0);
-            let s = snapdump::restore::verify::verify(&input)?;
+            let s = snapdump::restore::verify::verify(&input, report)?;
             if a.json.json || a.json.json_file.is_some() {
                 emit_json(&a.json, false, &s)?;
             } else {

@@ -94,6 +94,36 @@ impl Disjoint {
         self.runs.iter().map(|(s, e)| (e - s) as u128).sum()
     }
 
+    /// Splits `start..start+count` into pieces `(start, count, inside)`,
+    /// in order, telling which were recorded.
+    pub fn split(&self, start: u64, count: u64) -> Vec<(u64, u64, bool)> {
+        let end = start.saturating_add(count);
+        let mut out = Vec::new();
+        let mut at = start;
+        let first = self
+            .runs
+            .range(..=start)
+            .next_back()
+            .map(|(&s, _)| s)
+            .unwrap_or(start);
+        for (&s, &e) in self.runs.range(first..end) {
+            if e <= at {
+                continue;
+            }
+            if s > at {
+                out.push((at, s - at, false));
+            }
+            let b = s.max(at);
+            let f = e.min(end);
+            out.push((b, f - b, true));
+            at = f;
+        }
+        if at < end {
+            out.push((at, end - at, false));
+        }
+        out
+    }
+
     /// Adds `start..start+count`; false if it overlaps what was added.
     pub fn insert(&mut self, start: u64, count: u64) -> bool {
         let end = start.saturating_add(count);
@@ -200,5 +230,25 @@ mod tests {
         assert_eq!(hits(110, 90), "");
         assert_eq!(hits(110, 91), "d");
         assert_eq!(hits(u64::MAX - 1, 5), "");
+    }
+
+    #[test]
+    fn disjoint_split_marks_recorded_pieces() {
+        let mut d = Disjoint::default();
+        assert!(d.insert(10, 5));
+        assert!(d.insert(20, 5));
+        assert_eq!(
+            d.split(0, 30),
+            vec![
+                (0, 10, false),
+                (10, 5, true),
+                (15, 5, false),
+                (20, 5, true),
+                (25, 5, false)
+            ]
+        );
+        assert_eq!(d.split(12, 2), vec![(12, 2, true)]);
+        assert_eq!(d.split(30, 5), vec![(30, 5, false)]);
+        assert_eq!(d.total(), 10);
     }
 }

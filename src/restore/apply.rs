@@ -268,6 +268,16 @@ pub fn apply(
         })
     }
     .map_err(fail)?;
+    if let Some(d) = r.damage().first() {
+        // An increment with lost blocks cannot be applied: the tree that
+        // is visible stays at its snapshot.
+        return Err(fail(anyhow::anyhow!(
+            "{}: damaged at stream byte {}: {}",
+            r.name(),
+            d.from,
+            d.why
+        )));
+    }
     drop(progress);
     if !swapping {
         crate::failpoint::hit("apply-trim");

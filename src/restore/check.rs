@@ -96,6 +96,8 @@ pub fn read_front(r: &mut impl Records) -> Result<Front> {
 /// What the data section held.
 #[derive(Default)]
 pub struct DataTotals {
+    /// The VBNs received.
+    pub seen: Disjoint,
     /// Blocks received.
     pub blocks: u64,
     /// Bytes received.
@@ -112,7 +114,6 @@ pub fn read_data(
     mut apply: impl FnMut(&Segment, &[u8]) -> Result<()>,
 ) -> Result<DataTotals> {
     let bs = r.header.block_size as u64;
-    let mut seen = Disjoint::default();
     let mut t = DataTotals::default();
     let mut data_offsets = std::collections::HashSet::new();
     while let Some(rec) = r.next_record()? {
@@ -129,7 +130,7 @@ pub fn read_data(
                 let (segs, data) = decode_data(&rec.raw).map_err(at)?;
                 let mut off = 0usize;
                 for s in &segs {
-                    check_segment(&front.tree, &front.carried, &mut seen, s, bs).map_err(at)?;
+                    check_segment(&front.tree, &front.carried, &mut t.seen, s, bs).map_err(at)?;
                     apply(s, &data[off..off + s.len as usize])?;
                     off += s.len as usize;
                     t.blocks += (s.len as u64).div_ceil(bs);
@@ -139,7 +140,9 @@ pub fn read_data(
             }
             RecordKind::Reloc => {
                 for e in decode_reloc(&rec.raw).map_err(at)? {
-                    check_reloc(&e, &data_offsets).map_err(at)?;
+                    if r.damage().is_empty() {
+                        check_reloc(&e, &data_offsets).map_err(at)?;
+                    }
                     t.reloc_blocks += e.count;
                 }
             }
@@ -147,12 +150,44 @@ pub fn read_data(
             _ => return Err(at(anyhow!("record out of place in the data section"))),
         }
     }
+    if !r.damage().is_empty() {
+        // A salvaging reader lost records: the counts cannot agree; what
+        // is missing is `carried` minus `seen`, for the caller to name.
+        return Ok(t);
+    }
     let end = r
         .end
         .clone()
         .expect("reader returns None only after the end record");
     finish(front, &t, &end).map_err(|e| anyhow!("{}: {e:#}", r.name()))?;
     Ok(t)
+}
+
+/// The byte ranges of files whose blocks were carried but not received:
+/// `(inode, first byte, end byte)`, in tree order.
+pub fn lost_ranges(front: &Front, seen: &Disjoint, bs: u64) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    for inode in &front.tree.inodes {
+        for x in &inode.extents {
+            for (v, c, carried) in front.carried.split(x.vbn, x.count) {
+                if !carried {
+                    continue;
+                }
+                for (v2, c2, got) in seen.split(v, c) {
+                    if got {
+                        continue;
+                    }
+                    let from = (x.block + (v2 - x.vbn)) * bs;
+                    let to = ((x.block + (v2 - x.vbn) + c2) * bs).min(inode.size);
+                    match out.last_mut() {
+                        Some((i, _, e)) if *i == inode.ino && *e == from => *e = to,
+                        _ => out.push((inode.ino, from, to)),
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn check_reloc(e: &RelocEntry, data_offsets: &std::collections::HashSet<u64>) -> Result<()> {

@@ -95,7 +95,12 @@ impl RestoreSummary {
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
-    let mut r = open_stream(&opts.input, opts.digest)?;
+    // Without the digest check, damaged records are skipped and named (a
+    // full image restores everything else; an increment refuses them).
+    let mut r = match opts.digest {
+        Digest::Skip => super::open_stream_salvaging(&opts.input, Digest::Skip)?,
+        Digest::Check => open_stream(&opts.input, opts.digest)?,
+    };
     let h = r.header.clone();
     let target = &opts.target;
     match std::fs::symlink_metadata(target) {
@@ -129,7 +134,16 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
             target.display()
         )
     };
-    let front = read_front(&mut r).map_err(fail)?;
+    let front = read_front(&mut r)
+        .map_err(|e| match r.damage().first() {
+            Some(d) => anyhow!(
+                "{e:#} (the metadata section is damaged at stream byte {}: {}); nothing can be restored from this stream",
+                d.from,
+                d.why
+            ),
+            None => e,
+        })
+        .map_err(fail)?;
     apply.skeleton(&front.tree).map_err(fail)?;
     let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
@@ -140,6 +154,17 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     .map_err(fail)?;
     drop(progress);
     apply.finish(tree).map_err(fail)?;
+    if !r.damage().is_empty() && salvaged(&r, &front, &totals, bs, target, report) > 0 {
+        return Ok(RestoreSummary::new(
+            opts,
+            report,
+            h.snapshot.clone(),
+            front.entries,
+            &totals,
+            r.offset(),
+            started,
+        ));
+    }
     committed(
         opts,
         report,
@@ -150,6 +175,65 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         r.offset(),
         started,
     )
+}
+
+/// Names what a damaged stream lost: each unreadable stretch, and each
+/// file with the byte ranges it did not get; returns how many files lost
+/// data. The target keeps everything else, but when files lost data it is
+/// not recorded as holding the snapshot (increments cannot be applied to
+/// it). Damage that lost no data (in the relocation table or the end
+/// record) leaves a complete restore.
+fn salvaged(
+    r: &crate::stream::reader::StreamReader,
+    front: &super::check::Front,
+    totals: &super::check::DataTotals,
+    bs: u64,
+    target: &std::path::Path,
+    report: &Report,
+) -> usize {
+    for d in r.damage() {
+        let to =
+            d.to.map(|t| t.to_string())
+                .unwrap_or_else(|| "the end".into());
+        report.warn(
+            r.name().as_bytes(),
+            format!(
+                "stream bytes {}..{to} unreadable ({}); skipped",
+                d.from, d.why
+            ),
+        );
+    }
+    let lost = super::check::lost_ranges(front, &totals.seen, bs);
+    let mut files = std::collections::BTreeSet::new();
+    let mut names: std::collections::HashMap<u64, Vec<&crate::tree::Dirent>> = Default::default();
+    if !lost.is_empty() {
+        for d in &front.tree.dirents {
+            names.entry(d.ino).or_default().push(d);
+        }
+    }
+    for (ino, from, to) in &lost {
+        files.insert(*ino);
+        // Every name of a hard-linked file shows the loss.
+        for d in names.get(ino).map(|v| &v[..]).unwrap_or(&[]) {
+            report.warn(
+                &front.tree.dirent_path(d),
+                format!("lost bytes {from}..{to} (zeros in the restored file)"),
+            );
+        }
+    }
+    if !files.is_empty() {
+        report.warn(
+            r.name().as_bytes(),
+            format!(
+                "{} damaged stretch(es); {} file(s) lost data (named above); everything else was restored into {}, which is not recorded as snapshot {}, so increments cannot be applied to it",
+                r.damage().len(),
+                files.len(),
+                target.display(),
+                r.header.snapshot.id
+            ),
+        );
+    }
+    files.len()
 }
 
 /// Records the snapshot the target now holds (atomically, last) and

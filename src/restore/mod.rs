@@ -20,6 +20,11 @@ use crate::stream::reader::{Digest, StreamReader};
 use anyhow::Result;
 
 /// Opens a stream for reading and checks its header.
+pub fn open_stream_salvaging(input: &Input, digest: Digest) -> Result<StreamReader> {
+    StreamReader::open_salvaging(input.open()?, input.name(), digest)
+}
+
+/// Opens a stream for reading and checks its header.
 pub fn open_stream(input: &Input, digest: Digest) -> Result<StreamReader> {
     StreamReader::open(input.open()?, input.name(), digest)
 }

@@ -2,7 +2,6 @@
 //! every structural rule, writing nothing.
 
 use super::check::{read_data, read_front};
-use super::open_stream;
 use crate::stream::header::StreamHeader;
 use crate::stream::reader::Digest;
 use anyhow::Result;
@@ -32,10 +31,47 @@ pub struct VerifySummary {
 }
 
 /// Verifies `input` end to end, including the SHA-256 digest list.
-pub fn verify(input: &crate::media::Input) -> Result<VerifySummary> {
-    let mut r = open_stream(input, Digest::Check)?;
-    let front = read_front(&mut r)?;
-    let t = read_data(&mut r, &front, |_, _| Ok(()))?;
+/// Damage does not stop it: every damaged stretch is named on stderr, then
+/// it fails.
+pub fn verify(
+    input: &crate::media::Input,
+    report: &crate::report::Report,
+) -> Result<VerifySummary> {
+    let mut r = super::open_stream_salvaging(input, Digest::Check)?;
+    let front = read_front(&mut r);
+    let data = match &front {
+        Ok(f) => Some(read_data(&mut r, f, |_, _| Ok(()))),
+        Err(_) => None,
+    };
+    let failed = front.is_err() || data.as_ref().is_some_and(|d| d.is_err());
+    if failed && !r.damage().is_empty() {
+        // Read on past what stopped the check, to name every damaged
+        // stretch.
+        while let Ok(Some(_)) = r.next_record() {}
+    }
+    if !r.damage().is_empty() {
+        for d in r.damage() {
+            let to =
+                d.to.map(|t| t.to_string())
+                    .unwrap_or_else(|| "the end".into());
+            let recs = match d.end_seq {
+                Some(e) if e == d.first_seq + 1 => format!("record {}", d.first_seq),
+                Some(e) => format!("records {}..{}", d.first_seq, e),
+                None => format!("records from {}", d.first_seq),
+            };
+            report.warn(
+                r.name().as_bytes(),
+                format!("damaged: stream bytes {}..{to}, {recs}: {}", d.from, d.why),
+            );
+        }
+        anyhow::bail!(
+            "{}: {} damaged stretch(es) (listed above); the stream is damaged",
+            r.name(),
+            r.damage().len()
+        );
+    }
+    let front = front?;
+    let t = data.expect("read after the front")?;
     let end = r.end.clone().expect("end record read");
     Ok(VerifySummary {
         command: "verify",

@@ -50,6 +50,35 @@ struct Framer<R: Read> {
     next_seq: u64,
     last_kind: RecordKind,
     done: bool,
+    /// Bytes read ahead while resynchronising, to be read again.
+    pushback: Vec<u8>,
+    /// Resynchronise after damage instead of stopping.
+    salvage: bool,
+    /// A read error of the input (not damage: a missing volume, an I/O
+    /// error), which stops even a salvaging reader.
+    io_error: bool,
+}
+
+/// A stretch of a stream that could not be read: records `first_seq ..
+/// end_seq` (sequence numbers) at stream bytes `from .. to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// First lost sequence number.
+    pub first_seq: u64,
+    /// First sequence number after the loss (`None`: to the end).
+    pub end_seq: Option<u64>,
+    /// First damaged stream byte.
+    pub from: u64,
+    /// Stream byte where reading resumed (`None`: the stream ended).
+    pub to: Option<u64>,
+    /// What was wrong.
+    pub why: String,
+}
+
+/// What the framer and the workers hand to the ordered consumer.
+enum Piece {
+    Record(Result<Record>),
+    Lost(Damage),
 }
 
 pub(crate) fn kind_name(k: RecordKind) -> &'static str {
@@ -67,6 +96,12 @@ impl<R: Read> Framer<R> {
     /// Fills `buf`; false on a clean end of input before the first byte.
     fn fill(&mut self, buf: &mut [u8], may_end: bool) -> Result<bool> {
         let mut done = 0;
+        if !self.pushback.is_empty() {
+            let n = buf.len().min(self.pushback.len());
+            buf[..n].copy_from_slice(&self.pushback[..n]);
+            self.pushback.drain(..n);
+            done = n;
+        }
         while done < buf.len() {
             match self.inner.read(&mut buf[done..]) {
                 Ok(0) if done == 0 && may_end => return Ok(false),
@@ -78,11 +113,14 @@ impl<R: Read> Framer<R> {
                 ),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => bail!(
-                    "{}: read error at byte {}: {e}",
-                    self.name,
-                    self.offset + done as u64
-                ),
+                Err(e) => {
+                    self.io_error = true;
+                    bail!(
+                        "{}: read error at byte {}: {e}",
+                        self.name,
+                        self.offset + done as u64
+                    )
+                }
             }
         }
         Ok(true)
@@ -103,9 +141,42 @@ impl<R: Read> Framer<R> {
                 self.name
             );
         }
-        let header = parse_header(&hbytes)
+        let checked = self.check_header(&hbytes, at);
+        let header = match checked {
+            Ok(h) => h,
+            Err(e) => {
+                if self.salvage {
+                    // Read these bytes again while resynchronising.
+                    let mut back = hbytes.to_vec();
+                    back.append(&mut self.pushback);
+                    self.pushback = back;
+                }
+                return Err(e);
+            }
+        };
+        self.offset += HEADER_LEN as u64;
+        let mut stored = vec![0u8; header.stored_len as usize];
+        self.fill(&mut stored, false)?;
+        self.offset += stored.len() as u64;
+        self.next_seq = header.seq + 1;
+        self.last_kind = header.kind;
+        self.done = header.kind == RecordKind::End;
+        Ok(Some(Frame {
+            header,
+            hbytes,
+            offset: at,
+            stored,
+        }))
+    }
+
+    /// Parses a record header and checks it continues the stream: its
+    /// sequence number is the next one (in salvage mode, a later one:
+    /// records were lost) and its kind is not out of order.
+    fn check_header(&mut self, hbytes: &[u8; HEADER_LEN], at: u64) -> Result<RecordHeader> {
+        let header = parse_header(hbytes)
             .map_err(|e| anyhow!("{}: record {} at byte {at}: {e}", self.name, self.next_seq))?;
-        if header.seq != self.next_seq {
+        let seq_ok = header.seq == self.next_seq || (self.salvage && header.seq > self.next_seq);
+        if !seq_ok {
             bail!(
                 "{}: record at byte {at} has sequence number {} where {} was expected (records missing or repeated)",
                 self.name,
@@ -123,19 +194,135 @@ impl<R: Read> Framer<R> {
                 kind_name(header.kind)
             );
         }
-        self.offset += HEADER_LEN as u64;
-        let mut stored = vec![0u8; header.stored_len as usize];
-        self.fill(&mut stored, false)?;
-        self.offset += stored.len() as u64;
-        self.next_seq += 1;
-        self.last_kind = header.kind;
-        self.done = header.kind == RecordKind::End;
-        Ok(Some(Frame {
-            header,
-            hbytes,
-            offset: at,
-            stored,
-        }))
+        Ok(header)
+    }
+}
+
+impl<R: Read> Framer<R> {
+    /// Reads up to `n` more bytes (fewer at the end of the input).
+    fn more(&mut self, n: usize) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.pushback);
+        let start = out.len();
+        out.resize(start + n, 0);
+        let mut got = start;
+        while got < out.len() {
+            match self.inner.read(&mut out[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.io_error = true;
+                    break;
+                }
+            }
+        }
+        out.truncate(got);
+        out
+    }
+
+    /// After damage at stream byte `at`: scans forward for the next record
+    /// header that is intact (magic and header checksum) and continues the
+    /// stream (a later sequence number, a kind not earlier than the last
+    /// good one). Returns the damage, with the framer positioned at that
+    /// header, or reaching the end of the input.
+    fn resync(&mut self, at: u64, why: String) -> Damage {
+        const WINDOW: usize = 1 << 20;
+        // Bytes from `at + 1` on (those before were consumed or are the
+        // damaged header itself).
+        let mut win = self.more(0);
+        let mut base = self.offset; // stream offset of win[0]
+        if base <= at {
+            // Drop the first byte of the damaged position so we move on.
+            let skip = (at + 1 - base) as usize;
+            if win.len() < skip {
+                let extra = self.more(skip - win.len());
+                win.extend(extra);
+            }
+            let k = skip.min(win.len());
+            win.drain(..k);
+            base += k as u64;
+        }
+        loop {
+            let mut i = 0;
+            while i + HEADER_LEN <= win.len() {
+                if win[i..i + 4] == super::record::MAGIC {
+                    if let Ok(h) = parse_header(win[i..i + HEADER_LEN].try_into().unwrap()) {
+                        let plausible = h.seq >= self.next_seq
+                            && h.seq < self.next_seq.saturating_add(1 << 40)
+                            && (h.kind as u8) >= (self.last_kind as u8)
+                            && h.kind != RecordKind::Header;
+                        if plausible {
+                            let first_seq = self.next_seq;
+                            self.next_seq = h.seq;
+                            self.pushback = win.split_off(i);
+                            self.offset = base + i as u64;
+                            return Damage {
+                                first_seq,
+                                end_seq: Some(h.seq),
+                                from: at,
+                                to: Some(self.offset),
+                                why,
+                            };
+                        }
+                    }
+                }
+                i += 1;
+            }
+            // Keep the tail that could start a header.
+            let keep = win.len().min(HEADER_LEN - 1);
+            let drop = win.len() - keep;
+            win.drain(..drop);
+            base += drop as u64;
+            let more = self.more(WINDOW);
+            if more.is_empty() {
+                self.done = true;
+                self.offset = base + win.len() as u64;
+                return Damage {
+                    first_seq: self.next_seq,
+                    end_seq: None,
+                    from: at,
+                    to: None,
+                    why,
+                };
+            }
+            win.extend(more);
+        }
+    }
+
+    /// The next frame, in salvage mode preceded by the damage before it
+    /// (records skipped or unreadable); empty at the end.
+    fn next_pieces(&mut self) -> Result<Vec<Result<Frame, Damage>>> {
+        let at = self.offset;
+        let expected = self.next_seq;
+        match self.next_frame() {
+            Ok(Some(f)) if f.header.seq > expected => {
+                let gap = Damage {
+                    first_seq: expected,
+                    end_seq: Some(f.header.seq),
+                    from: at,
+                    to: Some(at),
+                    why: if f.header.seq == expected + 1 {
+                        format!("record {expected} is missing")
+                    } else {
+                        format!("records {expected}..{} are missing", f.header.seq - 1)
+                    },
+                };
+                Ok(vec![Err(gap), Ok(f)])
+            }
+            Ok(Some(f)) => Ok(vec![Ok(f)]),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) if self.salvage && !self.done && !self.io_error => {
+                let d = self.resync(at, format!("{e:#}"));
+                if self.io_error {
+                    bail!(
+                        "{}: read error while skipping damage at byte {at}",
+                        self.name
+                    );
+                }
+                Ok(vec![Err(d)])
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -205,8 +392,10 @@ impl Records for StreamReader {
 pub struct StreamReader {
     digest: Digest,
     name: String,
-    source: Receiver<(u64, Result<Record>)>,
-    pending: BTreeMap<u64, Result<Record>>,
+    source: Receiver<(u64, Piece)>,
+    pending: BTreeMap<u64, Piece>,
+    salvage: bool,
+    damage: Vec<Damage>,
     next_seq: u64,
     offset: u64,
     digests: Sha256Stream,
@@ -220,6 +409,25 @@ impl StreamReader {
     /// Reads and checks the header record, then starts the framing thread
     /// and the verification workers; `name` is used in messages.
     pub fn open(inner: Box<dyn Read + Send>, name: &str, digest: Digest) -> Result<Self> {
+        Self::open_mode(inner, name, digest, false)
+    }
+
+    /// As [`StreamReader::open`], but damage after the header does not
+    /// stop the reader: it resynchronises at the next intact record and
+    /// records what was lost ([`StreamReader::damage`]). The header record
+    /// itself must be intact.
+    /// With `Digest::Check`, the digest list is checked when nothing was
+    /// lost.
+    pub fn open_salvaging(inner: Box<dyn Read + Send>, name: &str, digest: Digest) -> Result<Self> {
+        Self::open_mode(inner, name, digest, true)
+    }
+
+    fn open_mode(
+        inner: Box<dyn Read + Send>,
+        name: &str,
+        digest: Digest,
+        salvage: bool,
+    ) -> Result<Self> {
         let mut framer = Framer {
             inner,
             name: name.to_string(),
@@ -227,6 +435,9 @@ impl StreamReader {
             next_seq: 0,
             last_kind: RecordKind::Header,
             done: false,
+            pushback: Vec::new(),
+            salvage: false,
+            io_error: false,
         };
         let frame = framer
             .next_frame()?
@@ -239,17 +450,25 @@ impl StreamReader {
         let mut digests = Sha256Stream::default();
         digests.update(&rec.digest);
         let offset = framer.offset;
+        framer.salvage = salvage;
         Ok(StreamReader {
             name: name.to_string(),
             source: spawn(framer, digest == Digest::Check),
             digest,
             pending: BTreeMap::new(),
+            salvage,
+            damage: Vec::new(),
             next_seq: 1,
             offset,
             digests,
             header,
             end: None,
         })
+    }
+
+    /// What a salvaging reader could not read, in stream order.
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
     }
 
     /// Stream bytes consumed so far.
@@ -269,12 +488,38 @@ impl StreamReader {
             return Ok(None);
         }
         let rec = loop {
-            if let Some(r) = self.pending.remove(&self.next_seq) {
-                break r?;
+            match self.pending.remove(&self.next_seq) {
+                Some(Piece::Record(r)) => break r?,
+                Some(Piece::Lost(d)) => {
+                    let end = d.end_seq;
+                    if let Some(to) = d.to {
+                        self.offset = to;
+                    }
+                    self.damage.push(d);
+                    match end {
+                        Some(s) => {
+                            self.next_seq = s;
+                            continue;
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                None => {}
             }
             match self.source.recv() {
                 Ok((seq, r)) => {
                     self.pending.insert(seq, r);
+                }
+                Err(_) if self.salvage && !self.damage.is_empty() => return Ok(None),
+                Err(_) if self.salvage => {
+                    self.damage.push(Damage {
+                        first_seq: self.next_seq,
+                        end_seq: None,
+                        from: self.offset,
+                        to: None,
+                        why: "the stream ends before its end record".into(),
+                    });
+                    return Ok(None);
                 }
                 Err(_) => bail!("{}: stream reader stopped unexpectedly", self.name),
             }
@@ -292,7 +537,10 @@ impl StreamReader {
                     rec.seq
                 );
             }
-            if self.digest == Digest::Check && self.digests.current() != end.sha256 {
+            if self.digest == Digest::Check
+                && self.damage.is_empty()
+                && self.digests.current() != end.sha256
+            {
                 bail!(
                     "{}: stream SHA-256 mismatch at the end record (damaged stream)",
                     self.name
@@ -307,19 +555,17 @@ impl StreamReader {
 }
 
 /// Starts the framing thread and the workers; results arrive tagged with
-/// their sequence number, errors included, so the caller sees records and
-/// errors in stream order.
-fn spawn(
-    mut framer: Framer<Box<dyn Read + Send>>,
-    digest: bool,
-) -> Receiver<(u64, Result<Record>)> {
+/// their sequence number, errors and losses included, so the caller sees
+/// records, errors and damage in stream order.
+fn spawn(mut framer: Framer<Box<dyn Read + Send>>, digest: bool) -> Receiver<(u64, Piece)> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
     let (frame_tx, frame_rx) = bounded::<Frame>(workers);
-    let (out_tx, out_rx) = bounded::<(u64, Result<Record>)>(workers * 2);
+    let (out_tx, out_rx) = bounded::<(u64, Piece)>(workers * 2);
     let name = framer.name.clone();
+    let salvage = framer.salvage;
     for _ in 0..workers {
         let frame_rx = frame_rx.clone();
         let out_tx = out_tx.clone();
@@ -327,7 +573,18 @@ fn spawn(
         std::thread::spawn(move || {
             for f in frame_rx {
                 let seq = f.header.seq;
-                if out_tx.send((seq, open_frame(f, &name, digest))).is_err() {
+                let (offset, len) = (f.offset, (HEADER_LEN + f.stored.len()) as u64);
+                let piece = match open_frame(f, &name, digest) {
+                    Err(e) if salvage => Piece::Lost(Damage {
+                        first_seq: seq,
+                        end_seq: Some(seq + 1),
+                        from: offset,
+                        to: Some(offset + len),
+                        why: format!("{e:#}"),
+                    }),
+                    r => Piece::Record(r),
+                };
+                if out_tx.send((seq, piece)).is_err() {
                     break;
                 }
             }
@@ -335,15 +592,21 @@ fn spawn(
     }
     std::thread::spawn(move || loop {
         let seq = framer.next_seq;
-        match framer.next_frame() {
-            Ok(Some(f)) => {
-                if frame_tx.send(f).is_err() {
-                    break;
+        match framer.next_pieces() {
+            Ok(pieces) if pieces.is_empty() => break,
+            Ok(pieces) => {
+                for p in pieces {
+                    let sent = match p {
+                        Ok(f) => frame_tx.send(f).is_ok(),
+                        Err(d) => out_tx.send((d.first_seq, Piece::Lost(d))).is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
                 }
             }
-            Ok(None) => break,
             Err(e) => {
-                let _ = out_tx.send((seq, Err(e)));
+                let _ = out_tx.send((seq, Piece::Record(Err(e))));
                 break;
             }
         }
