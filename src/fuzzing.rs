@@ -21,6 +21,22 @@ pub fn stream(data: &[u8]) {
     };
     let _ = read_data(&mut r, &front, |_, _| Ok(()));
     random_access(data);
+    salvage(data);
+}
+
+/// Reads `data` as restore -r of a damaged stream does: resynchronising
+/// past damage, then naming what was lost.
+pub fn salvage(data: &[u8]) {
+    let input: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(data.to_vec()));
+    let Ok(mut r) = StreamReader::open_salvaging(input, "fuzz", Digest::Skip) else {
+        return;
+    };
+    let Ok(front) = read_front(&mut r) else {
+        return;
+    };
+    if let Ok(t) = read_data(&mut r, &front, |_, _| Ok(())) {
+        let _ = crate::restore::check::lost_ranges(&front, &t.seen, r.header.block_size as u64);
+    }
 }
 
 /// Reads `data` as a seekable stream the way `restore -x` does: front,
