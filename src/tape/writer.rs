@@ -155,7 +155,9 @@ impl TapeWriter {
     }
 
     /// Writes one data record, changing volumes as the medium requires.
-    fn emit(&mut self, len: usize) -> io::Result<()> {
+    /// Writes `pending[start..start + len]` as one data record (the caller
+    /// drops written bytes from `pending` once per batch, not per record).
+    fn emit(&mut self, start: usize, len: usize) -> io::Result<()> {
         loop {
             if !self.header_done {
                 let h = self.volume_header();
@@ -164,11 +166,10 @@ impl TapeWriter {
             }
             match self
                 .device
-                .write_record(&self.pending[..len], self.opts.block_size)
+                .write_record(&self.pending[start..start + len], self.opts.block_size)
             {
                 Ok(warning) => {
                     self.written += len as u64;
-                    self.pending.drain(..len);
                     if warning {
                         self.next_volume("is full (early warning)")?;
                     }
@@ -207,10 +208,13 @@ impl TapeWriter {
         if !self.learn_ident().map_err(ctx)? {
             return Err(anyhow!("the stream ended before its header was complete"));
         }
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(self.opts.block_size as usize);
-            self.emit(n).map_err(ctx)?;
+        let mut start = 0;
+        while start < self.pending.len() {
+            let n = (self.pending.len() - start).min(self.opts.block_size as usize);
+            self.emit(start, n).map_err(ctx)?;
+            start += n;
         }
+        self.pending.clear();
         self.device.write_filemark().map_err(ctx)?;
         self.device.finish_writing().map_err(ctx)
     }
@@ -228,10 +232,18 @@ impl io::Write for TapeWriter {
             return Ok(buf.len());
         }
         let bs = self.opts.block_size as usize;
-        while self.pending.len() >= bs {
-            self.emit(bs)?;
-        }
-        Ok(buf.len())
+        let mut start = 0;
+        let result = loop {
+            if self.pending.len() - start < bs {
+                break Ok(buf.len());
+            }
+            if let Err(e) = self.emit(start, bs) {
+                break Err(e);
+            }
+            start += bs;
+        };
+        self.pending.drain(..start);
+        result
     }
 
     fn flush(&mut self) -> io::Result<()> {
