@@ -86,6 +86,10 @@ struct DumpArgs {
     /// On tape: add the dump after the dumps already on it.
     #[arg(long)]
     append: bool,
+    /// Continue this source's interrupted dump (same level and -f): what
+    /// is already on the medium is checked and kept, the rest written.
+    #[arg(long)]
+    resume: bool,
     /// Capacity of a virtual tape (e.g. 400M, 12T); the dump continues on
     /// the next volume when it fills up.
     #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
@@ -282,6 +286,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 } else {
                     snapdump::lock::Wait::Yes
                 },
+                resume: a.resume,
             };
             let s = snapdump::dump::dump(&opts, report)?;
             emit_json(&a.json, output == "-", &s)?;

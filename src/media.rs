@@ -46,6 +46,64 @@ enum Finish {
     },
 }
 
+/// Writes a resumed stream over a partial file: bytes equal to what the
+/// file holds are skipped; at the first difference (or the file's end) the
+/// file is cut there and written on.
+struct ResumeFile {
+    file: File,
+    /// Bytes of the file still to compare (0 once they differed).
+    existing: u64,
+    pos: u64,
+    kept: Arc<std::sync::atomic::AtomicU64>,
+    buf: Vec<u8>,
+}
+
+impl Write for ResumeFile {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut rest = data;
+        if self.pos < self.existing {
+            let n = (self.existing - self.pos).min(rest.len() as u64) as usize;
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, self.pos)?;
+            let same = self
+                .buf
+                .iter()
+                .zip(&rest[..n])
+                .take_while(|(a, b)| a == b)
+                .count();
+            self.pos += same as u64;
+            self.kept
+                .store(self.pos, std::sync::atomic::Ordering::Relaxed);
+            rest = &rest[same..];
+            if same < n {
+                // The stream differs from here: what follows on the file
+                // is not this stream.
+                self.existing = self.pos;
+            }
+        }
+        if !rest.is_empty() {
+            if self.existing > 0 && self.pos == self.existing {
+                self.file.set_len(self.pos)?;
+                self.existing = 0;
+            }
+            self.file.write_all_at(rest, self.pos)?;
+            self.pos += rest.len() as u64;
+        }
+        Ok(data.len())
+    }
+
+    /// The stream writer flushes once, at the end of the stream: a partial
+    /// file longer than the stream is cut to it.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pos < self.existing {
+            self.file.set_len(self.pos)?;
+            self.existing = self.pos;
+        }
+        Ok(())
+    }
+}
+
 /// The handle the stream writer writes a tape dump through; the tape
 /// writer itself stays with the [`Output`], which finishes it on commit.
 struct SharedTape(Arc<Mutex<crate::tape::writer::TapeWriter>>);
@@ -91,6 +149,60 @@ impl Output {
             ));
         }
         Self::open(&specs[0])
+    }
+
+    /// The temporary file a regular-file output is written to (what an
+    /// interrupted dump leaves, and `--resume` continues).
+    pub fn partial_path(&self) -> Option<PathBuf> {
+        match &self.finish {
+            Finish::Replace { tmp, .. } => Some(tmp.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reopens the partial file of an interrupted dump to `spec`: the
+    /// stream written through the returned writer is compared with what the
+    /// file holds and only written from where they differ or the file ends.
+    /// The shared counter tells how many bytes were kept.
+    pub fn resume_file(
+        spec: &str,
+        partial: &Path,
+    ) -> Result<(
+        Output,
+        Box<dyn Write + Send>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(partial)
+            .with_context(|| {
+                format!(
+                    "cannot reopen {} (the interrupted dump's partial file); run the dump again without --resume",
+                    partial.display()
+                )
+            })?;
+        let existing = file.metadata()?.len();
+        let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = ResumeFile {
+            file: file.try_clone()?,
+            existing,
+            pos: 0,
+            kept: kept.clone(),
+            buf: Vec::new(),
+        };
+        Ok((
+            Output {
+                finish: Finish::Replace {
+                    tmp: partial.to_path_buf(),
+                    path: PathBuf::from(spec),
+                    file,
+                },
+                name: spec.to_string(),
+            },
+            Box::new(BufWriter::with_capacity(IO_BUF, w)),
+            kept,
+        ))
     }
 
     /// Opens `spec` for writing a stream ("-" is stdout).

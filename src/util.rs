@@ -69,6 +69,17 @@ impl Sha256Stream {
     }
 }
 
+/// Parses lowercase or uppercase hex; `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Block runs as "0-3,7,9-12" for one-line displays.
 pub fn block_ranges(runs: &[(u64, u64)]) -> String {
     runs.iter()

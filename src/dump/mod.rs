@@ -3,6 +3,7 @@
 
 pub mod pipeline;
 pub mod plan;
+pub mod resume;
 
 use crate::catalog::{Catalog, SnapshotInfo};
 use crate::fsx;
@@ -50,6 +51,8 @@ pub struct DumpOptions {
     pub base: Option<u64>,
     /// Wait for another dump of the same source, or fail at once.
     pub wait: crate::lock::Wait,
+    /// Continue the interrupted dump of this source (`--resume`).
+    pub resume: bool,
 }
 
 /// The `--json` summary of a dump.
@@ -95,6 +98,8 @@ pub struct DumpSummary {
     pub vbn_high_water: u64,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
+    /// With `--resume`: stream bytes found on the medium and kept.
+    pub resumed_bytes: u64,
     /// Everything that was skipped or changed while read.
     pub warnings: Vec<Warning>,
 }
@@ -148,9 +153,68 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     let bs = catalog.state.block_size;
     let mut specs = vec![opts.output.clone()];
     specs.extend(opts.volumes.iter().cloned());
-    let (output, out) = Output::open_medium(&specs, &opts.tape)?;
-    let result = run(opts, &mut catalog, &source, bs, output, out, report);
-    let (summary, new_state) = result?;
+    let interrupted = resume::load(&catalog.dir)?;
+    let (output, out, resuming) = if opts.resume {
+        let p = interrupted.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no interrupted dump of {} to resume (catalog {}); run the dump without --resume",
+                source.display(),
+                opts.catalog_root.display()
+            )
+        })?;
+        resume::check(&p, opts.level, &specs, opts.compression)?;
+        let source_uuid = p.source()?;
+        if catalog.state.snapshots.is_empty() {
+            catalog.state.source_uuid = source_uuid;
+        }
+        if p.snapshot_id != catalog.state.next_snap_id || catalog.state.source_uuid != source_uuid {
+            anyhow::bail!(
+                "the catalog of {} changed since the interrupted dump (another dump completed); run the dump again without --resume",
+                source.display()
+            );
+        }
+        let Some(partial) = p.partial.clone() else {
+            anyhow::bail!(
+                "the interrupted dump went to {}, which cannot be resumed; run the dump again without --resume",
+                p.outputs.join(", ")
+            );
+        };
+        let (o, w, kept) = Output::resume_file(&specs[0], &partial)?;
+        (o, w, Some((p, kept)))
+    } else {
+        if interrupted.is_some() {
+            crate::progress::println_err(&format!(
+                "snapdump: warning: an interrupted dump of {} is discarded (use --resume to continue one)",
+                source.display()
+            ));
+            resume::discard(&catalog.dir);
+        }
+        let (o, w) = Output::open_medium(&specs, &opts.tape)?;
+        (o, w, None)
+    };
+    let resume_point = resuming.as_ref().map(|r| &r.0);
+    let result = run(
+        opts,
+        &mut catalog,
+        &source,
+        bs,
+        output,
+        out,
+        resume_point,
+        &specs,
+        report,
+    );
+    let (mut summary, new_state) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // The partial stream was removed: nothing is left to resume.
+            resume::clear(&catalog.dir);
+            return Err(e);
+        }
+    };
+    if let Some((_, kept)) = &resuming {
+        summary.resumed_bytes = kept.load(std::sync::atomic::Ordering::Relaxed);
+    }
     // The stream is complete, synced and in place: now it may become a base.
     catalog.state = new_state;
     catalog.commit().with_context(|| {
@@ -159,12 +223,14 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
             opts.output
         )
     })?;
+    resume::clear(&catalog.dir);
     Ok(DumpSummary {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         ..summary
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     opts: &DumpOptions,
     catalog: &mut Catalog,
@@ -172,6 +238,8 @@ fn run(
     bs: u32,
     output: Output,
     out: Box<dyn std::io::Write + Send>,
+    resuming: Option<&resume::ResumePoint>,
+    specs: &[String],
     report: &Report,
 ) -> Result<(DumpSummary, crate::catalog::CatalogState)> {
     let mut exclude = std::collections::HashSet::new();
@@ -186,6 +254,11 @@ fn run(
     }
     if let Some(tmp) = output_tmp_key(&opts.output) {
         exclude.insert(tmp);
+    }
+    if let Some(partial) = output.partial_path() {
+        if let Ok(m) = std::fs::metadata(partial) {
+            exclude.insert((m.dev(), m.ino()));
+        }
     }
     // A tape image inside the source is not dumped into itself.
     for spec in std::iter::once(&opts.output).chain(&opts.volumes) {
@@ -241,11 +314,33 @@ fn run(
             open_root()?,
             report,
         )?;
-        let snap = SnapshotRef {
-            id: state.next_snap_id,
-            uuid: crate::util::random_id(),
-            time: Time::now(),
-            level: opts.level,
+        let snap = match resuming {
+            Some(p) => p.snapshot()?,
+            None => {
+                let snap = SnapshotRef {
+                    id: state.next_snap_id,
+                    uuid: crate::util::random_id(),
+                    time: Time::now(),
+                    level: opts.level,
+                };
+                // Before the first byte: what a resumed run must reproduce.
+                resume::save(
+                    &catalog.dir,
+                    &resume::ResumePoint {
+                        source_uuid: crate::util::hex(&state.source_uuid),
+                        snapshot_id: snap.id,
+                        snapshot_uuid: crate::util::hex(&snap.uuid),
+                        time_sec: snap.time.sec,
+                        time_nsec: snap.time.nsec,
+                        level: snap.level,
+                        compression: opts.compression,
+                        outputs: specs.to_vec(),
+                        partial: output.partial_path(),
+                        tape_file: None,
+                    },
+                )?;
+                snap
+            }
         };
         let header = StreamHeader {
             format_version: FORMAT_VERSION,
@@ -375,6 +470,7 @@ fn run(
         deallocated_blocks: plan.dealloc.count(),
         vbn_high_water: plan.active.high_water(),
         elapsed_seconds: 0.0,
+        resumed_bytes: 0,
         warnings: report.warnings(),
     };
     state.tree = Some(tree);
