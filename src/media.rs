@@ -151,6 +151,47 @@ impl Output {
         Self::open(&specs[0])
     }
 
+    /// Reopens the tape (or volume) of an interrupted dump that started at
+    /// tape file `tape_file`, to continue it; the counter tells how many
+    /// stream bytes were found on the medium and kept.
+    pub fn resume_tape(
+        specs: &[String],
+        tape: &crate::tape::writer::TapeOptions,
+        tape_file: u64,
+    ) -> Result<(
+        Output,
+        Box<dyn Write + Send>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )> {
+        let opener = crate::tape::writer::default_opener(tape.capacity);
+        let w = crate::tape::writer::TapeWriter::resume_with(
+            specs.to_vec(),
+            tape.clone(),
+            tape_file,
+            opener,
+        )?;
+        let kept = w.kept.clone();
+        let shared = Arc::new(Mutex::new(w));
+        Ok((
+            Output {
+                finish: Finish::Tape {
+                    writer: shared.clone(),
+                },
+                name: specs[0].clone(),
+            },
+            Box::new(SharedTape(shared)),
+            kept,
+        ))
+    }
+
+    /// For a dump to tape: the tape file (from 1) it starts at.
+    pub fn tape_file(&self) -> Option<u64> {
+        match &self.finish {
+            Finish::Tape { writer } => writer.lock().ok().map(|w| w.tape_file),
+            _ => None,
+        }
+    }
+
     /// The temporary file a regular-file output is written to (what an
     /// interrupted dump leaves, and `--resume` continues).
     pub fn partial_path(&self) -> Option<PathBuf> {

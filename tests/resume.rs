@@ -169,3 +169,118 @@ fn resume_refuses_what_it_cannot_continue_and_a_new_dump_discards_it() {
     let (c, _, e) = dump(&t, &out, &t.cat, &["--resume"]);
     assert_eq!(c, 2, "{e}");
 }
+
+#[test]
+fn an_interrupted_dump_across_virtual_tapes_resumes_and_matches_a_single_run() {
+    let t = paths();
+    for i in 0..5 {
+        fs::write(t.src.join(format!("f{i}")), bytes(90 + i, 1 << 20)).unwrap();
+    }
+    let tapes: Vec<PathBuf> = (1..=4)
+        .map(|i| t.dir.path().join(format!("t{i}.tap")))
+        .collect();
+    // A first dump (of another tree) on tape 1; ours is appended after it.
+    let other = t.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("a"), b"first dump").unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&tapes[0]),
+        "--catalog",
+        p(&t.dir.path().join("cat0")),
+        p(&other),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let first_len = fs::metadata(&tapes[0]).unwrap().len();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "dump",
+            "-0",
+            "--json",
+            "--append",
+            "--tape-capacity",
+            "2M",
+            "-b",
+            "64",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for tp in &tapes {
+            a.extend(["-f".to_string(), p(tp).to_string()]);
+        }
+        a.extend(["--catalog".to_string(), p(&t.cat).to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.push(p(&t.src).to_string());
+        a
+    };
+    let o = bin()
+        .args(args(&[]))
+        .env("SNAPDUMP_FAILPOINT", "dump-data:12")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the dump should have been killed");
+    assert!(
+        tapes[1].exists(),
+        "the kill should come on the second volume"
+    );
+    let saved = t.dir.path().join("saved");
+    fs::create_dir(&saved).unwrap();
+    copy_dir(&t.cat, &saved.join("cat"));
+
+    let run = || {
+        let (c, o, e) = run_s(
+            &args(&["--resume"])
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(c, 0, "{e}");
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        v["resumed_bytes"].as_u64().unwrap()
+    };
+    let kept = run();
+    assert!(
+        kept > 2 << 20,
+        "volume 1 and part of volume 2 are kept: {kept}"
+    );
+    let used: Vec<PathBuf> = tapes.iter().filter(|t| t.exists()).cloned().collect();
+    let images: Vec<Vec<u8>> = used.iter().map(|t| fs::read(t).unwrap()).collect();
+    let mut a = vec!["restore", "-r", "--file-number", "2", "--target", p(&t.out)];
+    for u in &used {
+        a.extend(["-f", p(u)]);
+    }
+    let (c, _, e) = run_s(&a);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &t.out);
+    let (c, o, _) = run_s(&["restore", "-t", "-f", p(&tapes[0])]);
+    assert_eq!(
+        (c, String::from_utf8(o).unwrap()),
+        (0, "a\n".to_string()),
+        "the first dump is intact"
+    );
+
+    // Replay: the same interrupted state with tape 1 cut back to the first
+    // dump and no further tapes: one run writes everything. Same images.
+    fs::remove_dir_all(&t.cat).unwrap();
+    copy_dir(&saved.join("cat"), &t.cat);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&tapes[0])
+        .unwrap()
+        .set_len(first_len)
+        .unwrap();
+    for tp in &tapes[1..] {
+        let _ = fs::remove_file(tp);
+    }
+    assert_eq!(run(), 0);
+    for (u, img) in used.iter().zip(&images) {
+        assert!(
+            fs::read(u).unwrap() == *img,
+            "{} differs from the resumed one",
+            u.display()
+        );
+    }
+}

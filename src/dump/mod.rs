@@ -173,13 +173,14 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
                 source.display()
             );
         }
-        let Some(partial) = p.partial.clone() else {
-            anyhow::bail!(
+        let (o, w, kept) = match (&p.partial, p.tape_file) {
+            (Some(partial), _) => Output::resume_file(&specs[0], partial)?,
+            (None, Some(n)) => Output::resume_tape(&specs, &opts.tape, n)?,
+            (None, None) => anyhow::bail!(
                 "the interrupted dump went to {}, which cannot be resumed; run the dump again without --resume",
                 p.outputs.join(", ")
-            );
+            ),
         };
-        let (o, w, kept) = Output::resume_file(&specs[0], &partial)?;
         (o, w, Some((p, kept)))
     } else {
         if interrupted.is_some() {
@@ -336,7 +337,7 @@ fn run(
                         compression: opts.compression,
                         outputs: specs.to_vec(),
                         partial: output.partial_path(),
-                        tape_file: None,
+                        tape_file: output.tape_file(),
                     },
                 )?;
                 snap

@@ -109,6 +109,18 @@ impl Device for FileVolume {
         Ok(ReadItem::Record(got))
     }
 
+    fn skip_if_equal(&mut self, data: &[u8], block_size: u64) -> io::Result<Option<bool>> {
+        let (at, block) = (self.pos, self.block);
+        let mut buf = Vec::new();
+        let same = matches!(self.read_record(&mut buf, data.len()), Ok(ReadItem::Record(_)) if buf == data);
+        if !same {
+            self.pos = at;
+            self.block = block;
+            return Ok(None);
+        }
+        Ok(Some(self.limit != 0 && self.pos + block_size > self.limit))
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
         self.pos = 0;
         self.block = None;

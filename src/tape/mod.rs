@@ -54,6 +54,11 @@ pub trait Device: Send {
     fn space_filemarks(&mut self, count: u64) -> io::Result<u64>;
     /// Spaces to the end of the recorded data (to append after it).
     fn space_to_end_of_data(&mut self) -> io::Result<()>;
+    /// For resuming: if the next record equals `data`, passes it and
+    /// returns whether the medium is now in its early-warning zone;
+    /// otherwise stays before it (the writer overwrites from there) and
+    /// returns `None`.
+    fn skip_if_equal(&mut self, data: &[u8], block_size: u64) -> io::Result<Option<bool>>;
     /// The device's name, for messages.
     fn name(&self) -> &str;
 }

@@ -56,12 +56,16 @@ pub struct MtGet {
 
 /// Space forward over filemarks.
 pub const MTFSF: libc::c_short = 1;
+/// Space backward over filemarks (stopping before the last one passed).
+pub const MTBSF: libc::c_short = 2;
 /// Write filemarks (count 0 flushes the drive's buffer).
 pub const MTWEOF: libc::c_short = 5;
 /// Rewind.
 pub const MTREW: libc::c_short = 6;
 /// Space to the end of the recorded data.
 pub const MTEOM: libc::c_short = 12;
+/// Space backward over records.
+pub const MTBSR: libc::c_short = 4;
 /// Set the block size (0: variable).
 pub const MTSETBLK: libc::c_short = 20;
 
@@ -247,6 +251,27 @@ impl<T: TapeIo> Device for StDevice<T> {
         }
     }
 
+    fn skip_if_equal(&mut self, data: &[u8], _block_size: u64) -> io::Result<Option<bool>> {
+        let mut buf = Vec::new();
+        match self.read_record(&mut buf, super::MAX_BLOCK_SIZE as usize)? {
+            ReadItem::Record(_) if buf == data => {
+                let st = self.io.status()?;
+                Ok(Some(st.mt_gstat & GMT_EOT != 0))
+            }
+            ReadItem::Record(_) => {
+                // Back over the record just read: the write replaces it.
+                self.io.op(mtop(MTBSR, 1))?;
+                Ok(None)
+            }
+            ReadItem::Filemark => {
+                self.after_filemark = false;
+                self.io.op(mtop(MTBSF, 1))?;
+                Ok(None)
+            }
+            ReadItem::EndOfData => Ok(None),
+        }
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
         self.after_filemark = false;
         self.io.op(mtop(MTREW, 1))
@@ -404,6 +429,13 @@ pub mod tests {
                     }
                 }
                 MTEOM => c.pos = c.items.len(),
+                MTBSR => c.pos = c.pos.saturating_sub(op.mt_count as usize),
+                MTBSF => {
+                    for _ in 0..op.mt_count {
+                        let prev = c.items[..c.pos].iter().rposition(|i| *i == Item::Mark);
+                        c.pos = prev.unwrap_or(0);
+                    }
+                }
                 _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
             }
             Ok(())

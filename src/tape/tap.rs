@@ -170,6 +170,17 @@ impl Device for VirtualTape {
         }
     }
 
+    fn skip_if_equal(&mut self, data: &[u8], block_size: u64) -> io::Result<Option<bool>> {
+        let at = self.pos;
+        let mut buf = Vec::new();
+        let same = matches!(self.read_record(&mut buf, data.len()), Ok(ReadItem::Record(_)) if buf == data);
+        if !same {
+            self.pos = at;
+            return Ok(None);
+        }
+        Ok(Some(self.pos >= self.early_warning(block_size)))
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
         self.pos = 0;
         Ok(())

@@ -73,9 +73,16 @@ pub struct TapeWriter {
     written: u64,
     volume: u32,
     header_done: bool,
-    ident: Option<([u8; 16], [u8; 16], u64)>,
+    ident: Option<([u8; 16], [u8; 16], u64, i64)>,
     /// Volumes used: (device, volume number).
     pub volumes: Vec<(String, u32)>,
+    /// Resuming: records are compared with what the medium holds and
+    /// passed while equal; false from the first difference on.
+    verifying: bool,
+    /// Stream bytes found on the medium and kept (resuming).
+    pub kept: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The tape file (from 1) the dump starts at on its first volume.
+    pub tape_file: u64,
 }
 
 impl TapeWriter {
@@ -95,12 +102,50 @@ impl TapeWriter {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
         let mut device = opener(&first, true)?;
+        device.rewind()?;
+        let mut tape_file = 1;
         if opts.append {
-            device
-                .space_to_end_of_data()
+            // Over every filemark to the end of the data: the dump becomes
+            // the next tape file.
+            tape_file += device
+                .space_filemarks(u64::MAX >> 2)
                 .with_context(|| format!("cannot space {first} to the end of its data"))?;
-        } else {
-            device.rewind()?;
+        }
+        Ok(TapeWriter {
+            verifying: false,
+            kept: Default::default(),
+            tape_file,
+            changer,
+            opener,
+            device,
+            pending: Vec::new(),
+            written: 0,
+            volume: 1,
+            header_done: false,
+            ident: None,
+            volumes: vec![(first, 1)],
+            opts,
+        })
+    }
+
+    /// Reopens the first volume of an interrupted dump that started at tape
+    /// file `tape_file`, to continue it: what the volumes hold is compared
+    /// with the stream as it is written again and kept while it matches.
+    pub fn resume_with(
+        specs: Vec<String>,
+        opts: TapeOptions,
+        tape_file: u64,
+        mut opener: Opener,
+    ) -> Result<TapeWriter> {
+        let mut changer = Changer::new(specs, opts.new_volume.clone());
+        let first = changer.first();
+        let mut device = opener(&first, true)?;
+        device.rewind()?;
+        let passed = device.space_filemarks(tape_file - 1)?;
+        if passed + 1 != tape_file {
+            return Err(anyhow!(
+                "{first} holds {passed} dump(s) before the end of its data; the interrupted dump started at tape file {tape_file}"
+            ));
         }
         Ok(TapeWriter {
             changer,
@@ -113,7 +158,21 @@ impl TapeWriter {
             ident: None,
             volumes: vec![(first, 1)],
             opts,
+            verifying: true,
+            kept: Default::default(),
+            tape_file,
         })
+    }
+
+    /// Writes (or, while resuming, finds) one record; true when the medium
+    /// reports its early-warning zone after it.
+    fn put(&mut self, data: &[u8]) -> io::Result<bool> {
+        put(
+            self.device.as_mut(),
+            &mut self.verifying,
+            data,
+            self.opts.block_size,
+        )
     }
 
     /// Learns the dump's identity from the stream's own header record, the
@@ -136,12 +195,17 @@ impl TapeWriter {
         let raw =
             crate::stream::record::open(&h, &self.pending[HEADER_LEN..end]).map_err(invalid)?;
         let sh = StreamHeader::decode(&raw).map_err(invalid)?;
-        self.ident = Some((sh.source_uuid, sh.snapshot.uuid, sh.snapshot.id));
+        self.ident = Some((
+            sh.source_uuid,
+            sh.snapshot.uuid,
+            sh.snapshot.id,
+            sh.snapshot.time.sec,
+        ));
         Ok(true)
     }
 
     fn volume_header(&self) -> [u8; super::volume::VOLUME_HEADER_LEN] {
-        let (source_uuid, snapshot_uuid, snapshot_id) = self.ident.expect("learned before");
+        let (source_uuid, snapshot_uuid, snapshot_id, time) = self.ident.expect("learned before");
         VolumeHeader {
             volume: self.volume,
             stream_offset: self.written,
@@ -149,7 +213,9 @@ impl TapeWriter {
             source_uuid,
             snapshot_uuid,
             snapshot_id,
-            started: crate::tree::Time::now().sec,
+            // The snapshot's time, not the clock's: a resumed dump writes
+            // the same volume headers.
+            started: time,
         }
         .encode()
     }
@@ -161,15 +227,22 @@ impl TapeWriter {
         loop {
             if !self.header_done {
                 let h = self.volume_header();
-                self.device.write_record(&h, self.opts.block_size)?;
+                self.put(&h)?;
                 self.header_done = true;
             }
-            match self
-                .device
-                .write_record(&self.pending[start..start + len], self.opts.block_size)
-            {
+            let rec = &self.pending[start..start + len];
+            match put(
+                self.device.as_mut(),
+                &mut self.verifying,
+                rec,
+                self.opts.block_size,
+            ) {
                 Ok(warning) => {
                     self.written += len as u64;
+                    if self.verifying {
+                        self.kept
+                            .store(self.written, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if warning {
                         self.next_volume("is full (early warning)")?;
                     }
@@ -185,8 +258,13 @@ impl TapeWriter {
     }
 
     fn next_volume(&mut self, why: &str) -> io::Result<()> {
-        let _ = self.device.write_filemark();
-        self.device.finish_writing()?;
+        if self.verifying {
+            // The interrupted run ended this volume here: its filemark is
+            // on the medium already.
+        } else {
+            let _ = self.device.write_filemark();
+            self.device.finish_writing()?;
+        }
         let why = format!("volume {} ({}) {why}", self.volume, self.device.name());
         let next = self.volume + 1;
         let to_io = |e: anyhow::Error| io::Error::other(format!("{e:#}"));
@@ -223,6 +301,18 @@ impl TapeWriter {
     pub fn abandon(&mut self) {
         let _ = self.device.finish_writing();
     }
+}
+
+/// Writes one record, or while `verifying` passes it if the medium holds
+/// it already (the first difference ends verifying).
+fn put(device: &mut dyn Device, verifying: &mut bool, data: &[u8], bs: u64) -> io::Result<bool> {
+    if *verifying {
+        if let Some(warning) = device.skip_if_equal(data, bs)? {
+            return Ok(warning);
+        }
+        *verifying = false;
+    }
+    device.write_record(data, bs)
 }
 
 impl io::Write for TapeWriter {
