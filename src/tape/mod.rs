@@ -77,6 +77,24 @@ pub fn is_st_device(path: &std::path::Path) -> bool {
         .is_ok_and(|m| m.file_type().is_char_device() && libc::major(m.rdev()) == 9)
 }
 
+/// Whether `path` is an st device that rewinds when closed (`/dev/stN`,
+/// minor bit 7 clear), which loses the position between dumps.
+pub fn st_rewinds(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    is_st_device(path) && std::fs::metadata(path).is_ok_and(|m| libc::minor(m.rdev()) & 0x80 == 0)
+}
+
+/// Refuses positioning on a rewinding st device: `what` needs the tape to
+/// stay where it is between operations.
+pub fn require_non_rewinding(spec: &str, what: &str) -> anyhow::Result<()> {
+    if st_rewinds(std::path::Path::new(spec)) {
+        anyhow::bail!(
+            "{spec} rewinds the tape when closed; {what} needs the non-rewinding device (/dev/nstN)"
+        );
+    }
+    Ok(())
+}
+
 /// Whether `spec` is read as volumes: a virtual tape, or a file that starts
 /// with a volume header.
 pub fn is_volume_medium(spec: &str) -> bool {

@@ -101,6 +101,9 @@ impl TapeWriter {
     ) -> Result<TapeWriter> {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
+        if opts.append {
+            super::require_non_rewinding(&first, "--append")?;
+        }
         let mut device = opener(&first, true)?;
         device.rewind()?;
         let mut tape_file = 1;
