@@ -142,6 +142,9 @@ impl TapeWriter {
     ) -> Result<TapeWriter> {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
+        if tape_file > 1 {
+            super::require_non_rewinding(&first, "resuming an appended dump")?;
+        }
         let mut device = opener(&first, true)?;
         device.rewind()?;
         let passed = device.space_filemarks(tape_file - 1)?;
