@@ -175,3 +175,27 @@ pub fn stream_sealed(data: &[u8]) {
         stream(&bytes);
     }
 }
+
+/// Reads `data` as a virtual tape holding a dump (and as a volume header):
+/// framing, filemarks, volume headers and the stream behind them.
+pub fn tape(data: &[u8]) {
+    let _ = crate::tape::volume::VolumeHeader::decode(data);
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("fuzz.tap");
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let spec = path.to_string_lossy().into_owned();
+    for file_number in [1, 2] {
+        let Ok(r) = crate::tape::reader::TapeReader::open(vec![spec.clone()], file_number, None)
+        else {
+            continue;
+        };
+        let Ok(mut s) = StreamReader::open_salvaging(Box::new(r), "fuzz", Digest::Skip) else {
+            continue;
+        };
+        while let Ok(Some(_)) = s.next_record() {}
+    }
+}

@@ -45,3 +45,8 @@ fn records_regressions() {
 fn stream_sealed_regressions() {
     replay("stream_sealed", snapdump::fuzzing::stream_sealed);
 }
+
+#[test]
+fn tape_regressions() {
+    replay("tape", snapdump::fuzzing::tape);
+}
