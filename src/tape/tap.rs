@@ -154,6 +154,17 @@ impl Device for VirtualTape {
         if n & BAD != 0 || n as usize > max {
             return Err(damaged(&self.name, at, &format!("record length {n:#x}")));
         }
+        // A length word is untrusted: the record must fit in the image
+        // before anything is allocated for it.
+        let image_len = self.file.get_ref().metadata()?.len();
+        let end = self.pos + n as u64 + (n % 2) as u64 + 4;
+        if end > image_len {
+            return Err(damaged(
+                &self.name,
+                at,
+                &format!("a record of {n} bytes runs past the end of the image"),
+            ));
+        }
         buf.resize(n as usize, 0);
         let mut pad = [0u8; 1];
         let whole = self.read_at_pos(buf)? && (n % 2 == 0 || self.read_at_pos(&mut pad)?);
