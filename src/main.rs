@@ -163,7 +163,8 @@ struct RestoreArgs {
     finish: bool,
     /// Input: a file, a device, or - for stdin (default: $TAPE). Repeat for
     /// a chain (level 0 and its increments, in any order): -x, -C, -t and -i
-    /// combine them, -r applies them in the order given.
+    /// combine them, -r applies them in the order given. The volumes of a
+    /// dump on tapes or volume files are given in order, one -f each.
     #[arg(short = 'f', value_name = "IN", action = clap::ArgAction::Append)]
     file: Vec<String>,
     /// Work on this snapshot of the chain: an id, or the newest taken at or
@@ -187,7 +188,7 @@ struct RestoreArgs {
     medium: ReadMediumArgs,
     #[command(flatten)]
     json: JsonArgs,
-    /// Paths inside the stream (for -t and -x).
+    /// Paths inside the stream (for -t, -x and -C; a directory brings its contents).
     paths: Vec<String>,
 }
 
