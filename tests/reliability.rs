@@ -783,3 +783,70 @@ fn damaged_and_missing_records_are_skipped_and_every_loss_is_named() {
     }
     assert!(!t.out.join(".snapdump-restore/state").exists());
 }
+
+#[test]
+fn dumps_killed_at_random_moments_resume_to_a_whole_stream() {
+    let t = paths();
+    build_crash_tree(&t.src);
+    let started = Instant::now();
+    let probe = t.dir.path().join("probe");
+    assert_eq!(dump_to(0, &probe, &t.cat, &t.src), 0);
+    let full = started.elapsed();
+    let n = trials("SNAPDUMP_CRASH_TRIALS", 10);
+    let mut rng = Rng(777 + n);
+    let (mut resumed, mut kept_some) = (0, 0);
+    for trial in 0..n {
+        std::fs::write(
+            t.src.join(format!("d{}/f{}", trial % 4, trial % 25)),
+            bytes(5000 + trial, 60_000),
+        )
+        .unwrap();
+        let out = t.dir.path().join(format!("r{trial}"));
+        let args = [
+            "dump",
+            "-0",
+            "-f",
+            p(&out),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ];
+        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+        kill_after(&args, delay);
+        let mut again = args.to_vec();
+        again.insert(2, "--resume");
+        again.insert(2, "--json");
+        let (c, o, e) = run_s(&again);
+        match c {
+            0 => {
+                resumed += 1;
+                let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+                kept_some += (v["resumed_bytes"].as_u64().unwrap() > 0) as u64;
+            }
+            // Killed before it recorded anything to resume, or after it
+            // completed: nothing to continue.
+            2 if e.contains("no interrupted dump") || e.contains("changed since") => {
+                if !out.exists() {
+                    assert_eq!(dump_to(0, &out, &t.cat, &t.src), 0, "trial {trial}");
+                }
+            }
+            _ => panic!("trial {trial}: resume said {c}: {e}"),
+        }
+        // Either way the stream under the name is whole and restores the
+        // tree as it is.
+        let (c, _, e) = run_s(&["verify", "-f", p(&out)]);
+        assert_eq!(c, 0, "trial {trial}: {e}");
+        let target = t.dir.path().join(format!("x{trial}"));
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&out), "--target", p(&target)]);
+        assert_eq!(c, 0, "trial {trial}: {e}");
+        let want = snapshot_tree(&t.src);
+        let got = snapshot_tree(&target);
+        for (k, w) in &want {
+            if k != b"." {
+                assert_eq!(&got[k], w, "trial {trial}: {}", String::from_utf8_lossy(k));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&target);
+    }
+    eprintln!("{resumed} of {n} killed dumps resumed, {kept_some} keeping bytes already written");
+}

@@ -174,7 +174,17 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
             );
         }
         let (o, w, kept) = match (&p.partial, p.tape_file) {
-            (Some(partial), _) => Output::resume_file(&specs[0], partial)?,
+            (Some(partial), _) => {
+                // Killed after its stream was renamed into place but before
+                // the catalog recorded it: the stream itself is the partial.
+                let whole = std::path::Path::new(&specs[0]);
+                let from = if !partial.exists() && whole.is_file() {
+                    whole
+                } else {
+                    partial.as_path()
+                };
+                Output::resume_file(&specs[0], from)?
+            }
             (None, Some(n)) => Output::resume_tape(&specs, &opts.tape, n)?,
             (None, None) => anyhow::bail!(
                 "the interrupted dump went to {}, which cannot be resumed; run the dump again without --resume",
