@@ -478,6 +478,37 @@ fn compare_finds_every_change_of_the_level_1_mutations_and_none_otherwise() {
         p(&t.out),
     ]);
     assert_eq!((c, o.len()), (0, 0), "{e}");
+    // The empty lost+found of a fresh file system is not a difference.
+    fs::create_dir(t.out.join("lost+found")).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(&t.src).unwrap();
+        set_times(
+            &t.out,
+            (m.atime(), m.atime_nsec()),
+            (m.mtime(), m.mtime_nsec()),
+        );
+    }
+    let c2 = [
+        "restore",
+        "-C",
+        "-f",
+        p(&s1),
+        "-f",
+        p(&s0),
+        "--target",
+        p(&t.out),
+    ];
+    let (c, o, e) = run_s(&c2);
+    assert_eq!(
+        (c, String::from_utf8_lossy(&o).into_owned()),
+        (0, String::new()),
+        "{e}"
+    );
+    fs::write(t.out.join("lost+found/x"), b"").unwrap();
+    let (c, o, _) = run_s(&c2);
+    assert_eq!(c, 1);
+    assert!(String::from_utf8_lossy(&o).contains("lost+found: on disk but not in the snapshot"));
 }
 
 #[test]

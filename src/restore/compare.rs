@@ -324,10 +324,17 @@ impl Walker<'_> {
                     match names {
                         Ok(names) => {
                             let known = children.get(&d.ino);
+                            // Restore's own state, and the empty lost+found
+                            // of a fresh file system, are not differences.
+                            let ignored = |n: &[u8]| {
+                                d.ino == ROOT_INO
+                                    && (n == STATE_DIR.as_bytes()
+                                        || (n == b"lost+found" && empty_dir(dir, name, n)))
+                            };
                             extras = names
                                 .into_iter()
-                                .filter(|n| !(d.ino == ROOT_INO && n == STATE_DIR.as_bytes()))
                                 .filter(|n| known.is_none_or(|k| !k.contains(&n[..])))
+                                .filter(|n| !ignored(n))
                                 .collect();
                         }
                         Err(e) => warns.push(format!("cannot list directory: {e}")),
@@ -358,6 +365,19 @@ impl Walker<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `dir`/`name`/`child` is an empty directory.
+fn empty_dir(dir: std::os::fd::BorrowedFd, name: &[u8], child: &[u8]) -> bool {
+    let parent = if name.is_empty() {
+        fsx::open_dir(dir, b".")
+    } else {
+        fsx::open_dir(dir, name)
+    };
+    parent
+        .and_then(|p| fsx::open_dir(p.as_fd(), child))
+        .and_then(|c| fsx::read_dir_names(c.as_fd()))
+        .is_ok_and(|v| v.is_empty())
 }
 
 /// The snapshot's and the disk's value of an attribute, for display.
