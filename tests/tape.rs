@@ -264,3 +264,62 @@ fn a_dump_to_files_is_cut_into_volumes_of_a_given_size() {
         "{e}"
     );
 }
+
+#[test]
+fn damaged_tape_framing_is_skipped_and_the_loss_named() {
+    let t = paths();
+    for i in 0..6 {
+        fs::write(t.src.join(format!("f{i}")), bytes(200 + i, 300_000)).unwrap();
+    }
+    let tp = tape(&t, "d.tap");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-z",
+        "0",
+        "-b",
+        "16",
+        "-f",
+        p(&tp),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    // Break the length word of a tape record in the middle of the data.
+    let mut b = fs::read(&tp).unwrap();
+    let mut at = 0usize;
+    let mut starts = Vec::new();
+    while at + 4 <= b.len() {
+        let n = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        if n == 0 {
+            at += 4;
+            continue;
+        }
+        starts.push(at);
+        at += 4 + n + n % 2 + 4;
+    }
+    let victim = starts[starts.len() / 2];
+    b[victim + 2] ^= 0x40;
+    fs::write(&tp, &b).unwrap();
+    let (c, _, e) = run_s(&["verify", "-f", p(&tp)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("skipped") && e.contains("damaged"), "{e}");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&tp), "--target", p(&t.out)]);
+    assert_eq!(c, 1, "{e}");
+    let mut named = 0;
+    for i in 0..6 {
+        let f = format!("f{i}");
+        let got = fs::read(t.out.join(&f)).unwrap();
+        if e.contains(&format!("warning: {f}: lost bytes")) {
+            named += 1;
+        } else {
+            assert_eq!(
+                got,
+                bytes(200 + i, 300_000),
+                "{f} differs but is not named: {e}"
+            );
+        }
+    }
+    assert!((1..=2).contains(&named), "{e}");
+}

@@ -157,6 +157,21 @@ impl<R: Read> Framer<R> {
         self.offset += HEADER_LEN as u64;
         let mut stored = vec![0u8; header.stored_len as usize];
         self.fill(&mut stored, false)?;
+        if self.salvage && xxhash_rust::xxh3::xxh3_64(&stored) != header.payload_hash {
+            // A damaged payload may hide the start of the next record (bytes
+            // lost in between): read it all again while resynchronising.
+            self.offset -= HEADER_LEN as u64;
+            let mut back = hbytes.to_vec();
+            back.extend_from_slice(&stored);
+            back.append(&mut self.pushback);
+            self.pushback = back;
+            bail!(
+                "{}: {} record {} at byte {at}: payload checksum mismatch (damaged stream)",
+                self.name,
+                kind_name(header.kind),
+                header.seq
+            );
+        }
         self.offset += stored.len() as u64;
         self.next_seq = header.seq + 1;
         self.last_kind = header.kind;
@@ -211,7 +226,12 @@ impl<R: Read> Framer<R> {
                 Ok(k) => got += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.io_error = true;
+                    // With bytes in hand, scan them first: a read error
+                    // (say, the next volume is needed) comes back on the
+                    // next read if the stream goes on.
+                    if got == start {
+                        self.io_error = true;
+                    }
                     break;
                 }
             }

@@ -112,34 +112,46 @@ fn damaged(name: &str, at: u64, what: &str) -> io::Error {
     )
 }
 
-impl Device for VirtualTape {
-    fn write_record(&mut self, data: &[u8], block_size: u64) -> io::Result<bool> {
-        let n = data.len() as u32;
-        let mut rec = Vec::with_capacity(data.len() + 9);
-        rec.extend_from_slice(&n.to_le_bytes());
-        rec.extend_from_slice(data);
-        if n % 2 == 1 {
-            rec.push(0);
+impl VirtualTape {
+    fn image_len(&self) -> io::Result<u64> {
+        Ok(self.file.get_ref().metadata()?.len())
+    }
+
+    /// The first position from `from` on where an intact record starts:
+    /// a sane length word, that many bytes, and the same length word after
+    /// them.
+    fn find_record(&mut self, from: u64) -> io::Result<Option<u64>> {
+        use std::os::unix::fs::FileExt;
+        let len = self.image_len()?;
+        let f = self.file.get_ref();
+        let word = |at: u64| -> io::Result<u32> {
+            let mut b = [0u8; 4];
+            f.read_exact_at(&mut b, at)?;
+            Ok(u32::from_le_bytes(b))
+        };
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut base = from;
+        while base + 4 <= len {
+            let n = chunk.len().min((len - base) as usize);
+            f.read_exact_at(&mut chunk[..n], base)?;
+            for i in 0..n.saturating_sub(3) {
+                let p = base + i as u64;
+                let w = u32::from_le_bytes(chunk[i..i + 4].try_into().unwrap());
+                if w == 0 || w & BAD != 0 || w as u64 > super::MAX_BLOCK_SIZE {
+                    continue;
+                }
+                let tail = p + 4 + w as u64 + (w % 2) as u64;
+                if tail + 4 <= len && word(tail)? == w {
+                    return Ok(Some(p));
+                }
+            }
+            base += n.saturating_sub(3).max(1) as u64;
         }
-        rec.extend_from_slice(&n.to_le_bytes());
-        self.raw_write(&rec)?;
-        Ok(self.pos >= self.early_warning(block_size))
+        Ok(None)
     }
 
-    fn write_filemark(&mut self) -> io::Result<()> {
-        self.raw_write(&0u32.to_le_bytes())
-    }
-
-    fn finish_writing(&mut self) -> io::Result<()> {
-        if self.written {
-            let f = self.file.get_mut();
-            f.set_len(self.pos)?;
-            f.sync_all()?;
-        }
-        Ok(())
-    }
-
-    fn read_record(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem> {
+    /// Reads the record at the position, refusing damaged framing.
+    fn read_framed(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem> {
         let at = self.pos;
         let Some(n) = self.read_u32()? else {
             return Ok(ReadItem::EndOfData);
@@ -178,6 +190,61 @@ impl Device for VirtualTape {
                 at,
                 "record lengths differ at its two ends",
             )),
+        }
+    }
+}
+
+impl Device for VirtualTape {
+    fn write_record(&mut self, data: &[u8], block_size: u64) -> io::Result<bool> {
+        let n = data.len() as u32;
+        let mut rec = Vec::with_capacity(data.len() + 9);
+        rec.extend_from_slice(&n.to_le_bytes());
+        rec.extend_from_slice(data);
+        if n % 2 == 1 {
+            rec.push(0);
+        }
+        rec.extend_from_slice(&n.to_le_bytes());
+        self.raw_write(&rec)?;
+        Ok(self.pos >= self.early_warning(block_size))
+    }
+
+    fn write_filemark(&mut self) -> io::Result<()> {
+        self.raw_write(&0u32.to_le_bytes())
+    }
+
+    fn finish_writing(&mut self) -> io::Result<()> {
+        if self.written {
+            let f = self.file.get_mut();
+            f.set_len(self.pos)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn read_record(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem> {
+        let at = self.pos;
+        match self.read_framed(buf, max) {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Damaged framing: go on at the next intact record. What
+                // was skipped is missing from the stream, which the stream
+                // reader detects, names and (for a full restore) goes round.
+                let next = self.find_record(at + 1)?;
+                let skipped = next.unwrap_or(self.image_len()?) - at;
+                crate::progress::println_err(&format!(
+                    "snapdump: warning: {e}; skipped {skipped} bytes of the tape image to the next intact record"
+                ));
+                match next {
+                    Some(p) => {
+                        self.pos = p;
+                        self.read_framed(buf, max)
+                    }
+                    None => {
+                        self.pos = self.image_len()?;
+                        Ok(ReadItem::EndOfData)
+                    }
+                }
+            }
+            r => r,
         }
     }
 
