@@ -261,6 +261,33 @@ fn emit_json<T: serde::Serialize>(j: &JsonArgs, stdout_busy: bool, v: &T) -> any
     Ok(())
 }
 
+/// The lock policy `--no-wait` asks for.
+fn wait_policy(no_wait: bool) -> snapdump::lock::Wait {
+    if no_wait {
+        snapdump::lock::Wait::No
+    } else {
+        snapdump::lock::Wait::Yes
+    }
+}
+
+/// Prints `v` as JSON when asked, else `lines`, one per line, on stdout.
+fn json_or_lines<T: serde::Serialize>(
+    j: &JsonArgs,
+    v: &T,
+    lines: impl Iterator<Item = String>,
+) -> anyhow::Result<()> {
+    if j.json || j.json_file.is_some() {
+        return emit_json(j, false, v);
+    }
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
     use snapdump::media::stream_spec;
     match cli.cmd {
@@ -282,11 +309,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 compression: a.compress,
                 source: a.source,
                 base: a.base,
-                wait: if a.no_wait {
-                    snapdump::lock::Wait::No
-                } else {
-                    snapdump::lock::Wait::Yes
-                },
+                wait: wait_policy(a.no_wait),
                 resume: a.resume,
             };
             let s = snapdump::dump::dump(&opts, report)?;
@@ -311,17 +334,14 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             };
             if a.list {
                 let l = snapdump::restore::list::list(&inputs, a.at, &a.paths, report)?;
-                if a.json.json || a.json.json_file.is_some() {
-                    emit_json(&a.json, false, &l)?;
-                } else {
-                    use std::io::Write;
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    for e in &l.entries {
+                json_or_lines(
+                    &a.json,
+                    &l,
+                    l.entries.iter().map(|e| {
                         let slash = if e.kind == "dir" { "/" } else { "" };
-                        writeln!(out, "{}{slash}", e.path)?;
-                    }
-                    out.flush()?;
-                }
+                        format!("{}{slash}", e.path)
+                    }),
+                )?;
                 return Ok(report.exit_status());
             }
             if a.extract {
@@ -346,16 +366,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     digest,
                 };
                 let s = snapdump::restore::compare::compare(&opts, report)?;
-                if a.json.json || a.json.json_file.is_some() {
-                    emit_json(&a.json, false, &s)?;
-                } else {
-                    use std::io::Write;
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    for d in &s.differences {
-                        writeln!(out, "{}", d.line())?;
-                    }
-                    out.flush()?;
-                }
+                json_or_lines(&a.json, &s, s.differences.iter().map(|d| d.line()))?;
                 if !s.differences.is_empty() {
                     return Ok(snapdump::report::EXIT_WARNINGS);
                 }
@@ -384,11 +395,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     target: a.target.clone(),
                     force: a.force,
                     digest,
-                    wait: if a.no_wait {
-                        snapdump::lock::Wait::No
-                    } else {
-                        snapdump::lock::Wait::Yes
-                    },
+                    wait: wait_policy(a.no_wait),
                 };
                 summaries.push(snapdump::restore::full::restore(&opts, report)?);
             }

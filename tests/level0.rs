@@ -120,39 +120,14 @@ fn listing_needs_only_the_front_and_escapes_names() {
     assert_eq!(v["entries"][0]["type"], "dir");
 }
 
-/// Offset of the first data record (records are 40-byte headers + payload).
-fn first_data_record(b: &[u8]) -> usize {
-    let mut at = 0;
-    loop {
-        let kind = b[at + 4];
-        if kind == 4 {
-            return at;
-        }
-        let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
-        at += 40 + len;
-    }
-}
-
-/// Offsets of each record, with its kind.
-fn records(b: &[u8]) -> Vec<(usize, u8)> {
-    let mut v = Vec::new();
-    let mut at = 0;
-    while at < b.len() {
-        v.push((at, b[at + 4]));
-        let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
-        at += 40 + len;
-    }
-    v
-}
-
 #[test]
 fn damage_anywhere_is_detected_by_verify_and_restore() {
     let t = paths();
     build_fidelity_tree(&t.src);
     assert_eq!(dump(&t).0, 0);
     let good = std::fs::read(&t.stream).unwrap();
-    let recs = records(&good);
-    let pick = |kind: u8| recs.iter().find(|r| r.1 == kind).unwrap().0;
+    let recs = stream_records(&good);
+    let pick = |kind: u8| recs.iter().find(|r| r.2 == kind).unwrap().0;
     // One flipped byte in: the header record's payload, a metadata payload,
     // the image record, a data payload, a data record header, the
     // relocation table, the trailer.
@@ -474,21 +449,7 @@ fn catalog_records_the_snapshot_after_the_stream() {
 fn only_the_digest_list_catches_a_payload_rewritten_with_its_xxh3() {
     let t = paths();
     std::fs::write(t.src.join("f"), bytes(11, 100_000)).unwrap();
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-z",
-            "0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_raw(&t.stream, &t.cat, &t.src, &[]).0, 0);
     let mut b = std::fs::read(&t.stream).unwrap();
     let at = first_data_record(&b);
     let len = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;

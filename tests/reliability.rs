@@ -368,17 +368,7 @@ fn full_file_systems_give_clear_errors_and_keep_earlier_states() {
     };
     // The output on a full file system.
     let out = small.0.join("s.sdump");
-    let (c, _, e) = run_s(&[
-        "dump",
-        "-0",
-        "-z",
-        "0",
-        "-f",
-        p(&out),
-        "--catalog",
-        p(&t.cat),
-        p(&t.src),
-    ]);
+    let (c, e) = dump_raw(&out, &t.cat, &t.src, &[]);
     assert_eq!(c, 2);
     assert!(
         e.contains("No space left") && e.trim().lines().count() == 1,
@@ -391,21 +381,7 @@ fn full_file_systems_give_clear_errors_and_keep_earlier_states() {
     );
     assert_eq!(snapshot_count(&t.cat, &t.src), 0);
     // A restore target on a full file system.
-    assert_eq!(
-        run_s(&[
-            "dump",
-            "-0",
-            "-z",
-            "0",
-            "-f",
-            p(&t.stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src)
-        ])
-        .0,
-        0
-    );
+    assert_eq!(dump_raw(&t.stream, &t.cat, &t.src, &[]).0, 0);
     let target = small.0.join("target");
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&target)]);
     assert_eq!(c, 2);
@@ -710,27 +686,10 @@ fn damaged_and_missing_records_are_skipped_and_every_loss_is_named() {
     for i in 0..8 {
         std::fs::write(t.src.join(format!("f{i}")), bytes(50 + i, 400_000)).unwrap();
     }
-    let (c, _, e) = run_s(&[
-        "dump",
-        "-0",
-        "-z",
-        "0",
-        "-f",
-        p(&t.stream),
-        "--catalog",
-        p(&t.cat),
-        p(&t.src),
-    ]);
+    let (c, e) = dump_raw(&t.stream, &t.cat, &t.src, &[]);
     assert_eq!(c, 0, "{e}");
     let good = std::fs::read(&t.stream).unwrap();
-    // Record boundaries: header offset, length, kind.
-    let mut recs = Vec::new();
-    let mut at = 0;
-    while at < good.len() {
-        let n = u32::from_le_bytes(good[at + 16..at + 20].try_into().unwrap()) as usize;
-        recs.push((at, 40 + n, good[at + 4]));
-        at += 40 + n;
-    }
+    let recs = stream_records(&good);
     let data: Vec<_> = recs.iter().filter(|r| r.2 == 4).collect();
     assert!(data.len() >= 10);
     // Flip a byte in the 3rd data record and delete the 8th.

@@ -18,8 +18,15 @@ fn dump(t: &Paths, level: u8, n: usize) -> PathBuf {
     out
 }
 
-/// `restore -x` of `paths` into a fresh directory; returns it.
-fn extract(t: &Paths, streams: &[&Path], at: Option<&str>, paths: &[&str], name: &str) -> PathBuf {
+/// `restore -x` of `paths` into a fresh directory `name`; returns the
+/// exit code, stderr and the directory.
+fn try_extract(
+    t: &Paths,
+    streams: &[&Path],
+    at: Option<&str>,
+    paths: &[&str],
+    name: &str,
+) -> (i32, String, PathBuf) {
     let target = t.dir.path().join(name);
     let _ = fs::remove_dir_all(&target);
     let mut args = vec!["restore", "-x", "--target", p(&target)];
@@ -31,6 +38,12 @@ fn extract(t: &Paths, streams: &[&Path], at: Option<&str>, paths: &[&str], name:
     }
     args.extend(paths);
     let (c, _, e) = run_s(&args);
+    (c, e, target)
+}
+
+/// As [`try_extract`], which must succeed; returns the directory.
+fn extract(t: &Paths, streams: &[&Path], at: Option<&str>, paths: &[&str], name: &str) -> PathBuf {
+    let (c, e, target) = try_extract(t, streams, at, paths, name);
     assert_eq!(c, 0, "restore -x {paths:?} failed: {e}");
     target
 }
@@ -196,34 +209,26 @@ fn every_snapshot_of_a_chain_is_extracted_as_it_was() {
     // a level-0 + level-2 chain without the level 1 is refused, naming it.
     let out = extract(&h.t, &all, None, &["late"], "newest");
     assert_extracted(&h.snaps[2], &out, &["late"]);
-    let (c, _, e) = run_s(&[
-        "restore",
-        "-x",
-        "-f",
-        p(&h.streams[0]),
-        "-f",
-        p(&h.streams[2]),
-        "--target",
-        p(&h.t.dir.path().join("broken")),
-        "late",
-    ]);
+    let (c, e, _) = try_extract(
+        &h.t,
+        &[&h.streams[0], &h.streams[2]],
+        None,
+        &["late"],
+        "broken",
+    );
     assert_eq!(c, 2);
     assert!(
         e.contains("snapshot 2") && e.contains("add the stream"),
         "{e}"
     );
     // A file deleted in level 1 is not in snapshot 2.
-    let (c, _, e) = run_s(&[
-        "restore",
-        "-x",
-        "-f",
-        p(&h.streams[0]),
-        "-f",
-        p(&h.streams[1]),
-        "--target",
-        p(&h.t.dir.path().join("gone")),
-        "doomed",
-    ]);
+    let (c, e, _) = try_extract(
+        &h.t,
+        &[&h.streams[0], &h.streams[1]],
+        None,
+        &["doomed"],
+        "gone",
+    );
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("none of the given paths"), "{e}");
     // --at a time: the newest snapshot taken at or before it (snapshot 2

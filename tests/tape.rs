@@ -272,19 +272,7 @@ fn damaged_tape_framing_is_skipped_and_the_loss_named() {
         fs::write(t.src.join(format!("f{i}")), bytes(200 + i, 300_000)).unwrap();
     }
     let tp = tape(&t, "d.tap");
-    let (c, _, e) = run_s(&[
-        "dump",
-        "-0",
-        "-z",
-        "0",
-        "-b",
-        "16",
-        "-f",
-        p(&tp),
-        "--catalog",
-        p(&t.cat),
-        p(&t.src),
-    ]);
+    let (c, e) = dump_raw(&tp, &t.cat, &t.src, &["-b", "16"]);
     assert_eq!(c, 0, "{e}");
     // Break the length word of a tape record in the middle of the data.
     let mut b = fs::read(&tp).unwrap();

@@ -645,3 +645,35 @@ pub fn assert_extracted(expected: &BTreeMap<Vec<u8>, Entry>, out: &Path, selecte
         }
     }
 }
+
+/// `snapdump dump -0 -z 0 -f out --catalog cat src` with `extra` options
+/// before the source (uncompressed, so tests can find and damage bytes);
+/// returns the exit code and stderr.
+pub fn dump_raw(out: &Path, cat: &Path, src: &Path, extra: &[&str]) -> (i32, String) {
+    let mut a = vec!["dump", "-0", "-z", "0", "-f", p(out), "--catalog", p(cat)];
+    a.extend(extra);
+    a.push(p(src));
+    let (c, _, e) = run_s(&a);
+    (c, e)
+}
+
+/// The records of a stream: (offset, whole length, kind).
+pub fn stream_records(b: &[u8]) -> Vec<(usize, usize, u8)> {
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at + 40 <= b.len() {
+        let len = 40 + u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+        v.push((at, len, b[at + 4]));
+        at += len;
+    }
+    v
+}
+
+/// Offset of a stream's first data record.
+pub fn first_data_record(b: &[u8]) -> usize {
+    stream_records(b)
+        .into_iter()
+        .find(|r| r.2 == 4)
+        .expect("a data record")
+        .0
+}
