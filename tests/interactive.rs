@@ -117,16 +117,22 @@ fn the_shell_browses_completes_marks_and_extracts_two_files() {
     tmux.wait_for("extracted", 1);
     tmux.wait_for(prompt, 9);
     tmux.keys(&["quit", "Enter"]);
+    // The shell creates the status file before it writes to it: wait for
+    // the whole line.
     let start = Instant::now();
-    while !status.exists() {
+    let exit = loop {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "{}",
             tmux.screen()
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "EXIT=0");
+    };
+    assert_eq!(exit.trim(), "EXIT=0");
     assert_extracted(&expected, &target, &["dir/random.bin", "hello.txt"]);
 }
 
