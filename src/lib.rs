@@ -26,4 +26,5 @@ pub mod stream;
 pub mod tape;
 pub mod tree;
 pub mod util;
+pub mod volume;
 pub mod wire;

@@ -28,6 +28,89 @@ enum Cmd {
     Snapshots(SnapshotsArgs),
     /// Show every snapshot in which a file changed.
     History(HistoryArgs),
+    /// Create, list, extract, export, check and manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create an empty volume file.
+    Create {
+        /// Block size in bytes (the streams received must use it).
+        #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+        block_size: u32,
+        /// Pack blocks at the lowest free VBNs instead of their source VBNs.
+        #[arg(long)]
+        compact: bool,
+        /// Largest size the volume may grow to (e.g. 10G); default no limit.
+        #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
+        size: Option<u64>,
+        /// The volume file to create.
+        path: PathBuf,
+    },
+    /// List a snapshot's entries (PATH@SNAPSHOT; default the newest).
+    Ls {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume, optionally @SNAPSHOT (an id or a time).
+        volume: String,
+        /// Only these paths (and what lies below them).
+        paths: Vec<String>,
+    },
+    /// Extract a snapshot, or some of its paths, into a directory.
+    Extract {
+        /// Replace existing entries in the way.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume, optionally @SNAPSHOT.
+        volume: String,
+        /// Directory to extract into (created if missing).
+        target: PathBuf,
+        /// Paths to extract (default everything).
+        paths: Vec<String>,
+    },
+    /// Write a snapshot as a POSIX tar stream to stdout.
+    ExportTar {
+        /// The volume, optionally @SNAPSHOT.
+        volume: String,
+    },
+    /// Check every checksum, pointer and bit plane of a volume.
+    Check {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume.
+        volume: PathBuf,
+    },
+    /// List the snapshots a volume holds.
+    Snapshots {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume.
+        volume: PathBuf,
+    },
+    /// Remove a snapshot; blocks nothing else uses are freed.
+    DeleteSnapshot {
+        /// Fail at once if the volume is in use (default: wait).
+        #[arg(long)]
+        no_wait: bool,
+        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
+        volume: String,
+        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
+        snapshot: Option<String>,
+    },
+    /// Make a snapshot a shadow: its blocks become reusable.
+    Shadow {
+        /// Fail at once if the volume is in use (default: wait).
+        #[arg(long)]
+        no_wait: bool,
+        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
+        volume: String,
+        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
+        snapshot: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -58,6 +141,10 @@ struct DumpArgs {
     /// Base snapshot id (default: the newest snapshot of a lower level).
     #[arg(long, value_name = "ID")]
     base: Option<u64>,
+    /// From a volume: the plane expression to dump, e.g. 'S5+S4-S3' (the
+    /// snapshots summed, in order, over the base after '-').
+    #[arg(long, value_name = "EXPR")]
+    image: Option<String>,
     #[arg(short = '1', group = "lvl", hide = true)]
     l1: bool,
     #[arg(short = '2', group = "lvl", hide = true)]
@@ -114,7 +201,7 @@ struct DumpArgs {
     no_wait: bool,
     #[command(flatten)]
     json: JsonArgs,
-    /// The directory tree to dump.
+    /// The directory tree to dump, or a volume file (PATH.vol[@SNAPSHOT]).
     source: PathBuf,
 }
 
@@ -174,6 +261,10 @@ struct RestoreArgs {
     /// Directory to restore into (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     target: PathBuf,
+    /// With -r: apply the streams to this volume (see snapdump volume create)
+    /// instead of a directory.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
+    volume: Option<PathBuf>,
     /// Restore into a non-empty target, replacing entries in the way.
     #[arg(long)]
     force: bool,
@@ -295,16 +386,43 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             let levels = [a.l0, a.l1, a.l2, a.l3, a.l4, a.l5, a.l6, a.l7, a.l8, a.l9];
             let level = levels.iter().position(|&b| b).unwrap_or(0) as u8;
             let output = stream_spec(a.file.first().map(|s| s.as_str()))?;
+            let tape = snapdump::tape::writer::TapeOptions {
+                block_size: a.block_kib * 1024,
+                append: a.append,
+                capacity: a.tape_capacity.or(a.volume_size).unwrap_or(0),
+                new_volume: a.new_volume.clone(),
+            };
+            let (vpath, vsel) = snapdump::volume::split_spec(&a.source.to_string_lossy());
+            if snapdump::volume::is_volume(&vpath) {
+                if a.base.is_some() || a.resume {
+                    anyhow::bail!("--base and --resume are for tree sources; from a volume, name the planes with --image");
+                }
+                let mut specs = vec![output.clone()];
+                specs.extend(a.file.iter().skip(1).cloned());
+                let opts = snapdump::volume::image::VolumeDumpOptions {
+                    volume: vpath,
+                    at: vsel,
+                    level,
+                    image: a.image,
+                    specs,
+                    tape,
+                    compression: a.compress,
+                };
+                let s = snapdump::volume::image::dump_volume(&opts, report)?;
+                emit_json(&a.json, output == "-", &s)?;
+                return Ok(report.exit_status());
+            }
+            if a.image.is_some() {
+                anyhow::bail!(
+                    "--image selects planes of a volume, and {} is not a volume",
+                    a.source.display()
+                );
+            }
             let opts = snapdump::dump::DumpOptions {
                 level,
                 output: output.clone(),
                 volumes: a.file.iter().skip(1).cloned().collect(),
-                tape: snapdump::tape::writer::TapeOptions {
-                    block_size: a.block_kib * 1024,
-                    append: a.append,
-                    capacity: a.tape_capacity.or(a.volume_size).unwrap_or(0),
-                    new_volume: a.new_volume,
-                },
+                tape,
                 catalog_root: a.catalog.unwrap_or_else(snapdump::catalog::default_root),
                 compression: a.compress,
                 source: a.source,
@@ -388,6 +506,31 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     a.paths.join(" ")
                 );
             }
+            if let Some(volume) = a.volume {
+                let opts = snapdump::volume::receive::ReceiveOptions {
+                    inputs,
+                    volume,
+                    wait: wait_policy(a.no_wait),
+                };
+                let s = snapdump::volume::receive::receive(&opts, report)?;
+                if a.json.json || a.json.json_file.is_some() {
+                    emit_json(&a.json, false, &s)?;
+                } else {
+                    for r in &s.received {
+                        println!(
+                            "{}: snapshot {} (level {}, {}) received as @{}: {} blocks carried, {} relocated",
+                            r.stream,
+                            r.snapshot.id,
+                            r.snapshot.level,
+                            r.snapshot.time.rfc3339(),
+                            r.volume_id,
+                            r.data_blocks,
+                            r.relocated_blocks
+                        );
+                    }
+                }
+                return Ok(report.exit_status());
+            }
             let mut summaries = Vec::new();
             for input in inputs {
                 let opts = snapdump::restore::full::RestoreOptions {
@@ -397,7 +540,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     digest,
                     wait: wait_policy(a.no_wait),
                 };
-                summaries.push(snapdump::restore::full::restore(&opts, report)?);
+                summaries.extend(snapdump::restore::full::restore(&opts, report)?);
             }
             if summaries.len() == 1 {
                 emit_json(&a.json, false, &summaries[0])?;
@@ -412,21 +555,27 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 anyhow::bail!("verify checks one stream at a time; give its volumes, or run verify once per stream");
             }
             let input = inputs.remove(0);
-            let s = snapdump::restore::verify::verify(&input, report)?;
+            let all = snapdump::restore::verify::verify(&input, report)?;
             if a.json.json || a.json.json_file.is_some() {
-                emit_json(&a.json, false, &s)?;
+                if all.len() == 1 {
+                    emit_json(&a.json, false, &all[0])?;
+                } else {
+                    emit_json(&a.json, false, &all)?;
+                }
             } else {
-                println!(
-                    "{}: ok: snapshot {} level {} of {}, {} entries, {} data blocks ({} bytes), {} stream bytes",
-                    input.name(),
-                    s.header.snapshot.id,
-                    s.header.snapshot.level,
-                    snapdump::names::escape(&s.header.source_path),
-                    s.entries,
-                    s.data_blocks,
-                    s.data_bytes,
-                    s.stream_bytes
-                );
+                for s in &all {
+                    println!(
+                        "{}: ok: snapshot {} level {} of {}, {} entries, {} data blocks ({} bytes), {} stream bytes",
+                        input.name(),
+                        s.header.snapshot.id,
+                        s.header.snapshot.level,
+                        snapdump::names::escape(&s.header.source_path),
+                        s.entries,
+                        s.data_blocks,
+                        s.data_bytes,
+                        s.stream_bytes
+                    );
+                }
             }
             Ok(0)
         }
@@ -470,6 +619,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             }
             Ok(report.exit_status())
         }
+        Cmd::Volume(v) => volume(v, report),
         Cmd::Snapshots(a) => {
             let root = a.catalog.unwrap_or_else(snapdump::catalog::default_root);
             let list = snapdump::snapshots::list(&root, a.source.as_deref())?;
@@ -493,6 +643,139 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     }
                 }
             }
+            Ok(0)
+        }
+    }
+}
+
+/// `PATH@SNAP` or `PATH SNAP`.
+fn snapshot_arg(volume: &str, snapshot: Option<String>) -> anyhow::Result<(PathBuf, String)> {
+    match (snapdump::volume::split_spec(volume), snapshot) {
+        ((p, None), Some(s)) => Ok((p, s)),
+        ((p, Some(s)), None) => Ok((p, s)),
+        _ => anyhow::bail!("name one snapshot: PATH@SNAPSHOT, or PATH SNAPSHOT"),
+    }
+}
+
+fn volume(cmd: VolumeCmd, report: &Report) -> anyhow::Result<i32> {
+    use snapdump::volume;
+    match cmd {
+        VolumeCmd::Create {
+            block_size,
+            compact,
+            size,
+            path,
+        } => {
+            let opts = volume::store::CreateOptions {
+                block_size,
+                compact,
+                max_bytes: size.unwrap_or(0),
+            };
+            volume::store::create(&path, &opts)?;
+            Ok(0)
+        }
+        VolumeCmd::Ls {
+            json,
+            volume,
+            paths,
+        } => {
+            let (p, sel) = volume::split_spec(&volume);
+            let l = volume::read::ls(&p, sel.as_deref(), &paths, report)?;
+            json_or_lines(
+                &json,
+                &l,
+                l.entries.iter().map(|e| {
+                    let slash = if e.kind == "dir" { "/" } else { "" };
+                    format!("{}{slash}", e.path)
+                }),
+            )?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::Extract {
+            force,
+            json,
+            volume,
+            target,
+            paths,
+        } => {
+            let (p, at) = volume::split_spec(&volume);
+            let opts = volume::read::ExtractOptions {
+                volume: p,
+                at,
+                target,
+                paths,
+                force,
+            };
+            let s = volume::read::extract(&opts, report)?;
+            emit_json(&json, false, &s)?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::ExportTar { volume } => {
+            let (p, sel) = volume::split_spec(&volume);
+            volume::tar::export_stdout(&p, sel.as_deref(), report)?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::Check { json, volume } => {
+            let c = volume::check::check(&volume)?;
+            let ok = c.problems.is_empty();
+            let summary = format!(
+                "{}: {}: generation {}, {} snapshots, {} blocks in use, {} checksums verified{}",
+                c.volume,
+                if ok { "ok" } else { "PROBLEMS" },
+                c.generation,
+                c.snapshots,
+                c.blocks_in_use,
+                c.blocks_checked,
+                if c.shadow_blocks_reused > 0 {
+                    format!(", {} shadow blocks reused", c.shadow_blocks_reused)
+                } else {
+                    String::new()
+                }
+            );
+            json_or_lines(
+                &json,
+                &c,
+                c.problems.iter().cloned().chain(std::iter::once(summary)),
+            )?;
+            Ok(if ok { 0 } else { EXIT_FAILURE })
+        }
+        VolumeCmd::Snapshots { json, volume } => {
+            let t = volume::admin::snapshots(&volume)?;
+            json_or_lines(
+                &json,
+                &t,
+                t.snapshots.iter().map(|s| {
+                    format!(
+                        "@{:<4} snapshot {:>4}  level {}  {}  {}  {} blocks, {} freed if deleted{}",
+                        s.volume_id,
+                        s.snapshot.id,
+                        s.snapshot.level,
+                        s.snapshot.time.rfc3339(),
+                        s.source,
+                        s.blocks,
+                        s.exclusive_blocks,
+                        if s.shadow { "  shadow" } else { "" }
+                    )
+                }),
+            )?;
+            Ok(0)
+        }
+        VolumeCmd::DeleteSnapshot {
+            no_wait,
+            volume,
+            snapshot,
+        } => {
+            let (p, s) = snapshot_arg(&volume, snapshot)?;
+            volume::admin::delete_snapshot(&p, &s, wait_policy(no_wait))?;
+            Ok(0)
+        }
+        VolumeCmd::Shadow {
+            no_wait,
+            volume,
+            snapshot,
+        } => {
+            let (p, s) = snapshot_arg(&volume, snapshot)?;
+            volume::admin::shadow(&p, &s, wait_policy(no_wait))?;
             Ok(0)
         }
     }

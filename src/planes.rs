@@ -102,6 +102,25 @@ impl Plane {
                 .collect(),
         )
     }
+    /// The lowest VBN at or above `from` that is not in the plane (word by
+    /// word, so an allocator scanning a full region stays O(n/64)).
+    pub fn next_clear(&self, from: u64) -> u64 {
+        let mut wi = (from / 64) as usize;
+        let mut mask = !0u64 << (from % 64);
+        while wi < self.words.len() {
+            let free = !self.words[wi] & mask;
+            if free != 0 {
+                return wi as u64 * 64 + free.trailing_zeros() as u64;
+            }
+            wi += 1;
+            mask = !0;
+        }
+        from.max(wi as u64 * 64)
+    }
+    /// Whether any of VBNs `v..v+n` is in the plane.
+    pub fn any_in(&self, v: u64, n: u64) -> bool {
+        (v..v + n).any(|x| self.get(x))
+    }
     /// The VBNs in the plane as maximal runs `(first, count)`, ascending.
     pub fn runs(&self) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();

@@ -134,11 +134,11 @@ impl Time {
             + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
         humantime::format_rfc3339_nanos(t).to_string()
     }
-    fn enc(self, e: &mut Enc) {
+    pub(crate) fn enc(self, e: &mut Enc) {
         e.i64(self.sec);
         e.u32(self.nsec);
     }
-    fn dec(d: &mut Dec) -> Result<Time> {
+    pub(crate) fn dec(d: &mut Dec) -> Result<Time> {
         let sec = d.i64()?;
         let nsec = d.u32()?;
         if nsec >= 1_000_000_000 {

@@ -534,7 +534,7 @@ fn output_tmp_key(spec: &str) -> Option<(u64, u64)> {
 
 /// Writes the metadata section: every dirent in depth-first order, with
 /// its inode at its first appearance, in records of bounded size.
-fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
+pub(crate) fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
     let mut e = Enc::new();
     let mut items = 0u32;
     let mut e2 = Enc::new();

@@ -115,13 +115,27 @@ pub(super) fn extract_into(
     force: bool,
     report: &Report,
 ) -> Result<(u64, u64)> {
+    create_selection(sel, target, force, report, |apply| fill(c, sel, apply))
+}
+
+/// Creates the selection in `target` and lets `fill` write its files'
+/// data through the [`Apply`] (restore -x from streams, volume extract from
+/// a volume); then sets attributes. On failure the entries it created are
+/// removed again and the error says so.
+pub(crate) fn create_selection(
+    sel: &Selection,
+    target: &Path,
+    force: bool,
+    report: &Report,
+    fill: impl FnOnce(&mut Apply) -> Result<(u64, u64)>,
+) -> Result<(u64, u64)> {
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open target {}", target.display()))?;
     let mut apply = Apply::new(root, force, report)?;
     apply.merge_directories(&sel.ancestor);
     let result = apply
         .skeleton(&sel.tree)
-        .and_then(|_| fill(c, sel, &mut apply))
+        .and_then(|_| fill(&mut apply))
         .and_then(|n| apply.finish_selected(&sel.tree, sel.whole).map(|_| n));
     result.map_err(|e| {
         let left = apply.remove_created(&sel.tree);
@@ -165,7 +179,7 @@ fn fill(c: &mut Chosen, sel: &Selection, apply: &mut Apply) -> Result<(u64, u64)
 /// Creates the target when missing; refuses one that an incremental
 /// restore maintains (extracting into it would make later increments
 /// apply to a tree that is not the snapshot they expect) unless forced.
-fn prepare_target(target: &Path, force: bool) -> Result<()> {
+pub(crate) fn prepare_target(target: &Path, force: bool) -> Result<()> {
     match std::fs::symlink_metadata(target) {
         Ok(m) if !m.is_dir() => bail!("target {} is not a directory", target.display()),
         Ok(_) => {}

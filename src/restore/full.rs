@@ -9,14 +9,14 @@
 //! stream cannot make restore write outside its target.
 
 use super::check::{read_data, read_front};
-use super::open_stream;
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
-use crate::stream::reader::Digest;
+use crate::stream::reader::{Digest, StreamReader};
+use crate::stream::set::ImageSetReader;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -63,6 +63,10 @@ pub struct RestoreSummary {
     pub elapsed_seconds: f64,
     /// Entries that could not be restored exactly.
     pub warnings: Vec<Warning>,
+    /// The stream was damaged (read by salvage): nothing after it on the
+    /// same input is read.
+    #[serde(skip)]
+    pub damaged: bool,
 }
 
 impl RestoreSummary {
@@ -88,19 +92,41 @@ impl RestoreSummary {
             stream_bytes,
             elapsed_seconds: started.elapsed().as_secs_f64(),
             warnings: report.warnings(),
+            damaged: false,
         }
     }
 }
 
 /// Runs `restore -r`.
-pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
+pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
+    let mut set = ImageSetReader::new(opts.input.open()?, opts.input.name());
+    let mut out = Vec::new();
+    loop {
+        // Without the digest check, damaged records are skipped and named
+        // (a full image restores everything else; an increment refuses
+        // them).
+        let r = match opts.digest {
+            Digest::Skip => set.next_salvaging(Digest::Skip)?,
+            Digest::Check => set.next_stream(opts.digest)?,
+        };
+        let Some(r) = r else { break };
+        let summary = restore_stream(opts, r, report)?;
+        let damaged = summary.damaged;
+        out.push(summary);
+        if damaged {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Restores one stream of the input (an image set holds several).
+fn restore_stream(
+    opts: &RestoreOptions,
+    mut r: StreamReader,
+    report: &Report,
+) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
-    // Without the digest check, damaged records are skipped and named (a
-    // full image restores everything else; an increment refuses them).
-    let mut r = match opts.digest {
-        Digest::Skip => super::open_stream_salvaging(&opts.input, Digest::Skip)?,
-        Digest::Check => open_stream(&opts.input, opts.digest)?,
-    };
     let h = r.header.clone();
     let target = &opts.target;
     match std::fs::symlink_metadata(target) {
@@ -154,18 +180,22 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
     .map_err(fail)?;
     drop(progress);
     apply.finish(tree).map_err(fail)?;
-    if !r.damage().is_empty() && salvaged(&r, &front, &totals, bs, target, report) > 0 {
-        return Ok(RestoreSummary::new(
-            opts,
-            report,
-            h.snapshot.clone(),
-            front.entries,
-            &totals,
-            r.offset(),
-            started,
-        ));
+    let damaged = !r.damage().is_empty();
+    if damaged && salvaged(&r, &front, &totals, bs, target, report) > 0 {
+        return Ok(RestoreSummary {
+            damaged: true,
+            ..RestoreSummary::new(
+                opts,
+                report,
+                h.snapshot.clone(),
+                front.entries,
+                &totals,
+                r.offset(),
+                started,
+            )
+        });
     }
-    committed(
+    let mut summary = committed(
         opts,
         report,
         &paths,
@@ -174,7 +204,9 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary>
         &totals,
         r.offset(),
         started,
-    )
+    )?;
+    summary.damaged = damaged;
+    Ok(summary)
 }
 
 /// Names what a damaged stream lost: each unreadable stretch, and each
@@ -308,7 +340,7 @@ fn is_only_lock(state_dir: &std::path::Path) -> bool {
 }
 
 /// Creates entries and writes data into a target directory.
-pub(super) struct Apply<'a> {
+pub(crate) struct Apply<'a> {
     root: OwnedFd,
     dirs: DirStack,
     link_dirs: DirStack,
@@ -334,7 +366,7 @@ pub(super) fn io_ctx(tree: &Tree, ino: u64, what: &str) -> impl FnOnce(io::Error
 }
 
 impl<'a> Apply<'a> {
-    pub(super) fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
+    pub(crate) fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
         let d1 = root.try_clone()?;
         let d2 = root.try_clone()?;
         Ok(Apply {
@@ -357,12 +389,12 @@ impl<'a> Apply<'a> {
     /// to chosen entries (an existing one keeps its attributes); chosen
     /// directories that exist are merged into and get the stream's
     /// attributes.
-    pub(super) fn merge_directories(&mut self, ancestor: &[bool]) {
+    pub(crate) fn merge_directories(&mut self, ancestor: &[bool]) {
         self.merge = ancestor.to_vec();
     }
 
     /// Creates every entry of the tree (no data, no final attributes).
-    pub(super) fn skeleton(&mut self, tree: &Tree) -> Result<()> {
+    pub(crate) fn skeleton(&mut self, tree: &Tree) -> Result<()> {
         self.skipped = vec![false; tree.inodes.len() + 1];
         self.kept = vec![false; tree.inodes.len() + 1];
         self.created.clear();
@@ -445,7 +477,7 @@ impl<'a> Apply<'a> {
     /// selective restore that failed leaves the target as it found it,
     /// short of what `--force` replaced). Returns how many could not be
     /// removed.
-    pub(super) fn remove_created(&mut self, tree: &Tree) -> usize {
+    pub(crate) fn remove_created(&mut self, tree: &Tree) -> usize {
         self.open = None;
         let mut left = 0;
         for &index in self.created.iter().rev() {
@@ -465,7 +497,7 @@ impl<'a> Apply<'a> {
     }
 
     /// Writes one data segment.
-    pub(super) fn write(&mut self, tree: &Tree, s: &Segment, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, tree: &Tree, s: &Segment, data: &[u8]) -> Result<()> {
         if self.skipped[s.ino as usize] {
             return Ok(());
         }
@@ -511,7 +543,7 @@ impl<'a> Apply<'a> {
 
     /// As [`Apply::finish`] for a selective restore: the root directory's
     /// attributes are set only when the whole tree was chosen.
-    pub(super) fn finish_selected(&mut self, tree: &Tree, whole: bool) -> Result<()> {
+    pub(crate) fn finish_selected(&mut self, tree: &Tree, whole: bool) -> Result<()> {
         self.finish_attrs(tree, whole)
     }
 

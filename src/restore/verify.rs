@@ -3,7 +3,8 @@
 
 use super::check::{read_data, read_front};
 use crate::stream::header::StreamHeader;
-use crate::stream::reader::Digest;
+use crate::stream::reader::{Digest, StreamReader};
+use crate::stream::set::ImageSetReader;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -33,11 +34,21 @@ pub struct VerifySummary {
 /// Verifies `input` end to end, including the SHA-256 digest list.
 /// Damage does not stop it: every damaged stretch is named on stderr, then
 /// it fails.
+/// An image set (several streams back to back) is verified stream by
+/// stream.
 pub fn verify(
     input: &crate::media::Input,
     report: &crate::report::Report,
-) -> Result<VerifySummary> {
-    let mut r = super::open_stream_salvaging(input, Digest::Check)?;
+) -> Result<Vec<VerifySummary>> {
+    let mut set = ImageSetReader::new(input.open()?, input.name());
+    let mut out = Vec::new();
+    while let Some(r) = set.next_salvaging(Digest::Check)? {
+        out.push(verify_stream(r, report)?);
+    }
+    Ok(out)
+}
+
+fn verify_stream(mut r: StreamReader, report: &crate::report::Report) -> Result<VerifySummary> {
     let front = read_front(&mut r);
     let data = match &front {
         Ok(f) => Some(read_data(&mut r, f, |_, _| Ok(()))),

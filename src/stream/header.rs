@@ -57,7 +57,7 @@ pub struct StreamHeader {
     pub entries: u64,
 }
 
-fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
+pub(crate) fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
     e.u64(s.id);
     e.fixed(&s.uuid);
     e.i64(s.time.sec);
@@ -65,7 +65,7 @@ fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
     e.u8(s.level);
 }
 
-fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
+pub(crate) fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
     let id = d.u64()?;
     let uuid = d.fixed(16)?.try_into().unwrap();
     let sec = d.i64()?;

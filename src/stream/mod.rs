@@ -7,6 +7,7 @@ pub mod payload;
 pub mod reader;
 pub mod record;
 pub mod seek;
+pub mod set;
 pub mod writer;
 
 /// Raw data bytes per data record a dump aims for: large enough for good

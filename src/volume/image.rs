@@ -1,0 +1,357 @@
+//! Dumping a volume: `dump -N -f OUT PATH.vol[@SNAP]` and `--image EXPR`.
+//!
+//! A volume is dumped like a tree, from its own planes: a level-N image
+//! of a snapshot is its plane minus that of the newest older snapshot of
+//! the same source with a lower level. `--image 'S5+S4-S3'` names the
+//! planes: the tops S4 and S5 over the base S3. It is written as an image
+//! set, one stream per top in order (S4-S3, then S5-S4) on the one output,
+//! so every block of S4+S5-S3 is carried exactly once and a receiving
+//! volume recreates S4 as well as S5.
+//!
+//! The streams keep each snapshot's identity (id, uuid, time, level), so a
+//! replica holds the same snapshots as the volume it came from. Their VBNs
+//! are this volume's, so their source id is derived from the volume's and
+//! the source's ids: a replica keeps a relocation map per VBN space.
+
+use super::format::VolSnapshot;
+use super::read::{read_run, READ_BLOCKS};
+use super::store::{Access, Volume};
+use crate::lock::Wait;
+use crate::media::Output;
+use crate::planes::Plane;
+use crate::report::Report;
+use crate::stream::header::{SnapshotRef, StreamHeader, FORMAT_VERSION};
+use crate::stream::payload::{encode_data, Image, Segment};
+use crate::stream::record::RecordKind;
+use crate::stream::writer::StreamWriter;
+use crate::stream::DATA_RECORD_BYTES;
+use crate::tree::Kind;
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Most segments per data record (as the tree dump's pipeline).
+const MAX_SEGMENTS: usize = 256;
+
+/// A plane expression: tops summed, minus at most one base.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ImageExpr {
+    /// Volume ids of the snapshots summed.
+    pub tops: Vec<u64>,
+    /// Volume id of the snapshot subtracted.
+    pub base: Option<u64>,
+}
+
+/// Parses `S5+S4-S3` (the `S` is optional: `5+4-3`).
+pub fn parse_image(s: &str) -> Result<ImageExpr> {
+    let bad = || {
+        anyhow!("image expression '{s}': expected volume snapshot ids joined by '+', with at most one '-' base at the end, e.g. S5+S4-S3")
+    };
+    let id = |t: &str| -> Result<u64> {
+        let t = t.trim();
+        let t = t.strip_prefix(['S', 's', '@']).unwrap_or(t);
+        t.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(bad)
+    };
+    let (tops, base) = match s.split_once('-') {
+        Some((t, b)) => (t, Some(id(b)?)),
+        None => (s, None),
+    };
+    let mut tops: Vec<u64> = tops.split('+').map(id).collect::<Result<_>>()?;
+    tops.sort_unstable();
+    tops.dedup();
+    Ok(ImageExpr { tops, base })
+}
+
+/// What a dump of a volume was asked to do.
+pub struct VolumeDumpOptions {
+    /// The volume.
+    pub volume: PathBuf,
+    /// The snapshot to dump (`PATH@SNAP`; default the newest).
+    pub at: Option<String>,
+    /// Dump level (ignored with `image`).
+    pub level: u8,
+    /// A plane expression instead of the level.
+    pub image: Option<String>,
+    /// Output and further volumes.
+    pub specs: Vec<String>,
+    /// Tape options.
+    pub tape: crate::tape::writer::TapeOptions,
+    /// zstd level.
+    pub compression: i32,
+}
+
+/// One stream written.
+#[derive(Serialize)]
+pub struct StreamWritten {
+    /// The snapshot it brings a target to.
+    pub snapshot: SnapshotRef,
+    /// Its volume id here.
+    pub volume_id: u64,
+    /// Full image or increment.
+    pub full: bool,
+    /// The base, for increments.
+    pub base: Option<SnapshotRef>,
+    /// Bytes of this stream.
+    pub stream_bytes: u64,
+    /// Data blocks carried.
+    pub data_blocks: u64,
+}
+
+/// The `--json` summary of a dump of a volume.
+#[derive(Serialize)]
+pub struct VolumeDumpSummary {
+    /// Always "dump".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The volume dumped.
+    pub source: String,
+    /// Where the streams went.
+    pub output: String,
+    /// The streams, in the order written.
+    pub streams: Vec<StreamWritten>,
+    /// Bytes written in all.
+    pub stream_bytes: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+}
+
+/// The source id a volume's streams of a source carry.
+pub fn derived_source_id(volume: &[u8; 16], source: &[u8; 16]) -> [u8; 16] {
+    let h = crate::util::sha256_parts(&[b"snapdump volume source", volume, source]);
+    h[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// Picks the (top, base) pairs to write, in order.
+fn plan<'a>(
+    vol: &'a Volume,
+    opts: &VolumeDumpOptions,
+) -> Result<Vec<(&'a VolSnapshot, Option<&'a VolSnapshot>)>> {
+    let by_id = |id: u64| {
+        vol.state
+            .snapshots
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| {
+                anyhow!(
+                    "volume {} holds no snapshot @{id}; list them with snapdump volume snapshots",
+                    vol.path.display()
+                )
+            })
+    };
+    let (tops, base): (Vec<&VolSnapshot>, Option<&VolSnapshot>) = match &opts.image {
+        Some(expr) => {
+            let e = parse_image(expr)?;
+            let tops = e
+                .tops
+                .iter()
+                .map(|&i| by_id(i))
+                .collect::<Result<Vec<_>>>()?;
+            let base = e.base.map(by_id).transpose()?;
+            (tops, base)
+        }
+        None => {
+            let top = vol.snapshot(opts.at.as_deref())?;
+            let base = if opts.level == 0 {
+                None
+            } else {
+                vol.state
+                    .snapshots
+                    .iter()
+                    .filter(|s| {
+                        s.source == top.source && s.id < top.id && s.snap.level < opts.level
+                    })
+                    .max_by_key(|s| s.id)
+            };
+            if base.is_none() && opts.level > 0 {
+                crate::progress::println_err(&format!(
+                    "snapdump: warning: volume {} holds no snapshot of level below {} older than @{}: writing a full image",
+                    vol.path.display(),
+                    opts.level,
+                    top.id
+                ));
+            }
+            (vec![top], base)
+        }
+    };
+    let first = tops[0];
+    for t in &tops {
+        if t.source != first.source || base.is_some_and(|b| b.source != t.source) {
+            bail!("image expression mixes snapshots of different sources; dump each source separately");
+        }
+        if t.shadow {
+            bail!(
+                "snapshot @{} is a shadow (its blocks may have been reused); it can only be a base (after '-')",
+                t.id
+            );
+        }
+        if base.is_some_and(|b| b.id >= t.id) {
+            bail!("the base of an image must be older than every snapshot summed (@{} is not older than @{})", base.unwrap().id, t.id);
+        }
+    }
+    let mut out = Vec::new();
+    let mut prev = base;
+    for t in tops {
+        out.push((t, prev));
+        prev = Some(t);
+    }
+    Ok(out)
+}
+
+/// Dumps a volume's snapshot(s) as one stream or an image set.
+pub fn dump_volume(opts: &VolumeDumpOptions, report: &Report) -> Result<VolumeDumpSummary> {
+    let started = std::time::Instant::now();
+    let vol = Volume::open(&opts.volume, Access::Read, Wait::Yes)?;
+    let pairs = plan(&vol, opts)?;
+    let (output, mut out) = Output::open_medium(&opts.specs, &opts.tape)?;
+    let name = output.name.clone();
+    let mut streams = Vec::new();
+    let mut total = 0;
+    for (top, base) in pairs {
+        let r = write_stream(&vol, top, base, out, opts.compression);
+        match r {
+            Ok((w, o)) => {
+                total += w.stream_bytes;
+                streams.push(w);
+                out = o;
+            }
+            Err(e) => {
+                output.abort();
+                return Err(e);
+            }
+        }
+    }
+    drop(out);
+    output.commit()?;
+    Ok(VolumeDumpSummary {
+        command: "dump",
+        status: report.status_word(),
+        source: opts.volume.display().to_string(),
+        output: name,
+        streams,
+        stream_bytes: total,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+type Out = Box<dyn std::io::Write + Send>;
+
+fn write_stream(
+    vol: &Volume,
+    top: &VolSnapshot,
+    base: Option<&VolSnapshot>,
+    out: Out,
+    compression: i32,
+) -> Result<(StreamWritten, Out)> {
+    let bs = vol.bs();
+    let entry = vol
+        .state
+        .sources
+        .iter()
+        .find(|e| e.uuid == top.source)
+        .ok_or_else(|| {
+            anyhow!(
+                "snapshot @{}: its source is not recorded (damaged volume)",
+                top.id
+            )
+        })?;
+    let image = match base {
+        Some(b) => top.plane.and_not(&b.plane),
+        None => top.plane.clone(),
+    };
+    let dealloc = base
+        .map(|b| b.plane.and_not(&top.plane))
+        .unwrap_or_default();
+    let header = StreamHeader {
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        source_uuid: derived_source_id(&vol.sb.uuid, &top.source),
+        source_path: entry.path.clone(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        snapshot: top.snap.clone(),
+        full: base.is_none(),
+        base: base.map(|b| b.snap.clone()),
+        block_size: bs as u32,
+        compression_level: compression,
+        entries: top.tree.dirents.len() as u64,
+    };
+    let mut w = StreamWriter::new(out, compression, bs as u32)?;
+    w.write_record(RecordKind::Header, &header.encode())?;
+    crate::dump::write_metadata(&mut w, &top.tree)?;
+    w.write_record(
+        RecordKind::Image,
+        &Image {
+            carried: Image::runs_of(&image),
+            dealloc: Image::runs_of(&dealloc),
+        }
+        .encode(),
+    )?;
+    write_data(vol, top, &image, &mut w)?;
+    let (end, out, stream_bytes) = w.finish()?;
+    Ok((
+        StreamWritten {
+            snapshot: top.snap.clone(),
+            volume_id: top.id,
+            full: header.full,
+            base: header.base,
+            stream_bytes,
+            data_blocks: end.data_blocks,
+        },
+        out,
+    ))
+}
+
+/// Writes the blocks of `image`, file by file in metadata order, each read
+/// from the volume and checked against its checksum; blocks outside the
+/// image are not read.
+fn write_data(vol: &Volume, top: &VolSnapshot, image: &Plane, w: &mut StreamWriter) -> Result<()> {
+    let bs = vol.bs();
+    let mut data: Vec<u8> = Vec::with_capacity(DATA_RECORD_BYTES);
+    let mut segs: Vec<Segment> = Vec::new();
+    let mut buf = Vec::new();
+    for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
+        for x in &inode.extents {
+            let mut k = 0;
+            while k < x.count {
+                if !image.get(x.vbn + k) {
+                    k += 1;
+                    continue;
+                }
+                let room = (DATA_RECORD_BYTES - data.len()) as u64 / bs;
+                if room == 0 || segs.len() == MAX_SEGMENTS {
+                    flush(w, &mut data, &mut segs)?;
+                    continue;
+                }
+                let mut n = 1;
+                while n < room.min(READ_BLOCKS) && k + n < x.count && image.get(x.vbn + k + n) {
+                    n += 1;
+                }
+                read_run(vol, top, inode, x, k, n, &mut buf)?;
+                let offset = (x.block + k) * bs;
+                let len = (n * bs).min(inode.size - offset) as usize;
+                data.extend_from_slice(&buf[..len]);
+                segs.push(Segment {
+                    ino: inode.ino,
+                    vbn: x.vbn + k,
+                    offset,
+                    len: len as u32,
+                });
+                k += n;
+            }
+        }
+    }
+    flush(w, &mut data, &mut segs)
+}
+
+fn flush(w: &mut StreamWriter, data: &mut Vec<u8>, segs: &mut Vec<Segment>) -> Result<()> {
+    if segs.is_empty() {
+        return Ok(());
+    }
+    let at = w.write_record(RecordKind::Data, &encode_data(segs, data))?;
+    w.note_data(segs, at);
+    data.clear();
+    segs.clear();
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Opening, reading and committing a volume file.
+//!
+//! Commit protocol (formats/volume.md): new data blocks and the new
+//! metadata blob go only to blocks the committed state does not use; the
+//! file is synced; then the superblock slot not holding the current
+//! generation gets generation + 1 and is synced. A crash before that last
+//! write leaves the old superblock, whose metadata and blocks were not
+//! touched; a torn superblock fails its checksum and the other slot wins.
+
+use super::format::{
+    block_offset, decode_state, encode_state, Superblock, VolSnapshot, VolumeState, DATA_START,
+    FLAG_COMPACT, SLOT_BYTES,
+};
+use crate::fsx;
+use crate::lock::Wait;
+use crate::planes::Plane;
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+/// An open volume: its file, current superblock and metadata.
+pub struct Volume {
+    /// Where it lives (for messages).
+    pub path: PathBuf,
+    file: File,
+    /// The current superblock.
+    pub sb: Superblock,
+    /// The committed metadata.
+    pub state: VolumeState,
+}
+
+/// How a volume is opened: readers share it, a writer holds it alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// ls, extract, export, check, dump: a shared lock.
+    Read,
+    /// receive, delete, shadow: an exclusive lock.
+    Write,
+}
+
+/// Options of `volume create`.
+pub struct CreateOptions {
+    /// Block size of the data region.
+    pub block_size: u32,
+    /// Pack blocks at the lowest free VBNs instead of the source's.
+    pub compact: bool,
+    /// Largest size the data region may grow to, in bytes (0: no limit).
+    pub max_bytes: u64,
+}
+
+/// Whether `path` is a regular file that starts like a volume.
+pub fn is_volume(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    use std::io::Read;
+    f.read_exact(&mut magic).is_ok() && magic == super::format::VOLUME_MAGIC
+}
+
+/// Creates an empty volume at `path` (which must not exist).
+pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
+    crate::tree::check_block_size(opts.block_size)
+        .map_err(|e| anyhow!("volume block size: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create volume {}", path.display()))?;
+    let bs = opts.block_size as u64;
+    let max_blocks = opts.max_bytes / bs;
+    if opts.max_bytes != 0 && max_blocks < 2 {
+        bail!(
+            "volume size {} is too small for a volume of {bs}-byte blocks",
+            opts.max_bytes
+        );
+    }
+    let mut vol = Volume {
+        path: path.to_path_buf(),
+        file,
+        sb: Superblock {
+            block_size: opts.block_size,
+            uuid: crate::util::random_id(),
+            generation: 0,
+            meta_vbn: 1,
+            meta_blocks: 0,
+            max_blocks,
+            flags: if opts.compact { FLAG_COMPACT } else { 0 },
+            ..Default::default()
+        },
+        state: VolumeState {
+            next_id: 1,
+            sources: Vec::new(),
+            snapshots: Vec::new(),
+            sums: Vec::new(),
+        },
+    };
+    let state = vol.state.clone();
+    let r = vol.commit(state, &Plane::new());
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(vol.sb)
+}
+
+fn flock(file: &File, exclusive: bool, wait: Wait, path: &Path) -> Result<()> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    let try_op = |op| loop {
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    };
+    if try_op(op | libc::LOCK_NB)? {
+        return Ok(());
+    }
+    if wait == Wait::No {
+        bail!(
+            "volume {} is in use by another snapdump; try again later, or run without --no-wait to wait",
+            path.display()
+        );
+    }
+    crate::progress::println_err(&format!(
+        "snapdump: waiting for another snapdump to finish with volume {}...",
+        path.display()
+    ));
+    try_op(op)?;
+    Ok(())
+}
+
+impl Volume {
+    /// Opens a volume: takes its lock, picks the newest valid superblock
+    /// and reads and checks the metadata it points to.
+    pub fn open(path: &Path, access: Access, wait: Wait) -> Result<Volume> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(access == Access::Write)
+            .open(path)
+            .with_context(|| format!("cannot open volume {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            bail!("volume {} is not a regular file", path.display());
+        }
+        flock(&file, access == Access::Write, wait, path)?;
+        let name = path.display().to_string();
+        let mut slots = vec![0u8; (2 * SLOT_BYTES) as usize];
+        let n = fsx::pread_full(file.as_fd(), &mut slots, 0)
+            .with_context(|| format!("cannot read volume {name}"))?;
+        slots.truncate(n);
+        let decoded: Vec<Result<Superblock>> = slots
+            .chunks(SLOT_BYTES as usize)
+            .map(Superblock::decode)
+            .collect();
+        let mut candidates: Vec<Superblock> = decoded
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        candidates.sort_by_key(|s| std::cmp::Reverse(s.generation));
+        let Some(_) = candidates.first() else {
+            let why = decoded
+                .into_iter()
+                .next()
+                .map(|r| format!("{:#}", r.unwrap_err()))
+                .unwrap_or_else(|| "file too short".into());
+            bail!("{name} is not a usable snapdump volume: {why}");
+        };
+        let mut last_err = None;
+        for sb in candidates {
+            match read_state(&file, &sb) {
+                Ok(state) => {
+                    return Ok(Volume {
+                        path: path.to_path_buf(),
+                        file,
+                        sb,
+                        state,
+                    })
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap()).with_context(|| {
+            format!("volume {name}: no superblock points at intact metadata (damaged volume)")
+        })
+    }
+
+    /// Block size of the data region.
+    pub fn bs(&self) -> u64 {
+        self.sb.block_size as u64
+    }
+
+    /// Whether the volume packs blocks (created with --compact).
+    pub fn compact(&self) -> bool {
+        self.sb.flags & FLAG_COMPACT != 0
+    }
+
+    /// Reads `buf.len() / bs` blocks starting at target VBN `vbn`; bytes
+    /// past the end of the file read as zeros.
+    pub fn read_blocks(&self, vbn: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let n = fsx::pread_full(self.file.as_fd(), buf, block_offset(vbn, self.bs()))?;
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    /// Writes whole blocks at target VBN `vbn` (only blocks the committed
+    /// state does not use: see the commit protocol).
+    pub fn write_blocks(&self, vbn: u64, data: &[u8]) -> std::io::Result<()> {
+        fsx::pwrite_all(self.file.as_fd(), data, block_offset(vbn, self.bs()))
+    }
+
+    /// The snapshot `sel` names: a volume id, or the newest received at or
+    /// before a time; `None` is the newest.
+    pub fn snapshot(&self, sel: Option<&str>) -> Result<&VolSnapshot> {
+        let name = self.path.display();
+        let Some(sel) = sel else {
+            return self
+                .state
+                .snapshots
+                .last()
+                .ok_or_else(|| anyhow!("volume {name} holds no snapshot yet"));
+        };
+        let found = match crate::restore::chain::parse_at(sel)? {
+            crate::restore::chain::At::Id(id) => self.state.snapshots.iter().find(|s| s.id == id),
+            crate::restore::chain::At::Time(t) => self
+                .state
+                .snapshots
+                .iter()
+                .filter(|s| s.snap.time <= t)
+                .max_by_key(|s| (s.snap.time, s.id)),
+        };
+        found.ok_or_else(|| {
+            anyhow!("volume {name} holds no snapshot {sel}; list them with snapdump volume snapshots {name}")
+        })
+    }
+
+    /// Blocks the committed state may not lose: the planes of snapshots
+    /// that are not shadows, every relocation map's targets, and the
+    /// metadata run.
+    pub fn protected(state: &VolumeState) -> Plane {
+        let mut p = Plane::new();
+        for s in state.snapshots.iter().filter(|s| !s.shadow) {
+            p = p.or(&s.plane);
+        }
+        for src in &state.sources {
+            for m in &src.map {
+                p.set_run(m.tgt, m.count);
+            }
+        }
+        p
+    }
+
+    /// Every block the committed state refers to, shadows included, and
+    /// its metadata run: what a commit in progress must not overwrite.
+    pub fn referenced(&self) -> Plane {
+        let mut p = Volume::protected(&self.state);
+        for s in self.state.snapshots.iter().filter(|s| s.shadow) {
+            p = p.or(&s.plane);
+        }
+        p.set_run(self.sb.meta_vbn, self.sb.meta_blocks);
+        p
+    }
+
+    /// Commits `state` atomically. `written` holds the blocks this
+    /// transaction wrote (already in the file); the new metadata blob goes
+    /// to the lowest run free in both the old and the new state.
+    pub fn commit(&mut self, mut state: VolumeState, written: &Plane) -> Result<()> {
+        let name = self.path.display().to_string();
+        let bs = self.bs();
+        let mut new_used = Volume::protected(&state);
+        for s in state.snapshots.iter().filter(|s| s.shadow) {
+            new_used = new_used.or(&s.plane);
+        }
+        let data_hw = new_used.high_water().saturating_sub(1);
+        state.sums.resize(data_hw as usize, [0; 16]);
+        let body = encode_state(&state);
+        let blob = zstd::bulk::compress(&body, 3).context("compressing volume metadata")?;
+        let blocks = (blob.len() as u64).div_ceil(bs).max(1);
+        let avoid = self.referenced().or(&new_used).or(written);
+        // A compact volume packs the metadata with the data; otherwise it
+        // goes above the data, out of the way of the source VBNs that
+        // blocks keep when they can.
+        let from = if self.compact() {
+            1
+        } else {
+            new_used.high_water().max(1)
+        };
+        let meta_vbn = first_fit(&avoid, from, blocks);
+        let data_blocks = data_hw.max(meta_vbn + blocks - 1);
+        if self.sb.max_blocks != 0 && data_blocks > self.sb.max_blocks {
+            bail!(
+                "volume {name} is full: it would need {} bytes, it was created for at most {}; create a larger volume (volume create --size)",
+                data_blocks * bs,
+                self.sb.max_blocks * bs
+            );
+        }
+        let io = |e: std::io::Error| {
+            anyhow!("cannot write volume {name}: {e} (is the file system full?); the volume keeps its previous state")
+        };
+        let fd = self.file.as_fd();
+        fsx::pwrite_all(fd, &blob, block_offset(meta_vbn, bs)).map_err(io)?;
+        let len = DATA_START + data_blocks * bs;
+        let cur = self.file.metadata().map_err(io)?.len();
+        if cur < len {
+            self.file.set_len(len).map_err(io)?;
+        }
+        crate::failpoint::hit("volume-before-sync");
+        fsx::fsync(fd).map_err(io)?;
+        let sb = Superblock {
+            generation: self.sb.generation + 1,
+            meta_vbn,
+            meta_blocks: blocks,
+            meta_len: blob.len() as u64,
+            meta_raw_len: body.len() as u64,
+            meta_sha256: crate::util::sha256(&blob),
+            data_blocks,
+            ..self.sb.clone()
+        };
+        let slot = (sb.generation % 2) * SLOT_BYTES;
+        crate::failpoint::hit("volume-before-superblock");
+        fsx::pwrite_all(fd, &sb.encode(), slot).map_err(io)?;
+        fsx::fsync(fd).map_err(io)?;
+        crate::failpoint::hit("volume-after-superblock");
+        // Committed. Give back what nothing refers to any more.
+        let old = self.referenced();
+        self.sb = sb;
+        self.state = state;
+        let now = self.referenced();
+        if cur > len {
+            let _ = self.file.set_len(len);
+        }
+        for (v, n) in old.and_not(&now).runs() {
+            if v + n - 1 <= data_blocks {
+                let _ = fsx::punch_hole(fd, block_offset(v, bs), n * bs);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lowest run of `n` VBNs from `from` none of which is in `used`.
+pub fn first_fit(used: &Plane, from: u64, n: u64) -> u64 {
+    let mut v = used.next_clear(from);
+    loop {
+        match (v..v + n).find(|&x| used.get(x)) {
+            None => return v,
+            Some(x) => v = used.next_clear(x + 1),
+        }
+    }
+}
+
+fn read_state(file: &File, sb: &Superblock) -> Result<VolumeState> {
+    let bs = sb.block_size as u64;
+    let len = file.metadata()?.len();
+    let end = block_offset(sb.meta_vbn, bs) + sb.meta_len;
+    if end > len {
+        bail!("metadata run ends at byte {end}, past the end of the file ({len} bytes): truncated volume");
+    }
+    let mut blob = vec![0u8; sb.meta_len as usize];
+    fsx::pread_full(file.as_fd(), &mut blob, block_offset(sb.meta_vbn, bs))?;
+    if crate::util::sha256(&blob) != sb.meta_sha256 {
+        bail!("metadata checksum mismatch");
+    }
+    let body = zstd::bulk::decompress(&blob, sb.meta_raw_len as usize)
+        .context("metadata does not decompress")?;
+    if body.len() as u64 != sb.meta_raw_len {
+        bail!("metadata length mismatch");
+    }
+    decode_state(&body, sb.block_size, sb.data_blocks)
+}
