@@ -129,7 +129,11 @@ impl Allocator {
             let v = if keep {
                 own
             } else {
-                let v = self.avoid.next_clear(self.cursor.max(1));
+                let mut v = self.avoid.next_clear(self.cursor.max(1));
+                if self.max_blocks != 0 && v > self.max_blocks && self.cursor > 1 {
+                    // No room above the stream's VBNs: fill the gaps below.
+                    v = self.avoid.next_clear(1);
+                }
                 if self.max_blocks != 0 && v > self.max_blocks {
                     bail!(
                         "the volume is full ({} blocks); create a larger volume (volume create --size)",

@@ -178,18 +178,37 @@ impl Volume {
                 .unwrap_or_else(|| "file too short".into());
             bail!("{name} is not a usable snapdump volume: {why}");
         };
+        // A slot with our magic that fails its checksum is a damaged (not
+        // a never-written) superblock.
+        let mut damaged = decoded
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|e| format!("{e:#}"))
+            .find(|e| !e.contains("bad magic"));
         let mut last_err = None;
         for sb in candidates {
             match read_state(&file, &sb) {
                 Ok(state) => {
+                    if let Some(why) = damaged {
+                        crate::progress::println_err(&format!(
+                            "snapdump: warning: volume {name}: a superblock is damaged ({why}); using generation {}",
+                            sb.generation
+                        ));
+                    }
                     return Ok(Volume {
                         path: path.to_path_buf(),
                         file,
                         sb,
                         state,
-                    })
+                    });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => {
+                    damaged = Some(format!(
+                        "generation {} points at unusable metadata: {e:#}",
+                        sb.generation
+                    ));
+                    last_err = Some(e)
+                }
             }
         }
         Err(last_err.unwrap()).with_context(|| {
@@ -333,8 +352,13 @@ impl Volume {
         fsx::pwrite_all(fd, &sb.encode(), slot).map_err(io)?;
         fsx::fsync(fd).map_err(io)?;
         crate::failpoint::hit("volume-after-superblock");
-        // Committed. Give back what nothing refers to any more.
-        let old = self.referenced();
+        // Committed. Give back what nothing refers to any more, except the
+        // previous metadata run: until the next commit, the other slot's
+        // generation stays readable if this superblock is ever damaged.
+        let mut old = self.referenced();
+        for v in self.sb.meta_vbn..self.sb.meta_vbn + self.sb.meta_blocks {
+            old.clear(v);
+        }
         self.sb = sb;
         self.state = state;
         let now = self.referenced();
