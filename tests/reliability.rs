@@ -11,27 +11,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn trials(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A small deterministic random source (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Runs the binary with a time limit; None if it had to be killed.
 fn run_limited(args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> {
     let mut child = bin()
@@ -171,21 +150,6 @@ fn snapshot_count(cat: &Path, src: &Path) -> u64 {
     }
     let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
     v[0]["snapshots"].as_array().unwrap().len() as u64
-}
-
-/// Spawns `args`, kills it with SIGKILL after `delay`; true if it was killed.
-fn kill_after(args: &[&str], delay: Duration) -> bool {
-    let mut child = bin()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    let killed = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
 }
 
 #[test]

@@ -677,3 +677,41 @@ pub fn first_data_record(b: &[u8]) -> usize {
         .expect("a data record")
         .0
 }
+
+/// A small deterministic random source (xorshift).
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Spawns `args`, kills it with SIGKILL after `delay`; true if it was killed.
+pub fn kill_after(args: &[&str], delay: std::time::Duration) -> bool {
+    let mut child = bin()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// A trial count: `var` from the environment (the slow suite raises it),
+/// else `default`.
+pub fn trials(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
