@@ -139,3 +139,45 @@ fn golden_v1_stream_restores_exactly() {
     }
     assert_eq!(got, want);
 }
+
+/// `testdata/golden-volume-v1/volume.vol` is the golden stream received
+/// into a volume of format version 1: it must stay readable, check clean
+/// and extract to the same tree.
+#[test]
+fn golden_v1_volume_reads_exactly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let vol = root.join("golden-volume-v1/volume.vol");
+    if std::env::var_os("SNAPDUMP_REGEN_GOLDEN").is_some() {
+        let _ = std::fs::remove_file(&vol);
+        std::fs::create_dir_all(vol.parent().unwrap()).unwrap();
+        assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);
+        let stream = root.join("golden-v1/stream.sdump");
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--volume", p(&vol)]);
+        assert_eq!(c, 0, "{e}");
+    }
+    let (c, out, e) = run_s(&["volume", "check", p(&vol)]);
+    assert_eq!(
+        c,
+        0,
+        "golden volume no longer checks: {e} {}",
+        String::from_utf8_lossy(&out)
+    );
+    let t = paths();
+    let (c, _, e) = run_s(&["volume", "extract", p(&vol), p(&t.out)]);
+    assert_eq!(c, 0, "golden volume no longer extracts: {e}");
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("golden-v1/manifest.json")).unwrap())
+            .unwrap();
+    let mut got = manifest(&t.out);
+    for (g, w) in got
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(want.as_array().unwrap())
+    {
+        if !is_root() {
+            g["uid"] = w["uid"].clone();
+        }
+    }
+    assert_eq!(got, want);
+}
