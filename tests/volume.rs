@@ -119,6 +119,15 @@ fn a_chain_received_into_a_volume_gives_back_every_snapshot() {
     for (k, want) in snaps.iter().enumerate() {
         assert_snapshot(&vol, k as u64 + 1, want, t.dir.path());
     }
+    // A volume of smaller blocks relocates every block into several of
+    // its own (pointers rewritten at its granularity), exactly.
+    let small = t.dir.path().join("small.vol");
+    create(&small, &["--block-size", "1024", "--compact"]);
+    receive(&small, &[&streams[0], &streams[1], &streams[2]]);
+    check(&small);
+    for (k, want) in snaps.iter().enumerate() {
+        assert_snapshot(&small, k as u64 + 1, want, t.dir.path());
+    }
     // The newest by default, by time, one path, a listing.
     let out = t.dir.path().join("one");
     ok(&["volume", "extract", p(&vol), p(&out), "changes/a"]);
@@ -172,10 +181,10 @@ fn streams_out_of_order_repeated_or_foreign_are_refused_and_change_nothing() {
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&streams[0]), "--volume", p(&vol)]);
     assert_eq!(c, 2);
     assert!(e.contains("already holds snapshot 1"), "{e}");
-    // Another block size.
-    let small = t.dir.path().join("small.vol");
-    create(&small, &["--block-size", "1024"]);
-    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&streams[0]), "--volume", p(&small)]);
+    // Blocks larger than the stream's cannot hold its blocks.
+    let large = t.dir.path().join("large.vol");
+    create(&large, &["--block-size", "8192"]);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&streams[0]), "--volume", p(&large)]);
     assert_eq!(c, 2);
     assert!(e.contains("--block-size 4096"), "{e}");
     // A damaged stream: nothing received.

@@ -171,13 +171,18 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
     let name = r.name().to_string();
     let vname = vol.path.display().to_string();
     let bs = vol.bs();
-    if h.block_size as u64 != bs {
+    // A volume with smaller blocks takes k of its blocks per stream block:
+    // the stream's VBN space is read at the volume's granularity (source
+    // VBN v is sub-blocks (v-1)k+1 .. vk), and a file's last block takes
+    // only the sub-blocks its bytes need.
+    let sbs = h.block_size as u64;
+    if sbs < bs || sbs % bs != 0 {
         bail!(
-            "{name} has {}-byte blocks and volume {vname} {bs}-byte blocks; receive it into a volume created with --block-size {}",
-            h.block_size,
-            h.block_size
+            "{name} has {sbs}-byte blocks, which volume {vname} cannot hold in its {bs}-byte blocks; receive it into a volume created with --block-size {sbs} (or a divisor of it)"
         );
     }
+    let k = sbs / bs;
+    let sub = |v: u64| (v - 1) * k + 1;
     if let Some(s) = vol
         .state
         .snapshots
@@ -255,8 +260,8 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
     let totals = read_data(&mut r, &front, |s, data| {
         let n = (s.len as u64).div_ceil(bs);
         let mut off = 0usize;
-        for (tgt, count) in alloc.place(s.vbn, n)? {
-            let src = s.vbn + (off as u64 / bs);
+        for (tgt, count) in alloc.place(sub(s.vbn), n)? {
+            let src = sub(s.vbn) + (off as u64 / bs);
             if tgt != src {
                 relocated += count;
             }
@@ -301,7 +306,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         bail!("{name}: damaged stream; nothing was received");
     }
     carried.sort_by_key(|m| m.src);
-    let (tree, map, plane) = fix_pointers(&front.tree, &carried, &old_map)
+    let (tree, map, plane) = fix_pointers(&at_granularity(&front.tree, k, bs), &carried, &old_map)
         .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
     let mut state = vol.state.clone();
     let hw = plane.high_water().max(alloc.written.high_water()) as usize;
@@ -351,6 +356,26 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         relocated_blocks: relocated,
         snapshot_blocks,
     })
+}
+
+/// The tree with its block pointers in units of the volume's blocks, `k`
+/// of which make one stream block: extents scaled, a file's last extent
+/// cut at the sub-block holding its last byte.
+fn at_granularity(tree: &Tree, k: u64, bs: u64) -> Tree {
+    if k == 1 {
+        return tree.clone();
+    }
+    let mut t = tree.clone();
+    for inode in t.inodes.iter_mut() {
+        let blocks = inode.size.div_ceil(bs);
+        for x in inode.extents.iter_mut() {
+            x.block *= k;
+            x.vbn = (x.vbn - 1) * k + 1;
+            x.count = (x.count * k).min(blocks.saturating_sub(x.block));
+        }
+        inode.extents.retain(|x| x.count > 0);
+    }
+    t
 }
 
 /// Rewrites the tree's block pointers from source to target VBNs, through
