@@ -199,3 +199,60 @@ pub fn tape(data: &[u8]) {
         while let Ok(Some(_)) = s.next_record() {}
     }
 }
+
+/// Reads `data` as a volume: a first byte of 0xF0 or more makes the rest
+/// the metadata body inside valid superblock and blob framing (bit 0: a
+/// compact volume); otherwise `data` is the whole file (to reach the rules behind the checksums). Then checks,
+/// lists and exports every snapshot as the readers do.
+pub fn volume(data: &[u8]) {
+    use crate::volume::format::{block_offset, Superblock, SLOT_BYTES};
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("fuzz.vol");
+    let file = match data.split_first() {
+        Some((&m, body)) if m >= 0xF0 => {
+            let blob = zstd::bulk::compress(body, 1).unwrap_or_default();
+            let bs = 4096u64;
+            let meta_blocks = (blob.len() as u64).div_ceil(bs).max(1);
+            let sb = Superblock {
+                block_size: bs as u32,
+                uuid: [7; 16],
+                generation: 1,
+                meta_vbn: 65,
+                meta_blocks,
+                meta_len: blob.len() as u64,
+                meta_raw_len: body.len() as u64,
+                meta_sha256: crate::util::sha256(&blob),
+                data_blocks: 64 + meta_blocks,
+                max_blocks: 0,
+                flags: m as u32 & 1,
+            };
+            let mut f = vec![0u8; SLOT_BYTES as usize];
+            f.extend_from_slice(&sb.encode());
+            f.resize(block_offset(65, bs) as usize, 0);
+            f.extend_from_slice(&blob);
+            f.resize(block_offset(sb.data_blocks + 1, bs) as usize, 0);
+            f
+        }
+        _ => data.to_vec(),
+    };
+    if std::fs::write(&path, file).is_err() {
+        return;
+    }
+    let report = crate::report::Report::quiet();
+    let _ = crate::volume::check::check(&path);
+    let _ = crate::volume::admin::snapshots(&path);
+    let Ok(vol) = crate::volume::Volume::open(
+        &path,
+        crate::volume::store::Access::Read,
+        crate::lock::Wait::No,
+    ) else {
+        return;
+    };
+    for s in &vol.state.snapshots {
+        let sel = s.id.to_string();
+        let _ = crate::volume::read::ls(&path, Some(&sel), &[], &report);
+        let _ = crate::volume::tar::export(&path, Some(&sel), std::io::sink(), &report);
+    }
+}

@@ -511,6 +511,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     inputs,
                     volume,
                     wait: wait_policy(a.no_wait),
+                    digest,
                 };
                 let s = snapdump::volume::receive::receive(&opts, report)?;
                 if a.json.json || a.json.json_file.is_some() {

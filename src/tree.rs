@@ -117,22 +117,34 @@ impl Time {
     }
     /// RFC 3339 in UTC, for listings and JSON.
     pub fn rfc3339(self) -> String {
-        if self.sec < 0 {
-            return format!("{}.{:09}", self.sec, self.nsec);
+        match self.system_time() {
+            Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+            None => self.raw(),
         }
-        let t = std::time::UNIX_EPOCH
-            + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
-        humantime::format_rfc3339_seconds(t).to_string()
     }
     /// RFC 3339 in UTC with nanoseconds, where a difference below a second
     /// matters (comparisons).
     pub fn rfc3339_nanos(self) -> String {
-        if self.sec < 0 {
-            return format!("{}.{:09}", self.sec, self.nsec);
+        match self.system_time() {
+            Some(t) => humantime::format_rfc3339_nanos(t).to_string(),
+            None => self.raw(),
         }
-        let t = std::time::UNIX_EPOCH
-            + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999));
-        humantime::format_rfc3339_nanos(t).to_string()
+    }
+    /// The time as a `SystemTime` when RFC 3339 can show it (years 1970
+    /// to 9999); times outside, which hostile or odd inputs carry, are
+    /// shown as raw seconds instead.
+    fn system_time(self) -> Option<std::time::SystemTime> {
+        const MAX_RFC3339: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        if !(0..=MAX_RFC3339).contains(&self.sec) {
+            return None;
+        }
+        Some(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::new(self.sec as u64, self.nsec.min(999_999_999)),
+        )
+    }
+    fn raw(self) -> String {
+        format!("{}.{:09}", self.sec, self.nsec)
     }
     pub(crate) fn enc(self, e: &mut Enc) {
         e.i64(self.sec);
@@ -555,6 +567,20 @@ impl TreeBuilder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_beyond_rfc3339_are_shown_raw_not_panicking() {
+        for sec in [i64::MAX, 253_402_300_800, -1, i64::MIN] {
+            let t = Time { sec, nsec: 5 };
+            assert_eq!(t.rfc3339(), format!("{sec}.000000005"));
+            assert_eq!(t.rfc3339_nanos(), format!("{sec}.000000005"));
+        }
+        let t = Time {
+            sec: 253_402_300_799,
+            nsec: 0,
+        };
+        assert_eq!(t.rfc3339(), "9999-12-31T23:59:59Z");
+    }
+
     use super::*;
 
     fn sample() -> Tree {

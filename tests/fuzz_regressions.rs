@@ -50,3 +50,31 @@ fn stream_sealed_regressions() {
 fn tape_regressions() {
     replay("tape", snapdump::fuzzing::tape);
 }
+
+#[test]
+fn volume_regressions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz-regressions/volume");
+    if dir.exists() {
+        replay("volume", snapdump::fuzzing::volume);
+    }
+    // The golden volume as a file, its metadata body inside valid framing,
+    // and truncations of both.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-volume-v1/volume.vol");
+    let file = std::fs::read(&path).unwrap();
+    snapdump::fuzzing::volume(&file);
+    let vol = snapdump::volume::Volume::open(
+        &path,
+        snapdump::volume::store::Access::Read,
+        snapdump::lock::Wait::No,
+    )
+    .unwrap();
+    let mut body = vec![0xF0];
+    body.extend(snapdump::volume::format::encode_state(&vol.state));
+    snapdump::fuzzing::volume(&body);
+    for cut in (1..body.len()).step_by(body.len() / 40 + 1) {
+        snapdump::fuzzing::volume(&body[..cut]);
+    }
+    for cut in [0, 100, 4096, 8192, 8300, file.len() / 2, file.len() - 1] {
+        snapdump::fuzzing::volume(&file[..cut]);
+    }
+}

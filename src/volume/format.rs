@@ -113,7 +113,12 @@ impl Superblock {
         crate::tree::check_block_size(sb.block_size)?;
         let bs = sb.block_size as u64;
         let end = sb.meta_vbn.checked_add(sb.meta_blocks);
+        // Sizes a file system could hold: offsets computed from them never
+        // overflow.
+        let fits = |blocks: u64| blocks.checked_mul(bs).is_some_and(|b| b < 1 << 60);
         if sb.meta_vbn == 0
+            || !fits(sb.data_blocks)
+            || !fits(sb.max_blocks)
             || end.is_none_or(|e| e - 1 > sb.data_blocks)
             || sb.meta_len > sb.meta_blocks.saturating_mul(bs)
             || sb.meta_raw_len > 1 << 40
@@ -332,6 +337,21 @@ pub fn decode_state(body: &[u8], bs: u32, data_blocks: u64) -> Result<VolumeStat
         let tree = b
             .finish()
             .with_context(|| format!("snapshot {id} metadata"))?;
+        for i in &tree.inodes {
+            for x in &i.extents {
+                if x.vbn
+                    .checked_add(x.count)
+                    .is_none_or(|e| e - 1 > data_blocks)
+                {
+                    bail!(
+                        "snapshot {id}: inode {} points at VBNs {}..{} past the data region (1..{data_blocks})",
+                        i.ino,
+                        x.vbn,
+                        x.vbn.saturating_add(x.count)
+                    );
+                }
+            }
+        }
         snapshots.push(VolSnapshot {
             id,
             source,

@@ -32,6 +32,9 @@ pub struct ReceiveOptions {
     pub volume: PathBuf,
     /// Lock policy.
     pub wait: Wait,
+    /// `Check` also recomputes each stream's SHA-256 digest list (every
+    /// record's XXH3 checksums are checked in any case).
+    pub digest: Digest,
 }
 
 /// One snapshot received.
@@ -79,7 +82,7 @@ pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary>
     let mut received = Vec::new();
     for input in &opts.inputs {
         let mut set = ImageSetReader::new(input.open()?, input.name());
-        while let Some(r) = set.next_stream(Digest::Skip)? {
+        while let Some(r) = set.next_stream(opts.digest)? {
             received.push(receive_stream(&mut vol, r, report)?);
         }
     }
