@@ -52,7 +52,8 @@ echo "== both snapshots in a volume, extracted, then fed to a second volume"
 [ "$(cat "$work/vol1/docs/readme.txt")" = "hello from snapdump" ]
 "$bin" volume create --compact "$work/b.vol"
 "$bin" dump -0 --image 'S2+S1' -f - "$work/a.vol" | "$bin" restore -r -f - --volume "$work/b.vol"
-"$bin" volume export-tar "$work/b.vol" | tar --sparse -xf - -C "$work" --one-top-level=fromtar
+mkdir "$work/fromtar"
+"$bin" volume export-tar "$work/b.vol" | tar --sparse -xf - -C "$work/fromtar"
 diff -r --no-dereference --exclude=fifo "$src" "$work/fromtar"
 echo "stream: $(stat -c %s "$work/level0.sdump") bytes for $(du -sb --apparent-size "$src" | cut -f1) bytes of source"
 echo "demo ok: restored tree is identical"

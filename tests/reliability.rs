@@ -297,28 +297,6 @@ fn restores_killed_at_random_moments_finish_when_rerun() {
     eprintln!("restore crash trials: {n}, killed while running: {killed}");
 }
 
-/// A small tmpfs mounted for the test's life (root only).
-struct Tmpfs(std::path::PathBuf);
-impl Tmpfs {
-    fn new(at: &Path, size: &str) -> Option<Tmpfs> {
-        if !is_root() {
-            return None;
-        }
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", p(at)])
-            .status()
-            .ok()?
-            .success();
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_file_systems_give_clear_errors_and_keep_earlier_states() {
     let t = paths();

@@ -699,3 +699,31 @@ fn receives_killed_at_random_moments_leave_the_old_or_the_new_snapshot() {
         points.len() as u64 + n
     );
 }
+
+#[test]
+fn a_full_file_system_refuses_the_receive_and_keeps_the_volume_as_it_was() {
+    let t = paths();
+    fs::write(t.src.join("small"), bytes(1, 200_000)).unwrap();
+    let s0 = dump_n(&t, 0, "s0");
+    let small = settled(&t.src);
+    fs::write(t.src.join("big"), bytes(2, 12 << 20)).unwrap();
+    let s1 = dump_n(&t, 1, "s1");
+    let Some(fsys) = Tmpfs::new(&t.dir.path().join("fs"), "6M") else {
+        eprintln!("skipped: needs root for a tmpfs");
+        return;
+    };
+    let vol = fsys.0.join("v.vol");
+    create(&vol, &[]);
+    receive(&vol, &[&s0]);
+    let len = fs::metadata(&vol).unwrap().len();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--volume", p(&vol)]);
+    assert_eq!(c, 2);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("is the file system full?") && e.contains("previous state"),
+        "{e}"
+    );
+    assert_eq!(fs::metadata(&vol).unwrap().len(), len, "trimmed back");
+    assert_eq!(check(&vol)["snapshots"], 1);
+    assert_snapshot(&vol, 1, &small, t.dir.path());
+}

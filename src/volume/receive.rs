@@ -83,7 +83,15 @@ pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary>
     for input in &opts.inputs {
         let mut set = ImageSetReader::new(input.open()?, input.name());
         while let Some(r) = set.next_stream(opts.digest)? {
-            received.push(receive_stream(&mut vol, r, report)?);
+            match receive_stream(&mut vol, r, report) {
+                Ok(x) => received.push(x),
+                Err(e) => {
+                    // Give back what the failed transaction wrote past the
+                    // committed data region (say, on a full file system).
+                    vol.trim_to_committed();
+                    return Err(e);
+                }
+            }
         }
     }
     let volume_bytes = std::fs::metadata(&opts.volume)
@@ -185,7 +193,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         );
     }
     let k = sbs / bs;
-    let sub = |v: u64| (v - 1) * k + 1;
+    let sub = |v: u64| v.saturating_sub(1).saturating_mul(k).saturating_add(1);
     if let Some(s) = vol
         .state
         .snapshots
@@ -238,7 +246,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         .carried
         .runs()
         .last()
-        .map_or(0, |&(v, n)| v.saturating_add(n));
+        .map_or(0, |&(v, n)| v.saturating_add(n).saturating_mul(k));
     let cursor = if vol.compact() {
         1
     } else {
@@ -372,9 +380,12 @@ fn at_granularity(tree: &Tree, k: u64, bs: u64) -> Tree {
     for inode in t.inodes.iter_mut() {
         let blocks = inode.size.div_ceil(bs);
         for x in inode.extents.iter_mut() {
-            x.block *= k;
-            x.vbn = (x.vbn - 1) * k + 1;
-            x.count = (x.count * k).min(blocks.saturating_sub(x.block));
+            x.block = x.block.saturating_mul(k);
+            x.vbn = x.vbn.saturating_sub(1).saturating_mul(k).saturating_add(1);
+            x.count = x
+                .count
+                .saturating_mul(k)
+                .min(blocks.saturating_sub(x.block));
         }
         inode.extents.retain(|x| x.count > 0);
     }

@@ -240,6 +240,15 @@ impl Volume {
         fsx::pwrite_all(self.file.as_fd(), data, block_offset(vbn, self.bs()))
     }
 
+    /// Cuts the file back to the committed data region, after a failed
+    /// transaction extended it (best effort: the blocks are free anyway).
+    pub fn trim_to_committed(&self) {
+        let len = DATA_START + self.sb.data_blocks * self.bs();
+        if self.file.metadata().is_ok_and(|m| m.len() > len) {
+            let _ = self.file.set_len(len);
+        }
+    }
+
     /// The snapshot `sel` names: a volume id, or the newest received at or
     /// before a time; `None` is the newest.
     pub fn snapshot(&self, sel: Option<&str>) -> Result<&VolSnapshot> {
