@@ -727,3 +727,83 @@ fn a_full_file_system_refuses_the_receive_and_keeps_the_volume_as_it_was() {
     assert_eq!(check(&vol)["snapshots"], 1);
     assert_snapshot(&vol, 1, &small, t.dir.path());
 }
+
+#[test]
+fn a_shadow_snapshot_gives_its_blocks_to_later_receives_and_stays_a_base() {
+    let t = paths();
+    fs::write(t.src.join("a"), bytes(1, 40 * 4096)).unwrap();
+    fs::write(t.src.join("same"), bytes(2, 10 * 4096)).unwrap();
+    let s0 = dump_n(&t, 0, "s0");
+    fs::write(t.src.join("a"), bytes(3, 40 * 4096)).unwrap();
+    let s1 = dump_n(&t, 1, "s1");
+    let want2 = settled(&t.src);
+    fs::write(t.src.join("a"), bytes(4, 40 * 4096)).unwrap();
+    let s2 = dump_n(&t, 2, "s2");
+    let want3 = settled(&t.src);
+
+    let vol = t.dir.path().join("v.vol");
+    create(&vol, &["--compact"]);
+    receive(&vol, &[&s0, &s1]);
+    let row = |id: u64| {
+        json(&["volume", "snapshots", p(&vol)])["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["volume_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(1)["exclusive_blocks"], 40);
+    ok(&["volume", "shadow", &format!("{}@1", p(&vol))]);
+    let (c, _, e) = run_s(&["volume", "shadow", &format!("{}@1", p(&vol))]);
+    assert!(c == 2 && e.contains("already a shadow"), "{e}");
+    // The next receive takes the shadow's 40 blocks (the lowest free ones
+    // in a compact volume) and clears its bits.
+    receive(&vol, &[&s2]);
+    let r1 = row(1);
+    assert_eq!(r1["shadow"], true);
+    assert_eq!(r1["blocks"], 10, "only the blocks still shared remain");
+    let c = check(&vol);
+    assert_eq!(c["blocks_in_use"], 40 + 40 + 10, "{c}");
+    assert_snapshot(&vol, 2, &want2, t.dir.path());
+    assert_snapshot(&vol, 3, &want3, t.dir.path());
+    let (code, _, e) = run_s(&[
+        "volume",
+        "extract",
+        &format!("{}@1", p(&vol)),
+        p(&t.out),
+        "a",
+    ]);
+    assert_eq!(code, 2);
+    assert!(e.contains("reused (shadow snapshot)"), "{e}");
+    let out = t.dir.path().join("same");
+    ok(&[
+        "volume",
+        "extract",
+        &format!("{}@1", p(&vol)),
+        p(&out),
+        "same",
+    ]);
+    assert_eq!(fs::read(out.join("same")).unwrap(), bytes(2, 10 * 4096));
+    // As a base it is conservative: the reused blocks count as changed.
+    let d = json(&[
+        "dump",
+        "-0",
+        "--image",
+        "S3-S1",
+        "-f",
+        p(&t.out.with_extension("s")),
+        p(&vol),
+    ]);
+    assert_eq!(d["streams"][0]["data_blocks"], 40);
+    let (code, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--image",
+        "S1",
+        "-f",
+        p(&t.out.with_extension("x")),
+        p(&vol),
+    ]);
+    assert!(code == 2 && e.contains("is a shadow"), "{e}");
+}
