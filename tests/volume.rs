@@ -574,6 +574,16 @@ fn a_volume_feeds_another_with_identical_snapshots() {
     let (code, _, e) = run_s(&["restore", "-r", "-f", p(&l1), "--volume", p(&b)]);
     assert_eq!(code, 2);
     assert!(e.contains("already holds snapshot 3"), "{e}");
+    // On tape: one snapshot per tape file; an image set is refused.
+    let tape = t.dir.path().join("a.tap");
+    ok(&["dump", "-0", "--image", "S1", "-f", p(&tape), p(&a)]);
+    let d = t.dir.path().join("from-tape.vol");
+    create(&d, &[]);
+    receive(&d, &[&tape]);
+    assert_snapshot(&d, 1, &snaps[0], t.dir.path());
+    let (code, _, e) = run_s(&["dump", "-0", "--image", "S2+S1", "-f", p(&tape), p(&a)]);
+    assert_eq!(code, 2);
+    assert!(e.contains("tapes do not hold"), "{e}");
     // Bad expressions are refused with a clear message.
     for bad in ["S3-", "S3-S2-S1", "x", "S3+S9", "S1+S2-S3"] {
         let (code, _, e) = run_s(&["dump", "-0", "--image", bad, "-f", p(&t.out), p(&a)]);

@@ -68,6 +68,39 @@ pub fn write_data(
     report: &Report,
     progress: &Progress,
 ) -> Result<DataResult> {
+    let bs = block_size as u64;
+    let src = Sources {
+        tree,
+        image,
+        spool,
+        bs,
+    };
+    let (unstable, writer, sums) = write_records(writer, level, bs, |send, pool| {
+        read_blocks(&src, root, send, pool, report, progress)
+    })?;
+    Ok(DataResult {
+        writer,
+        sums,
+        unstable,
+    })
+}
+
+/// The callback a producer of data records hands each record to: its
+/// bytes and segments.
+pub(crate) type RecordSink<'a> = &'a mut dyn FnMut(Vec<u8>, Vec<Segment>) -> Result<()>;
+
+/// Seals and writes data records with the compression workers, in order:
+/// `produce` hands each record's bytes and segments to the callback it is
+/// given, taking buffers from the pool of spent ones when it can (the tree
+/// dump reads files, a dump from a volume reads its blocks; both share this
+/// stage). Returns what `produce` returned, the writer, and the XXH3-128
+/// of every block written, per segment.
+pub(crate) fn write_records<T>(
+    writer: StreamWriter,
+    level: i32,
+    bs: u64,
+    produce: impl FnOnce(RecordSink, &Receiver<Vec<u8>>) -> Result<T>,
+) -> Result<(T, StreamWriter, SegmentSums)> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -75,9 +108,7 @@ pub fn write_data(
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
     let (done_tx, done_rx) = bounded::<Done>(workers * 2);
     let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
-    let bs = block_size as u64;
-    let first_seq = writer.next_seq();
-
+    let mut seq = writer.next_seq();
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..workers {
@@ -90,13 +121,17 @@ pub fn write_data(
         drop(done_tx);
         let pool_tx2 = pool_tx.clone();
         let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
-        let src = Sources {
-            tree,
-            image,
-            spool,
-            bs,
-        };
-        let read = read_blocks(&src, root, first_seq, job_tx, &pool_rx, report, progress);
+        let produced = produce(
+            &mut |buf, segs| {
+                let job = Job { seq, buf, segs };
+                seq += 1;
+                job_tx
+                    .send(job)
+                    .map_err(|_| anyhow!("the stream writer stopped"))
+            },
+            &pool_rx,
+        );
+        drop(job_tx);
         for h in handles {
             h.join()
                 .map_err(|_| anyhow!("a compression worker panicked"))??;
@@ -106,12 +141,7 @@ pub fn write_data(
             .map_err(|_| anyhow!("the stream writer panicked"))??;
         // A reader error after a writer error is only its echo; report the
         // writer's cause first.
-        let unstable = read?;
-        Ok(DataResult {
-            writer,
-            sums,
-            unstable,
-        })
+        Ok((produced?, writer, sums))
     })
 }
 
@@ -225,8 +255,7 @@ fn image_runs(inode: &crate::tree::Inode, image: &Plane) -> Vec<(u64, u64, u64)>
 fn read_blocks(
     src: &Sources,
     root: OwnedFd,
-    first_seq: u64,
-    jobs: Sender<Job>,
+    send: RecordSink,
     pool: &Receiver<Vec<u8>>,
     report: &Report,
     progress: &Progress,
@@ -234,7 +263,6 @@ fn read_blocks(
     let (tree, bs) = (src.tree, src.bs);
     let mut dirs = DirStack::new(root);
     let mut unstable = HashSet::new();
-    let mut seq = first_seq;
     let new_buf = |pool: &Receiver<Vec<u8>>| {
         let mut b = pool.try_recv().unwrap_or_default();
         if b.len() < DATA_RECORD_BYTES {
@@ -247,18 +275,14 @@ fn read_blocks(
         used: 0,
         segs: Vec::new(),
     };
-    let flush = |batch: &mut Batch, seq: &mut u64| -> Result<()> {
+    let mut flush = |batch: &mut Batch| -> Result<()> {
         if batch.segs.is_empty() {
             return Ok(());
         }
-        let s = *seq;
-        *seq += 1;
         let mut buf = std::mem::replace(&mut batch.buf, new_buf(pool));
         buf.truncate(batch.used);
         batch.used = 0;
-        let segs = std::mem::take(&mut batch.segs);
-        jobs.send(Job { seq: s, buf, segs })
-            .map_err(|_| anyhow!("the stream writer stopped"))
+        send(buf, std::mem::take(&mut batch.segs))
     };
 
     for inode in &tree.inodes {
@@ -290,7 +314,7 @@ fn read_blocks(
             while blk < end {
                 let space = (DATA_RECORD_BYTES - batch.used) as u64 / bs;
                 if space == 0 || batch.segs.len() == MAX_SEGMENTS {
-                    flush(&mut batch, &mut seq)?;
+                    flush(&mut batch)?;
                     continue;
                 }
                 let mut n = space.min(end - blk);
@@ -358,7 +382,7 @@ fn read_blocks(
             }
         }
     }
-    flush(&mut batch, &mut seq)?;
+    flush(&mut batch)?;
     Ok(unstable)
 }
 

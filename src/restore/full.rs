@@ -99,7 +99,7 @@ impl RestoreSummary {
 
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
-    let mut set = ImageSetReader::new(opts.input.open()?, opts.input.name());
+    let mut set = ImageSetReader::open(&opts.input)?;
     let mut out = Vec::new();
     loop {
         // Without the digest check, damaged records are skipped and named

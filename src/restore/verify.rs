@@ -40,7 +40,7 @@ pub fn verify(
     input: &crate::media::Input,
     report: &crate::report::Report,
 ) -> Result<Vec<VerifySummary>> {
-    let mut set = ImageSetReader::new(input.open()?, input.name());
+    let mut set = ImageSetReader::open(input)?;
     let mut out = Vec::new();
     while let Some(r) = set.next_salvaging(Digest::Check)? {
         out.push(verify_stream(r, report)?);

@@ -38,6 +38,7 @@ pub struct ImageSetReader {
     shared: Shared,
     name: String,
     started: bool,
+    single: bool,
 }
 
 impl ImageSetReader {
@@ -50,7 +51,17 @@ impl ImageSetReader {
             }))),
             name: name.to_string(),
             started: false,
+            single: false,
         }
+    }
+
+    /// Opens `input`: on tape (where reading past a stream's end asks for
+    /// the next volume) one stream only, since dumps never write image
+    /// sets to tape; elsewhere every stream on it.
+    pub fn open(input: &crate::media::Input) -> anyhow::Result<Self> {
+        let mut r = Self::new(input.open()?, input.name());
+        r.single = input.is_tape();
+        Ok(r)
     }
 
     /// The next stream; `None` at the end of the input. The first stream
@@ -69,7 +80,7 @@ impl ImageSetReader {
     }
 
     fn next(&mut self, digest: Digest, salvage: bool) -> Result<Option<StreamReader>> {
-        if self.started && !self.has_more()? {
+        if self.started && (self.single || !self.has_more()?) {
             return Ok(None);
         }
         self.started = true;

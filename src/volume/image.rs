@@ -21,7 +21,7 @@ use crate::media::Output;
 use crate::planes::Plane;
 use crate::report::Report;
 use crate::stream::header::{SnapshotRef, StreamHeader, FORMAT_VERSION};
-use crate::stream::payload::{encode_data, Image, Segment};
+use crate::stream::payload::{Image, Segment};
 use crate::stream::record::RecordKind;
 use crate::stream::writer::StreamWriter;
 use crate::stream::DATA_RECORD_BYTES;
@@ -203,6 +203,15 @@ pub fn dump_volume(opts: &VolumeDumpOptions, report: &Report) -> Result<VolumeDu
     let started = std::time::Instant::now();
     let vol = Volume::open(&opts.volume, Access::Read, Wait::Yes)?;
     let pairs = plan(&vol, opts)?;
+    let tape = crate::tape::is_virtual_tape(&opts.specs[0])
+        || opts.specs.len() > 1
+        || opts.tape.capacity > 0
+        || crate::tape::is_st_device(std::path::Path::new(&opts.specs[0]));
+    if pairs.len() > 1 && tape {
+        bail!(
+            "an image of several snapshots is written as streams back to back, which tapes do not hold; write it to a file or a pipe, or dump one snapshot at a time (--image S5-S4), one tape file each"
+        );
+    }
     let (output, mut out) = Output::open_medium(&opts.specs, &opts.tape)?;
     let name = output.name.clone();
     let mut streams = Vec::new();
@@ -288,7 +297,7 @@ fn write_stream(
         }
         .encode(),
     )?;
-    write_data(vol, top, &image, &mut w)?;
+    let w = write_data(vol, top, &image, w, compression)?;
     let (end, out, stream_bytes) = w.finish()?;
     Ok((
         StreamWritten {
@@ -304,54 +313,61 @@ fn write_stream(
 }
 
 /// Writes the blocks of `image`, file by file in metadata order, each read
-/// from the volume and checked against its checksum; blocks outside the
-/// image are not read.
-fn write_data(vol: &Volume, top: &VolSnapshot, image: &Plane, w: &mut StreamWriter) -> Result<()> {
+/// from the volume and checked against its checksum (blocks outside the
+/// image are not read), compressed by the dump's parallel workers.
+fn write_data(
+    vol: &Volume,
+    top: &VolSnapshot,
+    image: &Plane,
+    w: StreamWriter,
+    level: i32,
+) -> Result<StreamWriter> {
     let bs = vol.bs();
-    let mut data: Vec<u8> = Vec::with_capacity(DATA_RECORD_BYTES);
-    let mut segs: Vec<Segment> = Vec::new();
-    let mut buf = Vec::new();
-    for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
-        for x in &inode.extents {
-            let mut k = 0;
-            while k < x.count {
-                if !image.get(x.vbn + k) {
-                    k += 1;
-                    continue;
+    let ((), w, _) = crate::dump::pipeline::write_records(w, level, bs, |send, _| {
+        let mut data: Vec<u8> = Vec::with_capacity(DATA_RECORD_BYTES);
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut buf = Vec::new();
+        let mut flush = |data: &mut Vec<u8>, segs: &mut Vec<Segment>| -> Result<()> {
+            if segs.is_empty() {
+                return Ok(());
+            }
+            send(
+                std::mem::replace(data, Vec::with_capacity(DATA_RECORD_BYTES)),
+                std::mem::take(segs),
+            )
+        };
+        for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
+            for x in &inode.extents {
+                let mut k = 0;
+                while k < x.count {
+                    if !image.get(x.vbn + k) {
+                        k += 1;
+                        continue;
+                    }
+                    let room = (DATA_RECORD_BYTES - data.len()) as u64 / bs;
+                    if room == 0 || segs.len() == MAX_SEGMENTS {
+                        flush(&mut data, &mut segs)?;
+                        continue;
+                    }
+                    let mut n = 1;
+                    while n < room.min(READ_BLOCKS) && k + n < x.count && image.get(x.vbn + k + n) {
+                        n += 1;
+                    }
+                    read_run(vol, top, inode, x, k, n, &mut buf)?;
+                    let offset = (x.block + k) * bs;
+                    let len = (n * bs).min(inode.size - offset) as usize;
+                    data.extend_from_slice(&buf[..len]);
+                    segs.push(Segment {
+                        ino: inode.ino,
+                        vbn: x.vbn + k,
+                        offset,
+                        len: len as u32,
+                    });
+                    k += n;
                 }
-                let room = (DATA_RECORD_BYTES - data.len()) as u64 / bs;
-                if room == 0 || segs.len() == MAX_SEGMENTS {
-                    flush(w, &mut data, &mut segs)?;
-                    continue;
-                }
-                let mut n = 1;
-                while n < room.min(READ_BLOCKS) && k + n < x.count && image.get(x.vbn + k + n) {
-                    n += 1;
-                }
-                read_run(vol, top, inode, x, k, n, &mut buf)?;
-                let offset = (x.block + k) * bs;
-                let len = (n * bs).min(inode.size - offset) as usize;
-                data.extend_from_slice(&buf[..len]);
-                segs.push(Segment {
-                    ino: inode.ino,
-                    vbn: x.vbn + k,
-                    offset,
-                    len: len as u32,
-                });
-                k += n;
             }
         }
-    }
-    flush(w, &mut data, &mut segs)
-}
-
-fn flush(w: &mut StreamWriter, data: &mut Vec<u8>, segs: &mut Vec<Segment>) -> Result<()> {
-    if segs.is_empty() {
-        return Ok(());
-    }
-    let at = w.write_record(RecordKind::Data, &encode_data(segs, data))?;
-    w.note_data(segs, at);
-    data.clear();
-    segs.clear();
-    Ok(())
+        flush(&mut data, &mut segs)
+    })?;
+    Ok(w)
 }

@@ -81,7 +81,7 @@ pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary>
     let mut vol = Volume::open(&opts.volume, Access::Write, opts.wait)?;
     let mut received = Vec::new();
     for input in &opts.inputs {
-        let mut set = ImageSetReader::new(input.open()?, input.name());
+        let mut set = ImageSetReader::open(input)?;
         while let Some(r) = set.next_stream(opts.digest)? {
             match receive_stream(&mut vol, r, report) {
                 Ok(x) => received.push(x),
