@@ -323,18 +323,23 @@ fn write_data(
     level: i32,
 ) -> Result<StreamWriter> {
     let bs = vol.bs();
-    let ((), w, _) = crate::dump::pipeline::write_records(w, level, bs, |send, _| {
-        let mut data: Vec<u8> = Vec::with_capacity(DATA_RECORD_BYTES);
+    let ((), w, _) = crate::dump::pipeline::write_records(w, level, bs, |send, pool| {
+        // Spent record buffers come back through the pool: memory stays at
+        // a few records whatever the size of the image.
+        let new_buf = || {
+            let mut b = pool.try_recv().unwrap_or_default();
+            b.clear();
+            b.reserve(DATA_RECORD_BYTES);
+            b
+        };
+        let mut data: Vec<u8> = new_buf();
         let mut segs: Vec<Segment> = Vec::new();
         let mut buf = Vec::new();
         let mut flush = |data: &mut Vec<u8>, segs: &mut Vec<Segment>| -> Result<()> {
             if segs.is_empty() {
                 return Ok(());
             }
-            send(
-                std::mem::replace(data, Vec::with_capacity(DATA_RECORD_BYTES)),
-                std::mem::take(segs),
-            )
+            send(std::mem::replace(data, new_buf()), std::mem::take(segs))
         };
         for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
             for x in &inode.extents {
