@@ -272,6 +272,9 @@ fn a_fragmented_source_packs_into_a_compact_volume() {
         size as f64 <= 1.1 * live_bytes as f64,
         "compact volume {size} bytes for {live_bytes} bytes of live data"
     );
+    eprintln!(
+        "compact volume: {size} bytes for {live_bytes} bytes of live data (VBN high water {hw})"
+    );
     check(&compact);
     assert_snapshot(&compact, 1, &want, t.dir.path());
     // The same image into a plain volume keeps the VBN space (sparse).
@@ -490,6 +493,23 @@ fn a_volume_feeds_another_with_identical_snapshots() {
     let set = t.dir.path().join("set");
     let d = json(&["dump", "-0", "--image", "S3+S2+S1", "-f", p(&set), p(&a)]);
     assert_eq!(d["streams"].as_array().unwrap().len(), 3);
+    // The set verifies stream by stream, restores into a directory stream
+    // after stream, and random-access readers refuse it by name.
+    let v = json(&["verify", "-f", p(&set)]);
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    let dir = t.dir.path().join("set-dir");
+    let r = json(&["restore", "-r", "-f", p(&set), "--target", p(&dir)]);
+    assert_eq!(r.as_array().unwrap().len(), 3);
+    ok(&["restore", "--finish", "--target", p(&dir)]);
+    let got = snapshot_tree(&dir);
+    for (k, e) in &snaps[2] {
+        if k != b"." {
+            assert!(&got[k] == e, "{}", String::from_utf8_lossy(k));
+        }
+    }
+    let (code, _, e) = run_s(&["restore", "-t", "-f", p(&set)]);
+    assert_eq!(code, 2);
+    assert!(e.contains("several streams back to back"), "{e}");
     let b = t.dir.path().join("b.vol");
     create(&b, &["--compact"]);
     receive(&b, &[&set]);

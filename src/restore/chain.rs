@@ -301,6 +301,7 @@ fn open_link(input: &Input, digest: Digest) -> Result<Link> {
     match file {
         Some(f) => {
             let mut s = SeekStream::open(f, &name)?;
+            s.check_single()?;
             let front = read_front(&mut s)?;
             Ok(Link {
                 name,

@@ -172,6 +172,38 @@ impl SeekStream {
         Ok(end)
     }
 
+    /// Refuses a file holding several streams back to back (an image set):
+    /// random access needs the stream to end where the file ends. The sign
+    /// is an intact end record at the end of the file whose relocation
+    /// table is not where it says (it counts from the last stream's start).
+    /// A damaged or missing end is left to the readers that need it.
+    pub fn check_single(&mut self) -> Result<()> {
+        let Ok(end) = self.end() else {
+            return Ok(());
+        };
+        let table_end = self.len - END_RECORD_LEN;
+        let lined_up = if end.reloc_records == 0 {
+            end.reloc_offset == table_end
+        } else {
+            // The record header alone (checksummed) tells kind and number.
+            let mut hb = [0u8; HEADER_LEN];
+            end.reloc_offset < table_end
+                && self
+                    .read_exact_at(&mut hb, end.reloc_offset, "record header")
+                    .is_ok()
+                && parse_header(&hb).is_ok_and(|h| {
+                    h.kind == RecordKind::Reloc && h.seq + end.reloc_records == end.records
+                })
+        };
+        if !lined_up {
+            bail!(
+                "{}: the end of the file does not belong to the stream at its start: the file is damaged, or holds several streams back to back (an image set written by dump --image from a volume; restore -r, verify and restore -r --volume read those, or dump one snapshot per file)",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
     /// Reads the relocation table the end record points at. `data_start`
     /// is where the data section begins (after the image record): every
     /// entry must point between it and the table.
