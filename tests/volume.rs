@@ -627,6 +627,13 @@ fn damage_in_a_volume_is_found_by_check_and_refused_by_readers() {
     fs::write(&vol, &b).unwrap();
     let c = check(&vol);
     assert_eq!(c["generation"].as_u64().unwrap(), gen - 1);
+    assert!(
+        c["superblock_damage"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{c}"
+    );
     assert_eq!(c["snapshots"].as_u64().unwrap(), 1);
     assert_snapshot(&vol, 1, &snaps[0], t.dir.path());
     // A flipped data byte: check names it, extraction refuses the file.

@@ -30,6 +30,11 @@ pub struct CheckReport {
     /// Shadow-snapshot blocks found reused (expected after a crash in the
     /// middle of a receive; not a problem).
     pub shadow_blocks_reused: u64,
+    /// A damaged superblock slot, when the other one was used: the volume
+    /// is consistent at the generation checked, but has lost its fallback
+    /// (a torn write at a power failure, or damage). The next commit
+    /// rewrites that slot.
+    pub superblock_damage: Option<String>,
 }
 
 /// Checks the volume at `path` (its newest valid superblock).
@@ -201,5 +206,6 @@ pub fn check(path: &Path) -> Result<CheckReport> {
         data_blocks: hw,
         problems,
         shadow_blocks_reused: reused,
+        superblock_damage: vol.superblock_damage.clone(),
     })
 }

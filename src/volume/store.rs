@@ -28,6 +28,9 @@ pub struct Volume {
     pub sb: Superblock,
     /// The committed metadata.
     pub state: VolumeState,
+    /// Set when a superblock slot was found damaged (a torn write, or
+    /// damage) and the other one used.
+    pub superblock_damage: Option<String>,
 }
 
 /// How a volume is opened: readers share it, a writer holds it alone.
@@ -96,6 +99,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
             snapshots: Vec::new(),
             sums: Vec::new(),
         },
+        superblock_damage: None,
     };
     let state = vol.state.clone();
     let r = vol.commit(state, &Plane::new());
@@ -189,17 +193,22 @@ impl Volume {
         for sb in candidates {
             match read_state(&file, &sb) {
                 Ok(state) => {
-                    if let Some(why) = damaged {
-                        crate::progress::println_err(&format!(
-                            "snapdump: warning: volume {name}: a superblock is damaged ({why}); using generation {}",
+                    let superblock_damage = damaged.map(|why| {
+                        let note = format!(
+                            "a superblock is damaged ({why}); using generation {}",
                             sb.generation
+                        );
+                        crate::progress::println_err(&format!(
+                            "snapdump: warning: volume {name}: {note}"
                         ));
-                    }
+                        note
+                    });
                     return Ok(Volume {
                         path: path.to_path_buf(),
                         file,
                         sb,
                         state,
+                        superblock_damage,
                     });
                 }
                 Err(e) => {
