@@ -456,8 +456,8 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     &a.json,
                     &l,
                     l.entries.iter().map(|e| {
-                        let slash = if e.kind == "dir" { "/" } else { "" };
-                        format!("{}{slash}", e.path)
+                        let slash = if e.entry.kind == "dir" { "/" } else { "" };
+                        format!("{}{slash}", e.entry.path)
                     }),
                 )?;
                 return Ok(report.exit_status());

@@ -12,9 +12,10 @@ use crate::tree::{Inode, Kind};
 use anyhow::Result;
 use serde::Serialize;
 
-/// One listed entry (`--json`).
+/// What a listing shows of one entry, shared by `restore -t` and
+/// `volume ls`.
 #[derive(Serialize)]
-pub struct ListEntry {
+pub struct EntryInfo {
     /// Path relative to the dump's root, escaped.
     pub path: String,
     /// File type.
@@ -33,6 +34,31 @@ pub struct ListEntry {
     /// Symlink target, escaped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+impl EntryInfo {
+    /// The entry `d` of `tree`.
+    pub fn of(tree: &crate::tree::Tree, d: &crate::tree::Dirent) -> EntryInfo {
+        let i = tree.inode(d.ino);
+        EntryInfo {
+            path: escape(&tree.dirent_path(d)),
+            kind: i.kind.name(),
+            size: i.size,
+            mode: format!("{:04o}", i.attrs.mode),
+            uid: i.attrs.uid,
+            gid: i.attrs.gid,
+            mtime: i.attrs.mtime.rfc3339(),
+            target: (i.kind == Kind::Symlink).then(|| escape(&i.target)),
+        }
+    }
+}
+
+/// One listed entry (`--json`).
+#[derive(Serialize)]
+pub struct ListEntry {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: EntryInfo,
     /// Snapshot id listed.
     pub snapshot: u64,
     /// The snapshot that last changed the entry (its contents, attributes,
@@ -100,14 +126,7 @@ pub fn list(
         let path = tree.dirent_path(d);
         let i = tree.inode(d.ino);
         entries.push(ListEntry {
-            path: escape(&path),
-            kind: i.kind.name(),
-            size: i.size,
-            mode: format!("{:04o}", i.attrs.mode),
-            uid: i.attrs.uid,
-            gid: i.attrs.gid,
-            mtime: i.attrs.mtime.rfc3339(),
-            target: (i.kind == Kind::Symlink).then(|| escape(&i.target)),
+            entry: EntryInfo::of(tree, d),
             snapshot: set.links[top].header.snapshot.id,
             changed: last_changed(&links, &indexes, &path, i),
         });

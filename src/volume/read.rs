@@ -7,10 +7,11 @@ use crate::lock::Wait;
 use crate::names::escape;
 use crate::report::Report;
 use crate::restore::extract::{create_selection, prepare_target};
+use crate::restore::list::EntryInfo;
 use crate::restore::select::{cut, mark_paths, normalize};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
-use crate::tree::{Extent, Inode, Kind};
+use crate::tree::{Extent, Inode};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -85,29 +86,6 @@ pub fn read_file(
     Ok(())
 }
 
-/// One entry of `volume ls --json`.
-#[derive(Serialize)]
-pub struct VolumeEntry {
-    /// Path relative to the snapshot's root, escaped.
-    pub path: String,
-    /// File type.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Size in bytes.
-    pub size: u64,
-    /// Permission bits, octal.
-    pub mode: String,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Modification time.
-    pub mtime: String,
-    /// Symlink target, escaped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
 /// `volume ls --json`.
 #[derive(Serialize)]
 pub struct VolumeListing {
@@ -118,7 +96,7 @@ pub struct VolumeListing {
     /// Its identity in the source.
     pub snapshot: SnapshotRef,
     /// The entries, depth-first.
-    pub entries: Vec<VolumeEntry>,
+    pub entries: Vec<EntryInfo>,
 }
 
 /// Lists a snapshot (only `paths` and what lies below them, if given).
@@ -142,19 +120,7 @@ pub fn ls(
         .enumerate()
         .skip(1)
         .filter(|(i, _)| marks[*i])
-        .map(|(_, d)| {
-            let i = t.inode(d.ino);
-            VolumeEntry {
-                path: escape(&t.dirent_path(d)),
-                kind: i.kind.name(),
-                size: i.size,
-                mode: format!("{:o}", i.attrs.mode),
-                uid: i.attrs.uid,
-                gid: i.attrs.gid,
-                mtime: i.attrs.mtime.rfc3339_nanos(),
-                target: (i.kind == Kind::Symlink).then(|| escape(&i.target)),
-            }
-        })
+        .map(|(_, d)| EntryInfo::of(t, d))
         .collect();
     Ok(VolumeListing {
         command: "volume ls",
