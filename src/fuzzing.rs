@@ -57,6 +57,7 @@ pub fn random_access(data: &[u8]) {
     let Ok(mut s) = SeekStream::open(f, "fuzz") else {
         return;
     };
+    let _ = s.check_single();
     let Ok(front) = read_front(&mut s) else {
         return;
     };
