@@ -38,11 +38,7 @@ pub fn read_run(
     for i in 0..n {
         let v = vbn + i;
         let b = &buf[(i * bs) as usize..((i + 1) * bs) as usize];
-        let ok = vol
-            .state
-            .sums
-            .get((v - 1) as usize)
-            .is_some_and(|s| *s == xxhash_rust::xxh3::xxh3_128(b).to_le_bytes());
+        let ok = vol.block_intact(v, b);
         if !ok || (snap.shadow && !snap.plane.get(v)) {
             let why = if snap.shadow {
                 "was reused (shadow snapshot) or is damaged"

@@ -243,6 +243,15 @@ impl Volume {
         Ok(())
     }
 
+    /// Whether `block` (as read from target VBN `vbn`) matches the
+    /// checksum the metadata records for it.
+    pub fn block_intact(&self, vbn: u64, block: &[u8]) -> bool {
+        self.state
+            .sums
+            .get((vbn - 1) as usize)
+            .is_some_and(|s| *s == xxhash_rust::xxh3::xxh3_128(block).to_le_bytes())
+    }
+
     /// Writes whole blocks at target VBN `vbn` (only blocks the committed
     /// state does not use: see the commit protocol).
     pub fn write_blocks(&self, vbn: u64, data: &[u8]) -> std::io::Result<()> {
