@@ -94,8 +94,10 @@ pub fn records(data: &[u8]) {
     use crate::stream::payload::{decode_data, decode_reloc, End, Image};
     use crate::stream::record::{open, parse_header, HEADER_LEN};
     if data.len() >= HEADER_LEN {
-        if let Ok(h) = parse_header(data[..HEADER_LEN].try_into().unwrap()) {
-            let _ = open(&h, &data[HEADER_LEN..]);
+        for seed in [0, 0x5d5d_5d5d_5d5d_5d5d] {
+            if let Ok(h) = parse_header(data[..HEADER_LEN].try_into().unwrap(), seed) {
+                let _ = open(&h, &data[HEADER_LEN..], seed);
+            }
         }
     }
     let _ = crate::stream::header::StreamHeader::decode(data);
@@ -163,6 +165,7 @@ pub fn stream_sealed(data: &[u8]) {
             block_size: 4096,
             compression_level: 0,
             entries: recs.iter().filter(|r| r.0 == RecordKind::Meta).count() as u64,
+            stream_id: [0x5d; 16],
         };
         let _ = w.write_record(RecordKind::Header, &h.encode());
     }

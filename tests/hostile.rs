@@ -29,6 +29,7 @@ fn header(entries: u64) -> StreamHeader {
         block_size: 4096,
         compression_level: 0,
         entries,
+        stream_id: [9; 16],
     }
 }
 
@@ -356,7 +357,8 @@ fn absurd_sizes_counts_and_a_decompression_bomb_are_refused_with_bounded_memory(
     // A metadata record claiming four billion items.
     let mut e = Enc::new();
     e.u32(u32::MAX);
-    let rec = seal(RecordKind::Meta, 1, &e.buf, None);
+    let seed = stream_seed(&good);
+    let rec = seal(RecordKind::Meta, 1, &e.buf, None, seed);
     let mut bad = good[..meta_at].to_vec();
     bad.extend_from_slice(&rec);
     let (c, e, _) = restore_guarded(&bad, &[]);
@@ -378,8 +380,8 @@ fn absurd_sizes_counts_and_a_decompression_bomb_are_refused_with_bounded_memory(
     h[8..16].copy_from_slice(&1u64.to_le_bytes());
     h[16..20].copy_from_slice(&(frame.len() as u32).to_le_bytes());
     h[20..24].copy_from_slice(&100u32.to_le_bytes());
-    h[24..32].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&frame).to_le_bytes());
-    let hh = xxhash_rust::xxh3::xxh3_64(&h[..32]);
+    h[24..32].copy_from_slice(&xxhash_rust::xxh3::xxh3_64_with_seed(&frame, seed).to_le_bytes());
+    let hh = xxhash_rust::xxh3::xxh3_64_with_seed(&h[..32], seed);
     h[32..40].copy_from_slice(&hh.to_le_bytes());
     let mut bad = good[..meta_at].to_vec();
     bad.extend_from_slice(&h);
@@ -462,7 +464,7 @@ fn an_increment_header_without_a_base_is_refused() {
     let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
     let mut h = header(2);
     h.full = false;
-    let rec = snapdump::stream::record::seal(RecordKind::Header, 0, &h.encode(), None);
+    let rec = snapdump::stream::record::seal(RecordKind::Header, 0, &h.encode(), None, 0);
     let mut bad = rec;
     bad.extend_from_slice(&good[hlen..]);
     let (c, e, _) = restore_guarded(&bad, &[]);

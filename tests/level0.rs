@@ -262,12 +262,14 @@ fn bad_input_gets_a_clear_error_and_exit_2() {
     let good = std::fs::read(&t.stream).unwrap();
     let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
     let mut payload = good[40..hlen].to_vec();
-    payload[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let next = snapdump::stream::header::FORMAT_VERSION + 1;
+    payload[8..12].copy_from_slice(&next.to_le_bytes());
     let mut newer = snapdump::stream::record::seal(
         snapdump::stream::record::RecordKind::Header,
         0,
         &payload,
         None,
+        0,
     );
     newer.extend_from_slice(&good[hlen..]);
     let nf = t.dir.path().join("newer");
@@ -456,9 +458,10 @@ fn only_the_digest_list_catches_a_payload_rewritten_with_its_xxh3() {
     // Change a data byte and recompute the record's payload and header
     // checksums: a forgery (or a bug) that XXH3 alone cannot see.
     b[at + 40 + 10] ^= 0xff;
-    let ph = xxhash_rust::xxh3::xxh3_64(&b[at + 40..at + 40 + len]);
+    let seed = stream_seed(&b);
+    let ph = xxhash_rust::xxh3::xxh3_64_with_seed(&b[at + 40..at + 40 + len], seed);
     b[at + 24..at + 32].copy_from_slice(&ph.to_le_bytes());
-    let hh = xxhash_rust::xxh3::xxh3_64(&b[at..at + 32]);
+    let hh = xxhash_rust::xxh3::xxh3_64_with_seed(&b[at..at + 32], seed);
     b[at + 32..at + 40].copy_from_slice(&hh.to_le_bytes());
     std::fs::write(&t.stream, &b).unwrap();
     let (c, _, e) = run_s(&["verify", "-f", p(&t.stream)]);

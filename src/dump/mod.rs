@@ -325,9 +325,10 @@ fn run(
             open_root()?,
             report,
         )?;
-        let snap = match resuming {
-            Some(p) => p.snapshot()?,
+        let (snap, stream_id) = match resuming {
+            Some(p) => (p.snapshot()?, p.stream_id()),
             None => {
+                let stream_id = crate::util::random_id();
                 let snap = SnapshotRef {
                     id: state.next_snap_id,
                     uuid: crate::util::random_id(),
@@ -348,9 +349,10 @@ fn run(
                         outputs: specs.to_vec(),
                         partial: output.partial_path(),
                         tape_file: output.tape_file(),
+                        stream_id: Some(crate::util::hex(&stream_id)),
                     },
                 )?;
-                snap
+                (snap, stream_id)
             }
         };
         let header = StreamHeader {
@@ -367,9 +369,10 @@ fn run(
             block_size: bs,
             compression_level: opts.compression,
             entries: tree.dirents.len() as u64,
+            stream_id,
         };
         let mut w = StreamWriter::new(out, opts.compression, bs)?;
-        w.write_record(RecordKind::Header, &header.encode())?;
+        w.write_header(&header)?;
         write_metadata(&mut w, &tree)?;
         let image = Image {
             carried: Image::runs_of(&plan.image),

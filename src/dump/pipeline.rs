@@ -109,13 +109,14 @@ pub(crate) fn write_records<T>(
     let (done_tx, done_rx) = bounded::<Done>(workers * 2);
     let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
     let mut seq = writer.next_seq();
+    let seed = writer.seed();
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..workers {
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
             let pool = (pool_tx.clone(), pool_rx.clone());
-            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs)));
+            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs, seed)));
         }
         drop(job_rx);
         drop(done_tx);
@@ -151,6 +152,7 @@ fn worker(
     pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     level: i32,
     bs: u64,
+    seed: u64,
 ) -> Result<()> {
     let mut zstd = if level != 0 {
         Some(zstd::bulk::Compressor::new(level)?)
@@ -168,7 +170,7 @@ fn worker(
         let mut raw = job.buf;
         finish_data(&mut raw, &job.segs);
         let scratch = pool.1.try_recv().unwrap_or_default();
-        let (rec, spare) = seal_owned(RecordKind::Data, job.seq, raw, zstd.as_mut(), scratch);
+        let (rec, spare) = seal_owned(RecordKind::Data, job.seq, raw, zstd.as_mut(), scratch, seed);
         if spare.capacity() > 0 {
             let _ = pool.0.send(spare);
         }

@@ -47,6 +47,10 @@ pub struct ResumePoint {
     pub partial: Option<PathBuf>,
     /// For a dump to tape: the tape file (from 1) the dump starts at.
     pub tape_file: Option<u64>,
+    /// The stream's id, hex (absent in resume points of format-1 dumps,
+    /// whose streams a resumed dump rewrites from the first byte anyway).
+    #[serde(default)]
+    pub stream_id: Option<String>,
 }
 
 impl ResumePoint {
@@ -55,6 +59,16 @@ impl ResumePoint {
         crate::util::unhex(&self.source_uuid)
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .ok_or_else(|| anyhow!("resume point: bad source uuid"))
+    }
+
+    /// The stream id to reuse, so the resumed stream is byte for byte the
+    /// one the interrupted run was writing; a new one when none was kept.
+    pub fn stream_id(&self) -> [u8; 16] {
+        self.stream_id
+            .as_deref()
+            .and_then(crate::util::unhex)
+            .and_then(|v| <[u8; 16]>::try_from(v).ok())
+            .unwrap_or_else(crate::util::random_id)
     }
 
     /// The snapshot identity to reuse.

@@ -10,7 +10,9 @@ use serde::Serialize;
 /// Magic at the start of the header payload.
 pub const STREAM_MAGIC: [u8; 8] = *b"SNAPDUMP";
 /// The stream format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the stream id, which seeds every record's checksums so
+/// that records of two streams cannot be spliced into one.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Identity of a snapshot, as carried in headers and kept in catalogs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -55,6 +57,10 @@ pub struct StreamHeader {
     /// Number of metadata items that follow the header, so a listing can
     /// stop at the end of the metadata section without reading further.
     pub entries: u64,
+    /// Random id of this stream (format version 2 on; zeros in version 1):
+    /// its first 8 bytes seed every later record's checksums.
+    #[serde(serialize_with = "crate::util::ser_hex")]
+    pub stream_id: [u8; 16],
 }
 
 pub(crate) fn enc_snap(e: &mut Enc, s: &SnapshotRef) {
@@ -104,7 +110,21 @@ impl StreamHeader {
         e.u32(self.block_size);
         e.u32(self.compression_level as u32);
         e.u64(self.entries);
+        if self.format_version >= 2 {
+            e.fixed(&self.stream_id);
+        }
         e.buf
+    }
+
+    /// The checksum seed of every record after the header record: the
+    /// stream id's first 8 bytes (little-endian) from format version 2 on,
+    /// 0 in version 1 (formats/stream.md).
+    pub fn seed(&self) -> u64 {
+        if self.format_version >= 2 {
+            u64::from_le_bytes(self.stream_id[..8].try_into().unwrap())
+        } else {
+            0
+        }
     }
 
     /// Decodes a header payload, refusing newer format versions by name.
@@ -141,6 +161,11 @@ impl StreamHeader {
             .map_err(|e| anyhow::anyhow!("stream header: {e}"))?;
         let compression_level = d.u32()? as i32;
         let entries = d.u64()?;
+        let stream_id = if format_version >= 2 {
+            d.fixed(16)?.try_into().unwrap()
+        } else {
+            [0; 16]
+        };
         d.finish()?;
         Ok(StreamHeader {
             format_version,
@@ -154,6 +179,7 @@ impl StreamHeader {
             block_size,
             compression_level,
             entries,
+            stream_id,
         })
     }
 }

@@ -57,6 +57,8 @@ struct Framer<R: Read> {
     /// A read error of the input (not damage: a missing volume, an I/O
     /// error), which stops even a salvaging reader.
     io_error: bool,
+    /// Checksum seed of the records after the header (the stream's id).
+    seed: u64,
 }
 
 /// A stretch of a stream that could not be read: records `first_seq ..
@@ -157,7 +159,7 @@ impl<R: Read> Framer<R> {
         self.offset += HEADER_LEN as u64;
         let mut stored = vec![0u8; header.stored_len as usize];
         self.fill(&mut stored, false)?;
-        if self.salvage && xxhash_rust::xxh3::xxh3_64(&stored) != header.payload_hash {
+        if self.salvage && super::record::checksum(&stored, self.seed) != header.payload_hash {
             // A damaged payload may hide the start of the next record (bytes
             // lost in between): read it all again while resynchronising.
             self.offset -= HEADER_LEN as u64;
@@ -188,7 +190,7 @@ impl<R: Read> Framer<R> {
     /// sequence number is the next one (in salvage mode, a later one:
     /// records were lost) and its kind is not out of order.
     fn check_header(&mut self, hbytes: &[u8; HEADER_LEN], at: u64) -> Result<RecordHeader> {
-        let header = parse_header(hbytes)
+        let header = parse_header(hbytes, self.seed)
             .map_err(|e| anyhow!("{}: record {} at byte {at}: {e}", self.name, self.next_seq))?;
         let seq_ok = header.seq == self.next_seq || (self.salvage && header.seq > self.next_seq);
         if !seq_ok {
@@ -266,7 +268,9 @@ impl<R: Read> Framer<R> {
             let mut i = 0;
             while i + HEADER_LEN <= win.len() {
                 if win[i..i + 4] == super::record::MAGIC {
-                    if let Ok(h) = parse_header(win[i..i + HEADER_LEN].try_into().unwrap()) {
+                    if let Ok(h) =
+                        parse_header(win[i..i + HEADER_LEN].try_into().unwrap(), self.seed)
+                    {
                         let plausible = h.seq >= self.next_seq
                             && h.seq < self.next_seq.saturating_add(1 << 40)
                             && (h.kind as u8) >= (self.last_kind as u8)
@@ -346,8 +350,8 @@ impl<R: Read> Framer<R> {
     }
 }
 
-fn open_frame(f: Frame, name: &str, digest: bool) -> Result<Record> {
-    let raw = open(&f.header, &f.stored).map_err(|e| {
+fn open_frame(f: Frame, name: &str, digest: bool, seed: u64) -> Result<Record> {
+    let raw = open(&f.header, &f.stored, seed).map_err(|e| {
         anyhow!(
             "{name}: {} record {} at byte {}: {e}",
             kind_name(f.header.kind),
@@ -458,6 +462,7 @@ impl StreamReader {
             pushback: Vec::new(),
             salvage: false,
             io_error: false,
+            seed: 0,
         };
         let frame = framer
             .next_frame()?
@@ -465,8 +470,9 @@ impl StreamReader {
         if frame.header.kind != RecordKind::Header {
             bail!("{name}: first record is not a stream header");
         }
-        let rec = open_frame(frame, name, true)?;
+        let rec = open_frame(frame, name, true, 0)?;
         let header = StreamHeader::decode(&rec.raw).map_err(|e| anyhow!("{name}: {e}"))?;
+        framer.seed = header.seed();
         let mut digests = Sha256Stream::default();
         digests.update(&rec.digest);
         let offset = framer.offset;
@@ -586,6 +592,7 @@ fn spawn(mut framer: Framer<Box<dyn Read + Send>>, digest: bool) -> Receiver<(u6
     let (out_tx, out_rx) = bounded::<(u64, Piece)>(workers * 2);
     let name = framer.name.clone();
     let salvage = framer.salvage;
+    let seed = framer.seed;
     for _ in 0..workers {
         let frame_rx = frame_rx.clone();
         let out_tx = out_tx.clone();
@@ -594,7 +601,7 @@ fn spawn(mut framer: Framer<Box<dyn Read + Send>>, digest: bool) -> Receiver<(u6
             for f in frame_rx {
                 let seq = f.header.seq;
                 let (offset, len) = (f.offset, (HEADER_LEN + f.stored.len()) as u64);
-                let piece = match open_frame(f, &name, digest) {
+                let piece = match open_frame(f, &name, digest, seed) {
                     Err(e) if salvage => Piece::Lost(Damage {
                         first_seq: seq,
                         end_seq: Some(seq + 1),

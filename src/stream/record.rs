@@ -3,9 +3,16 @@
 //!
 //! Records are self-delimiting and start with a magic, so a damaged stream
 //! is detected at the first bad record, with its sequence number and offset.
+//!
+//! From format version 2 on, both checksums of every record but the header
+//! record are seeded with the stream's id (its checksum seed, see
+//! [`crate::stream::header::StreamHeader::seed`]): a record of another
+//! stream fails its checksums here exactly as a damaged one does, so two
+//! streams cannot be spliced into one that reads as whole. Format 1 and
+//! every header record use seed 0.
 
 use anyhow::{bail, Result};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Magic at the start of every record header.
 pub const MAGIC: [u8; 4] = *b"SDRC";
@@ -75,12 +82,18 @@ pub struct Sealed {
     pub payload: Vec<u8>,
 }
 
+/// XXH3-64 of `b` under the stream's checksum seed.
+pub fn checksum(b: &[u8], seed: u64) -> u64 {
+    xxh3_64_with_seed(b, seed)
+}
+
 fn make_header(
     kind: RecordKind,
     flags: u8,
     seq: u64,
     stored: &[u8],
     raw_len: usize,
+    seed: u64,
 ) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC);
@@ -89,21 +102,23 @@ fn make_header(
     h[8..16].copy_from_slice(&seq.to_le_bytes());
     h[16..20].copy_from_slice(&(stored.len() as u32).to_le_bytes());
     h[20..24].copy_from_slice(&(raw_len as u32).to_le_bytes());
-    h[24..32].copy_from_slice(&xxh3_64(stored).to_le_bytes());
-    let hh = xxh3_64(&h[..32]);
+    h[24..32].copy_from_slice(&checksum(stored, seed).to_le_bytes());
+    let hh = checksum(&h[..32], seed);
     h[32..40].copy_from_slice(&hh.to_le_bytes());
     h
 }
 
-/// Seals `raw` into a record, compressing into `scratch` when `zstd` is
-/// given and that makes it smaller. Returns the record and whichever buffer
-/// was not used, so hot loops can recycle buffers instead of allocating.
+/// Seals `raw` into a record of the stream whose checksum seed is `seed`,
+/// compressing into `scratch` when `zstd` is given and that makes it
+/// smaller. Returns the record and whichever buffer was not used, so hot
+/// loops can recycle buffers instead of allocating.
 pub fn seal_owned(
     kind: RecordKind,
     seq: u64,
     raw: Vec<u8>,
     zstd: Option<&mut zstd::bulk::Compressor<'_>>,
     mut scratch: Vec<u8>,
+    seed: u64,
 ) -> (Sealed, Vec<u8>) {
     assert!(
         raw.len() <= MAX_PAYLOAD as usize,
@@ -123,7 +138,14 @@ pub fn seal_owned(
     } else {
         (raw, scratch)
     };
-    let header = make_header(kind, compressed as u8 * FLAG_ZSTD, seq, &payload, raw_len);
+    let header = make_header(
+        kind,
+        compressed as u8 * FLAG_ZSTD,
+        seq,
+        &payload,
+        raw_len,
+        seed,
+    );
     (Sealed { header, payload }, spare)
 }
 
@@ -135,28 +157,31 @@ impl Sealed {
     }
 }
 
-/// Seals `raw` into one contiguous record (header + payload).
+/// Seals `raw` into one contiguous record (header + payload) of the stream
+/// whose checksum seed is `seed`.
 pub fn seal(
     kind: RecordKind,
     seq: u64,
     raw: &[u8],
     zstd: Option<&mut zstd::bulk::Compressor<'_>>,
+    seed: u64,
 ) -> Vec<u8> {
-    let (s, _) = seal_owned(kind, seq, raw.to_vec(), zstd, Vec::new());
+    let (s, _) = seal_owned(kind, seq, raw.to_vec(), zstd, Vec::new(), seed);
     let mut out = Vec::with_capacity(HEADER_LEN + s.payload.len());
     out.extend_from_slice(&s.header);
     out.extend_from_slice(&s.payload);
     out
 }
 
-/// Parses and checks a record header (magic, header checksum, lengths).
-pub fn parse_header(b: &[u8; HEADER_LEN]) -> Result<RecordHeader> {
+/// Parses and checks a record header (magic, header checksum under the
+/// stream's checksum `seed`, lengths).
+pub fn parse_header(b: &[u8; HEADER_LEN], seed: u64) -> Result<RecordHeader> {
     if b[..4] != MAGIC {
         bail!("bad record magic (not a snapdump stream, or damaged)");
     }
     let hh = u64::from_le_bytes(b[32..40].try_into().unwrap());
-    if xxh3_64(&b[..32]) != hh {
-        bail!("record header checksum mismatch (damaged stream)");
+    if checksum(&b[..32], seed) != hh {
+        bail!("record header checksum mismatch (damaged, or a record of another stream)");
     }
     let Some(kind) = RecordKind::from_u8(b[4]) else {
         bail!("unknown record kind {}", b[4]);
@@ -183,11 +208,11 @@ pub fn parse_header(b: &[u8; HEADER_LEN]) -> Result<RecordHeader> {
     })
 }
 
-/// Checks a stored payload against its header and returns the raw bytes.
-/// Decompression is capped at the declared raw length, so a crafted frame
-/// cannot balloon memory.
-pub fn open(h: &RecordHeader, stored: &[u8]) -> Result<Vec<u8>> {
-    if xxh3_64(stored) != h.payload_hash {
+/// Checks a stored payload against its header (under the stream's
+/// checksum `seed`) and returns the raw bytes. Decompression is capped at
+/// the declared raw length, so a crafted frame cannot balloon memory.
+pub fn open(h: &RecordHeader, stored: &[u8], seed: u64) -> Result<Vec<u8>> {
+    if checksum(stored, seed) != h.payload_hash {
         bail!("payload checksum mismatch (damaged stream)");
     }
     if h.flags & FLAG_ZSTD == 0 {
@@ -213,23 +238,33 @@ mod tests {
     fn seal_parse_open() {
         let raw = vec![7u8; 10000];
         let mut c = zstd::bulk::Compressor::new(1).unwrap();
-        let rec = seal(RecordKind::Data, 5, &raw, Some(&mut c));
+        let rec = seal(RecordKind::Data, 5, &raw, Some(&mut c), 99);
         assert!(rec.len() < 1000);
-        let h = parse_header(rec[..HEADER_LEN].try_into().unwrap()).unwrap();
+        let h = parse_header(rec[..HEADER_LEN].try_into().unwrap(), 99).unwrap();
         assert_eq!(h.seq, 5);
         assert_eq!(h.kind, RecordKind::Data);
-        assert_eq!(open(&h, &rec[HEADER_LEN..]).unwrap(), raw);
+        assert_eq!(open(&h, &rec[HEADER_LEN..], 99).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_record_of_another_stream_fails_its_checksums() {
+        let rec = seal(RecordKind::Meta, 3, b"payload", None, 0x1234);
+        let hb: &[u8; HEADER_LEN] = rec[..HEADER_LEN].try_into().unwrap();
+        assert!(parse_header(hb, 0x1235).is_err());
+        assert!(parse_header(hb, 0).is_err());
+        let h = parse_header(hb, 0x1234).unwrap();
+        assert!(open(&h, &rec[HEADER_LEN..], 7).is_err());
     }
 
     #[test]
     fn every_byte_is_covered() {
         let raw: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let rec = seal(RecordKind::Meta, 1, &raw, None);
+        let rec = seal(RecordKind::Meta, 1, &raw, None, 42);
         for i in 0..rec.len() {
             let mut bad = rec.clone();
             bad[i] ^= 0x10;
-            let ok = parse_header(bad[..HEADER_LEN].try_into().unwrap())
-                .and_then(|h| open(&h, &bad[HEADER_LEN..]));
+            let ok = parse_header(bad[..HEADER_LEN].try_into().unwrap(), 42)
+                .and_then(|h| open(&h, &bad[HEADER_LEN..], 42));
             assert!(ok.is_err(), "flip at {i} undetected");
         }
     }

@@ -31,6 +31,28 @@ pub struct SeekStream {
     header: StreamHeader,
     /// The relocation table, once read: VBN runs to data record offsets.
     index: Option<std::rc::Rc<IntervalIndex<u64>>>,
+    /// Where the stream ends in the file, once found ([`SeekStream::stream_len`]).
+    found_end: Option<FoundEnd>,
+}
+
+/// Where a stream's end record was found, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FoundEnd {
+    /// The file ends with it (the usual case).
+    AtFileEnd(u64),
+    /// Zeros follow it (padding of fixed-block tapes, devices, tools).
+    BeforeZeros(u64),
+    /// Found by walking the record headers from the start; other bytes
+    /// follow it.
+    ByWalk(u64),
+}
+
+impl FoundEnd {
+    fn len(self) -> u64 {
+        match self {
+            FoundEnd::AtFileEnd(l) | FoundEnd::BeforeZeros(l) | FoundEnd::ByWalk(l) => l,
+        }
+    }
 }
 
 /// The whole-record size of the end record: it is always the stream's last
@@ -54,6 +76,7 @@ impl SeekStream {
             bytes_read: 0,
             header: StreamHeader::default(),
             index: None,
+            found_end: None,
         };
         if len == 0 {
             bail!("{name}: empty input: not a snapdump stream");
@@ -106,8 +129,8 @@ impl SeekStream {
     fn frame_at(&mut self, off: u64) -> Result<(RecordHeader, Vec<u8>)> {
         let mut hb = [0u8; HEADER_LEN];
         self.read_exact_at(&mut hb, off, "record header")?;
-        let h =
-            parse_header(&hb).map_err(|e| anyhow!("{}: record at byte {off}: {e}", self.name))?;
+        let h = parse_header(&hb, self.seed())
+            .map_err(|e| anyhow!("{}: record at byte {off}: {e}", self.name))?;
         let mut stored = vec![0u8; h.stored_len as usize];
         self.read_exact_at(&mut stored, off + HEADER_LEN as u64, "record payload")?;
         Ok((h, stored))
@@ -129,9 +152,15 @@ impl SeekStream {
         self.opened(off, h, stored)
     }
 
+    /// The checksum seed of records after the header (0 while the header
+    /// itself is read).
+    fn seed(&self) -> u64 {
+        self.header.seed()
+    }
+
     /// Checks a framed record's payload and decompresses it.
     fn opened(&self, off: u64, h: RecordHeader, stored: Vec<u8>) -> Result<Record> {
-        let raw = open(&h, &stored).map_err(|e| {
+        let raw = open(&h, &stored, self.seed()).map_err(|e| {
             anyhow!(
                 "{}: {} record {} at byte {off}: {e}",
                 self.name,
@@ -149,17 +178,15 @@ impl SeekStream {
         })
     }
 
-    /// Reads the end record, the stream's last 128 bytes.
-    pub fn end(&mut self) -> Result<End> {
-        if self.len < END_RECORD_LEN {
+    /// The end record if one of this stream ends exactly at `at`.
+    fn end_at(&mut self, at: u64) -> Result<End> {
+        if at < END_RECORD_LEN {
             bail!(
                 "{}: too short to hold an end record; the stream is incomplete",
                 self.name
             );
         }
-        let rec = self
-            .record_at(self.len - END_RECORD_LEN, RecordKind::End)
-            .map_err(|e| anyhow!("{e:#} (the stream is incomplete or damaged at its end)"))?;
+        let rec = self.record_at(at - END_RECORD_LEN, RecordKind::End)?;
         let end = End::decode(&rec.raw).map_err(|e| anyhow!("{}: end record: {e}", self.name))?;
         if end.records != rec.seq {
             bail!(
@@ -172,6 +199,92 @@ impl SeekStream {
         Ok(end)
     }
 
+    /// One past the last byte that is not zero (0 if the file is all
+    /// zeros), read backwards from the end in chunks.
+    fn last_nonzero(&mut self) -> Result<u64> {
+        let mut end = self.len;
+        let mut buf = vec![0u8; 64 << 10];
+        while end > 0 {
+            let n = (end.min(buf.len() as u64)) as usize;
+            let from = end - n as u64;
+            self.file
+                .read_exact_at(&mut buf[..n], from)
+                .map_err(|e| anyhow!("{}: read error at byte {from}: {e}", self.name))?;
+            if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+                return Ok(from + i as u64 + 1);
+            }
+            end = from;
+        }
+        Ok(0)
+    }
+
+    /// Finds the end of the stream when the file does not end with its
+    /// end record: after zeros are skipped (padding), else by walking the
+    /// record headers from the start (each checked, 40 bytes read per
+    /// record). Fails, naming the damage, when neither finds it.
+    fn find_end(&mut self) -> Result<FoundEnd> {
+        if self.end_at(self.len).is_ok() {
+            return Ok(FoundEnd::AtFileEnd(self.len));
+        }
+        let last = self.last_nonzero()?;
+        if last < self.len {
+            // The end record's own last bytes (its digest) may be zeros.
+            let top = last.saturating_add(END_RECORD_LEN).min(self.len);
+            for at in last.max(END_RECORD_LEN)..=top {
+                if self.end_at(at).is_ok() {
+                    return Ok(FoundEnd::BeforeZeros(at));
+                }
+            }
+        }
+        let mut off = 0u64;
+        let mut seq = 0u64;
+        loop {
+            let mut hb = [0u8; HEADER_LEN];
+            self.read_exact_at(&mut hb, off, "record header")
+                .map_err(|e| anyhow!("{e:#} (no end record: the stream is incomplete)"))?;
+            let seed = if seq == 0 { 0 } else { self.seed() };
+            let h = parse_header(&hb, seed).map_err(|e| {
+                anyhow!(
+                    "{}: record {seq} at byte {off}: {e} (the stream is damaged or incomplete before its end record)",
+                    self.name
+                )
+            })?;
+            if h.seq != seq {
+                bail!(
+                    "{}: record at byte {off} has sequence number {} where {seq} was expected",
+                    self.name,
+                    h.seq
+                );
+            }
+            let next = off + (HEADER_LEN as u64) + h.stored_len as u64;
+            if h.kind == RecordKind::End {
+                self.end_at(next)?;
+                return Ok(FoundEnd::ByWalk(next));
+            }
+            off = next;
+            seq += 1;
+        }
+    }
+
+    /// The stream's length: where its end record ends, which is the file's
+    /// length unless padding or other bytes follow the stream.
+    pub fn stream_len(&mut self) -> Result<u64> {
+        if let Some(f) = self.found_end {
+            return Ok(f.len());
+        }
+        let f = self.find_end()?;
+        self.found_end = Some(f);
+        Ok(f.len())
+    }
+
+    /// Reads the end record.
+    pub fn end(&mut self) -> Result<End> {
+        let len = self
+            .stream_len()
+            .map_err(|e| anyhow!("{e:#} (the stream is incomplete or damaged at its end)"))?;
+        self.end_at(len)
+    }
+
     /// Refuses a file holding several streams back to back (an image set):
     /// random access needs the stream to end where the file ends. The sign
     /// is an intact end record at the end of the file whose relocation
@@ -181,7 +294,26 @@ impl SeekStream {
         let Ok(end) = self.end() else {
             return Ok(());
         };
-        let table_end = self.len - END_RECORD_LEN;
+        let name = self.name.clone();
+        let image_set = || {
+            anyhow!(
+                "{name}: the end of the file does not belong to the stream at its start: the file is damaged, or holds several streams back to back (an image set written by dump --image from a volume; restore -r, verify and restore -r --volume read those, or dump one snapshot per file)"
+            )
+        };
+        match self.found_end {
+            Some(FoundEnd::BeforeZeros(_)) => return Ok(()),
+            Some(FoundEnd::ByWalk(at)) => {
+                // Another stream's record after this one: an image set.
+                let mut magic = [0u8; 4];
+                if self.file.read_exact_at(&mut magic, at).is_ok() && magic == super::record::MAGIC
+                {
+                    return Err(image_set());
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let table_end = self.stream_len()? - END_RECORD_LEN;
         let lined_up = if end.reloc_records == 0 {
             end.reloc_offset == table_end
         } else {
@@ -191,15 +323,12 @@ impl SeekStream {
                 && self
                     .read_exact_at(&mut hb, end.reloc_offset, "record header")
                     .is_ok()
-                && parse_header(&hb).is_ok_and(|h| {
+                && parse_header(&hb, self.seed()).is_ok_and(|h| {
                     h.kind == RecordKind::Reloc && h.seq + end.reloc_records == end.records
                 })
         };
         if !lined_up {
-            bail!(
-                "{}: the end of the file does not belong to the stream at its start: the file is damaged, or holds several streams back to back (an image set written by dump --image from a volume; restore -r, verify and restore -r --volume read those, or dump one snapshot per file)",
-                self.name
-            );
+            return Err(image_set());
         }
         Ok(())
     }
@@ -208,7 +337,7 @@ impl SeekStream {
     /// is where the data section begins (after the image record): every
     /// entry must point between it and the table.
     pub fn relocation(&mut self, end: &End, data_start: u64) -> Result<Vec<RelocEntry>> {
-        let table_end = self.len - END_RECORD_LEN;
+        let table_end = self.stream_len()? - END_RECORD_LEN;
         if end.reloc_offset < data_start || end.reloc_offset > table_end {
             bail!(
                 "{}: end record places the relocation table at byte {}, outside the data section",

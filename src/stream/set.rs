@@ -4,6 +4,12 @@
 //! one stream per snapshot, in order, to one output. A stream reader stops
 //! right after its end record without reading ahead, so the next stream
 //! starts exactly where the last one ended.
+//!
+//! After a stream's end record, zeros are padding (fixed-block tape drives,
+//! block devices and some transfer tools pad the last block) and end the
+//! input; other bytes that do not start a stream end it too, and are
+//! reported ([`ImageSetReader::trailing`]) rather than taken for a damaged
+//! stream.
 
 use super::reader::{Digest, StreamReader};
 use anyhow::{anyhow, Result};
@@ -12,7 +18,10 @@ use std::sync::{Arc, Mutex};
 
 struct Input {
     inner: Box<dyn Read + Send>,
-    peeked: Option<u8>,
+    /// Bytes read ahead, to be read again.
+    peeked: Vec<u8>,
+    /// Bytes handed out so far (the input offset of the next byte).
+    consumed: u64,
 }
 
 /// The input, shared by the readers of its consecutive streams.
@@ -25,11 +34,16 @@ impl Read for Shared {
         if buf.is_empty() {
             return Ok(0);
         }
-        if let Some(b) = g.peeked.take() {
-            buf[0] = b;
-            return Ok(1);
+        if !g.peeked.is_empty() {
+            let n = buf.len().min(g.peeked.len());
+            buf[..n].copy_from_slice(&g.peeked[..n]);
+            g.peeked.drain(..n);
+            g.consumed += n as u64;
+            return Ok(n);
         }
-        g.inner.read(buf)
+        let n = g.inner.read(buf)?;
+        g.consumed += n as u64;
+        Ok(n)
     }
 }
 
@@ -39,6 +53,7 @@ pub struct ImageSetReader {
     name: String,
     started: bool,
     single: bool,
+    trailing: Option<String>,
 }
 
 impl ImageSetReader {
@@ -47,20 +62,29 @@ impl ImageSetReader {
         ImageSetReader {
             shared: Shared(Arc::new(Mutex::new(Input {
                 inner,
-                peeked: None,
+                peeked: Vec::new(),
+                consumed: 0,
             }))),
             name: name.to_string(),
             started: false,
             single: false,
+            trailing: None,
         }
     }
 
+    /// After the last stream: what followed it that is neither a stream nor
+    /// zero padding (a message for a warning), if anything did.
+    pub fn trailing(&self) -> Option<&str> {
+        self.trailing.as_deref()
+    }
+
     /// Opens `input`: on tape (where reading past a stream's end asks for
-    /// the next volume) one stream only, since dumps never write image
-    /// sets to tape; elsewhere every stream on it.
+    /// the next volume) and on block devices (whose bytes after the stream
+    /// are whatever the device held before) one stream only, since dumps
+    /// never write image sets there; elsewhere every stream on it.
     pub fn open(input: &crate::media::Input) -> anyhow::Result<Self> {
         let mut r = Self::new(input.open()?, input.name());
-        r.single = input.is_tape();
+        r.single = input.is_tape() || input.kind == crate::media::MediumKind::BlockDevice;
         Ok(r)
     }
 
@@ -92,22 +116,68 @@ impl ImageSetReader {
         }
     }
 
-    fn has_more(&self) -> Result<bool> {
+    /// Whether another stream follows: zeros are skipped (padding); a
+    /// record magic starts the next stream; anything else ends the input,
+    /// is read to its end and described in [`ImageSetReader::trailing`].
+    fn has_more(&mut self) -> Result<bool> {
         let mut g = self.shared.0.lock().expect("input lock");
-        if g.peeked.is_some() {
-            return Ok(true);
-        }
-        let mut b = [0u8; 1];
+        let mut zeros = 0u64;
+        let at = g.consumed;
+        let mut buf = vec![0u8; 64 << 10];
         loop {
-            match g.inner.read(&mut b) {
-                Ok(0) => return Ok(false),
-                Ok(_) => {
-                    g.peeked = Some(b[0]);
-                    return Ok(true);
+            if g.peeked.is_empty() {
+                match read_some(&mut g.inner, &mut buf) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => g.peeked.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(anyhow!("{}: read error: {e}", self.name)),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(anyhow!("{}: read error: {e}", self.name)),
             }
+            let z = g.peeked.iter().take_while(|&&b| b == 0).count();
+            g.peeked.drain(..z);
+            g.consumed += z as u64;
+            zeros += z as u64;
+            if g.peeked.is_empty() {
+                continue;
+            }
+            // A non-zero byte: the start of another stream, or not.
+            while g.peeked.len() < super::record::MAGIC.len() {
+                match read_some(&mut g.inner, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => g.peeked.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(anyhow!("{}: read error: {e}", self.name)),
+                }
+            }
+            if g.peeked.starts_with(&super::record::MAGIC) {
+                return Ok(true);
+            }
+            let from = g.consumed;
+            let mut rest = g.peeked.len() as u64;
+            g.peeked.clear();
+            loop {
+                match read_some(&mut g.inner, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => rest += n as u64,
+                    Err(e) => return Err(anyhow!("{}: read error: {e}", self.name)),
+                }
+            }
+            let padding = if zeros > 0 {
+                format!(" (after {zeros} zero bytes of padding)")
+            } else {
+                String::new()
+            };
+            self.trailing = Some(format!(
+                "{rest} bytes from input byte {from} on{padding} follow the stream(s) ending at byte {at} but are not a stream; ignored",
+            ));
+            return Ok(false);
+        }
+    }
+}
+
+fn read_some(r: &mut Box<dyn Read + Send>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
 }

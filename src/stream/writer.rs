@@ -18,6 +18,8 @@ pub struct StreamWriter {
     /// Counts that go into the end record.
     pub end: End,
     block_size: u64,
+    /// Checksum seed of the records after the header record.
+    seed: u64,
 }
 
 impl StreamWriter {
@@ -37,7 +39,17 @@ impl StreamWriter {
             zstd,
             end: End::default(),
             block_size: block_size as u64,
+            seed: 0,
         })
+    }
+    /// Writes the header record (always the first, seed 0) and binds every
+    /// later record to the stream through the header's checksum seed.
+    pub fn write_header(&mut self, h: &super::header::StreamHeader) -> Result<u64> {
+        self.write_record(RecordKind::Header, &h.encode())
+    }
+    /// The checksum seed the stream's records after the header carry.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
     /// Sequence number the next record must carry.
     pub fn next_seq(&self) -> u64 {
@@ -51,7 +63,9 @@ impl StreamWriter {
     pub fn offset(&self) -> u64 {
         self.offset
     }
-    /// Seals and writes one record; returns its stream offset.
+    /// Seals and writes one record; returns its stream offset. A header
+    /// record's own payload decides the seed of the records after it (so
+    /// crafted headers in tests and fuzzing bind their streams too).
     pub fn write_record(&mut self, kind: RecordKind, raw: &[u8]) -> Result<u64> {
         // The header and end records are never compressed (stream.md): a
         // tape layer or a reader at the end of a file reads them raw.
@@ -59,7 +73,17 @@ impl StreamWriter {
             RecordKind::Header | RecordKind::End => None,
             _ => self.zstd.as_mut(),
         };
-        let rec = seal(kind, self.next_seq, raw, zstd);
+        let seed = if kind == RecordKind::Header {
+            0
+        } else {
+            self.seed
+        };
+        let rec = seal(kind, self.next_seq, raw, zstd, seed);
+        if kind == RecordKind::Header {
+            self.seed = super::header::StreamHeader::decode(raw)
+                .map(|h| h.seed())
+                .unwrap_or(0);
+        }
         self.put(&rec)?;
         self.digests.update(&crate::util::sha256(&rec));
         let at = self.offset;
@@ -115,7 +139,13 @@ impl StreamWriter {
         }
         self.end.records = self.next_seq;
         self.end.sha256 = self.digests.current();
-        let rec = seal(RecordKind::End, self.next_seq, &self.end.encode(), None);
+        let rec = seal(
+            RecordKind::End,
+            self.next_seq,
+            &self.end.encode(),
+            None,
+            self.seed,
+        );
         self.out
             .write_all(&rec)
             .context("cannot write to the output")?;

@@ -566,6 +566,7 @@ pub mod tests {
             }
             .encode(),
             None,
+            0,
         );
         stream.extend((0..20_000u32).map(|i| (i * 7 % 251) as u8));
         let carts: Vec<FakeSt> = (0..6).map(|_| FakeSt::blank(8, 12)).collect();

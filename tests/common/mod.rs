@@ -669,6 +669,15 @@ pub fn stream_records(b: &[u8]) -> Vec<(usize, usize, u8)> {
     v
 }
 
+/// The checksum seed of a stream's records after the header (format 2 on:
+/// from the stream id in its header record), for tests that forge records.
+pub fn stream_seed(b: &[u8]) -> u64 {
+    let len = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    snapdump::stream::header::StreamHeader::decode(&b[40..40 + len])
+        .expect("a stream header")
+        .seed()
+}
+
 /// Offset of a stream's first data record.
 pub fn first_data_record(b: &[u8]) -> usize {
     stream_records(b)
