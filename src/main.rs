@@ -589,7 +589,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     a.file
                         .iter()
                         .map(|f| snapdump::media::Input::plain(f))
-                        .collect(),
+                        .collect::<anyhow::Result<_>>()?,
                 )
             };
             let h = history(&from, &a.path, report)?;

@@ -120,6 +120,16 @@ impl Write for SharedTape {
     }
 }
 
+/// Whether a dump to `specs` goes through the tape writer (volume headers,
+/// fixed-size records, filemarks, volume changes): a tape drive, a virtual
+/// tape, several volumes, or a volume size. The one place that decides it.
+pub fn writes_tape(specs: &[String], tape: &crate::tape::writer::TapeOptions) -> bool {
+    specs.len() > 1
+        || tape.capacity > 0
+        || crate::tape::is_virtual_tape(&specs[0])
+        || crate::tape::st_device(&specs[0]).is_some()
+}
+
 /// An output being written.
 pub struct Output {
     finish: Finish,
@@ -135,7 +145,7 @@ impl Output {
         specs: &[String],
         tape: &crate::tape::writer::TapeOptions,
     ) -> Result<(Output, Box<dyn Write + Send>)> {
-        if crate::tape::is_virtual_tape(&specs[0]) || specs.len() > 1 || tape.capacity > 0 {
+        if writes_tape(specs, tape) {
             let w = crate::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
             let shared = Arc::new(Mutex::new(w));
             return Ok((
@@ -268,6 +278,11 @@ impl Output {
         if path.is_dir() {
             bail!("output {spec} is a directory; name a file, a device, or - for stdout");
         }
+        if !special && !path.exists() && path.starts_with("/dev") {
+            // A missing device is not a file to create (a tape drive that
+            // is not there, a typo): /dev belongs to the kernel.
+            bail!("output {spec}: no such device (snapdump does not create files under /dev)");
+        }
         if special {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -364,6 +379,100 @@ impl Output {
     }
 }
 
+/// What a medium is. It is decided once, in [`probe`], from the opened
+/// descriptor (tape drives from their device), so that nothing is read to
+/// find out and a pipe's first bytes are never eaten (DESIGN contract 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediumKind {
+    /// A regular file: readers that want little of it read it by offset.
+    File,
+    /// Standard input or output, a pipe, a FIFO, a socket, a terminal or a
+    /// character device other than a tape: read once, front to back.
+    Sequential,
+    /// A block device: read front to back; it holds one stream, and what
+    /// follows its end record on the device is not read.
+    BlockDevice,
+    /// A SCSI tape drive (the st driver, or the simulated drive).
+    StTape,
+    /// A virtual tape (a SIMH `.tap` file).
+    VirtualTape,
+    /// A regular file that starts with a tape volume header: one volume of
+    /// a dump cut with `--volume-size`.
+    VolumeFile,
+}
+
+impl MediumKind {
+    /// Whether the medium holds tape volumes (volume headers, records,
+    /// filemarks) read through the tape layer.
+    pub fn is_tape(self) -> bool {
+        matches!(
+            self,
+            MediumKind::StTape | MediumKind::VirtualTape | MediumKind::VolumeFile
+        )
+    }
+}
+
+/// Opens `spec` for reading just enough to know what it is: a regular
+/// file, a block device, a pipe or FIFO or character device, a tape. The
+/// descriptor is returned for the reader to use (a FIFO is reopened
+/// blocking, which waits for its writer as reading it would).
+pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if spec == "-" {
+        return Ok((MediumKind::Sequential, None));
+    }
+    if crate::tape::st_device(spec).is_some() {
+        return Ok((MediumKind::StTape, None));
+    }
+    let path = Path::new(spec);
+    // Non-blocking, so that a FIFO without a writer yet, or a device
+    // without a medium, opens at once.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open stream {spec}"))?;
+    let t = f
+        .metadata()
+        .with_context(|| format!("cannot stat stream {spec}"))?
+        .file_type();
+    if t.is_dir() {
+        bail!("input {spec} is a directory, not a stream");
+    }
+    if t.is_fifo() {
+        let f = File::open(path).with_context(|| format!("cannot open stream {spec}"))?;
+        return Ok((MediumKind::Sequential, Some(f)));
+    }
+    set_blocking(&f).with_context(|| format!("cannot open stream {spec}"))?;
+    if t.is_block_device() {
+        return Ok((MediumKind::BlockDevice, Some(f)));
+    }
+    if !t.is_file() {
+        return Ok((MediumKind::Sequential, Some(f)));
+    }
+    if crate::tape::is_virtual_tape(spec) {
+        return Ok((MediumKind::VirtualTape, None));
+    }
+    let mut magic = [0u8; 8];
+    use std::os::unix::fs::FileExt;
+    if f.read_exact_at(&mut magic, 0).is_ok()
+        && crate::tape::volume::VolumeHeader::looks_like(&magic)
+    {
+        return Ok((MediumKind::VolumeFile, None));
+    }
+    Ok((MediumKind::File, Some(f)))
+}
+
+fn set_blocking(f: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One stream to read: a file, a device, stdin, or the volumes of a dump
 /// on tape.
 #[derive(Clone, Debug)]
@@ -374,16 +483,23 @@ pub struct Input {
     pub file_number: u64,
     /// Command that provides the next volume when the given ones run out.
     pub new_volume: Option<String>,
+    /// What the (first) medium is.
+    pub kind: MediumKind,
+    /// The descriptor [`probe`] opened, for the first reader to take.
+    opened: Arc<Mutex<Option<File>>>,
 }
 
 impl Input {
-    /// A plain stream (a file, a device, or "-").
-    pub fn plain(spec: &str) -> Input {
-        Input {
+    /// A stream named by `spec` (a file, a device, or "-"), probed.
+    pub fn plain(spec: &str) -> Result<Input> {
+        let (kind, file) = probe(spec)?;
+        Ok(Input {
             specs: vec![spec.to_string()],
             file_number: 1,
             new_volume: None,
-        }
+            kind,
+            opened: Arc::new(Mutex::new(file)),
+        })
     }
 
     /// The name used in messages ("stdin" for "-").
@@ -396,10 +512,28 @@ impl Input {
 
     /// Whether the stream is on tape (volume headers, records, filemarks).
     pub fn is_tape(&self) -> bool {
-        crate::tape::is_volume_medium(&self.specs[0])
+        self.kind.is_tape()
     }
 
-    /// Opens the stream for sequential reading.
+    /// The regular file to read by offset, if the stream is one.
+    pub fn seekable(&self) -> Result<Option<File>> {
+        if self.kind != MediumKind::File {
+            return Ok(None);
+        }
+        match self.take() {
+            Some(f) => Ok(Some(f)),
+            None => File::open(&self.specs[0])
+                .map(Some)
+                .with_context(|| format!("cannot open stream {}", self.specs[0])),
+        }
+    }
+
+    fn take(&self) -> Option<File> {
+        self.opened.lock().ok().and_then(|mut g| g.take())
+    }
+
+    /// Opens the stream for sequential reading. A sequential medium can be
+    /// opened once (its bytes are gone once read).
     pub fn open(&self) -> Result<Box<dyn Read + Send>> {
         if self.is_tape() {
             let r = crate::tape::reader::TapeReader::open(
@@ -409,12 +543,25 @@ impl Input {
             )?;
             return Ok(Box::new(BufReader::with_capacity(IO_BUF, r)));
         }
-        open_input(&self.specs[0])
+        if self.specs[0] == "-" {
+            return Ok(Box::new(BufReader::with_capacity(IO_BUF, std::io::stdin())));
+        }
+        let f = match self.take() {
+            Some(f) => f,
+            None if self.kind == MediumKind::Sequential => bail!(
+                "{} is a pipe or device that was read already; it can be read only once",
+                self.specs[0]
+            ),
+            None => File::open(&self.specs[0])
+                .with_context(|| format!("cannot open stream {}", self.specs[0]))?,
+        };
+        Ok(Box::new(BufReader::with_capacity(IO_BUF, f)))
     }
 }
 
-/// Groups `-f` values into streams: a virtual tape that holds volume 2 or
-/// later of a dump joins the tape before it, as the next volume.
+/// Groups `-f` values into streams: a virtual tape or volume file that
+/// holds volume 2 or later of a dump joins the tape before it, as the next
+/// volume.
 pub fn group_inputs(
     specs: &[String],
     file_number: u64,
@@ -422,7 +569,8 @@ pub fn group_inputs(
 ) -> Result<Vec<Input>> {
     let mut out: Vec<Input> = Vec::new();
     for spec in specs {
-        let continues = crate::tape::is_volume_medium(spec)
+        let (kind, file) = probe(spec)?;
+        let continues = matches!(kind, MediumKind::VirtualTape | MediumKind::VolumeFile)
             && out.last().is_some_and(|i| i.is_tape())
             && crate::tape::reader::first_volume_number(spec)? > 1;
         if continues {
@@ -432,21 +580,10 @@ pub fn group_inputs(
                 specs: vec![spec.clone()],
                 file_number,
                 new_volume: new_volume.clone(),
+                kind,
+                opened: Arc::new(Mutex::new(file)),
             });
         }
     }
     Ok(out)
-}
-
-/// Opens `spec` for reading a stream ("-" is stdin).
-pub fn open_input(spec: &str) -> Result<Box<dyn Read + Send>> {
-    if spec == "-" {
-        return Ok(Box::new(BufReader::with_capacity(IO_BUF, std::io::stdin())));
-    }
-    let path = Path::new(spec);
-    if path.is_dir() {
-        bail!("input {spec} is a directory, not a stream");
-    }
-    let f = File::open(path).with_context(|| format!("cannot open stream {spec}"))?;
-    Ok(Box::new(BufReader::with_capacity(IO_BUF, f)))
 }

@@ -20,7 +20,7 @@ use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::seek::SeekStream;
 use crate::tree::Time;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// How a stream's data section is reached.
 pub enum Access {
@@ -285,16 +285,8 @@ impl Chosen {
 
 fn open_link(input: &Input, digest: Digest) -> Result<Link> {
     let name = input.name().to_string();
-    let spec = input.specs[0].as_str();
-    let file = if spec != "-" && !input.is_tape() && digest == Digest::Skip {
-        let f = std::fs::File::open(spec).with_context(|| format!("cannot open stream {spec}"))?;
-        let m = f
-            .metadata()
-            .with_context(|| format!("cannot stat stream {spec}"))?;
-        if m.is_dir() {
-            bail!("input {spec} is a directory, not a stream");
-        }
-        m.is_file().then_some(f)
+    let file = if digest == Digest::Skip {
+        input.seekable()?
     } else {
         None
     };

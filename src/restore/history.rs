@@ -83,7 +83,7 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
         HistorySource::Catalog(_) => inputs
             .iter()
             .map(|s| crate::media::Input::plain(s))
-            .collect(),
+            .collect::<Result<_>>()?,
     };
     let set = StreamSet::open(&inputs, Digest::Skip)?;
     let source = set.links[0].header.source_path.clone();
@@ -206,7 +206,9 @@ fn catalog_streams(root: &std::path::Path, path: &str, report: &Report) -> Resul
             );
             continue;
         }
-        match StreamSet::open(&[crate::media::Input::plain(&s.output)], Digest::Skip) {
+        match crate::media::Input::plain(&s.output)
+            .and_then(|i| StreamSet::open(&[i], Digest::Skip))
+        {
             Ok(one) if one.links[0].header.snapshot.uuid == s.snap.uuid => {
                 out.push(s.output.clone())
             }

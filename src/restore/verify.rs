@@ -45,6 +45,9 @@ pub fn verify(
     while let Some(r) = set.next_salvaging(Digest::Check)? {
         out.push(verify_stream(r, report)?);
     }
+    if let Some(t) = set.trailing() {
+        report.warn(input.name().as_bytes(), t);
+    }
     Ok(out)
 }
 

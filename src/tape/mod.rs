@@ -11,6 +11,7 @@
 pub mod changer;
 pub mod file_volume;
 pub mod reader;
+pub mod sim;
 pub mod st;
 pub mod tap;
 pub mod volume;
@@ -68,39 +69,50 @@ pub fn is_virtual_tape(spec: &str) -> bool {
     spec != "-" && spec.ends_with(".tap")
 }
 
-/// Whether `path` is a Linux SCSI tape device (character major 9, the st
-/// driver).
-pub fn is_st_device(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .is_ok_and(|m| m.file_type().is_char_device() && libc::major(m.rdev()) == 9)
+/// An st tape drive a `-f` name refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StDrive {
+    /// The device rewinds the tape when closed (`/dev/stN`, not `/dev/nstN`).
+    pub rewinds: bool,
+    /// Served by the simulated drive ([`sim`]), not the st driver.
+    pub simulated: bool,
 }
 
-/// Whether `path` is an st device that rewinds when closed (`/dev/stN`,
-/// minor bit 7 clear), which loses the position between dumps.
-pub fn st_rewinds(path: &std::path::Path) -> bool {
+/// Whether `spec` names a Linux SCSI tape drive: a character device of
+/// major 9 (the st driver; minor bit 7 set for the non-rewinding device),
+/// or, with `SNAPDUMP_SIMULATED_ST` set, a name `/dev/nstN` or `/dev/stN`,
+/// which the simulated drive serves without anything under `/dev` being
+/// looked at.
+pub fn st_device(spec: &str) -> Option<StDrive> {
+    if sim::dir().is_some() {
+        if let Some(rewinds) = sim::st_name(spec) {
+            return Some(StDrive {
+                rewinds,
+                simulated: true,
+            });
+        }
+    }
+    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::MetadataExt;
-    is_st_device(path) && std::fs::metadata(path).is_ok_and(|m| libc::minor(m.rdev()) & 0x80 == 0)
+    if spec == "-" {
+        return None;
+    }
+    let m = std::fs::metadata(spec).ok()?;
+    (m.file_type().is_char_device() && libc::major(m.rdev()) == 9).then(|| StDrive {
+        rewinds: libc::minor(m.rdev()) & 0x80 == 0,
+        simulated: false,
+    })
 }
 
 /// Refuses positioning on a rewinding st device: `what` needs the tape to
 /// stay where it is between operations.
 pub fn require_non_rewinding(spec: &str, what: &str) -> anyhow::Result<()> {
-    if st_rewinds(std::path::Path::new(spec)) {
+    if st_device(spec).is_some_and(|d| d.rewinds) {
         anyhow::bail!(
             "{spec} rewinds the tape when closed; {what} needs the non-rewinding device (/dev/nstN)"
         );
     }
     Ok(())
-}
-
-/// Whether `spec` is read as volumes: a virtual tape, or a file that starts
-/// with a volume header.
-pub fn is_volume_medium(spec: &str) -> bool {
-    let path = std::path::Path::new(spec);
-    is_virtual_tape(spec)
-        || (spec != "-" && (is_st_device(path) || file_volume::FileVolume::is_volume(path)))
 }
 
 /// Parses a size such as `4096`, `512K`, `100M`, `2G`, `1T` (binary units).

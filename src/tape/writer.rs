@@ -37,11 +37,15 @@ pub fn default_opener(capacity: u64) -> Opener {
 /// virtual tapes and files (0: unlimited).
 pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
     let path = std::path::Path::new(spec);
-    if super::is_st_device(path) {
-        let io = super::st::RealSt::open(path, write)
-            .with_context(|| format!("cannot open tape drive {spec}"))?;
-        let d = super::st::StDevice::new(io, spec, write)?;
-        return Ok(Box::new(d));
+    if let Some(drive) = super::st_device(spec) {
+        let ctx = || format!("cannot open tape drive {spec}");
+        if drive.simulated {
+            let dir = super::sim::dir().expect("the simulation is on");
+            let io = super::sim::SimSt::open(&dir, drive.rewinds).with_context(ctx)?;
+            return Ok(Box::new(super::st::StDevice::new(io, spec, write)?));
+        }
+        let io = super::st::RealSt::open(path, write).with_context(ctx)?;
+        return Ok(Box::new(super::st::StDevice::new(io, spec, write)?));
     }
     if spec == "-" {
         return Err(anyhow!(
@@ -190,7 +194,8 @@ impl TapeWriter {
         if self.pending.len() < HEADER_LEN {
             return Ok(false);
         }
-        let h = parse_header(self.pending[..HEADER_LEN].try_into().unwrap())
+        // The header record is always sealed with seed 0.
+        let h = parse_header(self.pending[..HEADER_LEN].try_into().unwrap(), 0)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let end = HEADER_LEN + h.stored_len as usize;
         if self.pending.len() < end {
@@ -199,7 +204,7 @@ impl TapeWriter {
         let invalid =
             |e: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}"));
         let raw =
-            crate::stream::record::open(&h, &self.pending[HEADER_LEN..end]).map_err(invalid)?;
+            crate::stream::record::open(&h, &self.pending[HEADER_LEN..end], 0).map_err(invalid)?;
         let sh = StreamHeader::decode(&raw).map_err(invalid)?;
         self.ident = Some((
             sh.source_uuid,

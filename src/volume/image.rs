@@ -203,11 +203,7 @@ pub fn dump_volume(opts: &VolumeDumpOptions, report: &Report) -> Result<VolumeDu
     let started = std::time::Instant::now();
     let vol = Volume::open(&opts.volume, Access::Read, Wait::Yes)?;
     let pairs = plan(&vol, opts)?;
-    let tape = crate::tape::is_virtual_tape(&opts.specs[0])
-        || opts.specs.len() > 1
-        || opts.tape.capacity > 0
-        || crate::tape::is_st_device(std::path::Path::new(&opts.specs[0]));
-    if pairs.len() > 1 && tape {
+    if pairs.len() > 1 && crate::media::writes_tape(&opts.specs, &opts.tape) {
         bail!(
             "an image of several snapshots is written as streams back to back, which tapes do not hold; write it to a file or a pipe, or dump one snapshot at a time (--image S5-S4), one tape file each"
         );
@@ -285,9 +281,10 @@ fn write_stream(
         block_size: bs as u32,
         compression_level: compression,
         entries: top.tree.dirents.len() as u64,
+        stream_id: crate::util::random_id(),
     };
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
-    w.write_record(RecordKind::Header, &header.encode())?;
+    w.write_header(&header)?;
     crate::dump::write_metadata(&mut w, &top.tree)?;
     w.write_record(
         RecordKind::Image,

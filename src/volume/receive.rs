@@ -93,6 +93,9 @@ pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary>
                 }
             }
         }
+        if let Some(t) = set.trailing() {
+            report.warn(input.name().as_bytes(), t);
+        }
     }
     let volume_bytes = std::fs::metadata(&opts.volume)
         .map(|m| m.len())
