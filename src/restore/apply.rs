@@ -5,41 +5,53 @@
 //! it carries, and the carried blocks. Every block of T1 is either carried
 //! or held by T0 at a known file and offset.
 //!
-//! The apply works in phases, each recorded by a marker file, so that an
-//! interrupted apply re-run with the same stream ends in exactly the right
-//! state:
+//! Nothing the user sees changes before every byte of the increment has
+//! been read and checked (DESIGN contract 8). The apply works in the
+//! directory `.snapdump-restore/apply/` ([`super::pending`]):
 //!
-//! - A, stage: T1's namespace is built under `.snapdump-restore/next/`.
-//!   A file whose uncarried blocks all sit at the same offsets of one T0
-//!   file inherits it: a hard link, no data copied (the common case: a file
-//!   with a few changed blocks, or a renamed file). Any other file is built
-//!   fresh, copying its uncarried blocks from T0's files. Nothing of T0 is
-//!   modified, so an interrupted stage is simply redone. Marker `staged`.
-//! - B, data: carried blocks are written into next/ (idempotent).
-//! - C, finish: inherited files lose the blocks T1 does not have (holes
-//!   punched, size set); attributes are applied innermost first. Marker
-//!   `swap1`.
-//! - D, swap: the target's old entries move into `old/` (marker `swap2`),
-//!   next/'s entries move into the target, the root's attributes are set,
-//!   old/ is removed and the new state is committed atomically.
+//! 1. **Check** (undone, not finished, if interrupted or refused). The
+//!    target is surveyed against T0 ([`super::survey`]): entries that are
+//!    not T0's are kept where T1 keeps their directory, and refused by name
+//!    otherwise (`--force` replaces them); a changed or missing T0 file the
+//!    increment builds on refuses the increment. T1's namespace is staged
+//!    under `apply/next/`: a file whose kept blocks all sit at the same
+//!    offsets of one T0 file (and are at least as many as its carried
+//!    ones) inherits that file as a hard link; any other file is built
+//!    fresh, copying its kept blocks from T0. The stream is then read to
+//!    its end: carried blocks of fresh files go into them (they are not
+//!    visible), carried blocks of inherited files into the spool. When the
+//!    end record has been checked, the spool is synced, T1 is saved as
+//!    `next-state`, and the marker `checked` is written.
+//! 2. **Finish** (idempotent; an interrupted one is completed by the next
+//!    run, from what `apply/` keeps, without the stream). The spool is
+//!    written into the inherited files, which lose the blocks T1 does not
+//!    have; kept foreign entries move into T1's directories; attributes are
+//!    applied innermost first (`swap1`); T0's entries move into
+//!    `apply/old/` (`swap2`), T1's into the target; the new state is
+//!    committed and `apply/` removed.
+//!
+//! The extra space is bounded: the spool holds only blocks of inherited
+//! files (at most the increment's carried data), and a fresh file is built
+//! only where its kept blocks are fewer than its carried ones.
 
-use super::check::{read_data, read_front, Front};
+use super::check::{read_data, read_front, DataTotals, Front};
 use super::full::{committed, create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSummary};
-use super::state::{StatePaths, STATE_DIR};
-use crate::atomic::replace_file;
+use super::pending::{ModeJournal, Pending, NEXT, OLD};
+use super::state::{StatePaths, TargetState, STATE_DIR};
+use super::survey::{survey, Survey};
 use crate::fsx::{self, dirstack::DirStack};
+use crate::names::escape;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::runs::RunSet;
+use crate::stream::header::SnapshotRef;
 use crate::stream::reader::StreamReader;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-
-const NEXT: &[u8] = b"next";
-const OLD: &[u8] = b"old";
 
 /// Where each VBN of T0 lives: sorted runs (vbn, count, inode, file block).
 struct VbnIndex(Vec<(u64, u64, u64, u64)>);
@@ -77,9 +89,16 @@ enum Source {
     Fresh(Vec<(u64, u64, u64, u64)>),
 }
 
-/// Decides, for every T1 file, where its uncarried blocks come from. Pure:
-/// a re-run computes the same answer.
-fn decide(t0: &Tree, t1: &Tree, carried: &RunSet) -> Result<Vec<Option<Source>>> {
+/// Decides, for every T1 file, where its uncarried blocks come from. Pure
+/// (a re-run computes the same answer); `inheritable(g)` says whether T0
+/// inode `g` may become a T1 file in place (a non-root user cannot take
+/// over another user's file).
+fn decide(
+    t0: &Tree,
+    t1: &Tree,
+    carried: &RunSet,
+    inheritable: &dyn Fn(u64) -> bool,
+) -> Result<Vec<Option<Source>>> {
     let idx = VbnIndex::new(t0);
     let mut inherited = HashSet::new();
     let mut out = Vec::with_capacity(t1.inodes.len());
@@ -90,9 +109,11 @@ fn decide(t0: &Tree, t1: &Tree, carried: &RunSet) -> Result<Vec<Option<Source>>>
         }
         // Runs, not blocks: the counts come from the stream.
         let mut runs: Vec<(u64, u64, u64, u64)> = Vec::new();
+        let mut carried_blocks = 0u64;
         for x in &f.extents {
             for (v, n, in_stream) in carried.split(x.vbn, x.count) {
                 if in_stream {
+                    carried_blocks += n;
                     continue;
                 }
                 let mut done = 0;
@@ -102,7 +123,7 @@ fn decide(t0: &Tree, t1: &Tree, carried: &RunSet) -> Result<Vec<Option<Source>>>
                     let (g, gb, avail) = idx.find(vv).ok_or_else(|| {
                         anyhow!(
                             "the stream relies on VBN {vv} (block {b} of {}), which the target's snapshot does not hold; the chain is broken",
-                            crate::names::escape(&t1.path(f.ino))
+                            escape(&t1.path(f.ino))
                         )
                     })?;
                     let m = avail.min(n - done);
@@ -115,36 +136,231 @@ fn decide(t0: &Tree, t1: &Tree, carried: &RunSet) -> Result<Vec<Option<Source>>>
             }
         }
         let g0 = runs.first().map(|r| r.1);
+        let kept: u64 = runs.iter().map(|r| r.3).sum();
         let in_place = runs.iter().all(|r| Some(r.1) == g0 && r.0 == r.2);
         out.push(Some(match g0 {
-            Some(g) if in_place && inherited.insert(g) => Source::Inherit(g),
+            // Inheriting spools the carried blocks; building afresh copies
+            // the kept ones: take whichever moves less.
+            Some(g)
+                if in_place
+                    && kept >= carried_blocks
+                    && t0.inode(g).kind == Kind::File
+                    && inheritable(g)
+                    && inherited.insert(g) =>
+            {
+                Source::Inherit(g)
+            }
             _ => Source::Fresh(runs),
         }));
     }
     Ok(out)
 }
 
-/// Phase markers in the state directory.
-struct Markers<'a> {
-    paths: &'a StatePaths,
-}
-
-impl Markers<'_> {
-    fn has(&self, name: &str) -> bool {
-        self.paths.dir.join(name).exists()
-    }
-    fn set(&self, root: &OwnedFd, name: &str) -> Result<()> {
-        fsx::syncfs(root.as_fd()).context("cannot flush the target file system")?;
-        replace_file(&self.paths.dir.join(name), b"")
-    }
-    fn clear(&self) {
-        for m in ["staged", "swap1", "swap2"] {
-            let _ = std::fs::remove_file(self.paths.dir.join(m));
+/// The T0 inodes the increment builds on.
+fn source_set(sources: &[Option<Source>]) -> HashSet<u64> {
+    let mut set = HashSet::new();
+    for s in sources.iter().flatten() {
+        match s {
+            Source::Inherit(g) => {
+                set.insert(*g);
+            }
+            Source::Fresh(runs) => set.extend(runs.iter().map(|r| r.1)),
         }
     }
+    set
 }
 
-/// Applies the increment `r` (already opened) to `opts.target`.
+/// Up to five items and a count of the rest, for one-line messages.
+fn some_of(items: &[String]) -> String {
+    let mut s = items[..items.len().min(5)].join(", ");
+    if items.len() > 5 {
+        s += &format!(" and {} more", items.len() - 5);
+    }
+    s
+}
+
+/// The path of a foreign entry (its T0 directory's path and its name).
+fn foreign_path(t0: &Tree, dir: u64, name: &[u8]) -> Vec<u8> {
+    if dir == ROOT_INO {
+        return name.to_vec();
+    }
+    let mut p = t0.path(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+/// Whether the process may change an entry owned by `uid` without help.
+fn ours(uid: u32) -> bool {
+    fsx::is_root() || uid == unsafe { libc::geteuid() }
+}
+
+/// Refuses an increment the target cannot take as it is, before anything
+/// changes; with `force`, names what it will replace.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    s: &Survey,
+    t0: &Tree,
+    sources: &HashSet<u64>,
+    inherits: &HashSet<u64>,
+    force: bool,
+    held: &SnapshotRef,
+    next: &SnapshotRef,
+    report: &Report,
+) -> Result<()> {
+    let path = |i: u64| escape(&t0.path(i));
+    let mut needed = Vec::new();
+    for &i in &s.missing {
+        if sources.contains(&i) {
+            needed.push(format!("{} is missing", path(i)));
+        }
+    }
+    for &i in &s.changed {
+        if sources.contains(&i) {
+            needed.push(format!("{} changed", path(i)));
+        }
+    }
+    if !needed.is_empty() {
+        bail!(
+            "{} in the target since snapshot {} was restored, and the increment builds on it: put it back as it was (restore -x it from the chain) or restore the chain afresh",
+            some_of(&needed),
+            held.id
+        );
+    }
+    if !fsx::is_root() {
+        // A non-root user moves the target's top-level entries and writes
+        // into inherited files: both must be the user's.
+        let mut theirs = Vec::new();
+        for d in t0.dirents.iter() {
+            let top = d.parent == ROOT_INO && t0.inode(d.ino).kind == Kind::Dir;
+            if d.parent == 0 || top || inherits.contains(&d.ino) {
+                if let Some((uid, _)) = s.owner[d.ino as usize] {
+                    if !ours(uid) {
+                        theirs.push(format!("{} (owner uid {uid})", path(d.ino)));
+                    }
+                }
+            }
+        }
+        if !theirs.is_empty() {
+            bail!(
+                "{} belong to another user; as uid {} the increment cannot replace them: apply it as root or as their owner",
+                some_of(&theirs),
+                unsafe { libc::geteuid() }
+            );
+        }
+    }
+    let mut in_the_way = Vec::new();
+    for f in &s.foreign {
+        if f.home.is_none() && !f.empty_dir {
+            in_the_way.push(escape(&foreign_path(t0, f.dir, &f.name)));
+        }
+    }
+    let mut changed = Vec::new();
+    for &i in &s.changed {
+        if !sources.contains(&i) {
+            changed.push(path(i));
+        }
+    }
+    if !force && !(in_the_way.is_empty() && changed.is_empty()) {
+        let mut parts = Vec::new();
+        if !in_the_way.is_empty() {
+            parts.push(format!(
+                "{} in the target {} not part of snapshot {} and in the way of snapshot {}",
+                some_of(&in_the_way),
+                if in_the_way.len() == 1 { "is" } else { "are" },
+                held.id,
+                next.id
+            ));
+        }
+        if !changed.is_empty() {
+            parts.push(format!(
+                "{} changed since snapshot {} was restored and would be replaced",
+                some_of(&changed),
+                held.id
+            ));
+        }
+        bail!(
+            "{}: move them away, or use --force to let the increment replace them",
+            parts.join("; ")
+        );
+    }
+    for p in &in_the_way {
+        report.warn(
+            p.as_bytes(),
+            format!(
+                "not part of snapshot {}; removed to make way for snapshot {} (--force)",
+                held.id, next.id
+            ),
+        );
+    }
+    for p in &changed {
+        report.warn(
+            p.as_bytes(),
+            format!(
+                "changed in the target since snapshot {} was restored; replaced by snapshot {} (--force)",
+                held.id, next.id
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Gives the owner read access to one of the target's entries it cannot
+/// read (a mode-000 directory or file), recording the old mode first so an
+/// undone apply puts it back. Returns false when the entry is not ours.
+fn open_up(
+    journal: &mut ModeJournal,
+    dir: BorrowedFd,
+    name: &[u8],
+    ino: u64,
+    st: &libc::stat,
+) -> Result<bool> {
+    if !ours(st.st_uid) {
+        return Ok(false);
+    }
+    let mode = st.st_mode & 0o7777;
+    journal.record(ino, mode)?;
+    let add = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        0o700
+    } else {
+        0o600
+    };
+    fsx::chmod_at(dir, name, mode | add)
+        .map_err(|e| anyhow!("cannot make an entry readable: {e}"))?;
+    Ok(true)
+}
+
+/// Runs `op` on `name` in `dir`; if it fails for want of permission and
+/// the entry is ours, adds the owner bits `add` and tries once more.
+fn with_access<T>(
+    dir: BorrowedFd,
+    name: &[u8],
+    add: u32,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    match op() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && !fsx::is_root() => {
+            let st = fsx::stat_at(dir, name)?;
+            if !ours(st.st_uid) {
+                return Err(e);
+            }
+            fsx::chmod_at(dir, name, (st.st_mode & 0o7777) | add)?;
+            op()
+        }
+        r => r,
+    }
+}
+
+/// What the checking phase hands to the finish.
+struct Checked {
+    front: Front,
+    totals: DataTotals,
+    stream_bytes: u64,
+    sources: Vec<Option<Source>>,
+}
+
+/// Applies the increment `r` (already opened) to `opts.target`; the
+/// caller holds the target's lock.
 pub fn apply(
     opts: &RestoreOptions,
     mut r: StreamReader,
@@ -155,6 +371,7 @@ pub fn apply(
     let target = &opts.target;
     let base = h.base.clone().expect("an increment has a base");
     let paths = StatePaths::new(target);
+    let finished = recover(opts, &paths, report)?;
     let Some(state) = paths.load()? else {
         bail!(
             "{} is a level-{} increment based on snapshot {}; the target {} holds no restored snapshot: restore the chain from its level-0 stream first",
@@ -164,15 +381,37 @@ pub fn apply(
             target.display()
         );
     };
+    if let Ok(p) = std::fs::read_to_string(paths.incomplete()) {
+        bail!(
+            "the target {} holds an interrupted full restore ({}); rerun that restore with --force, then apply the increments",
+            target.display(),
+            p.trim()
+        );
+    }
     if state.source_uuid != h.source_uuid {
         bail!(
             "{} is from another source ({}) than the target {} holds; refusing to mix chains",
             r.name(),
-            crate::names::escape(&h.source_path),
+            escape(&h.source_path),
             target.display()
         );
     }
     if state.snapshot.uuid != base.uuid {
+        if state.snapshot.uuid == h.snapshot.uuid && finished.is_some() {
+            // This very increment was checked before an interruption and
+            // has just been finished. The stream is read through (a pipe's
+            // writer expects that, and an image set goes on after it).
+            while r.next_record()?.is_some() {}
+            return Ok(RestoreSummary::new(
+                opts,
+                report,
+                h.snapshot.clone(),
+                state.tree.dirents.len() as u64,
+                &DataTotals::default(),
+                0,
+                started,
+            ));
+        }
         let why = if state.snapshot.uuid == h.snapshot.uuid {
             "this stream was already applied".to_string()
         } else {
@@ -190,18 +429,6 @@ pub fn apply(
             state.snapshot.time.rfc3339()
         );
     }
-    let pending = std::fs::read_to_string(paths.incomplete()).ok();
-    if let Some(p) = &pending {
-        if !p.contains(&crate::util::hex(&h.snapshot.uuid)) {
-            bail!(
-                "the target {} has an interrupted restore pending ({}); rerun that restore with the same stream",
-                target.display(),
-                p.trim()
-            );
-        }
-    } else {
-        Markers { paths: &paths }.clear();
-    }
     if state.block_size != h.block_size {
         bail!(
             "{}: block size {} differs from the target's chain ({})",
@@ -210,130 +437,360 @@ pub fn apply(
             state.block_size
         );
     }
-    paths.begin(&h.snapshot, r.name())?;
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
-    let sdir = fsx::open_dir(root.as_fd(), STATE_DIR.as_bytes())
-        .map_err(|e| anyhow!("cannot open the restore state: {e}"))?;
-    let fail = |e: anyhow::Error| {
-        anyhow!(
-            "{e:#}; the target {} is between snapshots {} and {}: rerun the same restore to finish it",
-            target.display(),
-            state.snapshot.id,
-            h.snapshot.id
-        )
-    };
-    let front = read_front(&mut r).map_err(fail)?;
-    let sources = decide(&state.tree, &front.tree, &front.carried).map_err(fail)?;
-    let m = Markers { paths: &paths };
-    let swapping = m.has("swap1") || m.has("swap2");
-    if !m.has("staged") && !swapping {
-        let _ = fsx::remove_tree_at(sdir.as_fd(), NEXT);
-        let _ = fsx::remove_tree_at(sdir.as_fd(), OLD);
-        fsx::mkdir_at(sdir.as_fd(), NEXT, 0o700)
-            .map_err(|e| fail(anyhow!("cannot create the staging directory: {e}")))?;
-        stage(
-            &root,
-            &sdir,
-            &state.tree,
-            &front.tree,
-            &sources,
-            h.block_size as u64,
-            report,
-        )
-        .map_err(fail)?;
-        m.set(&root, "staged").map_err(fail)?;
-    }
-    if swapping {
-        // Killed late in the swap: next/ may already have been emptied and
-        // removed; an empty one lets the remaining steps run unchanged.
-        let _ = fsx::mkdir_at(sdir.as_fd(), NEXT, 0o700);
-    }
-    let next = fsx::open_dir(sdir.as_fd(), NEXT)
-        .map_err(|e| fail(anyhow!("cannot open the staging directory: {e}")))?;
-    let bs = h.block_size as u64;
-    let mut writer = Apply::new(next.try_clone()?, false, report)?;
-    writer.mark_created(&front.tree);
-    let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
-    let tree = &front.tree;
-    let totals = if swapping {
-        // The data is in place already; the stream is still read through so
-        // that it is checked to the end.
-        read_data(&mut r, &front, |_, _| Ok(()))
-    } else {
-        read_data(&mut r, &front, |s, d| {
-            crate::failpoint::hit("apply-data");
-            progress.inc(s.len as u64);
-            writer.write(tree, s, d)
-        })
-    }
-    .map_err(fail)?;
-    if let Some(d) = r.damage().first() {
-        // An increment with lost blocks cannot be applied: the tree that
-        // is visible stays at its snapshot.
-        return Err(fail(anyhow::anyhow!(
-            "{}: damaged at stream byte {}: {}",
-            r.name(),
-            d.from,
-            d.why
-        )));
-    }
-    drop(progress);
-    if !swapping {
-        crate::failpoint::hit("apply-trim");
-        trim_inherited(&next, &state.tree, &front.tree, &sources, bs).map_err(fail)?;
-        writer.finish_below_root(tree).map_err(fail)?;
-        m.set(&root, "swap1").map_err(fail)?;
-    }
-    swap(&root, &sdir, &front, &m).map_err(fail)?;
-    let root_inode = front.tree.inode(ROOT_INO);
-    let mut not_owned = 0;
-    set_attrs(
-        root.as_fd(),
-        b"",
-        root_inode,
-        &front.tree,
-        report,
-        &mut not_owned,
-    )
-    .map_err(fail)?;
-    match fsx::remove_tree_at(sdir.as_fd(), OLD) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(fail(anyhow!("cannot remove the old tree: {e}")));
+    let pending = Pending::create(&paths)?;
+    let mut journal = pending.modes()?;
+    let checked = check(opts, &mut r, &state, &root, &pending, &mut journal, report);
+    let checked = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let undone = journal
+                .restore(&root, &state.tree)
+                .and_then(|_| pending.remove());
+            let status = match undone {
+                Ok(()) => format!(
+                    "the increment was not applied: {} is unchanged at snapshot {} ({})",
+                    target.display(),
+                    state.snapshot.id,
+                    state.snapshot.time.rfc3339()
+                ),
+                Err(u) => format!(
+                    "the increment was not applied, but undoing its preparation failed ({u:#}): rerun the restore to clean up"
+                ),
+            };
+            return Err(anyhow!("{e:#}; {status}"));
         }
-        _ => {}
-    }
-    fsx::unlink_at(sdir.as_fd(), NEXT, true)
-        .map_err(|e| fail(anyhow!("cannot remove the staging directory: {e}")))?;
-    fsx::syncfs(root.as_fd()).map_err(|e| fail(e.into()))?;
-    crate::failpoint::hit("apply-commit");
+    };
+    finish(
+        &root,
+        &pending,
+        &state.tree,
+        &checked.front.tree,
+        &checked.sources,
+        h.block_size as u64,
+        opts.force,
+        report,
+    )
+    .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
     let summary = committed(
         opts,
         report,
         &paths,
         &h,
-        front,
-        &totals,
-        r.offset(),
+        checked.front,
+        &checked.totals,
+        checked.stream_bytes,
         started,
-    )?;
-    m.clear();
+    )
+    .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
+    pending.remove()?;
     Ok(summary)
 }
 
-/// Phase A: builds T1's namespace under next/, linking inherited files and
-/// copying the uncarried blocks of fresh ones from T0.
-#[allow(clippy::too_many_arguments)]
-fn stage(
+/// The message of a failure after the increment was checked.
+fn between(e: anyhow::Error, target: &Path, from: &SnapshotRef, to: &SnapshotRef) -> anyhow::Error {
+    anyhow!(
+        "{e:#}; the target {} is between snapshots {} and {}: the increment was checked and is kept in its {STATE_DIR}, so rerunning the restore finishes it (the stream is not needed again)",
+        target.display(),
+        from.id,
+        to.id
+    )
+}
+
+/// [`decide`] with the inheritance rule for this process: a non-root user
+/// inherits only files it owns.
+fn decide_for(
+    state: &TargetState,
+    t1: &Tree,
+    carried: &RunSet,
     root: &OwnedFd,
-    sdir: &OwnedFd,
+) -> Result<Vec<Option<Source>>> {
+    if fsx::is_root() {
+        return decide(&state.tree, t1, carried, &|_| true);
+    }
+    let t0 = &state.tree;
+    let mut dirs = DirStack::new(root.try_clone()?);
+    let mut owner = std::collections::HashMap::new();
+    for i in &t0.inodes {
+        if i.kind != Kind::File {
+            continue;
+        }
+        let d = t0.primary(i.ino);
+        let uid = dirs
+            .enter(&t0.dir_chain(d.parent), |x| &t0.primary(x).name[..])
+            .and_then(|dir| fsx::stat_at(dir, &d.name))
+            .map(|st| st.st_uid)
+            .unwrap_or(u32::MAX);
+        owner.insert(i.ino, uid);
+    }
+    decide(t0, t1, carried, &|g| {
+        owner.get(&g).is_some_and(|&u| ours(u))
+    })
+}
+
+/// Phase 1: everything that can fail because of the stream or the target,
+/// with nothing visible changed.
+fn check(
+    opts: &RestoreOptions,
+    r: &mut StreamReader,
+    state: &TargetState,
+    root: &OwnedFd,
+    pending: &Pending,
+    journal: &mut ModeJournal,
+    report: &Report,
+) -> Result<Checked> {
+    let h = r.header.clone();
+    let front = read_front(r)?;
+    let t0 = &state.tree;
+    let found = survey(root, t0, &front.tree, &mut |dir, name, ino, st| {
+        open_up(journal, dir, name, ino, st)
+    })?;
+    let sources = decide(t0, &front.tree, &front.carried, &|g| {
+        found.owner[g as usize].is_some_and(|(uid, _)| ours(uid))
+    })?;
+    let inherits: HashSet<u64> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Some(Source::Inherit(g)) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    judge(
+        &found,
+        t0,
+        &source_set(&sources),
+        &inherits,
+        opts.force,
+        &state.snapshot,
+        &h.snapshot,
+        report,
+    )?;
+    let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
+        .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
+    stage(
+        root,
+        &next,
+        t0,
+        &front.tree,
+        &sources,
+        h.block_size as u64,
+        journal,
+        report,
+    )?;
+    let bs = h.block_size as u64;
+    let mut spool = pending.spool()?;
+    let in_place: Vec<bool> = std::iter::once(false)
+        .chain(
+            sources
+                .iter()
+                .map(|s| matches!(s, Some(Source::Inherit(_)))),
+        )
+        .collect();
+    let mut writer = Apply::new(next.try_clone()?, false, report)?;
+    writer.mark_created(&front.tree);
+    let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
+    let tree = &front.tree;
+    let totals = read_data(r, &front, |s, d| {
+        crate::failpoint::hit("apply-data");
+        progress.inc(s.len as u64);
+        if in_place[s.ino as usize] {
+            spool.put(s, d)
+        } else {
+            writer.write(tree, s, d)
+        }
+    })?;
+    drop(progress);
+    if let Some(d) = r.damage().first() {
+        bail!("{}: damaged at stream byte {}: {}", r.name(), d.from, d.why);
+    }
+    crate::failpoint::hit("apply-checked");
+    spool.finish()?;
+    drop(writer);
+    let paths = StatePaths::new(&opts.target);
+    let next_state = TargetState {
+        source_uuid: h.source_uuid,
+        snapshot: h.snapshot.clone(),
+        block_size: h.block_size,
+        tree: front.tree,
+    };
+    paths.save_next(&next_state, &front.carried)?;
+    let front = Front {
+        tree: next_state.tree,
+        ..front
+    };
+    pending.mark(root, "checked")?;
+    Ok(Checked {
+        front,
+        totals,
+        stream_bytes: r.offset(),
+        sources,
+    })
+}
+
+/// Finishes an apply interrupted by a kill (or a failure after its check),
+/// or undoes one interrupted before its check; the caller holds the lock.
+/// Returns the snapshot the target was brought to, when it was finished.
+pub(super) fn recover(
+    opts: &RestoreOptions,
+    paths: &StatePaths,
+    report: &Report,
+) -> Result<Option<SnapshotRef>> {
+    refuse_older_layout(paths)?;
+    if !Pending::exists(paths) {
+        return Ok(None);
+    }
+    let target = &opts.target;
+    let state = paths.load()?.ok_or_else(|| {
+        anyhow!(
+            "{} holds an increment's working directory but no restored snapshot; run restore --finish --target {} and restore the chain again",
+            target.display(),
+            target.display()
+        )
+    })?;
+    let pending = Pending::open(paths)?;
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot open restore target {}", target.display()))?;
+    if !pending.has("checked") {
+        pending.modes()?.restore(&root, &state.tree)?;
+        pending.remove()?;
+        crate::progress::println_err(&format!(
+            "snapdump: {}: an interrupted increment was undone; the target is at snapshot {}",
+            target.display(),
+            state.snapshot.id
+        ));
+        return Ok(None);
+    }
+    let (next, carried) = paths.load_next()?.ok_or_else(|| {
+        anyhow!(
+            "{}: the checked increment's state is missing; run restore --finish and restore the chain again",
+            target.display()
+        )
+    })?;
+    if next.snapshot.uuid == state.snapshot.uuid {
+        // Committed before the interruption; only the cleanup was left.
+        pending.remove()?;
+        return Ok(Some(next.snapshot));
+    }
+    let sources = decide_for(&state, &next.tree, &carried, &root)?;
+    finish(
+        &root,
+        &pending,
+        &state.tree,
+        &next.tree,
+        &sources,
+        next.block_size as u64,
+        opts.force,
+        report,
+    )
+    .map_err(|e| between(e, target, &state.snapshot, &next.snapshot))?;
+    let snap = next.snapshot.clone();
+    paths.commit(&next)?;
+    pending.remove()?;
+    crate::progress::println_err(&format!(
+        "snapdump: {}: finished the interrupted apply of snapshot {} (it had been checked)",
+        target.display(),
+        snap.id
+    ));
+    Ok(Some(snap))
+}
+
+/// Undoes a pending apply that was not checked (a full restore with
+/// `--force` replaces the target anyway); a checked one is left alone.
+pub(super) fn discard_unchecked(paths: &StatePaths, target: &Path) -> Result<()> {
+    if !Pending::exists(paths) {
+        return Ok(());
+    }
+    let pending = Pending::open(paths)?;
+    if let (Some(state), Ok(root)) = (paths.load()?, fsx::open_dir_path(target)) {
+        if !pending.has("checked") {
+            pending.modes()?.restore(&root, &state.tree)?;
+        }
+    }
+    pending.remove()
+}
+
+/// An interrupted apply of snapdump 0.1 kept its files at the top of the
+/// state directory, with another protocol: it is not finished by this one.
+fn refuse_older_layout(paths: &StatePaths) -> Result<()> {
+    for old in ["staged", "swap1", "swap2", "next", "old"] {
+        if paths.dir.join(old).exists() {
+            bail!(
+                "{} holds an interrupted increment of an older snapdump ({} in it); finish it with that version, or restore the chain again",
+                paths.dir.display(),
+                old
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Phase 2, after the check: idempotent, so that an interrupted finish is
+/// completed by running it again.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    root: &OwnedFd,
+    pending: &Pending,
     t0: &Tree,
     t1: &Tree,
     sources: &[Option<Source>],
     bs: u64,
+    force: bool,
     report: &Report,
 ) -> Result<()> {
-    let next = fsx::open_dir(sdir.as_fd(), NEXT)?;
+    if pending.has("swap1") {
+        // A kill late in the swap may have emptied and removed next/.
+        let _ = fsx::mkdir_at(pending.fd.as_fd(), NEXT, 0o700);
+    }
+    let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
+        .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
+    if !pending.has("swap1") {
+        crate::failpoint::hit("apply-spool");
+        replay_spool(pending, &next, t1)?;
+        crate::failpoint::hit("apply-trim");
+        trim_inherited(&next, t0, t1, sources, bs)?;
+        keep_foreign(root, &next, t0, t1, force)?;
+        let mut writer = Apply::new(next.try_clone()?, false, report)?;
+        writer.mark_created(t1);
+        writer.finish_below_root(t1)?;
+        pending.mark(root, "swap1")?;
+    }
+    if !pending.has("swap2") {
+        swap_out(root, pending, t0)?;
+        pending.mark(root, "swap2")?;
+    }
+    swap_in(root, &next, t1, report)?;
+    match fsx::remove_tree_at(pending.fd.as_fd(), OLD) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            bail!("cannot remove the old tree: {e}");
+        }
+        _ => {}
+    }
+    drop(next);
+    match fsx::unlink_at(pending.fd.as_fd(), NEXT, true) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            bail!("cannot remove the staging directory: {e}")
+        }
+        _ => {}
+    }
+    fsx::syncfs(root.as_fd())?;
+    crate::failpoint::hit("apply-commit");
+    Ok(())
+}
+
+/// Builds T1's namespace under next/, linking inherited files and copying
+/// the kept blocks of fresh ones from T0. Nothing of T0 is modified.
+#[allow(clippy::too_many_arguments)]
+fn stage(
+    root: &OwnedFd,
+    next: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    sources: &[Option<Source>],
+    bs: u64,
+    journal: &mut ModeJournal,
+    report: &Report,
+) -> Result<()> {
     let mut new_dirs = DirStack::new(next.try_clone()?);
     let mut link_dirs = DirStack::new(next.try_clone()?);
     let mut old_dirs = DirStack::new(root.try_clone()?);
@@ -358,7 +815,7 @@ fn stage(
             fsx::link_at(src, &p.name, dir, &d.name).map_err(|e| {
                 anyhow!(
                     "cannot create hard link {}: {e}",
-                    crate::names::escape(&t1.dirent_path(d))
+                    escape(&t1.dirent_path(d))
                 )
             })?;
             continue;
@@ -389,7 +846,7 @@ fn stage(
                 }
                 let out = fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
                     .map_err(io_ctx(t1, d.ino, "open"))?;
-                copy_runs(&out, runs, t0, &mut old_dirs, t1.inode(d.ino), bs, &mut buf)?;
+                copy_runs(&out, runs, t0, &mut old_dirs, inode, bs, &mut buf, journal)?;
             }
             None => create(dir, &d.name, inode).map_err(io_ctx(t1, d.ino, "create"))?,
         }
@@ -397,7 +854,8 @@ fn stage(
     Ok(())
 }
 
-/// Copies uncarried blocks from T0's files into a fresh file.
+/// Copies kept blocks from T0's files into a fresh file.
+#[allow(clippy::too_many_arguments)]
 fn copy_runs(
     out: &OwnedFd,
     runs: &[(u64, u64, u64, u64)],
@@ -406,6 +864,7 @@ fn copy_runs(
     f: &Inode,
     bs: u64,
     buf: &mut Vec<u8>,
+    journal: &mut ModeJournal,
 ) -> Result<()> {
     let mut open: Option<(u64, OwnedFd)> = None;
     for &(b, g, gb, n) in runs {
@@ -414,10 +873,22 @@ fn copy_runs(
             let dir = old_dirs
                 .enter(&t0.dir_chain(gp.parent), |i| &t0.primary(i).name[..])
                 .map_err(io_ctx(t0, gp.parent, "open directory"))?;
-            let fd = crate::scan::open_file(dir, &gp.name).map_err(io_ctx(t0, g, "open"))?;
+            let fd = match crate::scan::open_file(dir, &gp.name) {
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) && !fsx::is_root() => {
+                    // A file its owner cannot read (mode 000): readable for
+                    // the copy, its mode journaled to be put back.
+                    let st = fsx::stat_at(dir, &gp.name).map_err(io_ctx(t0, g, "read"))?;
+                    if !open_up(journal, dir, &gp.name, g, &st)? {
+                        return Err(io_ctx(t0, g, "open")(e));
+                    }
+                    crate::scan::open_file(dir, &gp.name)
+                }
+                r => r,
+            }
+            .map_err(io_ctx(t0, g, "open"))?;
             open = Some((g, fd));
         }
-        let src = &open.as_ref().unwrap().1;
+        let src = &open.as_ref().expect("opened above").1;
         let off = b * bs;
         let len = ((b + n) * bs).min(f.size).saturating_sub(off) as usize;
         buf.resize(len, 0);
@@ -429,8 +900,41 @@ fn copy_runs(
     Ok(())
 }
 
-/// Phase C (data part): an inherited file loses the blocks its new version
-/// does not have, and gets its new size.
+/// Opens a file of next/ (an inherited one: the target's own file) for
+/// writing; a non-root owner's read-only file is made writable first (it
+/// gets T1's mode when attributes are applied).
+fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
+    let d = t1.primary(ino);
+    let dir = dirs
+        .enter(&t1.dir_chain(d.parent), |i| &t1.primary(i).name[..])
+        .map_err(io_ctx(t1, d.parent, "open directory"))?;
+    with_access(dir, &d.name, 0o200, || {
+        fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+    })
+    .map_err(io_ctx(t1, ino, "open"))
+}
+
+/// Writes the spooled carried blocks into the inherited files.
+fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<()> {
+    let mut spool = pending.read_spool()?;
+    let mut dirs = DirStack::new(next.try_clone()?);
+    let mut open: Option<(u64, OwnedFd)> = None;
+    let mut buf = Vec::new();
+    while let Some((ino, offset)) = spool.next(&mut buf)? {
+        if ino == 0 || ino as usize > t1.inodes.len() || t1.inode(ino).kind != Kind::File {
+            bail!("the spool names inode {ino}, which is not a file of the new snapshot (damaged spool)");
+        }
+        if open.as_ref().map(|o| o.0) != Some(ino) {
+            open = Some((ino, open_inherited(&mut dirs, t1, ino)?));
+        }
+        let fd = &open.as_ref().expect("opened above").1;
+        fsx::pwrite_all(fd.as_fd(), &buf, offset).map_err(io_ctx(t1, ino, "write"))?;
+    }
+    Ok(())
+}
+
+/// An inherited file loses the blocks its new version does not have, and
+/// gets its new size.
 fn trim_inherited(
     next: &OwnedFd,
     t0: &Tree,
@@ -445,12 +949,7 @@ fn trim_inherited(
         };
         let f = &t1.inodes[i];
         let have = RunSet::from_runs(f.extents.iter().map(|x| (x.block, x.count)));
-        let d = t1.primary(f.ino);
-        let dir = dirs
-            .enter(&t1.dir_chain(d.parent), |i| &t1.primary(i).name[..])
-            .map_err(io_ctx(t1, d.parent, "open directory"))?;
-        let fd = fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
-            .map_err(io_ctx(t1, f.ino, "open"))?;
+        let fd = open_inherited(&mut dirs, t1, f.ino)?;
         let blocks = f.size.div_ceil(bs);
         for x in &t0.inode(*g).extents {
             for (b, n, kept) in have.split(x.block, x.count) {
@@ -469,42 +968,132 @@ fn trim_inherited(
     Ok(())
 }
 
-/// Phase D: old entries out, new entries in.
-fn swap(root: &OwnedFd, sdir: &OwnedFd, front: &Front, m: &Markers) -> Result<()> {
-    let keep_lost_found = !front
-        .tree
-        .dirents
-        .iter()
-        .any(|d| d.parent == ROOT_INO && d.name == b"lost+found");
-    if !m.has("swap2") {
-        if let Err(e) = fsx::mkdir_at(sdir.as_fd(), OLD, 0o700) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
+/// Moves the entries that are not T0's into T1's directories where T1
+/// keeps their directory (top-level ones simply stay); removes those in the
+/// way with `force` (named when the increment was checked) and empty
+/// directories in the way. Without `force`, one that appeared since the
+/// check stops the finish, naming it.
+fn keep_foreign(root: &OwnedFd, next: &OwnedFd, t0: &Tree, t1: &Tree, force: bool) -> Result<()> {
+    let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?;
+    let mut from = DirStack::new(root.try_clone()?);
+    let mut to = DirStack::new(next.try_clone()?);
+    for f in &found.foreign {
+        let path = || escape(&foreign_path(t0, f.dir, &f.name));
+        let dir = from
+            .enter(&t0.dir_chain(f.dir), |i| &t0.primary(i).name[..])
+            .map_err(io_ctx(t0, f.dir, "open directory"))?;
+        match f.home {
+            Some(_) if f.dir == ROOT_INO => {}
+            Some(home) => {
+                let dest = to
+                    .enter(&t1.dir_chain(home), |i| &t1.primary(i).name[..])
+                    .map_err(io_ctx(t1, home, "open directory"))?;
+                // Moving a directory to another parent rewrites its "..":
+                // a non-root owner's read-only one is opened up for it.
+                let moved = if f.is_dir {
+                    let mode = fsx::stat_at(dir, &f.name).map(|s| s.st_mode & 0o7777);
+                    let r = with_access(dir, &f.name, 0o200, || {
+                        fsx::rename_at(dir, &f.name, dest, &f.name)
+                    });
+                    if let (Ok(()), Ok(m)) = (&r, mode) {
+                        let _ = fsx::chmod_at(dest, &f.name, m);
+                    }
+                    r
+                } else {
+                    fsx::rename_at(dir, &f.name, dest, &f.name)
+                };
+                moved.map_err(|e| {
+                    anyhow!("cannot keep {} (not part of the snapshot): {e}", path())
+                })?;
+            }
+            None if f.empty_dir || force => {
+                fsx::remove_tree_at(dir, &f.name)
+                    .map_err(|e| anyhow!("cannot remove {}: {e}", path()))?;
+            }
+            None => {
                 bail!(
-                    "cannot create {}: {e}",
-                    Path::new(STATE_DIR).join("old").display()
+                    "{} appeared in the target during the restore and is in the way of the new snapshot: move it away, or rerun with --force",
+                    path()
                 );
             }
         }
-        let old = fsx::open_dir(sdir.as_fd(), OLD)?;
-        for name in fsx::read_dir_names(root.as_fd())? {
-            if name == STATE_DIR.as_bytes() || (keep_lost_found && name == b"lost+found") {
-                continue;
-            }
-            crate::failpoint::hit("apply-swap-out");
-            fsx::rename_at(root.as_fd(), &name, old.as_fd(), &name)
-                .map_err(|e| anyhow!("cannot move {} aside: {e}", crate::names::escape(&name)))?;
-        }
-        m.set(root, "swap2")?;
     }
-    let next = fsx::open_dir(sdir.as_fd(), NEXT)?;
+    Ok(())
+}
+
+/// T0's top-level entries move into old/. A directory moves to another
+/// parent only if it is writable (its ".." changes): a non-root owner's
+/// read-only one, and the target itself, are made writable (the target
+/// gets T1's mode at the end; the old ones are removed).
+fn swap_out(root: &OwnedFd, pending: &Pending, t0: &Tree) -> Result<()> {
+    if let Err(e) = fsx::mkdir_at(pending.fd.as_fd(), OLD, 0o700) {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            bail!("cannot create the directory for the old tree: {e}");
+        }
+    }
+    let old = fsx::open_dir(pending.fd.as_fd(), OLD)?;
+    make_writable(root.as_fd())?;
+    for d in &t0.dirents {
+        if d.parent != ROOT_INO {
+            continue;
+        }
+        let Ok(st) = fsx::stat_at(root.as_fd(), &d.name) else {
+            continue; // gone already (moved by an interrupted run)
+        };
+        if Kind::from_mode(st.st_mode) != Some(t0.inode(d.ino).kind) {
+            continue; // not T0's entry any more (a kept foreign one)
+        }
+        crate::failpoint::hit("apply-swap-out");
+        with_access(root.as_fd(), &d.name, 0o200, || {
+            fsx::rename_at(root.as_fd(), &d.name, old.as_fd(), &d.name)
+        })
+        .map_err(|e| anyhow!("cannot move {} aside: {e}", escape(&d.name)))?;
+    }
+    Ok(())
+}
+
+/// Gives the owner write permission on a directory it needs to change.
+fn make_writable(dir: BorrowedFd) -> Result<()> {
+    if fsx::is_root() {
+        return Ok(());
+    }
+    let st = fsx::fstat(dir)?;
+    if st.st_mode & 0o200 == 0 && ours(st.st_uid) {
+        fsx::chmod_at(dir, b"", (st.st_mode & 0o7777) | 0o200)?;
+    }
+    Ok(())
+}
+
+/// T1's top-level entries move into the target; then the attributes of
+/// the top-level entries (a read-only directory was opened up to move it)
+/// and of the target itself are set.
+fn swap_in(root: &OwnedFd, next: &OwnedFd, t1: &Tree, report: &Report) -> Result<()> {
+    make_writable(root.as_fd())?;
     for name in fsx::read_dir_names(next.as_fd())? {
         crate::failpoint::hit("apply-swap-in");
-        fsx::rename_at(next.as_fd(), &name, root.as_fd(), &name).map_err(|e| {
-            anyhow!(
-                "cannot move {} into place: {e}",
-                crate::names::escape(&name)
-            )
-        })?;
+        with_access(next.as_fd(), &name, 0o200, || {
+            fsx::rename_at(next.as_fd(), &name, root.as_fd(), &name)
+        })
+        .map_err(|e| anyhow!("cannot move {} into place: {e}", escape(&name)))?;
     }
+    let mut not_owned = 0;
+    for d in &t1.dirents {
+        if d.parent != ROOT_INO {
+            continue;
+        }
+        let inode = t1.inode(d.ino);
+        if matches!(inode.kind, Kind::CharDev | Kind::BlockDev) && !fsx::is_root() {
+            continue;
+        }
+        set_attrs(root.as_fd(), &d.name, inode, t1, &Report::quiet(), &mut 0)?;
+    }
+    set_attrs(
+        root.as_fd(),
+        b"",
+        t1.inode(ROOT_INO),
+        t1,
+        report,
+        &mut not_owned,
+    )?;
     Ok(())
 }

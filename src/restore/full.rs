@@ -117,6 +117,9 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSumm
             break;
         }
     }
+    if let Some(t) = set.trailing() {
+        report.warn(opts.input.name().as_bytes(), t);
+    }
     Ok(out)
 }
 
@@ -139,20 +142,33 @@ fn restore_stream(
                 .with_context(|| format!("cannot access restore target {}", target.display()))
         }
     }
-    if !h.full {
-        let paths = StatePaths::new(target);
-        let _lock = paths.lock(target, opts.wait)?;
-        return super::apply::apply(opts, r, report, started);
-    }
-    if !opts.force {
-        check_empty(target)?;
-    }
+    // The lock first: what the target holds is only looked at while no
+    // other restore can change it.
     let paths = StatePaths::new(target);
     let _lock = paths.lock(target, opts.wait)?;
-    paths.begin(&h.snapshot, r.name())?;
+    if !h.full {
+        return super::apply::apply(opts, r, report, started);
+    }
+    if opts.force {
+        super::apply::discard_unchecked(&paths, target)?;
+    } else {
+        check_empty(target)?;
+    }
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
     let bs = h.block_size as u64;
+    let front = read_front(&mut r).map_err(|e| {
+        let e = match r.damage().first() {
+            Some(d) => anyhow!(
+                "{e:#} (the metadata section is damaged at stream byte {}: {})",
+                d.from,
+                d.why
+            ),
+            None => e,
+        };
+        anyhow!("{e:#}; nothing was restored into {}", target.display())
+    })?;
+    paths.begin(&h.snapshot, r.name())?;
     let mut apply = Apply::new(root, opts.force, report)?;
     let fail = |e: anyhow::Error| {
         anyhow!(
@@ -160,16 +176,6 @@ fn restore_stream(
             target.display()
         )
     };
-    let front = read_front(&mut r)
-        .map_err(|e| match r.damage().first() {
-            Some(d) => anyhow!(
-                "{e:#} (the metadata section is damaged at stream byte {}: {}); nothing can be restored from this stream",
-                d.from,
-                d.why
-            ),
-            None => e,
-        })
-        .map_err(fail)?;
     apply.skeleton(&front.tree).map_err(fail)?;
     let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;

@@ -10,9 +10,11 @@ pub mod fetch;
 pub mod full;
 pub mod history;
 pub mod list;
+pub mod pending;
 pub mod select;
 pub mod shell;
 pub mod state;
+pub mod survey;
 pub mod verify;
 
 use crate::media::Input;
