@@ -451,15 +451,25 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                 snapdump::stream::reader::Digest::Skip
             };
             if a.list {
-                let l = snapdump::restore::list::list(&inputs, a.at, &a.paths, report)?;
-                json_or_lines(
-                    &a.json,
-                    &l,
-                    l.entries.iter().map(|e| {
-                        let slash = if e.entry.kind == "dir" { "/" } else { "" };
-                        format!("{}{slash}", e.entry.path)
-                    }),
-                )?;
+                use snapdump::restore::list::{list, Json, Lines};
+                let out = std::io::BufWriter::new(std::io::stdout().lock());
+                match &a.json.json_file {
+                    Some(f) => {
+                        let file = std::fs::File::create(f)
+                            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+                        list(
+                            &inputs,
+                            a.at,
+                            &a.paths,
+                            report,
+                            &mut Json::new(std::io::BufWriter::new(file)),
+                        )?
+                    }
+                    None if a.json.json => {
+                        list(&inputs, a.at, &a.paths, report, &mut Json::new(out))?
+                    }
+                    None => list(&inputs, a.at, &a.paths, report, &mut Lines(out))?,
+                }
                 return Ok(report.exit_status());
             }
             if a.extract {
@@ -578,7 +588,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     );
                 }
             }
-            Ok(0)
+            Ok(report.exit_status())
         }
         Cmd::History(a) => {
             use snapdump::restore::history::{history, HistorySource};

@@ -556,10 +556,31 @@ impl TreeBuilder {
         Ok(())
     }
 
-    /// The finished tree; fails if no root was seen.
+    /// The finished tree; fails if no root was seen, or if two inodes
+    /// claim one VBN (each block belongs to one file: a reader that let two
+    /// files share one would hand one file's data to the other).
     pub fn finish(self) -> Result<Tree> {
         if self.tree.inodes.is_empty() {
             bail!("metadata has no root directory");
+        }
+        let mut runs: Vec<(u64, u64, u64)> = self
+            .tree
+            .inodes
+            .iter()
+            .flat_map(|i| i.extents.iter().map(move |x| (x.vbn, x.count, i.ino)))
+            .collect();
+        runs.sort_unstable();
+        for w in runs.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.0 + a.1 > b.0 {
+                let t = &self.tree;
+                bail!(
+                    "metadata: {} and {} both claim VBN {} (crafted or damaged metadata)",
+                    crate::names::escape(&t.path(a.2)),
+                    crate::names::escape(&t.path(b.2)),
+                    b.0
+                );
+            }
         }
         Ok(self.tree)
     }

@@ -261,7 +261,7 @@ fn judge(
             changed.push(path(i));
         }
     }
-    if !force && !(in_the_way.is_empty() && changed.is_empty()) {
+    if !force && (!in_the_way.is_empty() || !changed.is_empty()) {
         let mut parts = Vec::new();
         if !in_the_way.is_empty() {
             parts.push(format!(
@@ -602,7 +602,9 @@ fn check(
     })?;
     drop(progress);
     if let Some(d) = r.damage().first() {
-        bail!("{}: damaged at stream byte {}: {}", r.name(), d.from, d.why);
+        let prefix = format!("{}: ", r.name());
+        let why = d.why.strip_prefix(&prefix).unwrap_or(&d.why);
+        bail!("{}: damaged at stream byte {}: {why}", r.name(), d.from);
     }
     crate::failpoint::hit("apply-checked");
     spool.finish()?;

@@ -306,27 +306,26 @@ pub(super) fn committed(
 }
 
 /// Refuses a target that holds anything but an empty `lost+found` (as on a
-/// freshly made file system).
+/// freshly made file system). Directories are read without touching their
+/// access times (a refused restore leaves the target as it was).
 fn check_empty(target: &std::path::Path) -> Result<()> {
-    for ent in std::fs::read_dir(target)
-        .with_context(|| format!("cannot read restore target {}", target.display()))?
-    {
-        let ent = ent?;
-        let name = ent.file_name();
-        if name == "lost+found"
-            && ent
-                .path()
-                .read_dir()
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false)
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot read restore target {}", target.display()))?;
+    let names = fsx::read_dir_names(root.as_fd())
+        .with_context(|| format!("cannot read restore target {}", target.display()))?;
+    for name in names {
+        if name == b"lost+found"
+            && fsx::open_dir(root.as_fd(), &name)
+                .and_then(|d| fsx::read_dir_names(d.as_fd()))
+                .is_ok_and(|n| n.is_empty())
         {
             continue;
         }
-        if name == STATE_DIR && is_only_lock(&ent.path()) {
+        if name == STATE_DIR.as_bytes() && is_only_lock(&target.join(STATE_DIR)) {
             // A lock file left by a restore that failed before it began.
             continue;
         }
-        let what = if name == STATE_DIR {
+        let what = if name == STATE_DIR.as_bytes() {
             " (it holds an earlier restore)"
         } else {
             ""
@@ -340,9 +339,9 @@ fn check_empty(target: &std::path::Path) -> Result<()> {
 }
 
 fn is_only_lock(state_dir: &std::path::Path) -> bool {
-    std::fs::read_dir(state_dir)
-        .map(|d| d.filter_map(|e| e.ok()).all(|e| e.file_name() == "lock"))
-        .unwrap_or(false)
+    fsx::open_dir_path(state_dir)
+        .and_then(|d| fsx::read_dir_names(d.as_fd()))
+        .is_ok_and(|n| n.iter().all(|e| e == b"lock"))
 }
 
 /// Creates entries and writes data into a target directory.

@@ -39,9 +39,14 @@ pub struct EntryInfo {
 impl EntryInfo {
     /// The entry `d` of `tree`.
     pub fn of(tree: &crate::tree::Tree, d: &crate::tree::Dirent) -> EntryInfo {
+        Self::at(tree, d, &tree.dirent_path(d))
+    }
+
+    /// The entry `d` of `tree`, whose path the caller knows.
+    pub fn at(tree: &crate::tree::Tree, d: &crate::tree::Dirent, path: &[u8]) -> EntryInfo {
         let i = tree.inode(d.ino);
         EntryInfo {
-            path: escape(&tree.dirent_path(d)),
+            path: escape(path),
             kind: i.kind.name(),
             size: i.size,
             mode: format!("{:04o}", i.attrs.mode),
@@ -77,29 +82,87 @@ pub struct LastChanged {
     pub exact: bool,
 }
 
-/// The `--json` listing.
-#[derive(Serialize)]
-pub struct Listing {
-    /// Always "list".
-    pub command: &'static str,
-    /// The header of the stream holding the listed snapshot.
-    pub header: StreamHeader,
-    /// The streams whose metadata was read, oldest first.
-    pub chain: Vec<String>,
-    /// The entries, depth-first.
-    pub entries: Vec<ListEntry>,
+/// Where a listing goes, entry by entry: a listing is never held whole
+/// (a tree of a million entries, or one 30,000 directories deep, would
+/// take gigabytes as a list of paths).
+pub trait ListSink {
+    /// Called first, with the header of the stream holding the listed
+    /// snapshot and the streams whose metadata was read, oldest first.
+    fn begin(&mut self, header: &StreamHeader, chain: &[String]) -> Result<()>;
+    /// One entry, depth-first.
+    fn entry(&mut self, e: &ListEntry) -> Result<()>;
+    /// After the last entry.
+    fn end(&mut self) -> Result<()>;
 }
 
-/// Lists the snapshot `at` (default: the newest) of the streams `inputs`;
-/// with `paths`, only those entries and what lies below them. Only the
-/// metadata and image sections are read. Given the streams leading to the
-/// snapshot, each entry names the snapshot that last changed it.
+/// Prints each path on a line (directories with a trailing `/`).
+pub struct Lines<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> ListSink for Lines<W> {
+    fn begin(&mut self, _: &StreamHeader, _: &[String]) -> Result<()> {
+        Ok(())
+    }
+    fn entry(&mut self, e: &ListEntry) -> Result<()> {
+        let slash = if e.entry.kind == "dir" { "/" } else { "" };
+        writeln!(self.0, "{}{slash}", e.entry.path)?;
+        Ok(())
+    }
+    fn end(&mut self) -> Result<()> {
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+/// Writes the `--json` listing, `{"command": "list", "header": ...,
+/// "chain": [...], "entries": [...]}`, one entry at a time.
+pub struct Json<W: std::io::Write> {
+    out: W,
+    first: bool,
+}
+
+impl<W: std::io::Write> Json<W> {
+    /// A JSON listing written to `out`.
+    pub fn new(out: W) -> Self {
+        Json { out, first: true }
+    }
+}
+
+impl<W: std::io::Write> ListSink for Json<W> {
+    fn begin(&mut self, header: &StreamHeader, chain: &[String]) -> Result<()> {
+        write!(
+            self.out,
+            "{{\n  \"command\": \"list\",\n  \"header\": {},\n  \"chain\": {},\n  \"entries\": [",
+            serde_json::to_string(header)?,
+            serde_json::to_string(chain)?
+        )?;
+        Ok(())
+    }
+    fn entry(&mut self, e: &ListEntry) -> Result<()> {
+        let sep = if self.first { "\n    " } else { ",\n    " };
+        self.first = false;
+        write!(self.out, "{sep}{}", serde_json::to_string(e)?)?;
+        Ok(())
+    }
+    fn end(&mut self) -> Result<()> {
+        writeln!(self.out, "\n  ]\n}}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Lists the snapshot `at` (default: the newest) of the streams `inputs`
+/// into `sink`; with `paths`, only those entries and what lies below them.
+/// Only the metadata and image sections are read. Given the streams
+/// leading to the snapshot, each entry names the snapshot that last
+/// changed it. Paths are built as the depth-first walk goes, so the work
+/// is that of printing them, whatever the depth.
 pub fn list(
     inputs: &[crate::media::Input],
     at: Option<At>,
     paths: &[String],
     report: &Report,
-) -> Result<Listing> {
+    sink: &mut dyn ListSink,
+) -> Result<()> {
     let set = StreamSet::open(inputs, Digest::Skip)?;
     let top = set.select(at)?;
     let chain = set.chain(top, false)?;
@@ -118,25 +181,68 @@ pub fn list(
     } else {
         Vec::new()
     };
-    let mut entries = Vec::new();
+    let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+    sink.begin(&set.links[top].header, &names)?;
+    let mut walk = PathWalk::default();
     for (n, d) in tree.dirents.iter().enumerate().skip(1) {
+        let path = walk.path_of(tree, d);
         if !marks[n] {
             continue;
         }
-        let path = tree.dirent_path(d);
         let i = tree.inode(d.ino);
-        entries.push(ListEntry {
-            entry: EntryInfo::of(tree, d),
+        let changed = last_changed(&links, &indexes, path, i);
+        sink.entry(&ListEntry {
+            entry: EntryInfo::at(tree, d, path),
             snapshot: set.links[top].header.snapshot.id,
-            changed: last_changed(&links, &indexes, &path, i),
-        });
+            changed,
+        })?;
     }
-    Ok(Listing {
-        command: "list",
-        header: set.links[top].header.clone(),
-        chain: links.iter().map(|l| l.name.clone()).collect(),
-        entries,
-    })
+    sink.end()
+}
+
+/// The paths of a tree's dirents in depth-first order, each built from its
+/// parent's: one buffer and a stack of directory path lengths, so a deep
+/// tree costs what its paths' bytes cost.
+#[derive(Default)]
+pub struct PathWalk {
+    path: Vec<u8>,
+    /// (directory inode, length of its path in `path`), root first.
+    stack: Vec<(u64, usize)>,
+}
+
+impl PathWalk {
+    /// The path of `d` (a dirent after the root).
+    pub fn path_of(&mut self, tree: &crate::tree::Tree, d: &crate::tree::Dirent) -> &[u8] {
+        if self.stack.is_empty() {
+            self.stack.push((crate::tree::ROOT_INO, 0));
+        }
+        while self.stack.last().is_some_and(|t| t.0 != d.parent) {
+            self.stack.pop();
+        }
+        if self.stack.is_empty() {
+            // Not below the current path (the format only asks parents to
+            // come first): rebuild it from the parent's chain.
+            self.stack.push((crate::tree::ROOT_INO, 0));
+            self.path.clear();
+            for ino in tree.dir_chain(d.parent) {
+                if !self.path.is_empty() {
+                    self.path.push(b'/');
+                }
+                self.path.extend_from_slice(&tree.primary(ino).name);
+                self.stack.push((ino, self.path.len()));
+            }
+        }
+        let len = self.stack.last().expect("the root at least").1;
+        self.path.truncate(len);
+        if !self.path.is_empty() {
+            self.path.push(b'/');
+        }
+        self.path.extend_from_slice(&d.name);
+        if tree.inode(d.ino).kind == Kind::Dir && std::ptr::eq(tree.primary(d.ino), d) {
+            self.stack.push((d.ino, self.path.len()));
+        }
+        &self.path
+    }
 }
 
 /// The comparison side of a stream.

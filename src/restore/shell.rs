@@ -10,7 +10,7 @@
 //! also be scripted.
 
 use super::chain::{At, Chosen};
-use super::extract::extract_into;
+use super::extract::{extract_into, prepare_target};
 use super::select::cut;
 use crate::names::{escape, unescape};
 use crate::report::Report;
@@ -281,6 +281,10 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
     }));
     let out = &mut std::io::stdout();
     let mut extracted_once = false;
+    // Commands that failed: a script (or a user who left) learns it from
+    // the exit status, not only from what scrolled by.
+    let mut failed_extracts = 0;
+    let mut failed_commands = 0;
     loop {
         let line = match ed.readline("snapdump > ") {
             Ok(l) => l,
@@ -306,7 +310,10 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                         })
                     });
                 match target {
-                    None => writeln!(out, "{}: not in the snapshot", escape(&args[0]))?,
+                    None => {
+                        failed_commands += 1;
+                        writeln!(out, "{}: not in the snapshot", escape(&args[0]))?
+                    }
                     Some(i) => {
                         let ino = b.tree.dirents[i].ino;
                         if !b.is_dir(ino) {
@@ -330,8 +337,14 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                 let to = args.first().cloned().unwrap_or_else(|| b"/".to_vec());
                 match b.resolve(cwd.get(), &to) {
                     Some(i) if b.is_dir(b.tree.dirents[i].ino) => cwd.set(b.tree.dirents[i].ino),
-                    Some(_) => writeln!(out, "{}: not a directory", escape(&to))?,
-                    None => writeln!(out, "{}: not in the snapshot", escape(&to))?,
+                    Some(_) => {
+                        failed_commands += 1;
+                        writeln!(out, "{}: not a directory", escape(&to))?
+                    }
+                    None => {
+                        failed_commands += 1;
+                        writeln!(out, "{}: not in the snapshot", escape(&to))?
+                    }
                 }
             }
             "pwd" => writeln!(out, "{}", b.dir_path(cwd.get()))?,
@@ -344,13 +357,17 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                 for p in paths {
                     match b.resolve(cwd.get(), &p) {
                         Some(i) => set_mark(&b.tree, &mut explicit, i, cmd == "add"),
-                        None => writeln!(out, "{}: not in the snapshot", escape(&p))?,
+                        None => {
+                            failed_commands += 1;
+                            writeln!(out, "{}: not in the snapshot", escape(&p))?
+                        }
                     }
                 }
             }
             "extract" => {
                 let marks = effective(&b.tree, &explicit);
                 if !marks.iter().any(|&m| m) {
+                    failed_commands += 1;
                     writeln!(out, "nothing is marked; use add first")?;
                     continue;
                 }
@@ -358,11 +375,11 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                     writeln!(out, "extracting again into {}", opts.target.display())?;
                 }
                 let sel = cut(&b.tree, &marks);
-                let r = std::fs::create_dir_all(&opts.target)
-                    .with_context(|| format!("cannot create target {}", opts.target.display()))
-                    .and_then(|_| {
-                        extract_into(&mut chosen, &sel, &opts.target, opts.force, report)
-                    });
+                // The same checks as restore -x: never into a target that
+                // increments are applied to, unless forced.
+                let r = prepare_target(&opts.target, opts.force).and_then(|_| {
+                    extract_into(&mut chosen, &sel, &opts.target, opts.force, report)
+                });
                 match r {
                     Ok((_, bytes)) => {
                         extracted_once = true;
@@ -373,7 +390,10 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
                             opts.target.display()
                         )?;
                     }
-                    Err(e) => writeln!(out, "extract failed: {e:#}")?,
+                    Err(e) => {
+                        failed_extracts += 1;
+                        writeln!(out, "extract failed: {e:#}")?
+                    }
                 }
             }
             "what" => {
@@ -393,9 +413,24 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
             }
             "help" | "?" => writeln!(out, "{HELP}")?,
             "quit" | "q" | "exit" => break,
-            other => writeln!(out, "{other}: unknown command; type help")?,
+            other => {
+                failed_commands += 1;
+                writeln!(out, "{other}: unknown command; type help")?
+            }
         }
         out.flush()?;
+    }
+    if failed_extracts > 0 {
+        anyhow::bail!(
+            "{failed_extracts} extract command(s) failed (said above); what each was to extract was removed from {} again",
+            opts.target.display()
+        );
+    }
+    if failed_commands > 0 {
+        report.warn(
+            b".",
+            format!("{failed_commands} command(s) failed (said above)"),
+        );
     }
     Ok(())
 }

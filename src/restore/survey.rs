@@ -95,15 +95,14 @@ fn unchanged(st: &libc::stat, i: &crate::tree::Inode) -> bool {
         && (st.st_mtime_nsec as u32 == m.nsec || st.st_mtime_nsec == 0)
 }
 
+/// Called for a T0 directory the process cannot read: `(parent, name,
+/// inode, stat)`; may open it up, and returns whether to retry.
+pub type OpenUp<'a> = &'a mut dyn FnMut(BorrowedFd, &[u8], u64, &libc::stat) -> Result<bool>;
+
 /// Reads the target against T0. `open_up(dir, name, ino, st)` is called
 /// for a T0 directory the process cannot read (a non-root owner's mode
 /// 000 directory): it may change the mode, and returns whether to retry.
-pub fn survey(
-    root: &OwnedFd,
-    t0: &Tree,
-    t1: &Tree,
-    open_up: &mut dyn FnMut(BorrowedFd, &[u8], u64, &libc::stat) -> Result<bool>,
-) -> Result<Survey> {
+pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<Survey> {
     let t0_names = Names::new(t0);
     let t1_names = Names::new(t1);
     let homes = matching_dirs(t0, t1, &t1_names);
@@ -169,23 +168,20 @@ pub fn survey(
             }
             let st = fsx::stat_at(dir, &name);
             let on_disk = st.as_ref().ok().and_then(|s| Kind::from_mode(s.st_mode));
-            match t0_names.get(ino, &name) {
-                Some(i) => {
-                    let child = &t0.inodes[(t0.dirents[i].ino - 1) as usize];
-                    if on_disk == Some(child.kind) {
-                        seen[i] = true;
-                        let s = st.as_ref().expect("stat worked");
-                        out.owner[child.ino as usize] = Some((s.st_uid, s.st_mode & 0o7777));
-                        if child.kind == Kind::File
-                            && !unchanged(s, child)
-                            && std::ptr::eq(t0.primary(child.ino), &t0.dirents[i])
-                        {
-                            out.changed.push(child.ino);
-                        }
-                        continue;
+            if let Some(i) = t0_names.get(ino, &name) {
+                let child = &t0.inodes[(t0.dirents[i].ino - 1) as usize];
+                if on_disk == Some(child.kind) {
+                    seen[i] = true;
+                    let s = st.as_ref().expect("stat worked");
+                    out.owner[child.ino as usize] = Some((s.st_uid, s.st_mode & 0o7777));
+                    if child.kind == Kind::File
+                        && !unchanged(s, child)
+                        && std::ptr::eq(t0.primary(child.ino), &t0.dirents[i])
+                    {
+                        out.changed.push(child.ino);
                     }
+                    continue;
                 }
-                None => {}
             }
             // Not T0's (or T0's name holding something else now).
             let is_dir = on_disk == Some(Kind::Dir);

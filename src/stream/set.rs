@@ -161,12 +161,12 @@ impl ImageSetReader {
                 }
             }
             let padding = if zeros > 0 {
-                format!(" (after {zeros} zero bytes of padding)")
+                format!(" and {zeros} zero bytes")
             } else {
                 String::new()
             };
             self.trailing = Some(format!(
-                "{rest} bytes from input byte {from} on{padding} follow the stream(s) ending at byte {at} but are not a stream; ignored",
+                "{rest} bytes at input byte {from} (after the stream's end at byte {at}{padding}) are not a snapdump stream; ignored",
             ));
             return Ok(false);
         }

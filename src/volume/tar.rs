@@ -66,22 +66,9 @@ pub fn export(
             sum.entries += 1;
             continue;
         }
-        if inode.kind != Kind::Dir {
-            for (k, v) in &inode.xattrs {
-                pax.push((
-                    format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
-                    v.clone(),
-                ));
-            }
-        }
+        xattr_records(inode, &t.path(d.ino), &mut pax, report);
         match inode.kind {
             Kind::Dir => {
-                for (k, v) in &inode.xattrs {
-                    pax.push((
-                        format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
-                        v.clone(),
-                    ));
-                }
                 h.set_entry_type(EntryType::Directory);
                 h.set_size(0);
                 finish(&mut b, h, &name, pax, std::io::empty()).map_err(io)?;
@@ -170,6 +157,28 @@ fn regions(inode: &Inode, bs: u64) -> Vec<(u64, u64)> {
         }
     }
     out
+}
+
+/// The pax records of an inode's extended attributes (`SCHILY.xattr.NAME`,
+/// as GNU tar and bsdtar read them). A pax keyword is UTF-8 and ends at
+/// the first `=`, so a name that is not UTF-8 or holds `=` cannot be
+/// carried exactly: it is left out with a warning (exit status 1), never
+/// written as another name.
+fn xattr_records(inode: &Inode, path: &[u8], pax: &mut Vec<(String, Vec<u8>)>, report: &Report) {
+    for (k, v) in &inode.xattrs {
+        match std::str::from_utf8(k) {
+            Ok(name) if !name.contains('=') => {
+                pax.push((format!("SCHILY.xattr.{name}"), v.clone()));
+            }
+            _ => report.warn(
+                path,
+                format!(
+                    "extended attribute {} not exported: a pax header cannot carry a name that holds '=' or is not UTF-8",
+                    crate::names::escape(k)
+                ),
+            ),
+        }
+    }
 }
 
 fn set_common(h: &mut Header, inode: &Inode, pax: &mut Vec<(String, Vec<u8>)>) {

@@ -10,9 +10,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The snapdump binary under test.
+/// The snapdump binary under test: the one cargo built, or the one
+/// `SNAPDUMP_TEST_BIN` names (to show that a test fails on an older build).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_snapdump"))
+    Command::new(bin_path())
+}
+
+/// The path of the binary under test.
+pub fn bin_path() -> std::ffi::OsString {
+    std::env::var_os("SNAPDUMP_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_snapdump").into())
 }
 
 /// Runs the binary; returns (exit code, stdout, stderr).
@@ -395,6 +401,34 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Asserts that the tree at `dir` is exactly `want` (a [`snapshot_tree`]
+/// taken of the source when it was dumped); the root's mtime is not
+/// compared.
+pub fn assert_tree_is(want: &BTreeMap<Vec<u8>, Entry>, dir: &Path, what: &str) {
+    let got = snapshot_tree(dir);
+    let show = |m: &BTreeMap<Vec<u8>, Entry>| {
+        m.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(show(&got), show(want), "{what}: different entries");
+    for (k, w) in want {
+        let g = &got[k];
+        if g != w {
+            panic!(
+                "{what}: entry {} differs: {}",
+                String::from_utf8_lossy(k),
+                describe_diff(w, g)
+            );
+        }
+    }
+}
+
+/// Whether the tree at `dir` is exactly `want`.
+pub fn tree_is(want: &BTreeMap<Vec<u8>, Entry>, dir: &Path) -> bool {
+    &snapshot_tree(dir) == want
+}
+
 pub fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("snapdump-test")
@@ -487,7 +521,7 @@ pub fn max_child_rss_kib() -> i64 {
 pub fn run_as_nobody(args: &[&str]) -> std::process::Output {
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_snapdump"))
+        .arg(bin_path())
         .args(args)
         .output()
         .unwrap()
