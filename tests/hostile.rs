@@ -471,3 +471,99 @@ fn an_increment_header_without_a_base_is_refused() {
     assert_eq!(c, 2);
     assert!(e.contains("without a base"), "{e}");
 }
+
+#[test]
+fn two_files_claiming_one_vbn_are_refused_by_every_reader() {
+    let mut t = root_tree();
+    t.push_inode(1, b"a".to_vec(), file(5, 1));
+    t.push_inode(1, b"b".to_vec(), file(5, 1));
+    let s = craft(
+        &t,
+        &[(
+            Segment {
+                ino: 2,
+                vbn: 1,
+                offset: 0,
+                len: 5,
+            },
+            b"hello".to_vec(),
+        )],
+    );
+    let (c, e, _d) = restore_guarded(&s, &[]);
+    assert_eq!(c, 2, "restore -r: {e}");
+    assert!(e.contains("both claim VBN 1"), "{e}");
+    let dir = tmp();
+    let f = dir.path().join("s");
+    std::fs::write(&f, &s).unwrap();
+    let x = dir.path().join("x");
+    let vol = dir.path().join("v.vol");
+    assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);
+    for args in [
+        vec!["restore", "-x", "-f", p(&f), "--target", p(&x), "b"],
+        vec!["restore", "-t", "-f", p(&f)],
+        vec!["verify", "-f", p(&f)],
+        vec!["restore", "-r", "-f", p(&f), "--volume", p(&vol)],
+    ] {
+        let (c, out, e) = run_s(&args);
+        assert_eq!(c, 2, "{args:?}: {e}");
+        assert!(e.contains("both claim VBN 1"), "{args:?}: {e}");
+        assert!(!String::from_utf8_lossy(&out).contains("hello"));
+    }
+    assert!(!x.join("b").exists());
+}
+
+#[test]
+fn thirty_thousand_nested_directories_list_with_bounded_memory() {
+    // Paths 30,000 components deep: listing them all prints about 900 MB
+    // of paths, which must stream out rather than be held.
+    let mut t = root_tree();
+    let mut parent = 1;
+    for _ in 0..30_000 {
+        parent = t.push_inode(
+            parent,
+            b"d".to_vec(),
+            Inode::new(0, Kind::Dir, attrs(0o755)),
+        );
+    }
+    t.push_inode(parent, b"bottom".to_vec(), file(0, 0));
+    let s = craft(&t, &[]);
+    let dir = tmp();
+    let f = dir.path().join("s");
+    std::fs::write(&f, &s).unwrap();
+    let before = max_child_rss_kib();
+    let mut child = bin()
+        .args(["restore", "-t", "-f", p(&f)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Count the output as it comes instead of holding it.
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut lines, mut total, mut last) = (0u64, 0u64, Vec::new());
+    let mut buf = vec![0u8; 1 << 20];
+    use std::io::Read;
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        total += n as u64;
+        last.extend_from_slice(&buf[..n]);
+        let keep = last.len().saturating_sub(70_000);
+        last.drain(..keep);
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(lines, 30_001);
+    assert!(total > 800_000_000, "{total} bytes listed");
+    let tail = String::from_utf8_lossy(&last);
+    assert!(
+        tail.trim_end().ends_with("/d/bottom"),
+        "{}",
+        &tail[tail.len() - 40..]
+    );
+    assert!(
+        max_child_rss_kib().max(before) < 200 * 1024,
+        "listing a deep tree used {} KiB",
+        max_child_rss_kib()
+    );
+}

@@ -844,3 +844,66 @@ fn a_shadow_snapshot_gives_its_blocks_to_later_receives_and_stays_a_base() {
     ]);
     assert!(code == 2 && e.contains("is a shadow"), "{e}");
 }
+
+#[test]
+fn export_tar_keeps_every_xattr_name_exactly_or_refuses_it_by_name() {
+    let t = paths();
+    let f = t.src.join("f");
+    fs::write(&f, b"data").unwrap();
+    let set = |name: &[u8], value: &[u8]| {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(f.as_os_str().as_bytes()).unwrap();
+        let k = std::ffi::CString::new(name).unwrap();
+        let r = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                k.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "setxattr {}", String::from_utf8_lossy(name));
+    };
+    set(b"user.plain", b"kept");
+    set(b"user.a=b", b"val");
+    set(b"user.latin1-\xe9", b"bytes");
+    set(b"user.sp ace", b"ok");
+    dump_n(&t, 0, "s0");
+    let vol = t.dir.path().join("v.vol");
+    create(&vol, &[]);
+    receive(&vol, &[&t.dir.path().join("s0")]);
+    let tarfile = t.dir.path().join("v.tar");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
+        .args(["volume", "export-tar", p(&vol)])
+        .stdout(fs::File::create(&tarfile).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("user.a=b") && err.contains("not exported"),
+        "{err}"
+    );
+    assert!(err.contains("user.latin1-\\351"), "{err}");
+    fs::create_dir(&t.out).unwrap();
+    let x = std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(&tarfile)
+        .arg("-C")
+        .arg(&t.out)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let dir = snapdump::fsx::open_dir_path(&t.out).unwrap();
+    let got = snapdump::fsx::xattr::list(std::os::fd::AsFd::as_fd(&dir), b"f").unwrap();
+    // Only what pax carries exactly comes back, each name as it was; no
+    // name is turned into another.
+    assert_eq!(
+        got,
+        vec![
+            (b"user.plain".to_vec(), b"kept".to_vec()),
+            (b"user.sp ace".to_vec(), b"ok".to_vec()),
+        ]
+    );
+}

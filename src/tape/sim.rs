@@ -74,6 +74,8 @@ pub struct SimSt {
     warned: bool,
     /// The last read hit the end of data once already.
     eod_seen: bool,
+    /// The last positioning ran into the end of the data.
+    at_eom: bool,
 }
 
 impl SimSt {
@@ -113,6 +115,7 @@ impl SimSt {
             physical_end: capacity.saturating_add(capacity / 16 + (64 << 10)),
             warned: false,
             eod_seen: false,
+            at_eom: false,
         };
         sim.scan(meta.len())?;
         if !rewinds {
@@ -172,13 +175,13 @@ impl SimSt {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
         let size = 4 + data.map_or(0, |d| d.len() as u64);
-        if self.used() + size > self.physical_end {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
         if self.used() >= self.early_warning && !self.warned {
             // The st driver's early warning: this write is refused, the
             // next ones pass until the physical end.
             self.warned = true;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if self.used() + size > self.physical_end {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         let at = self.used();
@@ -251,6 +254,7 @@ impl TapeIo for SimSt {
     fn op(&mut self, op: MtOp) -> io::Result<()> {
         let count = op.mt_count.max(0) as usize;
         self.eod_seen = false;
+        self.at_eom = false;
         let r = match op.mt_op {
             MTREW => {
                 self.pos = 0;
@@ -266,6 +270,7 @@ impl TapeIo for SimSt {
                         Some(k) => self.pos += k + 1,
                         None => {
                             self.pos = self.items.len();
+                            self.at_eom = true;
                             r = Err(io::Error::from_raw_os_error(libc::EIO));
                             break;
                         }
@@ -288,6 +293,7 @@ impl TapeIo for SimSt {
             }
             MTEOM => {
                 self.pos = self.items.len();
+                self.at_eom = true;
                 Ok(())
             }
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
@@ -304,7 +310,9 @@ impl TapeIo for SimSt {
         if self.pos == 0 {
             g |= GMT_BOT;
         }
-        if self.pos >= self.items.len() {
+        if self.pos >= self.items.len() && (self.eod_seen || self.at_eom) {
+            // As a drive: the end of the data is known once a read or a
+            // spacing operation ran into it.
             g |= GMT_EOD;
         }
         if self.pos > 0 && self.items[self.pos - 1] == Item::Mark {
@@ -350,11 +358,14 @@ mod tests {
             s.write_filemark().unwrap();
             s.write_record(b"two", 0).unwrap();
         }
-        // The non-rewinding device left the head after "two".
+        // The non-rewinding device left the head after "two": a read finds
+        // the end of the data, and the status says so from then on.
         let mut s = SimSt::open(d.path(), false).unwrap();
+        let mut buf = vec![0u8; 16];
+        assert_eq!(s.status().unwrap().mt_gstat & GMT_EOD, 0);
+        assert_eq!(s.read(&mut buf).unwrap(), 0);
         assert_eq!(s.status().unwrap().mt_gstat & GMT_EOD, GMT_EOD);
         s.op(mtop(MTREW, 1)).unwrap();
-        let mut buf = vec![0u8; 16];
         assert_eq!(s.read(&mut buf).unwrap(), 3);
         assert_eq!(&buf[..3], b"one");
         drop(s);
@@ -373,9 +384,8 @@ mod tests {
         assert_eq!(s.read_record(&mut v, 16).unwrap(), ReadItem::Filemark);
         assert_eq!(s.read_record(&mut v, 16).unwrap(), ReadItem::Record(3));
         assert_eq!(v, b"two");
-        // No filemark after "two": the end of the data reads as one, then
-        // as the end.
-        assert_eq!(s.read_record(&mut v, 16).unwrap(), ReadItem::Filemark);
+        // No filemark after "two": the status tells the end of the data
+        // from a filemark.
         assert_eq!(s.read_record(&mut v, 16).unwrap(), ReadItem::EndOfData);
     }
 

@@ -222,9 +222,12 @@ impl<T: TapeIo> Device for StDevice<T> {
         match self.io.read(buf) {
             Ok(0) => {
                 buf.clear();
-                if self.after_filemark {
-                    // Two filemarks in a row, or a filemark then nothing:
-                    // the end of the recorded data.
+                // A zero-byte read is a filemark, or the end of the data:
+                // the drive's status tells which.
+                let st = self.io.status()?;
+                if self.after_filemark || st.mt_gstat & GMT_EOD != 0 {
+                    // Two filemarks in a row, or a filemark then nothing,
+                    // or the end of the data itself.
                     return Ok(ReadItem::EndOfData);
                 }
                 self.after_filemark = true;
@@ -335,6 +338,9 @@ pub mod tests {
         pub warned: bool,
         /// Every MTIOCTOP issued.
         pub ops: Vec<MtOp>,
+        /// The last read passed a filemark (a drive reports the end of the
+        /// data only once it runs into it).
+        pub after_mark: bool,
     }
 
     /// The simulated drive: a handle on a cartridge, so a test keeps
@@ -389,10 +395,12 @@ pub mod tests {
         }
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let mut c = self.cart();
+            c.after_mark = false;
             match c.items.get(c.pos).cloned() {
                 None => Ok(0),
                 Some(Item::Mark) => {
                     c.pos += 1;
+                    c.after_mark = true;
                     Ok(0)
                 }
                 Some(Item::Rec(r)) => {
@@ -408,6 +416,7 @@ pub mod tests {
         fn op(&mut self, op: MtOp) -> io::Result<()> {
             let mut c = self.cart();
             c.ops.push(op);
+            c.after_mark = false;
             match op.mt_op {
                 MTREW => c.pos = 0,
                 MTSETBLK => {}
@@ -449,7 +458,7 @@ pub mod tests {
             if c.pos == 0 {
                 g |= GMT_BOT;
             }
-            if c.pos >= c.items.len() {
+            if c.pos >= c.items.len() && !c.after_mark {
                 g |= GMT_EOD;
             }
             if c.pos >= c.early_warning {
