@@ -260,3 +260,250 @@ pub fn volume(data: &[u8]) {
         let _ = crate::volume::tar::export(&path, Some(&sel), std::io::sink(), &report);
     }
 }
+
+/// A source, two increments on one base, and a restore target held at the
+/// base: what [`apply`] damages and applies, built once per process.
+struct ApplyBench {
+    _dir: tempfile::TempDir,
+    s0: std::path::PathBuf,
+    s1: Vec<u8>,
+    other: Vec<u8>,
+    bad: std::path::PathBuf,
+    target: std::path::PathBuf,
+    at_base: Vec<Fingerprint>,
+    at_next: Vec<Fingerprint>,
+}
+
+/// What a comparison of a target looks at: path, type, size, mode, mtime
+/// and the XXH3 of the contents (or the link target).
+type Fingerprint = (Vec<u8>, u32, u64, u32, i64, i64, u128);
+
+/// Every entry under `dir` (its restore state excluded), sorted.
+fn fingerprint(dir: &std::path::Path) -> Vec<Fingerprint> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if d == dir && e.file_name() == crate::restore::state::STATE_DIR {
+                continue;
+            }
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let sum = if m.is_file() {
+                xxhash_rust::xxh3::xxh3_128(&std::fs::read(&p).unwrap_or_default())
+            } else if m.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap_or_default();
+                xxhash_rust::xxh3::xxh3_128(t.as_os_str().as_bytes())
+            } else {
+                0
+            };
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap_or(&p)
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let mtime = if m.is_dir() { 0 } else { m.mtime() };
+            out.push((
+                rel,
+                m.mode() & 0o170000,
+                m.len(),
+                m.mode() & 0o7777,
+                mtime,
+                m.mtime_nsec() * (!m.is_dir()) as i64,
+                sum,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn apply_bench() -> Option<ApplyBench> {
+    use crate::dump::{dump, DumpOptions};
+    let dir = tempfile::tempdir().ok()?;
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d/e")).ok()?;
+    let data = |seed: u64, n: usize| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    std::fs::write(src.join("big"), data(1, 120_000)).ok()?;
+    for i in 0..6 {
+        std::fs::write(src.join(format!("d/f{i}")), data(10 + i, 3000)).ok()?;
+    }
+    std::fs::write(src.join("d/e/deep"), data(5, 9000)).ok()?;
+    let report = crate::report::Report::quiet();
+    let run = |level: u8, out: &std::path::Path, z: i32| {
+        dump(
+            &DumpOptions {
+                level,
+                output: out.to_string_lossy().into_owned(),
+                volumes: Vec::new(),
+                tape: crate::tape::writer::TapeOptions {
+                    block_size: crate::tape::DEFAULT_BLOCK_SIZE,
+                    append: false,
+                    capacity: 0,
+                    new_volume: None,
+                },
+                catalog_root: dir.path().join("cat"),
+                compression: z,
+                source: src.clone(),
+                base: None,
+                wait: crate::lock::Wait::Yes,
+                resume: false,
+            },
+            &report,
+        )
+        .ok()
+    };
+    let s0 = dir.path().join("s0");
+    run(0, &s0, 3)?;
+    let at_base = fingerprint(&src);
+    use std::os::unix::fs::FileExt;
+    let big = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big"))
+        .ok()?;
+    big.write_all_at(&data(2, 5000), 40_000).ok()?;
+    std::fs::write(src.join("d/f1"), data(20, 2000)).ok()?;
+    std::fs::remove_file(src.join("d/f2")).ok()?;
+    std::fs::rename(src.join("d/e"), src.join("e")).ok()?;
+    let s1 = dir.path().join("s1");
+    run(1, &s1, 0)?;
+    let at_next = fingerprint(&src);
+    std::fs::write(src.join("d/f3"), data(30, 2000)).ok()?;
+    let s1b = dir.path().join("s1b");
+    run(1, &s1b, 3)?;
+    let bench = ApplyBench {
+        s1: std::fs::read(&s1).ok()?,
+        other: std::fs::read(&s1b).ok()?,
+        bad: dir.path().join("bad"),
+        target: dir.path().join("target"),
+        s0,
+        at_base,
+        at_next,
+        _dir: dir,
+    };
+    bench.reset()?;
+    Some(bench)
+}
+
+impl ApplyBench {
+    fn restore(&self, stream: &std::path::Path, force: bool) -> anyhow::Result<()> {
+        let opts = crate::restore::full::RestoreOptions {
+            input: crate::media::Input::plain(&stream.to_string_lossy())?,
+            target: self.target.clone(),
+            force,
+            digest: Digest::Skip,
+            wait: crate::lock::Wait::Yes,
+        };
+        crate::restore::full::restore(&opts, &crate::report::Report::quiet()).map(|_| ())
+    }
+
+    /// A target at the base snapshot again.
+    fn reset(&self) -> Option<()> {
+        let _ = std::fs::remove_dir_all(&self.target);
+        self.restore(&self.s0, false).ok()
+    }
+}
+
+/// Applies a damaged increment to a target that holds its base, as
+/// `restore -r` does, and checks the contract: the apply either succeeds
+/// and the target is exactly the new snapshot, or fails and the target is
+/// exactly the base, with no apply left pending. A panic here is a broken
+/// contract, not a parser crash. Input: a first byte choosing the damage
+/// (0 bytes XORed at offsets, 1 a truncation, 2 a record-aligned splice
+/// with another increment on the same base, 3 bytes overwritten), then its
+/// parameters.
+pub fn apply(data: &[u8]) {
+    static BENCH: std::sync::OnceLock<Option<std::sync::Mutex<ApplyBench>>> =
+        std::sync::OnceLock::new();
+    let Some(bench) = BENCH.get_or_init(|| apply_bench().map(std::sync::Mutex::new)) else {
+        return;
+    };
+    let b = bench.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let word = |i: usize| -> usize {
+        let mut w = [0u8; 4];
+        for (k, x) in rest.iter().skip(i).take(4).enumerate() {
+            w[k] = *x;
+        }
+        u32::from_le_bytes(w) as usize
+    };
+    let mut s = b.s1.clone();
+    match mode % 4 {
+        0 => {
+            for c in rest.chunks(5) {
+                if c.len() == 5 {
+                    let at = u32::from_le_bytes(c[..4].try_into().unwrap()) as usize % s.len();
+                    s[at] ^= c[4] | 1;
+                }
+            }
+        }
+        1 => s.truncate(word(0) % s.len()),
+        2 => {
+            let (ra, rb) = (stream_records(&b.s1), stream_records(&b.other));
+            let k = 1 + word(0) % (ra.len().min(rb.len()) - 1);
+            s.truncate(ra[k]);
+            s.extend_from_slice(&b.other[rb[k]..]);
+        }
+        _ => {
+            let at = word(0) % s.len();
+            let n = rest.len().saturating_sub(4).min(s.len() - at);
+            s[at..at + n].copy_from_slice(&rest[4..4 + n]);
+        }
+    }
+    if std::fs::write(&b.bad, &s).is_err() {
+        return;
+    }
+    let applied = b.restore(&b.bad, false);
+    let now = fingerprint(&b.target);
+    let pending = b.target.join(".snapdump-restore/apply").exists();
+    match applied {
+        Ok(()) => {
+            assert!(
+                now == b.at_next,
+                "an increment applied, and the target is not its snapshot"
+            );
+            assert!(!pending);
+            b.reset().expect("the target can be reset");
+        }
+        Err(e) => {
+            assert!(
+                now == b.at_base && !pending,
+                "a refused increment left the target at neither snapshot: {e:#}"
+            );
+        }
+    }
+}
+
+/// The offsets of a stream's records (framing only).
+fn stream_records(b: &[u8]) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at + 40 <= b.len() {
+        v.push(at);
+        at += 40 + u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+    }
+    v
+}

@@ -78,3 +78,8 @@ fn volume_regressions() {
         snapdump::fuzzing::volume(&file[..cut]);
     }
 }
+
+#[test]
+fn apply_regressions() {
+    assert!(replay("apply", snapdump::fuzzing::apply) >= 5);
+}

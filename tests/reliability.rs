@@ -129,6 +129,191 @@ fn random_damage_is_always_detected_never_panics_never_hangs() {
     assert!(tried * 10 >= n * 9);
 }
 
+/// A source whose increments take every path of the apply: files that
+/// keep blocks in place (their changes are spooled), files rewritten whole
+/// (built fresh), deletions, new files, a renamed directory, a hard link.
+fn build_increment_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    for i in 0..3u64 {
+        std::fs::write(
+            root.join(format!("big{i}")),
+            bytes(i, 300_000 + i as usize * 77_777),
+        )
+        .unwrap();
+    }
+    for i in 0..30u64 {
+        std::fs::write(
+            root.join(format!("d/f{i}")),
+            bytes(100 + i, 3000 + i as usize * 100),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("d/e/deep"), bytes(7, 20_000)).unwrap();
+    std::fs::hard_link(root.join("big0"), root.join("d/link")).unwrap();
+    std::os::unix::fs::symlink("big1", root.join("sym")).unwrap();
+    // readlink(2) bumps a symlink's atime under relatime while it is not
+    // after its mtime or ctime: give it one an hour ahead, so reading the link (as the
+    // comparisons do) leaves it as it is, on the source and the targets.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    set_times(&root.join("sym"), (now + 3600, 5), (now - 100, 7));
+}
+
+/// One round of changes; `seed` varies which.
+fn mutate_increment_tree(root: &Path, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    for i in 0..3u64 {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(format!("big{i}")))
+            .unwrap();
+        f.write_all_at(&bytes(seed + i, 9000), (seed * 40_000 + i * 8192) % 200_000)
+            .unwrap();
+    }
+    for i in 0..30u64 {
+        if (i + seed) % 4 == 0 {
+            std::fs::write(root.join(format!("d/f{i}")), bytes(seed * 1000 + i, 2500)).unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(root.join(format!("d/f{}", seed % 30)));
+    std::fs::write(root.join(format!("new{seed}")), bytes(seed, 12_345)).unwrap();
+    if root.join("d/e").exists() {
+        std::fs::rename(root.join("d/e"), root.join("e-moved")).unwrap();
+    }
+}
+
+/// Damages an increment: 0 a few flipped bytes, 1 a zeroed 64 KiB range,
+/// 2 a truncation, 3 a record-aligned splice with `other` (an increment on
+/// the same base).
+fn damage(good: &[u8], other: &[u8], kind: u64, rng: &mut Rng) -> Vec<u8> {
+    let mut b = good.to_vec();
+    match kind {
+        0 => {
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(b.len() as u64) as usize;
+                b[at] ^= 1 + rng.below(255) as u8;
+            }
+        }
+        1 => {
+            let at = rng.below(b.len() as u64) as usize;
+            let end = (at + 65536).min(b.len());
+            b[at..end].fill(0);
+        }
+        2 => b.truncate(rng.below(b.len() as u64) as usize),
+        _ => {
+            // Records of `good` up to one, then `other`'s from the same
+            // sequence number on (or one of other's records in the middle).
+            let (ra, rb) = (stream_records(good), stream_records(other));
+            let k = 1 + rng.below(ra.len().min(rb.len()) as u64 - 1) as usize;
+            b = good[..ra[k].0].to_vec();
+            if rng.below(2) == 0 {
+                b.extend_from_slice(&other[rb[k].0..]);
+            } else {
+                b.extend_from_slice(&other[rb[k].0..rb[k].0 + rb[k].1]);
+                if k + 1 < ra.len() {
+                    b.extend_from_slice(&good[ra[k + 1].0..]);
+                }
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn damaged_increments_leave_the_target_exactly_at_a_snapshot() {
+    let t = paths();
+    build_increment_tree(&t.src);
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let snap1 = snapshot_tree(&t.src);
+    // Two increments on snapshot 1: level 1, then level 1 again.
+    let mut incs = Vec::new();
+    for (n, z) in [(1u64, "0"), (2, "3")] {
+        mutate_increment_tree(&t.src, n);
+        let s = t.dir.path().join(format!("s1-{n}"));
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-1",
+            "-z",
+            z,
+            "-f",
+            p(&s),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        incs.push((std::fs::read(&s).unwrap(), snapshot_tree(&t.src)));
+    }
+    let target = t.dir.path().join("target");
+    let fresh = |target: &Path| {
+        let _ = std::fs::remove_dir_all(target);
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(target)]).0,
+            0
+        );
+    };
+    fresh(&target);
+    let n = trials("SNAPDUMP_CORRUPTION_TRIALS", 40);
+    let mut rng = Rng(0x5eed_1234 ^ n);
+    let bad = t.dir.path().join("bad");
+    let (mut refused, mut applied, mut by_kind) = (0u64, 0u64, [0u64; 4]);
+    for trial in 0..n {
+        let which = (trial % 2) as usize;
+        let kind = trial / 2 % 4;
+        let (good, snap) = &incs[which];
+        let b = damage(good, &incs[1 - which].0, kind, &mut rng);
+        if &b == good {
+            continue;
+        }
+        by_kind[kind as usize] += 1;
+        std::fs::write(&bad, &b).unwrap();
+        let (code, e) = run_limited(
+            &["restore", "-r", "-f", p(&bad), "--target", p(&target)],
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("restore hung on trial {trial}"));
+        let what = format!("trial {trial} (kind {kind}, increment {which})");
+        match code {
+            Some(0) => {
+                // Only a stream that is whole where it matters may apply,
+                // and then exactly.
+                assert!(tree_is(snap, &target), "{what}: exit 0 on wrong data: {e}");
+                applied += 1;
+                fresh(&target);
+            }
+            Some(2) => {
+                assert!(
+                    e.contains("unchanged at snapshot 1") || e.contains("nothing was restored"),
+                    "{what}: {e}"
+                );
+                assert_tree_is(
+                    &snap1,
+                    &target,
+                    &format!("{what}: the target is at neither snapshot: {e}"),
+                );
+                assert!(!target.join(".snapdump-restore/apply").exists(), "{what}");
+                refused += 1;
+            }
+            other => panic!("{what}: exit {other:?}: {e}"),
+        }
+    }
+    // After all that, a good increment still applies.
+    let good = t.dir.path().join("good");
+    std::fs::write(&good, &incs[0].0).unwrap();
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&good), "--target", p(&target)]).0,
+        0
+    );
+    assert!(tree_is(&incs[0].1, &target));
+    eprintln!(
+        "increment corruption trials: {refused} refused, {applied} applied exactly (flip, zero 64 KiB, truncate, splice: {by_kind:?})"
+    );
+    assert!(refused * 10 >= n * 9, "{refused} of {n} refused");
+}
+
 /// A tree big enough that dumps and restores take a while to kill into.
 fn build_crash_tree(root: &Path) {
     for d in 0..4 {
@@ -249,6 +434,7 @@ fn restores_killed_at_random_moments_finish_when_rerun() {
     let s0 = t.dir.path().join("s0");
     let s1 = t.dir.path().join("s1");
     assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let snap1 = snapshot_tree(&t.src);
     for i in 0..40u64 {
         let f = t.src.join(format!("d{}/f{}", i % 4, i % 25));
         if i % 7 == 0 {
@@ -286,6 +472,24 @@ fn restores_killed_at_random_moments_finish_when_rerun() {
             delay,
         );
         killed += was_killed as u64;
+        if trial % 2 == 1 {
+            // The next run brings a damaged copy: an apply killed before
+            // its check is undone and the copy refused; one killed after
+            // is finished. Either way the target is at a snapshot.
+            let mut b = std::fs::read(&s1).unwrap();
+            let at = b.len() / 2;
+            b[at] ^= 0x55;
+            let bad = t.dir.path().join("bad");
+            std::fs::write(&bad, &b).unwrap();
+            let (c, _, e) = run_s(&["restore", "-r", "-f", p(&bad), "--target", p(&target)]);
+            let at_1 = tree_is(&snap1, &target);
+            let at_2 = tree_is(&snapshot_tree(&t.src), &target);
+            assert!(
+                at_1 || at_2,
+                "trial {trial}: at neither snapshot after {c}: {e}"
+            );
+            assert!(c != 0 || at_2, "trial {trial}: exit 0 at snapshot 1: {e}");
+        }
         let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
         assert!(
             c == 0 || e.contains("already applied"),

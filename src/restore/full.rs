@@ -99,16 +99,25 @@ impl RestoreSummary {
 
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
-    let mut set = ImageSetReader::open(&opts.input)?;
-    let mut out = Vec::new();
+    let target = opts.target.display();
+    let mut set = ImageSetReader::open(&opts.input)
+        .map_err(|e| anyhow!("{e:#}; nothing was restored into {target}"))?;
+    let mut out: Vec<RestoreSummary> = Vec::new();
     loop {
         // Without the digest check, damaged records are skipped and named
         // (a full image restores everything else; an increment refuses
         // them).
         let r = match opts.digest {
-            Digest::Skip => set.next_salvaging(Digest::Skip)?,
-            Digest::Check => set.next_stream(opts.digest)?,
+            Digest::Skip => set.next_salvaging(Digest::Skip),
+            Digest::Check => set.next_stream(opts.digest),
         };
+        let r = r.map_err(|e| match out.last() {
+            None => anyhow!("{e:#}; nothing was restored into {target}"),
+            Some(s) => anyhow!(
+                "{e:#}; the streams before it were restored: {target} holds snapshot {}",
+                s.snapshot.id
+            ),
+        })?;
         let Some(r) = r else { break };
         let summary = restore_stream(opts, r, report)?;
         let damaged = summary.damaged;
