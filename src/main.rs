@@ -436,13 +436,13 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
         }
         Cmd::Restore(a) => {
             if a.finish {
-                let dir = a.target.join(snapdump::restore::state::STATE_DIR);
-                match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        anyhow::bail!("cannot remove {}: {e}", dir.display())
-                    }
-                    _ => return Ok(0),
-                }
+                snapdump::restore::apply::finish_chain(
+                    &a.target,
+                    wait_policy(a.no_wait),
+                    a.force,
+                    report,
+                )?;
+                return Ok(report.exit_status());
             }
             let inputs = inputs(&a.file, &a.medium)?;
             let digest = if a.verify_digest {

@@ -29,6 +29,14 @@ fn stream_regressions() {
     for cut in (0..1024.min(golden.len())).step_by(7) {
         snapdump::fuzzing::stream(&golden[..cut]);
     }
+    let v2 = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v2/stream.sdump"),
+    )
+    .unwrap();
+    snapdump::fuzzing::stream(&v2);
+    for cut in (0..2048.min(v2.len())).step_by(11) {
+        snapdump::fuzzing::stream(&v2[..cut]);
+    }
 }
 
 #[test]

@@ -1,22 +1,23 @@
 //! Golden streams: streams written by earlier versions must stay
-//! restorable byte for byte. `testdata/golden-v1/stream.sdump` was written
-//! by format version 1 from the tree `build_golden_tree` makes; its
-//! `manifest.json` describes that tree. To regenerate (only when a new
-//! format version is introduced, never to paper over a reader change):
-//! `SNAPDUMP_REGEN_GOLDEN=1 cargo test --test golden`.
+//! restorable byte for byte. `testdata/golden-vN/stream.sdump` was written
+//! by stream format version N from the tree `build_golden_tree` makes; its
+//! `manifest.json` describes that tree. To write the golden stream of a
+//! new format version (only then, never to paper over a reader change, and
+//! never over an older version's):
+//! `SNAPDUMP_REGEN_GOLDEN=N cargo test --test golden`, N the new version.
 
 mod common;
 use common::*;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn build_golden_tree(root: &Path) {
+fn build_golden_tree(root: &Path, version: u32) {
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
     fs::create_dir_all(root.join("docs/empty")).unwrap();
     fs::write(
         root.join("docs/readme.txt"),
-        b"snapdump golden stream, format version 1\n",
+        format!("snapdump golden stream, format version {version}\n").as_bytes(),
     )
     .unwrap();
     let text: Vec<u8> = (0..3000)
@@ -95,12 +96,28 @@ fn manifest(root: &Path) -> serde_json::Value {
 
 #[test]
 fn golden_v1_stream_restores_exactly() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1");
+    golden_stream_restores_exactly(1);
+}
+
+#[test]
+fn golden_v2_stream_restores_exactly() {
+    golden_stream_restores_exactly(2);
+}
+
+fn golden_stream_restores_exactly(version: u32) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/golden-v{version}"));
     let stream = dir.join("stream.sdump");
     let man = dir.join("manifest.json");
-    if std::env::var_os("SNAPDUMP_REGEN_GOLDEN").is_some() {
+    let regen = std::env::var("SNAPDUMP_REGEN_GOLDEN").ok();
+    if regen.as_deref() == Some(&version.to_string()) {
+        assert_eq!(
+            version,
+            snapdump::stream::header::FORMAT_VERSION,
+            "only the current format version's golden stream can be written"
+        );
+        std::fs::create_dir_all(&dir).unwrap();
         let t = paths();
-        build_golden_tree(&t.src);
+        build_golden_tree(&t.src, version);
         let (c, _, e) = run_s(&[
             "dump",
             "-0",
@@ -117,7 +134,7 @@ fn golden_v1_stream_restores_exactly() {
     let (c, out, e) = run_s(&["verify", "--json", "-f", p(&stream)]);
     assert_eq!(c, 0, "golden stream no longer verifies: {e}");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["header"]["format_version"], 1);
+    assert_eq!(v["header"]["format_version"], version);
     let t = paths();
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--target", p(&t.out)]);
     assert_eq!(c, 0, "golden stream no longer restores: {e}");
@@ -142,12 +159,13 @@ fn golden_v1_stream_restores_exactly() {
 
 /// `testdata/golden-volume-v1/volume.vol` is the golden stream received
 /// into a volume of format version 1: it must stay readable, check clean
-/// and extract to the same tree.
+/// and extract to the same tree (written with
+/// `SNAPDUMP_REGEN_GOLDEN=volume-1`, for a new volume format only).
 #[test]
 fn golden_v1_volume_reads_exactly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let vol = root.join("golden-volume-v1/volume.vol");
-    if std::env::var_os("SNAPDUMP_REGEN_GOLDEN").is_some() {
+    if std::env::var("SNAPDUMP_REGEN_GOLDEN").ok().as_deref() == Some("volume-1") {
         let _ = std::fs::remove_file(&vol);
         std::fs::create_dir_all(vol.parent().unwrap()).unwrap();
         assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);

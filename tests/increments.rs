@@ -246,6 +246,8 @@ fn an_interrupted_apply_reruns_to_the_exact_state() {
         ("apply-stage", 7),
         ("apply-data", 1),
         ("apply-data", 3),
+        ("apply-checked", 1),
+        ("apply-spool", 1),
         ("apply-trim", 1),
         ("apply-swap-out", 1),
         ("apply-swap-in", 1),

@@ -718,3 +718,34 @@ fn a_non_root_user_applies_increments_over_read_only_and_mode_000_directories() 
     open_up(&target);
     open_up(&src);
 }
+
+#[test]
+fn restore_finish_completes_a_checked_apply_and_undoes_an_unchecked_one() {
+    let t = paths();
+    build_change_tree(&t.src);
+    dump(0, &t.stream, &t.cat, &t.src, &[]);
+    let snap1 = snapshot_tree(&t.src);
+    mutate_for_level_1(&t.src);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let s1 = t.dir.path().join("s1");
+    dump(1, &s1, &t.cat, &t.src, &[]);
+    let snap2 = snapshot_tree(&t.src);
+    for (point, want) in [
+        ("apply-data:1", &snap1),
+        ("apply-spool:1", &snap2),
+        ("apply-swap-in:1", &snap2),
+    ] {
+        let target = t.dir.path().join(point.replace(':', "-"));
+        assert_eq!(restore(&t.stream, &target, &[]).0, 0);
+        let o = bin()
+            .args(["restore", "-r", "-f", p(&s1), "--target", p(&target)])
+            .env("SNAPDUMP_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{point} was not reached");
+        let (c, _, e) = run_s(&["restore", "--finish", "--target", p(&target)]);
+        assert_eq!(c, 0, "{point}: {e}");
+        assert!(!target.join(".snapdump-restore").exists());
+        assert_tree_is(want, &target, point);
+    }
+}

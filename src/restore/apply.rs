@@ -371,7 +371,7 @@ pub fn apply(
     let target = &opts.target;
     let base = h.base.clone().expect("an increment has a base");
     let paths = StatePaths::new(target);
-    let finished = recover(opts, &paths, report)?;
+    let finished = recover(target, opts.force, &paths, report)?;
     let Some(state) = paths.load()? else {
         bail!(
             "{} is a level-{} increment based on snapshot {}; the target {} holds no restored snapshot: restore the chain from its level-0 stream first",
@@ -634,7 +634,8 @@ fn check(
 /// or undoes one interrupted before its check; the caller holds the lock.
 /// Returns the snapshot the target was brought to, when it was finished.
 pub(super) fn recover(
-    opts: &RestoreOptions,
+    target: &Path,
+    force: bool,
     paths: &StatePaths,
     report: &Report,
 ) -> Result<Option<SnapshotRef>> {
@@ -642,7 +643,6 @@ pub(super) fn recover(
     if !Pending::exists(paths) {
         return Ok(None);
     }
-    let target = &opts.target;
     let state = paths.load()?.ok_or_else(|| {
         anyhow!(
             "{} holds an increment's working directory but no restored snapshot; run restore --finish --target {} and restore the chain again",
@@ -682,7 +682,7 @@ pub(super) fn recover(
         &next.tree,
         &sources,
         next.block_size as u64,
-        opts.force,
+        force,
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &next.snapshot))?;
@@ -695,6 +695,31 @@ pub(super) fn recover(
         snap.id
     ));
     Ok(Some(snap))
+}
+
+/// `restore --finish`: ends the target's chain. A pending apply is first
+/// finished (if it was checked) or undone, so the target is left at a
+/// snapshot; then the restore state is removed.
+pub fn finish_chain(
+    target: &Path,
+    wait: crate::lock::Wait,
+    force: bool,
+    report: &Report,
+) -> Result<()> {
+    let paths = StatePaths::new(target);
+    if !paths.dir.exists() {
+        return Ok(());
+    }
+    {
+        let _lock = paths.lock(target, wait)?;
+        recover(target, force, &paths, report)?;
+    }
+    match std::fs::remove_dir_all(&paths.dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            bail!("cannot remove {}: {e}", paths.dir.display())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Undoes a pending apply that was not checked (a full restore with
