@@ -130,6 +130,20 @@ pub fn writes_tape(specs: &[String], tape: &crate::tape::writer::TapeOptions) ->
         || crate::tape::st_device(&specs[0]).is_some()
 }
 
+/// Whether `path` would be created on the device file system (`/dev`
+/// itself, not a file system mounted below it such as `/dev/shm`).
+fn in_dev(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(p), Ok(d)) = (std::fs::metadata(parent), std::fs::metadata("/dev")) else {
+        return false;
+    };
+    p.dev() == d.dev() && std::fs::canonicalize(parent).is_ok_and(|c| c.starts_with("/dev"))
+}
+
 /// An output being written.
 pub struct Output {
     finish: Finish,
@@ -278,7 +292,7 @@ impl Output {
         if path.is_dir() {
             bail!("output {spec} is a directory; name a file, a device, or - for stdout");
         }
-        if !special && !path.exists() && path.starts_with("/dev") {
+        if !special && !path.exists() && in_dev(path) {
             // A missing device is not a file to create (a tape drive that
             // is not there, a typo): /dev belongs to the kernel.
             bail!("output {spec}: no such device (snapdump does not create files under /dev)");

@@ -806,3 +806,29 @@ fn an_interrupted_dump_leaves_the_catalog_and_the_next_dump_is_correct() {
     assert_eq!(v["base"]["id"], 1);
     assert_same_tree(ch.src(), &ch.restore(2, "r"));
 }
+
+#[test]
+fn extended_attributes_removed_or_changed_between_levels_follow_the_snapshot() {
+    let mut ch = Chain::new();
+    let f = ch.src().join("f");
+    write(&f, &bytes(1, 100_000));
+    write(&ch.src().join("g"), &bytes(2, 100_000));
+    assert!(setxattr(&f, "user.gone", b"1"));
+    assert!(setxattr(&f, "user.changed", b"old"));
+    assert!(setxattr(&f, "user.kept", b"same"));
+    ch.dump(0);
+    let remove = |p: &Path, k: &str| {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let k = std::ffi::CString::new(k).unwrap();
+        assert_eq!(unsafe { libc::lremovexattr(c.as_ptr(), k.as_ptr()) }, 0);
+    };
+    remove(&f, "user.gone");
+    assert!(setxattr(&f, "user.changed", b"new"));
+    assert!(setxattr(&ch.src().join("g"), "user.added", b"x"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ch.dump(1);
+    // The files keep all their blocks: the target's own files carry the
+    // new snapshot, and must lose the attribute that went away.
+    assert_same_tree(ch.src(), &ch.restore(2, "r"));
+}

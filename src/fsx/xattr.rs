@@ -43,6 +43,12 @@ impl Target {
             Target::Path(c) => unsafe { libc::lgetxattr(c.as_ptr(), key.as_ptr(), p, n) },
         }
     }
+    fn remove(&self, key: &std::ffi::CStr) -> i32 {
+        match self {
+            Target::Fd(fd) => unsafe { libc::fremovexattr(*fd, key.as_ptr()) },
+            Target::Path(c) => unsafe { libc::lremovexattr(c.as_ptr(), key.as_ptr()) },
+        }
+    }
     fn set(&self, key: &std::ffi::CStr, value: &[u8]) -> i32 {
         let (p, n) = (value.as_ptr() as *const libc::c_void, value.len());
         match self {
@@ -100,6 +106,20 @@ pub fn set(dir: BorrowedFd, name: &[u8], key: &[u8], value: &[u8]) -> io::Result
     let k = cname(key)?;
     if t.set(&k, value) < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes one extended attribute without following symlinks; one that is
+/// not there is not an error.
+pub fn remove(dir: BorrowedFd, name: &[u8], key: &[u8]) -> io::Result<()> {
+    let t = Target::new(dir, name)?;
+    let k = cname(key)?;
+    if t.remove(&k) < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e);
+        }
     }
     Ok(())
 }

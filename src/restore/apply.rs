@@ -192,7 +192,9 @@ fn foreign_path(t0: &Tree, dir: u64, name: &[u8]) -> Vec<u8> {
 
 /// Whether the process may change an entry owned by `uid` without help.
 fn ours(uid: u32) -> bool {
-    fsx::is_root() || uid == unsafe { libc::geteuid() }
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let euid = *EUID.get_or_init(|| unsafe { libc::geteuid() });
+    euid == 0 || uid == euid
 }
 
 /// Refuses an increment the target cannot take as it is, before anything
@@ -357,6 +359,7 @@ struct Checked {
     totals: DataTotals,
     stream_bytes: u64,
     sources: Vec<Option<Source>>,
+    found: Survey,
 }
 
 /// Applies the increment `r` (already opened) to `opts.target`; the
@@ -470,6 +473,7 @@ pub fn apply(
         &checked.sources,
         h.block_size as u64,
         opts.force,
+        Some(checked.found),
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
@@ -627,6 +631,7 @@ fn check(
         totals,
         stream_bytes: r.offset(),
         sources,
+        found,
     })
 }
 
@@ -643,13 +648,16 @@ pub(super) fn recover(
     if !Pending::exists(paths) {
         return Ok(None);
     }
-    let state = paths.load()?.ok_or_else(|| {
-        anyhow!(
-            "{} holds an increment's working directory but no restored snapshot; run restore --finish --target {} and restore the chain again",
-            target.display(),
-            target.display()
-        )
-    })?;
+    let Some(state) = paths.load()? else {
+        // No snapshot to finish or undo against (the state was removed by
+        // hand): the working directory is all that is left of the apply.
+        Pending::open(paths)?.remove()?;
+        report.warn(
+            target.as_os_str().as_encoded_bytes(),
+            "an increment's working directory was left without the restore state it belonged to; removed it",
+        );
+        return Ok(None);
+    };
     let pending = Pending::open(paths)?;
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
@@ -683,6 +691,7 @@ pub(super) fn recover(
         &sources,
         next.block_size as u64,
         force,
+        None,
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &next.snapshot))?;
@@ -722,21 +731,6 @@ pub fn finish_chain(
     }
 }
 
-/// Undoes a pending apply that was not checked (a full restore with
-/// `--force` replaces the target anyway); a checked one is left alone.
-pub(super) fn discard_unchecked(paths: &StatePaths, target: &Path) -> Result<()> {
-    if !Pending::exists(paths) {
-        return Ok(());
-    }
-    let pending = Pending::open(paths)?;
-    if let (Some(state), Ok(root)) = (paths.load()?, fsx::open_dir_path(target)) {
-        if !pending.has("checked") {
-            pending.modes()?.restore(&root, &state.tree)?;
-        }
-    }
-    pending.remove()
-}
-
 /// An interrupted apply of snapdump 0.1 kept its files at the top of the
 /// state directory, with another protocol: it is not finished by this one.
 fn refuse_older_layout(paths: &StatePaths) -> Result<()> {
@@ -763,6 +757,7 @@ fn finish(
     sources: &[Option<Source>],
     bs: u64,
     force: bool,
+    found: Option<Survey>,
     report: &Report,
 ) -> Result<()> {
     if pending.has("swap1") {
@@ -773,12 +768,22 @@ fn finish(
         .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
     if !pending.has("swap1") {
         crate::failpoint::hit("apply-spool");
-        replay_spool(pending, &next, t1)?;
+        let written = replay_spool(pending, &next, t1)?;
         crate::failpoint::hit("apply-trim");
-        trim_inherited(&next, t0, t1, sources, bs)?;
-        keep_foreign(root, &next, t0, t1, force)?;
+        let trimmed = trim_inherited(&next, t0, t1, sources, bs)?;
+        drop_stale_xattrs(&next, t0, t1, sources)?;
+        // The survey of the check, when this process made it (a finish
+        // after an interruption surveys again).
+        let found = match found {
+            Some(f) => f,
+            None => survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?,
+        };
+        keep_foreign(root, &next, t0, t1, &found, force)?;
         let mut writer = Apply::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
+        // Inherited files nothing was written to, found with exactly the
+        // new snapshot's attributes, are left alone.
+        writer.keep_attrs(t1, untouched(t0, t1, sources, &found, &written, &trimmed));
         writer.finish_below_root(t1)?;
         pending.mark(root, "swap1")?;
     }
@@ -941,8 +946,10 @@ fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
     .map_err(io_ctx(t1, ino, "open"))
 }
 
-/// Writes the spooled carried blocks into the inherited files.
-fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<()> {
+/// Writes the spooled carried blocks into the inherited files; returns the
+/// inodes written to.
+fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<HashSet<u64>> {
+    let mut written = HashSet::new();
     let mut spool = pending.read_spool()?;
     let mut dirs = DirStack::new(next.try_clone()?);
     let mut open: Option<(u64, OwnedFd)> = None;
@@ -956,18 +963,64 @@ fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<()> {
         }
         let fd = &open.as_ref().expect("opened above").1;
         fsx::pwrite_all(fd.as_fd(), &buf, offset).map_err(io_ctx(t1, ino, "write"))?;
+        written.insert(ino);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// An inherited file loses the blocks its new version does not have, and
-/// gets its new size.
+/// gets its new size; returns the inodes changed (a file with nothing to
+/// lose and the same size is not opened).
 fn trim_inherited(
     next: &OwnedFd,
     t0: &Tree,
     t1: &Tree,
     sources: &[Option<Source>],
     bs: u64,
+) -> Result<HashSet<u64>> {
+    let mut dirs = DirStack::new(next.try_clone()?);
+    let mut trimmed = HashSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        let Some(Source::Inherit(g)) = s else {
+            continue;
+        };
+        let f = &t1.inodes[i];
+        let old = t0.inode(*g);
+        let have = RunSet::from_runs(f.extents.iter().map(|x| (x.block, x.count)));
+        let blocks = f.size.div_ceil(bs);
+        let mut holes = Vec::new();
+        for x in &old.extents {
+            for (b, n, kept) in have.split(x.block, x.count) {
+                let n = n.min(blocks.saturating_sub(b));
+                if !kept && n > 0 {
+                    holes.push((b, n));
+                }
+            }
+        }
+        if holes.is_empty() && old.size == f.size {
+            continue;
+        }
+        let fd = open_inherited(&mut dirs, t1, f.ino)?;
+        for (b, n) in holes {
+            fsx::punch_hole(fd.as_fd(), b * bs, n * bs).map_err(io_ctx(
+                t1,
+                f.ino,
+                "punch a hole in",
+            ))?;
+        }
+        fsx::ftruncate(fd.as_fd(), f.size).map_err(io_ctx(t1, f.ino, "set the size of"))?;
+        trimmed.insert(f.ino);
+    }
+    Ok(trimmed)
+}
+
+/// An inherited file loses the extended attributes its old version had and
+/// its new one does not (setting attributes only adds and replaces).
+fn drop_stale_xattrs(
+    next: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    sources: &[Option<Source>],
 ) -> Result<()> {
     let mut dirs = DirStack::new(next.try_clone()?);
     for (i, s) in sources.iter().enumerate() {
@@ -975,24 +1028,67 @@ fn trim_inherited(
             continue;
         };
         let f = &t1.inodes[i];
-        let have = RunSet::from_runs(f.extents.iter().map(|x| (x.block, x.count)));
-        let fd = open_inherited(&mut dirs, t1, f.ino)?;
-        let blocks = f.size.div_ceil(bs);
-        for x in &t0.inode(*g).extents {
-            for (b, n, kept) in have.split(x.block, x.count) {
-                let n = n.min(blocks.saturating_sub(b));
-                if !kept && n > 0 {
-                    fsx::punch_hole(fd.as_fd(), b * bs, n * bs).map_err(io_ctx(
-                        t1,
-                        f.ino,
-                        "punch a hole in",
-                    ))?;
-                }
-            }
+        let stale: Vec<&Vec<u8>> = t0
+            .inode(*g)
+            .xattrs
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !f.xattrs.iter().any(|(n, _)| n == *k))
+            .collect();
+        if stale.is_empty() {
+            continue;
         }
-        fsx::ftruncate(fd.as_fd(), f.size).map_err(io_ctx(t1, f.ino, "set the size of"))?;
+        let d = t1.primary(f.ino);
+        let dir = dirs
+            .enter(&t1.dir_chain(d.parent), |x| &t1.primary(x).name[..])
+            .map_err(io_ctx(t1, d.parent, "open directory"))?;
+        for k in stale {
+            crate::fsx::xattr::remove(dir, &d.name, k).map_err(|e| {
+                anyhow!(
+                    "cannot remove extended attribute {} of {}: {e}",
+                    escape(k),
+                    escape(&t1.path(f.ino))
+                )
+            })?;
+        }
     }
     Ok(())
+}
+
+/// Inherited files found exactly as T1 has them: nothing written to them,
+/// their attributes on disk those of T1, and T1's xattrs those of T0.
+fn untouched(
+    t0: &Tree,
+    t1: &Tree,
+    sources: &[Option<Source>],
+    found: &Survey,
+    written: &HashSet<u64>,
+    trimmed: &HashSet<u64>,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let Some(Source::Inherit(g)) = s else {
+            continue;
+        };
+        let f = &t1.inodes[i];
+        if written.contains(&f.ino) || trimmed.contains(&f.ino) {
+            continue;
+        }
+        let Some(Some(on_disk)) = found.attrs.get(*g as usize) else {
+            continue;
+        };
+        let a = &f.attrs;
+        let same = on_disk.mode == a.mode
+            && on_disk.uid == a.uid
+            && on_disk.gid == a.gid
+            && on_disk.atime == a.atime
+            && on_disk.mtime == a.mtime
+            && t0.inode(*g).xattrs == f.xattrs;
+        if same {
+            out.push(f.ino);
+        }
+    }
+    out
 }
 
 /// Moves the entries that are not T0's into T1's directories where T1
@@ -1000,8 +1096,14 @@ fn trim_inherited(
 /// way with `force` (named when the increment was checked) and empty
 /// directories in the way. Without `force`, one that appeared since the
 /// check stops the finish, naming it.
-fn keep_foreign(root: &OwnedFd, next: &OwnedFd, t0: &Tree, t1: &Tree, force: bool) -> Result<()> {
-    let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?;
+fn keep_foreign(
+    root: &OwnedFd,
+    next: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    found: &Survey,
+    force: bool,
+) -> Result<()> {
     let mut from = DirStack::new(root.try_clone()?);
     let mut to = DirStack::new(next.try_clone()?);
     for f in &found.foreign {

@@ -159,7 +159,9 @@ fn restore_stream(
         return super::apply::apply(opts, r, report, started);
     }
     if opts.force {
-        super::apply::discard_unchecked(&paths, target)?;
+        // A pending increment is finished or undone first: entries a user
+        // had in the target may be inside its working directory.
+        super::apply::recover(target, true, &paths, report)?;
     } else {
         check_empty(target)?;
     }
@@ -528,6 +530,16 @@ impl<'a> Apply<'a> {
         }
         let fd = &self.open.as_ref().unwrap().1;
         fsx::pwrite_all(fd.as_fd(), data, s.offset).map_err(io_ctx(tree, s.ino, "write"))
+    }
+
+    /// Leaves the attributes of these inodes as they are when attributes
+    /// are applied (an inherited file found exactly as the new snapshot
+    /// has it).
+    pub(super) fn keep_attrs(&mut self, tree: &Tree, inos: impl IntoIterator<Item = u64>) {
+        self.kept.resize(tree.inodes.len() + 1, false);
+        for i in inos {
+            self.kept[i as usize] = true;
+        }
     }
 
     /// Records that the tree's entries exist already (created by the

@@ -44,6 +44,8 @@ pub struct Survey {
     pub missing: Vec<u64>,
     /// Owner and mode bits of each T0 inode found (by inode number).
     pub owner: Vec<Option<(u32, u32)>>,
+    /// The attributes each T0 file was found with (by inode number).
+    pub attrs: Vec<Option<crate::tree::Attrs>>,
 }
 
 /// Names of a tree's directories: (directory inode, name) to dirent index.
@@ -108,6 +110,7 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
     let homes = matching_dirs(t0, t1, &t1_names);
     let mut out = Survey {
         owner: vec![None; t0.inodes.len() + 1],
+        attrs: vec![None; t0.inodes.len() + 1],
         ..Survey::default()
     };
     if let Ok(st) = fsx::stat_at(std::os::fd::AsFd::as_fd(root), b"") {
@@ -174,6 +177,9 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
                     seen[i] = true;
                     let s = st.as_ref().expect("stat worked");
                     out.owner[child.ino as usize] = Some((s.st_uid, s.st_mode & 0o7777));
+                    if child.kind == Kind::File {
+                        out.attrs[child.ino as usize] = Some(fsx::attrs_of(s).1);
+                    }
                     if child.kind == Kind::File
                         && !unchanged(s, child)
                         && std::ptr::eq(t0.primary(child.ino), &t0.dirents[i])
