@@ -514,6 +514,9 @@ impl TreeBuilder {
                     if xn.is_empty() || xn.contains(&0) {
                         bail!("inode {ino}: invalid xattr name");
                     }
+                    if inode.xattrs.last().is_some_and(|(p, _)| p[..] >= xn[..]) {
+                        bail!("inode {ino}: xattr names repeated or out of order");
+                    }
                     inode.xattrs.push((xn, xv));
                 }
                 let ne = d.count(24)?;

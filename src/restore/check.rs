@@ -81,6 +81,16 @@ pub fn read_front(r: &mut impl Records) -> Result<Front> {
                 if r.header().full && carried != used {
                     return Err(at(anyhow!("a full image must carry every block")));
                 }
+                let dealloc = RunSet::from_runs(image.dealloc.iter().map(|r| (r.vbn, r.count)));
+                if dealloc
+                    .runs()
+                    .iter()
+                    .any(|&(v, n)| used.split(v, n).iter().any(|p| p.2))
+                {
+                    return Err(at(anyhow!(
+                        "image deallocates VBNs the metadata still uses"
+                    )));
+                }
                 return Ok(Front {
                     tree,
                     image,

@@ -80,6 +80,9 @@ pub(crate) fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
     if level > 9 {
         bail!("snapshot level {level} out of range");
     }
+    if nsec >= 1_000_000_000 {
+        bail!("snapshot time: nanoseconds {nsec} out of range");
+    }
     Ok(SnapshotRef {
         id,
         uuid,
@@ -147,7 +150,11 @@ impl StreamHeader {
         let source_path = d.bytes(64 * 1024)?.to_vec();
         let hostname = String::from_utf8_lossy(d.bytes(1024)?).into_owned();
         let snapshot = dec_snap(&mut d)?;
-        let full = d.u8()? != 0;
+        let full = match d.u8()? {
+            0 => false,
+            1 => true,
+            v => bail!("stream header: bad full flag {v}"),
+        };
         let base = match d.u8()? {
             0 => None,
             1 => Some(dec_snap(&mut d)?),
@@ -155,6 +162,9 @@ impl StreamHeader {
         };
         if !full && base.is_none() {
             bail!("stream header: an increment without a base snapshot");
+        }
+        if full && base.is_some() {
+            bail!("stream header: a full image with a base snapshot");
         }
         let block_size = d.u32()?;
         crate::tree::check_block_size(block_size)

@@ -300,18 +300,29 @@ impl SeekStream {
                 "{name}: the end of the file does not belong to the stream at its start: the file is damaged, or holds several streams back to back (an image set written by dump --image from a volume; restore -r, verify and restore -r --volume read those, or dump one snapshot per file)"
             )
         };
-        match self.found_end {
-            Some(FoundEnd::BeforeZeros(_)) => return Ok(()),
-            Some(FoundEnd::ByWalk(at)) => {
-                // Another stream's record after this one: an image set.
-                let mut magic = [0u8; 4];
-                if self.file.read_exact_at(&mut magic, at).is_ok() && magic == super::record::MAGIC
-                {
-                    return Err(image_set());
+        if let Some(FoundEnd::ByWalk(at)) = self.found_end {
+            // Another stream's record after this one (after any zeros):
+            // an image set.
+            let mut off = at;
+            let mut buf = [0u8; 4096];
+            while off < self.len {
+                let n = buf.len().min((self.len - off) as usize);
+                if self.file.read_exact_at(&mut buf[..n], off).is_err() {
+                    break;
                 }
-                return Ok(());
+                match buf[..n].iter().position(|&b| b != 0) {
+                    None => off += n as u64,
+                    Some(i) => {
+                        let mut magic = [0u8; 4];
+                        let next = self.file.read_exact_at(&mut magic, off + i as u64);
+                        if next.is_ok() && magic == super::record::MAGIC {
+                            return Err(image_set());
+                        }
+                        break;
+                    }
+                }
             }
-            _ => {}
+            return Ok(());
         }
         let table_end = self.stream_len()? - END_RECORD_LEN;
         let lined_up = if end.reloc_records == 0 {
