@@ -101,6 +101,19 @@ fn craft_with(tree: &Tree, extra: &[u8], n: u32, data: &[(Segment, Vec<u8>)]) ->
     v
 }
 
+/// One data segment: the 5 bytes "hello" of inode `ino` at VBN `vbn`.
+fn hello(ino: u64, vbn: u64) -> [(Segment, Vec<u8>); 1] {
+    [(
+        Segment {
+            ino,
+            vbn,
+            offset: 0,
+            len: 5,
+        },
+        b"hello".to_vec(),
+    )]
+}
+
 fn root_tree() -> Tree {
     let mut t = Tree::default();
     t.push_inode(0, vec![], Inode::new(0, Kind::Dir, attrs(0o755)));
@@ -271,20 +284,7 @@ fn hard_links_to_unknown_inodes_and_data_for_other_inodes_are_refused() {
     link.u64(1);
     link.bytes(b"escape");
     link.u64(99);
-    let s = craft_with(
-        &t,
-        &link.buf,
-        1,
-        &[(
-            Segment {
-                ino: 2,
-                vbn: 1,
-                offset: 0,
-                len: 5,
-            },
-            b"hello".to_vec(),
-        )],
-    );
+    let s = craft_with(&t, &link.buf, 1, &hello(2, 1));
     let (c, e, _) = restore_guarded(&s, &[]);
     assert_eq!(c, 2);
     assert!(e.contains("hard link"), "{e}");
@@ -329,18 +329,7 @@ fn absurd_sizes_counts_and_a_decompression_bomb_are_refused_with_bounded_memory(
     use snapdump::stream::record::{seal, HEADER_LEN};
     let mut t = root_tree();
     t.push_inode(1, b"f".to_vec(), file(5, 1));
-    let good = craft(
-        &t,
-        &[(
-            Segment {
-                ino: 2,
-                vbn: 1,
-                offset: 0,
-                len: 5,
-            },
-            b"hello".to_vec(),
-        )],
-    );
+    let good = craft(&t, &hello(2, 1));
     let (c, _, _) = restore_guarded(&good, &[]);
     assert_eq!(c, 0, "the crafted baseline must restore");
     let recs = |b: &[u8]| {
@@ -449,18 +438,7 @@ fn a_directory_replaced_by_a_symlink_between_levels_stays_inside() {
 fn an_increment_header_without_a_base_is_refused() {
     let mut t = root_tree();
     t.push_inode(1, b"f".to_vec(), file(5, 1));
-    let good = craft(
-        &t,
-        &[(
-            Segment {
-                ino: 2,
-                vbn: 1,
-                offset: 0,
-                len: 5,
-            },
-            b"hello".to_vec(),
-        )],
-    );
+    let good = craft(&t, &hello(2, 1));
     let hlen = 40 + u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
     let mut h = header(2);
     h.full = false;
@@ -477,18 +455,7 @@ fn two_files_claiming_one_vbn_are_refused_by_every_reader() {
     let mut t = root_tree();
     t.push_inode(1, b"a".to_vec(), file(5, 1));
     t.push_inode(1, b"b".to_vec(), file(5, 1));
-    let s = craft(
-        &t,
-        &[(
-            Segment {
-                ino: 2,
-                vbn: 1,
-                offset: 0,
-                len: 5,
-            },
-            b"hello".to_vec(),
-        )],
-    );
+    let s = craft(&t, &hello(2, 1));
     let (c, e, _d) = restore_guarded(&s, &[]);
     assert_eq!(c, 2, "restore -r: {e}");
     assert!(e.contains("both claim VBN 1"), "{e}");

@@ -64,18 +64,8 @@ fn random_damage_is_always_detected_never_panics_never_hangs() {
         let mut b = good.clone();
         let kind = (trial / 2 % 4) as usize;
         match kind {
-            0 => {
-                for _ in 0..1 + rng.below(3) {
-                    let at = rng.below(b.len() as u64) as usize;
-                    b[at] ^= 1 + rng.below(255) as u8;
-                }
-            }
-            1 => {
-                let at = rng.below(b.len() as u64) as usize;
-                let n = (1 + rng.below(64) as usize).min(b.len() - at);
-                b[at..at + n].fill(0);
-            }
-            2 => b.truncate(rng.below(b.len() as u64) as usize),
+            0 | 2 => simple_damage(&mut b, kind as u64, &mut rng),
+            1 => zero_range(&mut b, 1 + rng.below(64) as usize, &mut rng),
             _ => {
                 // Splice: a chunk of the stream copied over another place,
                 // or random bytes inserted.
@@ -184,24 +174,34 @@ fn mutate_increment_tree(root: &Path, seed: u64) {
     }
 }
 
+/// 0: one to three bytes flipped at random places; 2: a truncation at a
+/// random place.
+fn simple_damage(b: &mut Vec<u8>, kind: u64, rng: &mut Rng) {
+    if kind == 0 {
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(b.len() as u64) as usize;
+            b[at] ^= 1 + rng.below(255) as u8;
+        }
+    } else {
+        b.truncate(rng.below(b.len() as u64) as usize);
+    }
+}
+
+/// Up to `n` bytes zeroed from a random place.
+fn zero_range(b: &mut [u8], n: usize, rng: &mut Rng) {
+    let at = rng.below(b.len() as u64) as usize;
+    let end = (at + n).min(b.len());
+    b[at..end].fill(0);
+}
+
 /// Damages an increment: 0 a few flipped bytes, 1 a zeroed 64 KiB range,
 /// 2 a truncation, 3 a record-aligned splice with `other` (an increment on
 /// the same base).
 fn damage(good: &[u8], other: &[u8], kind: u64, rng: &mut Rng) -> Vec<u8> {
     let mut b = good.to_vec();
     match kind {
-        0 => {
-            for _ in 0..1 + rng.below(3) {
-                let at = rng.below(b.len() as u64) as usize;
-                b[at] ^= 1 + rng.below(255) as u8;
-            }
-        }
-        1 => {
-            let at = rng.below(b.len() as u64) as usize;
-            let end = (at + 65536).min(b.len());
-            b[at..end].fill(0);
-        }
-        2 => b.truncate(rng.below(b.len() as u64) as usize),
+        0 | 2 => simple_damage(&mut b, kind, rng),
+        1 => zero_range(&mut b, 65536, rng),
         _ => {
             // Records of `good` up to one, then `other`'s from the same
             // sequence number on (or one of other's records in the middle).

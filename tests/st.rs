@@ -47,6 +47,39 @@ impl Drive {
         e
     }
 
+    /// Puts the cartridge in the drive on the shelf `root` (as cart.N, N
+    /// the volume the changer script loaded) and loads cart.1, as an
+    /// operator does before reading a tape set from its start.
+    fn load_first(&self, root: &Path) {
+        let loaded =
+            std::fs::read_to_string(self.dir.join("loaded")).unwrap_or_else(|_| "1".into());
+        if loaded.trim() != "1" {
+            std::fs::rename(
+                self.dir.join("cartridge"),
+                root.join(format!("cart.{}", loaded.trim())),
+            )
+            .unwrap();
+            std::fs::rename(root.join("cart.1"), self.dir.join("cartridge")).unwrap();
+        }
+        std::fs::write(self.dir.join("loaded"), "1").unwrap();
+    }
+
+    /// Restores the tape set from its first cartridge into `target`, the
+    /// changer `script` loading the others.
+    fn restore_set(&self, root: &Path, script: &Path, target: &Path) {
+        self.load_first(root);
+        self.ok(&[
+            "restore",
+            "-r",
+            "-f",
+            "/dev/nst0",
+            "--new-volume",
+            p(script),
+            "--target",
+            p(target),
+        ]);
+    }
+
     /// The cartridge's items: Some(record length) or None for a filemark.
     fn items(&self) -> Vec<Option<usize>> {
         items_of(&std::fs::read(self.dir.join("cartridge")).unwrap())
@@ -193,7 +226,7 @@ fn a_dump_spans_cartridges_at_the_early_warning_and_resumes_after_a_kill() {
     let script = changer(t.dir.path(), &d.dir);
     let cat = p(&t.cat);
     let want = snapshot_tree(&t.src);
-    let o = d.run(&[
+    d.ok(&[
         "dump",
         "-0",
         "-z",
@@ -206,12 +239,6 @@ fn a_dump_spans_cartridges_at_the_early_warning_and_resumes_after_a_kill() {
         cat,
         p(&t.src),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     let loaded: u32 = std::fs::read_to_string(d.dir.join("loaded"))
         .unwrap()
         .trim()
@@ -234,24 +261,13 @@ fn a_dump_spans_cartridges_at_the_early_warning_and_resumes_after_a_kill() {
         assert_eq!(items_of(&b).last(), Some(&None), "cartridge {v}");
     }
     // Restore: volume 1 in the drive, the script loads the others.
-    std::fs::rename(t.dir.path().join("cart.1"), d.dir.join("cartridge")).unwrap();
-    std::fs::write(d.dir.join("loaded"), "1").unwrap();
-    let o = d.run(&[
-        "restore",
-        "-r",
-        "-f",
-        "/dev/nst0",
-        "--new-volume",
-        p(&script),
-        "--target",
-        p(&t.out),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    std::fs::write(d.dir.join("loaded"), loaded.to_string()).unwrap();
+    std::fs::rename(
+        t.dir.path().join(format!("cart.{loaded}")),
+        d.dir.join("cartridge"),
+    )
+    .unwrap();
+    d.restore_set(t.dir.path(), &script, &t.out);
     assert_tree_is(&want, &t.out, "restored across cartridges");
 
     // Killed in the middle, then resumed: the finished tape set restores.
@@ -284,53 +300,13 @@ fn a_dump_spans_cartridges_at_the_early_warning_and_resumes_after_a_kill() {
         .output()
         .unwrap();
     assert!(!o.status.success(), "the failpoint was not reached");
-    // Back to the first cartridge, as an operator would.
-    let loaded = std::fs::read_to_string(d2.dir.join("loaded")).unwrap_or_else(|_| "1".into());
-    if loaded.trim() != "1" {
-        std::fs::rename(
-            d2.dir.join("cartridge"),
-            t2.dir.path().join(format!("cart.{}", loaded.trim())),
-        )
-        .unwrap();
-        std::fs::rename(t2.dir.path().join("cart.1"), d2.dir.join("cartridge")).unwrap();
-        std::fs::write(d2.dir.join("loaded"), "1").unwrap();
-    }
+    d2.load_first(t2.dir.path());
     let mut resumed = args.to_vec();
     resumed.insert(1, "--resume");
     resumed.insert(2, "--json");
-    let o = d2.run(&resumed);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&d2.ok(&resumed)).unwrap();
     assert!(v["resumed_bytes"].as_u64().unwrap_or(0) > 0, "{v}");
-    let loaded = std::fs::read_to_string(d2.dir.join("loaded")).unwrap();
-    std::fs::rename(
-        d2.dir.join("cartridge"),
-        t2.dir.path().join(format!("cart.{}", loaded.trim())),
-    )
-    .unwrap();
-    std::fs::rename(t2.dir.path().join("cart.1"), d2.dir.join("cartridge")).unwrap();
-    std::fs::write(d2.dir.join("loaded"), "1").unwrap();
-    let o = d2.run(&[
-        "restore",
-        "-r",
-        "-f",
-        "/dev/nst0",
-        "--new-volume",
-        p(&script),
-        "--target",
-        p(&t2.out),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    d2.restore_set(t2.dir.path(), &script, &t2.out);
     assert_tree_is(&want, &t2.out, "resumed across cartridges");
 }
 
