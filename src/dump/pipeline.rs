@@ -392,8 +392,7 @@ fn read_blocks(
 /// the file the scan saw.
 fn open_source(tree: &Tree, dirs: &mut DirStack, inode: &crate::tree::Inode) -> Option<OwnedFd> {
     let d = tree.primary(inode.ino);
-    let chain = tree.dir_chain(d.parent);
-    let dir = dirs.enter(&chain, |i| &tree.primary(i).name[..]).ok()?;
+    let dir = dirs.enter_in(tree, d.parent).ok()?;
     let fd = open_file(dir, &d.name).ok()?;
     let st = fsx::fstat(fd.as_fd()).ok()?;
     ((st.st_dev, st.st_ino) == (inode.src.dev, inode.src.ino)).then_some(fd)

@@ -177,9 +177,8 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             }
             files_compared += 1;
             let d = tree.primary(f.ino);
-            let chain = tree.dir_chain(d.parent);
             let opened = dirs
-                .enter(&chain, |i| &tree.primary(i).name[..])
+                .enter_in(tree, d.parent)
                 .and_then(|dir| open_file(dir, &d.name))
                 .ok()
                 .filter(|fd| {

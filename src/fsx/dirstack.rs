@@ -14,6 +14,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 pub struct DirStack {
     root: OwnedFd,
     stack: Vec<(u64, OwnedFd)>,
+    /// Position in `stack` of each inode on it.
+    at: std::collections::HashMap<u64, usize>,
 }
 
 impl DirStack {
@@ -22,6 +24,7 @@ impl DirStack {
         DirStack {
             root,
             stack: Vec::new(),
+            at: std::collections::HashMap::new(),
         }
     }
 
@@ -44,23 +47,60 @@ impl DirStack {
             .zip(chain)
             .take_while(|((a, _), b)| a == *b)
             .count();
-        self.stack.truncate(common);
+        self.truncate(common);
         for &ino in &chain[common..] {
-            let parent = match self.stack.last() {
-                Some((_, fd)) => fd.as_fd_borrow(),
-                None => self.root.as_fd_borrow(),
-            };
-            let fd = open_dir(parent, name_of(ino))?;
-            self.stack.push((ino, fd));
+            self.push(ino, name_of(ino))?;
         }
-        Ok(match self.stack.last() {
+        Ok(self.top())
+    }
+
+    /// Opens (or reuses) directory `dir` of `tree` (the root for
+    /// [`ROOT_INO`](crate::tree::ROOT_INO)): only the components below the
+    /// deepest directory already open on its path are opened, so a walk in
+    /// depth-first order costs one open per directory, however deep.
+    pub fn enter_in(&mut self, tree: &crate::tree::Tree, dir: u64) -> io::Result<BorrowedFd<'_>> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        let keep = loop {
+            if cur == crate::tree::ROOT_INO || cur == 0 {
+                break 0;
+            }
+            if let Some(&i) = self.at.get(&cur) {
+                break i + 1;
+            }
+            missing.push(cur);
+            cur = tree.primary(cur).parent;
+        };
+        self.truncate(keep);
+        for &ino in missing.iter().rev() {
+            self.push(ino, &tree.primary(ino).name)?;
+        }
+        Ok(self.top())
+    }
+
+    fn truncate(&mut self, n: usize) {
+        for (ino, _) in self.stack.drain(n.min(self.stack.len())..) {
+            self.at.remove(&ino);
+        }
+    }
+
+    fn push(&mut self, ino: u64, name: &[u8]) -> io::Result<()> {
+        let fd = open_dir(self.top(), name)?;
+        self.at.insert(ino, self.stack.len());
+        self.stack.push((ino, fd));
+        Ok(())
+    }
+
+    fn top(&self) -> BorrowedFd<'_> {
+        match self.stack.last() {
             Some((_, fd)) => fd.as_fd_borrow(),
             None => self.root.as_fd_borrow(),
-        })
+        }
     }
 
     /// Forgets the open path (after directories were renamed or removed).
     pub fn reset(&mut self) {
         self.stack.clear();
+        self.at.clear();
     }
 }

@@ -522,7 +522,7 @@ fn decide_for(
         }
         let d = t0.primary(i.ino);
         let uid = dirs
-            .enter(&t0.dir_chain(d.parent), |x| &t0.primary(x).name[..])
+            .enter_in(t0, d.parent)
             .and_then(|dir| fsx::stat_at(dir, &d.name))
             .map(|st| st.st_uid)
             .unwrap_or(u32::MAX);
@@ -835,15 +835,17 @@ fn stage(
         if d.parent == ROOT_INO && d.name == STATE_DIR.as_bytes() {
             bail!("the stream holds an entry named {STATE_DIR} at its root, which is reserved for restore state");
         }
-        let dir = new_dirs
-            .enter(&t1.dir_chain(d.parent), |i| &t1.primary(i).name[..])
-            .map_err(io_ctx(t1, d.parent, "open directory"))?;
+        let dir =
+            new_dirs
+                .enter_in(t1, d.parent)
+                .map_err(io_ctx(t1, d.parent, "open directory"))?;
         let inode = t1.inode(d.ino);
         if !std::ptr::eq(t1.primary(d.ino), d) {
             let p = t1.primary(d.ino);
-            let src = link_dirs
-                .enter(&t1.dir_chain(p.parent), |i| &t1.primary(i).name[..])
-                .map_err(io_ctx(t1, p.parent, "open directory"))?;
+            let src =
+                link_dirs
+                    .enter_in(t1, p.parent)
+                    .map_err(io_ctx(t1, p.parent, "open directory"))?;
             fsx::link_at(src, &p.name, dir, &d.name).map_err(|e| {
                 anyhow!(
                     "cannot create hard link {}: {e}",
@@ -862,9 +864,11 @@ fn stage(
         match &sources[(d.ino - 1) as usize] {
             Some(Source::Inherit(g)) => {
                 let gp = t0.primary(*g);
-                let gdir = old_dirs
-                    .enter(&t0.dir_chain(gp.parent), |i| &t0.primary(i).name[..])
-                    .map_err(io_ctx(t0, gp.parent, "open directory"))?;
+                let gdir = old_dirs.enter_in(t0, gp.parent).map_err(io_ctx(
+                    t0,
+                    gp.parent,
+                    "open directory",
+                ))?;
                 fsx::link_at(gdir, &gp.name, dir, &d.name).map_err(io_ctx(
                     t1,
                     d.ino,
@@ -902,9 +906,11 @@ fn copy_runs(
     for &(b, g, gb, n) in runs {
         if open.as_ref().map(|o| o.0) != Some(g) {
             let gp = t0.primary(g);
-            let dir = old_dirs
-                .enter(&t0.dir_chain(gp.parent), |i| &t0.primary(i).name[..])
-                .map_err(io_ctx(t0, gp.parent, "open directory"))?;
+            let dir = old_dirs.enter_in(t0, gp.parent).map_err(io_ctx(
+                t0,
+                gp.parent,
+                "open directory",
+            ))?;
             let fd = match crate::scan::open_file(dir, &gp.name) {
                 Err(e) if e.raw_os_error() == Some(libc::EACCES) && !fsx::is_root() => {
                     // A file its owner cannot read (mode 000): readable for
@@ -938,7 +944,7 @@ fn copy_runs(
 fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
     let d = t1.primary(ino);
     let dir = dirs
-        .enter(&t1.dir_chain(d.parent), |i| &t1.primary(i).name[..])
+        .enter_in(t1, d.parent)
         .map_err(io_ctx(t1, d.parent, "open directory"))?;
     with_access(dir, &d.name, 0o200, || {
         fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
@@ -1040,7 +1046,7 @@ fn drop_stale_xattrs(
         }
         let d = t1.primary(f.ino);
         let dir = dirs
-            .enter(&t1.dir_chain(d.parent), |x| &t1.primary(x).name[..])
+            .enter_in(t1, d.parent)
             .map_err(io_ctx(t1, d.parent, "open directory"))?;
         for k in stale {
             crate::fsx::xattr::remove(dir, &d.name, k).map_err(|e| {
@@ -1109,13 +1115,13 @@ fn keep_foreign(
     for f in &found.foreign {
         let path = || escape(&foreign_path(t0, f.dir, &f.name));
         let dir = from
-            .enter(&t0.dir_chain(f.dir), |i| &t0.primary(i).name[..])
+            .enter_in(t0, f.dir)
             .map_err(io_ctx(t0, f.dir, "open directory"))?;
         match f.home {
             Some(_) if f.dir == ROOT_INO => {}
             Some(home) => {
                 let dest = to
-                    .enter(&t1.dir_chain(home), |i| &t1.primary(i).name[..])
+                    .enter_in(t1, home)
                     .map_err(io_ctx(t1, home, "open directory"))?;
                 // Moving a directory to another parent rewrites its "..":
                 // a non-root owner's read-only one is opened up for it.

@@ -234,8 +234,7 @@ impl Walker<'_> {
                 if !self.present[d.parent as usize] {
                     continue;
                 }
-                let chain = tree.dir_chain(d.parent);
-                match self.dirs.enter(&chain, |i| &tree.primary(i).name[..]) {
+                match self.dirs.enter_in(tree, d.parent) {
                     Ok(dir) => fsx::stat_at(dir, &d.name),
                     Err(e) => {
                         self.report
@@ -299,11 +298,7 @@ impl Walker<'_> {
                 let (dir, name): (std::os::fd::BorrowedFd, &[u8]) = if d.parent == 0 {
                     (self.root.as_fd_borrow(), b"")
                 } else {
-                    let chain = tree.dir_chain(d.parent);
-                    (
-                        self.dirs.enter(&chain, |i| &tree.primary(i).name[..])?,
-                        &d.name[..],
-                    )
+                    (self.dirs.enter_in(tree, d.parent)?, &d.name[..])
                 };
                 if inode.kind == Kind::Symlink {
                     disk.target = fsx::readlink_at(dir, name).unwrap_or_default();
@@ -415,9 +410,8 @@ impl Content {
         if self.open.as_ref().map(|o| o.0) != Some(ino) {
             self.open = None;
             let d = &w.tree.dirents[w.found[ino as usize]];
-            let chain = w.tree.dir_chain(d.parent);
             let tree = w.tree;
-            let dir = w.dirs.enter(&chain, |i| &tree.primary(i).name[..])?;
+            let dir = w.dirs.enter_in(tree, d.parent)?;
             let fd = crate::scan::open_file(dir, &d.name)
                 .with_context(|| format!("cannot open {}", escape(&w.tree.dirent_path(d))))?;
             self.open = Some((ino, fd));

@@ -375,10 +375,19 @@ pub(crate) struct Apply<'a> {
     not_owned: u64,
 }
 
-pub(super) fn io_ctx(tree: &Tree, ino: u64, what: &str) -> impl FnOnce(io::Error) -> anyhow::Error {
-    let p = crate::names::escape(&tree.path(ino));
-    let what = what.to_string();
-    move |e| anyhow!("cannot {what} {p}: {e}")
+/// The error of an operation on inode `ino`, naming its path. The path is
+/// built only if there is an error (building it costs the depth).
+pub(super) fn io_ctx<'t>(
+    tree: &'t Tree,
+    ino: u64,
+    what: &'static str,
+) -> impl FnOnce(io::Error) -> anyhow::Error + 't {
+    move |e| {
+        anyhow!(
+            "cannot {what} {}: {e}",
+            crate::names::escape(&tree.path(ino))
+        )
+    }
 }
 
 impl<'a> Apply<'a> {
@@ -425,11 +434,11 @@ impl<'a> Apply<'a> {
                 self.skipped[d.ino as usize] = true;
                 continue;
             }
-            let chain = tree.dir_chain(d.parent);
-            let dir = self
-                .dirs
-                .enter(&chain, |i| &tree.primary(i).name[..])
-                .map_err(io_ctx(tree, d.parent, "open directory"))?;
+            let dir = self.dirs.enter_in(tree, d.parent).map_err(io_ctx(
+                tree,
+                d.parent,
+                "open directory",
+            ))?;
             let inode = tree.inode(d.ino);
             let primary = std::ptr::eq(tree.primary(d.ino), d);
             if primary {
@@ -470,10 +479,11 @@ impl<'a> Apply<'a> {
                 self.created.push(index);
             } else {
                 let p = tree.primary(d.ino);
-                let src = self
-                    .link_dirs
-                    .enter(&tree.dir_chain(p.parent), |i| &tree.primary(i).name[..])
-                    .map_err(io_ctx(tree, p.parent, "open directory"))?;
+                let src = self.link_dirs.enter_in(tree, p.parent).map_err(io_ctx(
+                    tree,
+                    p.parent,
+                    "open directory",
+                ))?;
                 retry_force(self.force, dir, &d.name, || {
                     fsx::link_at(src, &p.name, dir, &d.name)
                 })
@@ -501,7 +511,7 @@ impl<'a> Apply<'a> {
             let is_dir = tree.inode(d.ino).kind == Kind::Dir;
             let removed = self
                 .dirs
-                .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
+                .enter_in(tree, d.parent)
                 .and_then(|dir| fsx::unlink_at(dir, &d.name, is_dir));
             if removed.is_err() {
                 left += 1;
@@ -520,10 +530,11 @@ impl<'a> Apply<'a> {
         if self.open.as_ref().map(|(i, _)| *i) != Some(s.ino) {
             self.open = None;
             let d = tree.primary(s.ino);
-            let dir = self
-                .dirs
-                .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
-                .map_err(io_ctx(tree, d.parent, "open directory"))?;
+            let dir = self.dirs.enter_in(tree, d.parent).map_err(io_ctx(
+                tree,
+                d.parent,
+                "open directory",
+            ))?;
             let fd = fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
                 .map_err(io_ctx(tree, s.ino, "open"))?;
             self.open = Some((s.ino, fd));
@@ -586,10 +597,11 @@ impl<'a> Apply<'a> {
             let (dir, name): (BorrowedFd, &[u8]) = if inode.ino == ROOT_INO {
                 (self.root.as_fd_borrow(), b"")
             } else {
-                let dir = self
-                    .dirs
-                    .enter(&tree.dir_chain(d.parent), |i| &tree.primary(i).name[..])
-                    .map_err(io_ctx(tree, d.parent, "open directory"))?;
+                let dir = self.dirs.enter_in(tree, d.parent).map_err(io_ctx(
+                    tree,
+                    d.parent,
+                    "open directory",
+                ))?;
                 (dir, &d.name[..])
             };
             set_attrs(dir, name, inode, tree, self.report, &mut self.not_owned)?;

@@ -244,7 +244,7 @@ impl ModeJournal {
                 continue;
             }
             let d = t0.primary(ino);
-            let Ok(dir) = dirs.enter(&t0.dir_chain(d.parent), |i| &t0.primary(i).name[..]) else {
+            let Ok(dir) = dirs.enter_in(t0, d.parent) else {
                 continue;
             };
             match fsx::chmod_at(dir, &d.name, mode) {

@@ -137,14 +137,12 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
             continue;
         }
         if ino != ROOT_INO {
-            let parent = parents
-                .enter(&t0.dir_chain(d.parent), |i| &t0.primary(i).name[..])
-                .map_err(|e| {
-                    anyhow!(
-                        "cannot open directory {} of the target: {e}",
-                        path(d.parent)
-                    )
-                })?;
+            let parent = parents.enter_in(t0, d.parent).map_err(|e| {
+                anyhow!(
+                    "cannot open directory {} of the target: {e}",
+                    path(d.parent)
+                )
+            })?;
             let st = fsx::stat_at(parent, &d.name)
                 .map_err(|e| anyhow!("cannot read {} in the target: {e}", path(ino)))?;
             if !fsx::is_root()
@@ -160,7 +158,7 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
             }
         }
         let dir = dirs
-            .enter(&t0.dir_chain(ino), |i| &t0.primary(i).name[..])
+            .enter_in(t0, ino)
             .map_err(|e| anyhow!("cannot open directory {} of the target: {e}", path(ino)))?;
         walked[ino as usize] = true;
         for name in fsx::read_dir_names(dir)
