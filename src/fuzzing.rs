@@ -469,8 +469,9 @@ pub fn apply(data: &[u8]) {
         }
         _ => {
             let at = word(0) % s.len();
-            let n = rest.len().saturating_sub(4).min(s.len() - at);
-            s[at..at + n].copy_from_slice(&rest[4..4 + n]);
+            let bytes = rest.get(4..).unwrap_or(&[]);
+            let n = bytes.len().min(s.len() - at);
+            s[at..at + n].copy_from_slice(&bytes[..n]);
         }
     }
     if std::fs::write(&b.bad, &s).is_err() {
