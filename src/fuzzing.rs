@@ -414,6 +414,7 @@ impl ApplyBench {
             force,
             digest: Digest::Skip,
             wait: crate::lock::Wait::Yes,
+            restored_before: None,
         };
         crate::restore::full::restore(&opts, &crate::report::Report::quiet()).map(|_| ())
     }

@@ -550,6 +550,9 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     force: a.force,
                     digest,
                     wait: wait_policy(a.no_wait),
+                    restored_before: summaries
+                        .last()
+                        .map(|s: &snapdump::restore::full::RestoreSummary| s.snapshot.clone()),
                 };
                 summaries.extend(snapdump::restore::full::restore(&opts, report)?);
             }

@@ -130,20 +130,6 @@ pub fn writes_tape(specs: &[String], tape: &crate::tape::writer::TapeOptions) ->
         || crate::tape::st_device(&specs[0]).is_some()
 }
 
-/// Whether `path` would be created on the device file system (`/dev`
-/// itself, not a file system mounted below it such as `/dev/shm`).
-fn in_dev(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let (Ok(p), Ok(d)) = (std::fs::metadata(parent), std::fs::metadata("/dev")) else {
-        return false;
-    };
-    p.dev() == d.dev() && std::fs::canonicalize(parent).is_ok_and(|c| c.starts_with("/dev"))
-}
-
 /// An output being written.
 pub struct Output {
     finish: Finish,
@@ -292,7 +278,7 @@ impl Output {
         if path.is_dir() {
             bail!("output {spec} is a directory; name a file, a device, or - for stdout");
         }
-        if !special && !path.exists() && in_dev(path) {
+        if !special && !path.exists() && crate::fsx::on_dev_fs(path) {
             // A missing device is not a file to create (a tape drive that
             // is not there, a typo): /dev belongs to the kernel.
             bail!("output {spec}: no such device (snapdump does not create files under /dev)");
@@ -439,11 +425,18 @@ pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
         return Ok((MediumKind::StTape, None));
     }
     let path = Path::new(spec);
-    // Non-blocking, so that a FIFO without a writer yet, or a device
-    // without a medium, opens at once.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+    // A FIFO is opened blocking, as reading it does: the open waits for its
+    // writer, and the descriptor it gives is the one read (opening it a
+    // second time could wait for a writer that has come and gone). Other
+    // files are opened non-blocking, so that a device without a medium
+    // opens at once; the opened descriptor's type decides in both cases.
+    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    if !fifo {
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = opts
         .open(path)
         .with_context(|| format!("cannot open stream {spec}"))?;
     let t = f
@@ -452,10 +445,6 @@ pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
         .file_type();
     if t.is_dir() {
         bail!("input {spec} is a directory, not a stream");
-    }
-    if t.is_fifo() {
-        let f = File::open(path).with_context(|| format!("cannot open stream {spec}"))?;
-        return Ok((MediumKind::Sequential, Some(f)));
     }
     set_blocking(&f).with_context(|| format!("cannot open stream {spec}"))?;
     if t.is_block_device() {
@@ -503,6 +492,20 @@ pub struct Input {
     opened: Arc<Mutex<Option<File>>>,
 }
 
+/// (device, inode) of a sequential medium, to tell two names of one pipe.
+fn identity(kind: MediumKind, spec: &str, file: Option<&File>) -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    if kind != MediumKind::Sequential {
+        return None;
+    }
+    let st = match file {
+        Some(f) => crate::fsx::fstat(f.as_fd()).ok()?,
+        None if spec == "-" => crate::fsx::fstat(std::io::stdin().as_fd()).ok()?,
+        None => return None,
+    };
+    Some((st.st_dev, st.st_ino))
+}
+
 impl Input {
     /// A stream named by `spec` (a file, a device, or "-"), probed.
     pub fn plain(spec: &str) -> Result<Input> {
@@ -527,6 +530,13 @@ impl Input {
     /// Whether the stream is on tape (volume headers, records, filemarks).
     pub fn is_tape(&self) -> bool {
         self.kind.is_tape()
+    }
+
+    /// For a pipe, FIFO, socket or character device (stdin included): its
+    /// (device, inode), the same for every name of it.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        let g = self.opened.lock().ok()?;
+        identity(self.kind, &self.specs[0], g.as_ref())
     }
 
     /// The regular file to read by offset, if the stream is one.

@@ -749,3 +749,89 @@ fn restore_finish_completes_a_checked_apply_and_undoes_an_unchecked_one() {
         assert_tree_is(want, &target, point);
     }
 }
+
+#[test]
+fn a_fifo_whose_writer_is_quick_is_read_once_and_never_waited_for_again() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"small").unwrap();
+    dump(0, &t.stream, &t.cat, &t.src, &[]);
+    let data = std::fs::read(&t.stream).unwrap();
+    let fifo = t.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for round in 0..10 {
+        // The writer opens first and finishes as soon as a reader exists:
+        // all of its bytes sit in the pipe when the reader starts reading.
+        let f2 = fifo.clone();
+        let d = data.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(&f2).unwrap();
+            use std::io::Write;
+            let _ = w.write_all(&d);
+        });
+        let mut child = bin()
+            .args(["verify", "-f", p(&fifo)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("round {round}: verify -f FIFO hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        writer.join().unwrap();
+        assert!(status.success(), "round {round}");
+    }
+    // An empty writer: a clear error, not a hang.
+    let f2 = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        drop(std::fs::OpenOptions::new().write(true).open(&f2).unwrap());
+    });
+    let (c, _, e) = run_s(&["restore", "-t", "-f", p(&fifo)]);
+    writer.join().unwrap();
+    assert_eq!(c, 2);
+    assert!(e.contains("empty input"), "{e}");
+    // One pipe under two names is refused where inputs are read side by
+    // side.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "cat '{}' | '{}' restore -t -f - -f /dev/stdin",
+                p(&t.stream),
+                bin_path().to_string_lossy()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one pipe"));
+}
+
+#[test]
+fn nothing_is_created_under_dev_and_failures_say_what_was_restored() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"x").unwrap();
+    for name in ["/dev/snapdump-test.tap", "/dev/snapdump-test.sdump"] {
+        let (c, _, e) = run_s(&["dump", "-0", "-f", name, "--catalog", p(&t.cat), p(&t.src)]);
+        assert_eq!(c, 2, "{name}: {e}");
+        assert!(e.contains("no such device"), "{name}: {e}");
+        assert!(!Path::new(name).exists(), "{name} was created");
+    }
+    dump(0, &t.stream, &t.cat, &t.src, &[]);
+    let junk = t.dir.path().join("junk");
+    write(&junk, &bytes(5, 1000));
+    let (c, e) = restore(&t.stream, &t.out, &["-f", p(&junk)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("holds snapshot 1") && !e.contains("nothing was restored"),
+        "{e}"
+    );
+    assert!(t.out.join(".snapdump-restore/state").exists());
+}

@@ -431,3 +431,19 @@ pub fn punch_hole(fd: BorrowedFd, off: u64, len: u64) -> io::Result<()> {
 pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
     check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
 }
+
+/// Whether creating `path` would create a file on the device file system
+/// (`/dev` itself, not a file system mounted below it such as
+/// `/dev/shm`): outputs never do, since a name there that does not exist
+/// is a device that is not there (or a typo), not a file to make.
+pub fn on_dev_fs(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let (Ok(p), Ok(d)) = (std::fs::metadata(parent), std::fs::metadata("/dev")) else {
+        return false;
+    };
+    p.dev() == d.dev() && std::fs::canonicalize(parent).is_ok_and(|c| c.starts_with("/dev"))
+}

@@ -119,6 +119,19 @@ impl StreamSet {
         if inputs.iter().filter(|i| i.specs[0] == "-").count() > 1 {
             bail!("standard input (-f -) can be given only once");
         }
+        let mut pipes: Vec<(&Input, (u64, u64))> = Vec::new();
+        for i in inputs {
+            if let Some(id) = i.identity() {
+                if let Some((other, _)) = pipes.iter().find(|p| p.1 == id) {
+                    bail!(
+                        "{} and {} are one pipe (or device), which can be read only once: give it once",
+                        other.name(),
+                        i.name()
+                    );
+                }
+                pipes.push((i, id));
+            }
+        }
         let mut links: Vec<Link> = Vec::with_capacity(inputs.len());
         for input in inputs {
             let link = open_link(input, digest)?;

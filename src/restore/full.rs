@@ -36,6 +36,9 @@ pub struct RestoreOptions {
     pub digest: Digest,
     /// Wait for another restore into the same target, or fail at once.
     pub wait: crate::lock::Wait,
+    /// The snapshot earlier inputs of the same run brought the target to
+    /// (for what a failure says was restored).
+    pub restored_before: Option<SnapshotRef>,
 }
 
 /// The `--json` summary of a restore.
@@ -100,8 +103,15 @@ impl RestoreSummary {
 /// Runs `restore -r`.
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
     let target = opts.target.display();
-    let mut set = ImageSetReader::open(&opts.input)
-        .map_err(|e| anyhow!("{e:#}; nothing was restored into {target}"))?;
+    let nothing = |e: anyhow::Error, last: Option<&SnapshotRef>| match last {
+        None => anyhow!("{e:#}; nothing was restored into {target}"),
+        Some(s) => anyhow!(
+            "{e:#}; the streams before it were restored: {target} holds snapshot {}",
+            s.id
+        ),
+    };
+    let mut set =
+        ImageSetReader::open(&opts.input).map_err(|e| nothing(e, opts.restored_before.as_ref()))?;
     let mut out: Vec<RestoreSummary> = Vec::new();
     loop {
         // Without the digest check, damaged records are skipped and named
@@ -111,13 +121,11 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSumm
             Digest::Skip => set.next_salvaging(Digest::Skip),
             Digest::Check => set.next_stream(opts.digest),
         };
-        let r = r.map_err(|e| match out.last() {
-            None => anyhow!("{e:#}; nothing was restored into {target}"),
-            Some(s) => anyhow!(
-                "{e:#}; the streams before it were restored: {target} holds snapshot {}",
-                s.snapshot.id
-            ),
-        })?;
+        let last = out
+            .last()
+            .map(|s| &s.snapshot)
+            .or(opts.restored_before.as_ref());
+        let r = r.map_err(|e| nothing(e, last))?;
         let Some(r) = r else { break };
         let summary = restore_stream(opts, r, report)?;
         let damaged = summary.damaged;

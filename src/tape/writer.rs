@@ -52,6 +52,11 @@ pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Dev
             "standard input and output cannot hold volumes; name files or tapes"
         ));
     }
+    if write && !path.exists() && crate::fsx::on_dev_fs(path) {
+        return Err(anyhow!(
+            "{spec}: no such device (snapdump does not create files under /dev)"
+        ));
+    }
     if super::is_virtual_tape(spec) {
         let t = super::tap::VirtualTape::open(path, write, capacity)
             .with_context(|| format!("cannot open virtual tape {spec}"))?;
