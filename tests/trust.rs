@@ -835,3 +835,197 @@ fn nothing_is_created_under_dev_and_failures_say_what_was_restored() {
     );
     assert!(t.out.join(".snapdump-restore/state").exists());
 }
+
+/// A source and a chain: s0 (level 0), s1 (level 1) that rewrites the first
+/// block of each big file, removes `gone/` and adds `added/`.
+fn small_chain(t: &Paths) -> (std::path::PathBuf, std::path::PathBuf) {
+    let s = &t.src;
+    for d in ["keep/sub", "gone", "big"] {
+        std::fs::create_dir_all(s.join(d)).unwrap();
+    }
+    for i in 0..3 {
+        write(&s.join(format!("big/b{i}")), &bytes(i, 300_000));
+    }
+    write(&s.join("keep/sub/f"), b"hello");
+    write(&s.join("gone/x"), b"x");
+    write(&s.join("top"), b"top");
+    let s0 = t.dir.path().join("s0");
+    dump(0, &s0, &t.cat, s, &[]);
+    for i in 0..3 {
+        overwrite(&s.join(format!("big/b{i}")), 0, 4096, 50 + i);
+    }
+    std::fs::remove_dir_all(s.join("gone")).unwrap();
+    std::fs::create_dir(s.join("added")).unwrap();
+    write(&s.join("added/a"), b"a");
+    let s1 = t.dir.path().join("s1");
+    dump(1, &s1, &t.cat, s, &["-z", "0"]);
+    (s0, s1)
+}
+
+#[test]
+fn a_full_restore_with_force_merges_into_directories_and_names_what_it_replaces() {
+    let t = paths();
+    let (s0, _) = small_chain(&t);
+    assert_eq!(restore(&s0, &t.out, &[]).0, 0);
+    write(&t.out.join("keep/mine"), b"precious");
+    std::fs::create_dir(t.out.join("keep/sub/userdir")).unwrap();
+    write(&t.out.join("keep/sub/userdir/f"), b"precious too");
+    write(&t.out.join("top"), b"the user's version");
+    let (c, e) = restore(&s0, &t.out, &["--force"]);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("top: was in the way"), "{e}");
+    assert_eq!(std::fs::read(t.out.join("keep/mine")).unwrap(), b"precious");
+    assert_eq!(
+        std::fs::read(t.out.join("keep/sub/userdir/f")).unwrap(),
+        b"precious too"
+    );
+    assert_eq!(std::fs::read(t.out.join("top")).unwrap(), b"top");
+}
+
+#[test]
+fn what_a_user_does_to_a_target_during_or_between_increments_is_kept_or_refused() {
+    let t = paths();
+    let (s0, s1) = small_chain(&t);
+    let snap2 = snapshot_tree(&t.src);
+    // Files created while the increment is read from a slow pipe are kept.
+    let target = t.dir.path().join("late");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    let data = std::fs::read(&s1).unwrap();
+    let mut child = bin()
+        .args(["restore", "-r", "-f", "-", "--target", p(&target)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    use std::io::Write;
+    w.write_all(&data[..data.len() / 2]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    write(&target.join("keep/sub/late"), b"late");
+    write(&target.join("big/late"), b"late");
+    w.write_all(&data[data.len() / 2..]).unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(target.join("keep/sub/late")).unwrap(),
+        b"late"
+    );
+    assert_eq!(std::fs::read(target.join("big/late")).unwrap(), b"late");
+    // A chain file written to while the increment is read: refused, and
+    // the target left as it is.
+    let target = t.dir.path().join("racing");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    let mut child = bin()
+        .args(["restore", "-r", "-f", "-", "--target", p(&target)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    w.write_all(&data[..data.len() / 2]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    overwrite(&target.join("big/b1"), 100_000, 8, 77);
+    let during = snapshot_tree(&target);
+    w.write_all(&data[data.len() / 2..]).unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("big/b1 changed in the target while"), "{e}");
+    assert_tree_is(&during, &target, "a file written during the read");
+    // A user's empty directory at a name the increment adds: refused.
+    let target = t.dir.path().join("added");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    std::fs::create_dir(target.join("added")).unwrap();
+    let (c, e) = restore(&s1, &target, &[]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("added in the target is not part of snapshot 1"),
+        "{e}"
+    );
+    // A hard link a user made to a chain file keeps what it showed: the
+    // new snapshot's file is a new one.
+    let target = t.dir.path().join("linked");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    let outside = t.dir.path().join("old-b0");
+    std::fs::hard_link(target.join("big/b0"), &outside).unwrap();
+    let before = std::fs::read(&outside).unwrap();
+    let (c, e) = restore(&s1, &target, &[]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        before,
+        "the user's link changed"
+    );
+    assert_tree_is(&snap2, &target, "a chain file with another name");
+    // An xattr a user added to a chain file goes; --finish leaves the
+    // target's own times at the snapshot's.
+    let target = t.dir.path().join("xattr");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    assert!(setxattr(&target.join("keep/sub/f"), "user.added", b"1"));
+    assert!(setxattr(&target.join("big/b2"), "user.added", b"1"));
+    let (c, e) = restore(&s1, &target, &[]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&snap2, &target, "xattrs added in the target");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (c, _, e) = run_s(&["restore", "--finish", "--target", p(&target)]);
+    assert_eq!(c, 0, "{e}");
+    let root = |d: &Path| std::fs::metadata(d).unwrap().modified().unwrap();
+    assert_eq!(
+        root(&target),
+        root(&t.src),
+        "the target's mtime after --finish"
+    );
+}
+
+#[test]
+fn an_increment_that_would_fill_the_file_system_is_refused_before_anything_changes() {
+    let t = paths();
+    let Some(fs) = Tmpfs::new(&t.dir.path().join("small"), "12M") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    write(&t.src.join("grow"), &bytes(1, 2_000_000));
+    write(&t.src.join("other"), &bytes(2, 500_000));
+    let s0 = t.dir.path().join("s0");
+    dump(0, &s0, &t.cat, &t.src, &[]);
+    // The increment extends a file the target keeps: its new blocks need
+    // new space.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(t.src.join("grow"))
+            .unwrap();
+        f.write_all(&bytes(3, 1_000_000)).unwrap();
+    }
+    let s1 = t.dir.path().join("s1");
+    dump(1, &s1, &t.cat, &t.src, &["-z", "0"]);
+    let target = fs.0.join("t");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    let before = snapshot_tree(&target);
+    // Leave room for the spool (the appended 1 MB), not for the finish,
+    // which needs as much again.
+    let free = || {
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(p(&fs.0)).unwrap();
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    };
+    let filler = fs.0.join("filler");
+    write(&filler, &vec![0u8; (free() - 1_700_000) as usize]);
+    let (c, e) = restore(&s1, &target, &[]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("free some space") && e.contains("not applied"), "{e}");
+    assert_tree_is(&before, &target, "refused for want of space");
+    std::fs::remove_file(&filler).unwrap();
+    let (c, e) = restore(&s1, &target, &[]);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(&t.src, &target);
+}

@@ -58,16 +58,14 @@ impl Target {
     }
 }
 
-/// Reads all extended attributes of `name` in `dir` (or of `dir` itself when
-/// `name` is empty), sorted by name. Attributes the caller may not read are
-/// simply not listed by the kernel.
-pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let t = Target::new(dir, name)?;
+/// The raw name list of `t` (NUL-separated).
+fn raw_names(t: &Target) -> io::Result<Vec<u8>> {
     let mut names = vec![0u8; 4096];
-    let n = loop {
+    loop {
         let n = t.list(&mut names);
         if n >= 0 {
-            break n as usize;
+            names.truncate(n as usize);
+            return Ok(names);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
@@ -75,9 +73,31 @@ pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>
             Some(libc::ENOTSUP) => return Ok(Vec::new()),
             _ => return Err(e),
         }
-    };
+    }
+}
+
+/// The names of the extended attributes of `name` in `dir`, sorted (one
+/// system call where `list` needs one per attribute).
+pub fn names(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    let t = Target::new(dir, name)?;
+    let raw = raw_names(&t)?;
+    let mut out: Vec<Vec<u8>> = raw
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_vec())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Reads all extended attributes of `name` in `dir` (or of `dir` itself when
+/// `name` is empty), sorted by name. Attributes the caller may not read are
+/// simply not listed by the kernel.
+pub fn list(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let t = Target::new(dir, name)?;
+    let names = raw_names(&t)?;
     let mut out = Vec::new();
-    for xn in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+    for xn in names.split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let cn = cname(xn)?;
         let mut val = vec![0u8; 256];
         loop {

@@ -252,10 +252,30 @@ fn judge(
         }
     }
     let mut in_the_way = Vec::new();
+    let mut immovable = Vec::new();
     for f in &s.foreign {
-        if f.home.is_none() && !f.empty_dir {
-            in_the_way.push(escape(&foreign_path(t0, f.dir, &f.name)));
+        let path = escape(&foreign_path(t0, f.dir, &f.name));
+        let moves = f.home.is_some() && f.dir != ROOT_INO;
+        let removed = f.home.is_none() && !f.empty_dir;
+        if removed {
+            in_the_way.push(path.clone());
         }
+        // A non-root user moves a directory to another parent only if it
+        // is theirs ("..": it must be writable), and takes entries out of
+        // a directory, or removes them, only where the directory is theirs.
+        let dir_ours = s.owner[f.dir as usize].is_some_and(|(uid, _)| ours(uid));
+        if (moves && (!dir_ours || (f.is_dir && !ours(f.uid))))
+            || (removed && force && (!dir_ours || !ours(f.uid)))
+        {
+            immovable.push(format!("{path} (owner uid {})", f.uid));
+        }
+    }
+    if !immovable.is_empty() {
+        bail!(
+            "{} in the target must be moved or removed for the new snapshot, and as uid {} the increment cannot: apply it as root, or move them away",
+            some_of(&immovable),
+            unsafe { libc::geteuid() }
+        );
     }
     let mut changed = Vec::new();
     for &i in &s.changed {
@@ -359,7 +379,6 @@ struct Checked {
     totals: DataTotals,
     stream_bytes: u64,
     sources: Vec<Option<Source>>,
-    found: Survey,
 }
 
 /// Applies the increment `r` (already opened) to `opts.target`; the
@@ -473,7 +492,7 @@ pub fn apply(
         &checked.sources,
         h.block_size as u64,
         opts.force,
-        Some(checked.found),
+        false,
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
@@ -502,35 +521,22 @@ fn between(e: anyhow::Error, target: &Path, from: &SnapshotRef, to: &SnapshotRef
     )
 }
 
-/// [`decide`] with the inheritance rule for this process: a non-root user
-/// inherits only files it owns.
-fn decide_for(
-    state: &TargetState,
-    t1: &Tree,
-    carried: &RunSet,
-    root: &OwnedFd,
-) -> Result<Vec<Option<Source>>> {
-    if fsx::is_root() {
-        return decide(&state.tree, t1, carried, &|_| true);
-    }
-    let t0 = &state.tree;
-    let mut dirs = DirStack::new(root.try_clone()?);
-    let mut owner = std::collections::HashMap::new();
-    for i in &t0.inodes {
-        if i.kind != Kind::File {
-            continue;
+/// The sources a finish works with, from the inheritance the check chose
+/// (kept in the apply directory): only inherited files matter once the
+/// increment has been checked.
+fn sources_from(t1: &Tree, inherit: &[(u64, u64)]) -> Result<Vec<Option<Source>>> {
+    let mut out: Vec<Option<Source>> = t1
+        .inodes
+        .iter()
+        .map(|i| (i.kind == Kind::File).then(|| Source::Fresh(Vec::new())))
+        .collect();
+    for &(a, g) in inherit {
+        match out.get_mut((a as usize).wrapping_sub(1)) {
+            Some(slot @ Some(_)) => *slot = Some(Source::Inherit(g)),
+            _ => bail!("the kept choice of inherited files names inode {a}, which is not a file of the new snapshot"),
         }
-        let d = t0.primary(i.ino);
-        let uid = dirs
-            .enter_in(t0, d.parent)
-            .and_then(|dir| fsx::stat_at(dir, &d.name))
-            .map(|st| st.st_uid)
-            .unwrap_or(u32::MAX);
-        owner.insert(i.ino, uid);
     }
-    decide(t0, t1, carried, &|g| {
-        owner.get(&g).is_some_and(|&u| ours(u))
-    })
+    Ok(out)
 }
 
 /// Phase 1: everything that can fail because of the stream or the target,
@@ -551,7 +557,7 @@ fn check(
         open_up(journal, dir, name, ino, st)
     })?;
     let sources = decide(t0, &front.tree, &front.carried, &|g| {
-        found.owner[g as usize].is_some_and(|(uid, _)| ours(uid))
+        found.owner[g as usize].is_some_and(|(uid, _)| ours(uid)) && !found.shared[g as usize]
     })?;
     let inherits: HashSet<u64> = sources
         .iter()
@@ -611,8 +617,20 @@ fn check(
         bail!("{}: damaged at stream byte {}: {why}", r.name(), d.from);
     }
     crate::failpoint::hit("apply-checked");
+    let spooled = spool.bytes;
     spool.finish()?;
     drop(writer);
+    still_as_surveyed(root, t0, &source_set(&sources))?;
+    enough_space(root, spooled)?;
+    let pairs: Vec<(u64, u64)> = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Some(Source::Inherit(g)) => Some((i as u64 + 1, *g)),
+            _ => None,
+        })
+        .collect();
+    pending.save_inherit(&pairs)?;
     let paths = StatePaths::new(&opts.target);
     let next_state = TargetState {
         source_uuid: h.source_uuid,
@@ -631,8 +649,52 @@ fn check(
         totals,
         stream_bytes: r.offset(),
         sources,
-        found,
     })
+}
+
+/// Checks, just before the increment is declared checked, that the files
+/// it builds on are still as the survey found them (the target may be
+/// written to while a slow stream is read).
+fn still_as_surveyed(root: &OwnedFd, t0: &Tree, sources: &HashSet<u64>) -> Result<()> {
+    let mut dirs = DirStack::new(root.try_clone()?);
+    let mut changed = Vec::new();
+    for &g in sources {
+        let d = t0.primary(g);
+        let same = dirs
+            .enter_in(t0, d.parent)
+            .and_then(|dir| fsx::stat_at(dir, &d.name))
+            .is_ok_and(|st| super::survey::unchanged(&st, t0.inode(g)));
+        if !same {
+            changed.push(escape(&t0.path(g)));
+        }
+    }
+    if !changed.is_empty() {
+        changed.sort();
+        bail!(
+            "{} changed in the target while the increment was being read, and the increment builds on it: run the restore again when nothing writes into the target",
+            some_of(&changed)
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to go past the check when the target's file system cannot take
+/// the finish: writing the spool back may need as much new space as it
+/// holds (file systems that copy on write, blocks that were holes).
+fn enough_space(root: &OwnedFd, spooled: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(root.as_raw_fd(), &mut st) } != 0 {
+        return Ok(()); // no figure to go by: the finish will say if it fails
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let need = spooled + (1 << 20);
+    if free < need {
+        bail!(
+            "the target's file system has {free} bytes free and finishing this increment may need {need}: free some space and run the restore again"
+        );
+    }
+    Ok(())
 }
 
 /// Finishes an apply interrupted by a kill (or a failure after its check),
@@ -682,7 +744,8 @@ pub(super) fn recover(
         pending.remove()?;
         return Ok(Some(next.snapshot));
     }
-    let sources = decide_for(&state, &next.tree, &carried, &root)?;
+    let _ = carried;
+    let sources = sources_from(&next.tree, &pending.load_inherit()?)?;
     finish(
         &root,
         &pending,
@@ -691,7 +754,7 @@ pub(super) fn recover(
         &sources,
         next.block_size as u64,
         force,
-        None,
+        true,
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &next.snapshot))?;
@@ -719,16 +782,27 @@ pub fn finish_chain(
     if !paths.dir.exists() {
         return Ok(());
     }
-    {
+    let held = {
         let _lock = paths.lock(target, wait)?;
         recover(target, force, &paths, report)?;
-    }
+        paths.load().ok().flatten()
+    };
     match std::fs::remove_dir_all(&paths.dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             bail!("cannot remove {}: {e}", paths.dir.display())
         }
-        _ => Ok(()),
+        _ => {}
     }
+    // Removing the state changed the target's own times: they are the
+    // snapshot's again.
+    if let Some(st) = held {
+        let a = &st.tree.inode(ROOT_INO).attrs;
+        let root = fsx::open_dir_path(target)
+            .with_context(|| format!("cannot open {}", target.display()))?;
+        fsx::utimes_at(root.as_fd(), b"", a.atime, a.mtime)
+            .with_context(|| format!("cannot set the times of {}", target.display()))?;
+    }
+    Ok(())
 }
 
 /// An interrupted apply of snapdump 0.1 kept its files at the top of the
@@ -757,7 +831,7 @@ fn finish(
     sources: &[Option<Source>],
     bs: u64,
     force: bool,
-    found: Option<Survey>,
+    recovering: bool,
     report: &Report,
 ) -> Result<()> {
     if pending.has("swap1") {
@@ -767,17 +841,19 @@ fn finish(
     let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
         .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
     if !pending.has("swap1") {
+        if recovering {
+            // An interrupted run may have given next/'s directories their
+            // modes already (a mode-000 one among them).
+            open_up_next(&next, t1)?;
+        }
         crate::failpoint::hit("apply-spool");
         let written = replay_spool(pending, &next, t1)?;
         crate::failpoint::hit("apply-trim");
         let trimmed = trim_inherited(&next, t0, t1, sources, bs)?;
-        drop_stale_xattrs(&next, t0, t1, sources)?;
-        // The survey of the check, when this process made it (a finish
-        // after an interruption surveys again).
-        let found = match found {
-            Some(f) => f,
-            None => survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?,
-        };
+        // The target as it is now: entries a user added while the stream
+        // was read are kept too.
+        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?;
+        drop_stale_xattrs(&next, t1, sources, &found)?;
         keep_foreign(root, &next, t0, t1, &found, force)?;
         let mut writer = Apply::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
@@ -1020,13 +1096,15 @@ fn trim_inherited(
     Ok(trimmed)
 }
 
-/// An inherited file loses the extended attributes its old version had and
-/// its new one does not (setting attributes only adds and replaces).
+/// An inherited file loses the extended attributes the new snapshot does
+/// not have (setting attributes only adds and replaces): those its old
+/// version had and those added in the target since. The security label a
+/// system gives every file is left alone.
 fn drop_stale_xattrs(
     next: &OwnedFd,
-    t0: &Tree,
     t1: &Tree,
     sources: &[Option<Source>],
+    found: &Survey,
 ) -> Result<()> {
     let mut dirs = DirStack::new(next.try_clone()?);
     for (i, s) in sources.iter().enumerate() {
@@ -1034,11 +1112,15 @@ fn drop_stale_xattrs(
             continue;
         };
         let f = &t1.inodes[i];
-        let stale: Vec<&Vec<u8>> = t0
-            .inode(*g)
-            .xattrs
+        let on_disk = found
+            .xattr_names
+            .get(*g as usize)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        let stale: Vec<&Vec<u8>> = on_disk
             .iter()
-            .map(|(k, _)| k)
+            .filter(|k| k[..] != b"security.selinux"[..])
             .filter(|k| !f.xattrs.iter().any(|(n, _)| n == *k))
             .collect();
         if stale.is_empty() {
@@ -1056,6 +1138,29 @@ fn drop_stale_xattrs(
                     escape(&t1.path(f.ino))
                 )
             })?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the owner access to next/'s directories again (a finish run after
+/// an interruption, which may have come after their modes were set).
+fn open_up_next(next: &OwnedFd, t1: &Tree) -> Result<()> {
+    if fsx::is_root() {
+        return Ok(());
+    }
+    let mut dirs = DirStack::new(next.try_clone()?);
+    for d in t1.dirents.iter().skip(1) {
+        if t1.inode(d.ino).kind != Kind::Dir {
+            continue;
+        }
+        let Ok(parent) = dirs.enter_in(t1, d.parent) else {
+            continue;
+        };
+        if let Ok(st) = fsx::stat_at(parent, &d.name) {
+            if st.st_mode & 0o700 != 0o700 && ours(st.st_uid) {
+                let _ = fsx::chmod_at(parent, &d.name, (st.st_mode & 0o7777) | 0o700);
+            }
         }
     }
     Ok(())
@@ -1084,12 +1189,15 @@ fn untouched(
             continue;
         };
         let a = &f.attrs;
+        let names: Vec<&Vec<u8>> = f.xattrs.iter().map(|(n, _)| n).collect();
+        let disk_names = found.xattr_names.get(*g as usize).cloned().flatten();
         let same = on_disk.mode == a.mode
             && on_disk.uid == a.uid
             && on_disk.gid == a.gid
             && on_disk.atime == a.atime
             && on_disk.mtime == a.mtime
-            && t0.inode(*g).xattrs == f.xattrs;
+            && t0.inode(*g).xattrs == f.xattrs
+            && disk_names.is_some_and(|d| d.iter().collect::<Vec<_>>() == names);
         if same {
             out.push(f.ino);
         }
@@ -1117,6 +1225,11 @@ fn keep_foreign(
         let dir = from
             .enter_in(t0, f.dir)
             .map_err(io_ctx(t0, f.dir, "open directory"))?;
+        if f.dir != ROOT_INO && (f.home.is_some() || f.empty_dir || force) {
+            // Taking an entry out of one of T0's directories (which goes
+            // away) needs write permission on it.
+            make_writable(dir)?;
+        }
         match f.home {
             Some(_) if f.dir == ROOT_INO => {}
             Some(home) => {

@@ -381,7 +381,12 @@ pub(crate) struct Apply<'a> {
     created: Vec<usize>,
     open: Option<(u64, OwnedFd)>,
     not_owned: u64,
+    /// Entries in the way that --force replaced.
+    replaced: u64,
 }
+
+/// How many replaced entries are named one by one.
+const REPLACED_NAMED: u64 = 20;
 
 /// The error of an operation on inode `ino`, naming its path. The path is
 /// built only if there is an error (building it costs the depth).
@@ -414,6 +419,7 @@ impl<'a> Apply<'a> {
             created: Vec::new(),
             open: None,
             not_owned: 0,
+            replaced: 0,
         })
     }
 
@@ -458,14 +464,18 @@ impl<'a> Apply<'a> {
                     self.skipped[d.ino as usize] = true;
                     continue;
                 }
-                let merging = !self.merge.is_empty() && inode.kind == Kind::Dir;
+                // An existing directory where the stream has one is merged
+                // into (selective restores, and full ones with --force):
+                // what it holds besides the stream's entries stays.
+                let merging = (!self.merge.is_empty() || self.force) && inode.kind == Kind::Dir;
                 match create(dir, &d.name, inode) {
                     Err(e)
                         if e.kind() == io::ErrorKind::AlreadyExists
                             && merging
                             && is_dir(dir, &d.name) =>
                     {
-                        self.kept[d.ino as usize] = self.merge[d.ino as usize];
+                        self.kept[d.ino as usize] =
+                            self.merge.get(d.ino as usize).copied().unwrap_or(false);
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !self.force => {
@@ -474,15 +484,21 @@ impl<'a> Apply<'a> {
                             crate::names::escape(&tree.path(d.ino))
                         );
                     }
-                    r => r
-                        .or_else(|e| {
+                    r => {
+                        let mut in_the_way = false;
+                        r.or_else(|e| {
                             if e.kind() == io::ErrorKind::AlreadyExists {
+                                in_the_way = true;
                                 retry_force(true, dir, &d.name, || create(dir, &d.name, inode))
                             } else {
                                 Err(e)
                             }
                         })
-                        .map_err(io_ctx(tree, d.ino, "create"))?,
+                        .map_err(io_ctx(tree, d.ino, "create"))?;
+                        if in_the_way {
+                            self.replaced(&tree.path(d.ino));
+                        }
+                    }
                 }
                 self.created.push(index);
             } else {
@@ -492,8 +508,13 @@ impl<'a> Apply<'a> {
                     p.parent,
                     "open directory",
                 ))?;
+                let mut in_the_way = false;
                 retry_force(self.force, dir, &d.name, || {
-                    fsx::link_at(src, &p.name, dir, &d.name)
+                    let r = fsx::link_at(src, &p.name, dir, &d.name);
+                    in_the_way |= r
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == io::ErrorKind::AlreadyExists);
+                    r
                 })
                 .map_err(|e| {
                     anyhow!(
@@ -501,10 +522,39 @@ impl<'a> Apply<'a> {
                         crate::names::escape(&tree.dirent_path(d))
                     )
                 })?;
+                if in_the_way {
+                    self.replaced(&tree.dirent_path(d));
+                }
                 self.created.push(index);
             }
         }
+        if self.replaced > REPLACED_NAMED {
+            self.report.warn(
+                b".",
+                format!(
+                    "and {} more entries in the way replaced by the stream's (--force)",
+                    self.replaced - REPLACED_NAMED
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// Names an entry of the target that --force replaces (the first few;
+    /// then they are counted).
+    fn replaced(&mut self, path: &[u8]) {
+        if !self.merge.is_empty() {
+            // A selective restore with --force replaces exactly the paths
+            // it was asked for.
+            return;
+        }
+        self.replaced += 1;
+        if self.replaced <= REPLACED_NAMED {
+            self.report.warn(
+                path,
+                "was in the way; replaced by the stream's entry (--force)",
+            );
+        }
     }
 
     /// Removes, newest first, every entry this run's skeleton created (a

@@ -109,6 +109,35 @@ impl Pending {
         })
     }
 
+    /// Records which files of the new snapshot inherit which of the old
+    /// (`t1 ino u64, t0 ino u64` pairs), so a finish after an interruption
+    /// makes the same choices whatever the target looks like by then.
+    pub fn save_inherit(&self, pairs: &[(u64, u64)]) -> Result<()> {
+        let mut b = Vec::with_capacity(pairs.len() * 16);
+        for (a, g) in pairs {
+            b.extend_from_slice(&a.to_le_bytes());
+            b.extend_from_slice(&g.to_le_bytes());
+        }
+        replace_file(&self.dir.join("inherit"), &b)
+    }
+
+    /// What [`Pending::save_inherit`] kept.
+    pub fn load_inherit(&self) -> Result<Vec<(u64, u64)>> {
+        let path = self.dir.join("inherit");
+        let b = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if b.len() % 16 != 0 {
+            bail!("{} is damaged", path.display());
+        }
+        Ok(b.chunks_exact(16)
+            .map(|c| {
+                (
+                    u64::from_le_bytes(c[..8].try_into().unwrap()),
+                    u64::from_le_bytes(c[8..].try_into().unwrap()),
+                )
+            })
+            .collect())
+    }
+
     /// The journal of modes changed in the target.
     pub fn modes(&self) -> Result<ModeJournal> {
         let path = self.dir.join("modes");

@@ -28,9 +28,11 @@ pub struct Foreign {
     pub home: Option<u64>,
     /// It is a directory.
     pub is_dir: bool,
-    /// It is an empty directory (a fresh file system's `lost+found`):
-    /// replacing it loses nothing.
+    /// It is the empty `lost+found` of a fresh file system at the target's
+    /// root: replacing it loses nothing.
     pub empty_dir: bool,
+    /// Its owner.
+    pub uid: u32,
 }
 
 /// What the survey found.
@@ -46,6 +48,12 @@ pub struct Survey {
     pub owner: Vec<Option<(u32, u32)>>,
     /// The attributes each T0 file was found with (by inode number).
     pub attrs: Vec<Option<crate::tree::Attrs>>,
+    /// The extended attribute names each T0 file was found with.
+    pub xattr_names: Vec<Option<Vec<Vec<u8>>>>,
+    /// T0 files with more names than T0 gives them (a hard link made in
+    /// the target or outside it): writing into them in place would change
+    /// what those names show.
+    pub shared: Vec<bool>,
 }
 
 /// Names of a tree's directories: (directory inode, name) to dirent index.
@@ -90,7 +98,7 @@ pub fn matching_dirs(t0: &Tree, t1: &Tree, t1_names: &Names) -> Vec<Option<u64>>
 /// Whether a file on disk still looks as T0 recorded it: same size and
 /// modification time (nanoseconds compared where the file system keeps
 /// them).
-fn unchanged(st: &libc::stat, i: &crate::tree::Inode) -> bool {
+pub(super) fn unchanged(st: &libc::stat, i: &crate::tree::Inode) -> bool {
     let m = i.attrs.mtime;
     st.st_size as u64 == i.size
         && st.st_mtime == m.sec
@@ -111,8 +119,14 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
     let mut out = Survey {
         owner: vec![None; t0.inodes.len() + 1],
         attrs: vec![None; t0.inodes.len() + 1],
+        xattr_names: vec![None; t0.inodes.len() + 1],
+        shared: vec![false; t0.inodes.len() + 1],
         ..Survey::default()
     };
+    let mut names_of = vec![0u64; t0.inodes.len() + 1];
+    for d in t0.dirents.iter().skip(1) {
+        names_of[d.ino as usize] += 1;
+    }
     if let Ok(st) = fsx::stat_at(std::os::fd::AsFd::as_fd(root), b"") {
         out.owner[ROOT_INO as usize] = Some((st.st_uid, st.st_mode & 0o7777));
     }
@@ -177,6 +191,8 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
                     out.owner[child.ino as usize] = Some((s.st_uid, s.st_mode & 0o7777));
                     if child.kind == Kind::File {
                         out.attrs[child.ino as usize] = Some(fsx::attrs_of(s).1);
+                        out.shared[child.ino as usize] = s.st_nlink > names_of[child.ino as usize];
+                        out.xattr_names[child.ino as usize] = fsx::xattr::names(dir, &name).ok();
                     }
                     if child.kind == Kind::File
                         && !unchanged(s, child)
@@ -190,6 +206,8 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
             // Not T0's (or T0's name holding something else now).
             let is_dir = on_disk == Some(Kind::Dir);
             let empty_dir = is_dir
+                && ino == ROOT_INO
+                && name == b"lost+found"
                 && fsx::open_dir(dir, &name)
                     .and_then(|f| fsx::read_dir_names(std::os::fd::AsFd::as_fd(&f)))
                     .is_ok_and(|n| n.is_empty());
@@ -200,6 +218,7 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
                 home,
                 is_dir,
                 empty_dir,
+                uid: st.as_ref().map(|s| s.st_uid).unwrap_or(u32::MAX),
             });
         }
     }
