@@ -208,13 +208,13 @@ fn judge(
     force: bool,
     held: &SnapshotRef,
     next: &SnapshotRef,
-    report: &Report,
+    report: Option<&Report>,
 ) -> Result<()> {
     let path = |i: u64| escape(&t0.path(i));
     let mut needed = Vec::new();
     for &i in &s.missing {
         if sources.contains(&i) {
-            needed.push(format!("{} is missing", path(i)));
+            needed.push(format!("{} is missing (or of another type)", path(i)));
         }
     }
     for &i in &s.changed {
@@ -306,6 +306,9 @@ fn judge(
             parts.join("; ")
         );
     }
+    let Some(report) = report else {
+        return Ok(());
+    };
     for p in &in_the_way {
         report.warn(
             p.as_bytes(),
@@ -551,7 +554,18 @@ fn check(
     report: &Report,
 ) -> Result<Checked> {
     let h = r.header.clone();
-    let front = read_front(r)?;
+    let front = read_front(r).map_err(|e| match r.damage().first() {
+        Some(d) => {
+            let prefix = format!("{}: ", r.name());
+            let why = d.why.strip_prefix(&prefix).unwrap_or(&d.why).to_string();
+            anyhow!(
+                "{}: the metadata section is damaged at stream byte {}: {why}",
+                r.name(),
+                d.from
+            )
+        }
+        None => e,
+    })?;
     let t0 = &state.tree;
     let found = survey(root, t0, &front.tree, &mut |dir, name, ino, st| {
         open_up(journal, dir, name, ino, st)
@@ -574,7 +588,7 @@ fn check(
         opts.force,
         &state.snapshot,
         &h.snapshot,
-        report,
+        Some(report),
     )?;
     let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
         .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
@@ -620,7 +634,20 @@ fn check(
     let spooled = spool.bytes;
     spool.finish()?;
     drop(writer);
-    still_as_surveyed(root, t0, &source_set(&sources))?;
+    // The target may have been written to while a slow stream was read:
+    // judged again as it is now, before the increment is declared checked.
+    let now = survey(root, t0, &front.tree, &mut |_, _, _, _| Ok(false))?;
+    judge(
+        &now,
+        t0,
+        &source_set(&sources),
+        &inherits,
+        opts.force,
+        &state.snapshot,
+        &h.snapshot,
+        None,
+    )
+    .map_err(|e| anyhow!("{e:#} (found when the stream had been read)"))?;
     enough_space(root, spooled)?;
     let pairs: Vec<(u64, u64)> = sources
         .iter()
@@ -650,32 +677,6 @@ fn check(
         stream_bytes: r.offset(),
         sources,
     })
-}
-
-/// Checks, just before the increment is declared checked, that the files
-/// it builds on are still as the survey found them (the target may be
-/// written to while a slow stream is read).
-fn still_as_surveyed(root: &OwnedFd, t0: &Tree, sources: &HashSet<u64>) -> Result<()> {
-    let mut dirs = DirStack::new(root.try_clone()?);
-    let mut changed = Vec::new();
-    for &g in sources {
-        let d = t0.primary(g);
-        let same = dirs
-            .enter_in(t0, d.parent)
-            .and_then(|dir| fsx::stat_at(dir, &d.name))
-            .is_ok_and(|st| super::survey::unchanged(&st, t0.inode(g)));
-        if !same {
-            changed.push(escape(&t0.path(g)));
-        }
-    }
-    if !changed.is_empty() {
-        changed.sort();
-        bail!(
-            "{} changed in the target while the increment was being read, and the increment builds on it: run the restore again when nothing writes into the target",
-            some_of(&changed)
-        );
-    }
-    Ok(())
 }
 
 /// Refuses to go past the check when the target's file system cannot take

@@ -121,11 +121,28 @@ pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSumm
             Digest::Skip => set.next_salvaging(Digest::Skip),
             Digest::Check => set.next_stream(opts.digest),
         };
-        let last = out
-            .last()
-            .map(|s| &s.snapshot)
-            .or(opts.restored_before.as_ref());
-        let r = r.map_err(|e| nothing(e, last))?;
+        let r = match r {
+            Err(e) if !out.is_empty() => {
+                // After a stream that was restored, what follows does not
+                // open as a stream: named, and left alone; the restore of
+                // what came before stands (exit status 1, not 2).
+                report.warn(
+                    opts.input.name().as_bytes(),
+                    format!(
+                        "the input goes on at byte {} after the stream(s) restored into {target}, but not with a stream that can be read ({e:#}); that part was not applied",
+                        set.position()
+                    ),
+                );
+                break;
+            }
+            r => {
+                let last = out
+                    .last()
+                    .map(|s| &s.snapshot)
+                    .or(opts.restored_before.as_ref());
+                r.map_err(|e| nothing(e, last))?
+            }
+        };
         let Some(r) = r else { break };
         let summary = restore_stream(opts, r, report)?;
         let damaged = summary.damaged;

@@ -54,6 +54,7 @@ pub struct ImageSetReader {
     started: bool,
     single: bool,
     trailing: Option<String>,
+    member_start: u64,
 }
 
 impl ImageSetReader {
@@ -69,7 +70,14 @@ impl ImageSetReader {
             started: false,
             single: false,
             trailing: None,
+            member_start: 0,
         }
+    }
+
+    /// The input byte where the last stream opened starts (offsets in a
+    /// stream's messages count from its own start).
+    pub fn position(&self) -> u64 {
+        self.member_start
     }
 
     /// After the last stream: what followed it that is neither a stream nor
@@ -108,6 +116,7 @@ impl ImageSetReader {
             return Ok(None);
         }
         self.started = true;
+        self.member_start = self.shared.0.lock().expect("input lock").consumed;
         let input = Box::new(self.shared.clone());
         if salvage {
             StreamReader::open_salvaging(input, &self.name, digest).map(Some)
