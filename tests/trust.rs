@@ -392,6 +392,17 @@ fn a_stream_followed_by_padding_reads_as_a_whole_stream() {
     let (c, e) = restore(&trailing, &out2, &[]);
     assert_eq!(c, 1, "{e}");
     assert_same_tree(&t.src, &out2);
+    // A stream followed by another's end record: the stream is restored,
+    // the rest named (exit 1, not 2 after a commit).
+    let tail = t.dir.path().join("tail");
+    let mut b = data.clone();
+    b.extend_from_slice(&data[data.len() - 128..]);
+    write(&tail, &b);
+    let out3 = t.dir.path().join("out3");
+    let (c, e) = restore(&tail, &out3, &[]);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("goes on at byte"), "{e}");
+    assert_same_tree(&t.src, &out3);
     let (c, _, e) = run_s(&[
         "restore",
         "-x",
@@ -942,6 +953,31 @@ fn what_a_user_does_to_a_target_during_or_between_increments_is_kept_or_refused(
         "{e}"
     );
     assert_tree_is(&during, &target, "a file written during the read");
+    // A directory made during the read at a name the increment adds:
+    // refused before the check, not found in the way afterwards.
+    let target = t.dir.path().join("racing-dir");
+    assert_eq!(restore(&s0, &target, &[]).0, 0);
+    let mut child = bin()
+        .args(["restore", "-r", "-f", "-", "--target", p(&target)])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    w.write_all(&data[..data.len() / 2]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::create_dir(target.join("added")).unwrap();
+    write(&target.join("added/mine"), b"mine");
+    w.write_all(&data[data.len() / 2..]).unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("added in the target is not part") && e.contains("unchanged at snapshot 1"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(target.join("added/mine")).unwrap(), b"mine");
     // A user's empty directory at a name the increment adds: refused.
     let target = t.dir.path().join("added");
     assert_eq!(restore(&s0, &target, &[]).0, 0);
