@@ -534,3 +534,23 @@ fn thirty_thousand_nested_directories_list_with_bounded_memory() {
         max_child_rss_kib()
     );
 }
+
+#[test]
+fn a_file_too_large_for_the_target_leaves_nothing_behind() {
+    // A sparse file of 2^63 − 1 bytes: no Linux file system takes it.
+    let mut t = root_tree();
+    let mut f = file(0, 0);
+    f.size = i64::MAX as u64;
+    t.push_inode(1, b"huge".to_vec(), f);
+    let s = craft(&t, &[]);
+    let dir = tmp();
+    let fpath = dir.path().join("s");
+    std::fs::write(&fpath, &s).unwrap();
+    let x = dir.path().join("x");
+    for _ in 0..2 {
+        let (c, _, e) = run_s(&["restore", "-x", "-f", p(&fpath), "--target", p(&x), "huge"]);
+        assert_eq!(c, 2, "{e}");
+        assert!(!e.contains("exists in the target"), "{e}");
+        assert!(!x.join("huge").exists(), "a half-made file was left");
+    }
+}

@@ -338,3 +338,98 @@ fn a_full_cartridge_without_a_way_to_change_it_stops_with_a_clear_message() {
         "{v}"
     );
 }
+
+#[test]
+fn a_changer_that_leaves_the_same_cartridge_in_never_gets_it_overwritten() {
+    let t = paths();
+    std::fs::write(t.src.join("big"), bytes(1, 3_000_000)).unwrap();
+    let mut d = Drive::new(t.dir.path());
+    d.capacity = Some("1M".into());
+    let e = d.fails(&[
+        "dump",
+        "-0",
+        "-z",
+        "0",
+        "-f",
+        "/dev/nst0",
+        "--new-volume",
+        "true",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert!(e.contains("still holds volume 1 of this dump"), "{e}");
+    // Volume 1 is still whole on the cartridge.
+    let items = d.items();
+    assert_eq!(items[0], Some(128));
+    assert!(items.len() >= 4, "{items:?}");
+}
+
+#[test]
+fn an_append_after_a_dump_cut_off_before_its_filemark_is_a_tape_file_of_its_own() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"first").unwrap();
+    let big = t.dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("r"), bytes(2, 3_000_000)).unwrap();
+    let d = Drive::new(t.dir.path());
+    d.ok(&[
+        "dump",
+        "-0",
+        "-f",
+        "/dev/nst0",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    // A second dump cut off mid-way (as by a power loss: no filemark).
+    let o = bin()
+        .args([
+            "dump",
+            "-0",
+            "-z",
+            "0",
+            "-f",
+            "/dev/nst0",
+            "--append",
+            "--catalog",
+        ])
+        .arg(t.dir.path().join("cat2"))
+        .arg(&big)
+        .env("SNAPDUMP_SIMULATED_ST", &d.dir)
+        .env("SNAPDUMP_FAILPOINT", "dump-data:5")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(
+        d.items().last().map(|i| i.is_some()),
+        Some(true),
+        "cut off mid-file"
+    );
+    std::fs::write(t.src.join("g"), b"third").unwrap();
+    let want = snapshot_tree(&t.src);
+    d.ok(&[
+        "dump",
+        "-0",
+        "-f",
+        "/dev/nst0",
+        "--append",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    // The cut-off dump is tape file 2 (and unreadable); the new one is 3.
+    d.ok(&[
+        "restore",
+        "-r",
+        "-f",
+        "/dev/nst0",
+        "--file-number",
+        "3",
+        "--target",
+        p(&t.out),
+    ]);
+    assert_tree_is(&want, &t.out, "the dump appended after a cut-off one");
+    let o = d.run(&["verify", "-f", "/dev/nst0", "--file-number", "2"]);
+    assert_eq!(o.status.code(), Some(2), "the cut-off dump verifies");
+}

@@ -724,7 +724,11 @@ pub(super) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                 0o600,
             )?;
-            fsx::ftruncate(fd.as_fd(), inode.size)
+            // A size the file system cannot hold (EFBIG): the file just
+            // made goes again, so nothing half-made is left.
+            fsx::ftruncate(fd.as_fd(), inode.size).inspect_err(|_| {
+                let _ = fsx::unlink_at(dir, name, false);
+            })
         }
         Kind::Symlink => fsx::symlink_at(&inode.target, dir, name),
         Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev => {

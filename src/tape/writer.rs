@@ -119,9 +119,30 @@ impl TapeWriter {
         if opts.append {
             // Over every filemark to the end of the data: the dump becomes
             // the next tape file.
-            tape_file += device
+            let passed = device
                 .space_filemarks(u64::MAX >> 2)
                 .with_context(|| format!("cannot space {first} to the end of its data"))?;
+            tape_file += passed;
+            // Records after the last filemark are a dump that was cut off
+            // (power lost before its filemark): closed with a filemark of
+            // its own, so the new dump is a tape file of its own.
+            device.rewind()?;
+            device.space_filemarks(passed)?;
+            let mut buf = Vec::new();
+            let unfinished = matches!(
+                device.read_record(&mut buf, super::MAX_BLOCK_SIZE as usize),
+                Ok(super::ReadItem::Record(_))
+            );
+            if unfinished {
+                device.space_to_end_of_data()?;
+                device.write_filemark().with_context(|| {
+                    format!("cannot close the cut-off dump at the end of {first}")
+                })?;
+                tape_file += 1;
+            } else {
+                device.rewind()?;
+                device.space_filemarks(passed)?;
+            }
         }
         Ok(TapeWriter {
             verifying: false,
@@ -281,17 +302,53 @@ impl TapeWriter {
             let _ = self.device.write_filemark();
             self.device.finish_writing()?;
         }
-        let why = format!("volume {} ({}) {why}", self.volume, self.device.name());
+        let mut why = format!("volume {} ({}) {why}", self.volume, self.device.name());
         let next = self.volume + 1;
         let to_io = |e: anyhow::Error| io::Error::other(format!("{e:#}"));
-        let spec = self.changer.next(next, &why).map_err(to_io)?;
-        let mut device = (self.opener)(&spec, true).map_err(to_io)?;
+        for _ in 0..super::changer::MAX_TRIES {
+            let from_list = self.changer.from_list();
+            let spec = self.changer.next(next, &why).map_err(to_io)?;
+            let mut device = (self.opener)(&spec, true).map_err(to_io)?;
+            device.rewind()?;
+            // Never write over a volume this dump has already written (a
+            // changer command that did not change the cartridge, a file
+            // named twice).
+            if let Some(old) = self.earlier_volume_on(device.as_mut(), next)? {
+                let problem = format!(
+                    "{spec} still holds volume {old} of this dump; volume {next} must go on another medium"
+                );
+                if from_list {
+                    return Err(io::Error::other(problem));
+                }
+                crate::progress::println_err(&format!("snapdump: {problem}"));
+                why = problem;
+                continue;
+            }
+            self.device = device;
+            self.volume = next;
+            self.header_done = false;
+            self.volumes.push((spec, next));
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "volume {next} was not provided after {} tries",
+            super::changer::MAX_TRIES
+        )))
+    }
+
+    /// If the medium starts with a volume header of this dump numbered
+    /// below `next`, that number; the medium is left at its beginning.
+    fn earlier_volume_on(&self, device: &mut dyn Device, next: u32) -> io::Result<Option<u32>> {
+        let mut buf = Vec::new();
+        let found = match device.read_record(&mut buf, super::MAX_BLOCK_SIZE as usize) {
+            Ok(super::ReadItem::Record(_)) => VolumeHeader::decode(&buf).ok(),
+            _ => None,
+        };
         device.rewind()?;
-        self.device = device;
-        self.volume = next;
-        self.header_done = false;
-        self.volumes.push((spec, next));
-        Ok(())
+        let (source, snapshot, _, _) = self.ident.expect("learned before the first volume");
+        Ok(found
+            .filter(|h| h.source_uuid == source && h.snapshot_uuid == snapshot && h.volume < next)
+            .map(|h| h.volume))
     }
 
     /// Writes the last (short) record and the filemark, and makes the dump

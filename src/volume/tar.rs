@@ -159,21 +159,22 @@ fn regions(inode: &Inode, bs: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// The pax records of an inode's extended attributes (`SCHILY.xattr.NAME`,
-/// as GNU tar and bsdtar read them). A pax keyword is UTF-8 and ends at
-/// the first `=`, so a name that is not UTF-8 or holds `=` cannot be
-/// carried exactly: it is left out with a warning (exit status 1), never
-/// written as another name.
+/// The pax records of an inode's extended attributes, `SCHILY.xattr.NAME`
+/// as GNU tar and bsdtar read them. A pax keyword ends at the first `=`,
+/// so, as GNU tar (1.32 on) writes and reads them, `%` in a name is written
+/// `%25` and `=` is written `%3D`. A keyword is UTF-8: a name that is not is
+/// left out with a warning (exit status 1), never written as another name.
 fn xattr_records(inode: &Inode, path: &[u8], pax: &mut Vec<(String, Vec<u8>)>, report: &Report) {
     for (k, v) in &inode.xattrs {
         match std::str::from_utf8(k) {
-            Ok(name) if !name.contains('=') => {
-                pax.push((format!("SCHILY.xattr.{name}"), v.clone()));
+            Ok(name) => {
+                let encoded = name.replace('%', "%25").replace('=', "%3D");
+                pax.push((format!("SCHILY.xattr.{encoded}"), v.clone()));
             }
-            _ => report.warn(
+            Err(_) => report.warn(
                 path,
                 format!(
-                    "extended attribute {} not exported: a pax header cannot carry a name that holds '=' or is not UTF-8",
+                    "extended attribute {} not exported: a pax header cannot carry a name that is not UTF-8",
                     crate::names::escape(k)
                 ),
             ),
