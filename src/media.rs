@@ -124,9 +124,12 @@ impl Write for SharedTape {
 /// fixed-size records, filemarks, volume changes): a tape drive, a virtual
 /// tape, several volumes, or a volume size. The one place that decides it.
 pub fn writes_tape(specs: &[String], tape: &crate::tape::writer::TapeOptions) -> bool {
+    let virtual_tape = crate::tape::is_virtual_tape(&specs[0])
+        && descriptor_name(&specs[0]).is_none()
+        && std::fs::metadata(&specs[0]).map_or(true, |m| m.is_file());
     specs.len() > 1
         || tape.capacity > 0
-        || crate::tape::is_virtual_tape(&specs[0])
+        || virtual_tape
         || crate::tape::st_device(&specs[0]).is_some()
 }
 
@@ -268,6 +271,17 @@ impl Output {
                 Box::new(w),
             ));
         }
+        if let Some(fd) = descriptor_name(spec) {
+            let file = dup_fd(fd, spec)?;
+            let w = BufWriter::with_capacity(IO_BUF, file.try_clone()?);
+            return Ok((
+                Output {
+                    finish: Finish::Direct { file },
+                    name: spec.into(),
+                },
+                Box::new(w),
+            ));
+        }
         let path = Path::new(spec);
         let special = std::fs::metadata(path)
             .map(|m| {
@@ -297,6 +311,16 @@ impl Output {
                 Box::new(w),
             ));
         }
+        // Through a symlink, the file it points to is replaced, and the
+        // link stays.
+        let resolved;
+        let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            resolved = std::fs::canonicalize(path)
+                .with_context(|| format!("cannot resolve the symlink {spec}"))?;
+            resolved.as_path()
+        } else {
+            path
+        };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -379,6 +403,35 @@ impl Output {
     }
 }
 
+/// The descriptor a name like `/dev/stdin`, `/dev/stdout`, `/dev/fd/N` or
+/// `/proc/self/fd/N` stands for: such a medium is the descriptor the
+/// process has, not a file to open again (a socket cannot be, a regular
+/// file would start again at offset 0, and a symlink under /dev is no
+/// place for a dump's temporary file).
+pub fn descriptor_name(spec: &str) -> Option<i32> {
+    match spec {
+        "/dev/stdin" => return Some(0),
+        "/dev/stdout" => return Some(1),
+        "/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let n = spec
+        .strip_prefix("/dev/fd/")
+        .or_else(|| spec.strip_prefix("/proc/self/fd/"))?;
+    n.parse::<i32>().ok().filter(|&fd| fd >= 0)
+}
+
+/// A descriptor of this process, duplicated into a file of its own.
+fn dup_fd(fd: i32, spec: &str) -> Result<File> {
+    use std::os::fd::FromRawFd;
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot use {spec} (descriptor {fd})"));
+    }
+    Ok(unsafe { File::from_raw_fd(d) })
+}
+
 /// What a medium is. It is decided once, in [`probe`], from the opened
 /// descriptor (tape drives from their device), so that nothing is read to
 /// find out and a pipe's first bytes are never eaten (DESIGN contract 9).
@@ -420,6 +473,10 @@ pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
     use std::os::unix::fs::OpenOptionsExt;
     if spec == "-" {
         return Ok((MediumKind::Sequential, None));
+    }
+    if let Some(fd) = descriptor_name(spec) {
+        // Read from where the descriptor is, front to back, as `-f -`.
+        return Ok((MediumKind::Sequential, Some(dup_fd(fd, spec)?)));
     }
     if crate::tape::st_device(spec).is_some() {
         return Ok((MediumKind::StTape, None));

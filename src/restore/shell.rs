@@ -422,7 +422,7 @@ pub fn shell(opts: &ShellOptions, report: &Report) -> Result<()> {
     }
     if failed_extracts > 0 {
         anyhow::bail!(
-            "{failed_extracts} extract command(s) failed (said above); what each was to extract was removed from {} again",
+            "{failed_extracts} extract command(s) failed (said above); each failed one left nothing of its own in {} (earlier extracts stay)",
             opts.target.display()
         );
     }

@@ -308,7 +308,17 @@ impl TapeWriter {
         for _ in 0..super::changer::MAX_TRIES {
             let from_list = self.changer.from_list();
             let spec = self.changer.next(next, &why).map_err(to_io)?;
-            let mut device = (self.opener)(&spec, true).map_err(to_io)?;
+            let mut device = match (self.opener)(&spec, true) {
+                Ok(d) => d,
+                // A write-protected or missing medium: asked for again.
+                Err(e) if !from_list => {
+                    let problem = format!("{e:#}");
+                    crate::progress::println_err(&format!("snapdump: {problem}"));
+                    why = problem;
+                    continue;
+                }
+                Err(e) => return Err(to_io(e)),
+            };
             device.rewind()?;
             // Never write over a volume this dump has already written (a
             // changer command that did not change the cartridge, a file
