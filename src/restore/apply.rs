@@ -567,9 +567,13 @@ fn check(
         None => e,
     })?;
     let t0 = &state.tree;
-    let found = survey(root, t0, &front.tree, &mut |dir, name, ino, st| {
-        open_up(journal, dir, name, ino, st)
-    })?;
+    let found = survey(
+        root,
+        t0,
+        &front.tree,
+        &mut |dir, name, ino, st| open_up(journal, dir, name, ino, st),
+        false,
+    )?;
     let sources = decide(t0, &front.tree, &front.carried, &|g| {
         found.owner[g as usize].is_some_and(|(uid, _)| ours(uid)) && !found.shared[g as usize]
     })?;
@@ -636,7 +640,7 @@ fn check(
     drop(writer);
     // The target may have been written to while a slow stream was read:
     // judged again as it is now, before the increment is declared checked.
-    let now = survey(root, t0, &front.tree, &mut |_, _, _, _| Ok(false))?;
+    let now = survey(root, t0, &front.tree, &mut |_, _, _, _| Ok(false), false)?;
     judge(
         &now,
         t0,
@@ -853,7 +857,7 @@ fn finish(
         let trimmed = trim_inherited(&next, t0, t1, sources, bs)?;
         // The target as it is now: entries a user added while the stream
         // was read are kept too.
-        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false))?;
+        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
         drop_stale_xattrs(&next, t1, sources, &found)?;
         keep_foreign(root, &next, t0, t1, &found, force)?;
         let mut writer = Apply::new(next.try_clone()?, false, report)?;

@@ -109,10 +109,17 @@ pub(super) fn unchanged(st: &libc::stat, i: &crate::tree::Inode) -> bool {
 /// inode, stat)`; may open it up, and returns whether to retry.
 pub type OpenUp<'a> = &'a mut dyn FnMut(BorrowedFd, &[u8], u64, &libc::stat) -> Result<bool>;
 
-/// Reads the target against T0. `open_up(dir, name, ino, st)` is called
+/// Reads the target against T0 (with `with_xattrs`, each file's extended
+/// attribute names too). `open_up(dir, name, ino, st)` is called
 /// for a T0 directory the process cannot read (a non-root owner's mode
 /// 000 directory): it may change the mode, and returns whether to retry.
-pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<Survey> {
+pub fn survey(
+    root: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    open_up: OpenUp,
+    with_xattrs: bool,
+) -> Result<Survey> {
     let t0_names = Names::new(t0);
     let t1_names = Names::new(t1);
     let homes = matching_dirs(t0, t1, &t1_names);
@@ -192,7 +199,10 @@ pub fn survey(root: &OwnedFd, t0: &Tree, t1: &Tree, open_up: OpenUp) -> Result<S
                     if child.kind == Kind::File {
                         out.attrs[child.ino as usize] = Some(fsx::attrs_of(s).1);
                         out.shared[child.ino as usize] = s.st_nlink > names_of[child.ino as usize];
-                        out.xattr_names[child.ino as usize] = fsx::xattr::names(dir, &name).ok();
+                        if with_xattrs {
+                            out.xattr_names[child.ino as usize] =
+                                fsx::xattr::names(dir, &name).ok();
+                        }
                     }
                     if child.kind == Kind::File
                         && !unchanged(s, child)
