@@ -183,7 +183,7 @@ pub fn stream_sealed(data: &[u8]) {
 /// Reads `data` as a virtual tape holding a dump (and as a volume header):
 /// framing, filemarks, volume headers and the stream behind them.
 pub fn tape(data: &[u8]) {
-    let _ = crate::tape::volume::VolumeHeader::decode(data);
+    let _ = crate::media::tape::volume::VolumeHeader::decode(data);
     let Ok(dir) = tempfile::tempdir() else {
         return;
     };
@@ -193,7 +193,8 @@ pub fn tape(data: &[u8]) {
     }
     let spec = path.to_string_lossy().into_owned();
     for file_number in [1, 2] {
-        let Ok(r) = crate::tape::reader::TapeReader::open(vec![spec.clone()], file_number, None)
+        let Ok(r) =
+            crate::media::tape::reader::TapeReader::open(vec![spec.clone()], file_number, None)
         else {
             continue;
         };
@@ -357,8 +358,8 @@ fn apply_bench() -> Option<ApplyBench> {
                 level,
                 output: out.to_string_lossy().into_owned(),
                 volumes: Vec::new(),
-                tape: crate::tape::writer::TapeOptions {
-                    block_size: crate::tape::DEFAULT_BLOCK_SIZE,
+                tape: crate::media::tape::writer::TapeOptions {
+                    block_size: crate::media::tape::DEFAULT_BLOCK_SIZE,
                     append: false,
                     capacity: 0,
                     new_volume: None,

@@ -23,7 +23,6 @@ pub mod runs;
 pub mod scan;
 pub mod snapshots;
 pub mod stream;
-pub mod tape;
 pub mod tree;
 pub mod util;
 pub mod volume;

@@ -44,7 +44,7 @@ enum VolumeCmd {
         #[arg(long)]
         compact: bool,
         /// Largest size the volume may grow to (e.g. 10G); default no limit.
-        #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = snapdump::media::tape::parse_size)]
         size: Option<u64>,
         /// The volume file to create.
         path: PathBuf,
@@ -179,11 +179,11 @@ struct DumpArgs {
     resume: bool,
     /// Capacity of a virtual tape (e.g. 400M, 12T); the dump continues on
     /// the next volume when it fills up.
-    #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = snapdump::media::tape::parse_size)]
     tape_capacity: Option<u64>,
     /// Cut a dump to files into volumes of at most SIZE (e.g. 4G), written
     /// to the -f files in turn (or where --new-volume puts them).
-    #[arg(long, value_name = "SIZE", value_parser = snapdump::tape::parse_size, conflicts_with = "tape_capacity")]
+    #[arg(long, value_name = "SIZE", value_parser = snapdump::media::tape::parse_size, conflicts_with = "tape_capacity")]
     volume_size: Option<u64>,
     /// Run CMD when the next volume is needed (with SNAPDUMP_VOLUME and
     /// SNAPDUMP_DEVICE set); without it, ask on the terminal.
@@ -386,7 +386,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             let levels = [a.l0, a.l1, a.l2, a.l3, a.l4, a.l5, a.l6, a.l7, a.l8, a.l9];
             let level = levels.iter().position(|&b| b).unwrap_or(0) as u8;
             let output = stream_spec(a.file.first().map(|s| s.as_str()))?;
-            let tape = snapdump::tape::writer::TapeOptions {
+            let tape = snapdump::media::tape::writer::TapeOptions {
                 block_size: a.block_kib * 1024,
                 append: a.append,
                 capacity: a.tape_capacity.or(a.volume_size).unwrap_or(0),

@@ -40,7 +40,7 @@ pub struct DumpOptions {
     /// Further volumes of a dump to tape (more `-f`).
     pub volumes: Vec<String>,
     /// Tape options (record size, append, capacity, volume changes).
-    pub tape: crate::tape::writer::TapeOptions,
+    pub tape: crate::media::tape::writer::TapeOptions,
     /// Catalog root directory.
     pub catalog_root: PathBuf,
     /// zstd level (0 = off).
@@ -273,7 +273,7 @@ fn run(
     }
     // A tape image inside the source is not dumped into itself.
     for spec in std::iter::once(&opts.output).chain(&opts.volumes) {
-        if crate::tape::is_virtual_tape(spec) {
+        if crate::media::kind::is_virtual_tape(spec) {
             if let Ok(m) = std::fs::metadata(spec) {
                 use std::os::unix::fs::MetadataExt;
                 exclude.insert((m.dev(), m.ino()));
@@ -371,6 +371,7 @@ fn run(
             entries: tree.dirents.len() as u64,
             stream_id,
         };
+        output.set_label(header.tape_label());
         let mut w = StreamWriter::new(out, opts.compression, bs)?;
         w.write_header(&header)?;
         write_metadata(&mut w, &tree)?;

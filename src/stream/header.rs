@@ -92,6 +92,16 @@ pub(crate) fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
 }
 
 impl StreamHeader {
+    /// What the tape volumes of this stream are labelled with.
+    pub fn tape_label(&self) -> crate::media::tape::volume::TapeLabel {
+        crate::media::tape::volume::TapeLabel {
+            source_uuid: self.source_uuid,
+            snapshot_uuid: self.snapshot.uuid,
+            snapshot_id: self.snapshot.id,
+            started: self.snapshot.time.sec,
+        }
+    }
+
     /// Encodes the header payload.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();

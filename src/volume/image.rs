@@ -75,7 +75,7 @@ pub struct VolumeDumpOptions {
     /// Output and further volumes.
     pub specs: Vec<String>,
     /// Tape options.
-    pub tape: crate::tape::writer::TapeOptions,
+    pub tape: crate::media::tape::writer::TapeOptions,
     /// zstd level.
     pub compression: i32,
 }
@@ -213,7 +213,7 @@ pub fn dump_volume(opts: &VolumeDumpOptions, report: &Report) -> Result<VolumeDu
     let mut streams = Vec::new();
     let mut total = 0;
     for (top, base) in pairs {
-        let r = write_stream(&vol, top, base, out, opts.compression);
+        let r = write_stream(&vol, top, base, &output, out, opts.compression);
         match r {
             Ok((w, o)) => {
                 total += w.stream_bytes;
@@ -245,6 +245,7 @@ fn write_stream(
     vol: &Volume,
     top: &VolSnapshot,
     base: Option<&VolSnapshot>,
+    output: &Output,
     out: Out,
     compression: i32,
 ) -> Result<(StreamWritten, Out)> {
@@ -283,6 +284,7 @@ fn write_stream(
         entries: top.tree.dirents.len() as u64,
         stream_id: crate::util::random_id(),
     };
+    output.set_label(header.tape_label());
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
     w.write_header(&header)?;
     crate::dump::write_metadata(&mut w, &top.tree)?;

@@ -64,57 +64,6 @@ pub trait Device: Send {
     fn name(&self) -> &str;
 }
 
-/// Whether `spec` names a virtual tape (by its `.tap` extension).
-pub fn is_virtual_tape(spec: &str) -> bool {
-    spec != "-" && spec.ends_with(".tap")
-}
-
-/// An st tape drive a `-f` name refers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StDrive {
-    /// The device rewinds the tape when closed (`/dev/stN`, not `/dev/nstN`).
-    pub rewinds: bool,
-    /// Served by the simulated drive ([`sim`]), not the st driver.
-    pub simulated: bool,
-}
-
-/// Whether `spec` names a Linux SCSI tape drive: a character device of
-/// major 9 (the st driver; minor bit 7 set for the non-rewinding device),
-/// or, with `SNAPDUMP_SIMULATED_ST` set, a name `/dev/nstN` or `/dev/stN`,
-/// which the simulated drive serves without anything under `/dev` being
-/// looked at.
-pub fn st_device(spec: &str) -> Option<StDrive> {
-    if sim::dir().is_some() {
-        if let Some(rewinds) = sim::st_name(spec) {
-            return Some(StDrive {
-                rewinds,
-                simulated: true,
-            });
-        }
-    }
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::MetadataExt;
-    if spec == "-" {
-        return None;
-    }
-    let m = std::fs::metadata(spec).ok()?;
-    (m.file_type().is_char_device() && libc::major(m.rdev()) == 9).then(|| StDrive {
-        rewinds: libc::minor(m.rdev()) & 0x80 == 0,
-        simulated: false,
-    })
-}
-
-/// Refuses positioning on a rewinding st device: `what` needs the tape to
-/// stay where it is between operations.
-pub fn require_non_rewinding(spec: &str, what: &str) -> anyhow::Result<()> {
-    if st_device(spec).is_some_and(|d| d.rewinds) {
-        anyhow::bail!(
-            "{spec} rewinds the tape when closed; {what} needs the non-rewinding device (/dev/nstN)"
-        );
-    }
-    Ok(())
-}
-
 /// Parses a size such as `4096`, `512K`, `100M`, `2G`, `1T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

@@ -3,10 +3,8 @@
 //! early-warning zone.
 
 use super::changer::Changer;
-use super::volume::VolumeHeader;
+use super::volume::{TapeLabel, VolumeHeader};
 use super::Device;
-use crate::stream::header::StreamHeader;
-use crate::stream::record::{parse_header, HEADER_LEN};
 use anyhow::{anyhow, Context, Result};
 use std::io;
 
@@ -37,7 +35,7 @@ pub fn default_opener(capacity: u64) -> Opener {
 /// virtual tapes and files (0: unlimited).
 pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
     let path = std::path::Path::new(spec);
-    if let Some(drive) = super::st_device(spec) {
+    if let Some(drive) = crate::media::kind::st_device(spec) {
         let ctx = || format!("cannot open tape drive {spec}");
         if drive.simulated {
             let dir = super::sim::dir().expect("the simulation is on");
@@ -57,7 +55,7 @@ pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Dev
             "{spec}: no such device (snapdump does not create files under /dev)"
         ));
     }
-    if super::is_virtual_tape(spec) {
+    if crate::media::kind::is_virtual_tape(spec) {
         let t = super::tap::VirtualTape::open(path, write, capacity)
             .with_context(|| format!("cannot open virtual tape {spec}"))?;
         return Ok(Box::new(t));
@@ -82,7 +80,7 @@ pub struct TapeWriter {
     written: u64,
     volume: u32,
     header_done: bool,
-    ident: Option<([u8; 16], [u8; 16], u64, i64)>,
+    ident: Option<TapeLabel>,
     /// Volumes used: (device, volume number).
     pub volumes: Vec<(String, u32)>,
     /// Resuming: records are compared with what the medium holds and
@@ -111,7 +109,7 @@ impl TapeWriter {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
         if opts.append {
-            super::require_non_rewinding(&first, "--append")?;
+            crate::media::kind::require_non_rewinding(&first, "--append")?;
         }
         let mut device = opener(&first, true)?;
         device.rewind()?;
@@ -173,7 +171,7 @@ impl TapeWriter {
         let mut changer = Changer::new(specs, opts.new_volume.clone());
         let first = changer.first();
         if tape_file > 1 {
-            super::require_non_rewinding(&first, "resuming an appended dump")?;
+            crate::media::kind::require_non_rewinding(&first, "resuming an appended dump")?;
         }
         let mut device = opener(&first, true)?;
         device.rewind()?;
@@ -211,38 +209,26 @@ impl TapeWriter {
         )
     }
 
-    /// Learns the dump's identity from the stream's own header record, the
-    /// first bytes written.
-    fn learn_ident(&mut self) -> io::Result<bool> {
-        if self.ident.is_some() {
-            return Ok(true);
-        }
-        if self.pending.len() < HEADER_LEN {
-            return Ok(false);
-        }
-        // The header record is always sealed with seed 0.
-        let h = parse_header(self.pending[..HEADER_LEN].try_into().unwrap(), 0)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let end = HEADER_LEN + h.stored_len as usize;
-        if self.pending.len() < end {
-            return Ok(false);
-        }
-        let invalid =
-            |e: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}"));
-        let raw =
-            crate::stream::record::open(&h, &self.pending[HEADER_LEN..end], 0).map_err(invalid)?;
-        let sh = StreamHeader::decode(&raw).map_err(invalid)?;
-        self.ident = Some((
-            sh.source_uuid,
-            sh.snapshot.uuid,
-            sh.snapshot.id,
-            sh.snapshot.time.sec,
-        ));
-        Ok(true)
+    /// Labels the dump's volumes: the producer names what it writes before
+    /// the first byte, so this layer never parses the stream it carries.
+    pub fn set_label(&mut self, label: TapeLabel) {
+        self.ident = Some(label);
+    }
+
+    /// The label, or an error when data comes before it.
+    fn label(&self) -> io::Result<TapeLabel> {
+        self.ident.ok_or_else(|| {
+            io::Error::other("internal error: tape data written before the dump was labelled")
+        })
     }
 
     fn volume_header(&self) -> [u8; super::volume::VOLUME_HEADER_LEN] {
-        let (source_uuid, snapshot_uuid, snapshot_id, time) = self.ident.expect("learned before");
+        let TapeLabel {
+            source_uuid,
+            snapshot_uuid,
+            snapshot_id,
+            started: time,
+        } = self.ident.expect("labelled before the first record");
         VolumeHeader {
             volume: self.volume,
             stream_offset: self.written,
@@ -355,7 +341,11 @@ impl TapeWriter {
             _ => None,
         };
         device.rewind()?;
-        let (source, snapshot, _, _) = self.ident.expect("learned before the first volume");
+        let TapeLabel {
+            source_uuid: source,
+            snapshot_uuid: snapshot,
+            ..
+        } = self.ident.expect("labelled before the first volume");
         Ok(found
             .filter(|h| h.source_uuid == source && h.snapshot_uuid == snapshot && h.volume < next)
             .map(|h| h.volume))
@@ -366,9 +356,7 @@ impl TapeWriter {
     pub fn finish(&mut self) -> Result<()> {
         let name = self.device.name().to_string();
         let ctx = |e: io::Error| anyhow!("cannot finish the dump on {name}: {e}");
-        if !self.learn_ident().map_err(ctx)? {
-            return Err(anyhow!("the stream ended before its header was complete"));
-        }
+        self.label().map_err(ctx)?;
         let mut start = 0;
         while start < self.pending.len() {
             let n = (self.pending.len() - start).min(self.opts.block_size as usize);
@@ -401,9 +389,7 @@ fn put(device: &mut dyn Device, verifying: &mut bool, data: &[u8], bs: u64) -> i
 impl io::Write for TapeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.pending.extend_from_slice(buf);
-        if !self.learn_ident()? {
-            return Ok(buf.len());
-        }
+        self.label()?;
         let bs = self.opts.block_size as usize;
         let mut start = 0;
         let result = loop {

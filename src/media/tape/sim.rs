@@ -336,8 +336,8 @@ impl TapeIo for SimSt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tape::st::{mtop, StDevice};
-    use crate::tape::{Device, ReadItem};
+    use crate::media::tape::st::{mtop, StDevice};
+    use crate::media::tape::{Device, ReadItem};
 
     #[test]
     fn names_are_recognised() {

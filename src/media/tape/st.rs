@@ -561,8 +561,8 @@ pub mod tests {
     /// the volumes in order and refuses a wrong one from a list.
     #[test]
     fn a_stream_spans_simulated_cartridges_and_reads_back() {
-        use crate::tape::reader::TapeReader;
-        use crate::tape::writer::{TapeOptions, TapeWriter};
+        use crate::media::tape::reader::TapeReader;
+        use crate::media::tape::writer::{TapeOptions, TapeWriter};
         use std::io::{Read, Write};
         let mut stream = crate::stream::record::seal(
             crate::stream::record::RecordKind::Header,
@@ -580,7 +580,7 @@ pub mod tests {
         stream.extend((0..20_000u32).map(|i| (i * 7 % 251) as u8));
         let carts: Vec<FakeSt> = (0..6).map(|_| FakeSt::blank(8, 12)).collect();
         let specs: Vec<String> = (0..6).map(|i| i.to_string()).collect();
-        let opener = |carts: Vec<FakeSt>| -> crate::tape::writer::Opener {
+        let opener = |carts: Vec<FakeSt>| -> crate::media::tape::writer::Opener {
             Box::new(move |spec: &str, write: bool| {
                 let f = carts[spec.parse::<usize>().unwrap()].clone();
                 Ok(Box::new(StDevice::new(f, &format!("cart{spec}"), write)?) as Box<dyn Device>)
@@ -593,6 +593,12 @@ pub mod tests {
             new_volume: None,
         };
         let mut w = TapeWriter::open_with(specs.clone(), opts, opener(carts.clone())).unwrap();
+        w.set_label(crate::media::tape::volume::TapeLabel {
+            source_uuid: [1; 16],
+            snapshot_uuid: [2; 16],
+            snapshot_id: 1,
+            started: 0,
+        });
         w.write_all(&stream).unwrap();
         w.finish().unwrap();
         let used = w.volumes.len();

@@ -73,7 +73,7 @@ impl TapeReader {
         let mut changer = Changer::new(specs, new_volume);
         let first_spec = changer.first();
         if file_number > 1 {
-            super::require_non_rewinding(&first_spec, "--file-number")?;
+            crate::media::kind::require_non_rewinding(&first_spec, "--file-number")?;
         }
         let mut device = opener(&first_spec, false)?;
         device.rewind()?;

@@ -1,31 +1,14 @@
-//! Where streams go to and come from: regular files, stdout/stdin and
-//! devices. (Tape drives and virtual tapes build on this in later work.)
-//!
-//! A dump to a regular file writes a temporary sibling and renames it into
-//! place only after the stream is complete and synced, so a failed dump
-//! never leaves a half-written file under the requested name, and an
-//! earlier good stream there survives the failure.
+//! Streams being written: a temporary file renamed into place on commit,
+//! stdout, a device, or the tape writer.
 
+use super::kind::{descriptor_name, dup_fd, writes_tape};
+use super::IO_BUF;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Write buffer size: large sequential writes suit pipes, disks and tapes.
-const IO_BUF: usize = 1 << 20;
-
-/// Resolves `-f`: the given value, else `$TAPE`, else an error.
-pub fn stream_spec(f: Option<&str>) -> Result<String> {
-    if let Some(f) = f {
-        return Ok(f.to_string());
-    }
-    match std::env::var("TAPE") {
-        Ok(t) if !t.is_empty() => Ok(t),
-        _ => bail!("no stream given: use -f FILE (or -f - for stdin/stdout), or set $TAPE"),
-    }
-}
 
 /// How an output is finished.
 enum Finish {
@@ -42,7 +25,7 @@ enum Finish {
     },
     /// A tape (virtual or real): records, volumes, a filemark at the end.
     Tape {
-        writer: Arc<Mutex<crate::tape::writer::TapeWriter>>,
+        writer: Arc<Mutex<crate::media::tape::writer::TapeWriter>>,
     },
 }
 
@@ -106,7 +89,7 @@ impl Write for ResumeFile {
 
 /// The handle the stream writer writes a tape dump through; the tape
 /// writer itself stays with the [`Output`], which finishes it on commit.
-struct SharedTape(Arc<Mutex<crate::tape::writer::TapeWriter>>);
+struct SharedTape(Arc<Mutex<crate::media::tape::writer::TapeWriter>>);
 
 impl Write for SharedTape {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -118,19 +101,6 @@ impl Write for SharedTape {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Whether a dump to `specs` goes through the tape writer (volume headers,
-/// fixed-size records, filemarks, volume changes): a tape drive, a virtual
-/// tape, several volumes, or a volume size. The one place that decides it.
-pub fn writes_tape(specs: &[String], tape: &crate::tape::writer::TapeOptions) -> bool {
-    let virtual_tape = crate::tape::is_virtual_tape(&specs[0])
-        && descriptor_name(&specs[0]).is_none()
-        && std::fs::metadata(&specs[0]).map_or(true, |m| m.is_file());
-    specs.len() > 1
-        || tape.capacity > 0
-        || virtual_tape
-        || crate::tape::st_device(&specs[0]).is_some()
 }
 
 /// An output being written.
@@ -146,10 +116,10 @@ impl Output {
     /// a file, device or stdout.
     pub fn open_medium(
         specs: &[String],
-        tape: &crate::tape::writer::TapeOptions,
+        tape: &crate::media::tape::writer::TapeOptions,
     ) -> Result<(Output, Box<dyn Write + Send>)> {
         if writes_tape(specs, tape) {
-            let w = crate::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
+            let w = crate::media::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
             let shared = Arc::new(Mutex::new(w));
             return Ok((
                 Output {
@@ -169,15 +139,15 @@ impl Output {
     /// stream bytes were found on the medium and kept.
     pub fn resume_tape(
         specs: &[String],
-        tape: &crate::tape::writer::TapeOptions,
+        tape: &crate::media::tape::writer::TapeOptions,
         tape_file: u64,
     ) -> Result<(
         Output,
         Box<dyn Write + Send>,
         Arc<std::sync::atomic::AtomicU64>,
     )> {
-        let opener = crate::tape::writer::default_opener(tape.capacity);
-        let w = crate::tape::writer::TapeWriter::resume_with(
+        let opener = crate::media::tape::writer::default_opener(tape.capacity);
+        let w = crate::media::tape::writer::TapeWriter::resume_with(
             specs.to_vec(),
             tape.clone(),
             tape_file,
@@ -195,6 +165,16 @@ impl Output {
             Box::new(SharedTape(shared)),
             kept,
         ))
+    }
+
+    /// Names the dump on its tape volumes' headers (nothing to do on other
+    /// media); called before the first byte of the stream is written.
+    pub fn set_label(&self, label: crate::media::tape::volume::TapeLabel) {
+        if let Finish::Tape { writer } = &self.finish {
+            if let Ok(mut w) = writer.lock() {
+                w.set_label(label);
+            }
+        }
     }
 
     /// For a dump to tape: the tape file (from 1) it starts at.
@@ -401,270 +381,4 @@ impl Output {
             _ => {}
         }
     }
-}
-
-/// The descriptor a name like `/dev/stdin`, `/dev/stdout`, `/dev/fd/N` or
-/// `/proc/self/fd/N` stands for: such a medium is the descriptor the
-/// process has, not a file to open again (a socket cannot be, a regular
-/// file would start again at offset 0, and a symlink under /dev is no
-/// place for a dump's temporary file).
-pub fn descriptor_name(spec: &str) -> Option<i32> {
-    match spec {
-        "/dev/stdin" => return Some(0),
-        "/dev/stdout" => return Some(1),
-        "/dev/stderr" => return Some(2),
-        _ => {}
-    }
-    let n = spec
-        .strip_prefix("/dev/fd/")
-        .or_else(|| spec.strip_prefix("/proc/self/fd/"))?;
-    n.parse::<i32>().ok().filter(|&fd| fd >= 0)
-}
-
-/// A descriptor of this process, duplicated into a file of its own.
-fn dup_fd(fd: i32, spec: &str) -> Result<File> {
-    use std::os::fd::FromRawFd;
-    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if d < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot use {spec} (descriptor {fd})"));
-    }
-    Ok(unsafe { File::from_raw_fd(d) })
-}
-
-/// What a medium is. It is decided once, in [`probe`], from the opened
-/// descriptor (tape drives from their device), so that nothing is read to
-/// find out and a pipe's first bytes are never eaten (DESIGN contract 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediumKind {
-    /// A regular file: readers that want little of it read it by offset.
-    File,
-    /// Standard input or output, a pipe, a FIFO, a socket, a terminal or a
-    /// character device other than a tape: read once, front to back.
-    Sequential,
-    /// A block device: read front to back; it holds one stream, and what
-    /// follows its end record on the device is not read.
-    BlockDevice,
-    /// A SCSI tape drive (the st driver, or the simulated drive).
-    StTape,
-    /// A virtual tape (a SIMH `.tap` file).
-    VirtualTape,
-    /// A regular file that starts with a tape volume header: one volume of
-    /// a dump cut with `--volume-size`.
-    VolumeFile,
-}
-
-impl MediumKind {
-    /// Whether the medium holds tape volumes (volume headers, records,
-    /// filemarks) read through the tape layer.
-    pub fn is_tape(self) -> bool {
-        matches!(
-            self,
-            MediumKind::StTape | MediumKind::VirtualTape | MediumKind::VolumeFile
-        )
-    }
-}
-
-/// Opens `spec` for reading just enough to know what it is: a regular
-/// file, a block device, a pipe or FIFO or character device, a tape. The
-/// descriptor is returned for the reader to use (a FIFO is reopened
-/// blocking, which waits for its writer as reading it would).
-pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if spec == "-" {
-        return Ok((MediumKind::Sequential, None));
-    }
-    if let Some(fd) = descriptor_name(spec) {
-        // Read from where the descriptor is, front to back, as `-f -`.
-        return Ok((MediumKind::Sequential, Some(dup_fd(fd, spec)?)));
-    }
-    if crate::tape::st_device(spec).is_some() {
-        return Ok((MediumKind::StTape, None));
-    }
-    let path = Path::new(spec);
-    // A FIFO is opened blocking, as reading it does: the open waits for its
-    // writer, and the descriptor it gives is the one read (opening it a
-    // second time could wait for a writer that has come and gone). Other
-    // files are opened non-blocking, so that a device without a medium
-    // opens at once; the opened descriptor's type decides in both cases.
-    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    if !fifo {
-        opts.custom_flags(libc::O_NONBLOCK);
-    }
-    let f = opts
-        .open(path)
-        .with_context(|| format!("cannot open stream {spec}"))?;
-    let t = f
-        .metadata()
-        .with_context(|| format!("cannot stat stream {spec}"))?
-        .file_type();
-    if t.is_dir() {
-        bail!("input {spec} is a directory, not a stream");
-    }
-    set_blocking(&f).with_context(|| format!("cannot open stream {spec}"))?;
-    if t.is_block_device() {
-        return Ok((MediumKind::BlockDevice, Some(f)));
-    }
-    if !t.is_file() {
-        return Ok((MediumKind::Sequential, Some(f)));
-    }
-    if crate::tape::is_virtual_tape(spec) {
-        return Ok((MediumKind::VirtualTape, None));
-    }
-    let mut magic = [0u8; 8];
-    use std::os::unix::fs::FileExt;
-    if f.read_exact_at(&mut magic, 0).is_ok()
-        && crate::tape::volume::VolumeHeader::looks_like(&magic)
-    {
-        return Ok((MediumKind::VolumeFile, None));
-    }
-    Ok((MediumKind::File, Some(f)))
-}
-
-fn set_blocking(f: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// One stream to read: a file, a device, stdin, or the volumes of a dump
-/// on tape.
-#[derive(Clone, Debug)]
-pub struct Input {
-    /// The stream, or its volumes in order (several only for tapes).
-    pub specs: Vec<String>,
-    /// Which dump on a tape, from 1.
-    pub file_number: u64,
-    /// Command that provides the next volume when the given ones run out.
-    pub new_volume: Option<String>,
-    /// What the (first) medium is.
-    pub kind: MediumKind,
-    /// The descriptor [`probe`] opened, for the first reader to take.
-    opened: Arc<Mutex<Option<File>>>,
-}
-
-/// (device, inode) of a sequential medium, to tell two names of one pipe.
-fn identity(kind: MediumKind, spec: &str, file: Option<&File>) -> Option<(u64, u64)> {
-    use std::os::fd::AsFd;
-    if kind != MediumKind::Sequential {
-        return None;
-    }
-    let st = match file {
-        Some(f) => crate::fsx::fstat(f.as_fd()).ok()?,
-        None if spec == "-" => crate::fsx::fstat(std::io::stdin().as_fd()).ok()?,
-        None => return None,
-    };
-    Some((st.st_dev, st.st_ino))
-}
-
-impl Input {
-    /// A stream named by `spec` (a file, a device, or "-"), probed.
-    pub fn plain(spec: &str) -> Result<Input> {
-        let (kind, file) = probe(spec)?;
-        Ok(Input {
-            specs: vec![spec.to_string()],
-            file_number: 1,
-            new_volume: None,
-            kind,
-            opened: Arc::new(Mutex::new(file)),
-        })
-    }
-
-    /// The name used in messages ("stdin" for "-").
-    pub fn name(&self) -> &str {
-        match self.specs[0].as_str() {
-            "-" => "stdin",
-            s => s,
-        }
-    }
-
-    /// Whether the stream is on tape (volume headers, records, filemarks).
-    pub fn is_tape(&self) -> bool {
-        self.kind.is_tape()
-    }
-
-    /// For a pipe, FIFO, socket or character device (stdin included): its
-    /// (device, inode), the same for every name of it.
-    pub fn identity(&self) -> Option<(u64, u64)> {
-        let g = self.opened.lock().ok()?;
-        identity(self.kind, &self.specs[0], g.as_ref())
-    }
-
-    /// The regular file to read by offset, if the stream is one.
-    pub fn seekable(&self) -> Result<Option<File>> {
-        if self.kind != MediumKind::File {
-            return Ok(None);
-        }
-        match self.take() {
-            Some(f) => Ok(Some(f)),
-            None => File::open(&self.specs[0])
-                .map(Some)
-                .with_context(|| format!("cannot open stream {}", self.specs[0])),
-        }
-    }
-
-    fn take(&self) -> Option<File> {
-        self.opened.lock().ok().and_then(|mut g| g.take())
-    }
-
-    /// Opens the stream for sequential reading. A sequential medium can be
-    /// opened once (its bytes are gone once read).
-    pub fn open(&self) -> Result<Box<dyn Read + Send>> {
-        if self.is_tape() {
-            let r = crate::tape::reader::TapeReader::open(
-                self.specs.clone(),
-                self.file_number,
-                self.new_volume.clone(),
-            )?;
-            return Ok(Box::new(BufReader::with_capacity(IO_BUF, r)));
-        }
-        if self.specs[0] == "-" {
-            return Ok(Box::new(BufReader::with_capacity(IO_BUF, std::io::stdin())));
-        }
-        let f = match self.take() {
-            Some(f) => f,
-            None if self.kind == MediumKind::Sequential => bail!(
-                "{} is a pipe or device that was read already; it can be read only once",
-                self.specs[0]
-            ),
-            None => File::open(&self.specs[0])
-                .with_context(|| format!("cannot open stream {}", self.specs[0]))?,
-        };
-        Ok(Box::new(BufReader::with_capacity(IO_BUF, f)))
-    }
-}
-
-/// Groups `-f` values into streams: a virtual tape or volume file that
-/// holds volume 2 or later of a dump joins the tape before it, as the next
-/// volume.
-pub fn group_inputs(
-    specs: &[String],
-    file_number: u64,
-    new_volume: Option<String>,
-) -> Result<Vec<Input>> {
-    let mut out: Vec<Input> = Vec::new();
-    for spec in specs {
-        let (kind, file) = probe(spec)?;
-        let continues = matches!(kind, MediumKind::VirtualTape | MediumKind::VolumeFile)
-            && out.last().is_some_and(|i| i.is_tape())
-            && crate::tape::reader::first_volume_number(spec)? > 1;
-        if continues {
-            out.last_mut().expect("checked").specs.push(spec.clone());
-        } else {
-            out.push(Input {
-                specs: vec![spec.clone()],
-                file_number,
-                new_volume: new_volume.clone(),
-                kind,
-                opened: Arc::new(Mutex::new(file)),
-            });
-        }
-    }
-    Ok(out)
 }

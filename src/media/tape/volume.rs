@@ -122,3 +122,18 @@ mod tests {
         }
     }
 }
+
+/// What every volume header of one dump names: the dump's source and
+/// snapshot, and the snapshot's time (so a resumed dump writes the same
+/// headers). The producer of the stream gives it to the tape writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapeLabel {
+    /// The source's UUID.
+    pub source_uuid: [u8; 16],
+    /// The snapshot's UUID.
+    pub snapshot_uuid: [u8; 16],
+    /// The snapshot's id.
+    pub snapshot_id: u64,
+    /// The snapshot's time, in seconds since the epoch.
+    pub started: i64,
+}

@@ -1,0 +1,25 @@
+//! Where streams go to and come from: regular files, stdout/stdin and
+//! devices. (Tape drives and virtual tapes build on this in later work.)
+//!
+//! A dump to a regular file writes a temporary sibling and renames it into
+//! place only after the stream is complete and synced, so a failed dump
+//! never leaves a half-written file under the requested name, and an
+//! earlier good stream there survives the failure.
+
+//!
+//! [`kind`] decides what a `-f` name is, once; [`input`] and [`output`]
+//! open it for the stream layer above; [`tape`] holds the record-oriented
+//! media (st drives, virtual tapes, volume files) behind one device trait.
+
+pub mod input;
+pub mod kind;
+pub mod output;
+pub mod tape;
+
+pub use input::{group_inputs, Input};
+pub use kind::writes_tape;
+pub use kind::{descriptor_name, probe, stream_spec, MediumKind};
+pub use output::Output;
+
+/// Write buffer size: large sequential writes suit pipes, disks and tapes.
+const IO_BUF: usize = 1 << 20;
