@@ -7,7 +7,8 @@
 //! is fine) for any input: never panic, never hang, never allocate beyond
 //! the format's limits.
 
-use crate::restore::check::{read_data, read_front};
+use crate::stream::check::read_data;
+use crate::stream::front::read_front;
 use crate::stream::reader::{Digest, StreamReader};
 
 /// Reads `data` as a stream, front to end, as verify does.
@@ -35,7 +36,7 @@ pub fn salvage(data: &[u8]) {
         return;
     };
     if let Ok(t) = read_data(&mut r, &front, |_, _| Ok(())) {
-        let _ = crate::restore::check::lost_ranges(&front, &t.seen, r.header.block_size as u64);
+        let _ = crate::stream::check::lost_ranges(&front, &t.seen, r.header.block_size as u64);
     }
 }
 
@@ -106,7 +107,7 @@ pub fn records(data: &[u8]) {
     let _ = decode_reloc(data);
     let _ = End::decode(data);
     let mut b = crate::tree::TreeBuilder::new(4096);
-    let _ = crate::restore::check::decode_meta(&mut b, data);
+    let _ = crate::stream::front::decode_meta(&mut b, data);
 }
 
 /// Builds a stream with valid framing (sequence numbers, checksums, digest

@@ -12,13 +12,11 @@ use crate::planes::DoubleMarks;
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::scan::{scan, ScanOptions};
-use crate::stream::header::{SnapshotRef, StreamHeader, FORMAT_VERSION};
+use crate::stream::front::write_front;
+use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
 use crate::stream::payload::Image;
-use crate::stream::record::RecordKind;
 use crate::stream::writer::StreamWriter;
-use crate::stream::META_RECORD_BYTES;
-use crate::tree::{Kind, Time, Tree};
-use crate::wire::Enc;
+use crate::tree::{Kind, Time};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::os::unix::ffi::OsStrExt;
@@ -355,31 +353,23 @@ fn run(
                 (snap, stream_id)
             }
         };
-        let header = StreamHeader {
-            format_version: FORMAT_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        let header = StreamHeader::new(ImageHeader {
             source_uuid: state.source_uuid,
             source_path: state.source_path.clone(),
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
             snapshot: snap.clone(),
-            full: base.is_none(),
             base: base.map(|b| state.snapshots[b].snap.clone()),
             block_size: bs,
             compression_level: opts.compression,
             entries: tree.dirents.len() as u64,
             stream_id,
-        };
-        output.set_label(header.tape_label());
-        let mut w = StreamWriter::new(out, opts.compression, bs)?;
-        w.write_header(&header)?;
-        write_metadata(&mut w, &tree)?;
+        });
         let image = Image {
             carried: Image::runs_of(&plan.image),
             dealloc: Image::runs_of(&plan.dealloc),
         };
-        w.write_record(RecordKind::Image, &image.encode())?;
+        output.set_label(header.tape_label());
+        let mut w = StreamWriter::new(out, opts.compression, bs)?;
+        write_front(&mut w, &header, &tree, &image)?;
         let progress = Progress::bytes(image.carried_blocks().saturating_mul(bs as u64), "dump");
         let data = pipeline::write_data(
             w,
@@ -534,32 +524,4 @@ fn output_tmp_key(spec: &str) -> Option<(u64, u64)> {
     );
     let m = std::fs::metadata(dir.join(name)).ok()?;
     Some((m.dev(), m.ino()))
-}
-
-/// Writes the metadata section: every dirent in depth-first order, with
-/// its inode at its first appearance, in records of bounded size.
-pub(crate) fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
-    let mut e = Enc::new();
-    let mut items = 0u32;
-    let mut e2 = Enc::new();
-    for i in 0..tree.dirents.len() {
-        tree.encode_item(i, &mut e2, false);
-        items += 1;
-        if e2.buf.len() >= META_RECORD_BYTES {
-            e.u32(items);
-            e.fixed(&e2.buf);
-            w.write_record(RecordKind::Meta, &e.buf)?;
-            e = Enc::new();
-            e2 = Enc::new();
-            items = 0;
-        }
-    }
-    if items > 0 {
-        e.u32(items);
-        e.fixed(&e2.buf);
-        w.write_record(RecordKind::Meta, &e.buf)?;
-    }
-    w.end.entries = tree.dirents.len() as u64;
-    w.end.inodes = tree.inodes.len() as u64;
-    Ok(())
 }

@@ -34,7 +34,6 @@
 //! files (at most the increment's carried data), and a fresh file is built
 //! only where its kept blocks are fewer than its carried ones.
 
-use super::check::{read_data, read_front, DataTotals, Front};
 use super::full::{committed, create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSummary};
 use super::pending::{ModeJournal, Pending, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
@@ -44,6 +43,8 @@ use crate::names::escape;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::runs::RunSet;
+use crate::stream::check::{read_data, DataTotals};
+use crate::stream::front::{read_front, Front};
 use crate::stream::header::SnapshotRef;
 use crate::stream::reader::StreamReader;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};

@@ -13,9 +13,9 @@
 //! relocation table, then only the data records needed); pipes, FIFOs and
 //! devices are read sequentially.
 
-use super::check::{read_front, Front};
 use crate::media::Input;
 use crate::names::escape;
+use crate::stream::front::{read_front, Front};
 use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::seek::SeekStream;

@@ -12,9 +12,9 @@
 //! seekable stream; in order, stopping once everything arrived, on a pipe).
 
 use super::chain::{Access, Link};
-use super::check::check_segment;
 use crate::names::escape;
 use crate::runs::{Disjoint, IntervalIndex};
+use crate::stream::check::check_segment;
 use crate::stream::payload::decode_data;
 use crate::stream::record::RecordKind;
 use crate::tree::Inode;

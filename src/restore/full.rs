@@ -8,11 +8,12 @@
 //! directory descriptors opened with `O_NOFOLLOW` from the target, so a
 //! stream cannot make restore write outside its target.
 
-use super::check::{read_data, read_front};
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
+use crate::stream::check::read_data;
+use crate::stream::front::read_front;
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
 use crate::stream::reader::{Digest, StreamReader};
@@ -79,7 +80,7 @@ impl RestoreSummary {
         report: &Report,
         snapshot: SnapshotRef,
         entries: u64,
-        totals: &super::check::DataTotals,
+        totals: &crate::stream::check::DataTotals,
         stream_bytes: u64,
         started: std::time::Instant,
     ) -> Self {
@@ -259,8 +260,8 @@ fn restore_stream(
 /// record) leaves a complete restore.
 fn salvaged(
     r: &crate::stream::reader::StreamReader,
-    front: &super::check::Front,
-    totals: &super::check::DataTotals,
+    front: &crate::stream::front::Front,
+    totals: &crate::stream::check::DataTotals,
     bs: u64,
     target: &std::path::Path,
     report: &Report,
@@ -277,7 +278,7 @@ fn salvaged(
             ),
         );
     }
-    let lost = super::check::lost_ranges(front, &totals.seen, bs);
+    let lost = crate::stream::check::lost_ranges(front, &totals.seen, bs);
     let mut files = std::collections::BTreeSet::new();
     let mut names: std::collections::HashMap<u64, Vec<&crate::tree::Dirent>> = Default::default();
     if !lost.is_empty() {
@@ -318,8 +319,8 @@ pub(super) fn committed(
     report: &Report,
     paths: &StatePaths,
     h: &crate::stream::header::StreamHeader,
-    front: super::check::Front,
-    totals: &super::check::DataTotals,
+    front: crate::stream::front::Front,
+    totals: &crate::stream::check::DataTotals,
     stream_bytes: u64,
     started: std::time::Instant,
 ) -> Result<RestoreSummary> {

@@ -3,7 +3,6 @@
 pub mod apply;
 pub mod chain;
 pub mod changes;
-pub mod check;
 pub mod compare;
 pub mod extract;
 pub mod fetch;

@@ -1,7 +1,8 @@
 //! `snapdump verify`: read a whole stream and check every checksum and
 //! every structural rule, writing nothing.
 
-use super::check::{read_data, read_front};
+use crate::stream::check::read_data;
+use crate::stream::front::read_front;
 use crate::stream::header::StreamHeader;
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::set::ImageSetReader;

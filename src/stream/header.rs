@@ -91,7 +91,49 @@ pub(crate) fn dec_snap(d: &mut Dec) -> Result<SnapshotRef> {
     })
 }
 
+/// What a producer of an image stream knows of it; [`StreamHeader::new`]
+/// fills in the rest (format and tool versions, host name, the full flag),
+/// so every producer writes the same kind of header.
+pub struct ImageHeader {
+    /// The source's id (a tree's catalog, or derived for a volume's source).
+    pub source_uuid: [u8; 16],
+    /// The source path.
+    pub source_path: Vec<u8>,
+    /// The snapshot the stream brings a target to.
+    pub snapshot: SnapshotRef,
+    /// The base a target must hold (None for a full image).
+    pub base: Option<SnapshotRef>,
+    /// Data block size in bytes.
+    pub block_size: u32,
+    /// zstd level of the records (0: none).
+    pub compression_level: i32,
+    /// Metadata items in the stream.
+    pub entries: u64,
+    /// The stream's random id (kept when a dump is resumed).
+    pub stream_id: [u8; 16],
+}
+
 impl StreamHeader {
+    /// The header of a stream written now by this build.
+    pub fn new(h: ImageHeader) -> StreamHeader {
+        StreamHeader {
+            format_version: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            source_uuid: h.source_uuid,
+            source_path: h.source_path,
+            hostname: nix::unistd::gethostname()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            snapshot: h.snapshot,
+            full: h.base.is_none(),
+            base: h.base,
+            block_size: h.block_size,
+            compression_level: h.compression_level,
+            entries: h.entries,
+            stream_id: h.stream_id,
+        }
+    }
+
     /// What the tape volumes of this stream are labelled with.
     pub fn tape_label(&self) -> crate::media::tape::volume::TapeLabel {
         crate::media::tape::volume::TapeLabel {

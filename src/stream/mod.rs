@@ -2,10 +2,13 @@
 //! deallocation set, the relocation table and a checksummed trailer, each in
 //! checksummed records (formats/stream.md).
 
+pub mod check;
+pub mod front;
 pub mod header;
 pub mod payload;
 pub mod reader;
 pub mod record;
+pub mod records;
 pub mod seek;
 pub mod set;
 pub mod writer;

@@ -20,18 +20,17 @@ use crate::lock::Wait;
 use crate::media::Output;
 use crate::planes::Plane;
 use crate::report::Report;
-use crate::stream::header::{SnapshotRef, StreamHeader, FORMAT_VERSION};
+use crate::stream::front::write_front;
+use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
 use crate::stream::payload::{Image, Segment};
-use crate::stream::record::RecordKind;
+use crate::stream::records::{write_records, RecordBatch};
 use crate::stream::writer::StreamWriter;
-use crate::stream::DATA_RECORD_BYTES;
 use crate::tree::Kind;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 
 /// Most segments per data record (as the tree dump's pipeline).
-const MAX_SEGMENTS: usize = 256;
 
 /// A plane expression: tops summed, minus at most one base.
 #[derive(Debug, PartialEq, Eq)]
@@ -268,34 +267,23 @@ fn write_stream(
     let dealloc = base
         .map(|b| b.plane.and_not(&top.plane))
         .unwrap_or_default();
-    let header = StreamHeader {
-        format_version: FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    let header = StreamHeader::new(ImageHeader {
         source_uuid: derived_source_id(&vol.sb.uuid, &top.source),
         source_path: entry.path.clone(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
         snapshot: top.snap.clone(),
-        full: base.is_none(),
         base: base.map(|b| b.snap.clone()),
         block_size: bs as u32,
         compression_level: compression,
         entries: top.tree.dirents.len() as u64,
         stream_id: crate::util::random_id(),
-    };
+    });
     output.set_label(header.tape_label());
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
-    w.write_header(&header)?;
-    crate::dump::write_metadata(&mut w, &top.tree)?;
-    w.write_record(
-        RecordKind::Image,
-        &Image {
-            carried: Image::runs_of(&image),
-            dealloc: Image::runs_of(&dealloc),
-        }
-        .encode(),
-    )?;
+    let front = Image {
+        carried: Image::runs_of(&image),
+        dealloc: Image::runs_of(&dealloc),
+    };
+    write_front(&mut w, &header, &top.tree, &front)?;
     let w = write_data(vol, top, &image, w, compression)?;
     let (end, out, stream_bytes) = w.finish()?;
     Ok((
@@ -322,24 +310,9 @@ fn write_data(
     level: i32,
 ) -> Result<StreamWriter> {
     let bs = vol.bs();
-    let ((), w, _) = crate::dump::pipeline::write_records(w, level, bs, |send, pool| {
-        // Spent record buffers come back through the pool: memory stays at
-        // a few records whatever the size of the image.
-        let new_buf = || {
-            let mut b = pool.try_recv().unwrap_or_default();
-            b.clear();
-            b.reserve(DATA_RECORD_BYTES);
-            b
-        };
-        let mut data: Vec<u8> = new_buf();
-        let mut segs: Vec<Segment> = Vec::new();
+    let ((), w, _) = write_records(w, level, bs, |send, pool| {
+        let mut batch = RecordBatch::new(send, pool, bs);
         let mut buf = Vec::new();
-        let mut flush = |data: &mut Vec<u8>, segs: &mut Vec<Segment>| -> Result<()> {
-            if segs.is_empty() {
-                return Ok(());
-            }
-            send(std::mem::replace(data, new_buf()), std::mem::take(segs))
-        };
         for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
             for x in &inode.extents {
                 let mut k = 0;
@@ -348,11 +321,7 @@ fn write_data(
                         k += 1;
                         continue;
                     }
-                    let room = (DATA_RECORD_BYTES - data.len()) as u64 / bs;
-                    if room == 0 || segs.len() == MAX_SEGMENTS {
-                        flush(&mut data, &mut segs)?;
-                        continue;
-                    }
+                    let room = batch.room()?;
                     let mut n = 1;
                     while n < room.min(READ_BLOCKS) && k + n < x.count && image.get(x.vbn + k + n) {
                         n += 1;
@@ -360,18 +329,19 @@ fn write_data(
                     read_run(vol, top, inode, x, k, n, &mut buf)?;
                     let offset = (x.block + k) * bs;
                     let len = (n * bs).min(inode.size - offset) as usize;
-                    data.extend_from_slice(&buf[..len]);
-                    segs.push(Segment {
-                        ino: inode.ino,
-                        vbn: x.vbn + k,
-                        offset,
-                        len: len as u32,
-                    });
+                    batch
+                        .push(Segment {
+                            ino: inode.ino,
+                            vbn: x.vbn + k,
+                            offset,
+                            len: len as u32,
+                        })
+                        .copy_from_slice(&buf[..len]);
                     k += n;
                 }
             }
         }
-        flush(&mut data, &mut segs)
+        batch.flush()
     })?;
     Ok(w)
 }

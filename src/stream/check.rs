@@ -1,107 +1,16 @@
-//! Reading a stream's sections with every consistency rule enforced, shared
-//! by verify, full restore and incremental apply: the metadata and image
-//! sections are read and checked before any data is used, and every data
-//! segment is matched against the metadata's block pointers and the image,
-//! so each carried block arrives exactly once, at the VBN and file offset
-//! the metadata gives it.
+//! Checks of the data section, shared by verify, full restore, incremental
+//! apply and volume receive: every data segment is matched against the
+//! metadata's block pointers and the image, so each carried block arrives
+//! exactly once, at the VBN and file offset the metadata gives it; the
+//! relocation table and the end record are checked against what arrived.
 
+use super::front::Front;
+use super::payload::{decode_data, decode_reloc, End, RelocEntry, Segment};
+use super::reader::StreamReader;
+use super::record::RecordKind;
 use crate::runs::{Disjoint, RunSet};
-use crate::stream::payload::{decode_data, decode_reloc, End, Image, RelocEntry, Segment};
-use crate::stream::reader::{Records, StreamReader};
-use crate::stream::record::RecordKind;
-use crate::tree::{Kind, Tree, TreeBuilder};
-use crate::wire::Dec;
+use crate::tree::{Kind, Tree};
 use anyhow::{anyhow, bail, Result};
-
-/// Decodes one metadata record payload into the builder.
-pub fn decode_meta(builder: &mut TreeBuilder, raw: &[u8]) -> Result<u64> {
-    let mut d = Dec::new(raw, "metadata record");
-    let n = d.count(1)?;
-    for _ in 0..n {
-        builder.decode_item(&mut d, false)?;
-    }
-    d.finish()?;
-    Ok(n as u64)
-}
-
-/// Everything before the data: the new snapshot's metadata and its image.
-pub struct Front {
-    /// Metadata of the snapshot the stream brings a target to.
-    pub tree: Tree,
-    /// Carried and deallocated VBNs.
-    pub image: Image,
-    /// The carried VBNs, as runs (a stream's numbers are untrusted: no
-    /// dense structure is ever indexed by them).
-    pub carried: RunSet,
-    /// Metadata items read.
-    pub entries: u64,
-}
-
-/// The VBNs a tree's extents use.
-pub fn tree_vbns(tree: &Tree) -> RunSet {
-    RunSet::from_runs(
-        tree.inodes
-            .iter()
-            .flat_map(|i| i.extents.iter().map(|x| (x.vbn, x.count))),
-    )
-}
-
-/// Reads the metadata and image sections.
-pub fn read_front(r: &mut impl Records) -> Result<Front> {
-    let mut b = TreeBuilder::new(r.header().block_size as u64);
-    let mut entries = 0;
-    loop {
-        let rec = r
-            .next_record()?
-            .ok_or_else(|| anyhow!("{}: stream ended before its data", r.name()))?;
-        let at = |e: anyhow::Error| {
-            anyhow!(
-                "{}: record {} at byte {}: {e:#}",
-                r.name(),
-                rec.seq,
-                rec.offset
-            )
-        };
-        match rec.kind {
-            RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw).map_err(at)?,
-            RecordKind::Image => {
-                let tree = b.finish().map_err(at)?;
-                if entries != r.header().entries {
-                    return Err(at(anyhow!(
-                        "metadata holds {entries} entries, the header says {}",
-                        r.header().entries
-                    )));
-                }
-                let image = Image::decode(&rec.raw).map_err(at)?;
-                let carried = RunSet::from_runs(image.carried.iter().map(|r| (r.vbn, r.count)));
-                let used = tree_vbns(&tree);
-                if !carried.is_subset_of(&used) {
-                    return Err(at(anyhow!("image carries VBNs the metadata does not use")));
-                }
-                if r.header().full && carried != used {
-                    return Err(at(anyhow!("a full image must carry every block")));
-                }
-                let dealloc = RunSet::from_runs(image.dealloc.iter().map(|r| (r.vbn, r.count)));
-                if dealloc
-                    .runs()
-                    .iter()
-                    .any(|&(v, n)| used.split(v, n).iter().any(|p| p.2))
-                {
-                    return Err(at(anyhow!(
-                        "image deallocates VBNs the metadata still uses"
-                    )));
-                }
-                return Ok(Front {
-                    tree,
-                    image,
-                    carried,
-                    entries,
-                });
-            }
-            _ => return Err(at(anyhow!("no image record before the data section"))),
-        }
-    }
-}
 
 /// What the data section held.
 #[derive(Default)]

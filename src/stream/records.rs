@@ -1,0 +1,236 @@
+//! The ordered parallel record stage every producer of data records uses
+//! (a tree dump reading files, a volume dump reading its blocks; later
+//! coalescing and replication): the producer fills record buffers through a
+//! [`RecordBatch`]; workers compute each block's XXH3-128 and seal
+//! (compress, checksum) the record; one writer puts records on the medium in
+//! sequence, feeding the stream digest and the relocation table. Channels
+//! are bounded, so memory stays at a few records per thread whatever the
+//! data size, and buffers are recycled rather than allocated.
+
+use super::payload::{finish_data, Segment};
+use super::record::{seal_owned, RecordKind, Sealed};
+use super::writer::StreamWriter;
+use super::DATA_RECORD_BYTES;
+use anyhow::{anyhow, Result};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use std::collections::BTreeMap;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Most segments in one data record; bounds the table of many tiny files.
+pub const MAX_SEGMENTS: usize = 256;
+
+struct Job {
+    seq: u64,
+    buf: Vec<u8>,
+    segs: Vec<Segment>,
+}
+
+struct Done {
+    seq: u64,
+    rec: Sealed,
+    digest: [u8; 32],
+    segs: Vec<Segment>,
+    sums: Vec<[u8; 16]>,
+}
+
+/// The callback a producer of data records hands each record to: its
+/// bytes and segments.
+pub type RecordSink<'a> = &'a mut dyn FnMut(Vec<u8>, Vec<Segment>) -> Result<()>;
+
+/// Seals and writes data records with the compression workers, in order:
+/// `produce` hands each record's bytes and segments to the callback it is
+/// given, taking buffers from the pool of spent ones when it can (the tree
+/// dump reads files, a dump from a volume reads its blocks; both share this
+/// stage). Returns what `produce` returned, the writer, and the XXH3-128
+/// of every block written, per segment.
+pub fn write_records<T>(
+    writer: StreamWriter,
+    level: i32,
+    bs: u64,
+    produce: impl FnOnce(RecordSink, &Receiver<Vec<u8>>) -> Result<T>,
+) -> Result<(T, StreamWriter, SegmentSums)> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (done_tx, done_rx) = bounded::<Done>(workers * 2);
+    let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
+    let mut seq = writer.next_seq();
+    let seed = writer.seed();
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let pool = (pool_tx.clone(), pool_rx.clone());
+            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs, seed)));
+        }
+        drop(job_rx);
+        drop(done_tx);
+        let pool_tx2 = pool_tx.clone();
+        let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
+        let produced = produce(
+            &mut |buf, segs| {
+                let job = Job { seq, buf, segs };
+                seq += 1;
+                job_tx
+                    .send(job)
+                    .map_err(|_| anyhow!("the stream writer stopped"))
+            },
+            &pool_rx,
+        );
+        drop(job_tx);
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow!("a compression worker panicked"))??;
+        }
+        let (writer, sums) = writer_h
+            .join()
+            .map_err(|_| anyhow!("the stream writer panicked"))??;
+        // A reader error after a writer error is only its echo; report the
+        // writer's cause first.
+        Ok((produced?, writer, sums))
+    })
+}
+
+fn worker(
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    level: i32,
+    bs: u64,
+    seed: u64,
+) -> Result<()> {
+    let mut zstd = if level != 0 {
+        Some(zstd::bulk::Compressor::new(level)?)
+    } else {
+        None
+    };
+    for job in jobs {
+        let mut sums = Vec::with_capacity(job.buf.len() / bs as usize + job.segs.len());
+        let mut at = 0usize;
+        for s in &job.segs {
+            let data = &job.buf[at..at + s.len as usize];
+            sums.extend(data.chunks(bs as usize).map(|c| xxh3_128(c).to_le_bytes()));
+            at += s.len as usize;
+        }
+        let mut raw = job.buf;
+        finish_data(&mut raw, &job.segs);
+        let scratch = pool.1.try_recv().unwrap_or_default();
+        let (rec, spare) = seal_owned(RecordKind::Data, job.seq, raw, zstd.as_mut(), scratch, seed);
+        if spare.capacity() > 0 {
+            let _ = pool.0.send(spare);
+        }
+        let digest = rec.digest();
+        if done
+            .send(Done {
+                seq: job.seq,
+                rec,
+                digest,
+                segs: job.segs,
+                sums,
+            })
+            .is_err()
+        {
+            break; // the writer stopped: its error is the one to report
+        }
+    }
+    Ok(())
+}
+
+/// The XXH3-128 of every block written, per segment.
+pub type SegmentSums = Vec<(Segment, Vec<[u8; 16]>)>;
+
+fn write_in_order(
+    mut writer: StreamWriter,
+    done: Receiver<Done>,
+    pool: Sender<Vec<u8>>,
+) -> Result<(StreamWriter, SegmentSums)> {
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut sums = Vec::new();
+    for d in done {
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&writer.next_seq()) {
+            crate::failpoint::hit("dump-data");
+            let at = writer.write_sealed(&d.rec, &d.digest)?;
+            writer.note_data(&d.segs, at);
+            let mut it = d.sums.into_iter();
+            for seg in d.segs {
+                let n = (seg.len as u64).div_ceil(writer.block_size()) as usize;
+                sums.push((seg, it.by_ref().take(n).collect()));
+            }
+            let _ = pool.send(d.rec.payload);
+        }
+    }
+    if !pending.is_empty() {
+        return Err(anyhow!(
+            "internal error: data records missing from the pipeline"
+        ));
+    }
+    Ok((writer, sums))
+}
+
+/// A data record being filled: the producer asks how many blocks fit, puts
+/// a segment's bytes in, and the batch hands full records to the stage.
+/// Both bounds of a record (its bytes and its segments) live here only.
+pub struct RecordBatch<'a, 'p> {
+    sink: RecordSink<'a>,
+    pool: &'p Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    segs: Vec<Segment>,
+    bs: u64,
+}
+
+impl<'a, 'p> RecordBatch<'a, 'p> {
+    /// A batch handing records of blocks of `bs` bytes to `sink`, with
+    /// buffers from the stage's `pool` of spent ones.
+    pub fn new(sink: RecordSink<'a>, pool: &'p Receiver<Vec<u8>>, bs: u64) -> Self {
+        let mut b = RecordBatch {
+            sink,
+            pool,
+            buf: Vec::new(),
+            segs: Vec::new(),
+            bs,
+        };
+        b.buf = b.fresh();
+        b
+    }
+
+    fn fresh(&self) -> Vec<u8> {
+        let mut b = self.pool.try_recv().unwrap_or_default();
+        b.clear();
+        b.reserve(DATA_RECORD_BYTES);
+        b
+    }
+
+    /// How many whole blocks the current record still takes (at least
+    /// one): a full record is handed on first.
+    pub fn room(&mut self) -> Result<u64> {
+        let room = (DATA_RECORD_BYTES - self.buf.len()) as u64 / self.bs;
+        if room == 0 || self.segs.len() == MAX_SEGMENTS {
+            self.flush()?;
+            return Ok(DATA_RECORD_BYTES as u64 / self.bs);
+        }
+        Ok(room)
+    }
+
+    /// Appends `seg` and returns the area of its `seg.len` bytes, zeroed,
+    /// for the producer to fill; `seg.len` must fit the [`room`](Self::room).
+    pub fn push(&mut self, seg: Segment) -> &mut [u8] {
+        let at = self.buf.len();
+        self.buf.resize(at + seg.len as usize, 0);
+        self.segs.push(seg);
+        &mut self.buf[at..]
+    }
+
+    /// Hands the record being filled to the stage, if it holds anything.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.segs.is_empty() {
+            return Ok(());
+        }
+        let fresh = self.fresh();
+        let buf = std::mem::replace(&mut self.buf, fresh);
+        (self.sink)(buf, std::mem::take(&mut self.segs))
+    }
+}
