@@ -292,7 +292,7 @@ fn fingerprint(dir: &std::path::Path) -> Vec<Fingerprint> {
         };
         for e in rd.flatten() {
             let p = e.path();
-            if d == dir && e.file_name() == crate::restore::state::STATE_DIR {
+            if d == dir && e.file_name() == crate::target::state::STATE_DIR {
                 continue;
             }
             let Ok(m) = std::fs::symlink_metadata(&p) else {
@@ -410,7 +410,7 @@ fn apply_bench() -> Option<ApplyBench> {
 
 impl ApplyBench {
     fn restore(&self, stream: &std::path::Path, force: bool) -> anyhow::Result<()> {
-        let opts = crate::restore::full::RestoreOptions {
+        let opts = crate::target::summary::RestoreOptions {
             input: crate::media::Input::plain(&stream.to_string_lossy())?,
             target: self.target.clone(),
             force,
@@ -418,7 +418,7 @@ impl ApplyBench {
             wait: crate::lock::Wait::Yes,
             restored_before: None,
         };
-        crate::restore::full::restore(&opts, &crate::report::Report::quiet()).map(|_| ())
+        crate::target::full::restore(&opts, &crate::report::Report::quiet()).map(|_| ())
     }
 
     /// A target at the base snapshot again.

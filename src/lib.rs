@@ -23,6 +23,7 @@ pub mod runs;
 pub mod scan;
 pub mod snapshots;
 pub mod stream;
+pub mod target;
 pub mod tree;
 pub mod util;
 pub mod volume;

@@ -436,7 +436,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
         }
         Cmd::Restore(a) => {
             if a.finish {
-                snapdump::restore::apply::finish_chain(
+                snapdump::target::apply::finish_chain(
                     &a.target,
                     wait_policy(a.no_wait),
                     a.force,
@@ -544,7 +544,7 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
             }
             let mut summaries = Vec::new();
             for input in inputs {
-                let opts = snapdump::restore::full::RestoreOptions {
+                let opts = snapdump::target::summary::RestoreOptions {
                     input,
                     target: a.target.clone(),
                     force: a.force,
@@ -552,9 +552,9 @@ fn run(cli: Cli, report: &Report) -> anyhow::Result<i32> {
                     wait: wait_policy(a.no_wait),
                     restored_before: summaries
                         .last()
-                        .map(|s: &snapdump::restore::full::RestoreSummary| s.snapshot.clone()),
+                        .map(|s: &snapdump::target::summary::RestoreSummary| s.snapshot.clone()),
                 };
-                summaries.extend(snapdump::restore::full::restore(&opts, report)?);
+                summaries.extend(snapdump::target::full::restore(&opts, report)?);
             }
             if summaries.len() == 1 {
                 emit_json(&a.json, false, &summaries[0])?;

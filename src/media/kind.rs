@@ -201,9 +201,9 @@ pub fn require_non_rewinding(spec: &str, what: &str) -> anyhow::Result<()> {
 /// Whether a dump to `specs` goes through the tape writer (volume headers,
 /// fixed-size records, filemarks, volume changes): a tape drive, a virtual
 /// tape, several volumes, or a volume size. The one place that decides it.
-pub fn writes_tape(specs: &[String], tape: &crate::media::tape::writer::TapeOptions) -> bool {
+pub fn writes_tape(specs: &[String], capacity: u64) -> bool {
     let virtual_tape = is_virtual_tape(&specs[0])
         && descriptor_name(&specs[0]).is_none()
         && std::fs::metadata(&specs[0]).map_or(true, |m| m.is_file());
-    specs.len() > 1 || tape.capacity > 0 || virtual_tape || st_device(&specs[0]).is_some()
+    specs.len() > 1 || capacity > 0 || virtual_tape || st_device(&specs[0]).is_some()
 }

@@ -118,7 +118,7 @@ impl Output {
         specs: &[String],
         tape: &crate::media::tape::writer::TapeOptions,
     ) -> Result<(Output, Box<dyn Write + Send>)> {
-        if writes_tape(specs, tape) {
+        if writes_tape(specs, tape.capacity) {
             let w = crate::media::tape::writer::TapeWriter::open(specs.to_vec(), tape.clone())?;
             let shared = Arc::new(Mutex::new(w));
             return Ok((

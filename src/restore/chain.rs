@@ -16,10 +16,10 @@
 use crate::media::Input;
 use crate::names::escape;
 use crate::stream::front::{read_front, Front};
+pub use crate::stream::header::{parse_at, At};
 use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::seek::SeekStream;
-use crate::tree::Time;
 use anyhow::{anyhow, bail, Result};
 
 /// How a stream's data section is reached.
@@ -77,33 +77,6 @@ pub fn describe(s: &SnapshotRef, name: &str) -> String {
         s.level,
         s.time.rfc3339()
     )
-}
-
-/// Which snapshot to work on (`--at`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
-    /// The snapshot with this id.
-    Id(u64),
-    /// The newest snapshot taken at or before this time.
-    Time(Time),
-}
-
-/// Parses `--at`: a snapshot id, or a time as RFC 3339 (`2026-11-22T10:00:00Z`,
-/// `2026-11-22 10:00:00`, UTC).
-pub fn parse_at(s: &str) -> Result<At> {
-    if let Ok(id) = s.parse::<u64>() {
-        return Ok(At::Id(id));
-    }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        anyhow!("--at {s}: give a snapshot id (a number) or a time such as 2026-11-22T10:00:00Z")
-    })?;
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| anyhow!("--at {s}: times before 1970 are not supported"))?;
-    Ok(At::Time(Time {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
-    }))
 }
 
 /// Every stream given, with its front read.

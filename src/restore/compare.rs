@@ -12,13 +12,13 @@
 use super::chain::{At, Chosen};
 use super::changes::attr_changes;
 use super::fetch::{deliver, Plan};
-use super::select::{cut, mark_paths, normalize};
-use super::state::STATE_DIR;
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
 use crate::names::escape;
 use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::reader::Digest;
+use crate::target::select::{cut, mark_paths, normalize};
+use crate::target::state::STATE_DIR;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

@@ -3,19 +3,16 @@
 
 use super::chain::{Access, At, Chosen};
 use super::fetch::{deliver, Plan};
-use super::full::Apply;
-use super::select::{cut, mark_paths, normalize, Selection};
-use super::state::STATE_DIR;
-use crate::fsx;
-use crate::names::escape;
 use crate::progress::Progress;
 use crate::report::{Report, Warning};
 use crate::stream::header::SnapshotRef;
 use crate::stream::payload::Segment;
 use crate::stream::reader::Digest;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::target::create::{create_selection, prepare_target};
+use crate::target::select::{cut, mark_paths, normalize, Selection};
+use crate::target::writer::DirWriter;
+use anyhow::{bail, Result};
 use serde::Serialize;
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// What the user asked for.
@@ -118,39 +115,9 @@ pub(super) fn extract_into(
     create_selection(sel, target, force, report, |apply| fill(c, sel, apply))
 }
 
-/// Creates the selection in `target` and lets `fill` write its files'
-/// data through the [`Apply`] (restore -x from streams, volume extract from
-/// a volume); then sets attributes. On failure the entries it created are
-/// removed again and the error says so.
-pub(crate) fn create_selection(
-    sel: &Selection,
-    target: &Path,
-    force: bool,
-    report: &Report,
-    fill: impl FnOnce(&mut Apply) -> Result<(u64, u64)>,
-) -> Result<(u64, u64)> {
-    let root = fsx::open_dir_path(target)
-        .with_context(|| format!("cannot open target {}", target.display()))?;
-    let mut apply = Apply::new(root, force, report)?;
-    apply.merge_directories(&sel.ancestor);
-    let result = apply
-        .skeleton(&sel.tree)
-        .and_then(|_| fill(&mut apply))
-        .and_then(|n| apply.finish_selected(&sel.tree, sel.whole).map(|_| n));
-    result.map_err(|e| {
-        let left = apply.remove_created(&sel.tree);
-        let what = if left == 0 {
-            "nothing was extracted (the entries it had created were removed)".to_string()
-        } else {
-            format!("{left} entries it had created could not be removed")
-        };
-        anyhow!("{e:#}; {what} in {}", target.display())
-    })
-}
-
 /// Writes the data of the selection's files from the chain; returns blocks
 /// and bytes written.
-fn fill(c: &mut Chosen, sel: &Selection, apply: &mut Apply) -> Result<(u64, u64)> {
+fn fill(c: &mut Chosen, sel: &Selection, apply: &mut DirWriter) -> Result<(u64, u64)> {
     let plan = {
         let links: Vec<_> = c.chain.iter().map(|&i| &c.set.links[i]).collect();
         Plan::new(&links, sel.files(&c.top().front.tree))?
@@ -174,27 +141,4 @@ fn fill(c: &mut Chosen, sel: &Selection, apply: &mut Apply) -> Result<(u64, u64)
         })?;
     }
     Ok((blocks, bytes))
-}
-
-/// Creates the target when missing; refuses one that an incremental
-/// restore maintains (extracting into it would make later increments
-/// apply to a tree that is not the snapshot they expect) unless forced.
-pub(crate) fn prepare_target(target: &Path, force: bool) -> Result<()> {
-    match std::fs::symlink_metadata(target) {
-        Ok(m) if !m.is_dir() => bail!("target {} is not a directory", target.display()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
-            .with_context(|| format!("cannot create target {}", target.display()))?,
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot access target {}", target.display()))
-        }
-    }
-    if !force && target.join(STATE_DIR).join("state").exists() {
-        bail!(
-            "target {} holds a restored snapshot that increments are applied to ({}); extract elsewhere, or use --force",
-            target.display(),
-            escape(STATE_DIR.as_bytes())
-        );
-    }
-    Ok(())
 }

@@ -9,12 +9,12 @@
 use super::chain::{Link, StreamSet};
 use super::changes::{entry_change, PathIndex, Relation};
 use super::list::side;
-use super::select::normalize;
 use crate::catalog::Catalog;
 use crate::names::escape;
 use crate::report::Report;
 use crate::stream::header::SnapshotRef;
 use crate::stream::reader::Digest;
+use crate::target::select::normalize;
 use crate::tree::Kind;
 use anyhow::{bail, Result};
 use serde::Serialize;

@@ -3,60 +3,14 @@
 
 use super::chain::{At, Link, StreamSet};
 use super::changes::{entry_change, PathIndex, Relation, Side};
-use super::select::{mark_paths, normalize};
-use crate::names::escape;
 use crate::report::Report;
 use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::Digest;
+use crate::target::select::{mark_paths, normalize};
+pub use crate::tree::EntryInfo;
 use crate::tree::{Inode, Kind};
 use anyhow::Result;
 use serde::Serialize;
-
-/// What a listing shows of one entry, shared by `restore -t` and
-/// `volume ls`.
-#[derive(Serialize)]
-pub struct EntryInfo {
-    /// Path relative to the dump's root, escaped.
-    pub path: String,
-    /// File type.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Size in bytes.
-    pub size: u64,
-    /// Permission bits, octal.
-    pub mode: String,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Modification time.
-    pub mtime: String,
-    /// Symlink target, escaped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-impl EntryInfo {
-    /// The entry `d` of `tree`.
-    pub fn of(tree: &crate::tree::Tree, d: &crate::tree::Dirent) -> EntryInfo {
-        Self::at(tree, d, &tree.dirent_path(d))
-    }
-
-    /// The entry `d` of `tree`, whose path the caller knows.
-    pub fn at(tree: &crate::tree::Tree, d: &crate::tree::Dirent, path: &[u8]) -> EntryInfo {
-        let i = tree.inode(d.ino);
-        EntryInfo {
-            path: escape(path),
-            kind: i.kind.name(),
-            size: i.size,
-            mode: format!("{:04o}", i.attrs.mode),
-            uid: i.attrs.uid,
-            gid: i.attrs.gid,
-            mtime: i.attrs.mtime.rfc3339(),
-            target: (i.kind == Kind::Symlink).then(|| escape(&i.target)),
-        }
-    }
-}
 
 /// One listed entry (`--json`).
 #[derive(Serialize)]

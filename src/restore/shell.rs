@@ -10,11 +10,12 @@
 //! also be scripted.
 
 use super::chain::{At, Chosen};
-use super::extract::{extract_into, prepare_target};
-use super::select::cut;
+use super::extract::extract_into;
 use crate::names::{escape, unescape};
 use crate::report::Report;
 use crate::stream::reader::Digest;
+use crate::target::create::prepare_target;
+use crate::target::select::cut;
 use crate::tree::{Kind, Tree, ROOT_INO};
 use anyhow::{Context, Result};
 use rustyline::completion::{Completer, Pair};

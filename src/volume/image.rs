@@ -202,7 +202,7 @@ pub fn dump_volume(opts: &VolumeDumpOptions, report: &Report) -> Result<VolumeDu
     let started = std::time::Instant::now();
     let vol = Volume::open(&opts.volume, Access::Read, Wait::Yes)?;
     let pairs = plan(&vol, opts)?;
-    if pairs.len() > 1 && crate::media::writes_tape(&opts.specs, &opts.tape) {
+    if pairs.len() > 1 && crate::media::writes_tape(&opts.specs, opts.tape.capacity) {
         bail!(
             "an image of several snapshots is written as streams back to back, which tapes do not hold; write it to a file or a pipe, or dump one snapshot at a time (--image S5-S4), one tape file each"
         );

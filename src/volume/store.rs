@@ -278,9 +278,9 @@ impl Volume {
                 .last()
                 .ok_or_else(|| anyhow!("volume {name} holds no snapshot yet"));
         };
-        let found = match crate::restore::chain::parse_at(sel)? {
-            crate::restore::chain::At::Id(id) => self.state.snapshots.iter().find(|s| s.id == id),
-            crate::restore::chain::At::Time(t) => self
+        let found = match crate::stream::header::parse_at(sel)? {
+            crate::stream::header::At::Id(id) => self.state.snapshots.iter().find(|s| s.id == id),
+            crate::stream::header::At::Time(t) => self
                 .state
                 .snapshots
                 .iter()

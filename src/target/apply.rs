@@ -34,10 +34,11 @@
 //! files (at most the increment's carried data), and a fresh file is built
 //! only where its kept blocks are fewer than its carried ones.
 
-use super::full::{committed, create, io_ctx, set_attrs, Apply, RestoreOptions, RestoreSummary};
 use super::pending::{ModeJournal, Pending, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
+use super::summary::{committed, RestoreOptions, RestoreSummary};
 use super::survey::{survey, Survey};
+use super::writer::{create, io_ctx, set_attrs, DirWriter};
 use crate::fsx::{self, dirstack::DirStack};
 use crate::names::escape;
 use crate::progress::Progress;
@@ -616,7 +617,7 @@ fn check(
                 .map(|s| matches!(s, Some(Source::Inherit(_)))),
         )
         .collect();
-    let mut writer = Apply::new(next.try_clone()?, false, report)?;
+    let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
     writer.mark_created(&front.tree);
     let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
@@ -861,7 +862,7 @@ fn finish(
         let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
         drop_stale_xattrs(&next, t1, sources, &found)?;
         keep_foreign(root, &next, t0, t1, &found, force)?;
-        let mut writer = Apply::new(next.try_clone()?, false, report)?;
+        let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
         // Inherited files nothing was written to, found with exactly the
         // new snapshot's attributes, are left alone.

@@ -1,388 +1,23 @@
-//! `restore -r` of a full image into an empty directory.
-//!
-//! The tree is created from the metadata section before any data arrives
-//! (files at their final size, so holes stay holes), data segments are
-//! written where the metadata says, and attributes are applied last, in
-//! reverse depth-first order so that a directory's times and a read-only
-//! mode are set after everything inside it. Every path is reached through
-//! directory descriptors opened with `O_NOFOLLOW` from the target, so a
-//! stream cannot make restore write outside its target.
+//! The directory writer: creates a tree's entries in a target directory,
+//! writes data segments where the metadata says, and sets attributes last,
+//! in reverse depth-first order, so that a directory's times and a
+//! read-only mode are set after everything inside it. Every path is reached
+//! through directory descriptors opened with `O_NOFOLLOW` from the target,
+//! so a stream cannot make a restore write outside its target. Full
+//! restores, incremental applies, `restore -x`, `restore -i` and `volume
+//! extract` all write through it.
 
-use super::state::{StatePaths, TargetState, STATE_DIR};
+use super::state::STATE_DIR;
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
-use crate::progress::Progress;
-use crate::report::{Report, Warning};
-use crate::stream::check::read_data;
-use crate::stream::front::read_front;
-use crate::stream::header::SnapshotRef;
+use crate::report::Report;
 use crate::stream::payload::Segment;
-use crate::stream::reader::{Digest, StreamReader};
-use crate::stream::set::ImageSetReader;
 use crate::tree::{Inode, Kind, Tree, ROOT_INO};
-use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use anyhow::{anyhow, bail, Result};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
-
-/// What the user asked for.
-pub struct RestoreOptions {
-    /// Stream to read.
-    pub input: crate::media::Input,
-    /// Directory to restore into.
-    pub target: PathBuf,
-    /// Restore into a non-empty target, replacing what is in the way.
-    pub force: bool,
-    /// Also recompute the stream's SHA-256 digest list.
-    pub digest: Digest,
-    /// Wait for another restore into the same target, or fail at once.
-    pub wait: crate::lock::Wait,
-    /// The snapshot earlier inputs of the same run brought the target to
-    /// (for what a failure says was restored).
-    pub restored_before: Option<SnapshotRef>,
-}
-
-/// The `--json` summary of a restore.
-#[derive(Serialize)]
-pub struct RestoreSummary {
-    /// Always "restore".
-    pub command: &'static str,
-    /// "ok" or "warnings".
-    pub status: &'static str,
-    /// The stream read.
-    pub input: String,
-    /// The target directory.
-    pub target: String,
-    /// The snapshot the target now holds.
-    pub snapshot: SnapshotRef,
-    /// Metadata entries restored.
-    pub entries: u64,
-    /// Data blocks written.
-    pub data_blocks: u64,
-    /// Data bytes written.
-    pub data_bytes: u64,
-    /// Stream bytes read.
-    pub stream_bytes: u64,
-    /// Wall-clock seconds.
-    pub elapsed_seconds: f64,
-    /// Entries that could not be restored exactly.
-    pub warnings: Vec<Warning>,
-    /// The stream was damaged (read by salvage): nothing after it on the
-    /// same input is read.
-    #[serde(skip)]
-    pub damaged: bool,
-}
-
-impl RestoreSummary {
-    /// The summary of a restore that brought `opts.target` to `snapshot`.
-    pub(super) fn new(
-        opts: &RestoreOptions,
-        report: &Report,
-        snapshot: SnapshotRef,
-        entries: u64,
-        totals: &crate::stream::check::DataTotals,
-        stream_bytes: u64,
-        started: std::time::Instant,
-    ) -> Self {
-        RestoreSummary {
-            command: "restore",
-            status: report.status_word(),
-            input: opts.input.name().to_string(),
-            target: opts.target.display().to_string(),
-            snapshot,
-            entries,
-            data_blocks: totals.blocks,
-            data_bytes: totals.bytes,
-            stream_bytes,
-            elapsed_seconds: started.elapsed().as_secs_f64(),
-            warnings: report.warnings(),
-            damaged: false,
-        }
-    }
-}
-
-/// Runs `restore -r`.
-pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
-    let target = opts.target.display();
-    let nothing = |e: anyhow::Error, last: Option<&SnapshotRef>| match last {
-        None => anyhow!("{e:#}; nothing was restored into {target}"),
-        Some(s) => anyhow!(
-            "{e:#}; the streams before it were restored: {target} holds snapshot {}",
-            s.id
-        ),
-    };
-    let mut set =
-        ImageSetReader::open(&opts.input).map_err(|e| nothing(e, opts.restored_before.as_ref()))?;
-    let mut out: Vec<RestoreSummary> = Vec::new();
-    loop {
-        // Without the digest check, damaged records are skipped and named
-        // (a full image restores everything else; an increment refuses
-        // them).
-        let r = match opts.digest {
-            Digest::Skip => set.next_salvaging(Digest::Skip),
-            Digest::Check => set.next_stream(opts.digest),
-        };
-        let r = match r {
-            Err(e) if !out.is_empty() => {
-                // After a stream that was restored, what follows does not
-                // open as a stream: named, and left alone; the restore of
-                // what came before stands (exit status 1, not 2).
-                report.warn(
-                    opts.input.name().as_bytes(),
-                    format!(
-                        "the input goes on at byte {} after the stream(s) restored into {target}, but not with a stream that can be read ({e:#}); that part was not applied",
-                        set.position()
-                    ),
-                );
-                break;
-            }
-            r => {
-                let last = out
-                    .last()
-                    .map(|s| &s.snapshot)
-                    .or(opts.restored_before.as_ref());
-                r.map_err(|e| nothing(e, last))?
-            }
-        };
-        let Some(r) = r else { break };
-        let summary = restore_stream(opts, r, report)?;
-        let damaged = summary.damaged;
-        out.push(summary);
-        if damaged {
-            break;
-        }
-    }
-    if let Some(t) = set.trailing() {
-        report.warn(opts.input.name().as_bytes(), t);
-    }
-    Ok(out)
-}
-
-/// Restores one stream of the input (an image set holds several).
-fn restore_stream(
-    opts: &RestoreOptions,
-    mut r: StreamReader,
-    report: &Report,
-) -> Result<RestoreSummary> {
-    let started = std::time::Instant::now();
-    let h = r.header.clone();
-    let target = &opts.target;
-    match std::fs::symlink_metadata(target) {
-        Ok(m) if !m.is_dir() => bail!("restore target {} is not a directory", target.display()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
-            .with_context(|| format!("cannot create restore target {}", target.display()))?,
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot access restore target {}", target.display()))
-        }
-    }
-    // The lock first: what the target holds is only looked at while no
-    // other restore can change it.
-    let paths = StatePaths::new(target);
-    let _lock = paths.lock(target, opts.wait)?;
-    if !h.full {
-        return super::apply::apply(opts, r, report, started);
-    }
-    if opts.force {
-        // A pending increment is finished or undone first: entries a user
-        // had in the target may be inside its working directory.
-        super::apply::recover(target, true, &paths, report)?;
-    } else {
-        check_empty(target)?;
-    }
-    let root = fsx::open_dir_path(target)
-        .with_context(|| format!("cannot open restore target {}", target.display()))?;
-    let bs = h.block_size as u64;
-    let front = read_front(&mut r).map_err(|e| {
-        let e = match r.damage().first() {
-            Some(d) => anyhow!(
-                "{e:#} (the metadata section is damaged at stream byte {}: {})",
-                d.from,
-                d.why
-            ),
-            None => e,
-        };
-        anyhow!("{e:#}; nothing was restored into {}", target.display())
-    })?;
-    paths.begin(&h.snapshot, r.name())?;
-    let mut apply = Apply::new(root, opts.force, report)?;
-    let fail = |e: anyhow::Error| {
-        anyhow!(
-            "{e:#}; the target {} is incomplete: remove it, or rerun the restore with --force",
-            target.display()
-        )
-    };
-    apply.skeleton(&front.tree).map_err(fail)?;
-    let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
-    let tree = &front.tree;
-    let totals = read_data(&mut r, &front, |s, d| {
-        progress.inc(s.len as u64);
-        apply.write(tree, s, d)
-    })
-    .map_err(fail)?;
-    drop(progress);
-    apply.finish(tree).map_err(fail)?;
-    let damaged = !r.damage().is_empty();
-    if damaged && salvaged(&r, &front, &totals, bs, target, report) > 0 {
-        return Ok(RestoreSummary {
-            damaged: true,
-            ..RestoreSummary::new(
-                opts,
-                report,
-                h.snapshot.clone(),
-                front.entries,
-                &totals,
-                r.offset(),
-                started,
-            )
-        });
-    }
-    let mut summary = committed(
-        opts,
-        report,
-        &paths,
-        &h,
-        front,
-        &totals,
-        r.offset(),
-        started,
-    )?;
-    summary.damaged = damaged;
-    Ok(summary)
-}
-
-/// Names what a damaged stream lost: each unreadable stretch, and each
-/// file with the byte ranges it did not get; returns how many files lost
-/// data. The target keeps everything else, but when files lost data it is
-/// not recorded as holding the snapshot (increments cannot be applied to
-/// it). Damage that lost no data (in the relocation table or the end
-/// record) leaves a complete restore.
-fn salvaged(
-    r: &crate::stream::reader::StreamReader,
-    front: &crate::stream::front::Front,
-    totals: &crate::stream::check::DataTotals,
-    bs: u64,
-    target: &std::path::Path,
-    report: &Report,
-) -> usize {
-    for d in r.damage() {
-        let to =
-            d.to.map(|t| t.to_string())
-                .unwrap_or_else(|| "the end".into());
-        report.warn(
-            r.name().as_bytes(),
-            format!(
-                "stream bytes {}..{to} unreadable ({}); skipped",
-                d.from, d.why
-            ),
-        );
-    }
-    let lost = crate::stream::check::lost_ranges(front, &totals.seen, bs);
-    let mut files = std::collections::BTreeSet::new();
-    let mut names: std::collections::HashMap<u64, Vec<&crate::tree::Dirent>> = Default::default();
-    if !lost.is_empty() {
-        for d in &front.tree.dirents {
-            names.entry(d.ino).or_default().push(d);
-        }
-    }
-    for (ino, from, to) in &lost {
-        files.insert(*ino);
-        // Every name of a hard-linked file shows the loss.
-        for d in names.get(ino).map(|v| &v[..]).unwrap_or(&[]) {
-            report.warn(
-                &front.tree.dirent_path(d),
-                format!("lost bytes {from}..{to} (zeros in the restored file)"),
-            );
-        }
-    }
-    if !files.is_empty() {
-        report.warn(
-            r.name().as_bytes(),
-            format!(
-                "{} damaged stretch(es); {} file(s) lost data (named above); everything else was restored into {}, which is not recorded as snapshot {}, so increments cannot be applied to it",
-                r.damage().len(),
-                files.len(),
-                target.display(),
-                r.header.snapshot.id
-            ),
-        );
-    }
-    files.len()
-}
-
-/// Records the snapshot the target now holds (atomically, last) and
-/// summarises the restore; shared by full and incremental restores.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn committed(
-    opts: &RestoreOptions,
-    report: &Report,
-    paths: &StatePaths,
-    h: &crate::stream::header::StreamHeader,
-    front: crate::stream::front::Front,
-    totals: &crate::stream::check::DataTotals,
-    stream_bytes: u64,
-    started: std::time::Instant,
-) -> Result<RestoreSummary> {
-    let entries = front.entries;
-    paths.commit(&TargetState {
-        source_uuid: h.source_uuid,
-        snapshot: h.snapshot.clone(),
-        block_size: h.block_size,
-        tree: front.tree,
-    })?;
-    Ok(RestoreSummary::new(
-        opts,
-        report,
-        h.snapshot.clone(),
-        entries,
-        totals,
-        stream_bytes,
-        started,
-    ))
-}
-
-/// Refuses a target that holds anything but an empty `lost+found` (as on a
-/// freshly made file system). Directories are read without touching their
-/// access times (a refused restore leaves the target as it was).
-fn check_empty(target: &std::path::Path) -> Result<()> {
-    let root = fsx::open_dir_path(target)
-        .with_context(|| format!("cannot read restore target {}", target.display()))?;
-    let names = fsx::read_dir_names(root.as_fd())
-        .with_context(|| format!("cannot read restore target {}", target.display()))?;
-    for name in names {
-        if name == b"lost+found"
-            && fsx::open_dir(root.as_fd(), &name)
-                .and_then(|d| fsx::read_dir_names(d.as_fd()))
-                .is_ok_and(|n| n.is_empty())
-        {
-            continue;
-        }
-        if name == STATE_DIR.as_bytes() && is_only_lock(&target.join(STATE_DIR)) {
-            // A lock file left by a restore that failed before it began.
-            continue;
-        }
-        let what = if name == STATE_DIR.as_bytes() {
-            " (it holds an earlier restore)"
-        } else {
-            ""
-        };
-        bail!(
-            "restore target {} is not empty{what}; restore into an empty directory, or use --force to replace what is there",
-            target.display()
-        );
-    }
-    Ok(())
-}
-
-fn is_only_lock(state_dir: &std::path::Path) -> bool {
-    fsx::open_dir_path(state_dir)
-        .and_then(|d| fsx::read_dir_names(d.as_fd()))
-        .is_ok_and(|n| n.iter().all(|e| e == b"lock"))
-}
 
 /// Creates entries and writes data into a target directory.
-pub(crate) struct Apply<'a> {
+pub struct DirWriter<'a> {
     root: OwnedFd,
     dirs: DirStack,
     link_dirs: DirStack,
@@ -408,7 +43,7 @@ const REPLACED_NAMED: u64 = 20;
 
 /// The error of an operation on inode `ino`, naming its path. The path is
 /// built only if there is an error (building it costs the depth).
-pub(super) fn io_ctx<'t>(
+pub(crate) fn io_ctx<'t>(
     tree: &'t Tree,
     ino: u64,
     what: &'static str,
@@ -421,11 +56,11 @@ pub(super) fn io_ctx<'t>(
     }
 }
 
-impl<'a> Apply<'a> {
+impl<'a> DirWriter<'a> {
     pub(crate) fn new(root: OwnedFd, force: bool, report: &'a Report) -> Result<Self> {
         let d1 = root.try_clone()?;
         let d2 = root.try_clone()?;
-        Ok(Apply {
+        Ok(DirWriter {
             root,
             dirs: DirStack::new(d1),
             link_dirs: DirStack::new(d2),
@@ -622,7 +257,7 @@ impl<'a> Apply<'a> {
     /// Leaves the attributes of these inodes as they are when attributes
     /// are applied (an inherited file found exactly as the new snapshot
     /// has it).
-    pub(super) fn keep_attrs(&mut self, tree: &Tree, inos: impl IntoIterator<Item = u64>) {
+    pub(crate) fn keep_attrs(&mut self, tree: &Tree, inos: impl IntoIterator<Item = u64>) {
         self.kept.resize(tree.inodes.len() + 1, false);
         for i in inos {
             self.kept[i as usize] = true;
@@ -632,7 +267,7 @@ impl<'a> Apply<'a> {
     /// Records that the tree's entries exist already (created by the
     /// incremental apply's stage), skipping device nodes a non-root user
     /// could not create.
-    pub(super) fn mark_created(&mut self, tree: &Tree) {
+    pub(crate) fn mark_created(&mut self, tree: &Tree) {
         self.skipped = vec![false; tree.inodes.len() + 1];
         if !fsx::is_root() {
             for i in &tree.inodes {
@@ -644,13 +279,13 @@ impl<'a> Apply<'a> {
     }
 
     /// Applies ownership, xattrs, permissions and times, innermost first.
-    pub(super) fn finish(&mut self, tree: &Tree) -> Result<()> {
+    pub(crate) fn finish(&mut self, tree: &Tree) -> Result<()> {
         self.finish_attrs(tree, true)
     }
 
     /// As [`Apply::finish`], leaving the root directory alone (the
     /// incremental apply sets it on the real target after the swap).
-    pub(super) fn finish_below_root(&mut self, tree: &Tree) -> Result<()> {
+    pub(crate) fn finish_below_root(&mut self, tree: &Tree) -> Result<()> {
         self.finish_attrs(tree, false)
     }
 
@@ -700,7 +335,7 @@ fn is_dir(dir: BorrowedFd, name: &[u8]) -> bool {
 }
 
 /// Runs `op`; with `force`, removes whatever is in the way once and retries.
-pub(super) fn retry_force(
+pub(crate) fn retry_force(
     force: bool,
     dir: BorrowedFd,
     name: &[u8],
@@ -715,7 +350,7 @@ pub(super) fn retry_force(
     }
 }
 
-pub(super) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
+pub(crate) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<()> {
     match inode.kind {
         Kind::Dir => fsx::mkdir_at(dir, name, 0o700),
         Kind::File => {
@@ -738,7 +373,7 @@ pub(super) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<
     }
 }
 
-pub(super) fn set_attrs(
+pub(crate) fn set_attrs(
     dir: BorrowedFd,
     name: &[u8],
     inode: &Inode,
