@@ -30,8 +30,6 @@ use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// Most segments per data record (as the tree dump's pipeline).
-
 /// A plane expression: tops summed, minus at most one base.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ImageExpr {
