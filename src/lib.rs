@@ -8,6 +8,7 @@
 
 pub mod atomic;
 pub mod catalog;
+pub mod cli;
 pub mod dump;
 pub mod failpoint;
 pub mod fsx;

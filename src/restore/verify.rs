@@ -32,6 +32,22 @@ pub struct VerifySummary {
     pub stream_bytes: u64,
 }
 
+/// Verifies the one stream the inputs name (its volumes, on tape); several
+/// streams are refused, since verify reports on one stream at a time.
+pub fn verify_one(
+    mut inputs: Vec<crate::media::Input>,
+    report: &crate::report::Report,
+) -> Result<(crate::media::Input, Vec<VerifySummary>)> {
+    if inputs.len() != 1 {
+        anyhow::bail!(
+            "verify checks one stream at a time; give its volumes, or run verify once per stream"
+        );
+    }
+    let input = inputs.remove(0);
+    let all = verify(&input, report)?;
+    Ok((input, all))
+}
+
 /// Verifies `input` end to end, including the SHA-256 digest list.
 /// Damage does not stop it: every damaged stretch is named on stderr, then
 /// it fails.

@@ -20,7 +20,32 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::io;
 use std::os::fd::AsFd;
 
-/// Runs `restore -r`.
+/// `restore -r` of several inputs in the order given, each applied to
+/// what the one before left; the summaries of all streams applied.
+pub fn restore_all(
+    inputs: Vec<crate::media::Input>,
+    target: &std::path::Path,
+    force: bool,
+    digest: Digest,
+    wait: crate::lock::Wait,
+    report: &Report,
+) -> Result<Vec<RestoreSummary>> {
+    let mut summaries: Vec<RestoreSummary> = Vec::new();
+    for input in inputs {
+        let opts = RestoreOptions {
+            input,
+            target: target.to_path_buf(),
+            force,
+            digest,
+            wait,
+            restored_before: summaries.last().map(|s| s.snapshot.clone()),
+        };
+        summaries.extend(restore(&opts, report)?);
+    }
+    Ok(summaries)
+}
+
+/// Runs `restore -r` of one input (which may hold several streams).
 pub fn restore(opts: &RestoreOptions, report: &Report) -> Result<Vec<RestoreSummary>> {
     let target = opts.target.display();
     let nothing = |e: anyhow::Error, last: Option<&SnapshotRef>| match last {

@@ -1,0 +1,123 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_snapdump_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_snapdump_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_snapdump_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_snapdump_using_subcommand
+    set -l cmd (__fish_snapdump_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c snapdump -n "__fish_snapdump_needs_command" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_needs_command" -s V -l version -d 'Print version'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "dump" -d 'Write a level-0..9 image stream of a source tree'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "restore" -d 'Restore, extract, compare, browse or list image streams'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "verify" -d 'Check every checksum of a stream without restoring it'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "snapshots" -d 'List the snapshots recorded in the catalog'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "history" -d 'Show every snapshot in which a file changed'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "volume" -d 'Create, list, extract, export, check and manage volumes'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l base -d 'Base snapshot id (default: the newest snapshot of a lower level)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l image -d 'From a volume: the plane expression to dump, e.g. \'S5+S4-S3\'' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s f -d 'Output: a file, a device, or - for stdout (default: $TAPE)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s b -d 'On tape: KiB per data record (one record per write)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l tape-capacity -d 'Capacity of a virtual tape (e.g. 400M, 12T)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l volume-size -d 'Cut a dump to files into volumes of at most SIZE (e.g. 4G)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l new-volume -d 'Run CMD when the next volume is needed' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s z -l compress -d 'zstd level for the stream\'s records; 0 turns compression off' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 0 -d 'The dump level, -0 .. -9: 0 (the default) is a full image; N carries what changed since the newest snapshot of a lower level'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 1
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 2
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 3
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 4
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 5
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 6
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 7
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 8
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 9
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l append -d 'On tape: add the dump after the dumps already on it'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l resume -d 'Continue this source\'s interrupted dump (same level, -f and -z)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s f -d 'Input: a file, a device, or - for stdin (default: $TAPE); repeat for a chain' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l at -d 'Work on this snapshot of the chain (default the newest given)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l target -d 'Directory to restore into (default: the current directory)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l volume -d 'With -r: apply the streams to this volume instead of a directory' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l new-volume -d 'Run CMD when the next volume is needed' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s r -d 'Restore the whole stream into the target (see DESCRIPTION)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s t -d 'List the stream\'s entries (only the PATHs given, if any)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s x -d 'Extract the given PATHs'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s C -d 'Compare the stream with the target tree'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s i -d 'Browse the stream in an interactive shell and extract what you mark'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l finish -d 'Remove the target\'s restore chain state (after the last increment)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l force -d 'Restore into a non-empty target, replacing entries in the way'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s SHA-256 digest list (as verify does)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s f -d 'Input: a file, a device, or - for stdin (default: $TAPE); repeat for the volumes of a dump on tape' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l new-volume -d 'Run CMD when the next volume is needed' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -l json -d 'Print JSON'
+complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s f -d 'Streams to read (repeat, any order); without -f, the streams the catalog recorded for the source holding PATH' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l json -d 'Print JSON'
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "create" -d 'Create an empty volume file'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "extract" -d 'Extract a snapshot, or some of its paths, into a directory'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "export-tar" -d 'Write a snapshot as a POSIX tar stream to stdout'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "check" -d 'Check every checksum, pointer and bit plane of a volume'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "snapshots" -d 'List the snapshots a volume holds'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "delete-snapshot" -d 'Remove a snapshot; blocks nothing else uses are freed'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow" -f -a "shadow" -d 'Make a snapshot a shadow: its blocks become reusable'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l block-size -d 'Block size in bytes (the streams received must use it)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l size -d 'Largest size the volume may grow to (e.g. 10G); default no limit' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l compact -d 'Pack blocks at the lowest free VBNs instead of their source VBNs'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l force -d 'Replace existing entries in the way'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand completions" -s h -l help -d 'Print help'

@@ -1,0 +1,58 @@
+//! The command line: clap definitions, their conversion to library options,
+//! and what each command prints. One file per command; `main.rs` only
+//! parses and dispatches. The same definitions generate the man pages
+//! ([`man`]) and the shell completions ([`completions`]), so the manual
+//! cannot drift from the options the program takes.
+
+pub mod args;
+pub mod completions;
+pub mod dump;
+pub mod history;
+pub mod man;
+pub mod print;
+pub mod restore;
+pub mod snapshots;
+pub mod verify;
+pub mod volume;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// snapdump's command line.
+#[derive(Parser)]
+#[command(
+    name = "snapdump",
+    version,
+    about = "Snapshot image dump and restore for directory trees",
+    long_about = None,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Write a level-0..9 image stream of a source tree.
+    Dump(dump::DumpArgs),
+    /// Restore, extract, compare, browse or list image streams.
+    Restore(restore::RestoreArgs),
+    /// Check every checksum of a stream without restoring it.
+    Verify(verify::VerifyArgs),
+    /// List the snapshots recorded in the catalog.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Show every snapshot in which a file changed.
+    History(history::HistoryArgs),
+    /// Create, list, extract, export, check and manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+}
+
+/// The clap command tree, for the man pages and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}

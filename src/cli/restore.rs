@@ -1,0 +1,229 @@
+//! `snapdump restore`: -r, -x, -t, -C, -i and --finish.
+
+use super::args::{JsonArgs, ReadMediumArgs, WaitArg};
+use super::print;
+use crate::report::{Report, EXIT_WARNINGS};
+use crate::stream::header::At;
+use crate::stream::reader::Digest;
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `snapdump restore`.
+#[derive(Args)]
+#[command(
+    group = clap::ArgGroup::new("mode").required(true).multiple(false),
+    override_usage = "snapdump restore -r [-f IN]... [--target DIR] [--force] [--json]\n       \
+snapdump restore -r [-f IN]... --volume PATH\n       \
+snapdump restore -x [-f IN]... [--at SNAPSHOT|TIME] [--target DIR] [--force] [PATH]...\n       \
+snapdump restore -C [-f IN]... [--at SNAPSHOT|TIME] [--target DIR] [PATH]...\n       \
+snapdump restore -i [-f IN]... [--at SNAPSHOT|TIME] [--target DIR]\n       \
+snapdump restore -t [-f IN]... [--at SNAPSHOT|TIME] [--json] [PATH]...\n       \
+snapdump restore --finish [--target DIR]"
+)]
+pub struct RestoreArgs {
+    /// Restore the whole stream into the target (see DESCRIPTION).
+    #[arg(short = 'r', group = "mode")]
+    restore: bool,
+    /// List the stream's entries (only the PATHs given, if any).
+    #[arg(short = 't', group = "mode")]
+    list: bool,
+    /// Extract the given PATHs.
+    #[arg(short = 'x', group = "mode")]
+    extract: bool,
+    /// Compare the stream with the target tree.
+    #[arg(short = 'C', group = "mode")]
+    compare: bool,
+    /// Browse the stream in an interactive shell and extract what you mark.
+    #[arg(short = 'i', group = "mode")]
+    interactive: bool,
+    /// Remove the target's restore chain state (after the last increment).
+    ///
+    /// Ends the target's chain: an apply left pending by an interruption is
+    /// first finished (if it had been checked) or undone, so the target is
+    /// at a snapshot; then the restore state is removed.
+    #[arg(long, group = "mode")]
+    finish: bool,
+    /// Input: a file, a device, or - for stdin (default: $TAPE); repeat for
+    /// a chain.
+    ///
+    /// A stream: a file, a block or character device, a FIFO, /dev/stdin, a
+    /// process substitution (/dev/fd/N), a tape drive (/dev/nstN, /dev/stN),
+    /// a virtual tape (*.tap), or - for standard input (once). Repeat for a
+    /// chain (level 0 and its increments, in any order): -x, -C, -t and -i
+    /// combine them, -r applies them in the order given. The volumes of a
+    /// dump on tapes or volume files are given in order, one -f each.
+    /// Defaults to $TAPE.
+    ///
+    /// What the medium is is decided once, from the opened descriptor; a
+    /// pipe or FIFO is never read to find out, and is read once, front to
+    /// back. /dev/stdin, /dev/fd/N and /proc/self/fd/N are read from the
+    /// descriptor, where it is, as - is; one pipe given under two names is
+    /// refused where inputs are read side by side (-x, -t, -C, -i). Zero
+    /// bytes after a stream's end (padding of fixed-block tapes, block
+    /// devices and transfer tools) are ignored; other bytes after it are
+    /// named in a warning (exit status 1). On a block device, nothing after
+    /// the stream's end is read.
+    #[arg(short = 'f', value_name = "IN", action = clap::ArgAction::Append)]
+    file: Vec<String>,
+    /// Work on this snapshot of the chain (default the newest given).
+    ///
+    /// The snapshot to work on: its id, or the newest snapshot taken at or
+    /// before a time given in RFC 3339 (2026-11-22T10:00:00Z,
+    /// '2026-11-22 10:00:00', UTC).
+    #[arg(long, value_name = "SNAPSHOT|TIME", value_parser = parse_at)]
+    at: Option<At>,
+    /// Directory to restore into (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    target: PathBuf,
+    /// With -r: apply the streams to this volume instead of a directory.
+    ///
+    /// With -r: apply the streams to a volume (see snapdump volume create)
+    /// instead of a directory, one atomic commit per stream, relocating
+    /// blocks and rewriting pointers where needed; see snapdump-volume(1).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
+    volume: Option<PathBuf>,
+    /// Restore into a non-empty target, replacing entries in the way.
+    ///
+    /// Restore a full image into a non-empty target: existing directories
+    /// where the stream has directories are merged into (what else they
+    /// hold stays), other entries in the way are replaced, each named in a
+    /// warning (exit status 1); entries not in the way stay. With an
+    /// increment: replace entries that are not part of the chain and are in
+    /// the way, and files of the chain changed in the target, naming each.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    wait: WaitArg,
+    /// Also recompute the stream's SHA-256 digest list (as verify does).
+    ///
+    /// Also recompute the stream's SHA-256 digest list, as snapdump verify
+    /// does. Every record's XXH3 checksums are checked in any case, so
+    /// damage is always detected; the SHA-256 list is the strong end-to-end
+    /// digest and, on CPUs without SHA extensions, costs more than the rest
+    /// of a restore.
+    #[arg(long)]
+    verify_digest: bool,
+    #[command(flatten)]
+    medium: ReadMediumArgs,
+    #[command(flatten)]
+    json: JsonArgs,
+    /// Paths inside the stream (for -t, -x and -C; a directory brings its
+    /// contents).
+    #[arg(value_name = "PATH")]
+    paths: Vec<String>,
+}
+
+fn parse_at(s: &str) -> Result<At, String> {
+    crate::stream::header::parse_at(s).map_err(|e| format!("{e:#}"))
+}
+
+/// Runs `snapdump restore` in the mode asked for.
+pub fn run(a: RestoreArgs, report: &Report) -> Result<i32> {
+    if a.finish {
+        crate::target::apply::finish_chain(&a.target, a.wait.policy(), a.force, report)?;
+        return Ok(report.exit_status());
+    }
+    let inputs = a.medium.inputs(&a.file)?;
+    let digest = if a.verify_digest {
+        Digest::Check
+    } else {
+        Digest::Skip
+    };
+    if a.list {
+        list(&a, &inputs, report)?;
+    } else if a.extract {
+        let opts = crate::restore::extract::ExtractOptions {
+            inputs,
+            target: a.target,
+            paths: a.paths,
+            at: a.at,
+            force: a.force,
+            digest,
+        };
+        let s = crate::restore::extract::extract(&opts, report)?;
+        print::json(&a.json, false, &s)?;
+    } else if a.compare {
+        let opts = crate::restore::compare::CompareOptions {
+            inputs,
+            target: a.target,
+            paths: a.paths,
+            at: a.at,
+            digest,
+        };
+        let s = crate::restore::compare::compare(&opts, report)?;
+        print::json_or_lines(&a.json, &s, s.differences.iter().map(|d| d.line()))?;
+        if !s.differences.is_empty() {
+            return Ok(EXIT_WARNINGS);
+        }
+    } else if a.interactive {
+        let opts = crate::restore::shell::ShellOptions {
+            inputs,
+            target: a.target,
+            at: a.at,
+            force: a.force,
+        };
+        crate::restore::shell::shell(&opts, report)?;
+    } else if !a.paths.is_empty() {
+        bail!(
+            "restore -r restores whole streams; to restore only {}, use restore -x",
+            a.paths.join(" ")
+        );
+    } else if let Some(volume) = a.volume {
+        let opts = crate::volume::receive::ReceiveOptions {
+            inputs,
+            volume,
+            wait: a.wait.policy(),
+            digest,
+        };
+        let s = crate::volume::receive::receive(&opts, report)?;
+        if a.json.wanted() {
+            print::json(&a.json, false, &s)?;
+        } else {
+            print::lines(s.received.iter().map(|r| {
+                format!(
+                    "{}: snapshot {} (level {}, {}) received as @{}: {} blocks carried, {} relocated",
+                    r.stream,
+                    r.snapshot.id,
+                    r.snapshot.level,
+                    r.snapshot.time.rfc3339(),
+                    r.volume_id,
+                    r.data_blocks,
+                    r.relocated_blocks
+                )
+            }))?;
+        }
+    } else {
+        let summaries = crate::target::full::restore_all(
+            inputs,
+            &a.target,
+            a.force,
+            digest,
+            a.wait.policy(),
+            report,
+        )?;
+        print::json_one_or_many(&a.json, &summaries)?;
+    }
+    Ok(report.exit_status())
+}
+
+/// `restore -t`: entries stream out as they are found, as lines or JSON.
+fn list(a: &RestoreArgs, inputs: &[crate::media::Input], report: &Report) -> Result<()> {
+    use crate::restore::list::{list, Json, Lines};
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match &a.json.json_file {
+        Some(f) => {
+            let file = std::fs::File::create(f)
+                .map_err(|e| anyhow!("cannot write {}: {e}", f.display()))?;
+            list(
+                inputs,
+                a.at,
+                &a.paths,
+                report,
+                &mut Json::new(std::io::BufWriter::new(file)),
+            )
+        }
+        None if a.json.json => list(inputs, a.at, &a.paths, report, &mut Json::new(out)),
+        None => list(inputs, a.at, &a.paths, report, &mut Lines(out)),
+    }
+}

@@ -1,0 +1,245 @@
+//! `snapdump volume`: create, list, extract, export, check and manage
+//! volume images.
+
+use super::args::{JsonArgs, WaitArg};
+use super::print;
+use crate::report::{Report, EXIT_FAILURE};
+use crate::volume;
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+/// The volume subcommands.
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Create an empty volume file.
+    Create {
+        /// Block size in bytes (the streams received must use it).
+        ///
+        /// Block size in bytes: the default is the block size of snapdump's
+        /// dumps; it may be smaller than the streams': each of their blocks
+        /// then takes several of the volume's, and every pointer is
+        /// rewritten at the volume's granularity.
+        #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+        block_size: u32,
+        /// Pack blocks at the lowest free VBNs instead of their source VBNs.
+        ///
+        /// Pack blocks at the lowest free VBNs instead of keeping the
+        /// source's, so a fragmented source takes only its live size.
+        #[arg(long)]
+        compact: bool,
+        /// Largest size the volume may grow to (e.g. 10G); default no limit.
+        ///
+        /// Largest size the volume may grow to (e.g. 10G); a receive that
+        /// would not fit is refused. Default: no limit.
+        #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size)]
+        size: Option<u64>,
+        /// The volume file to create.
+        path: PathBuf,
+    },
+    /// List a snapshot's entries (PATH@SNAPSHOT; default the newest).
+    Ls {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume, optionally @SNAPSHOT (an id or a time).
+        #[arg(value_name = "PATH[@SNAPSHOT]")]
+        volume: String,
+        /// Only these paths (and what lies below them).
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// Extract a snapshot, or some of its paths, into a directory.
+    Extract {
+        /// Replace existing entries in the way.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume, optionally @SNAPSHOT.
+        #[arg(value_name = "PATH[@SNAPSHOT]")]
+        volume: String,
+        /// Directory to extract into (created if missing).
+        #[arg(value_name = "DIR")]
+        target: PathBuf,
+        /// Paths to extract (default everything).
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// Write a snapshot as a POSIX tar stream to stdout.
+    ExportTar {
+        /// The volume, optionally @SNAPSHOT.
+        #[arg(value_name = "PATH[@SNAPSHOT]")]
+        volume: String,
+    },
+    /// Check every checksum, pointer and bit plane of a volume.
+    Check {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume.
+        #[arg(value_name = "PATH")]
+        volume: PathBuf,
+    },
+    /// List the snapshots a volume holds.
+    Snapshots {
+        #[command(flatten)]
+        json: JsonArgs,
+        /// The volume.
+        #[arg(value_name = "PATH")]
+        volume: PathBuf,
+    },
+    /// Remove a snapshot; blocks nothing else uses are freed.
+    DeleteSnapshot {
+        #[command(flatten)]
+        wait: WaitArg,
+        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
+        #[arg(value_name = "PATH[@SNAPSHOT]")]
+        volume: String,
+        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
+        #[arg(value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
+    },
+    /// Make a snapshot a shadow: its blocks become reusable.
+    Shadow {
+        #[command(flatten)]
+        wait: WaitArg,
+        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
+        #[arg(value_name = "PATH[@SNAPSHOT]")]
+        volume: String,
+        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
+        #[arg(value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
+    },
+}
+
+/// `PATH@SNAP` or `PATH SNAP`.
+fn snapshot_arg(volume: &str, snapshot: Option<String>) -> Result<(PathBuf, String)> {
+    match (volume::split_spec(volume), snapshot) {
+        ((p, None), Some(s)) => Ok((p, s)),
+        ((p, Some(s)), None) => Ok((p, s)),
+        _ => anyhow::bail!("name one snapshot: PATH@SNAPSHOT, or PATH SNAPSHOT"),
+    }
+}
+
+/// Runs a volume subcommand.
+pub fn run(cmd: VolumeCmd, report: &Report) -> Result<i32> {
+    match cmd {
+        VolumeCmd::Create {
+            block_size,
+            compact,
+            size,
+            path,
+        } => {
+            let opts = volume::store::CreateOptions {
+                block_size,
+                compact,
+                max_bytes: size.unwrap_or(0),
+            };
+            volume::store::create(&path, &opts)?;
+            Ok(0)
+        }
+        VolumeCmd::Ls {
+            json,
+            volume,
+            paths,
+        } => {
+            let (p, sel) = volume::split_spec(&volume);
+            let l = volume::read::ls(&p, sel.as_deref(), &paths, report)?;
+            print::json_or_lines(
+                &json,
+                &l,
+                l.entries.iter().map(|e| {
+                    let slash = if e.kind == "dir" { "/" } else { "" };
+                    format!("{}{slash}", e.path)
+                }),
+            )?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::Extract {
+            force,
+            json,
+            volume,
+            target,
+            paths,
+        } => {
+            let (p, at) = volume::split_spec(&volume);
+            let opts = volume::read::ExtractOptions {
+                volume: p,
+                at,
+                target,
+                paths,
+                force,
+            };
+            let s = volume::read::extract(&opts, report)?;
+            print::json(&json, false, &s)?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::ExportTar { volume } => {
+            let (p, sel) = volume::split_spec(&volume);
+            volume::tar::export_stdout(&p, sel.as_deref(), report)?;
+            Ok(report.exit_status())
+        }
+        VolumeCmd::Check { json, volume } => {
+            let c = volume::check::check(&volume)?;
+            let ok = c.problems.is_empty();
+            let summary = format!(
+                "{}: {}: generation {}, {} snapshots, {} blocks in use, {} checksums verified{}",
+                c.volume,
+                if ok { "ok" } else { "PROBLEMS" },
+                c.generation,
+                c.snapshots,
+                c.blocks_in_use,
+                c.blocks_checked,
+                if c.shadow_blocks_reused > 0 {
+                    format!(", {} shadow blocks reused", c.shadow_blocks_reused)
+                } else {
+                    String::new()
+                }
+            );
+            print::json_or_lines(
+                &json,
+                &c,
+                c.problems.iter().cloned().chain(std::iter::once(summary)),
+            )?;
+            Ok(if ok { 0 } else { EXIT_FAILURE })
+        }
+        VolumeCmd::Snapshots { json, volume } => {
+            let t = volume::admin::snapshots(&volume)?;
+            print::json_or_lines(
+                &json,
+                &t,
+                t.snapshots.iter().map(|s| {
+                    format!(
+                        "@{:<4} snapshot {:>4}  level {}  {}  {}  {} blocks, {} freed if deleted{}",
+                        s.volume_id,
+                        s.snapshot.id,
+                        s.snapshot.level,
+                        s.snapshot.time.rfc3339(),
+                        s.source,
+                        s.blocks,
+                        s.exclusive_blocks,
+                        if s.shadow { "  shadow" } else { "" }
+                    )
+                }),
+            )?;
+            Ok(0)
+        }
+        VolumeCmd::DeleteSnapshot {
+            wait,
+            volume,
+            snapshot,
+        } => {
+            let (p, s) = snapshot_arg(&volume, snapshot)?;
+            volume::admin::delete_snapshot(&p, &s, wait.policy())?;
+            Ok(0)
+        }
+        VolumeCmd::Shadow {
+            wait,
+            volume,
+            snapshot,
+        } => {
+            let (p, s) = snapshot_arg(&volume, snapshot)?;
+            volume::admin::shadow(&p, &s, wait.policy())?;
+            Ok(0)
+        }
+    }
+}
