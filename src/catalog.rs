@@ -90,7 +90,7 @@ pub fn default_root() -> PathBuf {
 
 /// The directory name a source's catalog lives under: a hash of its path.
 pub fn source_key(path: &[u8]) -> String {
-    crate::util::hex(&crate::util::sha256(path)[..8])
+    crate::ids::hex(&crate::digest::sha256(path)[..8])
 }
 
 /// The directory holding the catalog of `source` under `root`.
@@ -107,7 +107,7 @@ impl Catalog {
         let state = match std::fs::read(&file) {
             Ok(bytes) => decode(&bytes).with_context(|| format!("catalog {}", file.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState {
-                source_uuid: crate::util::random_id(),
+                source_uuid: crate::ids::random_id(),
                 source_path: source.to_vec(),
                 block_size,
                 next_snap_id: 1,
@@ -218,7 +218,7 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
     out.extend_from_slice(&(e.buf.len() as u64).to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
-    let h = crate::util::sha256(&out);
+    let h = crate::digest::sha256(&out);
     out.extend_from_slice(&h);
     out
 }
@@ -233,7 +233,7 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         bail!("catalog format version {version} is not supported by this snapdump ({CATALOG_VERSION})");
     }
     let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if crate::util::sha256(content) != sum {
+    if crate::digest::sha256(content) != sum {
         bail!("catalog checksum mismatch (damaged); restore it from a backup or remove it to start a new chain with a level-0 dump");
     }
     let raw_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());

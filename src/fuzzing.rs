@@ -229,7 +229,7 @@ pub fn volume(data: &[u8]) {
                 meta_blocks,
                 meta_len: blob.len() as u64,
                 meta_raw_len: body.len() as u64,
-                meta_sha256: crate::util::sha256(&blob),
+                meta_sha256: crate::digest::sha256(&blob),
                 data_blocks: 64 + meta_blocks,
                 max_blocks: 0,
                 flags: m as u32 & 1,
@@ -360,7 +360,7 @@ fn apply_bench() -> Option<ApplyBench> {
                 output: out.to_string_lossy().into_owned(),
                 volumes: Vec::new(),
                 tape: crate::media::tape::writer::TapeOptions {
-                    block_size: crate::media::tape::DEFAULT_BLOCK_SIZE,
+                    block_size: 256 * 1024,
                     append: false,
                     capacity: 0,
                     new_volume: None,

@@ -9,7 +9,6 @@
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// A held lock; released when dropped or when the process exits.
@@ -35,41 +34,66 @@ pub fn acquire(path: &Path, what: &str, wait: Wait) -> Result<Lock> {
         .truncate(false)
         .open(path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    if !try_lock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
+    let holder = || {
         let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = holder.trim();
-        let who = if holder.is_empty() {
-            "another process".to_string()
-        } else {
-            format!("process {holder}")
-        };
-        if wait == Wait::No {
-            bail!("{what} is in use by {who} (lock {}); try again later, or run without --no-wait to wait", path.display());
+        let _ = (&file).read_to_string(&mut holder);
+        match holder.trim() {
+            "" => "another process".to_string(),
+            h => format!("process {h}"),
         }
-        crate::progress::println_err(&format!(
-            "snapdump: waiting for {who} to finish with {what}..."
-        ));
-        if !try_lock(&file, libc::LOCK_EX)? {
-            bail!("cannot lock {}", path.display());
-        }
-    }
+    };
+    let who = std::cell::OnceCell::new();
+    lock_file(
+        &file,
+        true,
+        wait,
+        || {
+            format!(
+                "{what} is in use by {} (lock {}); try again later, or run without --no-wait to wait",
+                who.get_or_init(holder),
+                path.display()
+            )
+        },
+        || {
+            format!(
+                "snapdump: waiting for {} to finish with {what}...",
+                who.get_or_init(holder)
+            )
+        },
+    )?;
     file.set_len(0)?;
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
     Ok(Lock { _file: file })
 }
 
-fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
-    loop {
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e).context("flock"),
-        }
+/// Locks `file` (shared or exclusive); when another holder has it, fails
+/// with `busy()` under [`Wait::No`], else says `waiting()` on stderr and
+/// waits. The one place snapdump takes a flock.
+pub fn lock_file(
+    file: &File,
+    exclusive: bool,
+    wait: Wait,
+    busy: impl FnOnce() -> String,
+    waiting: impl FnOnce() -> String,
+) -> Result<()> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    if try_lock(file, op | libc::LOCK_NB)? {
+        return Ok(());
     }
+    if wait == Wait::No {
+        bail!("{}", busy());
+    }
+    crate::progress::println_err(&waiting());
+    try_lock(file, op)?;
+    Ok(())
+}
+
+fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
+    use std::os::fd::AsFd;
+    crate::fsx::flock(file.as_fd(), op).context("flock")
 }

@@ -20,7 +20,7 @@ fn main() {
         Cmd::Completions(a) => cli::completions::run(&a),
     };
     let code = result.unwrap_or_else(|e| {
-        snapdump::progress::println_err(&format!("snapdump: error: {e:#}"));
+        cli::print::error(&e);
         EXIT_FAILURE
     });
     std::process::exit(code);

@@ -90,3 +90,8 @@ mod tests {
         }
     }
 }
+
+/// Serialises raw name bytes with the listing escapes (lossless).
+pub fn ser_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(v))
+}

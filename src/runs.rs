@@ -188,6 +188,20 @@ impl<T> IntervalIndex<T> {
     }
 }
 
+/// Block runs as "0-3,7,9-12" for one-line displays.
+pub fn block_ranges(runs: &[(u64, u64)]) -> String {
+    runs.iter()
+        .map(|&(s, n)| {
+            if n == 1 {
+                s.to_string()
+            } else {
+                format!("{s}-{}", s + n - 1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ pub fn list(root: &Path, source: Option<&Path>) -> Result<Vec<SourceSnapshots>> 
         .into_iter()
         .map(|s| SourceSnapshots {
             source: crate::names::escape(&s.source_path),
-            source_uuid: crate::util::hex(&s.source_uuid),
+            source_uuid: crate::ids::hex(&s.source_uuid),
             snapshots: s.snapshots,
         })
         .collect())

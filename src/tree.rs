@@ -706,3 +706,8 @@ impl EntryInfo {
         }
     }
 }
+
+/// Serialises a time as RFC 3339.
+pub fn ser_time<S: serde::Serializer>(v: &Time, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.rfc3339())
+}

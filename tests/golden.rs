@@ -85,7 +85,7 @@ fn manifest(root: &Path) -> serde_json::Value {
             "size": e.size,
             "allocated_4k_blocks": e.data_runs.iter().map(|r| r.1).sum::<u64>(),
             "mtime": [e.mtime.0, e.mtime.1],
-            "sha256": e.content.map(|c| snapdump::util::hex(&snapdump::util::sha256(&c))),
+            "sha256": e.content.map(|c| snapdump::ids::hex(&snapdump::digest::sha256(&c))),
             "target": e.target.map(|t| snapdump::names::escape(&t)),
             "xattrs": e.xattrs.iter().map(|(k, v)| format!("{}={}", snapdump::names::escape(k), snapdump::names::escape(v))).collect::<Vec<_>>(),
             "links": e.link_group.map(|g| g.len()),

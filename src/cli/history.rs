@@ -49,7 +49,7 @@ pub fn run(a: HistoryArgs, report: &Report) -> Result<i32> {
     print::lines(std::iter::once(head).chain(h.versions.iter().map(|v| {
         let mut what = v.change.to_string();
         if v.changed_block_count > 0 {
-            what += &format!(", blocks {}", crate::util::block_ranges(&v.changed_blocks));
+            what += &format!(", blocks {}", crate::runs::block_ranges(&v.changed_blocks));
         }
         if !v.attributes.is_empty() {
             what += &format!(", {}", v.attributes.join(" "));

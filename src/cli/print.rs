@@ -57,3 +57,9 @@ pub fn json_stdout<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
+
+/// Prints a command's error on stderr, as one line (clearing a progress
+/// bar first).
+pub fn error(e: &anyhow::Error) {
+    crate::progress::println_err(&format!("snapdump: error: {e:#}"));
+}

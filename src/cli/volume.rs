@@ -40,6 +40,7 @@ pub enum VolumeCmd {
     /// List a snapshot's entries (PATH@SNAPSHOT; default the newest).
     Ls {
         #[command(flatten)]
+        #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume, optionally @SNAPSHOT (an id or a time).
         #[arg(value_name = "PATH[@SNAPSHOT]")]
@@ -54,6 +55,7 @@ pub enum VolumeCmd {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
+        #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume, optionally @SNAPSHOT.
         #[arg(value_name = "PATH[@SNAPSHOT]")]
@@ -74,6 +76,7 @@ pub enum VolumeCmd {
     /// Check every checksum, pointer and bit plane of a volume.
     Check {
         #[command(flatten)]
+        #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume.
         #[arg(value_name = "PATH")]
@@ -82,6 +85,7 @@ pub enum VolumeCmd {
     /// List the snapshots a volume holds.
     Snapshots {
         #[command(flatten)]
+        #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume.
         #[arg(value_name = "PATH")]
@@ -90,6 +94,7 @@ pub enum VolumeCmd {
     /// Remove a snapshot; blocks nothing else uses are freed.
     DeleteSnapshot {
         #[command(flatten)]
+        #[allow(missing_docs)]
         wait: WaitArg,
         /// PATH@SNAPSHOT, or the volume followed by the snapshot.
         #[arg(value_name = "PATH[@SNAPSHOT]")]
@@ -101,6 +106,7 @@ pub enum VolumeCmd {
     /// Make a snapshot a shadow: its blocks become reusable.
     Shadow {
         #[command(flatten)]
+        #[allow(missing_docs)]
         wait: WaitArg,
         /// PATH@SNAPSHOT, or the volume followed by the snapshot.
         #[arg(value_name = "PATH[@SNAPSHOT]")]

@@ -326,10 +326,10 @@ fn run(
         let (snap, stream_id) = match resuming {
             Some(p) => (p.snapshot()?, p.stream_id()),
             None => {
-                let stream_id = crate::util::random_id();
+                let stream_id = crate::ids::random_id();
                 let snap = SnapshotRef {
                     id: state.next_snap_id,
-                    uuid: crate::util::random_id(),
+                    uuid: crate::ids::random_id(),
                     time: Time::now(),
                     level: opts.level,
                 };
@@ -337,9 +337,9 @@ fn run(
                 resume::save(
                     &catalog.dir,
                     &resume::ResumePoint {
-                        source_uuid: crate::util::hex(&state.source_uuid),
+                        source_uuid: crate::ids::hex(&state.source_uuid),
                         snapshot_id: snap.id,
-                        snapshot_uuid: crate::util::hex(&snap.uuid),
+                        snapshot_uuid: crate::ids::hex(&snap.uuid),
                         time_sec: snap.time.sec,
                         time_nsec: snap.time.nsec,
                         level: snap.level,
@@ -347,7 +347,7 @@ fn run(
                         outputs: specs.to_vec(),
                         partial: output.partial_path(),
                         tape_file: output.tape_file(),
-                        stream_id: Some(crate::util::hex(&stream_id)),
+                        stream_id: Some(crate::ids::hex(&stream_id)),
                     },
                 )?;
                 (snap, stream_id)

@@ -56,7 +56,7 @@ pub struct ResumePoint {
 impl ResumePoint {
     /// The source uuid to reuse.
     pub fn source(&self) -> Result<[u8; 16]> {
-        crate::util::unhex(&self.source_uuid)
+        crate::ids::unhex(&self.source_uuid)
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .ok_or_else(|| anyhow!("resume point: bad source uuid"))
     }
@@ -66,14 +66,14 @@ impl ResumePoint {
     pub fn stream_id(&self) -> [u8; 16] {
         self.stream_id
             .as_deref()
-            .and_then(crate::util::unhex)
+            .and_then(crate::ids::unhex)
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
-            .unwrap_or_else(crate::util::random_id)
+            .unwrap_or_else(crate::ids::random_id)
     }
 
     /// The snapshot identity to reuse.
     pub fn snapshot(&self) -> Result<SnapshotRef> {
-        let uuid = crate::util::unhex(&self.snapshot_uuid)
+        let uuid = crate::ids::unhex(&self.snapshot_uuid)
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .ok_or_else(|| anyhow!("resume point: bad snapshot uuid"))?;
         Ok(SnapshotRef {

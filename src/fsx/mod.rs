@@ -447,3 +447,21 @@ pub fn on_dev_fs(path: &std::path::Path) -> bool {
     };
     p.dev() == d.dev() && std::fs::canonicalize(parent).is_ok_and(|c| c.starts_with("/dev"))
 }
+
+/// `flock(2)` on `fd`: `LOCK_SH` or `LOCK_EX`, with `LOCK_NB` to not wait.
+/// Ok(false) when `LOCK_NB` was given and another holder has it; EINTR is
+/// retried.
+pub fn flock(fd: BorrowedFd, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock takes a descriptor this borrow keeps open.
+        if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}

@@ -20,10 +20,10 @@ pub struct SnapshotRef {
     /// Per-source sequence number (1, 2, ...).
     pub id: u64,
     /// Globally unique id; tells apart snapshots of different catalogs.
-    #[serde(serialize_with = "crate::util::ser_hex")]
+    #[serde(serialize_with = "crate::ids::ser_hex")]
     pub uuid: [u8; 16],
     /// When the snapshot was taken.
-    #[serde(serialize_with = "crate::util::ser_time")]
+    #[serde(serialize_with = "crate::tree::ser_time")]
     pub time: Time,
     /// Dump level 0..9.
     pub level: u8,
@@ -65,10 +65,10 @@ pub struct StreamHeader {
     /// snapdump version that wrote it.
     pub tool_version: String,
     /// Random id of the source's catalog; chains never mix sources.
-    #[serde(serialize_with = "crate::util::ser_hex")]
+    #[serde(serialize_with = "crate::ids::ser_hex")]
     pub source_uuid: [u8; 16],
     /// The source path as given to dump (lossy UTF-8 in JSON).
-    #[serde(serialize_with = "crate::util::ser_bytes")]
+    #[serde(serialize_with = "crate::names::ser_bytes")]
     pub source_path: Vec<u8>,
     /// Host the dump ran on.
     pub hostname: String,
@@ -87,7 +87,7 @@ pub struct StreamHeader {
     pub entries: u64,
     /// Random id of this stream (format version 2 on; zeros in version 1):
     /// its first 8 bytes seed every later record's checksums.
-    #[serde(serialize_with = "crate::util::ser_hex")]
+    #[serde(serialize_with = "crate::ids::ser_hex")]
     pub stream_id: [u8; 16],
 }
 

@@ -11,7 +11,7 @@
 use super::header::StreamHeader;
 use super::payload::End;
 use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
-use crate::util::{sha256_parts, Sha256Stream};
+use crate::digest::{sha256_parts, Sha256Stream};
 use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::BTreeMap;

@@ -153,7 +153,7 @@ impl Sealed {
     /// The record's SHA-256 (header and payload), its entry in the
     /// stream's digest list.
     pub fn digest(&self) -> [u8; 32] {
-        crate::util::sha256_parts(&[&self.header, &self.payload])
+        crate::digest::sha256_parts(&[&self.header, &self.payload])
     }
 }
 

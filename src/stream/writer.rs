@@ -12,7 +12,7 @@ pub struct StreamWriter {
     out: Box<dyn Write + Send>,
     offset: u64,
     next_seq: u64,
-    digests: crate::util::Sha256Stream,
+    digests: crate::digest::Sha256Stream,
     reloc: Vec<RelocEntry>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     /// Counts that go into the end record.
@@ -85,7 +85,7 @@ impl StreamWriter {
                 .unwrap_or(0);
         }
         self.put(&rec)?;
-        self.digests.update(&crate::util::sha256(&rec));
+        self.digests.update(&crate::digest::sha256(&rec));
         let at = self.offset;
         self.offset += rec.len() as u64;
         self.next_seq += 1;

@@ -71,7 +71,7 @@ impl StatePaths {
         let text = format!(
             "restore of snapshot {} ({}) from {} started {}; not finished\n",
             snap.id,
-            crate::util::hex(&snap.uuid),
+            crate::ids::hex(&snap.uuid),
             stream,
             Time::now().rfc3339()
         );

@@ -19,7 +19,7 @@ pub struct SnapshotRow {
     /// The source, as its streams named it.
     pub source: String,
     /// When the volume received it.
-    #[serde(serialize_with = "crate::util::ser_time")]
+    #[serde(serialize_with = "crate::tree::ser_time")]
     pub received: crate::tree::Time,
     /// A shadow: its blocks may be reused.
     pub shadow: bool,

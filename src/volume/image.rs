@@ -115,7 +115,7 @@ pub struct VolumeDumpSummary {
 
 /// The source id a volume's streams of a source carry.
 pub fn derived_source_id(volume: &[u8; 16], source: &[u8; 16]) -> [u8; 16] {
-    let h = crate::util::sha256_parts(&[b"snapdump volume source", volume, source]);
+    let h = crate::digest::sha256_parts(&[b"snapdump volume source", volume, source]);
     h[..16].try_into().expect("16 of 32 bytes")
 }
 
@@ -273,7 +273,7 @@ fn write_stream(
         block_size: bs as u32,
         compression_level: compression,
         entries: top.tree.dirents.len() as u64,
-        stream_id: crate::util::random_id(),
+        stream_id: crate::ids::random_id(),
     });
     output.set_label(header.tape_label());
     let mut w = StreamWriter::new(out, compression, bs as u32)?;

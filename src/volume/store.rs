@@ -16,7 +16,7 @@ use crate::lock::Wait;
 use crate::planes::Plane;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// An open volume: its file, current superblock and metadata.
@@ -85,7 +85,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
         file,
         sb: Superblock {
             block_size: opts.block_size,
-            uuid: crate::util::random_id(),
+            uuid: crate::ids::random_id(),
             generation: 0,
             meta_vbn: 1,
             meta_blocks: 0,
@@ -114,37 +114,23 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
 }
 
 fn flock(file: &File, exclusive: bool, wait: Wait, path: &Path) -> Result<()> {
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    let try_op = |op| loop {
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
-    };
-    if try_op(op | libc::LOCK_NB)? {
-        return Ok(());
-    }
-    if wait == Wait::No {
-        bail!(
-            "volume {} is in use by another snapdump; try again later, or run without --no-wait to wait",
-            path.display()
-        );
-    }
-    crate::progress::println_err(&format!(
-        "snapdump: waiting for another snapdump to finish with volume {}...",
-        path.display()
-    ));
-    try_op(op)?;
-    Ok(())
+    crate::lock::lock_file(
+        file,
+        exclusive,
+        wait,
+        || {
+            format!(
+                "volume {} is in use by another snapdump; try again later, or run without --no-wait to wait",
+                path.display()
+            )
+        },
+        || {
+            format!(
+                "snapdump: waiting for another snapdump to finish with volume {}...",
+                path.display()
+            )
+        },
+    )
 }
 
 impl Volume {
@@ -370,7 +356,7 @@ impl Volume {
             meta_blocks: blocks,
             meta_len: blob.len() as u64,
             meta_raw_len: body.len() as u64,
-            meta_sha256: crate::util::sha256(&blob),
+            meta_sha256: crate::digest::sha256(&blob),
             data_blocks,
             ..self.sb.clone()
         };
@@ -421,7 +407,7 @@ fn read_state(file: &File, sb: &Superblock) -> Result<VolumeState> {
     }
     let mut blob = vec![0u8; sb.meta_len as usize];
     fsx::pread_full(file.as_fd(), &mut blob, block_offset(sb.meta_vbn, bs))?;
-    if crate::util::sha256(&blob) != sb.meta_sha256 {
+    if crate::digest::sha256(&blob) != sb.meta_sha256 {
         bail!("metadata checksum mismatch");
     }
     let body = zstd::bulk::decompress(&blob, sb.meta_raw_len as usize)

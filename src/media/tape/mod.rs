@@ -19,9 +19,6 @@ pub mod writer;
 
 use std::io;
 
-/// Data record size of a dump on tape unless `-b` says otherwise: large
-/// enough to keep a drive streaming, small enough to buffer cheaply.
-pub const DEFAULT_BLOCK_SIZE: u64 = 256 * 1024;
 /// Largest accepted `-b`.
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
 

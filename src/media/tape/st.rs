@@ -82,8 +82,20 @@ pub const GMT_WR_PROT: libc::c_long = 0x0400_0000;
 /// Status bit: a tape is loaded and the drive ready.
 pub const GMT_ONLINE: libc::c_long = 0x0100_0000;
 
-nix::ioctl_write_ptr!(mtioctop, b'm', 1, MtOp);
-nix::ioctl_read!(mtiocget, b'm', 2, MtGet);
+nix::ioctl_write_ptr!(
+    /// MTIOCTOP: a tape operation (rewind, space, write filemarks, ...).
+    mtioctop,
+    b'm',
+    1,
+    MtOp
+);
+nix::ioctl_read!(
+    /// MTIOCGET: the drive's status (ready, write protection, position).
+    mtiocget,
+    b'm',
+    2,
+    MtGet
+);
 
 /// The request numbers, for checking against <linux/mtio.h>.
 pub fn request_numbers() -> (u64, u64) {

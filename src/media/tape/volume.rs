@@ -93,7 +93,7 @@ impl VolumeHeader {
             "volume {} of snapshot {} (source {})",
             self.volume,
             self.snapshot_id,
-            &crate::util::hex(&self.source_uuid)[..8]
+            &crate::ids::hex(&self.source_uuid)[..8]
         )
     }
 }
