@@ -70,6 +70,11 @@ pub fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
+/// Serialises raw name bytes with the listing escapes (lossless).
+pub fn ser_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,9 +94,4 @@ mod tests {
             assert_eq!(unescape(&e), name, "{e}");
         }
     }
-}
-
-/// Serialises raw name bytes with the listing escapes (lossless).
-pub fn ser_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&escape(v))
 }
