@@ -16,7 +16,7 @@ use crate::stream::front::write_front;
 use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
 use crate::stream::payload::Image;
 use crate::stream::writer::StreamWriter;
-use crate::tree::{Kind, Time};
+use crate::tree::{Kind, Time, Tree};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::os::unix::ffi::OsStrExt;
@@ -239,6 +239,32 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     })
 }
 
+/// What writing the stream produced, for the catalog to record.
+struct Written {
+    tree: Tree,
+    plan: plan::Plan,
+    header: StreamHeader,
+    end: crate::stream::payload::End,
+    stream_bytes: u64,
+    sums: Vec<(crate::stream::payload::Segment, Vec<[u8; 16]>)>,
+    unstable: std::collections::HashSet<u64>,
+}
+
+/// What a dump run needs besides its options: the catalog it records into,
+/// the canonical source, the medium, and a resume point if it continues an
+/// interrupted dump.
+struct Run<'a> {
+    opts: &'a DumpOptions,
+    source: &'a std::path::Path,
+    bs: u32,
+    resuming: Option<&'a resume::ResumePoint>,
+    specs: &'a [String],
+    report: &'a Report,
+}
+
+/// Scans, plans and writes the stream, commits the output, and returns the
+/// summary and the catalog state that records the new snapshot (which the
+/// caller commits).
 #[allow(clippy::too_many_arguments)]
 fn run(
     opts: &DumpOptions,
@@ -251,49 +277,84 @@ fn run(
     specs: &[String],
     report: &Report,
 ) -> Result<(DumpSummary, crate::catalog::CatalogState)> {
-    let mut exclude = std::collections::HashSet::new();
-    for p in [
-        &PathBuf::from(&opts.output),
-        &catalog.dir,
-        &opts.catalog_root,
-    ] {
-        if let Ok(m) = std::fs::metadata(p) {
-            exclude.insert((m.dev(), m.ino()));
-        }
-    }
-    if let Some(tmp) = output_tmp_key(&opts.output) {
-        exclude.insert(tmp);
-    }
-    if let Some(partial) = output.partial_path() {
-        if let Ok(m) = std::fs::metadata(partial) {
-            exclude.insert((m.dev(), m.ino()));
-        }
-    }
-    // A tape image inside the source is not dumped into itself.
-    for spec in std::iter::once(&opts.output).chain(&opts.volumes) {
-        if crate::media::kind::is_virtual_tape(spec) {
-            if let Ok(m) = std::fs::metadata(spec) {
-                use std::os::unix::fs::MetadataExt;
-                exclude.insert((m.dev(), m.ino()));
-            }
-        }
-    }
-    let scan_opts = ScanOptions {
-        block_size: bs as u64,
-        exclude,
-        prev: catalog.state.tree.as_ref(),
+    let run = Run {
+        opts,
+        source,
+        bs,
+        resuming,
+        specs,
+        report,
     };
     let scan_started = Time::now();
     let mut state = catalog.state.clone();
-    let base = select_base(&state.snapshots, opts.level, opts.base);
-    let written = (|| -> Result<_> {
-        let base = base?;
+    let written = match run.write(catalog, &mut state, &output, out) {
+        Ok(w) => w,
+        Err(e) => {
+            output.abort();
+            return Err(e);
+        }
+    };
+    let output_name = output.name.clone();
+    output.commit()?;
+    let summary = run.record(&mut state, written, scan_started, output_name);
+    Ok((summary, state))
+}
+
+impl Run<'_> {
+    /// Files the dump must not read: its own output (and the temporary
+    /// file it is written to), the catalog, a virtual tape inside the
+    /// source.
+    fn exclusions(
+        &self,
+        catalog: &Catalog,
+        output: &Output,
+    ) -> std::collections::HashSet<(u64, u64)> {
+        let opts = self.opts;
+        let mut exclude = std::collections::HashSet::new();
+        let mut add = |p: &std::path::Path| {
+            if let Ok(m) = std::fs::metadata(p) {
+                exclude.insert((m.dev(), m.ino()));
+            }
+        };
+        add(std::path::Path::new(&opts.output));
+        add(&catalog.dir);
+        add(&opts.catalog_root);
+        if let Some(partial) = output.partial_path() {
+            add(&partial);
+        }
+        for spec in std::iter::once(&opts.output).chain(&opts.volumes) {
+            if crate::media::kind::is_virtual_tape(spec) {
+                add(std::path::Path::new(spec));
+            }
+        }
+        if let Some(tmp) = output_tmp_key(&opts.output) {
+            exclude.insert(tmp);
+        }
+        exclude
+    }
+
+    /// Scans the source, plans the image and writes the whole stream.
+    fn write(
+        &self,
+        catalog: &Catalog,
+        state: &mut crate::catalog::CatalogState,
+        output: &Output,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<Written> {
+        let (opts, bs, report) = (self.opts, self.bs, self.report);
+        let base = select_base(&state.snapshots, opts.level, opts.base)?;
         if base.is_none() && opts.level > 0 {
             crate::progress::println_err(&format!(
                 "snapdump: warning: no earlier snapshot of level below {} in the catalog: writing a full image",
                 opts.level
             ));
         }
+        let scan_opts = ScanOptions {
+            block_size: bs as u64,
+            exclude: self.exclusions(catalog, output),
+            prev: state.tree.as_ref(),
+        };
+        let source = self.source;
         let mut tree = std::thread::scope(|s| {
             std::thread::Builder::new()
                 .stack_size(256 << 20)
@@ -323,40 +384,11 @@ fn run(
             open_root()?,
             report,
         )?;
-        let (snap, stream_id) = match resuming {
-            Some(p) => (p.snapshot()?, p.stream_id()),
-            None => {
-                let stream_id = crate::ids::random_id();
-                let snap = SnapshotRef {
-                    id: state.next_snap_id,
-                    uuid: crate::ids::random_id(),
-                    time: Time::now(),
-                    level: opts.level,
-                };
-                // Before the first byte: what a resumed run must reproduce.
-                resume::save(
-                    &catalog.dir,
-                    &resume::ResumePoint {
-                        source_uuid: crate::ids::hex(&state.source_uuid),
-                        snapshot_id: snap.id,
-                        snapshot_uuid: crate::ids::hex(&snap.uuid),
-                        time_sec: snap.time.sec,
-                        time_nsec: snap.time.nsec,
-                        level: snap.level,
-                        compression: opts.compression,
-                        outputs: specs.to_vec(),
-                        partial: output.partial_path(),
-                        tape_file: output.tape_file(),
-                        stream_id: Some(crate::ids::hex(&stream_id)),
-                    },
-                )?;
-                (snap, stream_id)
-            }
-        };
+        let (snap, stream_id) = self.identity(catalog, state, output)?;
         let header = StreamHeader::new(ImageHeader {
             source_uuid: state.source_uuid,
             source_path: state.source_path.clone(),
-            snapshot: snap.clone(),
+            snapshot: snap,
             base: base.map(|b| state.snapshots[b].snap.clone()),
             block_size: bs,
             compression_level: opts.compression,
@@ -385,101 +417,151 @@ fn run(
         drop(progress);
         let (end, out, stream_bytes) = data.writer.finish()?;
         drop(out);
-        Ok((
+        Ok(Written {
             tree,
             plan,
-            snap,
             header,
             end,
             stream_bytes,
-            data.sums,
-            data.unstable,
-        ))
-    })();
-    let (mut tree, plan, snap, header, end, stream_bytes, sums, mut unstable) = match written {
-        Ok(v) => v,
-        Err(e) => {
-            output.abort();
-            return Err(e);
-        }
-    };
-    let output_name = output.name.clone();
-    output.commit()?;
+            sums: data.sums,
+            unstable: data.unstable,
+        })
+    }
 
-    // Record the checksums of the blocks read in the data phase; files that
-    // changed while read get a zero ctime so the next dump reads them again.
-    for (seg, seg_sums) in sums {
-        let inode = tree.inode_mut(seg.ino);
-        let pos = block_position(inode, seg.offset / bs as u64);
-        inode.sums[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
-    }
-    unstable.extend(plan.unstable.iter().copied());
-    for ino in &unstable {
-        tree.inode_mut(*ino).attrs.ctime = Time::default();
-    }
-    // File times come from a coarse clock (a few milliseconds): a file
-    // changed again right after it was scanned can keep the same ctime. A
-    // file whose times are that recent is recorded as unstable, so the next
-    // dump compares its blocks instead of trusting its times ("racily
-    // clean", as git calls it).
-    let racy = Time {
-        sec: scan_started.sec - 1,
-        nsec: scan_started.nsec,
-    };
-    for inode in tree.inodes.iter_mut() {
-        if inode.kind == Kind::File && (inode.attrs.ctime >= racy || inode.attrs.mtime >= racy) {
-            inode.attrs.ctime = Time::default();
+    /// The new snapshot and stream id: those of the interrupted dump when
+    /// resuming, else new ones, saved as the resume point before the first
+    /// byte is written.
+    fn identity(
+        &self,
+        catalog: &Catalog,
+        state: &crate::catalog::CatalogState,
+        output: &Output,
+    ) -> Result<(SnapshotRef, [u8; 16])> {
+        if let Some(p) = self.resuming {
+            return Ok((p.snapshot()?, p.stream_id()));
         }
+        let stream_id = crate::ids::random_id();
+        let snap = SnapshotRef {
+            id: state.next_snap_id,
+            uuid: crate::ids::random_id(),
+            time: Time::now(),
+            level: self.opts.level,
+        };
+        resume::save(
+            &catalog.dir,
+            &resume::ResumePoint {
+                source_uuid: crate::ids::hex(&state.source_uuid),
+                snapshot_id: snap.id,
+                snapshot_uuid: crate::ids::hex(&snap.uuid),
+                time_sec: snap.time.sec,
+                time_nsec: snap.time.nsec,
+                level: snap.level,
+                compression: self.opts.compression,
+                outputs: self.specs.to_vec(),
+                partial: output.partial_path(),
+                tape_file: output.tape_file(),
+                stream_id: Some(crate::ids::hex(&stream_id)),
+            },
+        )?;
+        Ok((snap, stream_id))
     }
-    let base_id = header.base.as_ref().map(|b| b.id);
-    state.planes.push(plan.active.clone());
-    state.snapshots.push(SnapshotInfo {
-        snap: snap.clone(),
-        base: base_id,
-        full: header.full,
-        stream_bytes,
-        data_blocks: end.data_blocks,
-        output: recorded_location(&output_name),
-    });
-    state.active = plan.active.clone();
-    // The marks of this dump become the catalog's record of how the newest
-    // snapshot was made; the next dump starts a fresh pair.
-    let mut marks = DoubleMarks {
-        current: plan.marks.clone(),
-        previous: std::mem::take(&mut state.marks),
-    };
-    marks.swap();
-    state.marks = marks.previous;
-    state.next_snap_id += 1;
-    let count = |k: Kind| tree.inodes.iter().filter(|i| i.kind == k).count() as u64;
-    let summary = DumpSummary {
-        command: "dump",
-        status: report.status_word(),
-        source: source.display().to_string(),
-        output: output_name,
-        snapshot: snap,
-        full: header.full,
-        base: header.base.clone(),
-        stream_bytes,
-        dirs: count(Kind::Dir),
-        files: count(Kind::File),
-        symlinks: count(Kind::Symlink),
-        special: tree.inodes.len() as u64
-            - count(Kind::Dir)
-            - count(Kind::File)
-            - count(Kind::Symlink),
-        files_unchanged: plan.files_unchanged,
-        files_compared: plan.files_compared,
-        data_blocks: end.data_blocks,
-        data_bytes: end.data_bytes,
-        deallocated_blocks: plan.dealloc.count(),
-        vbn_high_water: plan.active.high_water(),
-        elapsed_seconds: 0.0,
-        resumed_bytes: 0,
-        warnings: report.warnings(),
-    };
-    state.tree = Some(tree);
-    Ok((summary, state))
+
+    /// Records the written snapshot in `state` (block checksums, planes,
+    /// the snapshot table, the change marks) and summarises the dump.
+    fn record(
+        &self,
+        state: &mut crate::catalog::CatalogState,
+        w: Written,
+        scan_started: Time,
+        output_name: String,
+    ) -> DumpSummary {
+        let (bs, report) = (self.bs, self.report);
+        let Written {
+            mut tree,
+            plan,
+            header,
+            end,
+            stream_bytes,
+            sums,
+            mut unstable,
+        } = w;
+        // Record the checksums of the blocks read in the data phase; files
+        // that changed while read get a zero ctime so the next dump reads
+        // them again.
+        for (seg, seg_sums) in sums {
+            let inode = tree.inode_mut(seg.ino);
+            let pos = block_position(inode, seg.offset / bs as u64);
+            inode.sums[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
+        }
+        unstable.extend(plan.unstable.iter().copied());
+        for ino in &unstable {
+            tree.inode_mut(*ino).attrs.ctime = Time::default();
+        }
+        // File times come from a coarse clock (a few milliseconds): a file
+        // changed again right after it was scanned can keep the same ctime.
+        // A file whose times are that recent is recorded as unstable, so
+        // the next dump compares its blocks instead of trusting its times
+        // ("racily clean", as git calls it).
+        let racy = Time {
+            sec: scan_started.sec - 1,
+            nsec: scan_started.nsec,
+        };
+        for inode in tree.inodes.iter_mut() {
+            if inode.kind == Kind::File && (inode.attrs.ctime >= racy || inode.attrs.mtime >= racy)
+            {
+                inode.attrs.ctime = Time::default();
+            }
+        }
+        let snap = header.snapshot.clone();
+        state.planes.push(plan.active.clone());
+        state.snapshots.push(SnapshotInfo {
+            snap: snap.clone(),
+            base: header.base.as_ref().map(|b| b.id),
+            full: header.full,
+            stream_bytes,
+            data_blocks: end.data_blocks,
+            output: recorded_location(&output_name),
+        });
+        state.active = plan.active.clone();
+        // The marks of this dump become the catalog's record of how the
+        // newest snapshot was made; the next dump starts a fresh pair.
+        let mut marks = DoubleMarks {
+            current: plan.marks.clone(),
+            previous: std::mem::take(&mut state.marks),
+        };
+        marks.swap();
+        state.marks = marks.previous;
+        state.next_snap_id += 1;
+        let count = |k: Kind| tree.inodes.iter().filter(|i| i.kind == k).count() as u64;
+        let summary = DumpSummary {
+            command: "dump",
+            status: report.status_word(),
+            source: self.source.display().to_string(),
+            output: output_name,
+            snapshot: snap,
+            full: header.full,
+            base: header.base.clone(),
+            stream_bytes,
+            dirs: count(Kind::Dir),
+            files: count(Kind::File),
+            symlinks: count(Kind::Symlink),
+            special: tree.inodes.len() as u64
+                - count(Kind::Dir)
+                - count(Kind::File)
+                - count(Kind::Symlink),
+            files_unchanged: plan.files_unchanged,
+            files_compared: plan.files_compared,
+            data_blocks: end.data_blocks,
+            data_bytes: end.data_bytes,
+            deallocated_blocks: plan.dealloc.count(),
+            vbn_high_water: plan.active.high_water(),
+            elapsed_seconds: 0.0,
+            resumed_bytes: 0,
+            warnings: report.warnings(),
+        };
+        state.tree = Some(tree);
+        summary
+    }
 }
 
 /// Index of file block `block` in the inode's checksum vector (extent order).

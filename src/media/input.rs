@@ -59,6 +59,13 @@ impl Input {
         }
     }
 
+    /// Whether the medium holds one stream only, so nothing after its end
+    /// record is read (a tape file, a block device), unlike a file or a
+    /// pipe, which may carry several back to back.
+    pub fn holds_one_stream(&self) -> bool {
+        self.is_tape() || self.kind == MediumKind::BlockDevice
+    }
+
     /// Whether the stream is on tape (volume headers, records, filemarks).
     pub fn is_tape(&self) -> bool {
         self.kind.is_tape()

@@ -1,5 +1,8 @@
-//! Where streams go to and come from: regular files, stdout/stdin and
-//! devices. (Tape drives and virtual tapes build on this in later work.)
+//! Where streams go to and come from: regular files, stdout/stdin, pipes,
+//! block and character devices, st tape drives, virtual tapes and volume
+//! files. This layer moves bytes and never parses the stream it carries
+//! (a tape's volume label comes from the producer); the stream layer above
+//! reads and writes through it.
 //!
 //! A dump to a regular file writes a temporary sibling and renames it into
 //! place only after the stream is complete and synced, so a failed dump

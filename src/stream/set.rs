@@ -92,7 +92,7 @@ impl ImageSetReader {
     /// never write image sets there; elsewhere every stream on it.
     pub fn open(input: &crate::media::Input) -> anyhow::Result<Self> {
         let mut r = Self::new(input.open()?, input.name());
-        r.single = input.is_tape() || input.kind == crate::media::MediumKind::BlockDevice;
+        r.single = input.holds_one_stream();
         Ok(r)
     }
 
