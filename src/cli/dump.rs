@@ -35,21 +35,19 @@ pub struct DumpArgs {
     l9: bool,
     /// Base snapshot id (default: the newest snapshot of a lower level).
     ///
-    /// Take the increment against snapshot ID (see snapdump snapshots)
-    /// instead of the newest snapshot of a lower level.
+    /// The ids are those snapdump snapshots lists.
     #[arg(long, value_name = "ID")]
     base: Option<u64>,
     /// From a volume: the plane expression to dump, e.g. 'S5+S4-S3'.
     ///
-    /// When SOURCE is a volume: the plane expression to dump instead of a
-    /// level, such as S5+S4-S3 (the snapshots summed, in order, over the
-    /// base after '-'; see snapdump-volume(1), DUMPING A VOLUME).
+    /// Instead of a level: the snapshots summed, in order, over the base
+    /// after '-' (see snapdump-volume(1), DUMPING A VOLUME).
     #[arg(long, value_name = "EXPR")]
     image: Option<String>,
     /// Output: a file, a device, or - for stdout (default: $TAPE).
     ///
-    /// Where the stream goes: a file, a block device, a FIFO or character
-    /// device, or - for standard output. Defaults to $TAPE. A tape drive
+    /// A block device, FIFO or character device is written like a file. A
+    /// tape drive
     /// (/dev/nstN, the non-rewinding device of the Linux st driver, or
     /// /dev/stN, which rewinds when closed and so cannot --append) or a
     /// virtual tape (a file whose name ends in .tap, see TAPES AND VOLUMES)
@@ -61,24 +59,22 @@ pub struct DumpArgs {
     file: Vec<String>,
     /// On tape: KiB per data record (one record per write).
     ///
-    /// On tapes and volumes: the size of a data record in KiB (1 to 16384).
-    /// Each record is one write to the drive, so a drive in variable-block
-    /// mode keeps streaming; restore reads the size from the volume header.
+    /// 1 to 16384, on tapes and volume files. Each record is one write to
+    /// the drive, so a drive in variable-block mode keeps streaming; restore
+    /// reads the size from the volume header.
     #[arg(short = 'b', value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
     block_kib: u64,
     /// On tape: add the dump after the dumps already on it.
     ///
-    /// On a tape: add the dump after the dumps already recorded (spacing to
-    /// the end of data) instead of starting at the beginning, which
-    /// overwrites what the tape held. Read the dumps back with restore
-    /// --file-number.
+    /// The tape is spaced to the end of its data; without --append a dump
+    /// starts at the beginning, overwriting what the tape held. Read the
+    /// dumps back with restore --file-number.
     #[arg(long)]
     append: bool,
     /// Continue this source's interrupted dump (same level, -f and -z).
     ///
-    /// Continue this source's interrupted dump (killed, crashed, power
-    /// lost), given the same level, -f and -z: the stream is produced again
-    /// with the interrupted dump's snapshot; what the file or tapes already
+    /// For a dump that was killed, crashed or lost power: the stream is
+    /// produced again with the interrupted dump's snapshot; what the file or tapes already
     /// hold is compared with it and kept, and writing starts at the first
     /// difference. The finished stream is byte for byte the one a single run
     /// would have written. A dump that failed cleanly removed its partial
@@ -88,15 +84,14 @@ pub struct DumpArgs {
     resume: bool,
     /// Capacity of a virtual tape (e.g. 400M, 12T).
     ///
-    /// The capacity of a virtual tape (e.g. 400M, 12T; binary units). The
-    /// dump ends the volume at its early-warning point (2% or two records
-    /// before the end) and continues on the next volume.
+    /// Binary units. The dump ends the volume at its early-warning point (2%
+    /// or two records before the end) and continues on the next volume.
     #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size)]
     tape_capacity: Option<u64>,
     /// Cut a dump to files into volumes of at most SIZE (e.g. 4G).
     ///
-    /// Cut a dump to files into volume files of at most SIZE each: the -f
-    /// files in turn, or what --new-volume provides.
+    /// The volume files are the -f files in turn, or what --new-volume
+    /// provides.
     #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size, conflicts_with = "tape_capacity")]
     volume_size: Option<u64>,
     #[command(flatten)]
@@ -105,8 +100,7 @@ pub struct DumpArgs {
     catalog: CatalogArg,
     /// zstd level for the stream's records; 0 turns compression off.
     ///
-    /// zstd level for each record, 0 to 19; 0 disables compression. The
-    /// default, 3, costs little more than levels 1 and 2 on snapdump's
+    /// 0 to 19. The default, 3, costs little more than levels 1 and 2 on snapdump's
     /// 256 KiB records and compresses like zstd -3. Records that do not
     /// shrink are stored as they are.
     #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = crate::dump::DEFAULT_COMPRESSION,

@@ -47,13 +47,12 @@ pub struct RestoreArgs {
     /// Input: a file, a device, or - for stdin (default: $TAPE); repeat for
     /// a chain.
     ///
-    /// A stream: a file, a block or character device, a FIFO, /dev/stdin, a
-    /// process substitution (/dev/fd/N), a tape drive (/dev/nstN, /dev/stN),
-    /// a virtual tape (*.tap), or - for standard input (once). Repeat for a
-    /// chain (level 0 and its increments, in any order): -x, -C, -t and -i
-    /// combine them, -r applies them in the order given. The volumes of a
-    /// dump on tapes or volume files are given in order, one -f each.
-    /// Defaults to $TAPE.
+    /// A file, a block or character device, a FIFO, /dev/stdin, a process
+    /// substitution (/dev/fd/N), a tape drive (/dev/nstN, /dev/stN), a
+    /// virtual tape (*.tap), or - for standard input (once). A chain is a
+    /// level 0 and its increments, in any order: -x, -C, -t and -i combine
+    /// them, -r applies them in the order given. The volumes of a dump on
+    /// tapes or volume files are given in order, one -f each.
     ///
     /// What the medium is is decided once, from the opened descriptor; a
     /// pipe or FIFO is never read to find out, and is read once, front to
@@ -68,9 +67,8 @@ pub struct RestoreArgs {
     file: Vec<String>,
     /// Work on this snapshot of the chain (default the newest given).
     ///
-    /// The snapshot to work on: its id, or the newest snapshot taken at or
-    /// before a time given in RFC 3339 (2026-11-22T10:00:00Z,
-    /// '2026-11-22 10:00:00', UTC).
+    /// Its id, or the newest snapshot taken at or before a time given in RFC
+    /// 3339 (2026-11-22T10:00:00Z, '2026-11-22 10:00:00', UTC).
     #[arg(long, value_name = "SNAPSHOT|TIME", value_parser = parse_at)]
     at: Option<At>,
     /// Directory to restore into (default: the current directory).
@@ -78,15 +76,15 @@ pub struct RestoreArgs {
     target: PathBuf,
     /// With -r: apply the streams to this volume instead of a directory.
     ///
-    /// With -r: apply the streams to a volume (see snapdump volume create)
-    /// instead of a directory, one atomic commit per stream, relocating
-    /// blocks and rewriting pointers where needed; see snapdump-volume(1).
+    /// One atomic commit per stream, relocating blocks and rewriting
+    /// pointers where needed; see snapdump volume create and
+    /// snapdump-volume(1).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
     volume: Option<PathBuf>,
     /// Restore into a non-empty target, replacing entries in the way.
     ///
-    /// Restore a full image into a non-empty target: existing directories
-    /// where the stream has directories are merged into (what else they
+    /// A full image: existing directories where the stream has directories
+    /// are merged into (what else they
     /// hold stays), other entries in the way are replaced, each named in a
     /// warning (exit status 1); entries not in the way stay. With an
     /// increment: replace entries that are not part of the chain and are in
@@ -97,8 +95,7 @@ pub struct RestoreArgs {
     wait: WaitArg,
     /// Also recompute the stream's SHA-256 digest list (as verify does).
     ///
-    /// Also recompute the stream's SHA-256 digest list, as snapdump verify
-    /// does. Every record's XXH3 checksums are checked in any case, so
+    /// Every record's XXH3 checksums are checked in any case, so
     /// damage is always detected; the SHA-256 list is the strong end-to-end
     /// digest and, on CPUs without SHA extensions, costs more than the rest
     /// of a restore.

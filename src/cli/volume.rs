@@ -16,22 +16,20 @@ pub enum VolumeCmd {
     Create {
         /// Block size in bytes (the streams received must use it).
         ///
-        /// Block size in bytes: the default is the block size of snapdump's
-        /// dumps; it may be smaller than the streams': each of their blocks
-        /// then takes several of the volume's, and every pointer is
-        /// rewritten at the volume's granularity.
+        /// The default is the block size of snapdump's dumps. It may be
+        /// smaller than the streams': each of their blocks then takes
+        /// several of the volume's, and every pointer is rewritten at the
+        /// volume's granularity.
         #[arg(long, value_name = "BYTES", default_value_t = 4096)]
         block_size: u32,
         /// Pack blocks at the lowest free VBNs instead of their source VBNs.
         ///
-        /// Pack blocks at the lowest free VBNs instead of keeping the
-        /// source's, so a fragmented source takes only its live size.
+        /// A fragmented source then takes only its live size.
         #[arg(long)]
         compact: bool,
         /// Largest size the volume may grow to (e.g. 10G); default no limit.
         ///
-        /// Largest size the volume may grow to (e.g. 10G); a receive that
-        /// would not fit is refused. Default: no limit.
+        /// A receive that would not fit is refused.
         #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size)]
         size: Option<u64>,
         /// The volume file to create.

@@ -11,8 +11,15 @@
 
 //!
 //! [`kind`] decides what a `-f` name is, once; [`input`] and [`output`]
-//! open it for the stream layer above; [`tape`] holds the record-oriented
-//! media (st drives, virtual tapes, volume files) behind one device trait.
+//! open it for the stream layer above, which sees every medium through the
+//! same two traits: `std::io::Read` front to back ([`Input::open`]) or
+//! `std::io::Write` ([`Output::open_medium`]), plus a `File` for reading by
+//! offset where the medium is a regular file ([`Input::seekable`]). [`tape`]
+//! holds the record-oriented media (st drives, the simulated st drive,
+//! virtual tapes, volume files) behind one [`tape::Device`] trait, framed
+//! into volumes by one writer and one reader. A further backend (an object
+//! store) is one more kind in [`kind`] and one more arm in `Input::open` /
+//! `Output::open_medium`, next to `tape/`.
 
 pub mod input;
 pub mod kind;
