@@ -46,6 +46,55 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     let mut problems = Vec::new();
     let mut meta = Plane::new();
     meta.set_run(vol.sb.meta_vbn, vol.sb.meta_blocks);
+    let (live, shadow_only) = check_snapshots(&vol, &mut problems);
+    let live = live.or(&check_maps(&vol, &mut problems));
+    let shadow_only = shadow_only.and_not(&live);
+    let used = live.or(&shadow_only);
+    let both = used.and(&meta);
+    if both.count() > 0 {
+        problems.push(format!(
+            "{} blocks are both metadata and data (first VBN {})",
+            both.count(),
+            both.runs()[0].0
+        ));
+    }
+    if used.high_water() > hw + 1 {
+        problems.push(format!("blocks in use past the data region (1..{hw})"));
+    }
+    let len = std::fs::metadata(path)?.len();
+    if len < super::format::block_offset(hw + 1, bs) {
+        problems.push(format!(
+            "the file is {len} bytes, shorter than its data region ({} blocks): truncated",
+            hw
+        ));
+    }
+    let sums = check_sums(&vol, &live, &shadow_only)?;
+    if sums.bad > 0 {
+        problems.push(format!(
+            "{} blocks fail their checksums (first VBN {})",
+            sums.bad,
+            sums.first_bad.unwrap_or_default()
+        ));
+    }
+    Ok(CheckReport {
+        command: "volume check",
+        volume: path.display().to_string(),
+        generation: vol.sb.generation,
+        snapshots: st.snapshots.len() as u64,
+        blocks_in_use: used.count(),
+        blocks_checked: sums.checked,
+        data_blocks: hw,
+        problems,
+        shadow_blocks_reused: sums.reused,
+        superblock_damage: vol.superblock_damage.clone(),
+    })
+}
+
+/// Each snapshot's ids, source and block pointers against its bit plane;
+/// returns the blocks of live snapshots and those of shadows.
+fn check_snapshots(vol: &Volume, problems: &mut Vec<String>) -> (Plane, Plane) {
+    let st = &vol.state;
+    let hw = vol.sb.data_blocks;
     let mut live = Plane::new();
     let mut shadow_only = Plane::new();
     let mut ids = std::collections::HashSet::new();
@@ -108,6 +157,15 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             live = live.or(&s.plane);
         }
     }
+    (live, shadow_only)
+}
+
+/// Each source's relocation map: targets in range, and matching the blocks
+/// of the source's newest snapshot; returns the blocks the maps hold.
+fn check_maps(vol: &Volume, problems: &mut Vec<String>) -> Plane {
+    let st = &vol.state;
+    let hw = vol.sb.data_blocks;
+    let mut live = Plane::new();
     for e in &st.sources {
         let mut targets = Plane::new();
         for m in &e.map {
@@ -136,32 +194,27 @@ pub fn check(path: &Path) -> Result<CheckReport> {
         }
         live = live.or(&targets);
     }
-    shadow_only = shadow_only.and_not(&live);
-    let used = live.or(&shadow_only);
-    let both = used.and(&meta);
-    if both.count() > 0 {
-        problems.push(format!(
-            "{} blocks are both metadata and data (first VBN {})",
-            both.count(),
-            both.runs()[0].0
-        ));
-    }
-    if used.high_water() > hw + 1 {
-        problems.push(format!("blocks in use past the data region (1..{hw})"));
-    }
-    let len = std::fs::metadata(path)?.len();
-    if len < super::format::block_offset(hw + 1, bs) {
-        problems.push(format!(
-            "the file is {len} bytes, shorter than its data region ({} blocks): truncated",
-            hw
-        ));
-    }
+    live
+}
+
+/// What the checksum pass found.
+struct SumCheck {
+    checked: u64,
+    reused: u64,
+    bad: u64,
+    first_bad: Option<u64>,
+}
+
+/// Reads every block in use and checks it against its checksum; a shadow's
+/// block that fails was reused (not a problem).
+fn check_sums(vol: &Volume, live: &Plane, shadow_only: &Plane) -> Result<SumCheck> {
+    let bs = vol.bs();
     let mut checked = 0u64;
     let mut reused = 0u64;
     let mut bad = 0u64;
     let mut first_bad = None;
     let mut buf = Vec::new();
-    for (plane, shadow) in [(&live, false), (&shadow_only, true)] {
+    for (plane, shadow) in [(live, false), (shadow_only, true)] {
         for (v, n) in plane.runs() {
             let mut k = 0;
             while k < n {
@@ -187,22 +240,10 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             }
         }
     }
-    if bad > 0 {
-        problems.push(format!(
-            "{bad} blocks fail their checksums (first VBN {})",
-            first_bad.unwrap()
-        ));
-    }
-    Ok(CheckReport {
-        command: "volume check",
-        volume: path.display().to_string(),
-        generation: vol.sb.generation,
-        snapshots: st.snapshots.len() as u64,
-        blocks_in_use: used.count(),
-        blocks_checked: checked,
-        data_blocks: hw,
-        problems,
-        shadow_blocks_reused: reused,
-        superblock_damage: vol.superblock_damage.clone(),
+    Ok(SumCheck {
+        checked,
+        reused,
+        bad,
+        first_bad,
     })
 }

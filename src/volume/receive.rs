@@ -181,6 +181,10 @@ fn find(map: &[MapRun], src: u64) -> Option<&MapRun> {
 
 /// Receives one stream: checks it continues what the volume holds,
 /// writes its blocks to free VBNs, rewrites its pointers, commits.
+/// Receives one stream into the volume as one atomic commit: the stream
+/// must continue what the volume holds of its source; its blocks are
+/// placed (at their source VBN where free, else relocated), its pointers
+/// fixed up, and only a whole, undamaged stream is committed.
 fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Result<Received> {
     let h = r.header.clone();
     let name = r.name().to_string();
@@ -197,7 +201,57 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         );
     }
     let k = sbs / bs;
-    let sub = |v: u64| v.saturating_sub(1).saturating_mul(k).saturating_add(1);
+    let (entry, old_map) = admit(vol, &h, &name)?;
+    let front = read_front(&mut r)?;
+    let mut placer = Placer {
+        alloc: allocator(vol, &front, k),
+        carried: Vec::new(),
+        sums: Vec::new(),
+        block: vec![0u8; bs as usize],
+        relocated: 0,
+        blocks_since: 0,
+        k,
+        bs,
+    };
+    let totals = read_data(&mut r, &front, |s, data| placer.place(vol, s, data))?;
+    if !r.damage().is_empty() {
+        bail!("{name}: damaged stream; nothing was received");
+    }
+    let Placer {
+        alloc,
+        mut carried,
+        sums,
+        relocated,
+        ..
+    } = placer;
+    carried.sort_by_key(|m| m.src);
+    let (tree, map, plane) = fix_pointers(&at_granularity(&front.tree, k, bs), &carried, &old_map)
+        .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
+    let snapshot_blocks = plane.count();
+    let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc)?;
+    let _ = report;
+    Ok(Received {
+        stream: name,
+        volume_id: id,
+        snapshot: h.snapshot,
+        full: h.full,
+        base: h.base,
+        data_blocks: totals.blocks,
+        relocated_blocks: relocated,
+        snapshot_blocks,
+    })
+}
+
+/// Whether the stream continues what the volume holds of its source: not
+/// a snapshot it holds already, an increment only on the source's newest
+/// snapshot. Returns the source's entry (if any) and the relocation map
+/// the increment's kept blocks go through.
+fn admit(
+    vol: &Volume,
+    h: &crate::stream::header::StreamHeader,
+    name: &str,
+) -> Result<(Option<usize>, Vec<MapRun>)> {
+    let vname = vol.path.display().to_string();
     if let Some(s) = vol
         .state
         .snapshots
@@ -240,7 +294,12 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
             }
         }
     };
-    let front = read_front(&mut r)?;
+    Ok((entry, old_map))
+}
+
+/// The allocator of a receive: VBNs of every kept snapshot and the
+/// metadata are avoided.
+fn allocator(vol: &Volume, front: &crate::stream::front::Front, k: u64) -> Allocator {
     let mut avoid = Volume::protected(&vol.state);
     avoid.set_run(vol.sb.meta_vbn, vol.sb.meta_blocks);
     // A compact volume fills from VBN 1; otherwise a block that cannot
@@ -258,7 +317,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
             .min(8 * avoid.high_water() + (1 << 20))
             .max(avoid.high_water())
     };
-    let mut alloc = Allocator {
+    Allocator {
         base_hw: avoid.high_water(),
         avoid,
         written: Plane::new(),
@@ -266,21 +325,49 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         compact: vol.compact(),
         max_blocks: vol.sb.max_blocks,
         taken: 0,
-    };
-    let mut carried: Vec<MapRun> = Vec::new();
-    let mut sums: Vec<(u64, [u8; 16])> = Vec::new();
-    let mut block = vec![0u8; bs as usize];
-    let mut relocated = 0u64;
-    let mut blocks_since = 0u64;
-    let totals = read_data(&mut r, &front, |s, data| {
+    }
+}
+
+/// Places a stream's data segments in the volume, block by block, and
+/// keeps what the commit needs: the source-to-target runs and the new
+/// blocks' checksums.
+struct Placer {
+    alloc: Allocator,
+    carried: Vec<MapRun>,
+    sums: Vec<(u64, [u8; 16])>,
+    /// One block of scratch, for a file's zero-padded last block.
+    block: Vec<u8>,
+    relocated: u64,
+    blocks_since: u64,
+    /// Volume blocks per stream block.
+    k: u64,
+    bs: u64,
+}
+
+impl Placer {
+    /// The volume block a source VBN's first sub-block is.
+    fn sub(&self, v: u64) -> u64 {
+        v.saturating_sub(1).saturating_mul(self.k).saturating_add(1)
+    }
+
+    /// Writes one checked data segment where the allocator puts it.
+    fn place(
+        &mut self,
+        vol: &mut Volume,
+        s: &crate::stream::payload::Segment,
+        data: &[u8],
+    ) -> Result<()> {
+        let bs = self.bs;
+        let first = self.sub(s.vbn);
+        let block = &mut self.block;
         let n = (s.len as u64).div_ceil(bs);
         let mut off = 0usize;
-        for (tgt, count) in alloc.place(sub(s.vbn), n)? {
-            let src = sub(s.vbn) + (off as u64 / bs);
+        for (tgt, count) in self.alloc.place(first, n)? {
+            let src = first + (off as u64 / bs);
             if tgt != src {
-                relocated += count;
+                self.relocated += count;
             }
-            carried.push(MapRun { src, tgt, count });
+            self.carried.push(MapRun { src, tgt, count });
             let bytes = (count * bs) as usize;
             let piece = &data[off..(off + bytes).min(data.len())];
             if piece.len() == bytes {
@@ -291,10 +378,13 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
                 block.fill(0);
                 block[..piece.len() - whole].copy_from_slice(&piece[whole..]);
                 vol.write_blocks(tgt, &piece[..whole])
-                    .and_then(|_| vol.write_blocks(tgt + (whole as u64 / bs), &block))
+                    .and_then(|_| vol.write_blocks(tgt + (whole as u64 / bs), block))
             }
             .map_err(|e| {
-                anyhow!("cannot write volume {vname}: {e} (is the file system full?); the volume keeps its previous state")
+                anyhow!(
+                    "cannot write volume {}: {e} (is the file system full?); the volume keeps its previous state",
+                    vol.path.display()
+                )
             })?;
             for k in 0..count {
                 let at = (k * bs) as usize;
@@ -304,25 +394,34 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
                 } else {
                     block.fill(0);
                     block[..b.len()].copy_from_slice(b);
-                    xxhash_rust::xxh3::xxh3_128(&block)
+                    xxhash_rust::xxh3::xxh3_128(block)
                 };
-                sums.push((tgt + k, sum.to_le_bytes()));
+                self.sums.push((tgt + k, sum.to_le_bytes()));
             }
             off += bytes;
         }
-        blocks_since += n;
-        if blocks_since >= 256 {
-            blocks_since = 0;
+        self.blocks_since += n;
+        if self.blocks_since >= 256 {
+            self.blocks_since = 0;
             crate::failpoint::hit("volume-data");
         }
         Ok(())
-    })?;
-    if !r.damage().is_empty() {
-        bail!("{name}: damaged stream; nothing was received");
     }
-    carried.sort_by_key(|m| m.src);
-    let (tree, map, plane) = fix_pointers(&at_granularity(&front.tree, k, bs), &carried, &old_map)
-        .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
+}
+
+/// Commits the received snapshot: checksums, shadows that lost reused
+/// blocks, the snapshot and its source's entry, in one atomic commit.
+#[allow(clippy::too_many_arguments)]
+fn commit_snapshot(
+    vol: &mut Volume,
+    h: &crate::stream::header::StreamHeader,
+    entry: Option<usize>,
+    tree: Tree,
+    map: Vec<MapRun>,
+    plane: Plane,
+    sums: Vec<(u64, [u8; 16])>,
+    alloc: &Allocator,
+) -> Result<u64> {
     let mut state = vol.state.clone();
     let hw = plane.high_water().max(alloc.written.high_water()) as usize;
     if state.sums.len() < hw {
@@ -337,7 +436,6 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
     }
     let id = state.next_id;
     state.next_id += 1;
-    let snapshot_blocks = plane.count();
     state.snapshots.push(VolSnapshot {
         id,
         source: h.source_uuid,
@@ -360,22 +458,9 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
     }
     crate::failpoint::hit("volume-before-commit");
     vol.commit(state, &alloc.written)?;
-    let _ = report;
-    Ok(Received {
-        stream: name,
-        volume_id: id,
-        snapshot: h.snapshot,
-        full: h.full,
-        base: h.base,
-        data_blocks: totals.blocks,
-        relocated_blocks: relocated,
-        snapshot_blocks,
-    })
+    Ok(id)
 }
 
-/// The tree with its block pointers in units of the volume's blocks, `k`
-/// of which make one stream block: extents scaled, a file's last extent
-/// cut at the sub-block holding its last byte.
 fn at_granularity(tree: &Tree, k: u64, bs: u64) -> Tree {
     if k == 1 {
         return tree.clone();
