@@ -386,19 +386,22 @@ struct Checked {
     sources: Vec<Option<Source>>,
 }
 
-/// Applies the increment `r` (already opened) to `opts.target`; the
-/// caller holds the target's lock.
-pub fn apply(
-    opts: &RestoreOptions,
-    mut r: StreamReader,
-    report: &Report,
-    started: std::time::Instant,
-) -> Result<RestoreSummary> {
-    let h = r.header.clone();
-    let target = &opts.target;
+/// What the target says to an increment.
+enum Admit {
+    /// The target holds the increment's base: apply it.
+    Apply(TargetState),
+    /// The target holds the increment's snapshot because an interrupted
+    /// apply of this very stream was just finished.
+    Finished(TargetState),
+}
+
+/// Whether the increment `r` continues the chain the target holds: same
+/// source, its base is the target's snapshot, same block size, no
+/// interrupted full restore. `finished` says an interrupted apply was just
+/// finished (so the target may already hold this increment's snapshot).
+fn admit(r: &StreamReader, target: &Path, paths: &StatePaths, finished: bool) -> Result<Admit> {
+    let h = &r.header;
     let base = h.base.clone().expect("an increment has a base");
-    let paths = StatePaths::new(target);
-    let finished = recover(target, opts.force, &paths, report)?;
     let Some(state) = paths.load()? else {
         bail!(
             "{} is a level-{} increment based on snapshot {}; the target {} holds no restored snapshot: restore the chain from its level-0 stream first",
@@ -424,20 +427,10 @@ pub fn apply(
         );
     }
     if state.snapshot.uuid != base.uuid {
-        if state.snapshot.uuid == h.snapshot.uuid && finished.is_some() {
+        if state.snapshot.uuid == h.snapshot.uuid && finished {
             // This very increment was checked before an interruption and
-            // has just been finished. The stream is read through (a pipe's
-            // writer expects that, and an image set goes on after it).
-            while r.next_record()?.is_some() {}
-            return Ok(RestoreSummary::new(
-                opts,
-                report,
-                h.snapshot.clone(),
-                state.tree.dirents.len() as u64,
-                &DataTotals::default(),
-                0,
-                started,
-            ));
+            // has just been finished.
+            return Ok(Admit::Finished(state));
         }
         let why = if state.snapshot.uuid == h.snapshot.uuid {
             "this stream was already applied".to_string()
@@ -464,6 +457,38 @@ pub fn apply(
             state.block_size
         );
     }
+    Ok(Admit::Apply(state))
+}
+
+/// Applies the increment `r` (already opened) to `opts.target`; the
+/// caller holds the target's lock.
+pub fn apply(
+    opts: &RestoreOptions,
+    mut r: StreamReader,
+    report: &Report,
+    started: std::time::Instant,
+) -> Result<RestoreSummary> {
+    let h = r.header.clone();
+    let target = &opts.target;
+    let paths = StatePaths::new(target);
+    let finished = recover(target, opts.force, &paths, report)?;
+    let state = match admit(&r, target, &paths, finished.is_some())? {
+        Admit::Apply(state) => state,
+        Admit::Finished(state) => {
+            // The stream is read through (a pipe's writer expects that,
+            // and an image set goes on after it).
+            while r.next_record()?.is_some() {}
+            return Ok(RestoreSummary::new(
+                opts,
+                report,
+                h.snapshot.clone(),
+                state.tree.dirents.len() as u64,
+                &DataTotals::default(),
+                0,
+                started,
+            ));
+        }
+    };
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
     let pending = Pending::create(&paths)?;
