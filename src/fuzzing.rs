@@ -360,7 +360,7 @@ fn apply_bench() -> Option<ApplyBench> {
                 output: out.to_string_lossy().into_owned(),
                 volumes: Vec::new(),
                 tape: crate::media::tape::writer::TapeOptions {
-                    block_size: 256 * 1024,
+                    block_size: crate::media::tape::DEFAULT_RECORD_KIB * 1024,
                     append: false,
                     capacity: 0,
                     new_volume: None,

@@ -5,7 +5,7 @@
 //! difference) into a stream of VBN-tagged block records with the metadata
 //! in front and a relocation table and checksummed trailer at the end;
 //! restore rebuilds the tree, or applies an increment to one. See
-//! `formats/` for the byte-level formats, DESIGN.md for the contracts and
+//! `formats/` for the byte-level formats, the man pages for the contracts users rely on, and
 //! ARCHITECTURE.md for the map of this crate.
 //!
 //! The data path, and the folder that owns each step:
@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod at;
 pub(crate) mod atomic;
 pub mod catalog;
 pub mod cli;

@@ -89,7 +89,9 @@ pub fn lock_file(
         bail!("{}", busy());
     }
     crate::progress::println_err(&waiting());
-    try_lock(file, op)?;
+    if !try_lock(file, op)? {
+        bail!("{}", busy());
+    }
     Ok(())
 }
 

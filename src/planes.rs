@@ -117,10 +117,6 @@ impl Plane {
         }
         from.max(wi as u64 * 64)
     }
-    /// Whether any of VBNs `v..v+n` is in the plane.
-    pub fn any_in(&self, v: u64, n: u64) -> bool {
-        (v..v + n).any(|x| self.get(x))
-    }
     /// The VBNs in the plane as maximal runs `(first, count)`, ascending.
     pub fn runs(&self) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();

@@ -90,7 +90,8 @@ pub struct Disjoint {
 
 impl Disjoint {
     /// Number of values recorded.
-    pub fn total(&self) -> u128 {
+    #[cfg(test)]
+    fn total(&self) -> u128 {
         self.runs.iter().map(|(s, e)| (e - s) as u128).sum()
     }
 

@@ -62,7 +62,7 @@ pub struct DumpArgs {
     /// 1 to 16384, on tapes and volume files. Each record is one write to
     /// the drive, so a drive in variable-block mode keeps streaming; restore
     /// reads the size from the volume header.
-    #[arg(short = 'b', value_name = "KIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    #[arg(short = 'b', value_name = "KIB", default_value_t = crate::media::tape::DEFAULT_RECORD_KIB, value_parser = clap::value_parser!(u64).range(1..=16384))]
     block_kib: u64,
     /// On tape: add the dump after the dumps already on it.
     ///

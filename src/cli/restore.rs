@@ -2,8 +2,8 @@
 
 use super::args::{JsonArgs, ReadMediumArgs, WaitArg};
 use super::print;
+use crate::at::At;
 use crate::report::{Report, EXIT_WARNINGS};
-use crate::stream::header::At;
 use crate::stream::reader::Digest;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
@@ -112,7 +112,7 @@ pub struct RestoreArgs {
 }
 
 fn parse_at(s: &str) -> Result<At, String> {
-    crate::stream::header::parse_at(s).map_err(|e| format!("{e:#}"))
+    crate::at::parse_at(s).map_err(|e| format!("{e:#}"))
 }
 
 /// Runs `snapdump restore` in the mode asked for.

@@ -87,21 +87,12 @@ impl Spool {
     pub fn runs(&self, ino: u64) -> Option<&[SpoolRun]> {
         self.runs.get(&ino).map(|v| &v[..])
     }
-    /// Whether inode `ino` was read during planning (its carried blocks,
-    /// if any, are all in the spool).
-    pub fn was_read(&self, ino: u64) -> bool {
-        self.runs.contains_key(&ino)
-    }
     /// Reads `buf.len()` bytes of spooled block data at `offset`.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.file
             .as_ref()
             .expect("spool has data")
             .read_exact_at(buf, offset)
-    }
-    /// Bytes spooled.
-    pub fn bytes(&self) -> u64 {
-        self.len
     }
 }
 

@@ -364,7 +364,48 @@ pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
 
 /// True when the process may set any owner and create device nodes.
 pub fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    euid() == 0
+}
+
+/// The process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Bytes free to unprivileged users on the file system holding `fd`, or
+/// None when the kernel gives no figure.
+pub fn free_bytes(fd: BorrowedFd) -> Option<u64> {
+    // SAFETY: statvfs is plain data; fstatvfs fills it for an open fd.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Duplicates descriptor `fd` of this process (close-on-exec, numbered 3
+/// or above) into a `File` of its own.
+pub fn dup_cloexec(fd: i32) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { std::fs::File::from_raw_fd(d) })
+}
+
+/// Clears `O_NONBLOCK` on `fd` (a device opened without waiting for a
+/// medium is then read blocking).
+pub fn set_blocking(fd: BorrowedFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor the borrow keeps open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the open-file limit to its hard maximum: walking very deep trees

@@ -26,13 +26,7 @@ pub fn descriptor_name(spec: &str) -> Option<i32> {
 
 /// A descriptor of this process, duplicated into a file of its own.
 pub(super) fn dup_fd(fd: i32, spec: &str) -> Result<File> {
-    use std::os::fd::FromRawFd;
-    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if d < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot use {spec} (descriptor {fd})"));
-    }
-    Ok(unsafe { File::from_raw_fd(d) })
+    crate::fsx::dup_cloexec(fd).with_context(|| format!("cannot use {spec} (descriptor {fd})"))
 }
 
 /// What a medium is. It is decided once, in [`probe`], from the opened
@@ -127,13 +121,8 @@ pub fn probe(spec: &str) -> Result<(MediumKind, Option<File>)> {
 }
 
 fn set_blocking(f: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    use std::os::fd::AsFd;
+    crate::fsx::set_blocking(f.as_fd())
 }
 
 /// Resolves `-f`: the given value, else `$TAPE`, else an error.
@@ -206,4 +195,32 @@ pub fn writes_tape(specs: &[String], capacity: u64) -> bool {
         && descriptor_name(&specs[0]).is_none()
         && std::fs::metadata(&specs[0]).map_or(true, |m| m.is_file());
     specs.len() > 1 || capacity > 0 || virtual_tape || st_device(&specs[0]).is_some()
+}
+
+/// Which tape-layer device a `-f` name of a tape dump is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapeDevice {
+    /// An st drive (real or simulated).
+    St(StDrive),
+    /// A virtual tape (SIMH `.tap` file).
+    Virtual,
+    /// A volume file (a volume header, then the stream's bytes).
+    VolumeFile,
+    /// Standard input or output, which cannot hold volumes.
+    Stdio,
+}
+
+/// The device the tape layer opens for `spec`, decided here with the rest
+/// of the classification: an st drive by its device (or the simulation),
+/// a virtual tape by its `.tap` name, anything else a volume file.
+pub fn tape_device(spec: &str) -> TapeDevice {
+    if let Some(drive) = st_device(spec) {
+        TapeDevice::St(drive)
+    } else if spec == "-" {
+        TapeDevice::Stdio
+    } else if is_virtual_tape(spec) {
+        TapeDevice::Virtual
+    } else {
+        TapeDevice::VolumeFile
+    }
 }

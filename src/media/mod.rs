@@ -28,7 +28,7 @@ pub mod tape;
 
 pub use input::{group_inputs, Input};
 pub use kind::writes_tape;
-pub use kind::{descriptor_name, probe, stream_spec, MediumKind};
+pub use kind::{stream_spec, MediumKind};
 pub use output::Output;
 
 /// Write buffer size: large sequential writes suit pipes, disks and tapes.

@@ -13,10 +13,10 @@
 //! relocation table, then only the data records needed); pipes, FIFOs and
 //! devices are read sequentially.
 
+pub use crate::at::At;
 use crate::media::Input;
 use crate::names::escape;
 use crate::stream::front::{read_front, Front};
-pub use crate::stream::header::{parse_at, At};
 use crate::stream::header::{SnapshotRef, StreamHeader};
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::seek::SeekStream;

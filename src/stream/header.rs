@@ -4,7 +4,7 @@
 
 use crate::tree::Time;
 use crate::wire::{Dec, Enc};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 /// Magic at the start of the header payload.
@@ -27,34 +27,6 @@ pub struct SnapshotRef {
     pub time: Time,
     /// Dump level 0..9.
     pub level: u8,
-}
-
-/// How a user names a snapshot (`--at`, `PATH.vol@SNAPSHOT`): an id, or
-/// the newest taken at or before a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
-    /// The snapshot with this id.
-    Id(u64),
-    /// The newest snapshot taken at or before this time.
-    Time(Time),
-}
-
-/// Parses `--at`: a snapshot id, or a time as RFC 3339 (`2026-11-22T10:00:00Z`,
-/// `2026-11-22 10:00:00`, UTC).
-pub fn parse_at(s: &str) -> Result<At> {
-    if let Ok(id) = s.parse::<u64>() {
-        return Ok(At::Id(id));
-    }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        anyhow!("--at {s}: give a snapshot id (a number) or a time such as 2026-11-22T10:00:00Z")
-    })?;
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| anyhow!("--at {s}: times before 1970 are not supported"))?;
-    Ok(At::Time(Time {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
-    }))
 }
 
 /// The decoded header of a stream.

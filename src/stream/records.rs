@@ -204,13 +204,14 @@ impl<'a, 'p> RecordBatch<'a, 'p> {
         b
     }
 
-    /// How many whole blocks the current record still takes (at least
-    /// one): a full record is handed on first.
+    /// How many whole blocks the current record still takes, at least one:
+    /// a full record is handed on first, and a block larger than a record's
+    /// aim (a volume of 1 MiB blocks) gets a record of its own.
     pub fn room(&mut self) -> Result<u64> {
-        let room = (DATA_RECORD_BYTES - self.buf.len()) as u64 / self.bs;
+        let room = DATA_RECORD_BYTES.saturating_sub(self.buf.len()) as u64 / self.bs;
         if room == 0 || self.segs.len() == MAX_SEGMENTS {
             self.flush()?;
-            return Ok(DATA_RECORD_BYTES as u64 / self.bs);
+            return Ok((DATA_RECORD_BYTES as u64 / self.bs).max(1));
         }
         Ok(room)
     }
@@ -218,6 +219,7 @@ impl<'a, 'p> RecordBatch<'a, 'p> {
     /// Appends `seg` and returns the area of its `seg.len` bytes, zeroed,
     /// for the producer to fill; `seg.len` must fit the [`room`](Self::room).
     pub fn push(&mut self, seg: Segment) -> &mut [u8] {
+        debug_assert!(seg.len > 0, "a data segment holds at least one byte");
         let at = self.buf.len();
         self.buf.resize(at + seg.len as usize, 0);
         self.segs.push(seg);
@@ -232,5 +234,71 @@ impl<'a, 'p> RecordBatch<'a, 'p> {
         let fresh = self.fresh();
         let buf = std::mem::replace(&mut self.buf, fresh);
         (self.sink)(buf, std::mem::take(&mut self.segs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(vbn: u64, len: u32) -> Segment {
+        Segment {
+            ino: 2,
+            vbn,
+            offset: (vbn - 1) * len as u64,
+            len,
+        }
+    }
+
+    #[test]
+    fn a_record_is_cut_at_its_byte_aim_and_its_segment_bound() {
+        let (_tx, pool) = unbounded::<Vec<u8>>();
+        let mut got: Vec<(usize, usize)> = Vec::new();
+        let mut sink = |buf: Vec<u8>, segs: Vec<Segment>| {
+            got.push((buf.len(), segs.len()));
+            Ok(())
+        };
+        let mut b = RecordBatch::new(&mut sink, &pool, 4096);
+        // Small segments: the segment bound cuts the record.
+        for v in 1..=(MAX_SEGMENTS as u64 + 1) {
+            assert!(b.room().unwrap() >= 1);
+            b.push(seg(v, 100)).fill(1);
+        }
+        // Whole blocks: the byte aim cuts it.
+        let per = (DATA_RECORD_BYTES / 4096) as u64;
+        for v in 0..per + 1 {
+            let n = b.room().unwrap();
+            assert!(n >= 1);
+            b.push(seg(1000 + v, 4096));
+        }
+        b.flush().unwrap();
+        drop(b);
+        assert_eq!(got[0], (MAX_SEGMENTS * 100, MAX_SEGMENTS));
+        assert!(got
+            .iter()
+            .all(|&(bytes, segs)| bytes <= DATA_RECORD_BYTES && segs <= MAX_SEGMENTS));
+        assert_eq!(
+            got.iter().map(|g| g.1).sum::<usize>(),
+            MAX_SEGMENTS + 1 + per as usize + 1
+        );
+    }
+
+    #[test]
+    fn a_block_larger_than_a_record_gets_a_record_of_its_own() {
+        let (_tx, pool) = unbounded::<Vec<u8>>();
+        let mut got: Vec<(usize, usize)> = Vec::new();
+        let mut sink = |buf: Vec<u8>, segs: Vec<Segment>| {
+            got.push((buf.len(), segs.len()));
+            Ok(())
+        };
+        let bs = 1 << 20;
+        let mut b = RecordBatch::new(&mut sink, &pool, bs);
+        for v in 1..=3 {
+            assert_eq!(b.room().unwrap(), 1, "room for one block, never zero");
+            b.push(seg(v, bs as u32));
+        }
+        b.flush().unwrap();
+        drop(b);
+        assert_eq!(got, vec![(1 << 20, 1); 3]);
     }
 }

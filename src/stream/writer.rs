@@ -59,10 +59,6 @@ impl StreamWriter {
     pub fn block_size(&self) -> u64 {
         self.block_size
     }
-    /// Bytes written so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
     /// Seals and writes one record; returns its stream offset. A header
     /// record's own payload decides the seed of the records after it (so
     /// crafted headers in tests and fuzzing bind their streams too).

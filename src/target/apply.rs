@@ -195,7 +195,7 @@ fn foreign_path(t0: &Tree, dir: u64, name: &[u8]) -> Vec<u8> {
 /// Whether the process may change an entry owned by `uid` without help.
 fn ours(uid: u32) -> bool {
     static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let euid = *EUID.get_or_init(|| unsafe { libc::geteuid() });
+    let euid = *EUID.get_or_init(fsx::euid);
     euid == 0 || uid == euid
 }
 
@@ -249,7 +249,7 @@ fn judge(
             bail!(
                 "{} belong to another user; as uid {} the increment cannot replace them: apply it as root or as their owner",
                 some_of(&theirs),
-                unsafe { libc::geteuid() }
+                fsx::euid()
             );
         }
     }
@@ -276,7 +276,7 @@ fn judge(
         bail!(
             "{} in the target must be moved or removed for the new snapshot, and as uid {} the increment cannot: apply it as root, or move them away",
             some_of(&immovable),
-            unsafe { libc::geteuid() }
+            fsx::euid()
         );
     }
     let mut changed = Vec::new();
@@ -714,12 +714,9 @@ fn check(
 /// the finish: writing the spool back may need as much new space as it
 /// holds (file systems that copy on write, blocks that were holes).
 fn enough_space(root: &OwnedFd, spooled: u64) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatvfs(root.as_raw_fd(), &mut st) } != 0 {
+    let Some(free) = fsx::free_bytes(root.as_fd()) else {
         return Ok(()); // no figure to go by: the finish will say if it fails
-    }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    };
     let need = spooled + (1 << 20);
     if free < need {
         bail!(

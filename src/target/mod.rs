@@ -4,8 +4,9 @@
 //! next, checked before anything visible changes ([`survey`], [`pending`]);
 //! [`state`] records which snapshot a target holds; [`select`] and
 //! [`create`] pick and make part of a snapshot, for restore and volume
-//! extraction alike. Nothing here reads a medium: streams come in already
-//! opened, from the layer above.
+//! extraction alike; [`summary`] is what a restore reports. Streams are
+//! read through the stream layer (an input is opened as an image set
+//! there); nothing here knows what kind of medium they come from.
 
 pub mod apply;
 pub mod create;

@@ -283,13 +283,13 @@ impl<'a> DirWriter<'a> {
         self.finish_attrs(tree, true)
     }
 
-    /// As [`Apply::finish`], leaving the root directory alone (the
+    /// As [`DirWriter::finish`], leaving the root directory alone (the
     /// incremental apply sets it on the real target after the swap).
     pub(crate) fn finish_below_root(&mut self, tree: &Tree) -> Result<()> {
         self.finish_attrs(tree, false)
     }
 
-    /// As [`Apply::finish`] for a selective restore: the root directory's
+    /// As [`DirWriter::finish`] for a selective restore: the root directory's
     /// attributes are set only when the whole tree was chosen.
     pub(crate) fn finish_selected(&mut self, tree: &Tree, whole: bool) -> Result<()> {
         self.finish_attrs(tree, whole)

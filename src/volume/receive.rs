@@ -84,7 +84,7 @@ pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary>
     for input in &opts.inputs {
         let mut set = ImageSetReader::open(input)?;
         while let Some(r) = set.next_stream(opts.digest)? {
-            match receive_stream(&mut vol, r, report) {
+            match receive_stream(&mut vol, r) {
                 Ok(x) => received.push(x),
                 Err(e) => {
                     // Give back what the failed transaction wrote past the
@@ -185,7 +185,7 @@ fn find(map: &[MapRun], src: u64) -> Option<&MapRun> {
 /// must continue what the volume holds of its source; its blocks are
 /// placed (at their source VBN where free, else relocated), its pointers
 /// fixed up, and only a whole, undamaged stream is committed.
-fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Result<Received> {
+fn receive_stream(vol: &mut Volume, mut r: StreamReader) -> Result<Received> {
     let h = r.header.clone();
     let name = r.name().to_string();
     let vname = vol.path.display().to_string();
@@ -229,7 +229,6 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader, report: &Report) -> Res
         .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
     let snapshot_blocks = plane.count();
     let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc)?;
-    let _ = report;
     Ok(Received {
         stream: name,
         volume_id: id,
@@ -461,6 +460,9 @@ fn commit_snapshot(
     Ok(id)
 }
 
+/// The tree with its block pointers in units of the volume's blocks, `k`
+/// of which make one stream block: extents scaled, a file's last extent
+/// cut at the sub-block holding its last byte.
 fn at_granularity(tree: &Tree, k: u64, bs: u64) -> Tree {
     if k == 1 {
         return tree.clone();

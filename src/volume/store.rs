@@ -264,9 +264,9 @@ impl Volume {
                 .last()
                 .ok_or_else(|| anyhow!("volume {name} holds no snapshot yet"));
         };
-        let found = match crate::stream::header::parse_at(sel)? {
-            crate::stream::header::At::Id(id) => self.state.snapshots.iter().find(|s| s.id == id),
-            crate::stream::header::At::Time(t) => self
+        let found = match crate::at::parse_at(sel)? {
+            crate::at::At::Id(id) => self.state.snapshots.iter().find(|s| s.id == id),
+            crate::at::At::Time(t) => self
                 .state
                 .snapshots
                 .iter()

@@ -6,7 +6,7 @@
 use super::volume::{VolumeHeader, VOLUME_HEADER_LEN};
 use super::{Device, ReadItem};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 /// A plain file holding one volume.
@@ -38,14 +38,6 @@ impl FileVolume {
             block: None,
             written: false,
         })
-    }
-
-    /// Whether the file at `path` starts with a volume header.
-    pub fn is_volume(path: &Path) -> bool {
-        let mut b = [0u8; 8];
-        File::open(path)
-            .and_then(|mut f| f.read_exact(&mut b))
-            .is_ok_and(|_| VolumeHeader::looks_like(&b))
     }
 }
 

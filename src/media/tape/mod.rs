@@ -19,6 +19,9 @@ pub mod writer;
 
 use std::io;
 
+/// KiB per tape record unless `-b` says otherwise: large enough to keep a
+/// drive streaming, small enough to buffer cheaply.
+pub const DEFAULT_RECORD_KIB: u64 = 256;
 /// Largest accepted `-b`.
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
 

@@ -98,7 +98,8 @@ nix::ioctl_read!(
 );
 
 /// The request numbers, for checking against <linux/mtio.h>.
-pub fn request_numbers() -> (u64, u64) {
+#[cfg(test)]
+fn request_numbers() -> (u64, u64) {
     (
         nix::request_code_write!(b'm', 1, std::mem::size_of::<MtOp>()) as u64,
         nix::request_code_read!(b'm', 2, std::mem::size_of::<MtGet>()) as u64,
@@ -196,11 +197,6 @@ impl<T: TapeIo> StDevice<T> {
             name: name.to_string(),
             after_filemark: false,
         })
-    }
-
-    /// The simulated or real drive underneath.
-    pub fn io(&mut self) -> &mut T {
-        &mut self.io
     }
 }
 

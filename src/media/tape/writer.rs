@@ -34,8 +34,10 @@ pub fn default_opener(capacity: u64) -> Opener {
 /// (`.tap`), else a volume file; `capacity` limits what is written to
 /// virtual tapes and files (0: unlimited).
 pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Device>> {
+    use crate::media::kind::TapeDevice;
     let path = std::path::Path::new(spec);
-    if let Some(drive) = crate::media::kind::st_device(spec) {
+    let device = crate::media::kind::tape_device(spec);
+    if let TapeDevice::St(drive) = device {
         let ctx = || format!("cannot open tape drive {spec}");
         if drive.simulated {
             let dir = super::sim::dir().expect("the simulation is on");
@@ -45,7 +47,7 @@ pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Dev
         let io = super::st::RealSt::open(path, write).with_context(ctx)?;
         return Ok(Box::new(super::st::StDevice::new(io, spec, write)?));
     }
-    if spec == "-" {
+    if device == TapeDevice::Stdio {
         return Err(anyhow!(
             "standard input and output cannot hold volumes; name files or tapes"
         ));
@@ -55,7 +57,7 @@ pub fn open_device(spec: &str, write: bool, capacity: u64) -> Result<Box<dyn Dev
             "{spec}: no such device (snapdump does not create files under /dev)"
         ));
     }
-    if crate::media::kind::is_virtual_tape(spec) {
+    if device == TapeDevice::Virtual {
         let t = super::tap::VirtualTape::open(path, write, capacity)
             .with_context(|| format!("cannot open virtual tape {spec}"))?;
         return Ok(Box::new(t));
@@ -388,8 +390,8 @@ fn put(device: &mut dyn Device, verifying: &mut bool, data: &[u8], bs: u64) -> i
 
 impl io::Write for TapeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
         self.label()?;
+        self.pending.extend_from_slice(buf);
         let bs = self.opts.block_size as usize;
         let mut start = 0;
         let result = loop {
