@@ -22,6 +22,9 @@ _snapdump() {
             snapdump,dump)
                 cmd="snapdump__subcmd__dump"
                 ;;
+            snapdump,help)
+                cmd="snapdump__subcmd__help"
+                ;;
             snapdump,history)
                 cmd="snapdump__subcmd__history"
                 ;;
@@ -36,6 +39,54 @@ _snapdump() {
                 ;;
             snapdump,volume)
                 cmd="snapdump__subcmd__volume"
+                ;;
+            snapdump__subcmd__help,completions)
+                cmd="snapdump__subcmd__help__subcmd__completions"
+                ;;
+            snapdump__subcmd__help,dump)
+                cmd="snapdump__subcmd__help__subcmd__dump"
+                ;;
+            snapdump__subcmd__help,help)
+                cmd="snapdump__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__help,history)
+                cmd="snapdump__subcmd__help__subcmd__history"
+                ;;
+            snapdump__subcmd__help,restore)
+                cmd="snapdump__subcmd__help__subcmd__restore"
+                ;;
+            snapdump__subcmd__help,snapshots)
+                cmd="snapdump__subcmd__help__subcmd__snapshots"
+                ;;
+            snapdump__subcmd__help,verify)
+                cmd="snapdump__subcmd__help__subcmd__verify"
+                ;;
+            snapdump__subcmd__help,volume)
+                cmd="snapdump__subcmd__help__subcmd__volume"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,check)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__check"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,create)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__create"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,delete-snapshot)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__delete__subcmd__snapshot"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,export-tar)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__export__subcmd__tar"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,extract)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__extract"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,ls)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__ls"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,shadow)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__shadow"
+                ;;
+            snapdump__subcmd__help__subcmd__volume,snapshots)
+                cmd="snapdump__subcmd__help__subcmd__volume__subcmd__snapshots"
                 ;;
             snapdump__subcmd__volume,check)
                 cmd="snapdump__subcmd__volume__subcmd__check"
@@ -52,6 +103,9 @@ _snapdump() {
             snapdump__subcmd__volume,extract)
                 cmd="snapdump__subcmd__volume__subcmd__extract"
                 ;;
+            snapdump__subcmd__volume,help)
+                cmd="snapdump__subcmd__volume__subcmd__help"
+                ;;
             snapdump__subcmd__volume,ls)
                 cmd="snapdump__subcmd__volume__subcmd__ls"
                 ;;
@@ -61,6 +115,33 @@ _snapdump() {
             snapdump__subcmd__volume,snapshots)
                 cmd="snapdump__subcmd__volume__subcmd__snapshots"
                 ;;
+            snapdump__subcmd__volume__subcmd__help,check)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__check"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,create)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__create"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,delete-snapshot)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__delete__subcmd__snapshot"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,export-tar)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__export__subcmd__tar"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,extract)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__extract"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,help)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,ls)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__ls"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,shadow)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__shadow"
+                ;;
+            snapdump__subcmd__volume__subcmd__help,snapshots)
+                cmd="snapdump__subcmd__volume__subcmd__help__subcmd__snapshots"
+                ;;
             *)
                 ;;
         esac
@@ -68,7 +149,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-h -V --help --version dump restore verify snapshots history volume completions"
+            opts="-h -V --help --version dump restore verify snapshots history volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -146,6 +227,244 @@ _snapdump() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help)
+            opts="dump restore verify snapshots history volume completions help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__dump)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__snapshots)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume)
+            opts="create ls extract export-tar check snapshots delete-snapshot shadow"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__delete__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__export__subcmd__tar)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__extract)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__shadow)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__volume__subcmd__snapshots)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -266,7 +585,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume)
-            opts="-h --help create ls extract export-tar check snapshots delete-snapshot shadow"
+            opts="-h --help create ls extract export-tar check snapshots delete-snapshot shadow help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -358,6 +677,146 @@ _snapdump() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help)
+            opts="create ls extract export-tar check snapshots delete-snapshot shadow help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__delete__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__export__subcmd__tar)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__extract)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__shadow)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__volume__subcmd__help__subcmd__snapshots)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -24,7 +24,6 @@ pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
     /// The file: relative to the dump's root, or an absolute path inside the source.
-    #[arg(value_name = "PATH")]
     path: String,
 }
 

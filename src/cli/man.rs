@@ -196,7 +196,7 @@ fn synopsis(cmd: &clap::Command) -> String {
 /// The subcommands of `cmd`, each named as its page names it.
 fn subcommands(cmd: &clap::Command, path: &[&str]) -> Vec<(String, clap::Command)> {
     cmd.get_subcommands()
-        .filter(|s| !s.is_hide_set())
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
         .map(|s| {
             let name = s.get_name().to_string();
             let mut p: Vec<&str> = path.to_vec();

@@ -23,8 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     name = "snapdump",
     version,
     about = "Snapshot image dump and restore for directory trees",
-    long_about = None,
-    disable_help_subcommand = true
+    long_about = None
 )]
 pub struct Cli {
     /// The command to run.

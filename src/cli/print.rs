@@ -14,9 +14,11 @@ pub fn json<T: Serialize + ?Sized>(j: &JsonArgs, stdout_busy: bool, v: &T) -> Re
         std::fs::write(f, text + "\n").map_err(|e| anyhow!("cannot write {}: {e}", f.display()))?;
     } else if j.json {
         if stdout_busy {
-            eprintln!("{text}");
+            writeln!(std::io::stderr().lock(), "{text}")?;
         } else {
-            println!("{text}");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+            out.flush()?;
         }
     }
     Ok(())
@@ -54,7 +56,9 @@ pub fn lines(lines: impl IntoIterator<Item = String>) -> Result<()> {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json_stdout<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+    out.flush()?;
     Ok(())
 }
 

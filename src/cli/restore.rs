@@ -68,7 +68,9 @@ pub struct RestoreArgs {
     /// Work on this snapshot of the chain (default the newest given).
     ///
     /// Its id, or the newest snapshot taken at or before a time given in RFC
-    /// 3339 (2026-11-22T10:00:00Z, '2026-11-22 10:00:00', UTC).
+    /// 3339 (2026-11-22T10:00:00Z, '2026-11-22 10:00:00', UTC). A time given
+    /// to the second covers that whole second, so a time as snapdump prints
+    /// it selects the snapshot it was printed for.
     #[arg(long, value_name = "SNAPSHOT|TIME", value_parser = parse_at)]
     at: Option<At>,
     /// Directory to restore into (default: the current directory).
@@ -107,7 +109,6 @@ pub struct RestoreArgs {
     json: JsonArgs,
     /// Paths inside the stream (for -t, -x and -C; a directory brings its
     /// contents).
-    #[arg(value_name = "PATH")]
     paths: Vec<String>,
 }
 

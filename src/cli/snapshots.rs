@@ -18,7 +18,6 @@ pub struct SnapshotsArgs {
     #[arg(long)]
     json: bool,
     /// Only this source.
-    #[arg(value_name = "SOURCE")]
     source: Option<PathBuf>,
 }
 

@@ -41,10 +41,8 @@ pub enum VolumeCmd {
         #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume, optionally @SNAPSHOT (an id or a time).
-        #[arg(value_name = "PATH[@SNAPSHOT]")]
         volume: String,
         /// Only these paths (and what lies below them).
-        #[arg(value_name = "PATH")]
         paths: Vec<String>,
     },
     /// Extract a snapshot, or some of its paths, into a directory.
@@ -56,19 +54,15 @@ pub enum VolumeCmd {
         #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume, optionally @SNAPSHOT.
-        #[arg(value_name = "PATH[@SNAPSHOT]")]
         volume: String,
         /// Directory to extract into (created if missing).
-        #[arg(value_name = "DIR")]
         target: PathBuf,
         /// Paths to extract (default everything).
-        #[arg(value_name = "PATH")]
         paths: Vec<String>,
     },
     /// Write a snapshot as a POSIX tar stream to stdout.
     ExportTar {
         /// The volume, optionally @SNAPSHOT.
-        #[arg(value_name = "PATH[@SNAPSHOT]")]
         volume: String,
     },
     /// Check every checksum, pointer and bit plane of a volume.
@@ -77,7 +71,6 @@ pub enum VolumeCmd {
         #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume.
-        #[arg(value_name = "PATH")]
         volume: PathBuf,
     },
     /// List the snapshots a volume holds.
@@ -86,33 +79,24 @@ pub enum VolumeCmd {
         #[allow(missing_docs)]
         json: JsonArgs,
         /// The volume.
-        #[arg(value_name = "PATH")]
         volume: PathBuf,
     },
     /// Remove a snapshot; blocks nothing else uses are freed.
-    DeleteSnapshot {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        wait: WaitArg,
-        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
-        #[arg(value_name = "PATH[@SNAPSHOT]")]
-        volume: String,
-        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
-        #[arg(value_name = "SNAPSHOT")]
-        snapshot: Option<String>,
-    },
+    DeleteSnapshot(SnapshotArgs),
     /// Make a snapshot a shadow: its blocks become reusable.
-    Shadow {
-        #[command(flatten)]
-        #[allow(missing_docs)]
-        wait: WaitArg,
-        /// PATH@SNAPSHOT, or the volume followed by the snapshot.
-        #[arg(value_name = "PATH[@SNAPSHOT]")]
-        volume: String,
-        /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
-        #[arg(value_name = "SNAPSHOT")]
-        snapshot: Option<String>,
-    },
+    Shadow(SnapshotArgs),
+}
+
+/// One snapshot of a volume, for the commands that change it.
+#[derive(clap::Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    wait: WaitArg,
+    /// PATH@SNAPSHOT, or the volume followed by the snapshot.
+    volume: String,
+    /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
+    snapshot: Option<String>,
 }
 
 /// `PATH@SNAP` or `PATH SNAP`.
@@ -227,22 +211,14 @@ pub fn run(cmd: VolumeCmd, report: &Report) -> Result<i32> {
             )?;
             Ok(0)
         }
-        VolumeCmd::DeleteSnapshot {
-            wait,
-            volume,
-            snapshot,
-        } => {
-            let (p, s) = snapshot_arg(&volume, snapshot)?;
-            volume::admin::delete_snapshot(&p, &s, wait.policy())?;
+        VolumeCmd::DeleteSnapshot(a) => {
+            let (p, s) = snapshot_arg(&a.volume, a.snapshot)?;
+            volume::admin::delete_snapshot(&p, &s, a.wait.policy())?;
             Ok(0)
         }
-        VolumeCmd::Shadow {
-            wait,
-            volume,
-            snapshot,
-        } => {
-            let (p, s) = snapshot_arg(&volume, snapshot)?;
-            volume::admin::shadow(&p, &s, wait.policy())?;
+        VolumeCmd::Shadow(a) => {
+            let (p, s) = snapshot_arg(&a.volume, a.snapshot)?;
+            volume::admin::shadow(&p, &s, a.wait.policy())?;
             Ok(0)
         }
     }

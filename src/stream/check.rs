@@ -36,14 +36,7 @@ pub fn read_data(
     let mut t = DataTotals::default();
     let mut data_offsets = std::collections::HashSet::new();
     while let Some(rec) = r.next_record()? {
-        let at = |e: anyhow::Error| {
-            anyhow!(
-                "{}: record {} at byte {}: {e:#}",
-                r.name(),
-                rec.seq,
-                rec.offset
-            )
-        };
+        let at = |e: anyhow::Error| rec.error_in(r.name(), e);
         match rec.kind {
             RecordKind::Data => {
                 let (segs, data) = decode_data(&rec.raw).map_err(at)?;

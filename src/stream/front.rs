@@ -96,14 +96,7 @@ pub fn read_front(r: &mut impl Records) -> Result<Front> {
         let rec = r
             .next_record()?
             .ok_or_else(|| anyhow!("{}: stream ended before its data", r.name()))?;
-        let at = |e: anyhow::Error| {
-            anyhow!(
-                "{}: record {} at byte {}: {e:#}",
-                r.name(),
-                rec.seq,
-                rec.offset
-            )
-        };
+        let at = |e: anyhow::Error| rec.error_in(r.name(), e);
         match rec.kind {
             RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw).map_err(at)?,
             RecordKind::Image => {

@@ -33,6 +33,14 @@ pub struct Record {
     pub digest: [u8; 32],
 }
 
+impl Record {
+    /// Wraps an error about this record's contents with where it is: the
+    /// stream `name`, the record's sequence number and its byte offset.
+    pub fn error_in(&self, name: &str, e: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!("{name}: record {} at byte {}: {e:#}", self.seq, self.offset)
+    }
+}
+
 /// A record as framed, before its payload is checked.
 struct Frame {
     header: RecordHeader,

@@ -1,0 +1,84 @@
+//! The command line as a user meets it: the help subcommand, standard
+//! output that cannot be written, and snapshot times as snapdump prints
+//! them given back to --at.
+
+mod common;
+use common::*;
+use std::process::Stdio;
+
+#[test]
+fn the_help_subcommand_prints_help() {
+    for args in [&["help"][..], &["help", "dump"], &["volume", "help", "ls"]] {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(2, 10_000)).unwrap();
+    assert_eq!(dump_to(0, &t.stream, &t.cat, &t.src), 0);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    for args in [
+        vec!["verify", "-f", p(&t.stream)],
+        vec!["verify", "--json", "-f", p(&t.stream)],
+        vec!["snapshots", "--json", "--catalog", p(&t.cat)],
+    ] {
+        let out = bin()
+            .args(&args)
+            .stdout(full.try_clone().unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("No space left"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn the_time_snapdump_prints_for_a_snapshot_selects_it() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"one").unwrap();
+    let s1 = t.dir.path().join("s1.sdump");
+    let s2 = t.dir.path().join("s2.sdump");
+    assert_eq!(dump_to(0, &s1, &t.cat, &t.src), 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(t.src.join("f"), b"two, longer").unwrap();
+    assert_eq!(dump_to(1, &s2, &t.cat, &t.src), 0);
+    let (_, listed, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat)]);
+    let v: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    let snaps = v[0]["snapshots"].as_array().unwrap().clone();
+    assert_eq!(snaps.len(), 2);
+    for s in &snaps {
+        let id = s["id"].as_u64().unwrap();
+        let time = s["time"].as_str().unwrap();
+        assert!(!time.contains('.'), "printed to the second: {time}");
+        let (code, out, err) = run_s(&[
+            "restore",
+            "-t",
+            "--json",
+            "-f",
+            p(&s1),
+            "-f",
+            p(&s2),
+            "--at",
+            time,
+        ]);
+        assert_eq!(code, 0, "--at {time}: {err}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(&format!("\"snapshot\":{{\"id\":{id},")),
+            "--at {time} must list snapshot {id}: {text}"
+        );
+    }
+}
