@@ -19,6 +19,46 @@ fn the_help_subcommand_prints_help() {
 }
 
 #[test]
+fn a_dump_to_a_closed_stdout_fails_and_records_nothing() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(1, 50_000)).unwrap();
+    // The shell closes descriptor 1 (>&-); the runtime would put /dev/null
+    // there and the stream would go nowhere, recorded as written.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec \"$0\" dump -0 -f - --catalog '{}' '{}' >&-",
+            p(&t.cat),
+            p(&t.src)
+        ))
+        .arg(bin_path())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("standard output is closed"), "{err}");
+    let (_, listed, _) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat)]);
+    let v: serde_json::Value = serde_json::from_slice(&listed).unwrap_or_default();
+    let recorded: usize = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["snapshots"].as_array().map_or(0, |x| x.len()))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "no snapshot may be recorded: {v}");
+    // A deliberate /dev/null is the user's choice and works.
+    let out = bin()
+        .args(["dump", "-0", "-f", "-", "--catalog", p(&t.cat), p(&t.src)])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
 fn output_that_cannot_be_written_is_an_error_not_a_panic() {
     let t = paths();
     std::fs::write(t.src.join("f"), bytes(2, 10_000)).unwrap();

@@ -506,3 +506,31 @@ pub fn flock(fd: BorrowedFd, op: libc::c_int) -> io::Result<bool> {
         }
     }
 }
+
+/// Which of descriptors 0, 1, 2 were closed when the process started
+/// (bits 0..2). Rust's runtime opens /dev/null on closed standard
+/// descriptors before `main`, which would make a dump to a closed stdout
+/// look written; this is recorded first, from the ELF init array.
+static STDIO_CLOSED_AT_START: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+extern "C" fn record_closed_stdio() {
+    let mut closed = 0u8;
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            closed |= 1 << fd;
+        }
+    }
+    STDIO_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static RECORD_CLOSED_STDIO: extern "C" fn() = record_closed_stdio;
+
+/// Whether standard descriptor `fd` (0, 1 or 2) was closed when the
+/// process started (and is now /dev/null, opened by the runtime).
+pub fn stdio_was_closed(fd: i32) -> bool {
+    (0..3).contains(&fd)
+        && STDIO_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
+}

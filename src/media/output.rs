@@ -242,6 +242,9 @@ impl Output {
     /// Opens `spec` for writing a stream ("-" is stdout).
     pub fn open(spec: &str) -> Result<(Output, Box<dyn Write + Send>)> {
         if spec == "-" {
+            if crate::fsx::stdio_was_closed(1) {
+                bail!("standard output is closed; redirect it to a file or a pipe, or name the output with -f");
+            }
             let w = BufWriter::with_capacity(IO_BUF, std::io::stdout());
             return Ok((
                 Output {
