@@ -53,7 +53,8 @@ pub struct DumpArgs {
     /// virtual tape (a file whose name ends in .tap, see TAPES AND VOLUMES)
     /// gets the tape layout: a volume header, records of -b KiB, a filemark,
     /// volume changes at the end of the medium. A name under /dev that does
-    /// not exist is refused, never created as a file. Repeat -f to name the
+    /// not exist is refused, never created as a file, and so is a closed
+    /// standard output (the stream would go nowhere). Repeat -f to name the
     /// volumes to use in turn when one fills up.
     #[arg(short = 'f', value_name = "OUT", action = clap::ArgAction::Append)]
     file: Vec<String>,
