@@ -23,11 +23,13 @@ pub fn parse_at(s: &str) -> Result<At> {
         return Ok(At::Id(id));
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        anyhow!("--at {s}: give a snapshot id (a number) or a time such as 2026-11-22T10:00:00Z")
+        anyhow!(
+            "snapshot {s:?}: give a snapshot id (a number) or a time such as 2026-11-22T10:00:00Z"
+        )
     })?;
     let d = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| anyhow!("--at {s}: times before 1970 are not supported"))?;
+        .map_err(|_| anyhow!("snapshot {s:?}: times before 1970 are not supported"))?;
     let whole_second = !s.contains('.');
     Ok(At::Time(Time {
         sec: d.as_secs() as i64,

@@ -231,11 +231,14 @@ fn every_snapshot_of_a_chain_is_extracted_as_it_was() {
     );
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("none of the given paths"), "{e}");
-    // --at a time: the newest snapshot taken at or before it (snapshot 2
-    // was taken in the second before this time, snapshot 3 after it).
+    // --at a time: the newest snapshot taken at or before it. Snapshot 2's
+    // time as snapdump prints it (to the second, which --at covers whole)
+    // selects snapshot 2; snapshot 3 was taken in a later second.
     let v = list_json(&[&h.streams[0], &h.streams[1]], None, &[]);
-    let t2 = humantime::parse_rfc3339(v["header"]["snapshot"]["time"].as_str().unwrap()).unwrap();
-    let at = humantime::format_rfc3339_seconds(t2 + std::time::Duration::from_secs(1)).to_string();
+    let at = v["header"]["snapshot"]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = extract(&h.t, &all, Some(&at), &["late"], "attime");
     assert_extracted(&h.snaps[1], &out, &["late"]);
     let mut args = vec!["restore", "-x", "--at", &at, "--target", p(&out)];
