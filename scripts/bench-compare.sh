@@ -2,8 +2,8 @@
 # Dump throughput of this build next to another build of snapdump (e.g.
 # the one before a refactor), on the level-0 benchmark tree: a tree dump
 # and a dump from a volume holding the same snapshot, each build twice,
-# alternating, to /dev/null-like tmpfs files. Needs root only for nothing;
-# the tree is the one scripts/bench.sh generates.
+# alternating, to files on a tmpfs. Needs no root; the tree is the one
+# scripts/bench.sh generates (made on first use).
 #
 #   SNAPDUMP_BEFORE=/path/to/old/snapdump scripts/bench-compare.sh [WORKDIR]
 . "$(dirname "$0")/bench-lib.sh"
