@@ -122,3 +122,46 @@ fn the_time_snapdump_prints_for_a_snapshot_selects_it() {
         );
     }
 }
+
+#[test]
+fn paths_given_twice_or_inside_each_other_are_found() {
+    let t = paths();
+    std::fs::create_dir_all(t.src.join("dir/sub")).unwrap();
+    std::fs::write(t.src.join("dir/sub/f"), b"inner").unwrap();
+    std::fs::write(t.src.join("dir/g"), b"outer").unwrap();
+    assert_eq!(dump_to(0, &t.stream, &t.cat, &t.src), 0);
+    for (n, sel) in [
+        &["dir", "dir/sub"][..],
+        &["dir/sub", "dir"],
+        &["dir", "dir"],
+        &["dir/sub/f", "dir/sub"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let target = t.dir.path().join(format!("t{n}"));
+        let mut args = vec!["restore", "-x", "-f", p(&t.stream), "--target", p(&target)];
+        args.extend(sel.iter());
+        let (code, _, err) = run_s(&args);
+        assert_eq!(code, 0, "{sel:?}: {err}");
+        assert!(!err.contains("not in snapshot"), "{sel:?}: {err}");
+        assert_eq!(std::fs::read(target.join("dir/sub/f")).unwrap(), b"inner");
+    }
+    // A path that is really missing is still named, even inside another.
+    let target = t.dir.path().join("missing");
+    let (code, _, err) = run_s(&[
+        "restore",
+        "-x",
+        "-f",
+        p(&t.stream),
+        "--target",
+        p(&target),
+        "dir",
+        "dir/nope",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("dir/nope") && err.contains("not in snapshot"),
+        "{err}"
+    );
+}

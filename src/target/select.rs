@@ -54,15 +54,28 @@ pub fn mark_paths(tree: &Tree, paths: &[Vec<u8>]) -> (Vec<bool>, Vec<Vec<u8>>) {
         let missing = Vec::new();
         return (marks, missing);
     }
-    let wanted: HashMap<&[u8], usize> =
-        paths.iter().enumerate().map(|(i, p)| (&p[..], i)).collect();
+    // A path may be given twice, or inside another one given: each is
+    // found where it is, not reported missing.
+    let mut wanted: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, p) in paths.iter().enumerate() {
+        wanted.entry(&p[..]).or_default().push(i);
+    }
+    let nested = paths.iter().any(|p| {
+        paths
+            .iter()
+            .any(|q| p.len() > q.len() && p.starts_with(q) && p[q.len()] == b'/')
+    });
     let mut found = vec![false; paths.len()];
     let mut dir_marked = vec![false; tree.inodes.len() + 1];
     for (i, d) in tree.dirents.iter().enumerate().skip(1) {
         let mut m = dir_marked[d.parent as usize];
-        if !m {
-            if let Some(&w) = wanted.get(&tree.dirent_path(d)[..]) {
-                found[w] = true;
+        // Inside a marked directory the path is looked up only when a
+        // given path lies inside another (building it costs the depth).
+        if !m || nested {
+            if let Some(ws) = wanted.get(&tree.dirent_path(d)[..]) {
+                for &w in ws {
+                    found[w] = true;
+                }
                 m = true;
             }
         }
