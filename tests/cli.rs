@@ -165,3 +165,16 @@ fn paths_given_twice_or_inside_each_other_are_found() {
         "{err}"
     );
 }
+
+#[test]
+fn history_of_the_source_root_is_the_root_entry() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), b"x").unwrap();
+    assert_eq!(dump_to(0, &t.stream, &t.cat, &t.src), 0);
+    let root = std::fs::canonicalize(&t.src).unwrap();
+    let (code, out, err) = run_s(&["history", "--catalog", p(&t.cat), p(&root)]);
+    assert_eq!(code, 0, "{err}");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with(". in "), "{text}");
+    assert!(text.contains("snapshot    1"), "{text}");
+}

@@ -157,14 +157,15 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
 /// source loses the source's prefix; anything else is taken as relative.
 fn relative(path: &str, source: &[u8]) -> Vec<u8> {
     let raw = path.as_bytes();
+    let mut n = normalize(path);
     if raw.starts_with(b"/") {
         if let Some(rest) = raw.strip_prefix(source) {
             if rest.is_empty() || rest.starts_with(b"/") {
-                return normalize(&String::from_utf8_lossy(rest));
+                n = normalize(&String::from_utf8_lossy(rest));
             }
         }
     }
-    let n = normalize(path);
+    // The source's root itself is the dump's root entry.
     if n.is_empty() {
         b".".to_vec()
     } else {
