@@ -207,21 +207,16 @@ pub fn run(a: RestoreArgs, report: &Report) -> Result<i32> {
 
 /// `restore -t`: entries stream out as they are found, as lines or JSON.
 fn list(a: &RestoreArgs, inputs: &[crate::media::Input], report: &Report) -> Result<()> {
-    use crate::restore::list::{list, Json, Lines};
+    use crate::restore::list::{list, Json, Lines, ListSink};
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    match &a.json.json_file {
+    let mut sink: Box<dyn ListSink> = match &a.json.json_file {
         Some(f) => {
             let file = std::fs::File::create(f)
                 .map_err(|e| anyhow!("cannot write {}: {e}", f.display()))?;
-            list(
-                inputs,
-                a.at,
-                &a.paths,
-                report,
-                &mut Json::new(std::io::BufWriter::new(file)),
-            )
+            Box::new(Json::new(std::io::BufWriter::new(file)))
         }
-        None if a.json.json => list(inputs, a.at, &a.paths, report, &mut Json::new(out)),
-        None => list(inputs, a.at, &a.paths, report, &mut Lines(out)),
-    }
+        None if a.json.json => Box::new(Json::new(out)),
+        None => Box::new(Lines(out)),
+    };
+    list(inputs, a.at, &a.paths, report, sink.as_mut())
 }

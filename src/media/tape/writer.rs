@@ -144,10 +144,24 @@ impl TapeWriter {
                 device.space_filemarks(passed)?;
             }
         }
-        Ok(TapeWriter {
-            verifying: false,
-            kept: Default::default(),
-            tape_file,
+        Ok(TapeWriter::on_first(
+            changer, opener, device, first, opts, tape_file, false,
+        ))
+    }
+
+    /// A writer positioned on its first volume `first`, at tape file
+    /// `tape_file`; `verifying` when resuming (what the medium holds is
+    /// compared and kept while it matches).
+    fn on_first(
+        changer: Changer,
+        opener: Opener,
+        device: Box<dyn Device>,
+        first: String,
+        opts: TapeOptions,
+        tape_file: u64,
+        verifying: bool,
+    ) -> TapeWriter {
+        TapeWriter {
             changer,
             opener,
             device,
@@ -158,7 +172,10 @@ impl TapeWriter {
             ident: None,
             volumes: vec![(first, 1)],
             opts,
-        })
+            verifying,
+            kept: Default::default(),
+            tape_file,
+        }
     }
 
     /// Reopens the first volume of an interrupted dump that started at tape
@@ -183,21 +200,9 @@ impl TapeWriter {
                 "{first} holds {passed} dump(s) before the end of its data; the interrupted dump started at tape file {tape_file}"
             ));
         }
-        Ok(TapeWriter {
-            changer,
-            opener,
-            device,
-            pending: Vec::new(),
-            written: 0,
-            volume: 1,
-            header_done: false,
-            ident: None,
-            volumes: vec![(first, 1)],
-            opts,
-            verifying: true,
-            kept: Default::default(),
-            tape_file,
-        })
+        Ok(TapeWriter::on_first(
+            changer, opener, device, first, opts, tape_file, true,
+        ))
     }
 
     /// Writes (or, while resuming, finds) one record; true when the medium
