@@ -135,20 +135,21 @@ def top(m):
     return m[0] if m else "lib"
 
 # Layer rules: a module may not import these (top-level) modules.
-UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "cli", "fuzzing"}
+UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "replica", "cli", "fuzzing"}
 MODEL = {"tree", "names", "runs", "wire", "ids", "digest", "at", "planes"}
 PLUMBING = {"fsx", "lock", "atomic", "failpoint", "progress", "report"}
 FORBIDDEN = {
     **{m: UPPER | PLUMBING for m in MODEL},
     **{m: UPPER for m in PLUMBING},
-    "catalog": {"scan", "dump", "media", "target", "restore", "volume", "cli"},
-    "scan": {"catalog", "dump", "stream", "media", "target", "restore", "volume", "cli"},
-    "volume": {"dump", "restore", "cli"},
-    "target": {"dump", "restore", "volume", "cli"},
-    "stream": {"dump", "restore", "volume", "target", "cli"},
-    "media": {"stream", "dump", "restore", "volume", "target", "cli"},
-    "dump": {"restore", "volume", "target", "cli"},
-    "restore": {"dump", "volume", "cli"},
+    "catalog": {"scan", "dump", "media", "target", "restore", "volume", "cli", "replica"},
+    "scan": {"catalog", "dump", "stream", "media", "target", "restore", "volume", "cli", "replica"},
+    "volume": {"dump", "restore", "cli", "replica"},
+    "target": {"dump", "restore", "volume", "cli", "replica"},
+    "stream": {"dump", "restore", "volume", "target", "cli", "replica"},
+    "media": {"stream", "dump", "restore", "volume", "target", "cli", "replica"},
+    "dump": {"restore", "volume", "target", "cli", "replica"},
+    "restore": {"dump", "volume", "cli", "replica"},
+    "replica": {"restore", "cli"},
 }
 bad = []
 for a, bs in edges.items():

@@ -44,6 +44,7 @@ pub mod media;
 pub mod names;
 pub mod planes;
 pub(crate) mod progress;
+pub mod replica;
 pub mod report;
 pub mod restore;
 pub(crate) mod runs;

@@ -16,6 +16,8 @@ fn main() {
         Cmd::Verify(a) => cli::verify::run(a, &report),
         Cmd::Snapshots(a) => cli::snapshots::run(a),
         Cmd::History(a) => cli::history::run(a, &report),
+        Cmd::Replicate(a) => cli::replicate::run(a, &report),
+        Cmd::Serve(a) => cli::replicate::run_serve(a, &report),
         Cmd::Volume(v) => cli::volume::run(v, &report),
         Cmd::Completions(a) => cli::completions::run(&a),
     };

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod history;
 pub mod man;
 pub mod print;
+pub mod replicate;
 pub mod restore;
 pub mod snapshots;
 pub mod verify;
@@ -44,6 +45,10 @@ pub enum Cmd {
     Snapshots(snapshots::SnapshotsArgs),
     /// Show every snapshot in which a file changed.
     History(history::HistoryArgs),
+    /// Bring a replica (volume or directory, local or over ssh) up to date.
+    Replicate(replicate::ReplicateArgs),
+    /// The receiving end of replicate, speaking the protocol on stdin/stdout.
+    Serve(replicate::ServeArgs),
     /// Create, list, extract, export, check and manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),

@@ -4,6 +4,7 @@
 pub mod pipeline;
 pub mod plan;
 pub mod resume;
+pub mod sink;
 
 use crate::catalog::{Catalog, SnapshotInfo};
 use crate::fsx;
@@ -211,10 +212,11 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         out,
         resume_point,
         &specs,
+        None,
         report,
     );
     let (mut summary, new_state) = match result {
-        Ok(v) => v,
+        Ok(v) => v.expect("a dump without a gate always writes"),
         Err(e) => {
             // The partial stream was removed: nothing is left to resume.
             resume::clear(&catalog.dir);
@@ -259,6 +261,7 @@ struct Run<'a> {
     bs: u32,
     resuming: Option<&'a resume::ResumePoint>,
     specs: &'a [String],
+    gate: Option<&'a GateFn<'a>>,
     report: &'a Report,
 }
 
@@ -275,20 +278,26 @@ fn run(
     out: Box<dyn std::io::Write + Send>,
     resuming: Option<&resume::ResumePoint>,
     specs: &[String],
+    gate: Option<&GateFn<'_>>,
     report: &Report,
-) -> Result<(DumpSummary, crate::catalog::CatalogState)> {
+) -> Result<Option<(DumpSummary, crate::catalog::CatalogState)>> {
     let run = Run {
         opts,
         source,
         bs,
         resuming,
         specs,
+        gate,
         report,
     };
     let scan_started = Time::now();
     let mut state = catalog.state.clone();
     let written = match run.write(catalog, &mut state, &output, out) {
-        Ok(w) => w,
+        Ok(Some(w)) => w,
+        Ok(None) => {
+            output.abort();
+            return Ok(None);
+        }
         Err(e) => {
             output.abort();
             return Err(e);
@@ -297,7 +306,7 @@ fn run(
     let output_name = output.name.clone();
     output.commit()?;
     let summary = run.record(&mut state, written, scan_started, output_name);
-    Ok((summary, state))
+    Ok(Some((summary, state)))
 }
 
 impl Run<'_> {
@@ -340,7 +349,7 @@ impl Run<'_> {
         state: &mut crate::catalog::CatalogState,
         output: &Output,
         out: Box<dyn std::io::Write + Send>,
-    ) -> Result<Written> {
+    ) -> Result<Option<Written>> {
         let (opts, bs, report) = (self.opts, self.bs, self.report);
         let base = select_base(&state.snapshots, opts.level, opts.base)?;
         if base.is_none() && opts.level > 0 {
@@ -380,10 +389,27 @@ impl Run<'_> {
                 prev_active: &state.active,
                 block_size: bs as u64,
                 spool_dir: &catalog.dir,
+                keep_vbns: self.gate.is_some(),
             },
             open_root()?,
             report,
         )?;
+        if let Some(gate) = self.gate {
+            let newest = state.snapshots.len().checked_sub(1);
+            let changed = plan.image.count() > 0
+                || plan.dealloc.count() > 0
+                || state
+                    .tree
+                    .as_ref()
+                    .is_none_or(|prev| !same_metadata(prev, &tree));
+            let g = Gate {
+                base_is_newest: base.is_some() && base == newest,
+                changed,
+            };
+            if !gate(&g)? {
+                return Ok(None);
+            }
+        }
         let (snap, stream_id) = self.identity(catalog, state, output)?;
         let header = StreamHeader::new(ImageHeader {
             source_uuid: state.source_uuid,
@@ -417,7 +443,7 @@ impl Run<'_> {
         drop(progress);
         let (end, out, stream_bytes) = data.writer.finish()?;
         drop(out);
-        Ok(Written {
+        Ok(Some(Written {
             tree,
             plan,
             header,
@@ -425,7 +451,7 @@ impl Run<'_> {
             stream_bytes,
             sums: data.sums,
             unstable: data.unstable,
-        })
+        }))
     }
 
     /// The new snapshot and stream id: those of the interrupted dump when
@@ -564,6 +590,34 @@ impl Run<'_> {
     }
 }
 
+/// What a gated dump (replication) learns after planning, before it
+/// writes anything: whether the new snapshot would differ at all from the
+/// newest recorded one.
+pub struct Gate {
+    /// The base is the catalog's newest snapshot.
+    pub base_is_newest: bool,
+    /// The tree differs from the newest snapshot (blocks or metadata).
+    pub changed: bool,
+}
+
+/// A gated dump's check after planning (see [`Gate`]).
+pub type GateFn<'a> = dyn Fn(&Gate) -> Result<bool> + 'a;
+
+/// Whether two trees have the same metadata, as a stream would carry it.
+fn same_metadata(a: &Tree, b: &Tree) -> bool {
+    if a.dirents.len() != b.dirents.len() || a.inodes.len() != b.inodes.len() {
+        return false;
+    }
+    let enc = |t: &Tree| {
+        let mut e = crate::wire::Enc::new();
+        for i in 0..t.dirents.len() {
+            t.encode_item(i, &mut e, false);
+        }
+        e.buf
+    };
+    enc(a) == enc(b)
+}
+
 /// Index of file block `block` in the inode's checksum vector (extent order).
 fn block_position(inode: &crate::tree::Inode, block: u64) -> usize {
     let mut pos = 0;
@@ -580,7 +634,7 @@ fn block_position(inode: &crate::tree::Inode, block: u64) -> usize {
 /// files and devices (so `history --catalog` can find it from anywhere),
 /// "-" for stdout.
 fn recorded_location(name: &str) -> String {
-    if name == "-" {
+    if name == "-" || name.starts_with(sink::REPLICA_PREFIX) {
         return name.to_string();
     }
     std::path::absolute(name)

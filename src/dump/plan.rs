@@ -131,6 +131,11 @@ pub struct PlanInput<'a> {
     pub block_size: u64,
     /// Where to put the spool file.
     pub spool_dir: &'a Path,
+    /// For a full image: keep the VBNs of unchanged blocks (as an increment
+    /// would) instead of numbering everything afresh, so the other
+    /// snapshots' planes stay valid bases (replication to several
+    /// destinations). The image still carries every block.
+    pub keep_vbns: bool,
 }
 
 /// Assigns VBNs to every block of `tree` and selects the image.
@@ -140,7 +145,11 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
     let mut unstable = HashSet::new();
     let mut claimed = Plane::new();
     let (mut files_unchanged, mut files_compared) = (0, 0);
-    let base_plane = input.base.map(|b| input.planes[b].clone());
+    let base_plane = match input.base {
+        Some(b) => Some(input.planes[b].clone()),
+        None if input.keep_vbns => Some(Plane::new()),
+        None => None,
+    };
     if let (Some(prev), Some(base_plane)) = (input.prev, base_plane.as_ref()) {
         let index = PrevIndex::new(prev);
         let mut dirs = DirStack::new(root);

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 /// How an output is finished.
 enum Finish {
     Stdout,
+    /// A writer the producer's caller owns (a replication channel).
+    Sink,
     /// Written to `tmp`, renamed to `path` on commit.
     Replace {
         tmp: PathBuf,
@@ -239,6 +241,15 @@ impl Output {
         ))
     }
 
+    /// An output whose bytes go to a writer the caller owns (the replication
+    /// channel): nothing to commit or discard here; `name` is for messages.
+    pub fn sink(name: &str) -> Output {
+        Output {
+            finish: Finish::Sink,
+            name: name.to_string(),
+        }
+    }
+
     /// Opens `spec` for writing a stream ("-" is stdout).
     pub fn open(spec: &str) -> Result<(Output, Box<dyn Write + Send>)> {
         if spec == "-" {
@@ -339,7 +350,7 @@ impl Output {
     /// writer must have been flushed and dropped.
     pub fn commit(self) -> Result<()> {
         match self.finish {
-            Finish::Stdout => Ok(()),
+            Finish::Stdout | Finish::Sink => Ok(()),
             Finish::Tape { writer } => writer
                 .lock()
                 .map_err(|_| anyhow::anyhow!("tape writer poisoned"))?

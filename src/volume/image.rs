@@ -246,6 +246,26 @@ fn write_stream(
     out: Out,
     compression: i32,
 ) -> Result<(StreamWritten, Out)> {
+    write_stream_with(
+        vol,
+        top,
+        base,
+        output,
+        out,
+        compression,
+        crate::ids::random_id(),
+    )
+}
+
+fn write_stream_with(
+    vol: &Volume,
+    top: &VolSnapshot,
+    base: Option<&VolSnapshot>,
+    output: &Output,
+    out: Out,
+    compression: i32,
+    stream_id: [u8; 16],
+) -> Result<(StreamWritten, Out)> {
     let bs = vol.bs();
     let entry = vol
         .state
@@ -273,7 +293,7 @@ fn write_stream(
         block_size: bs as u32,
         compression_level: compression,
         entries: top.tree.dirents.len() as u64,
-        stream_id: crate::ids::random_id(),
+        stream_id,
     });
     output.set_label(header.tape_label());
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
@@ -295,6 +315,23 @@ fn write_stream(
         },
         out,
     ))
+}
+
+/// Writes one stream of `top` over `base` to `out` with the given stream
+/// id, for replication: the same stream id and snapshots give the same
+/// bytes, so a cut transfer can be resumed.
+pub fn write_replica_stream(
+    vol: &Volume,
+    top: &VolSnapshot,
+    base: Option<&VolSnapshot>,
+    out: Out,
+    compression: i32,
+    stream_id: [u8; 16],
+) -> Result<StreamWritten> {
+    let output = Output::sink("replication");
+    let (w, out) = write_stream_with(vol, top, base, &output, out, compression, stream_id)?;
+    drop(out);
+    Ok(w)
 }
 
 /// Writes the blocks of `image`, file by file in metadata order, each read

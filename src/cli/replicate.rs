@@ -1,0 +1,107 @@
+//! `snapdump replicate` and `snapdump serve`: one replication step, and
+//! its receiving end.
+
+use super::args::{CatalogArg, WaitArg};
+use super::print;
+use crate::replica::serve::{serve, Destination};
+use crate::replica::{replicate, ReplicateOptions};
+use crate::report::Report;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `snapdump replicate`.
+#[derive(Args)]
+pub struct ReplicateArgs {
+    #[command(flatten)]
+    catalog: CatalogArg,
+    /// Remote shell for HOST:PATH destinations, split on spaces (as rsync's -e).
+    #[arg(long, value_name = "CMD", default_value = "ssh")]
+    rsh: String,
+    /// The snapdump binary on the remote host.
+    #[arg(long, value_name = "PATH", default_value = "snapdump")]
+    remote_snapdump: String,
+    /// Send a full copy whatever the destination holds (resolves a conflict).
+    #[arg(long)]
+    full: bool,
+    /// zstd level of the stream (0: none).
+    #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = crate::dump::DEFAULT_COMPRESSION)]
+    compression: i32,
+    /// Print a JSON summary: decision, reason, base, top, stream_bytes,
+    /// bytes_sent, bytes_resumed, wire_bytes_sent, wire_bytes_received,
+    /// elapsed_seconds.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    wait: WaitArg,
+    /// A source tree (a new snapshot is taken now) or a volume PATH.vol[@SNAPSHOT].
+    source: String,
+    /// A volume PATH.vol, a directory, or [USER@]HOST:PATH (PATH ending in .vol: a volume).
+    dest: String,
+}
+
+/// Runs `snapdump replicate`.
+pub fn run(a: ReplicateArgs, report: &Report) -> Result<i32> {
+    let opts = ReplicateOptions {
+        source: a.source,
+        dest: a.dest,
+        catalog_root: a.catalog.root(),
+        rsh: a.rsh,
+        remote_snapdump: a.remote_snapdump,
+        full: a.full,
+        compression: a.compression,
+        wait: a.wait.policy(),
+    };
+    let s = replicate(&opts, report)?;
+    if a.json {
+        print::json_stdout(&s)?;
+    } else {
+        let top = s
+            .top
+            .as_ref()
+            .map(|t| t.id.to_string())
+            .unwrap_or("-".into());
+        let line = match s.decision.as_str() {
+            "current" => format!("{}: up to date at snapshot {top}", s.destination),
+            d => format!(
+                "{}: {d} to snapshot {top}{}: {} stream bytes, {} sent, {} resumed, {:.2} s",
+                s.destination,
+                s.base
+                    .as_ref()
+                    .map(|b| format!(" from {}", b.id))
+                    .unwrap_or_default(),
+                s.stream_bytes,
+                s.bytes_sent,
+                s.bytes_resumed,
+                s.elapsed_seconds
+            ),
+        };
+        print::lines(std::iter::once(line))?;
+    }
+    Ok(report.exit_status())
+}
+
+/// Arguments of `snapdump serve`.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct ServeArgs {
+    /// Receive into this volume (created if missing).
+    #[arg(long, value_name = "PATH")]
+    volume: Option<PathBuf>,
+    /// Receive into this restore target directory.
+    #[arg(long, value_name = "DIR")]
+    target: Option<PathBuf>,
+}
+
+/// Runs `snapdump serve` on stdin/stdout.
+pub fn run_serve(a: ServeArgs, report: &Report) -> Result<i32> {
+    let dest = match (a.volume, a.target) {
+        (Some(v), _) => Destination::Volume(v),
+        (_, Some(t)) => Destination::Target(t),
+        _ => unreachable!("clap requires one"),
+    };
+    if !serve(&dest, report)? {
+        return Ok(crate::report::EXIT_FAILURE);
+    }
+    Ok(report.exit_status())
+}

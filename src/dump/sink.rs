@@ -1,0 +1,174 @@
+//! Dumps whose stream goes to a writer the caller owns, between the
+//! caller's decisions: the producer `snapdump replicate` drives. The dump
+//! itself is the ordinary one (same scan, plan, record stage and catalog
+//! commit); the caller picks the base and the snapshot identity under the
+//! catalog's lock, may stop after planning when nothing changed, and sees
+//! the stream complete before the catalog records it.
+
+use super::{resume::ResumePoint, run, DumpOptions, DumpSummary, Gate, DEFAULT_BLOCK_SIZE};
+use crate::catalog::Catalog;
+use crate::media::Output;
+use crate::report::Report;
+use crate::stream::header::SnapshotRef;
+use anyhow::{bail, Context, Result};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// How the catalog names where a replicated snapshot's stream went.
+pub const REPLICA_PREFIX: &str = "replica ";
+
+/// What a sink dump reads and where it records.
+pub struct SinkDump {
+    /// The source tree.
+    pub source: PathBuf,
+    /// Catalog root.
+    pub catalog_root: PathBuf,
+    /// zstd level.
+    pub compression: i32,
+    /// Lock policy for the source's catalog.
+    pub wait: crate::lock::Wait,
+    /// What the catalog records as the stream's location (after
+    /// [`REPLICA_PREFIX`]).
+    pub destination: String,
+}
+
+/// The caller's choice, made under the catalog's lock.
+pub enum Choice {
+    /// Take a new snapshot and write its stream.
+    Dump {
+        /// Catalog id of the base (None: a full image).
+        base: Option<u64>,
+        /// The new snapshot's identity (its id must be the catalog's next).
+        snapshot: SnapshotRef,
+        /// The stream id.
+        stream_id: [u8; 16],
+        /// The source uuid to adopt if the catalog is still empty (a first
+        /// snapshot resumed by a later run keeps the first run's uuid).
+        source_uuid: [u8; 16],
+    },
+    /// Write nothing.
+    Stop,
+}
+
+/// The caller's side of a sink dump.
+pub trait SinkHooks {
+    /// Chooses what to dump, seeing the locked catalog.
+    fn choose(&mut self, catalog: &Catalog) -> Result<Choice>;
+    /// After planning: `false` stops without writing or recording anything.
+    fn gate(&self, gate: &Gate) -> Result<bool>;
+    /// The writer the stream goes to (asked once, after `choose`).
+    fn sink(&mut self) -> Box<dyn std::io::Write + Send>;
+    /// The stream is completely written (and flushed): the catalog records
+    /// the snapshot only if this succeeds.
+    fn before_commit(&mut self, snapshot: &SnapshotRef) -> Result<()>;
+}
+
+/// Runs one sink dump; `None` when the caller stopped it.
+pub fn dump_to_sink(
+    opts: &SinkDump,
+    hooks: &mut dyn SinkHooks,
+    report: &Report,
+) -> Result<Option<DumpSummary>> {
+    let started = std::time::Instant::now();
+    let source = std::fs::canonicalize(&opts.source)
+        .with_context(|| format!("cannot access source {}", opts.source.display()))?;
+    if !source.is_dir() {
+        bail!("source {} is not a directory", source.display());
+    }
+    let source_bytes = source.as_os_str().as_bytes().to_vec();
+    let dir = crate::catalog::source_dir(&opts.catalog_root, &source_bytes);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    let _lock = crate::lock::acquire(
+        &dir.join("lock"),
+        &format!("the catalog of {}", source.display()),
+        opts.wait,
+    )?;
+    let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
+    let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog)? {
+        Choice::Stop => return Ok(None),
+        Choice::Dump {
+            base,
+            snapshot,
+            stream_id,
+            source_uuid,
+        } => (base, snapshot, stream_id, source_uuid),
+    };
+    if catalog.state.snapshots.is_empty() {
+        catalog.state.source_uuid = source_uuid;
+    }
+    if snapshot.id != catalog.state.next_snap_id || catalog.state.source_uuid != source_uuid {
+        bail!(
+            "internal: replication chose snapshot {} of source {} but the catalog of {} is at {}",
+            snapshot.id,
+            crate::ids::hex(&source_uuid),
+            source.display(),
+            catalog.state.next_snap_id
+        );
+    }
+    let name = format!("{REPLICA_PREFIX}{}", opts.destination);
+    let dump_opts = DumpOptions {
+        level: snapshot.level,
+        output: name.clone(),
+        volumes: Vec::new(),
+        tape: crate::media::tape::writer::TapeOptions {
+            block_size: crate::media::tape::DEFAULT_RECORD_KIB * 1024,
+            append: false,
+            capacity: 0,
+            new_volume: None,
+        },
+        catalog_root: opts.catalog_root.clone(),
+        compression: opts.compression,
+        source: source.clone(),
+        base,
+        wait: opts.wait,
+        resume: false,
+    };
+    let point = ResumePoint {
+        source_uuid: crate::ids::hex(&source_uuid),
+        snapshot_id: snapshot.id,
+        snapshot_uuid: crate::ids::hex(&snapshot.uuid),
+        time_sec: snapshot.time.sec,
+        time_nsec: snapshot.time.nsec,
+        level: snapshot.level,
+        compression: opts.compression,
+        outputs: vec![name.clone()],
+        partial: None,
+        tape_file: None,
+        stream_id: Some(crate::ids::hex(&stream_id)),
+    };
+    let out = hooks.sink();
+    let bs = catalog.state.block_size;
+    let specs = [name.clone()];
+    let result = {
+        let h: &dyn SinkHooks = hooks;
+        let gate = |g: &Gate| h.gate(g);
+        run(
+            &dump_opts,
+            &mut catalog,
+            &source,
+            bs,
+            Output::sink(&name),
+            out,
+            Some(&point),
+            &specs,
+            Some(&gate),
+            report,
+        )?
+    };
+    let Some((summary, new_state)) = result else {
+        return Ok(None);
+    };
+    hooks.before_commit(&summary.snapshot)?;
+    catalog.state = new_state;
+    catalog.commit().with_context(|| {
+        format!(
+            "the stream to {} is complete, but the catalog could not record it",
+            opts.destination
+        )
+    })?;
+    Ok(Some(DumpSummary {
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        ..summary
+    }))
+}

@@ -1,0 +1,727 @@
+//! Replication: `snapdump replicate SOURCE DEST` keeps a second copy in
+//! step with a source (seeds 003 and 004).
+//!
+//! One step is a conversation (formats/replication.md): the destination
+//! (`snapdump serve`, started locally or through `--rsh`) says which
+//! snapshots it holds; the source decides — an increment from the
+//! destination's newest master, a full copy, nothing, or a conflict — and
+//! sends an ordinary image stream; the destination syncs it, the source
+//! records the new snapshot, and only then does the destination apply it
+//! and acknowledge. A cut transfer is resumed from the bytes the
+//! destination holds: the stream is regenerated (dumps are deterministic)
+//! and only what differs from the held chunks is sent again.
+
+pub mod decide;
+pub mod protocol;
+pub mod serve;
+
+use crate::dump::sink::{dump_to_sink, Choice, SinkDump, SinkHooks};
+use crate::dump::Gate;
+use crate::report::Report;
+use crate::stream::header::SnapshotRef;
+use anyhow::{anyhow, bail, Context, Result};
+use decide::{decide, Plan, SourceView};
+use protocol::{Ack, Action, Channel, Decision, End, Hello, Incoming, Kind, Snap, CHUNK};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What `snapdump replicate` was asked to do.
+pub struct ReplicateOptions {
+    /// A source tree, or a volume `PATH.vol[@SNAPSHOT]`.
+    pub source: String,
+    /// `PATH.vol`, `DIR`, or `[USER@]HOST:PATH`.
+    pub dest: String,
+    /// Catalog root (tree sources).
+    pub catalog_root: PathBuf,
+    /// The remote shell (split on whitespace), for `HOST:PATH`.
+    pub rsh: String,
+    /// The snapdump binary on the remote host.
+    pub remote_snapdump: String,
+    /// Send a full copy whatever the destination holds.
+    pub full: bool,
+    /// zstd level.
+    pub compression: i32,
+    /// Lock policy.
+    pub wait: crate::lock::Wait,
+}
+
+/// The `--json` summary.
+#[derive(Serialize, Default)]
+pub struct ReplicateSummary {
+    /// Always "replicate".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The source.
+    pub source: String,
+    /// The destination.
+    pub destination: String,
+    /// full, increment, resume, commit or current.
+    pub decision: String,
+    /// Why.
+    pub reason: String,
+    /// The base of the increment.
+    pub base: Option<SnapshotRef>,
+    /// The snapshot the destination now holds.
+    pub top: Option<SnapshotRef>,
+    /// Length of the image stream.
+    pub stream_bytes: u64,
+    /// Stream bytes sent in this run.
+    pub bytes_sent: u64,
+    /// Stream bytes the destination already held from a cut transfer.
+    pub bytes_resumed: u64,
+    /// Protocol bytes written to the destination.
+    pub wire_bytes_sent: u64,
+    /// Protocol bytes read from the destination.
+    pub wire_bytes_received: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+}
+
+/// A destination as named on the command line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DestSpec {
+    /// `[USER@]HOST` for a remote destination.
+    pub host: Option<String>,
+    /// The path there.
+    pub path: String,
+    /// A volume (`.vol`, or an existing volume file) rather than a directory.
+    pub volume: bool,
+}
+
+/// Parses `PATH.vol`, `DIR` or `[USER@]HOST:PATH` (a colon before any
+/// slash makes it remote, as for rsync and scp).
+pub fn parse_dest(s: &str) -> Result<DestSpec> {
+    if s.is_empty() {
+        bail!("empty destination; name a volume PATH.vol, a directory, or HOST:PATH");
+    }
+    let (host, path) = match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains('/') => (Some(h.to_string()), p.to_string()),
+        _ => (None, s.to_string()),
+    };
+    if path.is_empty() {
+        bail!("destination {s}: no path after the host; write HOST:PATH");
+    }
+    let volume =
+        path.ends_with(".vol") || (host.is_none() && crate::volume::is_volume(Path::new(&path)));
+    Ok(DestSpec { host, path, volume })
+}
+
+/// Quotes a word for the remote shell.
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The destination's `snapdump serve`, running.
+struct Peer {
+    child: std::process::Child,
+}
+
+impl Peer {
+    fn start(opts: &ReplicateOptions, d: &DestSpec) -> Result<(Peer, Channel)> {
+        let flag = if d.volume { "--volume" } else { "--target" };
+        let mut cmd = match &d.host {
+            None => {
+                let exe = std::env::current_exe().context("cannot find the snapdump binary")?;
+                let mut c = std::process::Command::new(exe);
+                c.args(["serve", flag, &d.path]);
+                c
+            }
+            Some(h) => {
+                let mut words = opts.rsh.split_whitespace();
+                let prog = words
+                    .next()
+                    .ok_or_else(|| anyhow!("--rsh is empty; name a remote shell such as ssh"))?;
+                let mut c = std::process::Command::new(prog);
+                c.args(words);
+                c.arg(h);
+                c.arg(format!(
+                    "{} serve {flag} {}",
+                    sh_quote(&opts.remote_snapdump),
+                    sh_quote(&d.path)
+                ));
+                c
+            }
+        };
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| match &d.host {
+            Some(_) => format!("cannot run the remote shell '{}'", opts.rsh),
+            None => "cannot start snapdump serve".to_string(),
+        })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let ch = Channel::new(
+            Box::new(std::io::BufReader::with_capacity(1 << 16, stdout)),
+            Box::new(std::io::BufWriter::with_capacity(1 << 20, stdin)),
+            &opts.dest,
+        );
+        Ok((Peer { child }, ch))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The channel (its stdin) is closed first by the caller; the
+        // remote side then ends on its own.
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one replication step.
+pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSummary> {
+    let started = std::time::Instant::now();
+    let d = parse_dest(&opts.dest)?;
+    let (peer, mut ch) = Peer::start(opts, &d)?;
+    let hello: Hello = ch.expect(Kind::Hello).map_err(|e| {
+        anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
+    })?;
+    if hello.protocol != protocol::PROTOCOL_VERSION {
+        bail!(
+            "{} speaks replication protocol {} (snapdump {}), this snapdump speaks {}; install the same version on both sides",
+            opts.dest,
+            hello.protocol,
+            hello.tool_version,
+            protocol::PROTOCOL_VERSION
+        );
+    }
+    let ch = Arc::new(Mutex::new(ch));
+    let (vpath, vsel) = crate::volume::split_spec(&opts.source);
+    let mut summary = if crate::volume::is_volume(&vpath) {
+        from_volume(opts, &vpath, vsel.as_deref(), &hello, &ch)?
+    } else {
+        from_tree(opts, &hello, &ch, report)?
+    };
+    let ch = Arc::try_unwrap(ch)
+        .map_err(|_| anyhow!("internal: channel still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow!("internal: channel poisoned"))?;
+    summary.wire_bytes_sent = ch.bytes_out;
+    summary.wire_bytes_received = ch.bytes_in;
+    drop(ch);
+    drop(peer);
+    summary.command = "replicate";
+    summary.status = report.status_word();
+    summary.source = opts.source.clone();
+    summary.destination = opts.dest.clone();
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// A cut transfer of a tree source, recorded in its catalog directory
+/// before the first byte is sent, so the next run regenerates the same
+/// stream.
+#[derive(Serialize, Deserialize, Clone)]
+struct Pending {
+    replica_id: String,
+    source_uuid: String,
+    snapshot: Snap,
+    base: Option<u64>,
+    stream_id: String,
+}
+
+fn pending_path(catalog_dir: &Path, replica: &str) -> PathBuf {
+    catalog_dir.join(format!("replicate-{replica}.json"))
+}
+
+/// The hooks of a tree source's sink dump.
+struct TreeHooks<'a> {
+    opts: &'a ReplicateOptions,
+    hello: &'a Hello,
+    ch: Arc<Mutex<Channel>>,
+    summary: ReplicateSummary,
+    /// What was chosen: the action, and the decision's base.
+    action: Option<Action>,
+    base: Option<SnapshotRef>,
+    top: Option<SnapshotRef>,
+    catalog_dir: PathBuf,
+    resume_chunks: Vec<String>,
+    sink_state: Option<Arc<Mutex<SinkState>>>,
+    reason: String,
+    source_uuid: [u8; 16],
+}
+
+impl TreeHooks<'_> {
+    fn send_decision(&self, action: Action, source_uuid: &[u8; 16]) -> Result<()> {
+        lock(&self.ch)?.send(
+            Kind::Decision,
+            &Decision {
+                action,
+                source_uuid: crate::ids::hex(source_uuid),
+                base: self.base.as_ref().map(Snap::of),
+                top: self.top.as_ref().map(Snap::of),
+                reason: self.reason.clone(),
+            },
+        )
+    }
+}
+
+fn lock(ch: &Arc<Mutex<Channel>>) -> Result<std::sync::MutexGuard<'_, Channel>> {
+    ch.lock().map_err(|_| anyhow!("internal: channel poisoned"))
+}
+
+impl SinkHooks for TreeHooks<'_> {
+    fn choose(&mut self, catalog: &crate::catalog::Catalog) -> Result<Choice> {
+        let st = &catalog.state;
+        let snaps: Vec<SnapshotRef> = st.snapshots.iter().map(|s| s.snap.clone()).collect();
+        let path = String::from_utf8_lossy(&st.source_path).into_owned();
+        let pending: Option<Pending> =
+            std::fs::read(pending_path(&catalog.dir, &self.hello.replica_id))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let me = crate::ids::hex(&st.source_uuid);
+        self.source_uuid = st.source_uuid;
+        // A transfer cut earlier: resume it, or apply it if it is whole
+        // and the catalog already recorded it.
+        if let Some(inc) = &self.hello.incoming {
+            let known = snaps
+                .last()
+                .is_some_and(|s| crate::ids::hex(&s.uuid) == inc.snapshot.uuid);
+            if inc.complete && known && inc.source_uuid == me && !self.opts.full {
+                self.action = Some(Action::Commit);
+                self.top = snaps.last().cloned();
+                self.reason =
+                    "the destination holds the whole last transfer; it applies it now".into();
+                self.send_decision(Action::Commit, &st.source_uuid)?;
+                return Ok(Choice::Stop);
+            }
+            if let Some(p) = pending.as_ref().filter(|p| {
+                p.snapshot.uuid == inc.snapshot.uuid
+                    && p.stream_id == inc.stream_id
+                    && p.snapshot.id == st.next_snap_id
+                    && (st.snapshots.is_empty() || p.source_uuid == me)
+                    && !self.opts.full
+            }) {
+                let base_ok = match p.base {
+                    None => true,
+                    Some(b) => st.snapshots.iter().any(|s| s.snap.id == b),
+                };
+                if base_ok {
+                    self.action = Some(Action::Resume);
+                    self.base = p
+                        .base
+                        .and_then(|b| st.snapshots.iter().find(|s| s.snap.id == b))
+                        .map(|s| s.snap.clone());
+                    self.top = Some(p.snapshot.to_ref()?);
+                    self.resume_chunks = inc.chunks.clone();
+                    self.reason = format!("resuming the cut transfer of {} bytes", inc.bytes);
+                    return Ok(Choice::Dump {
+                        base: p.base,
+                        snapshot: p.snapshot.to_ref()?,
+                        stream_id: protocol::uuid16(&p.stream_id)?,
+                        source_uuid: protocol::uuid16(&p.source_uuid)?,
+                    });
+                }
+            }
+        }
+        let view = SourceView {
+            uuid: st.source_uuid,
+            path: &path,
+            snapshots: &snaps,
+        };
+        let (action, base) = match decide(&view, self.hello, self.opts.full) {
+            Plan::Conflict(m) => {
+                self.reason = m.clone();
+                self.send_decision(Action::Conflict, &st.source_uuid)?;
+                bail!("{m}");
+            }
+            Plan::Full(why) => {
+                self.reason = why;
+                (Action::Full, None)
+            }
+            Plan::Increment(b) => {
+                self.reason = format!("the destination's newest master is snapshot {}", b.id);
+                (Action::Increment, Some(b))
+            }
+        };
+        let snapshot = SnapshotRef {
+            id: st.next_snap_id,
+            uuid: crate::ids::random_id(),
+            time: crate::tree::Time::now(),
+            level: if base.is_some() { 1 } else { 0 },
+        };
+        let stream_id = crate::ids::random_id();
+        self.action = Some(action);
+        self.base = base.clone();
+        self.top = Some(snapshot.clone());
+        let p = Pending {
+            replica_id: self.hello.replica_id.clone(),
+            source_uuid: me,
+            snapshot: Snap::of(&snapshot),
+            base: base.as_ref().map(|b| b.id),
+            stream_id: crate::ids::hex(&stream_id),
+        };
+        std::fs::create_dir_all(&catalog.dir)?;
+        crate::atomic::replace_file(
+            &pending_path(&catalog.dir, &self.hello.replica_id),
+            &serde_json::to_vec_pretty(&p)?,
+        )?;
+        Ok(Choice::Dump {
+            base: base.map(|b| b.id),
+            snapshot,
+            stream_id,
+            source_uuid: st.source_uuid,
+        })
+    }
+
+    fn gate(&self, g: &Gate) -> Result<bool> {
+        let action = self.action.expect("chosen");
+        let source_uuid = self.source_uuid;
+        if action == Action::Increment && g.base_is_newest && !g.changed {
+            lock(&self.ch)?.send(
+                Kind::Decision,
+                &Decision {
+                    action: Action::Current,
+                    source_uuid: crate::ids::hex(&source_uuid),
+                    base: self.base.as_ref().map(Snap::of),
+                    top: self.base.as_ref().map(Snap::of),
+                    reason: "nothing changed since the destination's newest master".into(),
+                },
+            )?;
+            return Ok(false);
+        }
+        self.send_decision(action, &source_uuid)?;
+        Ok(true)
+    }
+
+    fn sink(&mut self) -> Box<dyn Write + Send> {
+        let state = Arc::new(Mutex::new(SinkState::new(std::mem::take(
+            &mut self.resume_chunks,
+        ))));
+        self.sink_state = Some(state.clone());
+        Box::new(ChannelSink {
+            ch: self.ch.clone(),
+            state,
+        })
+    }
+
+    fn before_commit(&mut self, _snap: &SnapshotRef) -> Result<()> {
+        let s = self.sink_state.as_ref().expect("sink asked");
+        let s = s.lock().map_err(|_| anyhow!("internal: sink poisoned"))?;
+        self.summary.stream_bytes = s.pos;
+        self.summary.bytes_sent = s.sent;
+        self.summary.bytes_resumed = s.pos - s.sent;
+        let mut ch = lock(&self.ch)?;
+        ch.send(Kind::End, &End { bytes: s.pos })?;
+        ch.expect::<protocol::Received>(Kind::Received)?;
+        crate::failpoint::hit("replicate-before-commit");
+        Ok(())
+    }
+}
+
+/// Where the regenerated stream stands against the destination's chunks.
+struct SinkState {
+    /// Stream bytes produced so far.
+    pos: u64,
+    /// Stream bytes actually sent.
+    sent: u64,
+    /// Digests of the destination's held chunks (resume).
+    chunks: Vec<String>,
+    /// Still matching held chunks: bytes of the current chunk wait here.
+    matching: bool,
+    pending: Vec<u8>,
+}
+
+impl SinkState {
+    fn new(chunks: Vec<String>) -> SinkState {
+        SinkState {
+            pos: 0,
+            sent: 0,
+            matching: !chunks.is_empty(),
+            chunks,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// The stream writer's output: frames on the channel, skipping the chunks
+/// the destination already holds.
+struct ChannelSink {
+    ch: Arc<Mutex<Channel>>,
+    state: Arc<Mutex<SinkState>>,
+}
+
+impl ChannelSink {
+    fn push(&mut self, data: &[u8]) -> Result<()> {
+        let mut s = self.state.lock().map_err(|_| anyhow!("sink poisoned"))?;
+        let mut rest = data;
+        while s.matching && !rest.is_empty() {
+            let chunk_start = s.pos - s.pending.len() as u64;
+            let want = CHUNK as usize - s.pending.len();
+            let n = want.min(rest.len());
+            s.pending.extend_from_slice(&rest[..n]);
+            s.pos += n as u64;
+            rest = &rest[n..];
+            if s.pending.len() == CHUNK as usize {
+                let i = (chunk_start / CHUNK) as usize;
+                let same = s
+                    .chunks
+                    .get(i)
+                    .is_some_and(|d| *d == protocol::chunk_digest(&s.pending));
+                if same {
+                    s.pending.clear();
+                    continue;
+                }
+                // Differs from here (or the held bytes end): send from the
+                // start of this chunk on.
+                s.matching = false;
+                let pending = std::mem::take(&mut s.pending);
+                lock(&self.ch)?.send_data(chunk_start, &pending)?;
+                s.sent += pending.len() as u64;
+            }
+        }
+        if !rest.is_empty() {
+            let at = s.pos;
+            lock(&self.ch)?.send_data(at, rest)?;
+            s.pos += rest.len() as u64;
+            s.sent += rest.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChannelSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.push(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    /// The stream writer flushes at the end: a last partial chunk that was
+    /// being compared is sent now.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = (|| -> Result<()> {
+            let mut s = self.state.lock().map_err(|_| anyhow!("sink poisoned"))?;
+            if s.matching && !s.pending.is_empty() {
+                let start = s.pos - s.pending.len() as u64;
+                let pending = std::mem::take(&mut s.pending);
+                lock(&self.ch)?.send_data(start, &pending)?;
+                s.sent += pending.len() as u64;
+            }
+            s.matching = false;
+            lock(&self.ch)?.flush()
+        })();
+        r.map_err(std::io::Error::other)
+    }
+}
+
+fn from_tree(
+    opts: &ReplicateOptions,
+    hello: &Hello,
+    ch: &Arc<Mutex<Channel>>,
+    report: &Report,
+) -> Result<ReplicateSummary> {
+    let source = std::fs::canonicalize(&opts.source)
+        .with_context(|| format!("cannot access source {}", opts.source))?;
+    let catalog_dir = crate::catalog::source_dir(
+        &opts.catalog_root,
+        std::os::unix::ffi::OsStrExt::as_bytes(source.as_os_str()),
+    );
+    let mut hooks = TreeHooks {
+        opts,
+        hello,
+        ch: ch.clone(),
+        summary: ReplicateSummary::default(),
+        action: None,
+        base: None,
+        top: None,
+        catalog_dir: catalog_dir.clone(),
+        resume_chunks: Vec::new(),
+        sink_state: None,
+        reason: String::new(),
+        source_uuid: [0; 16],
+    };
+    let sd = SinkDump {
+        source,
+        catalog_root: opts.catalog_root.clone(),
+        compression: opts.compression,
+        wait: opts.wait,
+        destination: format!("{} ({})", opts.dest, hello.replica_id),
+    };
+    let written = dump_to_sink(&sd, &mut hooks, report)?;
+    let action = hooks.action.expect("chosen");
+    let mut summary = std::mem::take(&mut hooks.summary);
+    summary.reason = hooks.reason.clone();
+    summary.base = hooks.base.clone();
+    match (action, written) {
+        (Action::Commit, _) | (_, Some(_)) => {
+            let mut c = lock(ch)?;
+            c.send(Kind::Commit, &serde_json::json!({}))?;
+            let ack: Ack = c.expect(Kind::Ack)?;
+            let _ = std::fs::remove_file(pending_path(&hooks.catalog_dir, &hello.replica_id));
+            summary.decision = format!("{action:?}").to_lowercase();
+            summary.top = Some(ack.snapshot.to_ref()?);
+        }
+        (_, None) => {
+            summary.decision = "current".into();
+            summary.top = hooks.base.clone();
+            summary.reason = "nothing changed since the destination's newest master".into();
+        }
+    }
+    Ok(summary)
+}
+
+fn from_volume(
+    opts: &ReplicateOptions,
+    path: &Path,
+    sel: Option<&str>,
+    hello: &Hello,
+    ch: &Arc<Mutex<Channel>>,
+) -> Result<ReplicateSummary> {
+    use crate::volume::store::{Access, Volume};
+    let vol = Volume::open(path, Access::Read, opts.wait)?;
+    let top = vol.snapshot(sel)?;
+    if top.shadow {
+        bail!(
+            "snapshot @{} of {} is a shadow (its blocks may be reused); replicate a kept snapshot",
+            top.id,
+            path.display()
+        );
+    }
+    let src_uuid = crate::volume::image::derived_source_id(&vol.sb.uuid, &top.source);
+    let entry = vol
+        .state
+        .sources
+        .iter()
+        .find(|e| e.uuid == top.source)
+        .ok_or_else(|| anyhow!("snapshot @{}: its source is not recorded", top.id))?;
+    let src_path = String::from_utf8_lossy(&entry.path).into_owned();
+    let kept: Vec<&crate::volume::format::VolSnapshot> = vol
+        .state
+        .snapshots
+        .iter()
+        .filter(|s| s.source == top.source && s.id <= top.id)
+        .collect();
+    let snaps: Vec<SnapshotRef> = kept.iter().map(|s| s.snap.clone()).collect();
+    let view = SourceView {
+        uuid: src_uuid,
+        path: &src_path,
+        snapshots: &snaps,
+    };
+    let send = |c: &mut Channel, action: Action, base: Option<&SnapshotRef>, reason: &str| {
+        c.send(
+            Kind::Decision,
+            &Decision {
+                action,
+                source_uuid: crate::ids::hex(&src_uuid),
+                base: base.map(Snap::of),
+                top: Some(Snap::of(&top.snap)),
+                reason: reason.to_string(),
+            },
+        )
+    };
+    let mut summary = ReplicateSummary::default();
+    let mut c = lock(ch)?;
+    let inc: Option<&Incoming> = hello.incoming.as_ref();
+    let top_hex = crate::ids::hex(&top.snap.uuid);
+    if let Some(i) = inc.filter(|i| i.complete && i.snapshot.uuid == top_hex && !opts.full) {
+        let _ = i;
+        summary.reason = "the destination holds the whole last transfer; it applies it now".into();
+        send(&mut c, Action::Commit, None, &summary.reason)?;
+        c.send(Kind::Commit, &serde_json::json!({}))?;
+        let ack: Ack = c.expect(Kind::Ack)?;
+        summary.decision = "commit".into();
+        summary.top = Some(ack.snapshot.to_ref()?);
+        return Ok(summary);
+    }
+    let (mut action, base) = match decide(&view, hello, opts.full) {
+        Plan::Conflict(m) => {
+            send(&mut c, Action::Conflict, None, &m)?;
+            bail!("{m}");
+        }
+        Plan::Full(why) => {
+            summary.reason = why;
+            (Action::Full, None)
+        }
+        Plan::Increment(b) => {
+            summary.reason = format!("the destination's newest master is snapshot {}", b.id);
+            (Action::Increment, Some(b))
+        }
+    };
+    summary.base = base.clone();
+    if base.as_ref().is_some_and(|b| b.uuid == top.snap.uuid) {
+        send(
+            &mut c,
+            Action::Current,
+            base.as_ref(),
+            "the destination holds this snapshot",
+        )?;
+        summary.decision = "current".into();
+        summary.top = base;
+        summary.reason = "the destination holds this snapshot".into();
+        return Ok(summary);
+    }
+    let base_vs = base
+        .as_ref()
+        .and_then(|b| kept.iter().find(|s| s.snap.uuid == b.uuid).copied());
+    // The same (top, base) as a cut transfer: the same stream id makes the
+    // regenerated stream byte for byte the one the destination holds part of.
+    let base_hex = base.as_ref().map(|b| crate::ids::hex(&b.uuid));
+    let resumed = inc.filter(|i| {
+        i.snapshot.uuid == top_hex
+            && i.source_uuid == crate::ids::hex(&src_uuid)
+            && i.base.as_ref().map(|b| b.uuid.clone()) == base_hex
+    });
+    let stream_id = match resumed {
+        Some(i) => {
+            action = Action::Resume;
+            summary.reason = format!("resuming the cut transfer of {} bytes", i.bytes);
+            protocol::uuid16(&i.stream_id)?
+        }
+        None => crate::ids::random_id(),
+    };
+    send(&mut c, action, base.as_ref(), &summary.reason)?;
+    drop(c);
+    let state = Arc::new(Mutex::new(SinkState::new(
+        resumed.map(|i| i.chunks.clone()).unwrap_or_default(),
+    )));
+    let sink = ChannelSink {
+        ch: ch.clone(),
+        state: state.clone(),
+    };
+    crate::volume::image::write_replica_stream(
+        &vol,
+        top,
+        base_vs,
+        Box::new(sink),
+        opts.compression,
+        stream_id,
+    )?;
+    let s = state.lock().map_err(|_| anyhow!("sink poisoned"))?;
+    summary.stream_bytes = s.pos;
+    summary.bytes_sent = s.sent;
+    summary.bytes_resumed = s.pos - s.sent;
+    let mut c = lock(ch)?;
+    c.send(Kind::End, &End { bytes: s.pos })?;
+    c.expect::<protocol::Received>(Kind::Received)?;
+    c.send(Kind::Commit, &serde_json::json!({}))?;
+    let ack: Ack = c.expect(Kind::Ack)?;
+    summary.decision = format!("{action:?}").to_lowercase();
+    summary.top = Some(ack.snapshot.to_ref()?);
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        let d = parse_dest("backup@host:/srv/r.vol").unwrap();
+        assert_eq!(d.host.as_deref(), Some("backup@host"));
+        assert!(d.volume);
+        let d = parse_dest("/srv/a:b/dir").unwrap();
+        assert_eq!(d.host, None);
+        assert!(!d.volume);
+        assert!(parse_dest("host:").is_err());
+        assert_eq!(sh_quote("/a b/it's"), r"'/a b/it'\''s'");
+        assert_eq!(sh_quote("/srv/x.vol"), "/srv/x.vol");
+    }
+}

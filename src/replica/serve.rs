@@ -1,0 +1,402 @@
+//! `snapdump serve`: the receiving end of a replication, on stdin/stdout.
+//!
+//! The destination says what it holds (hello), receives the stream into
+//! an incoming file next to what it protects, syncs it and says so, and
+//! applies it only when the source says commit — with the volume's commit
+//! or the directory target's checked apply, so it is at its old snapshot
+//! or its new one, never between. A cut transfer stays in the incoming
+//! file; the next hello offers it, with chunk digests, for resuming.
+
+use super::protocol::{
+    chunk_digest, Ack, Action, Channel, Decision, End, Failure, Followed, Frame, Hello, Incoming,
+    Kind, Received, Snap, CHUNK, PROTOCOL_VERSION,
+};
+use crate::lock::Wait;
+use crate::media::Input;
+use crate::report::Report;
+use crate::stream::reader::Digest;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// What receives.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// A volume file (created on first use).
+    Volume(PathBuf),
+    /// A restore target directory.
+    Target(PathBuf),
+}
+
+impl Destination {
+    /// Where a transfer is received before it is applied.
+    fn incoming(&self) -> PathBuf {
+        match self {
+            Destination::Volume(p) => {
+                let dir = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                dir.join(format!(
+                    ".{}.snapdump-incoming",
+                    name.unwrap_or_else(|| "volume".into())
+                ))
+            }
+            Destination::Target(t) => t.join(crate::target::state::STATE_DIR).join("incoming"),
+        }
+    }
+
+    fn complete_marker(&self) -> PathBuf {
+        let mut p = self.incoming().into_os_string();
+        p.push(".complete");
+        p.into()
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Destination::Volume(p) | Destination::Target(p) => p,
+        }
+    }
+}
+
+/// Runs the destination side over stdin/stdout. A failure the source was
+/// told about returns `Ok(false)` (the source prints it); one that could
+/// not be delivered is the error.
+pub fn serve(dest: &Destination, report: &Report) -> Result<bool> {
+    let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+    let stdout: Box<dyn Write + Send> = Box::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::io::stdout(),
+    ));
+    let mut ch = Channel::new(stdin, stdout, "the replication source");
+    match serve_on(dest, &mut ch, report) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let told = ch.send(
+                Kind::Failure,
+                &Failure {
+                    message: format!("{e:#}"),
+                },
+            );
+            match told {
+                Ok(()) => Ok(false),
+                Err(_) => Err(e),
+            }
+        }
+    }
+}
+
+fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()> {
+    // One receiver per destination at a time: the destination's own lock
+    // is taken by the apply; this one covers the incoming file.
+    let lock_path = {
+        let mut p = dest.incoming().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    };
+    if let Destination::Target(t) = dest {
+        std::fs::create_dir_all(t.join(crate::target::state::STATE_DIR))
+            .with_context(|| format!("cannot create restore target {}", t.display()))?;
+    }
+    let _lock = crate::lock::acquire(
+        &lock_path,
+        &format!("replication into {}", dest.path().display()),
+        Wait::No,
+    )?;
+    let hello = hello(dest)?;
+    ch.send(Kind::Hello, &hello)?;
+    let decision: Decision = ch.expect(Kind::Decision)?;
+    match decision.action {
+        Action::Current | Action::Conflict => return Ok(()),
+        Action::Commit => {
+            if !dest.complete_marker().exists() {
+                bail!("the source asked to apply a transfer that is not here completely; run replicate again");
+            }
+        }
+        Action::Full | Action::Increment | Action::Resume => receive(dest, ch)?,
+    }
+    ch.expect::<serde_json::Value>(Kind::Commit)?;
+    let snap = apply(dest, report);
+    // Whatever the apply did, the incoming transfer is used up: a stream
+    // that would not apply is not offered again.
+    let _ = std::fs::remove_file(dest.complete_marker());
+    let _ = std::fs::remove_file(dest.incoming());
+    let snap = snap?;
+    crate::failpoint::hit("serve-before-ack");
+    ch.send(
+        Kind::Ack,
+        &Ack {
+            snapshot: Snap::of(&snap),
+        },
+    )?;
+    Ok(())
+}
+
+/// What the destination holds, and a cut transfer if one is here.
+fn hello(dest: &Destination) -> Result<Hello> {
+    let (replica_id, follows) = match dest {
+        Destination::Volume(p) => volume_hello(p)?,
+        Destination::Target(t) => target_hello(t)?,
+    };
+    Ok(Hello {
+        protocol: PROTOCOL_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        replica_id,
+        kind: match dest {
+            Destination::Volume(_) => "volume",
+            Destination::Target(_) => "target",
+        }
+        .to_string(),
+        path: dest.path().display().to_string(),
+        follows,
+        incoming: incoming(dest),
+    })
+}
+
+fn volume_hello(path: &Path) -> Result<(String, Vec<Followed>)> {
+    if !path.exists() {
+        crate::volume::store::create(
+            path,
+            &crate::volume::store::CreateOptions {
+                block_size: crate::dump::DEFAULT_BLOCK_SIZE,
+                compact: false,
+                max_bytes: 0,
+            },
+        )
+        .with_context(|| format!("cannot create volume {}", path.display()))?;
+    }
+    let vol = crate::volume::Volume::open(path, crate::volume::store::Access::Read, Wait::Yes)?;
+    let follows = vol
+        .state
+        .sources
+        .iter()
+        .map(|e| {
+            let mut snaps: Vec<Snap> = vol
+                .state
+                .snapshots
+                .iter()
+                .filter(|s| s.source == e.uuid && s.snap.uuid != e.latest.uuid)
+                .map(|s| Snap::of(&s.snap))
+                .collect();
+            // The newest master is the one the relocation map describes,
+            // the only base an increment may have here.
+            snaps.push(Snap::of(&e.latest));
+            Followed {
+                source_uuid: crate::ids::hex(&e.uuid),
+                source_path: String::from_utf8_lossy(&e.path).into_owned(),
+                snapshots: snaps,
+            }
+        })
+        .collect();
+    Ok((crate::ids::hex(&vol.sb.uuid), follows))
+}
+
+fn target_hello(target: &Path) -> Result<(String, Vec<Followed>)> {
+    let paths = crate::target::state::StatePaths::new(target);
+    let id_file = paths.dir.join("replica-id");
+    let id = match std::fs::read_to_string(&id_file) {
+        Ok(s) if super::protocol::uuid16(s.trim()).is_ok() => s.trim().to_string(),
+        _ => {
+            let id = crate::ids::hex(&crate::ids::random_id());
+            crate::atomic::replace_file(&id_file, id.as_bytes())?;
+            id
+        }
+    };
+    let follows = match paths.load()? {
+        Some(st) => vec![Followed {
+            source_uuid: crate::ids::hex(&st.source_uuid),
+            source_path: String::new(),
+            snapshots: vec![Snap::of(&st.snapshot)],
+        }],
+        None => Vec::new(),
+    };
+    Ok((id, follows))
+}
+
+/// The cut (or complete but unapplied) transfer held here, if its header
+/// can be read; anything else is discarded.
+fn incoming(dest: &Destination) -> Option<Incoming> {
+    let path = dest.incoming();
+    let len = std::fs::metadata(&path).ok()?.len();
+    let header = read_header(&path).ok();
+    let Some(h) = header else {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(dest.complete_marker());
+        return None;
+    };
+    let mut f = std::fs::File::open(&path).ok()?;
+    let mut chunks = Vec::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    loop {
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return None,
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        chunks.push(chunk_digest(&buf[..got]));
+        if got < buf.len() {
+            break;
+        }
+    }
+    Some(Incoming {
+        source_uuid: crate::ids::hex(&h.source_uuid),
+        snapshot: Snap::of(&h.snapshot),
+        base: h.base.as_ref().map(Snap::of),
+        stream_id: crate::ids::hex(&h.stream_id),
+        bytes: len,
+        complete: dest.complete_marker().exists(),
+        chunks,
+    })
+}
+
+/// Receives the stream into the incoming file, synced, and says so.
+fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
+    let path = dest.incoming();
+    let _ = std::fs::remove_file(dest.complete_marker());
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let held = f.metadata()?.len();
+    let mut pos: Option<u64> = None;
+    let mut since_hit = 0u64;
+    loop {
+        match ch.recv()? {
+            Some(Frame::Data(at, bytes)) => {
+                match pos {
+                    None => {
+                        if at > held {
+                            bail!(
+                                "the source resumed at byte {at}, past the {held} bytes held here"
+                            );
+                        }
+                        f.set_len(at)?;
+                        f.seek(std::io::SeekFrom::Start(at))?;
+                    }
+                    Some(p) if p != at => {
+                        bail!("the source sent bytes at {at} where {p} was expected")
+                    }
+                    _ => {}
+                }
+                f.write_all(&bytes).with_context(|| {
+                    format!("cannot write {} (is the file system full?)", path.display())
+                })?;
+                pos = Some(at + bytes.len() as u64);
+                since_hit += bytes.len() as u64;
+                if since_hit >= 1 << 20 {
+                    since_hit = 0;
+                    crate::failpoint::hit("serve-data");
+                }
+            }
+            Some(Frame::Message(Kind::End, body)) => {
+                let end: End = serde_json::from_slice(&body)?;
+                let have = match pos {
+                    Some(p) => p,
+                    None => held,
+                };
+                if have != end.bytes {
+                    bail!(
+                        "the stream is {} bytes but {have} are here; run replicate again",
+                        end.bytes
+                    );
+                }
+                f.set_len(have)?;
+                f.sync_all()
+                    .with_context(|| format!("cannot sync {}", path.display()))?;
+                crate::atomic::replace_file(&dest.complete_marker(), b"")?;
+                ch.send(Kind::Received, &Received { bytes: have })?;
+                return Ok(());
+            }
+            Some(Frame::Message(Kind::Failure, body)) => {
+                let _ = f.sync_all();
+                let m: Failure = serde_json::from_slice(&body).unwrap_or(Failure {
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                });
+                bail!("the source gave up: {}", m.message);
+            }
+            Some(Frame::Message(k, _)) => bail!("the source sent {k:?} inside the stream"),
+            None => {
+                let _ = f.sync_all();
+                bail!("the source closed the connection after byte {}; what arrived is kept for the next replicate", pos.unwrap_or(held));
+            }
+        }
+    }
+}
+
+/// Applies the complete incoming stream; returns the snapshot now held.
+fn apply(dest: &Destination, report: &Report) -> Result<crate::stream::header::SnapshotRef> {
+    let path = dest.incoming();
+    let input = Input::plain(&path.to_string_lossy())?;
+    match dest {
+        Destination::Volume(v) => {
+            let s = crate::volume::receive::receive(
+                &crate::volume::receive::ReceiveOptions {
+                    inputs: vec![input],
+                    volume: v.clone(),
+                    wait: Wait::Yes,
+                    digest: Digest::Check,
+                },
+                report,
+            )?;
+            s.received
+                .last()
+                .map(|r| r.snapshot.clone())
+                .ok_or_else(|| anyhow!("the transfer held no stream"))
+        }
+        Destination::Target(t) => {
+            let h = read_header(&path)?;
+            // A full copy goes only into a directory that holds nothing but
+            // snapdump's own state: replacing a tree in place is not atomic.
+            let force = if h.full {
+                let others = std::fs::read_dir(t)?
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.file_name() != crate::target::state::STATE_DIR);
+                if others {
+                    bail!(
+                        "a full copy cannot replace the tree in {} in place; replicate into a new directory (or empty this one)",
+                        t.display()
+                    );
+                }
+                // Nothing but the state directory is there to replace.
+                true
+            } else {
+                false
+            };
+            let s = crate::target::full::restore(
+                &crate::target::summary::RestoreOptions {
+                    input,
+                    target: t.clone(),
+                    force,
+                    digest: Digest::Check,
+                    wait: Wait::Yes,
+                    restored_before: None,
+                },
+                report,
+            )?;
+            s.last()
+                .map(|r| r.snapshot.clone())
+                .ok_or_else(|| anyhow!("the transfer held no stream"))
+        }
+    }
+}
+
+/// The header of the stream in `path`.
+fn read_header(path: &Path) -> Result<crate::stream::header::StreamHeader> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let r = crate::stream::reader::StreamReader::open(
+        Box::new(std::io::BufReader::new(f)),
+        &path.display().to_string(),
+        Digest::Skip,
+    )?;
+    Ok(r.header.clone())
+}
