@@ -182,7 +182,11 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
     let d = parse_dest(&opts.dest)?;
     let (peer, mut ch) = Peer::start(opts, &d)?;
     let hello: Hello = ch.expect(Kind::Hello).map_err(|e| {
-        anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
+        if format!("{e:#}").contains("closed the connection") {
+            anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
+        } else {
+            e
+        }
     })?;
     if hello.protocol != protocol::PROTOCOL_VERSION {
         bail!(
@@ -393,9 +397,10 @@ impl SinkHooks for TreeHooks<'_> {
     }
 
     fn sink(&mut self) -> Box<dyn Write + Send> {
-        let state = Arc::new(Mutex::new(SinkState::new(std::mem::take(
-            &mut self.resume_chunks,
-        ))));
+        let held = self.hello.incoming.as_ref().map_or(0, |i| i.bytes);
+        let chunks = std::mem::take(&mut self.resume_chunks);
+        let held = if chunks.is_empty() { 0 } else { held };
+        let state = Arc::new(Mutex::new(SinkState::new(chunks, held)));
         self.sink_state = Some(state.clone());
         Box::new(ChannelSink {
             ch: self.ch.clone(),
@@ -425,16 +430,19 @@ struct SinkState {
     sent: u64,
     /// Digests of the destination's held chunks (resume).
     chunks: Vec<String>,
+    /// Bytes the destination holds.
+    held: u64,
     /// Still matching held chunks: bytes of the current chunk wait here.
     matching: bool,
     pending: Vec<u8>,
 }
 
 impl SinkState {
-    fn new(chunks: Vec<String>) -> SinkState {
+    fn new(chunks: Vec<String>, held: u64) -> SinkState {
         SinkState {
             pos: 0,
             sent: 0,
+            held,
             matching: !chunks.is_empty(),
             chunks,
             pending: Vec::new(),
@@ -455,28 +463,33 @@ impl ChannelSink {
         let mut rest = data;
         while s.matching && !rest.is_empty() {
             let chunk_start = s.pos - s.pending.len() as u64;
-            let want = CHUNK as usize - s.pending.len();
-            let n = want.min(rest.len());
+            // The bytes the destination holds of this chunk (the last
+            // held chunk may be short).
+            let target = CHUNK.min(s.held.saturating_sub(chunk_start)) as usize;
+            if target == 0 {
+                s.matching = false;
+                break;
+            }
+            let n = (target - s.pending.len()).min(rest.len());
             s.pending.extend_from_slice(&rest[..n]);
             s.pos += n as u64;
             rest = &rest[n..];
-            if s.pending.len() == CHUNK as usize {
-                let i = (chunk_start / CHUNK) as usize;
-                let same = s
-                    .chunks
-                    .get(i)
-                    .is_some_and(|d| *d == protocol::chunk_digest(&s.pending));
-                if same {
-                    s.pending.clear();
-                    continue;
-                }
-                // Differs from here (or the held bytes end): send from the
-                // start of this chunk on.
-                s.matching = false;
-                let pending = std::mem::take(&mut s.pending);
-                lock(&self.ch)?.send_data(chunk_start, &pending)?;
-                s.sent += pending.len() as u64;
+            if s.pending.len() < target {
+                continue;
             }
+            let i = (chunk_start / CHUNK) as usize;
+            let same = s
+                .chunks
+                .get(i)
+                .is_some_and(|d| *d == protocol::chunk_digest(&s.pending));
+            let pending = std::mem::take(&mut s.pending);
+            if same {
+                continue;
+            }
+            // Differs from here: send from the start of this chunk on.
+            s.matching = false;
+            lock(&self.ch)?.send_data(chunk_start, &pending)?;
+            s.sent += pending.len() as u64;
         }
         if !rest.is_empty() {
             let at = s.pos;
@@ -494,8 +507,9 @@ impl Write for ChannelSink {
         Ok(buf.len())
     }
 
-    /// The stream writer flushes at the end: a last partial chunk that was
-    /// being compared is sent now.
+    /// The stream writer flushes at the end: a chunk that was still being
+    /// compared when the stream ended is not what the destination holds
+    /// (it holds more), so it is sent.
     fn flush(&mut self) -> std::io::Result<()> {
         let r = (|| -> Result<()> {
             let mut s = self.state.lock().map_err(|_| anyhow!("sink poisoned"))?;
@@ -504,6 +518,13 @@ impl Write for ChannelSink {
                 let pending = std::mem::take(&mut s.pending);
                 lock(&self.ch)?.send_data(start, &pending)?;
                 s.sent += pending.len() as u64;
+            }
+            if s.sent == 0 && s.pos < s.held {
+                // The stream is shorter than what is held, and all of it
+                // matched: an empty frame at its end makes the
+                // destination cut the rest.
+                let at = s.pos;
+                lock(&self.ch)?.send_data_frame(at, &[])?;
             }
             s.matching = false;
             lock(&self.ch)?.flush()
@@ -681,6 +702,7 @@ fn from_volume(
     drop(c);
     let state = Arc::new(Mutex::new(SinkState::new(
         resumed.map(|i| i.chunks.clone()).unwrap_or_default(),
+        resumed.map_or(0, |i| i.bytes),
     )));
     let sink = ChannelSink {
         ch: ch.clone(),

@@ -290,6 +290,12 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends one data frame (possibly empty: it then only says where the
+    /// stream's bytes end).
+    pub fn send_data_frame(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.frame(Kind::Data, &[&offset.to_le_bytes(), data])
+    }
+
     /// Flushes buffered frames.
     pub fn flush(&mut self) -> Result<()> {
         self.w

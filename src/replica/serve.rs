@@ -102,7 +102,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
     let _lock = crate::lock::acquire(
         &lock_path,
         &format!("replication into {}", dest.path().display()),
-        Wait::No,
+        Wait::Yes,
     )?;
     let hello = hello(dest)?;
     ch.send(Kind::Hello, &hello)?;
