@@ -28,8 +28,14 @@ _snapdump() {
             snapdump,history)
                 cmd="snapdump__subcmd__history"
                 ;;
+            snapdump,replicate)
+                cmd="snapdump__subcmd__replicate"
+                ;;
             snapdump,restore)
                 cmd="snapdump__subcmd__restore"
+                ;;
+            snapdump,serve)
+                cmd="snapdump__subcmd__serve"
                 ;;
             snapdump,snapshots)
                 cmd="snapdump__subcmd__snapshots"
@@ -52,8 +58,14 @@ _snapdump() {
             snapdump__subcmd__help,history)
                 cmd="snapdump__subcmd__help__subcmd__history"
                 ;;
+            snapdump__subcmd__help,replicate)
+                cmd="snapdump__subcmd__help__subcmd__replicate"
+                ;;
             snapdump__subcmd__help,restore)
                 cmd="snapdump__subcmd__help__subcmd__restore"
+                ;;
+            snapdump__subcmd__help,serve)
+                cmd="snapdump__subcmd__help__subcmd__serve"
                 ;;
             snapdump__subcmd__help,snapshots)
                 cmd="snapdump__subcmd__help__subcmd__snapshots"
@@ -149,7 +161,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-h -V --help --version dump restore verify snapshots history volume completions help"
+            opts="-h -V --help --version dump restore verify snapshots history replicate serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -235,7 +247,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify snapshots history volume completions help"
+            opts="dump restore verify snapshots history replicate serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,7 +316,35 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__help__subcmd__replicate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -494,6 +534,40 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__replicate)
+            opts="-z -h --catalog --rsh --remote-snapdump --full --compress --json --no-wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rsh)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote-snapdump)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -z)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__restore)
             opts="-r -t -x -C -i -f -h --finish --at --target --volume --force --no-wait --verify-digest --file-number --new-volume --json --json-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -526,6 +600,28 @@ _snapdump() {
                     return 0
                     ;;
                 --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__serve)
+            opts="-h --volume --target --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

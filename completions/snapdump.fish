@@ -31,6 +31,8 @@ complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "restore" -d 'Rest
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "verify" -d 'Check every checksum of a stream without restoring it'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "snapshots" -d 'List the snapshots recorded in the catalog'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "history" -d 'Show every snapshot in which a file changed'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "replicate" -d 'Bring a replica (volume or directory, local or over ssh) up to date'
+complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "serve" -d 'The receiving end of replicate, speaking the protocol on stdin/stdout'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "volume" -d 'Create, list, extract, export, check and manage volumes'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -90,6 +92,17 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s f -d 'Stre
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l json -d 'Print JSON'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l rsh -d 'Remote shell for HOST:PATH destinations, split on spaces (as rsync\'s -e)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l remote-snapdump -d 'The snapdump binary on the remote host' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s z -l compress -d 'zstd level of the stream (0: none)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l full -d 'Send a full copy whatever the destination holds (resolves a conflict)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l json -d 'Print a JSON summary: decision, reason, base, top, stream_bytes, bytes_sent, bytes_resumed, wire_bytes_sent, wire_bytes_received, elapsed_seconds'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l volume -d 'Receive into this volume (created if missing)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l target -d 'Receive into this restore target directory' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -f -a "create" -d 'Create an empty volume file'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'
@@ -132,14 +145,16 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "shadow" -d 'Make a snapshot a shadow: its blocks become reusable'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "dump" -d 'Write a level-0..9 image stream of a source tree'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "restore" -d 'Restore, extract, compare, browse or list image streams'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "verify" -d 'Check every checksum of a stream without restoring it'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "snapshots" -d 'List the snapshots recorded in the catalog'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "history" -d 'Show every snapshot in which a file changed'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "volume" -d 'Create, list, extract, export, check and manage volumes'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
-complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history volume completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "dump" -d 'Write a level-0..9 image stream of a source tree'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "restore" -d 'Restore, extract, compare, browse or list image streams'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "verify" -d 'Check every checksum of a stream without restoring it'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "snapshots" -d 'List the snapshots recorded in the catalog'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "history" -d 'Show every snapshot in which a file changed'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "replicate" -d 'Bring a replica (volume or directory, local or over ssh) up to date'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "serve" -d 'The receiving end of replicate, speaking the protocol on stdin/stdout'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "volume" -d 'Create, list, extract, export, check and manage volumes'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, elvish, powershell)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate serve volume completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand help; and __fish_seen_subcommand_from volume" -f -a "create" -d 'Create an empty volume file'
 complete -c snapdump -n "__fish_snapdump_using_subcommand help; and __fish_seen_subcommand_from volume" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand help; and __fish_seen_subcommand_from volume" -f -a "extract" -d 'Extract a snapshot, or some of its paths, into a directory'

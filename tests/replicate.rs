@@ -57,8 +57,8 @@ fn replica_state(dir: &Path) -> Tree {
 fn same_content(want: &Tree, got: &Tree, what: &str) {
     let mut w = want.clone();
     let mut g = got.clone();
-    w.remove(&b".".to_vec());
-    g.remove(&b".".to_vec());
+    w.remove(b".".as_slice());
+    g.remove(b".".as_slice());
     // Reading a symlink (this test's own snapshot of the source does)
     // can move its atime after the dump read it.
     for m in [&mut w, &mut g] {
@@ -422,7 +422,7 @@ fn kills_on_either_side_leave_old_or_new_and_resume() {
         };
         let strip = |m: &Tree| {
             let mut m = m.clone();
-            m.remove(&b".".to_vec());
+            m.remove(b".".as_slice());
             for e in m.values_mut() {
                 if e.target.is_some() {
                     e.atime = (0, 0);

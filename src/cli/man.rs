@@ -53,6 +53,16 @@ pub const PAGES: &[Page] = &[
         template: include_str!("../../man/src/snapdump-history.1.in"),
     },
     Page {
+        file: "snapdump-replicate.1",
+        path: &["replicate"],
+        template: include_str!("../../man/src/snapdump-replicate.1.in"),
+    },
+    Page {
+        file: "snapdump-serve.1",
+        path: &["serve"],
+        template: include_str!("../../man/src/snapdump-serve.1.in"),
+    },
+    Page {
         file: "snapdump-volume.1",
         path: &["volume"],
         template: include_str!("../../man/src/snapdump-volume.1.in"),
