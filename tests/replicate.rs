@@ -456,3 +456,31 @@ fn kills_on_either_side_leave_old_or_new_and_resume() {
         "no kill landed in the second half of a transfer; the trial timing is off"
     );
 }
+
+/// A directory with files but no replica is refused before anything is
+/// sent or written into it; a volume path in a missing directory is named.
+#[test]
+fn foreign_directories_are_left_alone() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let junk = work.join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("mine"), b"keep").unwrap();
+    let (code, v, err) = replicate(&t.cat, &[], p(&t.src), p(&junk));
+    assert_eq!(code, 2, "{v}");
+    assert!(err.contains("holds files but no replica"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&junk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("mine")]);
+    let (code, _, err) = replicate(
+        &t.cat,
+        &[],
+        p(&t.src),
+        &format!("{}/no/such/r.vol", work.display()),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no/such"), "{err}");
+}

@@ -96,6 +96,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
         PathBuf::from(p)
     };
     if let Destination::Target(t) = dest {
+        refuse_foreign_directory(t)?;
         std::fs::create_dir_all(t.join(crate::target::state::STATE_DIR))
             .with_context(|| format!("cannot create restore target {}", t.display()))?;
     }
@@ -130,6 +131,30 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
             snapshot: Snap::of(&snap),
         },
     )?;
+    Ok(())
+}
+
+/// A directory that holds files but no replica is somebody else's: refused
+/// before anything is written into it (not even snapdump's state).
+fn refuse_foreign_directory(t: &Path) -> Result<()> {
+    let state = t.join(crate::target::state::STATE_DIR);
+    if state.join("state").exists() || state.join("incoming").exists() {
+        return Ok(());
+    }
+    let occupied = match std::fs::read_dir(t) {
+        Ok(mut d) => d.any(|e| {
+            e.map(|e| e.file_name() != crate::target::state::STATE_DIR)
+                .unwrap_or(true)
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", t.display())),
+    };
+    if occupied {
+        bail!(
+            "{} holds files but no replica; replicate into an empty or new directory",
+            t.display()
+        );
+    }
     Ok(())
 }
 
