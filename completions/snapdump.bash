@@ -28,6 +28,9 @@ _snapdump() {
             snapdump,history)
                 cmd="snapdump__subcmd__history"
                 ;;
+            snapdump,replicas)
+                cmd="snapdump__subcmd__replicas"
+                ;;
             snapdump,replicate)
                 cmd="snapdump__subcmd__replicate"
                 ;;
@@ -57,6 +60,9 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help,history)
                 cmd="snapdump__subcmd__help__subcmd__history"
+                ;;
+            snapdump__subcmd__help,replicas)
+                cmd="snapdump__subcmd__help__subcmd__replicas"
                 ;;
             snapdump__subcmd__help,replicate)
                 cmd="snapdump__subcmd__help__subcmd__replicate"
@@ -161,7 +167,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-h -V --help --version dump restore verify snapshots history replicate serve volume completions help"
+            opts="-h -V --help --version dump restore verify snapshots history replicate replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -247,7 +253,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify snapshots history replicate serve volume completions help"
+            opts="dump restore verify snapshots history replicate replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -303,6 +309,20 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__replicas)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -524,6 +544,28 @@ _snapdump() {
                     return 0
                     ;;
                 --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__replicas)
+            opts="-h --catalog --json --forget --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forget)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -306,6 +306,10 @@ fn lost_acknowledgement_sends_nothing_new() {
     let _ = ok(replicate(&t.cat, &[], p(&t.src), p(&vol)));
     let v = ok(replicate(&t.cat, &[], p(&t.src), p(&vol)));
     assert_eq!(v["decision"], "current", "{v}");
+    // The source's record caught up with the destination at the hello.
+    let (_, out, _) = run_s(&["replicas", "--json", "--catalog", p(&t.cat), p(&t.src)]);
+    let l: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(l[0]["newest"]["uuid"], v["top"]["uuid"], "{l}");
 }
 
 /// Killed after the destination synced the whole stream but before the
@@ -483,4 +487,50 @@ fn foreign_directories_are_left_alone() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("no/such"), "{err}");
+}
+
+/// The source remembers each destination it served, with its newest
+/// master; `replicas --forget` releases one.
+#[test]
+fn replicas_are_recorded_and_forgotten() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let vol = work.join("r.vol");
+    let dir = work.join("r-dir");
+    let v = ok(replicate(&t.cat, &[], p(&t.src), p(&vol)));
+    let d = ok(replicate(&t.cat, &[], p(&t.src), p(&dir)));
+    let list = || -> serde_json::Value {
+        let (code, out, err) = run_s(&["replicas", "--json", "--catalog", p(&t.cat), p(&t.src)]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_slice(&out).unwrap()
+    };
+    let l = list();
+    let l = l.as_array().unwrap();
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert_eq!(l[0]["kind"], "volume");
+    assert_eq!(l[0]["newest"]["uuid"], v["top"]["uuid"]);
+    assert_eq!(l[1]["kind"], "target");
+    assert_eq!(l[1]["newest"]["uuid"], d["top"]["uuid"]);
+    let id = l[0]["replica_id"].as_str().unwrap().to_string();
+    let (code, _, err) = run_s(&[
+        "replicas",
+        "--catalog",
+        p(&t.cat),
+        "--forget",
+        &id,
+        p(&t.src),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(list().as_array().unwrap().len(), 1);
+    let (code, _, err) = run_s(&[
+        "replicas",
+        "--catalog",
+        p(&t.cat),
+        "--forget",
+        &id,
+        p(&t.src),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no replica"), "{err}");
 }

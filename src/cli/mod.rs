@@ -47,6 +47,8 @@ pub enum Cmd {
     History(history::HistoryArgs),
     /// Bring a replica (volume or directory, local or over ssh) up to date.
     Replicate(replicate::ReplicateArgs),
+    /// List (or forget) the replicas a source has served.
+    Replicas(replicate::ReplicasArgs),
     /// The receiving end of replicate, speaking the protocol on stdin/stdout.
     Serve(replicate::ServeArgs),
     /// Create, list, extract, export, check and manage volumes.

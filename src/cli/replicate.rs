@@ -105,3 +105,51 @@ pub fn run_serve(a: ServeArgs, report: &Report) -> Result<i32> {
     }
     Ok(report.exit_status())
 }
+
+/// Arguments of `snapdump replicas`.
+#[derive(Args)]
+pub struct ReplicasArgs {
+    #[command(flatten)]
+    catalog: CatalogArg,
+    /// Print JSON: replica_id, kind, destination, newest (its newest
+    /// master), updated.
+    #[arg(long)]
+    json: bool,
+    /// Forget this replica (its id, or a unique prefix of it).
+    #[arg(long, value_name = "ID")]
+    forget: Option<String>,
+    /// The source tree or volume whose replicas to show.
+    source: String,
+}
+
+/// Runs `snapdump replicas`.
+pub fn run_replicas(a: ReplicasArgs) -> Result<i32> {
+    let reg = crate::replica::registry_of(&a.source, &a.catalog.root())?;
+    if let Some(id) = &a.forget {
+        if !reg.forget(id)? {
+            anyhow::bail!(
+                "{} has no replica {id}; `snapdump replicas {}` lists them",
+                a.source,
+                a.source
+            );
+        }
+        return Ok(0);
+    }
+    let r = reg.load()?;
+    if a.json {
+        print::json_stdout(&r.replicas)?;
+        return Ok(0);
+    }
+    print::lines(r.replicas.iter().map(|x| {
+        let newest = x
+            .newest
+            .as_ref()
+            .map(|s| format!("snapshot {} ({})", s.id, s.time))
+            .unwrap_or_else(|| "nothing".into());
+        format!(
+            "{}  {:<6}  {}  holds {newest}  seen {}",
+            x.replica_id, x.kind, x.destination, x.updated
+        )
+    }))?;
+    Ok(0)
+}

@@ -13,6 +13,7 @@
 
 pub mod decide;
 pub mod protocol;
+pub mod registry;
 pub mod serve;
 
 use crate::dump::sink::{dump_to_sink, Choice, SinkDump, SinkHooks};
@@ -78,6 +79,29 @@ pub struct ReplicateSummary {
     pub wire_bytes_received: u64,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
+}
+
+/// The record of replicas of a source (a tree under `catalog_root`, or a
+/// volume file).
+pub fn registry_of(source: &str, catalog_root: &Path) -> Result<registry::RegistryFile> {
+    let path = Path::new(source);
+    if crate::volume::is_volume(path) {
+        let vol = crate::volume::Volume::open(
+            path,
+            crate::volume::store::Access::Read,
+            crate::lock::Wait::Yes,
+        )?;
+        return Ok(registry::RegistryFile::for_volume(
+            catalog_root,
+            &vol.sb.uuid,
+        ));
+    }
+    let canon =
+        std::fs::canonicalize(path).with_context(|| format!("cannot access source {source}"))?;
+    Ok(registry::RegistryFile::new(&crate::catalog::source_dir(
+        catalog_root,
+        std::os::unix::ffi::OsStrExt::as_bytes(canon.as_os_str()),
+    )))
 }
 
 /// A destination as named on the command line.
@@ -566,7 +590,15 @@ fn from_tree(
         wait: opts.wait,
         destination: format!("{} ({})", opts.dest, hello.replica_id),
     };
-    let written = dump_to_sink(&sd, &mut hooks, report)?;
+    let registry = registry::RegistryFile::new(&catalog_dir);
+    let written = dump_to_sink(&sd, &mut hooks, report);
+    // Whatever happened, what the destination said it holds is recorded
+    // (a lost acknowledgement is caught up here).
+    if hooks.action.is_some() {
+        let held = newest_held(hello, &hooks.source_uuid);
+        registry.saw(&hello.replica_id, &hello.kind, &opts.dest, held)?;
+    }
+    let written = written?;
     let action = hooks.action.expect("chosen");
     let mut summary = std::mem::take(&mut hooks.summary);
     summary.reason = hooks.reason.clone();
@@ -577,6 +609,12 @@ fn from_tree(
             c.send(Kind::Commit, &serde_json::json!({}))?;
             let ack: Ack = c.expect(Kind::Ack)?;
             let _ = std::fs::remove_file(pending_path(&hooks.catalog_dir, &hello.replica_id));
+            registry.saw(
+                &hello.replica_id,
+                &hello.kind,
+                &opts.dest,
+                Some(ack.snapshot.clone()),
+            )?;
             summary.decision = format!("{action:?}").to_lowercase();
             summary.top = Some(ack.snapshot.to_ref()?);
         }
@@ -587,6 +625,16 @@ fn from_tree(
         }
     }
     Ok(summary)
+}
+
+/// The destination's newest master of `source`, as its hello said.
+fn newest_held(hello: &Hello, source: &[u8; 16]) -> Option<Snap> {
+    let me = crate::ids::hex(source);
+    hello
+        .follows
+        .iter()
+        .find(|f| f.source_uuid == me)
+        .and_then(|f| f.snapshots.last().cloned())
 }
 
 fn from_volume(
@@ -638,6 +686,21 @@ fn from_volume(
             },
         )
     };
+    let registry = registry::RegistryFile::for_volume(&opts.catalog_root, &vol.sb.uuid);
+    registry.saw(
+        &hello.replica_id,
+        &hello.kind,
+        &opts.dest,
+        newest_held(hello, &src_uuid),
+    )?;
+    let saw = |ack: &Ack| {
+        registry.saw(
+            &hello.replica_id,
+            &hello.kind,
+            &opts.dest,
+            Some(ack.snapshot.clone()),
+        )
+    };
     let mut summary = ReplicateSummary::default();
     let mut c = lock(ch)?;
     let inc: Option<&Incoming> = hello.incoming.as_ref();
@@ -648,6 +711,7 @@ fn from_volume(
         send(&mut c, Action::Commit, None, &summary.reason)?;
         c.send(Kind::Commit, &serde_json::json!({}))?;
         let ack: Ack = c.expect(Kind::Ack)?;
+        saw(&ack)?;
         summary.decision = "commit".into();
         summary.top = Some(ack.snapshot.to_ref()?);
         return Ok(summary);
@@ -725,6 +789,7 @@ fn from_volume(
     c.expect::<protocol::Received>(Kind::Received)?;
     c.send(Kind::Commit, &serde_json::json!({}))?;
     let ack: Ack = c.expect(Kind::Ack)?;
+    saw(&ack)?;
     summary.decision = format!("{action:?}").to_lowercase();
     summary.top = Some(ack.snapshot.to_ref()?);
     Ok(summary)
