@@ -534,3 +534,188 @@ fn replicas_are_recorded_and_forgotten() {
     assert_eq!(code, 2);
     assert!(err.contains("has no replica"), "{err}");
 }
+
+/// An sshd of the test's own on 127.0.0.1: temporary host and client
+/// keys, its own config, stopped by its process id.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: std::path::PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Option<Sshd> {
+        if !Path::new("/usr/sbin/sshd").exists() {
+            assert!(
+                std::env::var_os("SNAPDUMP_REQUIRE_SSHD").is_none(),
+                "sshd is not installed (apt-get install openssh-server)"
+            );
+            eprintln!("note: sshd is not installed; skipping the test over ssh");
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").ok();
+        let keygen = |path: &Path| {
+            let st = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f", p(path)])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        };
+        let host = dir.join("host_key");
+        let key = dir.join("client_key");
+        keygen(&host);
+        keygen(&key);
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let cfg = dir.join("sshd_config");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin yes\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPidFile {}\n",
+                    host.display(),
+                    dir.join("authorized_keys").display(),
+                    dir.join("sshd.pid").display()
+                ),
+            )
+            .unwrap();
+            let mut child = std::process::Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f", p(&cfg)])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Sshd { child, port, key });
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("sshd did not start");
+    }
+
+    fn rsh(&self) -> String {
+        format!(
+            "ssh -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+            self.port,
+            self.key.display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seed 003's flow through a real sshd, into a volume and a directory;
+/// then kills of the ssh process at random moments: the destination is at
+/// its old or new snapshot and the next run completes.
+#[test]
+fn over_a_real_sshd() {
+    if !is_root() {
+        eprintln!("note: the sshd test runs as root only (its sshd logs in as the current user)");
+        return;
+    }
+    let t = paths();
+    let work = t.dir.path();
+    let Some(sshd) = Sshd::start(work) else {
+        return;
+    };
+    small_tree(&t.src);
+    let rsh = sshd.rsh();
+    let exe = bin_path().into_string().unwrap();
+    let extra = ["--rsh", &rsh, "--remote-snapdump", &exe];
+    let vol = work.join("ssh.vol");
+    let dir = work.join("ssh-dir");
+    let vdest = format!("127.0.0.1:{}", vol.display());
+    let ddest = format!("127.0.0.1:{}", dir.display());
+    for round in 0..3u64 {
+        if round > 0 {
+            mutate(&t.src, round);
+        }
+        let want = source_state(&t.src);
+        let v = ok(replicate(&t.cat, &extra, p(&t.src), &vdest));
+        let d = ok(replicate(&t.cat, &extra, p(&t.src), &ddest));
+        let expect = if round == 0 { "full" } else { "increment" };
+        assert_eq!(
+            (v["decision"].as_str(), d["decision"].as_str()),
+            (Some(expect), Some(expect))
+        );
+        same_content(&want, &volume_state(&vol, work, ""), "volume over ssh");
+        same_content(&want, &replica_state(&dir), "directory over ssh");
+    }
+    // Kill the ssh process (the sender's child) mid-transfer.
+    let mut rng = Rng(0x55d);
+    for trial in 0..6u64 {
+        let old = volume_state(&vol, work, "");
+        big_change(&t.src, 50 + trial);
+        let new = source_state(&t.src);
+        let mut child = bin()
+            .args(["replicate", "--catalog", p(&t.cat)])
+            .args(extra)
+            .args([p(&t.src), &vdest])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100 + rng.below(1500)));
+        let kids = std::process::Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "ssh"])
+            .output()
+            .unwrap();
+        for pid in String::from_utf8_lossy(&kids.stdout).split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+        let _ = child.wait();
+        // The remote serve sees its input end and finishes; wait for its lock.
+        let lock = work.join(".ssh.vol.snapdump-incoming.lock");
+        for _ in 0..300 {
+            let busy = std::process::Command::new("flock")
+                .args(["-n", p(&lock), "true"])
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(false);
+            if !busy {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (code, _, err) = run_s(&["volume", "check", p(&vol)]);
+        assert_eq!(code, 0, "trial {trial}: {err}");
+        let now = volume_state(&vol, work, "");
+        let strip = |m: &Tree| {
+            let mut m = m.clone();
+            m.remove(b".".as_slice());
+            for e in m.values_mut() {
+                if e.target.is_some() {
+                    e.atime = (0, 0);
+                }
+            }
+            m
+        };
+        assert!(
+            strip(&now) == strip(&old) || strip(&now) == strip(&new),
+            "trial {trial}: neither old nor new"
+        );
+        ok(replicate(&t.cat, &extra, p(&t.src), &vdest));
+        same_content(
+            &new,
+            &volume_state(&vol, work, ""),
+            &format!("trial {trial}: after the next run"),
+        );
+    }
+}
