@@ -46,6 +46,8 @@ seed=$(date +%s)
 sleep 1.2
 warm
 rep() { "$bin" replicate --catalog "$cat_dir" --rsh "$k/rsh" --remote-snapdump "$bin" --json "$src" "127.0.0.1:$1"; }
+# timeit runs a program, not a shell function.
+trep() { timeit "$bin" replicate --catalog "$cat_dir" --rsh "$k/rsh" --remote-snapdump "$bin" "$src" "127.0.0.1:$1"; }
 echo "seeding: snapdump full copies and rsync's first copy"
 rep "$dst/replica.vol" > /dev/null
 rep "$dst/dir" > /dev/null
@@ -60,13 +62,13 @@ for round in 1 2; do
   l1=$(stat -c %s "$out/l1.sdump"); rm -rf "$out/cat-l1" "$out/l1.sdump"
   printf '\nround %d: changed data %d bytes, level-1 stream %d bytes\n' "$round" "$changed" "$l1"
   printf '%-46s %9s %14s %10s %10s\n' "tool" "seconds" "wire bytes" "wire/l1" "time/rsync"
-  reset_wire; timeit rep "$dst/replica.vol"; tv=$secs; wv=$(wire)
-  reset_wire; timeit rep "$dst/dir"; td=$secs; wd=$(wire)
+  reset_wire; trep "$dst/replica.vol"; tv=$secs; wv=$(wire)
+  reset_wire; trep "$dst/dir"; td=$secs; wd=$(wire)
   reset_wire; timeit bash -c "rsync -aHAXS --inplace --no-whole-file -e '$k/rsh' '$src/' '127.0.0.1:$dst/rsync/' && sync -f '$dst/rsync'"; tr=$secs; wr=$(wire)
   for row in "snapdump replicate (volume)|$tv|$wv" "snapdump replicate (directory)|$td|$wd" "rsync -aHAXS --inplace --no-whole-file|$tr|$wr"; do
     IFS='|' read -r name t w <<< "$row"
     printf '%-46s %9.2f %14d %10.3f %10.2f\n' "$name" "$t" "$w" "$(echo "$w / $l1" | bc -l)" "$(echo "$t / $tr" | bc -l)"
   done
   # Up to date: the destination whose master is the newest snapshot.
-  reset_wire; timeit rep "$dst/dir"; printf "%-46s %9.2f %14d\n" "up-to-date replicate (directory)" "$secs" "$(wire)"
+  reset_wire; trep "$dst/dir"; printf "%-46s %9.2f %14d\n" "up-to-date replicate (directory)" "$secs" "$(wire)"
 done
