@@ -719,3 +719,36 @@ fn over_a_real_sshd() {
         );
     }
 }
+
+/// A destination whose newest master the source no longer keeps (older
+/// than every snapshot it keeps) gets a full copy.
+#[test]
+fn a_master_the_source_no_longer_keeps_means_a_full_copy() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let b = work.join("b.vol");
+    let c = work.join("c.vol");
+    ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    for round in 1..3 {
+        mutate(&t.src, round);
+        ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    }
+    let (code, _, err) = run_s(&["volume", "delete-snapshot", &format!("{}@1", b.display())]);
+    assert_eq!(code, 0, "{err}");
+    let v = ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    assert_eq!(v["decision"], "full", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("older than every snapshot"),
+        "{v}"
+    );
+    same_content(
+        &source_state(&t.src),
+        &volume_state(&c, work, ""),
+        "C after the full copy",
+    );
+}
