@@ -28,6 +28,9 @@ _snapdump() {
             snapdump,history)
                 cmd="snapdump__subcmd__history"
                 ;;
+            snapdump,pointer)
+                cmd="snapdump__subcmd__pointer"
+                ;;
             snapdump,replicas)
                 cmd="snapdump__subcmd__replicas"
                 ;;
@@ -61,6 +64,9 @@ _snapdump() {
             snapdump__subcmd__help,history)
                 cmd="snapdump__subcmd__help__subcmd__history"
                 ;;
+            snapdump__subcmd__help,pointer)
+                cmd="snapdump__subcmd__help__subcmd__pointer"
+                ;;
             snapdump__subcmd__help,replicas)
                 cmd="snapdump__subcmd__help__subcmd__replicas"
                 ;;
@@ -81,6 +87,15 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help,volume)
                 cmd="snapdump__subcmd__help__subcmd__volume"
+                ;;
+            snapdump__subcmd__help__subcmd__pointer,ls)
+                cmd="snapdump__subcmd__help__subcmd__pointer__subcmd__ls"
+                ;;
+            snapdump__subcmd__help__subcmd__pointer,rm)
+                cmd="snapdump__subcmd__help__subcmd__pointer__subcmd__rm"
+                ;;
+            snapdump__subcmd__help__subcmd__pointer,set)
+                cmd="snapdump__subcmd__help__subcmd__pointer__subcmd__set"
                 ;;
             snapdump__subcmd__help__subcmd__volume,check)
                 cmd="snapdump__subcmd__help__subcmd__volume__subcmd__check"
@@ -105,6 +120,30 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help__subcmd__volume,snapshots)
                 cmd="snapdump__subcmd__help__subcmd__volume__subcmd__snapshots"
+                ;;
+            snapdump__subcmd__pointer,help)
+                cmd="snapdump__subcmd__pointer__subcmd__help"
+                ;;
+            snapdump__subcmd__pointer,ls)
+                cmd="snapdump__subcmd__pointer__subcmd__ls"
+                ;;
+            snapdump__subcmd__pointer,rm)
+                cmd="snapdump__subcmd__pointer__subcmd__rm"
+                ;;
+            snapdump__subcmd__pointer,set)
+                cmd="snapdump__subcmd__pointer__subcmd__set"
+                ;;
+            snapdump__subcmd__pointer__subcmd__help,help)
+                cmd="snapdump__subcmd__pointer__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__pointer__subcmd__help,ls)
+                cmd="snapdump__subcmd__pointer__subcmd__help__subcmd__ls"
+                ;;
+            snapdump__subcmd__pointer__subcmd__help,rm)
+                cmd="snapdump__subcmd__pointer__subcmd__help__subcmd__rm"
+                ;;
+            snapdump__subcmd__pointer__subcmd__help,set)
+                cmd="snapdump__subcmd__pointer__subcmd__help__subcmd__set"
                 ;;
             snapdump__subcmd__volume,check)
                 cmd="snapdump__subcmd__volume__subcmd__check"
@@ -167,7 +206,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-h -V --help --version dump restore verify snapshots history replicate replicas serve volume completions help"
+            opts="-h -V --help --version dump restore verify snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,7 +292,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify snapshots history replicate replicas serve volume completions help"
+            opts="dump restore verify snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +350,62 @@ _snapdump() {
         snapdump__subcmd__help__subcmd__history)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__pointer)
+            opts="set ls rm"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__pointer__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__pointer__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__pointer__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -554,6 +649,144 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__pointer)
+            opts="-h --help set ls rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__help)
+            opts="set ls rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__help__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__ls)
+            opts="-h --catalog --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__rm)
+            opts="-h --catalog --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__pointer__subcmd__set)
+            opts="-h --catalog --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__replicas)
             opts="-h --catalog --json --forget --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -577,7 +810,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__replicate)
-            opts="-z -h --catalog --rsh --remote-snapdump --full --compress --json --no-wait --help"
+            opts="-z -h --catalog --rsh --remote-snapdump --full --snapshot --compress --json --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -592,6 +825,10 @@ _snapdump() {
                     return 0
                     ;;
                 --remote-snapdump)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --snapshot)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -17,6 +17,7 @@ fn main() {
         Cmd::Snapshots(a) => cli::snapshots::run(a),
         Cmd::History(a) => cli::history::run(a, &report),
         Cmd::Replicate(a) => cli::replicate::run(a, &report),
+        Cmd::Pointer(c) => cli::replicate::run_pointer(c),
         Cmd::Replicas(a) => cli::replicate::run_replicas(a),
         Cmd::Serve(a) => cli::replicate::run_serve(a, &report),
         Cmd::Volume(v) => cli::volume::run(v, &report),

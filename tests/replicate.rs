@@ -752,3 +752,55 @@ fn a_master_the_source_no_longer_keeps_means_a_full_copy() {
         "C after the full copy",
     );
 }
+
+/// Pointers name snapshots; replicate keeps `master`; a volume source
+/// sends a named snapshot with --snapshot.
+#[test]
+fn pointers_name_snapshots_and_replicate_sends_one() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let b = work.join("b.vol");
+    let first = source_state(&t.src);
+    let v1 = ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    mutate(&t.src, 1);
+    let v2 = ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    let ls = |src: &Path| -> serde_json::Value {
+        let (code, out, err) = run_s(&["pointer", "ls", "--json", "--catalog", p(&t.cat), p(src)]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_slice(&out).unwrap()
+    };
+    let l = ls(&t.src);
+    assert_eq!(l[0]["name"], "master");
+    assert_eq!(l[0]["snapshot"]["uuid"], v2["top"]["uuid"]);
+    let id = v1["top"]["id"].as_u64().unwrap().to_string();
+    let (code, _, err) = run_s(&[
+        "pointer",
+        "set",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+        "first",
+        &id,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ls(&t.src).as_array().unwrap().len(), 2);
+    // On the volume: name its @1 and send just that to a new replica.
+    let (code, _, err) = run_s(&["pointer", "set", "--catalog", p(&t.cat), p(&b), "old", "@1"]);
+    assert_eq!(code, 0, "{err}");
+    let c = work.join("c.vol");
+    let v = ok(replicate(&t.cat, &["--snapshot", "old"], p(&b), p(&c)));
+    assert_eq!(v["top"]["uuid"], v1["top"]["uuid"], "{v}");
+    same_content(&first, &volume_state(&c, work, ""), "the named snapshot");
+    let (code, _, err) = run_s(&["pointer", "rm", "--catalog", p(&t.cat), p(&t.src), "first"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_s(&["pointer", "rm", "--catalog", p(&t.cat), p(&t.src), "first"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no pointer first"), "{err}");
+    let (code, _, err) = replicate(&t.cat, &["--snapshot", "old"], p(&t.src), p(&c));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tree source always sends a new snapshot"),
+        "{err}"
+    );
+}

@@ -58,6 +58,11 @@ pub const PAGES: &[Page] = &[
         template: include_str!("../../man/src/snapdump-replicate.1.in"),
     },
     Page {
+        file: "snapdump-pointer.1",
+        path: &["pointer"],
+        template: include_str!("../../man/src/snapdump-pointer.1.in"),
+    },
+    Page {
         file: "snapdump-replicas.1",
         path: &["replicas"],
         template: include_str!("../../man/src/snapdump-replicas.1.in"),

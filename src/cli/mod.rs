@@ -47,6 +47,9 @@ pub enum Cmd {
     History(history::HistoryArgs),
     /// Bring a replica (volume or directory, local or over ssh) up to date.
     Replicate(replicate::ReplicateArgs),
+    /// Name snapshots of a source (set, ls, rm); replicate keeps `master`.
+    #[command(subcommand)]
+    Pointer(replicate::PointerCmd),
     /// List (or forget) the replicas a source has served.
     Replicas(replicate::ReplicasArgs),
     /// The receiving end of replicate, speaking the protocol on stdin/stdout.

@@ -24,6 +24,10 @@ pub struct ReplicateArgs {
     /// Send a full copy whatever the destination holds (resolves a conflict).
     #[arg(long)]
     full: bool,
+    /// For a volume source: the snapshot to send, a pointer name or what
+    /// PATH@SNAPSHOT takes (default: its newest).
+    #[arg(long, value_name = "NAME|ID")]
+    snapshot: Option<String>,
     /// zstd level of the stream (0: none).
     #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = crate::dump::DEFAULT_COMPRESSION)]
     compression: i32,
@@ -51,6 +55,7 @@ pub fn run(a: ReplicateArgs, report: &Report) -> Result<i32> {
         full: a.full,
         compression: a.compression,
         wait: a.wait.policy(),
+        snapshot: a.snapshot,
     };
     let s = replicate(&opts, report)?;
     if a.json {
@@ -151,5 +156,97 @@ pub fn run_replicas(a: ReplicasArgs) -> Result<i32> {
             x.replica_id, x.kind, x.destination, x.updated
         )
     }))?;
+    Ok(0)
+}
+
+/// `snapdump pointer`: named snapshots of a source.
+#[derive(clap::Subcommand)]
+pub enum PointerCmd {
+    /// Name a snapshot (a catalog id for a tree, PATH@SNAPSHOT's selector for a volume).
+    Set {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        catalog: CatalogArg,
+        /// The source tree or volume.
+        source: String,
+        /// The name.
+        name: String,
+        /// The snapshot.
+        snapshot: String,
+    },
+    /// List the pointers (master is kept by replicate).
+    Ls {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        catalog: CatalogArg,
+        /// Print JSON: name, snapshot.
+        #[arg(long)]
+        json: bool,
+        /// The source tree or volume.
+        source: String,
+    },
+    /// Remove a pointer.
+    Rm {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        catalog: CatalogArg,
+        /// The source tree or volume.
+        source: String,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Runs `snapdump pointer`.
+pub fn run_pointer(c: PointerCmd) -> Result<i32> {
+    match c {
+        PointerCmd::Set {
+            catalog,
+            source,
+            name,
+            snapshot,
+        } => {
+            let s = crate::replica::set_pointer(&source, &catalog.root(), &name, &snapshot)?;
+            print::lines(std::iter::once(format!(
+                "{name} -> snapshot {} ({})",
+                s.id, s.time
+            )))?;
+        }
+        PointerCmd::Ls {
+            catalog,
+            json,
+            source,
+        } => {
+            let r = crate::replica::registry_of(&source, &catalog.root())?.load()?;
+            if json {
+                print::json_stdout(&r.pointers)?;
+            } else {
+                print::lines(r.pointers.iter().map(|p| {
+                    format!(
+                        "{:<16} snapshot {:>5}  {}  {}",
+                        p.name, p.snapshot.id, p.snapshot.time, p.snapshot.uuid
+                    )
+                }))?;
+            }
+        }
+        PointerCmd::Rm {
+            catalog,
+            source,
+            name,
+        } => {
+            let reg = crate::replica::registry_of(&source, &catalog.root())?;
+            let mut found = false;
+            reg.update(|r| {
+                let n = r.pointers.len();
+                r.pointers.retain(|p| p.name != name);
+                found = r.pointers.len() != n;
+            })?;
+            if !found {
+                anyhow::bail!(
+                    "{source} has no pointer {name}; snapdump pointer ls {source} lists them"
+                );
+            }
+        }
+    }
     Ok(0)
 }

@@ -46,6 +46,9 @@ pub struct ReplicateOptions {
     pub compression: i32,
     /// Lock policy.
     pub wait: crate::lock::Wait,
+    /// The snapshot of a volume source to send: a pointer name, or what
+    /// `PATH@SNAPSHOT` takes (default: the newest).
+    pub snapshot: Option<String>,
 }
 
 /// The `--json` summary.
@@ -79,6 +82,74 @@ pub struct ReplicateSummary {
     pub wire_bytes_received: u64,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
+}
+
+/// A `--snapshot` of a volume source: a pointer name (its snapshot, by
+/// uuid, as the volume numbers it), else the selector itself.
+fn resolve_pointer(vol: &Path, catalog_root: &Path, name: &str) -> Result<String> {
+    let reg = registry_of(&vol.display().to_string(), catalog_root)?.load()?;
+    let Some(snap) = reg.pointer(name) else {
+        return Ok(name.to_string());
+    };
+    let v = crate::volume::Volume::open(
+        vol,
+        crate::volume::store::Access::Read,
+        crate::lock::Wait::Yes,
+    )?;
+    v.state
+        .snapshots
+        .iter()
+        .find(|s| crate::ids::hex(&s.snap.uuid) == snap.uuid)
+        .map(|s| s.id.to_string())
+        .ok_or_else(|| {
+            anyhow!(
+                "pointer {name} names snapshot {} ({}), which volume {} no longer holds",
+                snap.id,
+                snap.time,
+                vol.display()
+            )
+        })
+}
+
+/// `snapdump pointer set`: names a snapshot of a tree source (its catalog
+/// id) or of a volume (what `PATH@SNAPSHOT` takes).
+pub fn set_pointer(source: &str, catalog_root: &Path, name: &str, sel: &str) -> Result<Snap> {
+    if name.is_empty() || name.contains(['/', '@', ' ']) || name.parse::<u64>().is_ok() {
+        bail!("pointer name '{name}': use letters, digits, '-' or '_', not a number");
+    }
+    let path = Path::new(source);
+    let snap = if crate::volume::is_volume(path) {
+        let v = crate::volume::Volume::open(
+            path,
+            crate::volume::store::Access::Read,
+            crate::lock::Wait::Yes,
+        )?;
+        v.snapshot(Some(sel.strip_prefix('@').unwrap_or(sel)))?
+            .snap
+            .clone()
+    } else {
+        let canon = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot access source {source}"))?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(canon.as_os_str());
+        let cat =
+            crate::catalog::Catalog::open(catalog_root, bytes, crate::dump::DEFAULT_BLOCK_SIZE)?;
+        let id: u64 = sel.parse().map_err(|_| {
+            anyhow!("snapshot '{sel}': give a snapshot id (see snapdump snapshots)")
+        })?;
+        cat.state
+            .snapshots
+            .iter()
+            .find(|s| s.snap.id == id)
+            .map(|s| s.snap.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the catalog of {source} holds no snapshot {id}; snapdump snapshots lists them"
+                )
+            })?
+    };
+    let s = Snap::of(&snap);
+    registry_of(source, catalog_root)?.update(|r| r.set_pointer(name, s.clone()))?;
+    Ok(s)
 }
 
 /// The record of replicas of a source (a tree under `catalog_root`, or a
@@ -204,6 +275,19 @@ impl Drop for Peer {
 pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSummary> {
     let started = std::time::Instant::now();
     let d = parse_dest(&opts.dest)?;
+    let (vpath, vsel) = crate::volume::split_spec(&opts.source);
+    let is_vol = crate::volume::is_volume(&vpath);
+    let sel = match (&opts.snapshot, vsel) {
+        _ if !is_vol && opts.snapshot.is_some() => bail!(
+            "a tree source always sends a new snapshot; --snapshot picks one of a volume source"
+        ),
+        (Some(_), Some(_)) => bail!(
+            "give the snapshot either as {}@SNAPSHOT or with --snapshot, not both",
+            vpath.display()
+        ),
+        (Some(s), None) => Some(resolve_pointer(&vpath, &opts.catalog_root, s)?),
+        (None, s) => s,
+    };
     let (peer, mut ch) = Peer::start(opts, &d)?;
     let hello: Hello = ch.expect(Kind::Hello).map_err(|e| {
         if format!("{e:#}").contains("closed the connection") {
@@ -222,9 +306,8 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
         );
     }
     let ch = Arc::new(Mutex::new(ch));
-    let (vpath, vsel) = crate::volume::split_spec(&opts.source);
-    let mut summary = if crate::volume::is_volume(&vpath) {
-        from_volume(opts, &vpath, vsel.as_deref(), &hello, &ch)?
+    let mut summary = if is_vol {
+        from_volume(opts, &vpath, sel.as_deref(), &hello, &ch)?
     } else {
         from_tree(opts, &hello, &ch, report)?
     };
@@ -609,11 +692,11 @@ fn from_tree(
             c.send(Kind::Commit, &serde_json::json!({}))?;
             let ack: Ack = c.expect(Kind::Ack)?;
             let _ = std::fs::remove_file(pending_path(&hooks.catalog_dir, &hello.replica_id));
-            registry.saw(
+            registry.acked(
                 &hello.replica_id,
                 &hello.kind,
                 &opts.dest,
-                Some(ack.snapshot.clone()),
+                ack.snapshot.clone(),
             )?;
             summary.decision = format!("{action:?}").to_lowercase();
             summary.top = Some(ack.snapshot.to_ref()?);
@@ -694,11 +777,11 @@ fn from_volume(
         newest_held(hello, &src_uuid),
     )?;
     let saw = |ack: &Ack| {
-        registry.saw(
+        registry.acked(
             &hello.replica_id,
             &hello.kind,
             &opts.dest,
-            Some(ack.snapshot.clone()),
+            ack.snapshot.clone(),
         )
     };
     let mut summary = ReplicateSummary::default();

@@ -24,11 +24,44 @@ pub struct Replica {
     pub updated: String,
 }
 
+/// A named snapshot (`snapdump pointer`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pointer {
+    /// The name (`master` is kept by replicate itself).
+    pub name: String,
+    /// The snapshot it names.
+    pub snapshot: Snap,
+}
+
 /// The registry file's content.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
     /// Destinations, in the order first served.
     pub replicas: Vec<Replica>,
+    /// Named snapshots; `master` is the newest snapshot a replica
+    /// acknowledged.
+    #[serde(default)]
+    pub pointers: Vec<Pointer>,
+}
+
+impl Registry {
+    /// Points `name` at `snapshot` (replacing an earlier one of that name).
+    pub fn set_pointer(&mut self, name: &str, snapshot: Snap) {
+        self.pointers.retain(|p| p.name != name);
+        self.pointers.push(Pointer {
+            name: name.to_string(),
+            snapshot,
+        });
+        self.pointers.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The snapshot `name` points at.
+    pub fn pointer(&self, name: &str) -> Option<&Snap> {
+        self.pointers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.snapshot)
+    }
 }
 
 /// The registry of a source, at `dir`.
@@ -85,6 +118,24 @@ impl RegistryFile {
         f(&mut r);
         crate::atomic::replace_file(&self.path(), &serde_json::to_vec_pretty(&r)?)?;
         Ok(r)
+    }
+
+    /// Records an acknowledged snapshot: `replica_id` holds it, and it is
+    /// the `master` pointer if it is the newest one acknowledged.
+    pub fn acked(
+        &self,
+        replica_id: &str,
+        kind: &str,
+        destination: &str,
+        snapshot: Snap,
+    ) -> Result<()> {
+        self.saw(replica_id, kind, destination, Some(snapshot.clone()))?;
+        self.update(|r| {
+            if r.pointer("master").is_none_or(|m| m.id <= snapshot.id) {
+                r.set_pointer("master", snapshot);
+            }
+        })?;
+        Ok(())
     }
 
     /// Records that `replica_id` at `destination` holds `newest`.
