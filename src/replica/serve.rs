@@ -174,8 +174,19 @@ fn hello(dest: &Destination) -> Result<Hello> {
         }
         .to_string(),
         path: dest.path().display().to_string(),
+        incoming: incoming(dest).filter(|inc| {
+            // Applied already (killed before the held transfer was
+            // removed): not offered again.
+            let applied = follows
+                .iter()
+                .any(|f| f.snapshots.iter().any(|s| s.uuid == inc.snapshot.uuid));
+            if applied {
+                let _ = std::fs::remove_file(dest.complete_marker());
+                let _ = std::fs::remove_file(dest.incoming());
+            }
+            !applied
+        }),
         follows,
-        incoming: incoming(dest),
     })
 }
 
