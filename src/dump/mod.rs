@@ -125,6 +125,32 @@ pub fn select_base(
     Ok(snaps.iter().rposition(|s| s.snap.level < level))
 }
 
+/// The canonical source, its catalog's lock and the catalog, read under
+/// the lock: one dump of a source at a time, and the second one sees the
+/// first one's snapshot. Shared by `dump` and the replication sink dump.
+pub(crate) fn open_catalog_locked(
+    source: &std::path::Path,
+    catalog_root: &std::path::Path,
+    wait: crate::lock::Wait,
+) -> Result<(PathBuf, crate::lock::Lock, Catalog)> {
+    let source = std::fs::canonicalize(source)
+        .with_context(|| format!("cannot access source {}", source.display()))?;
+    if !source.is_dir() {
+        bail!("source {} is not a directory", source.display());
+    }
+    let source_bytes = source.as_os_str().as_bytes().to_vec();
+    let dir = crate::catalog::source_dir(catalog_root, &source_bytes);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    let lock = crate::lock::acquire(
+        &dir.join("lock"),
+        &format!("the catalog of {}", source.display()),
+        wait,
+    )?;
+    let catalog = Catalog::open(catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
+    Ok((source, lock, catalog))
+}
+
 /// Runs a dump. On error nothing is committed: the catalog is unchanged
 /// and no partial stream is left under the output name.
 pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
@@ -132,23 +158,8 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     if opts.level > 9 {
         bail!("dump level {} is out of range (0-9)", opts.level);
     }
-    let source = std::fs::canonicalize(&opts.source)
-        .with_context(|| format!("cannot access source {}", opts.source.display()))?;
-    if !source.is_dir() {
-        bail!("source {} is not a directory", source.display());
-    }
-    let source_bytes = source.as_os_str().as_bytes().to_vec();
-    // One dump of a source at a time: the lock is taken before the catalog
-    // is read, so the second dump sees the first one's snapshot.
-    let dir = crate::catalog::source_dir(&opts.catalog_root, &source_bytes);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
-    let _lock = crate::lock::acquire(
-        &dir.join("lock"),
-        &format!("the catalog of {}", source.display()),
-        opts.wait,
-    )?;
-    let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
+    let (source, _lock, mut catalog) =
+        open_catalog_locked(&opts.source, &opts.catalog_root, opts.wait)?;
     let bs = catalog.state.block_size;
     let mut specs = vec![opts.output.clone()];
     specs.extend(opts.volumes.iter().cloned());

@@ -5,13 +5,12 @@
 //! catalog's lock, may stop after planning when nothing changed, and sees
 //! the stream complete before the catalog records it.
 
-use super::{resume::ResumePoint, run, DumpOptions, DumpSummary, Gate, DEFAULT_BLOCK_SIZE};
+use super::{resume::ResumePoint, run, DumpOptions, DumpSummary, Gate};
 use crate::catalog::Catalog;
 use crate::media::Output;
 use crate::report::Report;
 use crate::stream::header::SnapshotRef;
 use anyhow::{bail, Context, Result};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// How the catalog names where a replicated snapshot's stream went.
@@ -70,21 +69,8 @@ pub fn dump_to_sink(
     report: &Report,
 ) -> Result<Option<DumpSummary>> {
     let started = std::time::Instant::now();
-    let source = std::fs::canonicalize(&opts.source)
-        .with_context(|| format!("cannot access source {}", opts.source.display()))?;
-    if !source.is_dir() {
-        bail!("source {} is not a directory", source.display());
-    }
-    let source_bytes = source.as_os_str().as_bytes().to_vec();
-    let dir = crate::catalog::source_dir(&opts.catalog_root, &source_bytes);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
-    let _lock = crate::lock::acquire(
-        &dir.join("lock"),
-        &format!("the catalog of {}", source.display()),
-        opts.wait,
-    )?;
-    let mut catalog = Catalog::open(&opts.catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
+    let (source, _lock, mut catalog) =
+        super::open_catalog_locked(&opts.source, &opts.catalog_root, opts.wait)?;
     let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog)? {
         Choice::Stop => return Ok(None),
         Choice::Dump {
