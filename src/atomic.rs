@@ -42,3 +42,15 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Renames `from` over `to` (same directory) and syncs the directory, so
+/// the rename survives a crash once this returns.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    let dir = to
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::rename(from, to)
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
+}

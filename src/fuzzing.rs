@@ -222,6 +222,7 @@ pub fn volume(data: &[u8]) {
             let bs = 4096u64;
             let meta_blocks = (blob.len() as u64).div_ceil(bs).max(1);
             let sb = Superblock {
+                version: crate::volume::format::VOLUME_VERSION,
                 block_size: bs as u32,
                 uuid: [7; 16],
                 generation: 1,

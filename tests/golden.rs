@@ -157,15 +157,14 @@ fn golden_stream_restores_exactly(version: u32) {
     assert_eq!(got, want);
 }
 
-/// `testdata/golden-volume-v1/volume.vol` is the golden stream received
-/// into a volume of format version 1: it must stay readable, check clean
+/// `testdata/golden-volume-vN/volume.vol` is the golden stream received
+/// into a volume of format version N: it must stay readable, check clean
 /// and extract to the same tree (written with
-/// `SNAPDUMP_REGEN_GOLDEN=volume-1`, for a new volume format only).
-#[test]
-fn golden_v1_volume_reads_exactly() {
+/// `SNAPDUMP_REGEN_GOLDEN=volume-N`, for a new volume format only).
+fn golden_volume_reads_exactly(version: u32) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let vol = root.join("golden-volume-v1/volume.vol");
-    if std::env::var("SNAPDUMP_REGEN_GOLDEN").ok().as_deref() == Some("volume-1") {
+    let vol = root.join(format!("golden-volume-v{version}/volume.vol"));
+    if std::env::var("SNAPDUMP_REGEN_GOLDEN").ok() == Some(format!("volume-{version}")) {
         let _ = std::fs::remove_file(&vol);
         std::fs::create_dir_all(vol.parent().unwrap()).unwrap();
         assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);
@@ -173,6 +172,13 @@ fn golden_v1_volume_reads_exactly() {
         let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--volume", p(&vol)]);
         assert_eq!(c, 0, "{e}");
     }
+    let bytes = std::fs::read(&vol).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        version,
+        "{} is not of volume format {version}",
+        vol.display()
+    );
     let (c, out, e) = run_s(&["volume", "check", p(&vol)]);
     assert_eq!(
         c,
@@ -198,4 +204,64 @@ fn golden_v1_volume_reads_exactly() {
         }
     }
     assert_eq!(got, want);
+}
+
+#[test]
+fn golden_v1_volume_reads_exactly() {
+    golden_volume_reads_exactly(1);
+}
+
+#[test]
+fn golden_v2_volume_reads_exactly() {
+    golden_volume_reads_exactly(2);
+}
+
+/// A format-1 volume takes its next commit in format 2 and keeps what it
+/// held; replicating its old snapshot (no origins recorded) falls back to
+/// the volume's own VBN space.
+#[test]
+fn golden_v1_volume_is_upgraded_by_its_next_commit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let t = paths();
+    let vol = t.dir.path().join("v1.vol");
+    std::fs::copy(root.join("golden-volume-v1/volume.vol"), &vol).unwrap();
+    std::fs::create_dir_all(t.src.join("d")).unwrap();
+    std::fs::write(t.src.join("d/f"), bytes(5, 50_000)).unwrap();
+    let s = t.dir.path().join("s.sdump");
+    let cat = t.dir.path().join("cat");
+    assert_eq!(
+        run_s(&["dump", "-0", "--catalog", p(&cat), "-f", p(&s), p(&t.src)]).0,
+        0
+    );
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s), "--volume", p(&vol)]);
+    assert_eq!(c, 0, "{e}");
+    let b = std::fs::read(&vol).unwrap();
+    // The current superblock is the one with the higher generation.
+    let slot = |o: usize| {
+        (
+            u64::from_le_bytes(b[o + 32..o + 40].try_into().unwrap()),
+            u32::from_le_bytes(b[o + 8..o + 12].try_into().unwrap()),
+        )
+    };
+    let (ga, va) = slot(0);
+    let (gb, vb) = slot(4096);
+    assert_eq!(if ga > gb { va } else { vb }, 2);
+    let (c, out, e) = run_s(&["volume", "check", p(&vol)]);
+    assert_eq!(c, 0, "{e} {}", String::from_utf8_lossy(&out));
+    let (c, _, e) = run_s(&["volume", "extract", &format!("{}@1", p(&vol)), p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+    let c2 = t.dir.path().join("c.vol");
+    let (c, out, e) = run_s(&[
+        "replicate",
+        "--json",
+        "--catalog",
+        p(&cat),
+        &format!("{}@1", p(&vol)),
+        p(&c2),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["decision"], "full", "{v}");
+    let (c, _, e) = run_s(&["volume", "check", p(&c2)]);
+    assert_eq!(c, 0, "{e}");
 }

@@ -206,6 +206,22 @@ fn cascade_from_a_volume() {
     let b = work.join("b.vol");
     let c = work.join("c.vol");
     let d = work.join("d-dir");
+    // B packs its blocks, and already holds another source's at the low
+    // VBNs: A's blocks are relocated there, so what B sends on is named
+    // through its origin table.
+    assert_eq!(run_s(&["volume", "create", "--compact", p(&b)]).0, 0);
+    let other = work.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    write(&other.join("x"), 9, 200_000);
+    let xs = work.join("x.sdump");
+    let xcat = work.join("xcat");
+    assert_eq!(
+        run_s(&["dump", "-0", "--catalog", p(&xcat), "-f", p(&xs), p(&other)]).0,
+        0
+    );
+    let (code, out, err) = run_s(&["restore", "-r", "--json", "-f", p(&xs), "--volume", p(&b)]);
+    assert_eq!(code, 0, "{err}");
+    let _ = out;
     for round in 0..3u64 {
         if round > 0 {
             mutate(&t.src, round);
@@ -230,9 +246,11 @@ fn cascade_from_a_volume() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| s["uuid"].as_str().unwrap_or_default().to_string())
+                .filter(|s| !s["source"].as_str().unwrap().ends_with("/other"))
+                .map(|s| s["snapshot"]["uuid"].as_str().unwrap().to_string())
                 .collect()
         };
+        assert_eq!(uuids(&vb).len(), round as usize + 1);
         assert_eq!(
             uuids(&vb),
             uuids(&vcs),
@@ -241,6 +259,31 @@ fn cascade_from_a_volume() {
     }
     let v = ok(replicate(&t.cat, &[], p(&b), p(&c)));
     assert_eq!(v["decision"], "current");
+    // B is lost: A feeds C directly, from C's newest master (C follows A,
+    // not B), and C still feeds D incrementally.
+    let c_newest = v["top"]["uuid"].clone();
+    std::fs::remove_file(&b).unwrap();
+    for round in 3..5u64 {
+        mutate(&t.src, round);
+        let want = source_state(&t.src);
+        let va = ok(replicate(&t.cat, &[], p(&t.src), p(&c)));
+        assert_eq!(va["decision"], "increment", "A -> C after B is gone: {va}");
+        if round == 3 {
+            assert_eq!(va["base"]["uuid"], c_newest, "{va}");
+        }
+        same_content(&want, &volume_state(&c, work, ""), "C fed by A");
+        let (code, out, err) = run_s(&["volume", "check", p(&c)]);
+        assert_eq!(code, 0, "{err} {}", String::from_utf8_lossy(&out));
+        let vd = ok(replicate(&t.cat, &[], p(&c), p(&d)));
+        assert_eq!(vd["decision"], "increment", "{vd}");
+        same_content(&want, &replica_state(&d), "D after C fed by A");
+    }
+    // D follows A as well: A can feed it directly.
+    mutate(&t.src, 5);
+    let want = source_state(&t.src);
+    let vd = ok(replicate(&t.cat, &[], p(&t.src), p(&d)));
+    assert_eq!(vd["decision"], "increment", "A -> D: {vd}");
+    same_content(&want, &replica_state(&d), "D fed by A");
 }
 
 /// A destination fed from another source is refused, naming both sides

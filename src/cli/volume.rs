@@ -118,6 +118,7 @@ pub fn run(cmd: VolumeCmd, report: &Report) -> Result<i32> {
             path,
         } => {
             let opts = volume::store::CreateOptions {
+                uuid: None,
                 block_size,
                 compact,
                 max_bytes: size.unwrap_or(0),

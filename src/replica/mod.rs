@@ -737,7 +737,11 @@ fn from_volume(
             path.display()
         );
     }
-    let src_uuid = crate::volume::image::derived_source_id(&vol.sb.uuid, &top.source);
+    // In the original source's VBN space where the volume recorded it, so
+    // the destination follows the original source (a cascade survives the
+    // loss of this volume); else in this volume's own space.
+    let space = crate::volume::image::replica_space(&vol, top);
+    let src_uuid = crate::volume::image::stream_source_id(&vol, top, space);
     let entry = vol
         .state
         .sources
@@ -862,6 +866,7 @@ fn from_volume(
         Box::new(sink),
         opts.compression,
         stream_id,
+        space,
     )?;
     let s = state.lock().map_err(|_| anyhow!("sink poisoned"))?;
     summary.stream_bytes = s.pos;

@@ -198,6 +198,7 @@ fn volume_hello(path: &Path) -> Result<(String, Vec<Followed>)> {
                 block_size: crate::dump::DEFAULT_BLOCK_SIZE,
                 compact: false,
                 max_bytes: 0,
+                uuid: None,
             },
         )
         .with_context(|| format!("cannot create volume {}", path.display()))?;
@@ -375,6 +376,7 @@ fn apply(dest: &Destination, report: &Report) -> Result<crate::stream::header::S
     let input = Input::plain(&path.to_string_lossy())?;
     match dest {
         Destination::Volume(v) => {
+            fit_empty_volume(v, read_header(&path)?.block_size)?;
             let s = crate::volume::receive::receive(
                 &crate::volume::receive::ReceiveOptions {
                     inputs: vec![input],
@@ -424,6 +426,41 @@ fn apply(dest: &Destination, report: &Report) -> Result<crate::stream::header::S
                 .ok_or_else(|| anyhow!("the transfer held no stream"))
         }
     }
+}
+
+/// A volume that holds nothing yet (as the hello created it) takes the
+/// first stream's block size when its own cannot hold that stream's
+/// blocks: it is created again, empty, under the same id, so the source's
+/// record of this replica stays true.
+fn fit_empty_volume(path: &Path, stream_bs: u32) -> Result<()> {
+    use crate::volume::store::{create, Access, CreateOptions, Volume};
+    let (uuid, compact, max_bytes) = {
+        let v = Volume::open(path, Access::Read, Wait::Yes)?;
+        let bs = v.sb.block_size;
+        let fits = stream_bs >= bs && stream_bs % bs == 0;
+        if fits || !v.state.sources.is_empty() || !v.state.snapshots.is_empty() {
+            return Ok(());
+        }
+        (
+            v.sb.uuid,
+            v.compact(),
+            v.sb.max_blocks * v.sb.block_size as u64,
+        )
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".snapdump-new");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    create(
+        &tmp,
+        &CreateOptions {
+            block_size: stream_bs,
+            compact,
+            max_bytes,
+            uuid: Some(uuid),
+        },
+    )?;
+    crate::atomic::rename_durably(&tmp, path)
 }
 
 /// The header of the stream in `path`.

@@ -178,6 +178,19 @@ fn check_maps(vol: &Volume, problems: &mut Vec<String>) -> Plane {
                 continue;
             }
             targets.set_run(m.tgt, m.count);
+            // A recorded origin must be the map's source VBN (0, not
+            // recorded, is allowed: format 1, or smaller volume blocks).
+            if let Some(i) =
+                (0..m.count).find(|&i| st.origin(m.tgt + i).is_some_and(|a| a != m.src + i))
+            {
+                problems.push(format!(
+                    "origin table: VBN {} records source VBN {}, the relocation map of {} says {}",
+                    m.tgt + i,
+                    st.origin(m.tgt + i).unwrap_or(0),
+                    crate::names::escape(&e.path),
+                    m.src + i
+                ));
+            }
         }
         if let Some(s) = st
             .snapshots

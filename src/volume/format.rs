@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 
 /// Magic at the start of each superblock slot.
 pub const VOLUME_MAGIC: [u8; 8] = *b"SDVOLIMG";
-/// Volume format version written and read by this build.
-pub const VOLUME_VERSION: u32 = 1;
+/// Volume format version written by this build. Version 1 (no origin
+/// table) is still read; its next commit writes version 2.
+pub const VOLUME_VERSION: u32 = 2;
 /// Size of one superblock slot; slot A is at offset 0, slot B right after.
 pub const SLOT_BYTES: u64 = 4096;
 /// Byte offset of target VBN 1 (VBN 0 is never allocated).
@@ -31,6 +32,9 @@ pub fn block_offset(vbn: u64, bs: u64) -> u64 {
 /// The slot with the highest generation whose checksum holds is current.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Superblock {
+    /// The format version read (1 or 2); what is written is always
+    /// `VOLUME_VERSION`.
+    pub version: u32,
     /// Block size of the data region.
     pub block_size: u32,
     /// Random id of the volume.
@@ -93,10 +97,11 @@ impl Superblock {
         }
         let mut d = Dec::new(&slot[8..SUPER_LEN - 8], "volume superblock");
         let version = d.u32()?;
-        if version != VOLUME_VERSION {
-            bail!("volume format version {version} is not supported by this snapdump ({VOLUME_VERSION})");
+        if !(1..=VOLUME_VERSION).contains(&version) {
+            bail!("volume format version {version} is not supported by this snapdump (it reads 1 to {VOLUME_VERSION}); use a newer snapdump");
         }
         let sb = Superblock {
+            version,
             block_size: d.u32()?,
             uuid: d.fixed(16)?.try_into().unwrap(),
             generation: d.u64()?,
@@ -191,6 +196,21 @@ pub struct VolumeState {
     /// up to the highest data block; a block's content never changes while
     /// anything references it.
     pub sums: Vec<[u8; 16]>,
+    /// The source VBN each target block holds (index VBN-1, 0: not
+    /// recorded), in the VBN space of the source whose snapshots use it:
+    /// what lets a replica send a snapshot in its source's own VBN space,
+    /// so a cascade's next replica follows the original source.
+    pub origins: Vec<u64>,
+}
+
+impl VolumeState {
+    /// The source VBN target block `vbn` holds, if recorded.
+    pub fn origin(&self, vbn: u64) -> Option<u64> {
+        self.origins
+            .get((vbn as usize).wrapping_sub(1))
+            .copied()
+            .filter(|&a| a != 0)
+    }
 }
 
 fn enc_plane(e: &mut Enc, p: &Plane) {
@@ -273,12 +293,18 @@ pub fn encode_state(s: &VolumeState) -> Vec<u8> {
     for sum in &s.sums {
         e.fixed(sum);
     }
+    // Stored as the difference from the block's own VBN, so the common
+    // case (a block at its source VBN) is a run of zeros for zstd.
+    e.u64(s.origins.len() as u64);
+    for (i, a) in s.origins.iter().enumerate() {
+        e.u64(a.wrapping_sub(i as u64 + 1));
+    }
     e.buf
 }
 
-/// Parses a metadata body; `bs` is the volume's block size and
-/// `data_blocks` the data region's size, which bounds every VBN.
-pub fn decode_state(body: &[u8], bs: u32, data_blocks: u64) -> Result<VolumeState> {
+/// Parses a metadata body of format `version`; `bs` is the volume's block
+/// size and `data_blocks` the data region's size, which bounds every VBN.
+pub fn decode_state(body: &[u8], version: u32, bs: u32, data_blocks: u64) -> Result<VolumeState> {
     let mut d = Dec::new(body, "volume metadata");
     let next_id = d.u64()?;
     let n = d.count(16)?;
@@ -371,11 +397,23 @@ pub fn decode_state(body: &[u8], bs: u32, data_blocks: u64) -> Result<VolumeStat
     for _ in 0..n {
         sums.push(d.fixed(16)?.try_into().unwrap());
     }
+    let mut origins = Vec::new();
+    if version >= 2 {
+        let n = count64(&mut d, 8)?;
+        if n as u64 > data_blocks {
+            bail!("origin table holds {n} blocks, the data region {data_blocks}");
+        }
+        origins.reserve(n);
+        for i in 0..n {
+            origins.push(d.u64()?.wrapping_add(i as u64 + 1));
+        }
+    }
     d.finish()?;
     Ok(VolumeState {
         next_id,
         sources,
         snapshots,
         sums,
+        origins,
     })
 }

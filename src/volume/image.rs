@@ -254,9 +254,94 @@ fn write_stream(
         out,
         compression,
         crate::ids::random_id(),
+        Space::Volume,
     )
 }
 
+/// The VBN space a stream from a volume speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Space {
+    /// The volume's own VBNs, under a source id derived from the volume's
+    /// (`dump` of a volume: an image of what this volume stores).
+    Volume,
+    /// The source's VBNs, through the origin table, under the source's
+    /// own id (replication: the next replica follows the original source,
+    /// so it can later be fed by it directly).
+    Source,
+}
+
+/// The space a replica stream of `top` can speak: the source's when the
+/// volume recorded the source VBN of every block `top` uses (format 2,
+/// volume blocks as large as the stream's), else the volume's.
+pub fn replica_space(vol: &Volume, top: &VolSnapshot) -> Space {
+    let known = top
+        .plane
+        .runs()
+        .iter()
+        .all(|&(v, n)| (v..v + n).all(|t| vol.state.origin(t).is_some()));
+    if known {
+        Space::Source
+    } else {
+        Space::Volume
+    }
+}
+
+/// The source id of a stream of `top` in `space`.
+pub fn stream_source_id(vol: &Volume, top: &VolSnapshot, space: Space) -> [u8; 16] {
+    match space {
+        Space::Volume => derived_source_id(&vol.sb.uuid, &top.source),
+        Space::Source => top.source,
+    }
+}
+
+/// `plane` (target VBNs) as the source VBNs its blocks hold; blocks
+/// without a recorded origin are left out.
+fn origin_plane(vol: &Volume, plane: &Plane) -> Plane {
+    let mut out = Plane::new();
+    for (v, n) in plane.runs() {
+        for t in v..v + n {
+            if let Some(a) = vol.state.origin(t) {
+                out.set(a);
+            }
+        }
+    }
+    out
+}
+
+/// The tree with its block pointers in source VBNs: each extent split
+/// where the source VBNs of its blocks stop being consecutive.
+fn source_tree(vol: &Volume, top: &VolSnapshot) -> Result<crate::tree::Tree> {
+    let mut tree = top.tree.clone();
+    for inode in tree.inodes.iter_mut() {
+        let mut out: Vec<crate::tree::Extent> = Vec::new();
+        for x in &inode.extents {
+            for k in 0..x.count {
+                let a = vol.state.origin(x.vbn + k).ok_or_else(|| {
+                    anyhow!(
+                        "volume {} snapshot @{}: VBN {} has no recorded source VBN",
+                        vol.path.display(),
+                        top.id,
+                        x.vbn + k
+                    )
+                })?;
+                match out.last_mut() {
+                    Some(p) if p.block + p.count == x.block + k && p.vbn + p.count == a => {
+                        p.count += 1
+                    }
+                    _ => out.push(crate::tree::Extent {
+                        block: x.block + k,
+                        vbn: a,
+                        count: 1,
+                    }),
+                }
+            }
+        }
+        inode.extents = out;
+    }
+    Ok(tree)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_stream_with(
     vol: &Volume,
     top: &VolSnapshot,
@@ -265,6 +350,7 @@ fn write_stream_with(
     out: Out,
     compression: i32,
     stream_id: [u8; 16],
+    space: Space,
 ) -> Result<(StreamWritten, Out)> {
     let bs = vol.bs();
     let entry = vol
@@ -285,8 +371,30 @@ fn write_stream_with(
     let dealloc = base
         .map(|b| b.plane.and_not(&top.plane))
         .unwrap_or_default();
+    let (tree, front) = match space {
+        Space::Volume => (
+            std::borrow::Cow::Borrowed(&top.tree),
+            Image {
+                carried: Image::runs_of(&image),
+                dealloc: Image::runs_of(&dealloc),
+            },
+        ),
+        Space::Source => {
+            // A base block whose origin a format-1 volume did not record
+            // cannot be named: the deallocation set then lacks it (a
+            // receiver's copy keeps a block nothing points at).
+            let top_src = origin_plane(vol, &top.plane);
+            (
+                std::borrow::Cow::Owned(source_tree(vol, top)?),
+                Image {
+                    carried: Image::runs_of(&origin_plane(vol, &image)),
+                    dealloc: Image::runs_of(&origin_plane(vol, &dealloc).and_not(&top_src)),
+                },
+            )
+        }
+    };
     let header = StreamHeader::new(ImageHeader {
-        source_uuid: derived_source_id(&vol.sb.uuid, &top.source),
+        source_uuid: stream_source_id(vol, top, space),
         source_path: entry.path.clone(),
         snapshot: top.snap.clone(),
         base: base.map(|b| b.snap.clone()),
@@ -297,12 +405,8 @@ fn write_stream_with(
     });
     output.set_label(header.tape_label());
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
-    let front = Image {
-        carried: Image::runs_of(&image),
-        dealloc: Image::runs_of(&dealloc),
-    };
-    write_front(&mut w, &header, &top.tree, &front)?;
-    let w = write_data(vol, top, &image, w, compression)?;
+    write_front(&mut w, &header, &tree, &front)?;
+    let w = write_data(vol, top, &image, w, compression, space)?;
     let (end, out, stream_bytes) = w.finish()?;
     Ok((
         StreamWritten {
@@ -318,8 +422,8 @@ fn write_stream_with(
 }
 
 /// Writes one stream of `top` over `base` to `out` with the given stream
-/// id, for replication: the same stream id and snapshots give the same
-/// bytes, so a cut transfer can be resumed.
+/// id, in `space` (see `replica_space`), for replication: the same stream
+/// id and snapshots give the same bytes, so a cut transfer can be resumed.
 pub fn write_replica_stream(
     vol: &Volume,
     top: &VolSnapshot,
@@ -327,24 +431,33 @@ pub fn write_replica_stream(
     out: Out,
     compression: i32,
     stream_id: [u8; 16],
+    space: Space,
 ) -> Result<StreamWritten> {
     let output = Output::sink("replication");
-    let (w, out) = write_stream_with(vol, top, base, &output, out, compression, stream_id)?;
+    let (w, out) = write_stream_with(vol, top, base, &output, out, compression, stream_id, space)?;
     drop(out);
     Ok(w)
 }
 
 /// Writes the blocks of `image`, file by file in metadata order, each read
 /// from the volume and checked against its checksum (blocks outside the
-/// image are not read), compressed by the dump's parallel workers.
+/// image are not read), compressed by the dump's parallel workers. In the
+/// source's space a segment is named by its blocks' source VBNs and ends
+/// where they stop being consecutive, as `source_tree`'s extents do.
 fn write_data(
     vol: &Volume,
     top: &VolSnapshot,
     image: &Plane,
     w: StreamWriter,
     level: i32,
+    space: Space,
 ) -> Result<StreamWriter> {
     let bs = vol.bs();
+    let name = |t: u64| match space {
+        Space::Volume => t,
+        // source_tree checked every block of the snapshot has one.
+        Space::Source => vol.state.origin(t).unwrap_or(0),
+    };
     let ((), w, _) = write_records(w, level, bs, |send, pool| {
         let mut batch = RecordBatch::new(send, pool, bs);
         let mut buf = Vec::new();
@@ -358,7 +471,12 @@ fn write_data(
                     }
                     let room = batch.room()?;
                     let mut n = 1;
-                    while n < room.min(READ_BLOCKS) && k + n < x.count && image.get(x.vbn + k + n) {
+                    let first = name(x.vbn + k);
+                    while n < room.min(READ_BLOCKS)
+                        && k + n < x.count
+                        && image.get(x.vbn + k + n)
+                        && name(x.vbn + k + n) == first + n
+                    {
                         n += 1;
                     }
                     read_run(vol, top, inode, x, k, n, &mut buf)?;
@@ -367,7 +485,7 @@ fn write_data(
                     batch
                         .push(Segment {
                             ino: inode.ino,
-                            vbn: x.vbn + k,
+                            vbn: first,
                             offset,
                             len: len as u32,
                         })

@@ -228,7 +228,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader) -> Result<Received> {
     let (tree, map, plane) = fix_pointers(&at_granularity(&front.tree, k, bs), &carried, &old_map)
         .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
     let snapshot_blocks = plane.count();
-    let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc)?;
+    let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc, k)?;
     Ok(Received {
         stream: name,
         volume_id: id,
@@ -420,6 +420,7 @@ fn commit_snapshot(
     plane: Plane,
     sums: Vec<(u64, [u8; 16])>,
     alloc: &Allocator,
+    k: u64,
 ) -> Result<u64> {
     let mut state = vol.state.clone();
     let hw = plane.high_water().max(alloc.written.high_water()) as usize;
@@ -428,6 +429,18 @@ fn commit_snapshot(
     }
     for (v, s) in sums {
         state.sums[(v - 1) as usize] = s;
+    }
+    // Every block of the snapshot records the source VBN it holds (a
+    // block already there keeps the same one: its mapping never changes
+    // while it is in use). With smaller volume blocks than the stream's
+    // the map speaks sub-blocks, not source VBNs: nothing is recorded.
+    if state.origins.len() < hw {
+        state.origins.resize(hw, 0);
+    }
+    for m in &map {
+        for i in 0..m.count {
+            state.origins[(m.tgt + i - 1) as usize] = if k == 1 { m.src + i } else { 0 };
+        }
     }
     // Shadow snapshots lose the blocks this transaction reused.
     for s in state.snapshots.iter_mut().filter(|s| s.shadow) {

@@ -50,6 +50,9 @@ pub struct CreateOptions {
     pub compact: bool,
     /// Largest size the data region may grow to, in bytes (0: no limit).
     pub max_bytes: u64,
+    /// The volume's id (default: a new random one). A replica volume that
+    /// is re-created to take its first stream keeps the id its source knows.
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// Whether `path` is a regular file that starts like a volume.
@@ -85,7 +88,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
         file,
         sb: Superblock {
             block_size: opts.block_size,
-            uuid: crate::ids::random_id(),
+            uuid: opts.uuid.unwrap_or_else(crate::ids::random_id),
             generation: 0,
             meta_vbn: 1,
             meta_blocks: 0,
@@ -98,6 +101,7 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<Superblock> {
             sources: Vec::new(),
             snapshots: Vec::new(),
             sums: Vec::new(),
+            origins: Vec::new(),
         },
         superblock_damage: None,
     };
@@ -317,6 +321,7 @@ impl Volume {
         }
         let data_hw = new_used.high_water().saturating_sub(1);
         state.sums.resize(data_hw as usize, [0; 16]);
+        state.origins.resize(data_hw as usize, 0);
         let body = encode_state(&state);
         let blob = zstd::bulk::compress(&body, 3).context("compressing volume metadata")?;
         let blocks = (blob.len() as u64).div_ceil(bs).max(1);
@@ -351,6 +356,7 @@ impl Volume {
         crate::failpoint::hit("volume-before-sync");
         fsx::fsync(fd).map_err(io)?;
         let sb = Superblock {
+            version: super::format::VOLUME_VERSION,
             generation: self.sb.generation + 1,
             meta_vbn,
             meta_blocks: blocks,
@@ -415,5 +421,5 @@ fn read_state(file: &File, sb: &Superblock) -> Result<VolumeState> {
     if body.len() as u64 != sb.meta_raw_len {
         bail!("metadata length mismatch");
     }
-    decode_state(&body, sb.block_size, sb.data_blocks)
+    decode_state(&body, sb.version, sb.block_size, sb.data_blocks)
 }
