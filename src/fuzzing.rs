@@ -230,7 +230,10 @@ pub fn volume(data: &[u8]) {
                 meta_blocks,
                 meta_len: blob.len() as u64,
                 meta_raw_len: body.len() as u64,
-                meta_sha256: crate::digest::sha256(&blob),
+                meta_sha256: crate::volume::format::meta_checksum(
+                    crate::volume::format::VOLUME_VERSION,
+                    &blob,
+                ),
                 data_blocks: 64 + meta_blocks,
                 max_blocks: 0,
                 flags: m as u32 & 1,

@@ -3,6 +3,7 @@
 
 pub mod pipeline;
 pub mod plan;
+pub mod readahead;
 pub mod resume;
 pub mod sink;
 

@@ -31,7 +31,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use xxhash_rust::xxh3::xxh3_128;
 
 /// A run of a file's blocks spooled while it was read for comparison.
 #[derive(Clone, Copy, Debug)]
@@ -351,65 +350,46 @@ fn compare(
     let mut oi = 0;
     let mut extents = Vec::new();
     let mut sums = Vec::with_capacity(f.block_count() as usize);
-    let mut buf = vec![0u8; 64 * bs as usize];
     let mut short = false;
-    for x in &f.extents {
-        let mut b = x.block;
-        while b < x.block + x.count {
-            let n = (x.block + x.count - b).min(64);
-            let off = b * bs;
-            let len = (((b + n) * bs).min(f.size) - off) as usize;
-            let got = fsx::pread_full(fd.as_fd(), &mut buf[..len], off)
-                .with_context(|| format!("cannot read {}", crate::names::escape(path)))?;
-            if got < len {
-                buf[got..len].fill(0);
-                short = true;
+    let runs: Vec<(u64, u64)> = f.extents.iter().map(|x| (x.block, x.count)).collect();
+    let name = crate::names::escape(path);
+    super::readahead::for_each_chunk(fd.as_fd(), &runs, f.size, bs, &name, |c| {
+        short |= c.short;
+        let len = c.data.len();
+        for i in 0..c.count {
+            let blk = c.block + i;
+            let s = ((i * bs) as usize).min(len);
+            let e = (s + bs as usize).min(len);
+            let data = &c.data[s..e];
+            let h = c.sums[i as usize];
+            sums.push(h);
+            while oi < old.len() && old[oi].0 < blk {
+                oi += 1;
             }
-            for i in 0..n {
-                let blk = b + i;
-                let s = (i * bs) as usize;
-                let e = (s + bs as usize).min(len);
-                let data = &buf[s..e];
-                let h = xxh3_128(data).to_le_bytes();
-                sums.push(h);
-                while oi < old.len() && old[oi].0 < blk {
-                    oi += 1;
-                }
-                let keep = old
-                    .get(oi)
-                    .filter(|o| o.0 == blk && o.2 == h && !claimed.get(o.1))
-                    .map(|o| o.1);
-                match keep {
-                    Some(v) => {
-                        claimed.set(v);
-                        push_extent(
-                            &mut extents,
-                            Extent {
-                                block: blk,
-                                vbn: v,
-                                count: 1,
-                            },
-                        );
-                        if !base.get(v) {
-                            spool.append(spool_dir, f.ino, blk, data, bs)?;
-                        }
-                    }
-                    None => {
-                        push_extent(
-                            &mut extents,
-                            Extent {
-                                block: blk,
-                                vbn: 0,
-                                count: 1,
-                            },
-                        );
+            let keep = old
+                .get(oi)
+                .filter(|o| o.0 == blk && o.2 == h && !claimed.get(o.1))
+                .map(|o| o.1);
+            push_extent(
+                &mut extents,
+                Extent {
+                    block: blk,
+                    vbn: keep.unwrap_or(0),
+                    count: 1,
+                },
+            );
+            match keep {
+                Some(v) => {
+                    claimed.set(v);
+                    if !base.get(v) {
                         spool.append(spool_dir, f.ino, blk, data, bs)?;
                     }
                 }
+                None => spool.append(spool_dir, f.ino, blk, data, bs)?,
             }
-            b += n;
         }
-    }
+        Ok(())
+    })?;
     // Mark the file as read even when nothing was spooled.
     spool.runs.entry(f.ino).or_default();
     let st = fsx::fstat(fd.as_fd())?;

@@ -306,10 +306,26 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
         );
     }
     let ch = Arc::new(Mutex::new(ch));
-    let mut summary = if is_vol {
-        from_volume(opts, &vpath, sel.as_deref(), &hello, &ch)?
+    let run = if is_vol {
+        from_volume(opts, &vpath, sel.as_deref(), &hello, &ch)
     } else {
-        from_tree(opts, &hello, &ch, report)?
+        from_tree(opts, &hello, &ch, report)
+    };
+    let mut summary = match run {
+        Ok(s) => s,
+        Err(e) => {
+            // Tell the destination why (it keeps what arrived for a
+            // resume); it may have gone already.
+            if let Ok(mut c) = ch.lock() {
+                let _ = c.send(
+                    Kind::Failure,
+                    &protocol::Failure {
+                        message: format!("{e:#}"),
+                    },
+                );
+            }
+            return Err(e);
+        }
     };
     let ch = Arc::try_unwrap(ch)
         .map_err(|_| anyhow!("internal: channel still shared"))?

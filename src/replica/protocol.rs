@@ -270,9 +270,30 @@ impl Channel {
             }
             Ok(())
         })();
-        r.with_context(|| format!("the connection to {} was lost", self.peer))?;
+        if let Err(e) = r {
+            return Err(self.lost(e));
+        }
         self.bytes_out += 4 + len as u64;
         Ok(())
+    }
+
+    /// The error for a write that failed: the peer usually closed the
+    /// channel because it failed, and said why in a Failure frame it sent
+    /// first; that message is the error, not the broken pipe.
+    fn lost(&mut self, e: std::io::Error) -> anyhow::Error {
+        for _ in 0..64 {
+            match self.recv() {
+                Ok(Some(Frame::Message(Kind::Failure, body))) => {
+                    let f: Failure = serde_json::from_slice(&body).unwrap_or(Failure {
+                        message: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    return anyhow!("{}: {}", self.peer, f.message);
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        anyhow!("the connection to {} was lost: {e}", self.peer)
     }
 
     /// Sends a JSON message.
@@ -298,9 +319,10 @@ impl Channel {
 
     /// Flushes buffered frames.
     pub fn flush(&mut self) -> Result<()> {
-        self.w
-            .flush()
-            .with_context(|| format!("the connection to {} was lost", self.peer))
+        match self.w.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.lost(e)),
+        }
     }
 
     /// Reads the next frame; `None` when the peer closed the channel

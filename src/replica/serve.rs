@@ -105,7 +105,9 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
         &format!("replication into {}", dest.path().display()),
         Wait::Yes,
     )?;
-    let hello = hello(dest)?;
+    // A volume stays open (shared) from the hello to the apply: its
+    // metadata is decoded once.
+    let (hello, held) = hello(dest)?;
     ch.send(Kind::Hello, &hello)?;
     let decision: Decision = ch.expect(Kind::Decision)?;
     match decision.action {
@@ -118,7 +120,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
         Action::Full | Action::Increment | Action::Resume => receive(dest, ch)?,
     }
     ch.expect::<serde_json::Value>(Kind::Commit)?;
-    let snap = apply(dest, report);
+    let snap = apply(dest, held, report);
     // Whatever the apply did, the incoming transfer is used up: a stream
     // that would not apply is not offered again.
     let _ = std::fs::remove_file(dest.complete_marker());
@@ -158,13 +160,20 @@ fn refuse_foreign_directory(t: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What the destination holds, and a cut transfer if one is here.
-fn hello(dest: &Destination) -> Result<Hello> {
-    let (replica_id, follows) = match dest {
-        Destination::Volume(p) => volume_hello(p)?,
-        Destination::Target(t) => target_hello(t)?,
+/// What the destination holds, and a cut transfer if one is here; a
+/// volume destination is returned open.
+fn hello(dest: &Destination) -> Result<(Hello, Option<crate::volume::Volume>)> {
+    let (replica_id, follows, held) = match dest {
+        Destination::Volume(p) => {
+            let (id, follows, vol) = volume_hello(p)?;
+            (id, follows, Some(vol))
+        }
+        Destination::Target(t) => {
+            let (id, follows) = target_hello(t)?;
+            (id, follows, None)
+        }
     };
-    Ok(Hello {
+    let hello = Hello {
         protocol: PROTOCOL_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         replica_id,
@@ -187,10 +196,11 @@ fn hello(dest: &Destination) -> Result<Hello> {
             !applied
         }),
         follows,
-    })
+    };
+    Ok((hello, held))
 }
 
-fn volume_hello(path: &Path) -> Result<(String, Vec<Followed>)> {
+fn volume_hello(path: &Path) -> Result<(String, Vec<Followed>, crate::volume::Volume)> {
     if !path.exists() {
         crate::volume::store::create(
             path,
@@ -226,7 +236,7 @@ fn volume_hello(path: &Path) -> Result<(String, Vec<Followed>)> {
             }
         })
         .collect();
-    Ok((crate::ids::hex(&vol.sb.uuid), follows))
+    Ok((crate::ids::hex(&vol.sb.uuid), follows, vol))
 }
 
 fn target_hello(target: &Path) -> Result<(String, Vec<Followed>)> {
@@ -370,14 +380,25 @@ fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
     }
 }
 
-/// Applies the complete incoming stream; returns the snapshot now held.
-fn apply(dest: &Destination, report: &Report) -> Result<crate::stream::header::SnapshotRef> {
+/// Applies the complete incoming stream (into `held`, the volume the
+/// hello read, when it is still current); returns the snapshot now held.
+fn apply(
+    dest: &Destination,
+    held: Option<crate::volume::Volume>,
+    report: &Report,
+) -> Result<crate::stream::header::SnapshotRef> {
     let path = dest.incoming();
     let input = Input::plain(&path.to_string_lossy())?;
     match dest {
         Destination::Volume(v) => {
-            fit_empty_volume(v, read_header(&path)?.block_size)?;
-            let s = crate::volume::receive::receive(
+            let vol = match fit_empty_volume(v, held, read_header(&path)?.block_size)? {
+                Some(vol) => vol.reopen_for_write(Wait::Yes)?,
+                None => {
+                    crate::volume::Volume::open(v, crate::volume::store::Access::Write, Wait::Yes)?
+                }
+            };
+            let s = crate::volume::receive::receive_into(
+                vol,
                 &crate::volume::receive::ReceiveOptions {
                     inputs: vec![input],
                     volume: v.clone(),
@@ -431,15 +452,23 @@ fn apply(dest: &Destination, report: &Report) -> Result<crate::stream::header::S
 /// A volume that holds nothing yet (as the hello created it) takes the
 /// first stream's block size when its own cannot hold that stream's
 /// blocks: it is created again, empty, under the same id, so the source's
-/// record of this replica stays true.
-fn fit_empty_volume(path: &Path, stream_bs: u32) -> Result<()> {
+/// record of this replica stays true. Returns `held` unless it was
+/// replaced.
+fn fit_empty_volume(
+    path: &Path,
+    held: Option<crate::volume::Volume>,
+    stream_bs: u32,
+) -> Result<Option<crate::volume::Volume>> {
     use crate::volume::store::{create, Access, CreateOptions, Volume};
     let (uuid, compact, max_bytes) = {
-        let v = Volume::open(path, Access::Read, Wait::Yes)?;
+        let v = match held {
+            Some(v) => v,
+            None => Volume::open(path, Access::Read, Wait::Yes)?,
+        };
         let bs = v.sb.block_size;
         let fits = stream_bs >= bs && stream_bs % bs == 0;
         if fits || !v.state.sources.is_empty() || !v.state.snapshots.is_empty() {
-            return Ok(());
+            return Ok(Some(v));
         }
         (
             v.sb.uuid,
@@ -460,7 +489,8 @@ fn fit_empty_volume(path: &Path, stream_bs: u32) -> Result<()> {
             uuid: Some(uuid),
         },
     )?;
-    crate::atomic::rename_durably(&tmp, path)
+    crate::atomic::rename_durably(&tmp, path)?;
+    Ok(None)
 }
 
 /// The header of the stream in `path`.

@@ -78,8 +78,18 @@ pub struct ReceiveSummary {
 
 /// Applies the inputs to the volume, one commit per stream.
 pub fn receive(opts: &ReceiveOptions, report: &Report) -> Result<ReceiveSummary> {
+    let vol = Volume::open(&opts.volume, Access::Write, opts.wait)?;
+    receive_into(vol, opts, report)
+}
+
+/// `receive` into a volume already open for writing (`opts.volume` names
+/// it, for messages).
+pub fn receive_into(
+    mut vol: Volume,
+    opts: &ReceiveOptions,
+    report: &Report,
+) -> Result<ReceiveSummary> {
     let started = std::time::Instant::now();
-    let mut vol = Volume::open(&opts.volume, Access::Write, opts.wait)?;
     let mut received = Vec::new();
     for input in &opts.inputs {
         let mut set = ImageSetReader::open(input)?;

@@ -215,6 +215,48 @@ impl Volume {
         })
     }
 
+    /// The same volume opened for writing. Its decoded state is kept when
+    /// nothing was committed since it was read (the newest superblock is
+    /// the one it was read from), so a large volume's metadata is not
+    /// decoded twice by a reader that turns writer (`serve`); otherwise it
+    /// is opened afresh. The shared lock is released before the exclusive
+    /// one is taken, hence the check.
+    pub fn reopen_for_write(self, wait: Wait) -> Result<Volume> {
+        let Volume {
+            path,
+            file,
+            sb,
+            state,
+            superblock_damage,
+        } = self;
+        drop(file);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open volume {}", path.display()))?;
+        flock(&file, true, wait, &path)?;
+        let mut slots = vec![0u8; (2 * SLOT_BYTES) as usize];
+        let n = fsx::pread_full(file.as_fd(), &mut slots, 0)
+            .with_context(|| format!("cannot read volume {}", path.display()))?;
+        slots.truncate(n);
+        let newest = slots
+            .chunks(SLOT_BYTES as usize)
+            .filter_map(|s| Superblock::decode(s).ok())
+            .max_by_key(|s| s.generation);
+        if newest.as_ref() == Some(&sb) {
+            return Ok(Volume {
+                path,
+                file,
+                sb,
+                state,
+                superblock_damage,
+            });
+        }
+        drop(file);
+        Volume::open(&path, Access::Write, wait)
+    }
+
     /// Block size of the data region.
     pub fn bs(&self) -> u64 {
         self.sb.block_size as u64
@@ -323,7 +365,9 @@ impl Volume {
         state.sums.resize(data_hw as usize, [0; 16]);
         state.origins.resize(data_hw as usize, 0);
         let body = encode_state(&state);
-        let blob = zstd::bulk::compress(&body, 3).context("compressing volume metadata")?;
+        // Level 1: most of the body is checksums, which no level shrinks,
+        // and a large volume's body is rewritten by every commit.
+        let blob = zstd::bulk::compress(&body, 1).context("compressing volume metadata")?;
         let blocks = (blob.len() as u64).div_ceil(bs).max(1);
         let avoid = self.referenced().or(&new_used).or(written);
         // A compact volume packs the metadata with the data; otherwise it
@@ -362,7 +406,7 @@ impl Volume {
             meta_blocks: blocks,
             meta_len: blob.len() as u64,
             meta_raw_len: body.len() as u64,
-            meta_sha256: crate::digest::sha256(&blob),
+            meta_sha256: super::format::meta_checksum(super::format::VOLUME_VERSION, &blob),
             data_blocks,
             ..self.sb.clone()
         };
@@ -413,7 +457,7 @@ fn read_state(file: &File, sb: &Superblock) -> Result<VolumeState> {
     }
     let mut blob = vec![0u8; sb.meta_len as usize];
     fsx::pread_full(file.as_fd(), &mut blob, block_offset(sb.meta_vbn, bs))?;
-    if crate::digest::sha256(&blob) != sb.meta_sha256 {
+    if super::format::meta_checksum(sb.version, &blob) != sb.meta_sha256 {
         bail!("metadata checksum mismatch");
     }
     let body = zstd::bulk::decompress(&blob, sb.meta_raw_len as usize)
