@@ -847,3 +847,48 @@ fn pointers_name_snapshots_and_replicate_sends_one() {
         "{err}"
     );
 }
+
+/// A destination that fails in the middle of the stream (its file system
+/// fills up) is reported by its own message, in one line, not as a broken
+/// pipe; it keeps its old snapshot, and the next replicate (with room)
+/// completes.
+#[test]
+fn a_destination_failing_mid_stream_says_why() {
+    let t = paths();
+    let work = t.dir.path();
+    write(&t.src.join("small"), 1, 100_000);
+    let Some(fsys) = Tmpfs::new(&work.join("fs"), "6M") else {
+        eprintln!("skipped: needs root for a tmpfs");
+        return;
+    };
+    let vol = fsys.0.join("r.vol");
+    let dir = fsys.0.join("r-dir");
+    for dest in [&vol, &dir] {
+        ok(replicate(&t.cat, &[], p(&t.src), p(dest)));
+    }
+    let want = source_state(&t.src);
+    write(&t.src.join("big"), 2, 12 << 20);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for dest in [&vol, &dir] {
+        let (code, _, err) = replicate(&t.cat, &[], p(&t.src), p(dest));
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("file system full"), "{err}");
+        assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
+    }
+    same_content(
+        &want,
+        &volume_state(&vol, work, ""),
+        "volume kept its snapshot",
+    );
+    same_content(&want, &replica_state(&dir), "directory kept its snapshot");
+    // Room again: the next run completes.
+    std::fs::remove_file(t.src.join("big")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let want = source_state(&t.src);
+    for dest in [&vol, &dir] {
+        ok(replicate(&t.cat, &[], p(&t.src), p(dest)));
+    }
+    same_content(&want, &volume_state(&vol, work, ""), "volume after");
+    same_content(&want, &replica_state(&dir), "directory after");
+}

@@ -225,6 +225,7 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         resume_point,
         &specs,
         None,
+        None,
         report,
     );
     let (mut summary, new_state) = match result {
@@ -291,6 +292,7 @@ fn run(
     resuming: Option<&resume::ResumePoint>,
     specs: &[String],
     gate: Option<&GateFn<'_>>,
+    prescanned: Option<Tree>,
     report: &Report,
 ) -> Result<Option<(DumpSummary, crate::catalog::CatalogState)>> {
     let run = Run {
@@ -304,7 +306,7 @@ fn run(
     };
     let scan_started = Time::now();
     let mut state = catalog.state.clone();
-    let written = match run.write(catalog, &mut state, &output, out) {
+    let written = match run.write(catalog, &mut state, &output, out, prescanned) {
         Ok(Some(w)) => w,
         Ok(None) => {
             output.abort();
@@ -319,6 +321,42 @@ fn run(
     output.commit()?;
     let summary = run.record(&mut state, written, scan_started, output_name);
     Ok(Some((summary, state)))
+}
+
+/// Scans on a thread with a deep stack (the walk recurses per directory
+/// level).
+fn scan_tree(source: &std::path::Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, || scan(source, opts, report))
+            .expect("spawn scan thread")
+            .join()
+            .expect("scan thread panicked")
+    })
+}
+
+/// The scan of a dump into a sink, made before its base and snapshot are
+/// chosen (the scan needs neither), so it overlaps whatever the choice
+/// waits for — a replication's destination answering over ssh.
+pub(crate) fn scan_for_sink(
+    source: &std::path::Path,
+    catalog: &Catalog,
+    catalog_root: &std::path::Path,
+    report: &Report,
+) -> Result<Tree> {
+    let mut exclude = std::collections::HashSet::new();
+    for p in [catalog.dir.as_path(), catalog_root] {
+        if let Ok(m) = std::fs::metadata(p) {
+            exclude.insert((m.dev(), m.ino()));
+        }
+    }
+    let opts = ScanOptions {
+        block_size: catalog.state.block_size as u64,
+        exclude,
+        prev: catalog.state.tree.as_ref(),
+    };
+    scan_tree(source, &opts, report)
 }
 
 impl Run<'_> {
@@ -361,6 +399,7 @@ impl Run<'_> {
         state: &mut crate::catalog::CatalogState,
         output: &Output,
         out: Box<dyn std::io::Write + Send>,
+        prescanned: Option<Tree>,
     ) -> Result<Option<Written>> {
         let (opts, bs, report) = (self.opts, self.bs, self.report);
         let base = select_base(&state.snapshots, opts.level, opts.base)?;
@@ -370,20 +409,18 @@ impl Run<'_> {
                 opts.level
             ));
         }
-        let scan_opts = ScanOptions {
-            block_size: bs as u64,
-            exclude: self.exclusions(catalog, output),
-            prev: state.tree.as_ref(),
-        };
         let source = self.source;
-        let mut tree = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .stack_size(256 << 20)
-                .spawn_scoped(s, || scan(source, &scan_opts, report))
-                .expect("spawn scan thread")
-                .join()
-                .expect("scan thread panicked")
-        })?;
+        let mut tree = match prescanned {
+            Some(t) => t,
+            None => {
+                let scan_opts = ScanOptions {
+                    block_size: bs as u64,
+                    exclude: self.exclusions(catalog, output),
+                    prev: state.tree.as_ref(),
+                };
+                scan_tree(source, &scan_opts, report)?
+            }
+        };
         crate::failpoint::pause("dump-after-scan");
         let open_root = || {
             fsx::open_dir_path(source)

@@ -156,7 +156,11 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, &data).unwrap();
         let blocks = (data.len() as u64).div_ceil(bs);
-        for runs in [vec![(0, blocks)], vec![(0, 3), (500, blocks - 500)], vec![(2, 5)]] {
+        for runs in [
+            vec![(0, blocks)],
+            vec![(0, 3), (500, blocks - 500)],
+            vec![(2, 5)],
+        ] {
             let mut next = Vec::new();
             for &(b, n) in &runs {
                 next.extend(b..b + n);
@@ -195,13 +199,20 @@ mod tests {
         assert!(short && tail_zero);
         // An error of the consumer stops the reading.
         let mut n = 0;
-        let r = for_each_chunk(f.as_fd(), &[(0, blocks)], data.len() as u64, bs, "t", |_| {
-            n += 1;
-            if n == 3 {
-                anyhow::bail!("stop");
-            }
-            Ok(())
-        });
+        let r = for_each_chunk(
+            f.as_fd(),
+            &[(0, blocks)],
+            data.len() as u64,
+            bs,
+            "t",
+            |_| {
+                n += 1;
+                if n == 3 {
+                    anyhow::bail!("stop");
+                }
+                Ok(())
+            },
+        );
         assert!(r.is_err() && n == 3);
     }
 }

@@ -26,9 +26,6 @@ pub struct SinkDump {
     pub compression: i32,
     /// Lock policy for the source's catalog.
     pub wait: crate::lock::Wait,
-    /// What the catalog records as the stream's location (after
-    /// [`REPLICA_PREFIX`]).
-    pub destination: String,
 }
 
 /// The caller's choice, made under the catalog's lock.
@@ -51,8 +48,12 @@ pub enum Choice {
 
 /// The caller's side of a sink dump.
 pub trait SinkHooks {
-    /// Chooses what to dump, seeing the locked catalog.
-    fn choose(&mut self, catalog: &Catalog) -> Result<Choice>;
+    /// Chooses what to dump, seeing the locked catalog, after the source
+    /// was scanned (at `scanned_at`, the new snapshot's time).
+    fn choose(&mut self, catalog: &Catalog, scanned_at: crate::tree::Time) -> Result<Choice>;
+    /// What the catalog records as the stream's location (after
+    /// [`REPLICA_PREFIX`]); asked after `choose`.
+    fn destination(&self) -> String;
     /// After planning: `false` stops without writing or recording anything.
     fn gate(&self, gate: &Gate) -> Result<bool>;
     /// The writer the stream goes to (asked once, after `choose`).
@@ -71,7 +72,9 @@ pub fn dump_to_sink(
     let started = std::time::Instant::now();
     let (source, _lock, mut catalog) =
         super::open_catalog_locked(&opts.source, &opts.catalog_root, opts.wait)?;
-    let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog)? {
+    let scanned_at = crate::tree::Time::now();
+    let tree = super::scan_for_sink(&source, &catalog, &opts.catalog_root, report)?;
+    let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog, scanned_at)? {
         Choice::Stop => return Ok(None),
         Choice::Dump {
             base,
@@ -92,7 +95,7 @@ pub fn dump_to_sink(
             catalog.state.next_snap_id
         );
     }
-    let name = format!("{REPLICA_PREFIX}{}", opts.destination);
+    let name = format!("{REPLICA_PREFIX}{}", hooks.destination());
     let dump_opts = DumpOptions {
         level: snapshot.level,
         output: name.clone(),
@@ -139,6 +142,7 @@ pub fn dump_to_sink(
             Some(&point),
             &specs,
             Some(&gate),
+            Some(tree),
             report,
         )?
     };
@@ -150,7 +154,7 @@ pub fn dump_to_sink(
     catalog.commit().with_context(|| {
         format!(
             "the stream to {} is complete, but the catalog could not record it",
-            opts.destination
+            hooks.destination()
         )
     })?;
     Ok(Some(DumpSummary {

@@ -288,35 +288,26 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
         (Some(s), None) => Some(resolve_pointer(&vpath, &opts.catalog_root, s)?),
         (None, s) => s,
     };
-    let (peer, mut ch) = Peer::start(opts, &d)?;
-    let hello: Hello = ch.expect(Kind::Hello).map_err(|e| {
-        if format!("{e:#}").contains("closed the connection") {
-            anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
-        } else {
-            e
-        }
-    })?;
-    if hello.protocol != protocol::PROTOCOL_VERSION {
-        bail!(
-            "{} speaks replication protocol {} (snapdump {}), this snapdump speaks {}; install the same version on both sides",
-            opts.dest,
-            hello.protocol,
-            hello.tool_version,
-            protocol::PROTOCOL_VERSION
-        );
-    }
+    let (peer, ch) = Peer::start(opts, &d)?;
     let ch = Arc::new(Mutex::new(ch));
     let run = if is_vol {
-        from_volume(opts, &vpath, sel.as_deref(), &hello, &ch)
+        read_hello(&ch, opts)
+            .and_then(|hello| from_volume(opts, &vpath, sel.as_deref(), &hello, &ch))
     } else {
-        from_tree(opts, &hello, &ch, report)
+        // The destination's hello is read while the source is scanned.
+        let reader = {
+            let ch = ch.clone();
+            let opts_dest = opts.dest.clone();
+            std::thread::spawn(move || read_hello_from(&ch, &opts_dest))
+        };
+        from_tree(opts, reader, &ch, report)
     };
     let mut summary = match run {
         Ok(s) => s,
         Err(e) => {
             // Tell the destination why (it keeps what arrived for a
             // resume); it may have gone already.
-            if let Ok(mut c) = ch.lock() {
+            if let Ok(mut c) = ch.try_lock() {
                 let _ = c.send(
                     Kind::Failure,
                     &protocol::Failure {
@@ -343,6 +334,33 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
     Ok(summary)
 }
 
+/// Reads and checks the destination's hello.
+fn read_hello(ch: &Arc<Mutex<Channel>>, opts: &ReplicateOptions) -> Result<Hello> {
+    read_hello_from(ch, &opts.dest)
+}
+
+fn read_hello_from(ch: &Arc<Mutex<Channel>>, dest: &str) -> Result<Hello> {
+    let hello: Hello = lock(ch)?.expect(Kind::Hello).map_err(|e| {
+        if format!("{e:#}").contains("closed the connection") {
+            anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
+        } else {
+            e
+        }
+    })?;
+    if hello.protocol != protocol::PROTOCOL_VERSION {
+        bail!(
+            "{dest} speaks replication protocol {} (snapdump {}), this snapdump speaks {}; install the same version on both sides",
+            hello.protocol,
+            hello.tool_version,
+            protocol::PROTOCOL_VERSION
+        );
+    }
+    Ok(hello)
+}
+
+/// The destination's hello, read on a thread while the source is scanned.
+type HelloReader = std::thread::JoinHandle<Result<Hello>>;
+
 /// A cut transfer of a tree source, recorded in its catalog directory
 /// before the first byte is sent, so the next run regenerates the same
 /// stream.
@@ -362,7 +380,9 @@ fn pending_path(catalog_dir: &Path, replica: &str) -> PathBuf {
 /// The hooks of a tree source's sink dump.
 struct TreeHooks<'a> {
     opts: &'a ReplicateOptions,
-    hello: &'a Hello,
+    /// Read by `choose` (from `reader`).
+    hello_slot: Option<Hello>,
+    reader: Option<HelloReader>,
     ch: Arc<Mutex<Channel>>,
     summary: ReplicateSummary,
     /// What was chosen: the action, and the decision's base.
@@ -377,6 +397,22 @@ struct TreeHooks<'a> {
 }
 
 impl TreeHooks<'_> {
+    /// Waits for the destination's hello (once).
+    fn await_hello(&mut self) -> Result<()> {
+        if let Some(r) = self.reader.take() {
+            let h = r
+                .join()
+                .map_err(|_| anyhow!("internal: the hello reader panicked"))??;
+            self.hello_slot = Some(h);
+        }
+        Ok(())
+    }
+
+    /// The destination's hello (after `choose`).
+    fn hello(&self) -> &Hello {
+        self.hello_slot.as_ref().expect("hello read by choose")
+    }
+
     fn send_decision(&self, action: Action, source_uuid: &[u8; 16]) -> Result<()> {
         lock(&self.ch)?.send(
             Kind::Decision,
@@ -396,19 +432,32 @@ fn lock(ch: &Arc<Mutex<Channel>>) -> Result<std::sync::MutexGuard<'_, Channel>> 
 }
 
 impl SinkHooks for TreeHooks<'_> {
-    fn choose(&mut self, catalog: &crate::catalog::Catalog) -> Result<Choice> {
+    fn destination(&self) -> String {
+        match &self.hello_slot {
+            Some(h) => format!("{} ({})", self.opts.dest, h.replica_id),
+            None => self.opts.dest.clone(),
+        }
+    }
+
+    fn choose(
+        &mut self,
+        catalog: &crate::catalog::Catalog,
+        scanned_at: crate::tree::Time,
+    ) -> Result<Choice> {
+        self.await_hello()?;
+        let hello = self.hello_slot.clone().expect("just read");
+        let hello = &hello;
         let st = &catalog.state;
         let snaps: Vec<SnapshotRef> = st.snapshots.iter().map(|s| s.snap.clone()).collect();
         let path = String::from_utf8_lossy(&st.source_path).into_owned();
-        let pending: Option<Pending> =
-            std::fs::read(pending_path(&catalog.dir, &self.hello.replica_id))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+        let pending: Option<Pending> = std::fs::read(pending_path(&catalog.dir, &hello.replica_id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let me = crate::ids::hex(&st.source_uuid);
         self.source_uuid = st.source_uuid;
         // A transfer cut earlier: resume it, or apply it if it is whole
         // and the catalog already recorded it.
-        if let Some(inc) = &self.hello.incoming {
+        if let Some(inc) = &hello.incoming {
             let known = snaps
                 .last()
                 .is_some_and(|s| crate::ids::hex(&s.uuid) == inc.snapshot.uuid);
@@ -454,7 +503,7 @@ impl SinkHooks for TreeHooks<'_> {
             path: &path,
             snapshots: &snaps,
         };
-        let (action, base) = match decide(&view, self.hello, self.opts.full) {
+        let (action, base) = match decide(&view, hello, self.opts.full) {
             Plan::Conflict(m) => {
                 self.reason = m.clone();
                 self.send_decision(Action::Conflict, &st.source_uuid)?;
@@ -472,7 +521,7 @@ impl SinkHooks for TreeHooks<'_> {
         let snapshot = SnapshotRef {
             id: st.next_snap_id,
             uuid: crate::ids::random_id(),
-            time: crate::tree::Time::now(),
+            time: scanned_at,
             level: if base.is_some() { 1 } else { 0 },
         };
         let stream_id = crate::ids::random_id();
@@ -480,7 +529,7 @@ impl SinkHooks for TreeHooks<'_> {
         self.base = base.clone();
         self.top = Some(snapshot.clone());
         let p = Pending {
-            replica_id: self.hello.replica_id.clone(),
+            replica_id: hello.replica_id.clone(),
             source_uuid: me,
             snapshot: Snap::of(&snapshot),
             base: base.as_ref().map(|b| b.id),
@@ -488,7 +537,7 @@ impl SinkHooks for TreeHooks<'_> {
         };
         std::fs::create_dir_all(&catalog.dir)?;
         crate::atomic::replace_file(
-            &pending_path(&catalog.dir, &self.hello.replica_id),
+            &pending_path(&catalog.dir, &hello.replica_id),
             &serde_json::to_vec_pretty(&p)?,
         )?;
         Ok(Choice::Dump {
@@ -520,7 +569,7 @@ impl SinkHooks for TreeHooks<'_> {
     }
 
     fn sink(&mut self) -> Box<dyn Write + Send> {
-        let held = self.hello.incoming.as_ref().map_or(0, |i| i.bytes);
+        let held = self.hello().incoming.as_ref().map_or(0, |i| i.bytes);
         let chunks = std::mem::take(&mut self.resume_chunks);
         let held = if chunks.is_empty() { 0 } else { held };
         let state = Arc::new(Mutex::new(SinkState::new(chunks, held)));
@@ -658,7 +707,7 @@ impl Write for ChannelSink {
 
 fn from_tree(
     opts: &ReplicateOptions,
-    hello: &Hello,
+    reader: HelloReader,
     ch: &Arc<Mutex<Channel>>,
     report: &Report,
 ) -> Result<ReplicateSummary> {
@@ -670,7 +719,8 @@ fn from_tree(
     );
     let mut hooks = TreeHooks {
         opts,
-        hello,
+        hello_slot: None,
+        reader: Some(reader),
         ch: ch.clone(),
         summary: ReplicateSummary::default(),
         action: None,
@@ -687,10 +737,21 @@ fn from_tree(
         catalog_root: opts.catalog_root.clone(),
         compression: opts.compression,
         wait: opts.wait,
-        destination: format!("{} ({})", opts.dest, hello.replica_id),
     };
     let registry = registry::RegistryFile::new(&catalog_dir);
     let written = dump_to_sink(&sd, &mut hooks, report);
+    // Failed before the choice (say, the catalog was busy): the hello is
+    // still read, so the destination is not left waiting for it.
+    if let Err(e) = hooks.await_hello() {
+        return Err(written.err().unwrap_or(e));
+    }
+    let Some(hello) = hooks.hello_slot.clone() else {
+        // The hello itself failed (choose returned that error).
+        return Err(written
+            .err()
+            .unwrap_or_else(|| anyhow!("internal: no hello from {}", opts.dest)));
+    };
+    let hello = &hello;
     // Whatever happened, what the destination said it holds is recorded
     // (a lost acknowledgement is caught up here).
     if hooks.action.is_some() {
