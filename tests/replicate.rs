@@ -892,3 +892,79 @@ fn a_destination_failing_mid_stream_says_why() {
     same_content(&want, &volume_state(&vol, work, ""), "volume after");
     same_content(&want, &replica_state(&dir), "directory after");
 }
+
+/// `--full` into a directory that holds a replica of another history:
+/// the copy is staged beside it and swapped in whole. Killed before the
+/// swap the old tree stays, killed after it the new one is there; the
+/// staging directory is removed by the next run, and the replica keeps
+/// its id.
+#[test]
+fn a_full_copy_replaces_a_directory_replica_whole() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let dir = work.join("dir");
+    ok(replicate(&t.cat, &[], p(&t.src), p(&dir)));
+    let old = replica_state(&dir);
+    let id_file = dir.join(".snapdump-restore/replica-id");
+    let id = std::fs::read(&id_file).unwrap();
+    let staging = work.join(".dir.snapdump-full");
+    let other = work.join("other-catalog");
+    mutate(&t.src, 1);
+    let want = source_state(&t.src);
+    let (code, _, err) = replicate(&other, &[], p(&t.src), p(&dir));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--full"), "{err}");
+    let killed = |point: &str| {
+        let out = bin()
+            .args([
+                "replicate",
+                "--full",
+                "--catalog",
+                p(&other),
+                p(&t.src),
+                p(&dir),
+            ])
+            .env("SNAPDUMP_FAILPOINT", format!("{point}:1"))
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{point}");
+        assert!(staging.exists(), "{point}: staging left behind");
+    };
+    killed("serve-before-swap");
+    same_content(
+        &old,
+        &replica_state(&dir),
+        "killed before the swap: the old tree",
+    );
+    killed("serve-after-swap");
+    same_content(
+        &want,
+        &replica_state(&dir),
+        "killed after the swap: the new tree",
+    );
+    assert_eq!(
+        std::fs::read(&id_file).unwrap(),
+        id,
+        "the replica keeps its id"
+    );
+    ok(replicate(&other, &[], p(&t.src), p(&dir)));
+    assert!(
+        !staging.exists(),
+        "the next run removes the staging directory"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Uninterrupted, with the source's first history.
+    ok(replicate(&t.cat, &[], p(&t.src), p(&dir)));
+    mutate(&t.src, 2);
+    let want = source_state(&t.src);
+    let v = ok(replicate(&other, &["--full"], p(&t.src), p(&dir)));
+    assert_eq!(v["decision"], "full", "{v}");
+    same_content(&want, &replica_state(&dir), "after --full");
+    assert!(!staging.exists());
+    mutate(&t.src, 3);
+    let want = source_state(&t.src);
+    let v = ok(replicate(&other, &[], p(&t.src), p(&dir)));
+    assert_eq!(v["decision"], "increment", "{v}");
+    same_content(&want, &replica_state(&dir), "increment after --full");
+}

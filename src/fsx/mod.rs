@@ -459,6 +459,26 @@ pub fn rename_at(
     .map(|_| ())
 }
 
+/// Swaps two paths atomically (`renameat2(RENAME_EXCHANGE)`): both exist
+/// before and after, each under the other's name. Hand-written because
+/// std has no exchange and nix's wrapper adds nothing but a dependency
+/// feature.
+pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = cname(a.as_os_str().as_bytes())?;
+    let b = cname(b.as_os_str().as_bytes())?;
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    })
+    .map(|_| ())
+}
+
 /// Deallocates a byte range, keeping the file size (the range reads as
 /// zeros and takes no space).
 pub fn punch_hole(fd: BorrowedFd, off: u64, len: u64) -> io::Result<()> {

@@ -105,6 +105,21 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
         &format!("replication into {}", dest.path().display()),
         Wait::Yes,
     )?;
+    if let Destination::Target(t) = dest {
+        // A full copy staged beside the target by a run that was killed:
+        // before the swap it is partial, after it the old tree; either
+        // way not wanted.
+        if let Ok(staging) = staging_beside(t) {
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging).with_context(|| {
+                    format!(
+                        "cannot remove {}, left by an earlier full copy",
+                        staging.display()
+                    )
+                })?;
+            }
+        }
+    }
     // A volume stays open (shared) from the hello to the apply: its
     // metadata is decoded once.
     let (hello, held) = hello(dest)?;
@@ -414,19 +429,16 @@ fn apply(
         }
         Destination::Target(t) => {
             let h = read_header(&path)?;
-            // A full copy goes only into a directory that holds nothing but
-            // snapdump's own state: replacing a tree in place is not atomic.
+            // A full copy replaces a tree only as a whole: it is restored
+            // beside the target and swapped in; into a directory that holds
+            // nothing but snapdump's own state it goes directly.
             let force = if h.full {
                 let others = std::fs::read_dir(t)?
                     .filter_map(|e| e.ok())
                     .any(|e| e.file_name() != crate::target::state::STATE_DIR);
                 if others {
-                    bail!(
-                        "a full copy cannot replace the tree in {} in place; replicate into a new directory (or empty this one)",
-                        t.display()
-                    );
+                    return full_beside(t, input, report);
                 }
-                // Nothing but the state directory is there to replace.
                 true
             } else {
                 false
@@ -447,6 +459,88 @@ fn apply(
                 .ok_or_else(|| anyhow!("the transfer held no stream"))
         }
     }
+}
+
+/// Where a full copy for target `t` is staged: `.NAME.snapdump-full`
+/// beside it (same file system, so the two can be swapped).
+fn staging_beside(t: &Path) -> Result<PathBuf> {
+    let real = std::fs::canonicalize(t)
+        .with_context(|| format!("cannot access restore target {}", t.display()))?;
+    match (real.parent(), real.file_name()) {
+        (Some(parent), Some(name)) => {
+            Ok(parent.join(format!(".{}.snapdump-full", name.to_string_lossy())))
+        }
+        _ => bail!(
+            "{} has no parent directory to stage a full copy in",
+            t.display()
+        ),
+    }
+}
+
+/// A full copy into a target that holds a tree: restored into a staging
+/// directory beside it, which takes over the replica's id, then swapped
+/// with the target in one atomic rename (RENAME_EXCHANGE), after which the
+/// old tree is removed. A crash leaves the old tree or the new one at the
+/// target, and the staging directory, which the next serve removes.
+fn full_beside(
+    t: &Path,
+    input: Input,
+    report: &Report,
+) -> Result<crate::stream::header::SnapshotRef> {
+    let staging = staging_beside(t)?;
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).with_context(|| {
+        format!(
+            "cannot create {} to stage the full copy in (is the directory above {} writable?)",
+            staging.display(),
+            t.display()
+        )
+    })?;
+    let fail = |e: anyhow::Error| {
+        let _ = std::fs::remove_dir_all(&staging);
+        e
+    };
+    let s = crate::target::full::restore(
+        &crate::target::summary::RestoreOptions {
+            input,
+            target: staging.clone(),
+            force: false,
+            digest: Digest::Check,
+            wait: Wait::Yes,
+            restored_before: None,
+        },
+        report,
+    )
+    .map_err(fail)?;
+    let state = crate::target::state::STATE_DIR;
+    let id = std::fs::read(t.join(state).join("replica-id")).map_err(|e| fail(e.into()))?;
+    crate::atomic::replace_file(&staging.join(state).join("replica-id"), &id).map_err(fail)?;
+    // Held across the swap: the lock file the target has afterwards.
+    let mut lock = staging.join(state).join("incoming");
+    lock.as_mut_os_string().push(".lock");
+    let _lock = crate::lock::acquire(&lock, "replication", Wait::No).map_err(fail)?;
+    crate::failpoint::hit("serve-before-swap");
+    crate::fsx::exchange(&staging, t).map_err(|e| {
+        fail(anyhow!(
+            "cannot swap the full copy in for {}: {e} (the file system may not support RENAME_EXCHANGE); replicate into a new directory",
+            t.display()
+        ))
+    })?;
+    if let Some(parent) = staging.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", parent.display()))?;
+    }
+    crate::failpoint::hit("serve-after-swap");
+    if let Err(e) = std::fs::remove_dir_all(&staging) {
+        report.warn(
+            staging.as_os_str().as_encoded_bytes(),
+            &format!("the replaced tree could not be removed ({e}); the next replicate removes it"),
+        );
+    }
+    s.last()
+        .map(|r| r.snapshot.clone())
+        .ok_or_else(|| anyhow!("the transfer held no stream"))
 }
 
 /// A volume that holds nothing yet (as the hello created it) takes the
