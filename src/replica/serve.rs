@@ -535,7 +535,7 @@ fn full_beside(
     if let Err(e) = std::fs::remove_dir_all(&staging) {
         report.warn(
             staging.as_os_str().as_encoded_bytes(),
-            &format!("the replaced tree could not be removed ({e}); the next replicate removes it"),
+            format!("the replaced tree could not be removed ({e}); the next replicate removes it"),
         );
     }
     s.last()
