@@ -835,6 +835,13 @@ fn pointers_name_snapshots_and_replicate_sends_one() {
     let v = ok(replicate(&t.cat, &["--snapshot", "old"], p(&b), p(&c)));
     assert_eq!(v["top"]["uuid"], v1["top"]["uuid"], "{v}");
     same_content(&first, &volume_state(&c, work, ""), "the named snapshot");
+    // C moves on to B's newest; the old one is then refused, not a
+    // conflict that would advise --full.
+    let v = ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    assert_eq!(v["decision"], "increment", "{v}");
+    let (code, _, err) = replicate(&t.cat, &["--snapshot", "old"], p(&b), p(&c));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("newer than snapshot"), "{err}");
     let (code, _, err) = run_s(&["pointer", "rm", "--catalog", p(&t.cat), p(&t.src), "first"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run_s(&["pointer", "rm", "--catalog", p(&t.cat), p(&t.src), "first"]);
@@ -967,4 +974,69 @@ fn a_full_copy_replaces_a_directory_replica_whole() {
     let v = ok(replicate(&other, &[], p(&t.src), p(&dir)));
     assert_eq!(v["decision"], "increment", "{v}");
     same_content(&want, &replica_state(&dir), "increment after --full");
+}
+
+/// The destination volume places blocks while the stream arrives and
+/// commits when the source says so: killed just before that commit it
+/// holds its old snapshot (and checks clean); the next run commits the
+/// held transfer without sending it again.
+#[test]
+fn a_volume_killed_before_its_early_commit_keeps_its_old_snapshot() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let vol = work.join("r.vol");
+    ok(replicate(&t.cat, &[], p(&t.src), p(&vol)));
+    let old = source_state(&t.src);
+    mutate(&t.src, 1);
+    let want = source_state(&t.src);
+    let out = bin()
+        .args(["replicate", "--catalog", p(&t.cat), p(&t.src), p(&vol)])
+        .env("SNAPDUMP_FAILPOINT", "serve-before-early-commit:1")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    same_content(
+        &old,
+        &volume_state(&vol, work, ""),
+        "killed before the commit",
+    );
+    let (code, out, err) = run_s(&["volume", "check", p(&vol)]);
+    assert_eq!(code, 0, "{err} {}", String::from_utf8_lossy(&out));
+    let v = ok(replicate(&t.cat, &[], p(&t.src), p(&vol)));
+    assert_eq!(v["bytes_sent"], 0, "{v}");
+    same_content(&want, &volume_state(&vol, work, ""), "after the next run");
+}
+
+/// A new replica volume of a volume source with 1 KiB blocks: the early
+/// placement cannot use the 4 KiB volume the hello created, so the stream
+/// is applied from the incoming file, into the volume re-created with the
+/// stream's block size.
+#[test]
+fn a_new_replica_volume_takes_its_first_streams_block_size() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let k = work.join("k.vol");
+    assert_eq!(
+        run_s(&["volume", "create", "--block-size", "1024", p(&k)]).0,
+        0
+    );
+    ok(replicate(&t.cat, &[], p(&t.src), p(&k)));
+    let c = work.join("c.vol");
+    let v = ok(replicate(&t.cat, &[], p(&k), p(&c)));
+    assert_eq!(v["decision"], "full", "{v}");
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_s(&["volume", "snapshots", "--json", p(&c)]).1).unwrap();
+    assert_eq!(info["block_size"], 1024, "{info}");
+    same_content(&source_state(&t.src), &volume_state(&c, work, ""), "C");
+    mutate(&t.src, 1);
+    ok(replicate(&t.cat, &[], p(&t.src), p(&k)));
+    let v = ok(replicate(&t.cat, &[], p(&k), p(&c)));
+    assert_eq!(v["decision"], "increment", "{v}");
+    same_content(
+        &source_state(&t.src),
+        &volume_state(&c, work, ""),
+        "C after",
+    );
 }

@@ -12,6 +12,7 @@
 //! and only what differs from the held chunks is sent again.
 
 pub mod decide;
+pub mod early;
 pub mod protocol;
 pub mod registry;
 pub mod serve;
@@ -779,6 +780,8 @@ fn from_tree(
             summary.top = Some(ack.snapshot.to_ref()?);
         }
         (_, None) => {
+            // Nothing was sent: no transfer to resume.
+            let _ = std::fs::remove_file(pending_path(&hooks.catalog_dir, &hello.replica_id));
             summary.decision = "current".into();
             summary.top = hooks.base.clone();
             summary.reason = "nothing changed since the destination's newest master".into();
@@ -879,6 +882,22 @@ fn from_volume(
         summary.decision = "commit".into();
         summary.top = Some(ack.snapshot.to_ref()?);
         return Ok(summary);
+    }
+    // Asked for a snapshot older than one the destination already holds
+    // (`--snapshot`, `PATH@ID`): sending it would go backwards.
+    if !opts.full {
+        if let Some(newer) = newest_held(hello, &src_uuid).and_then(|h| {
+            vol.state.snapshots.iter().find(|s| {
+                s.source == top.source && s.id > top.id && crate::ids::hex(&s.snap.uuid) == h.uuid
+            })
+        }) {
+            let m = format!(
+                "{} {} already holds snapshot {} (@{} here), newer than snapshot {} (@{}) asked for; replicate a newer snapshot, or --full to go back to this one",
+                hello.kind, hello.path, newer.snap.id, newer.id, top.snap.id, top.id
+            );
+            send(&mut c, Action::Conflict, None, &m)?;
+            bail!("{m}");
+        }
     }
     let (mut action, base) = match decide(&view, hello, opts.full) {
         Plan::Conflict(m) => {

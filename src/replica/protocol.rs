@@ -257,6 +257,11 @@ impl Channel {
 
     fn frame(&mut self, kind: Kind, parts: &[&[u8]]) -> Result<()> {
         let len: usize = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        if len > MAX_FRAME as usize {
+            bail!(
+                "internal: a {kind:?} message of {len} bytes exceeds the protocol's {MAX_FRAME}-byte frames"
+            );
+        }
         let mut head = [0u8; 5];
         head[..4].copy_from_slice(&(len as u32).to_le_bytes());
         head[4] = kind as u8;

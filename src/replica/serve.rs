@@ -7,6 +7,7 @@
 //! or its new one, never between. A cut transfer stays in the incoming
 //! file; the next hello offers it, with chunk digests, for resuming.
 
+use super::early::EarlyPlacement;
 use super::protocol::{
     chunk_digest, Ack, Action, Channel, Decision, End, Failure, Followed, Frame, Hello, Incoming,
     Kind, Received, Snap, CHUNK, PROTOCOL_VERSION,
@@ -125,17 +126,44 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
     let (hello, held) = hello(dest)?;
     ch.send(Kind::Hello, &hello)?;
     let decision: Decision = ch.expect(Kind::Decision)?;
-    match decision.action {
+    let snap = match decision.action {
         Action::Current | Action::Conflict => return Ok(()),
         Action::Commit => {
             if !dest.complete_marker().exists() {
                 bail!("the source asked to apply a transfer that is not here completely; run replicate again");
             }
+            ch.expect::<serde_json::Value>(Kind::Commit)?;
+            apply(dest, held, report)
         }
-        Action::Full | Action::Increment | Action::Resume => receive(dest, ch)?,
-    }
-    ch.expect::<serde_json::Value>(Kind::Commit)?;
-    let snap = apply(dest, held, report);
+        Action::Full | Action::Increment | Action::Resume => std::thread::scope(|s| {
+            // A volume's blocks are placed while the stream arrives.
+            let mut held = held;
+            let mut early: Option<EarlyPlacement> = None;
+            let incoming = dest.incoming();
+            receive(dest, ch, &mut |tap| match tap {
+                Tap::Start(at) => {
+                    if let Some(v) = held.take() {
+                        early = Some(EarlyPlacement::start(s, v, incoming.clone(), at));
+                    }
+                }
+                Tap::Data(b) => {
+                    if let Some(e) = early.as_mut() {
+                        e.push(b)
+                    }
+                }
+                Tap::End => {
+                    if let Some(e) = early.as_mut() {
+                        e.end()
+                    }
+                }
+            })?;
+            ch.expect::<serde_json::Value>(Kind::Commit)?;
+            Ok::<_, anyhow::Error>(match early.and_then(|e| e.finish()) {
+                Some((vol, prepared)) => commit_early(dest, vol, prepared, report),
+                None => apply(dest, held, report),
+            })
+        })?,
+    };
     // Whatever the apply did, the incoming transfer is used up: a stream
     // that would not apply is not offered again.
     let _ = std::fs::remove_file(dest.complete_marker());
@@ -276,6 +304,10 @@ fn target_hello(target: &Path) -> Result<(String, Vec<Followed>)> {
     Ok((id, follows))
 }
 
+/// Chunk digests a hello offers at most (1 TiB of a held transfer; about
+/// 35 MiB of JSON, within a frame).
+const MAX_OFFERED_CHUNKS: usize = 1 << 20;
+
 /// The cut (or complete but unapplied) transfer held here, if its header
 /// can be read; anything else is discarded.
 fn incoming(dest: &Destination) -> Option<Incoming> {
@@ -303,7 +335,9 @@ fn incoming(dest: &Destination) -> Option<Incoming> {
             break;
         }
         chunks.push(chunk_digest(&buf[..got]));
-        if got < buf.len() {
+        if got < buf.len() || chunks.len() >= MAX_OFFERED_CHUNKS {
+            // Past the digests offered the source sends everything again:
+            // the hello stays within a frame (and its reading bounded).
             break;
         }
     }
@@ -318,8 +352,41 @@ fn incoming(dest: &Destination) -> Option<Incoming> {
     })
 }
 
+/// What `receive` tells its tap: where the data frames start, each
+/// frame's bytes, and the end of a complete stream.
+enum Tap<'a> {
+    Start(u64),
+    Data(&'a [u8]),
+    End,
+}
+
+/// Commits a stream placed early; if the volume changed since it was
+/// placed (another writer committed), the stream is applied from the
+/// incoming file instead.
+fn commit_early(
+    dest: &Destination,
+    vol: crate::volume::Volume,
+    prepared: crate::volume::receive::Prepared,
+    report: &Report,
+) -> Result<crate::stream::header::SnapshotRef> {
+    let generation = vol.sb.generation;
+    let mut vol = vol.reopen_for_write(Wait::Yes)?;
+    if vol.sb.generation != generation {
+        drop(vol);
+        return apply(dest, None, report);
+    }
+    crate::failpoint::hit("serve-before-early-commit");
+    match crate::volume::receive::commit_prepared(&mut vol, prepared) {
+        Ok(r) => Ok(r.snapshot),
+        Err(e) => {
+            vol.trim_to_committed();
+            Err(e)
+        }
+    }
+}
+
 /// Receives the stream into the incoming file, synced, and says so.
-fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
+fn receive(dest: &Destination, ch: &mut Channel, tap: &mut dyn FnMut(Tap)) -> Result<()> {
     let path = dest.incoming();
     let _ = std::fs::remove_file(dest.complete_marker());
     let mut f = std::fs::OpenOptions::new()
@@ -344,6 +411,7 @@ fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
                         }
                         f.set_len(at)?;
                         f.seek(std::io::SeekFrom::Start(at))?;
+                        tap(Tap::Start(at));
                     }
                     Some(p) if p != at => {
                         bail!("the source sent bytes at {at} where {p} was expected")
@@ -353,6 +421,7 @@ fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
                 f.write_all(&bytes).with_context(|| {
                     format!("cannot write {} (is the file system full?)", path.display())
                 })?;
+                tap(Tap::Data(&bytes));
                 pos = Some(at + bytes.len() as u64);
                 since_hit += bytes.len() as u64;
                 if since_hit >= 1 << 20 {
@@ -376,6 +445,7 @@ fn receive(dest: &Destination, ch: &mut Channel) -> Result<()> {
                 f.sync_all()
                     .with_context(|| format!("cannot sync {}", path.display()))?;
                 crate::atomic::replace_file(&dest.complete_marker(), b"")?;
+                tap(Tap::End);
                 ch.send(Kind::Received, &Received { bytes: have })?;
                 return Ok(());
             }

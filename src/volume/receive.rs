@@ -189,13 +189,35 @@ fn find(map: &[MapRun], src: u64) -> Option<&MapRun> {
     map.get(i).filter(|m| m.src <= src)
 }
 
-/// Receives one stream: checks it continues what the volume holds,
-/// writes its blocks to free VBNs, rewrites its pointers, commits.
 /// Receives one stream into the volume as one atomic commit: the stream
 /// must continue what the volume holds of its source; its blocks are
 /// placed (at their source VBN where free, else relocated), its pointers
 /// fixed up, and only a whole, undamaged stream is committed.
-fn receive_stream(vol: &mut Volume, mut r: StreamReader) -> Result<Received> {
+fn receive_stream(vol: &mut Volume, r: StreamReader) -> Result<Received> {
+    let prepared = prepare_stream(vol, r)?;
+    commit_prepared(vol, prepared)
+}
+
+/// A stream whose blocks are placed in free VBNs and whose commit is
+/// computed, not yet committed.
+pub struct Prepared {
+    h: crate::stream::header::StreamHeader,
+    name: String,
+    entry: Option<usize>,
+    tree: Tree,
+    map: Vec<MapRun>,
+    plane: Plane,
+    sums: Vec<(u64, [u8; 16])>,
+    alloc: Allocator,
+    k: u64,
+    data_blocks: u64,
+    relocated: u64,
+}
+
+/// Reads one stream and writes its blocks to VBNs the volume's committed
+/// state does not use (the volume may be open with `Access::Place`: readers
+/// are not disturbed); nothing is committed.
+pub fn prepare_stream(vol: &Volume, mut r: StreamReader) -> Result<Prepared> {
     let h = r.header.clone();
     let name = r.name().to_string();
     let vname = vol.path.display().to_string();
@@ -237,7 +259,38 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader) -> Result<Received> {
     carried.sort_by_key(|m| m.src);
     let (tree, map, plane) = fix_pointers(&at_granularity(&front.tree, k, bs), &carried, &old_map)
         .map_err(|e| anyhow!("{name}: {e:#}; nothing was received into volume {vname}"))?;
-    let snapshot_blocks = plane.count();
+    Ok(Prepared {
+        h,
+        name,
+        entry,
+        tree,
+        map,
+        plane,
+        sums,
+        alloc,
+        k,
+        data_blocks: totals.blocks,
+        relocated,
+    })
+}
+
+/// Commits a prepared stream. `vol` must be open for writing with the
+/// state the stream was prepared against (same generation).
+pub fn commit_prepared(vol: &mut Volume, p: Prepared) -> Result<Received> {
+    let snapshot_blocks = p.plane.count();
+    let Prepared {
+        h,
+        name,
+        entry,
+        tree,
+        map,
+        plane,
+        sums,
+        alloc,
+        k,
+        data_blocks,
+        relocated,
+    } = p;
     let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc, k)?;
     Ok(Received {
         stream: name,
@@ -245,7 +298,7 @@ fn receive_stream(vol: &mut Volume, mut r: StreamReader) -> Result<Received> {
         snapshot: h.snapshot,
         full: h.full,
         base: h.base,
-        data_blocks: totals.blocks,
+        data_blocks,
         relocated_blocks: relocated,
         snapshot_blocks,
     })
@@ -362,7 +415,7 @@ impl Placer {
     /// Writes one checked data segment where the allocator puts it.
     fn place(
         &mut self,
-        vol: &mut Volume,
+        vol: &Volume,
         s: &crate::stream::payload::Segment,
         data: &[u8],
     ) -> Result<()> {

@@ -40,6 +40,10 @@ pub enum Access {
     Read,
     /// receive, delete, shadow: an exclusive lock.
     Write,
+    /// Writing blocks no committed state uses, under a shared lock, so
+    /// readers go on while a replication's stream arrives; the commit
+    /// needs `reopen_for_write`.
+    Place,
 }
 
 /// Options of `volume create`.
@@ -143,7 +147,7 @@ impl Volume {
     pub fn open(path: &Path, access: Access, wait: Wait) -> Result<Volume> {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(access == Access::Write)
+            .write(access != Access::Read)
             .open(path)
             .with_context(|| format!("cannot open volume {}", path.display()))?;
         if !file.metadata()?.is_file() {
@@ -222,6 +226,13 @@ impl Volume {
     /// is opened afresh. The shared lock is released before the exclusive
     /// one is taken, hence the check.
     pub fn reopen_for_write(self, wait: Wait) -> Result<Volume> {
+        self.reopen(Access::Write, wait)
+    }
+
+    /// The same volume opened with `access`, keeping the decoded state
+    /// when nothing was committed since it was read (see
+    /// `reopen_for_write`).
+    pub fn reopen(self, access: Access, wait: Wait) -> Result<Volume> {
         let Volume {
             path,
             file,
@@ -232,10 +243,10 @@ impl Volume {
         drop(file);
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(access != Access::Read)
             .open(&path)
             .with_context(|| format!("cannot open volume {}", path.display()))?;
-        flock(&file, true, wait, &path)?;
+        flock(&file, access == Access::Write, wait, &path)?;
         let mut slots = vec![0u8; (2 * SLOT_BYTES) as usize];
         let n = fsx::pread_full(file.as_fd(), &mut slots, 0)
             .with_context(|| format!("cannot read volume {}", path.display()))?;
@@ -254,7 +265,7 @@ impl Volume {
             });
         }
         drop(file);
-        Volume::open(&path, Access::Write, wait)
+        Volume::open(&path, access, wait)
     }
 
     /// Block size of the data region.
