@@ -443,6 +443,7 @@ impl Run<'_> {
             open_root()?,
             report,
         )?;
+        let mut resend = None;
         if let Some(gate) = self.gate {
             let newest = state.snapshots.len().checked_sub(1);
             let changed = plan.image.count() > 0
@@ -454,12 +455,24 @@ impl Run<'_> {
             let g = Gate {
                 base_is_newest: base.is_some() && base == newest,
                 changed,
+                unchanged_since_newest: plan.active == state.active
+                    && state
+                        .tree
+                        .as_ref()
+                        .is_some_and(|prev| same_metadata(prev, &tree)),
             };
-            if !gate(&g)? {
-                return Ok(None);
+            match gate(&g)? {
+                GateAnswer::Stop => return Ok(None),
+                GateAnswer::Dump => {}
+                GateAnswer::Resend(snap) => resend = Some(snap),
             }
         }
-        let (snap, stream_id) = self.identity(catalog, state, output)?;
+        let (snap, stream_id) = match resend {
+            // The newest snapshot again, as it is now on disk; the stream
+            // id is the one chosen for this transfer.
+            Some(snap) => (snap, self.identity(catalog, state, output)?.1),
+            None => self.identity(catalog, state, output)?,
+        };
         let header = StreamHeader::new(ImageHeader {
             source_uuid: state.source_uuid,
             source_path: state.source_path.clone(),
@@ -645,12 +658,29 @@ impl Run<'_> {
 pub struct Gate {
     /// The base is the catalog's newest snapshot.
     pub base_is_newest: bool,
-    /// The tree differs from the newest snapshot (blocks or metadata).
+    /// The tree differs from the base (blocks or metadata); with the
+    /// newest as the base, from the newest.
     pub changed: bool,
+    /// The tree is the newest snapshot still: same blocks, same metadata.
+    pub unchanged_since_newest: bool,
+}
+
+/// What a gated dump does after planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// Write nothing, record nothing.
+    Stop,
+    /// Write and record the new snapshot.
+    Dump,
+    /// Write the stream of this snapshot, the catalog's newest, from the
+    /// chosen base, and record nothing: the tree is that snapshot still
+    /// (`Gate::unchanged_since_newest`), so a destination behind it is
+    /// brought to it instead of to a copy of it under a new name.
+    Resend(SnapshotRef),
 }
 
 /// A gated dump's check after planning (see [`Gate`]).
-pub type GateFn<'a> = dyn Fn(&Gate) -> Result<bool> + 'a;
+pub type GateFn<'a> = dyn Fn(&Gate) -> Result<GateAnswer> + 'a;
 
 /// Whether two trees have the same metadata, as a stream would carry it.
 fn same_metadata(a: &Tree, b: &Tree) -> bool {

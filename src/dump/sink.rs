@@ -5,7 +5,7 @@
 //! catalog's lock, may stop after planning when nothing changed, and sees
 //! the stream complete before the catalog records it.
 
-use super::{resume::ResumePoint, run, DumpOptions, DumpSummary, Gate};
+use super::{resume::ResumePoint, run, DumpOptions, DumpSummary, Gate, GateAnswer};
 use crate::catalog::Catalog;
 use crate::media::Output;
 use crate::report::Report;
@@ -54,8 +54,8 @@ pub trait SinkHooks {
     /// What the catalog records as the stream's location (after
     /// [`REPLICA_PREFIX`]); asked after `choose`.
     fn destination(&self) -> String;
-    /// After planning: `false` stops without writing or recording anything.
-    fn gate(&self, gate: &Gate) -> Result<bool>;
+    /// After planning: stop, dump, or resend the newest snapshot.
+    fn gate(&self, gate: &Gate) -> Result<GateAnswer>;
     /// The writer the stream goes to (asked once, after `choose`).
     fn sink(&mut self) -> Box<dyn std::io::Write + Send>;
     /// The stream is completely written (and flushed): the catalog records
@@ -150,6 +150,13 @@ pub fn dump_to_sink(
         return Ok(None);
     };
     hooks.before_commit(&summary.snapshot)?;
+    if summary.snapshot.id != catalog.state.next_snap_id {
+        // A resent snapshot: the catalog has it already.
+        return Ok(Some(DumpSummary {
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            ..summary
+        }));
+    }
     catalog.state = new_state;
     catalog.commit().with_context(|| {
         format!(

@@ -18,7 +18,7 @@ pub mod registry;
 pub mod serve;
 
 use crate::dump::sink::{dump_to_sink, Choice, SinkDump, SinkHooks};
-use crate::dump::Gate;
+use crate::dump::{Gate, GateAnswer};
 use crate::report::Report;
 use crate::stream::header::SnapshotRef;
 use anyhow::{anyhow, bail, Context, Result};
@@ -395,6 +395,8 @@ struct TreeHooks<'a> {
     sink_state: Option<Arc<Mutex<SinkState>>>,
     reason: String,
     source_uuid: [u8; 16],
+    /// The catalog's newest snapshot when the choice was made.
+    newest: Option<SnapshotRef>,
 }
 
 impl TreeHooks<'_> {
@@ -456,6 +458,7 @@ impl SinkHooks for TreeHooks<'_> {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let me = crate::ids::hex(&st.source_uuid);
         self.source_uuid = st.source_uuid;
+        self.newest = snaps.last().cloned();
         // A transfer cut earlier: resume it, or apply it if it is whole
         // and the catalog already recorded it.
         if let Some(inc) = &hello.incoming {
@@ -549,9 +552,33 @@ impl SinkHooks for TreeHooks<'_> {
         })
     }
 
-    fn gate(&self, g: &Gate) -> Result<bool> {
+    fn gate(&self, g: &Gate) -> Result<GateAnswer> {
         let action = self.action.expect("chosen");
         let source_uuid = self.source_uuid;
+        // Behind the newest snapshot, which the tree still is (another
+        // destination was served since): this one gets that snapshot, not
+        // a new copy of it, so destinations served in turn all reach
+        // "current" instead of each run taking a snapshot for the other.
+        if action == Action::Increment && !g.base_is_newest && g.unchanged_since_newest {
+            if let Some(n) = &self.newest {
+                let _ =
+                    std::fs::remove_file(pending_path(&self.catalog_dir, &self.hello().replica_id));
+                lock(&self.ch)?.send(
+                    Kind::Decision,
+                    &Decision {
+                        action: Action::Increment,
+                        source_uuid: crate::ids::hex(&source_uuid),
+                        base: self.base.as_ref().map(Snap::of),
+                        top: Some(Snap::of(n)),
+                        reason: format!(
+                            "the tree is still snapshot {}, newer than the destination's master",
+                            n.id
+                        ),
+                    },
+                )?;
+                return Ok(GateAnswer::Resend(n.clone()));
+            }
+        }
         if action == Action::Increment && g.base_is_newest && !g.changed {
             lock(&self.ch)?.send(
                 Kind::Decision,
@@ -563,10 +590,10 @@ impl SinkHooks for TreeHooks<'_> {
                     reason: "nothing changed since the destination's newest master".into(),
                 },
             )?;
-            return Ok(false);
+            return Ok(GateAnswer::Stop);
         }
         self.send_decision(action, &source_uuid)?;
-        Ok(true)
+        Ok(GateAnswer::Dump)
     }
 
     fn sink(&mut self) -> Box<dyn Write + Send> {
@@ -732,6 +759,7 @@ fn from_tree(
         sink_state: None,
         reason: String::new(),
         source_uuid: [0; 16],
+        newest: None,
     };
     let sd = SinkDump {
         source,
