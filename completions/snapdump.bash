@@ -1014,12 +1014,16 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__delete__subcmd__snapshot)
-            opts="-h --no-wait --help"
+            opts="-h --no-wait --catalog --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1218,12 +1222,16 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__shadow)
-            opts="-h --no-wait --help"
+            opts="-h --no-wait --catalog --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

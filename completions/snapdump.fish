@@ -154,9 +154,13 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l force -d 'Go ahead even if the snapshot is the newest master of a replica this volume feeds (its next replicate is then a full copy)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l force -d 'Go ahead even if the snapshot is the newest master of a replica this volume feeds (its next replicate is then a full copy)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an empty volume file'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'

@@ -1089,3 +1089,51 @@ fn destinations_served_in_turn_both_reach_current() {
         assert_eq!(code, 0, "{err}");
     }
 }
+
+/// A volume source keeps the snapshot a replica needs as its base: deleting
+/// (or shadowing) it is refused, naming the replica and the ways out, until
+/// the replica moved past it.
+#[test]
+fn a_volume_keeps_the_master_its_replicas_need() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    let b = work.join("b.vol");
+    let c = work.join("c.vol");
+    ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    mutate(&t.src, 1);
+    ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    for verb in ["delete-snapshot", "shadow"] {
+        let (code, _, err) = run_s(&[
+            "volume",
+            verb,
+            "--catalog",
+            p(&t.cat),
+            &format!("{}@1", p(&b)),
+        ]);
+        assert_eq!(code, 2, "{verb}: {err}");
+        assert!(
+            err.contains("newest master of replica")
+                && err.contains("--forget")
+                && err.contains("--force"),
+            "{verb}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let v = ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    assert_eq!(v["decision"], "increment", "{v}");
+    let (code, _, err) = run_s(&[
+        "volume",
+        "delete-snapshot",
+        "--catalog",
+        p(&t.cat),
+        &format!("{}@1", p(&b)),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    mutate(&t.src, 2);
+    ok(replicate(&t.cat, &[], p(&t.src), p(&b)));
+    let v = ok(replicate(&t.cat, &[], p(&b), p(&c)));
+    assert_eq!(v["decision"], "increment", "{v}");
+    same_content(&source_state(&t.src), &volume_state(&c, work, ""), "C");
+}

@@ -93,6 +93,13 @@ pub struct SnapshotArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     wait: WaitArg,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    catalog: super::args::CatalogArg,
+    /// Go ahead even if the snapshot is the newest master of a replica
+    /// this volume feeds (its next replicate is then a full copy).
+    #[arg(long)]
+    force: bool,
     /// PATH@SNAPSHOT, or the volume followed by the snapshot.
     volume: String,
     /// The snapshot (an id or a time), unless given as PATH@SNAPSHOT.
@@ -106,6 +113,35 @@ fn snapshot_arg(volume: &str, snapshot: Option<String>) -> Result<(PathBuf, Stri
         ((p, Some(s)), None) => Ok((p, s)),
         _ => anyhow::bail!("name one snapshot: PATH@SNAPSHOT, or PATH SNAPSHOT"),
     }
+}
+
+/// Refuses to delete or shadow a snapshot a replica still needs as its
+/// base, unless forced.
+fn keep_masters(
+    path: &std::path::Path,
+    sel: &str,
+    catalog: super::args::CatalogArg,
+    force: bool,
+    verb: &str,
+) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    let (what, needing) = crate::replica::replicas_needing(path, &catalog.root(), sel)?;
+    if let Some(r) = needing.first() {
+        anyhow::bail!(
+            "{what} is the newest master of replica {} ({}{}): without it that replica's next replicate is a full copy; replicate to it first, forget it (snapdump replicas --forget {}), or {verb} with --force",
+            r.replica_id,
+            r.destination,
+            if needing.len() > 1 {
+                format!(", and {} more", needing.len() - 1)
+            } else {
+                String::new()
+            },
+            r.replica_id
+        );
+    }
+    Ok(())
 }
 
 /// Runs a volume subcommand.
@@ -214,11 +250,13 @@ pub fn run(cmd: VolumeCmd, report: &Report) -> Result<i32> {
         }
         VolumeCmd::DeleteSnapshot(a) => {
             let (p, s) = snapshot_arg(&a.volume, a.snapshot)?;
+            keep_masters(&p, &s, a.catalog, a.force, "delete")?;
             volume::admin::delete_snapshot(&p, &s, a.wait.policy())?;
             Ok(0)
         }
         VolumeCmd::Shadow(a) => {
             let (p, s) = snapshot_arg(&a.volume, a.snapshot)?;
+            keep_masters(&p, &s, a.catalog, a.force, "shadow")?;
             volume::admin::shadow(&p, &s, a.wait.policy())?;
             Ok(0)
         }

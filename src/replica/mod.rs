@@ -176,6 +176,33 @@ pub fn registry_of(source: &str, catalog_root: &Path) -> Result<registry::Regist
     )))
 }
 
+/// The replicas of volume `path` (as recorded under `catalog_root`) whose
+/// newest master is the snapshot `sel` names: deleting that snapshot, or
+/// making it a shadow, leaves them no base, so their next replicate is a
+/// full copy (seed 004 keeps a master until every destination moved past
+/// it). Returns the snapshot's description and those replicas.
+pub fn replicas_needing(
+    path: &Path,
+    catalog_root: &Path,
+    sel: &str,
+) -> Result<(String, Vec<registry::Replica>)> {
+    let vol = crate::volume::Volume::open(
+        path,
+        crate::volume::store::Access::Read,
+        crate::lock::Wait::Yes,
+    )?;
+    let snap = vol.snapshot(Some(sel))?;
+    let uuid = crate::ids::hex(&snap.snap.uuid);
+    let what = format!("snapshot @{} of {}", snap.id, path.display());
+    let reg = registry::RegistryFile::for_volume(catalog_root, &vol.sb.uuid).load()?;
+    let needing = reg
+        .replicas
+        .into_iter()
+        .filter(|r| r.newest.as_ref().is_some_and(|n| n.uuid == uuid))
+        .collect();
+    Ok((what, needing))
+}
+
 /// A destination as named on the command line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DestSpec {
