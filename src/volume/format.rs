@@ -194,7 +194,9 @@ pub struct VolSnapshot {
     /// Target VBNs it uses.
     pub plane: Plane,
     /// Its metadata, with block pointers in target VBNs.
-    pub tree: Tree,
+    /// Shared: a commit clones the whole state, and a snapshot's metadata
+    /// never changes once received.
+    pub tree: std::sync::Arc<Tree>,
 }
 
 /// Everything a volume's metadata blob records.
@@ -400,7 +402,7 @@ pub fn decode_state(body: &[u8], version: u32, bs: u32, data_blocks: u64) -> Res
             received,
             shadow,
             plane,
-            tree,
+            tree: std::sync::Arc::new(tree),
         });
     }
     let n = count64(&mut d, 16)?;

@@ -311,7 +311,7 @@ fn origin_plane(vol: &Volume, plane: &Plane) -> Plane {
 /// The tree with its block pointers in source VBNs: each extent split
 /// where the source VBNs of its blocks stop being consecutive.
 fn source_tree(vol: &Volume, top: &VolSnapshot) -> Result<crate::tree::Tree> {
-    let mut tree = top.tree.clone();
+    let mut tree = (*top.tree).clone();
     for inode in tree.inodes.iter_mut() {
         let mut out: Vec<crate::tree::Extent> = Vec::new();
         for x in &inode.extents {
@@ -373,7 +373,7 @@ fn write_stream_with(
         .unwrap_or_default();
     let (tree, front) = match space {
         Space::Volume => (
-            std::borrow::Cow::Borrowed(&top.tree),
+            std::borrow::Cow::Borrowed(&*top.tree),
             Image {
                 carried: Image::runs_of(&image),
                 dealloc: Image::runs_of(&dealloc),

@@ -519,7 +519,7 @@ fn commit_snapshot(
         received: Time::now(),
         shadow: false,
         plane,
-        tree,
+        tree: std::sync::Arc::new(tree),
     });
     let new_entry = SourceEntry {
         uuid: h.source_uuid,
