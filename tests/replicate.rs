@@ -1137,3 +1137,48 @@ fn a_volume_keeps_the_master_its_replicas_need() {
     assert_eq!(v["decision"], "increment", "{v}");
     same_content(&source_state(&t.src), &volume_state(&c, work, ""), "C");
 }
+
+/// Two runs of one source into one destination at the same time (cron
+/// runs that overlap) queue on the source's catalog lock: both finish,
+/// neither deadlocks, and the destination holds the source.
+#[test]
+fn overlapping_runs_into_one_destination_queue_and_finish() {
+    let t = paths();
+    let work = t.dir.path();
+    small_tree(&t.src);
+    write(&t.src.join("big"), 7, 24 << 20);
+    for dest in [work.join("d.vol"), work.join("d-dir")] {
+        let start = || {
+            bin()
+                .args(["replicate", "--catalog", p(&t.cat), p(&t.src), p(&dest)])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut runs = [start(), start()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for r in runs.iter_mut() {
+            loop {
+                if let Some(status) = r.try_wait().unwrap() {
+                    let mut err = String::new();
+                    std::io::Read::read_to_string(r.stderr.as_mut().unwrap(), &mut err).unwrap();
+                    assert!(status.success(), "{}: {err}", dest.display());
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = r.kill();
+                    panic!("{}: two overlapping runs did not finish (deadlock?)", dest.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let want = source_state(&t.src);
+        let got = if dest.extension().is_some() {
+            volume_state(&dest, work, "")
+        } else {
+            replica_state(&dest)
+        };
+        same_content(&want, &got, "after overlapping runs");
+    }
+}

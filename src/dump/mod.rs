@@ -134,6 +134,20 @@ pub(crate) fn open_catalog_locked(
     catalog_root: &std::path::Path,
     wait: crate::lock::Wait,
 ) -> Result<(PathBuf, crate::lock::Lock, Catalog)> {
+    let (source, lock) = lock_catalog(source, catalog_root, wait)?;
+    let catalog = Catalog::open(catalog_root, source.as_os_str().as_bytes(), DEFAULT_BLOCK_SIZE)?;
+    Ok((source, lock, catalog))
+}
+
+/// Takes the lock of `source`'s catalog (creating its directory); returns
+/// the canonical source path and the lock. Replication takes it before it
+/// starts the destination, so that two runs of one source into one
+/// destination queue on this lock, not on each other's.
+pub fn lock_catalog(
+    source: &std::path::Path,
+    catalog_root: &std::path::Path,
+    wait: crate::lock::Wait,
+) -> Result<(PathBuf, crate::lock::Lock)> {
     let source = std::fs::canonicalize(source)
         .with_context(|| format!("cannot access source {}", source.display()))?;
     if !source.is_dir() {
@@ -148,8 +162,7 @@ pub(crate) fn open_catalog_locked(
         &format!("the catalog of {}", source.display()),
         wait,
     )?;
-    let catalog = Catalog::open(catalog_root, &source_bytes, DEFAULT_BLOCK_SIZE)?;
-    Ok((source, lock, catalog))
+    Ok((source, lock))
 }
 
 /// Runs a dump. On error nothing is committed: the catalog is unchanged

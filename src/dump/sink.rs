@@ -64,14 +64,21 @@ pub trait SinkHooks {
 }
 
 /// Runs one sink dump; `None` when the caller stopped it.
+/// `locked` is the source's canonical path and its catalog's lock
+/// ([`super::lock_catalog`]), taken by the caller.
 pub fn dump_to_sink(
     opts: &SinkDump,
+    locked: (PathBuf, crate::lock::Lock),
     hooks: &mut dyn SinkHooks,
     report: &Report,
 ) -> Result<Option<DumpSummary>> {
     let started = std::time::Instant::now();
-    let (source, _lock, mut catalog) =
-        super::open_catalog_locked(&opts.source, &opts.catalog_root, opts.wait)?;
+    let (source, _lock) = locked;
+    let mut catalog = Catalog::open(
+        &opts.catalog_root,
+        std::os::unix::ffi::OsStrExt::as_bytes(source.as_os_str()),
+        super::DEFAULT_BLOCK_SIZE,
+    )?;
     let scanned_at = crate::tree::Time::now();
     let tree = super::scan_for_sink(&source, &catalog, &opts.catalog_root, report)?;
     let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog, scanned_at)? {

@@ -316,6 +316,18 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
         (Some(s), None) => Some(resolve_pointer(&vpath, &opts.catalog_root, s)?),
         (None, s) => s,
     };
+    // The source's catalog lock comes first, the destination's receiver
+    // lock second, in every run: two runs of one source into one
+    // destination wait for each other here instead of deadlocking.
+    let locked = if is_vol {
+        None
+    } else {
+        Some(crate::dump::lock_catalog(
+            Path::new(&opts.source),
+            &opts.catalog_root,
+            opts.wait,
+        )?)
+    };
     let (peer, ch) = Peer::start(opts, &d)?;
     let ch = Arc::new(Mutex::new(ch));
     let run = if is_vol {
@@ -328,7 +340,7 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
             let opts_dest = opts.dest.clone();
             std::thread::spawn(move || read_hello_from(&ch, &opts_dest))
         };
-        from_tree(opts, reader, &ch, report)
+        from_tree(opts, locked.expect("a tree source"), reader, &ch, report)
     };
     let mut summary = match run {
         Ok(s) => s,
@@ -762,6 +774,7 @@ impl Write for ChannelSink {
 
 fn from_tree(
     opts: &ReplicateOptions,
+    locked: (PathBuf, crate::lock::Lock),
     reader: HelloReader,
     ch: &Arc<Mutex<Channel>>,
     report: &Report,
@@ -795,7 +808,7 @@ fn from_tree(
         wait: opts.wait,
     };
     let registry = registry::RegistryFile::new(&catalog_dir);
-    let written = dump_to_sink(&sd, &mut hooks, report);
+    let written = dump_to_sink(&sd, locked, &mut hooks, report);
     // Failed before the choice (say, the catalog was busy): the hello is
     // still read, so the destination is not left waiting for it.
     if let Err(e) = hooks.await_hello() {
