@@ -890,7 +890,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__serve)
-            opts="-h --volume --target --help"
+            opts="-h --volume --target --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -125,6 +125,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -l json -d '
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l volume -d 'Receive into this volume (created if missing)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l target -d 'Receive into this restore target directory' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -f -a "create" -d 'Create an empty volume file'

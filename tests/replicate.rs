@@ -1168,7 +1168,10 @@ fn overlapping_runs_into_one_destination_queue_and_finish() {
                 }
                 if std::time::Instant::now() > deadline {
                     let _ = r.kill();
-                    panic!("{}: two overlapping runs did not finish (deadlock?)", dest.display());
+                    panic!(
+                        "{}: two overlapping runs did not finish (deadlock?)",
+                        dest.display()
+                    );
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -1181,4 +1184,65 @@ fn overlapping_runs_into_one_destination_queue_and_finish() {
         };
         same_content(&want, &got, "after overlapping runs");
     }
+}
+
+/// A first full copy into a directory that fails on a full file system
+/// leaves an unfinished tree that the next run (with room) replaces; a
+/// destination inside the source is refused; a path starting with '-' is
+/// a path.
+#[test]
+fn an_unfinished_full_copy_is_replaced_by_the_next_run() {
+    let t = paths();
+    let work = t.dir.path();
+    let Some(fsys) = Tmpfs::new(&work.join("fs"), "9M") else {
+        eprintln!("skipped: needs root for a tmpfs");
+        return;
+    };
+    write(&t.src.join("a"), 1, 3_000_000);
+    write(&t.src.join("b"), 2, 3_000_000);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dir = fsys.0.join("dd");
+    let (code, _, err) = replicate(&t.cat, &[], p(&t.src), p(&dir));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run replicate again"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let ok_remount = std::process::Command::new("mount")
+        .args(["-o", "remount,size=40M", p(&fsys.0)])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok_remount);
+    let v = ok(replicate(&t.cat, &[], p(&t.src), p(&dir)));
+    assert_eq!(v["decision"], "full", "{v}");
+    same_content(
+        &source_state(&t.src),
+        &replica_state(&dir),
+        "after room was made",
+    );
+    // Inside the source: refused, nothing created.
+    for inner in ["inner", "inner.vol"] {
+        let (code, _, err) = replicate(&t.cat, &[], p(&t.src), p(&t.src.join(inner)));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("inside the source"), "{err}");
+        assert!(!t.src.join(inner).exists());
+    }
+    // A destination named with a leading '-'.
+    let out = bin()
+        .current_dir(work)
+        .args([
+            "replicate",
+            "--catalog",
+            p(&t.cat),
+            "--",
+            p(&t.src),
+            "-lead.vol",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(work.join("-lead.vol").exists());
 }

@@ -88,8 +88,19 @@ pub fn run(a: ReplicateArgs, report: &Report) -> Result<i32> {
 
 /// Arguments of `snapdump serve`.
 #[derive(Args)]
-#[group(required = true, multiple = false)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    dest: ServeDest,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    wait: super::args::WaitArg,
+}
+
+/// Where `snapdump serve` receives: one of the two.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct ServeDest {
     /// Receive into this volume (created if missing).
     #[arg(long, value_name = "PATH")]
     volume: Option<PathBuf>,
@@ -100,12 +111,12 @@ pub struct ServeArgs {
 
 /// Runs `snapdump serve` on stdin/stdout.
 pub fn run_serve(a: ServeArgs, report: &Report) -> Result<i32> {
-    let dest = match (a.volume, a.target) {
+    let dest = match (a.dest.volume, a.dest.target) {
         (Some(v), _) => Destination::Volume(v),
         (_, Some(t)) => Destination::Target(t),
         _ => unreachable!("clap requires one"),
     };
-    if !serve(&dest, report)? {
+    if !serve(&dest, a.wait.policy(), report)? {
         return Ok(crate::report::EXIT_FAILURE);
     }
     Ok(report.exit_status())

@@ -135,7 +135,11 @@ pub(crate) fn open_catalog_locked(
     wait: crate::lock::Wait,
 ) -> Result<(PathBuf, crate::lock::Lock, Catalog)> {
     let (source, lock) = lock_catalog(source, catalog_root, wait)?;
-    let catalog = Catalog::open(catalog_root, source.as_os_str().as_bytes(), DEFAULT_BLOCK_SIZE)?;
+    let catalog = Catalog::open(
+        catalog_root,
+        source.as_os_str().as_bytes(),
+        DEFAULT_BLOCK_SIZE,
+    )?;
     Ok((source, lock, catalog))
 }
 

@@ -89,14 +89,23 @@ pub struct ReplicateSummary {
 /// uuid, as the volume numbers it), else the selector itself.
 fn resolve_pointer(vol: &Path, catalog_root: &Path, name: &str) -> Result<String> {
     let reg = registry_of(&vol.display().to_string(), catalog_root)?.load()?;
-    let Some(snap) = reg.pointer(name) else {
-        return Ok(name.to_string());
-    };
     let v = crate::volume::Volume::open(
         vol,
         crate::volume::store::Access::Read,
         crate::lock::Wait::Yes,
     )?;
+    let Some(snap) = reg.pointer(name) else {
+        if let Err(e) = v.snapshot(Some(name)) {
+            let names: Vec<&str> = reg.pointers.iter().map(|p| p.name.as_str()).collect();
+            bail!(
+                "--snapshot {name}: no pointer of that name for {} in catalog {} (pointers there: {}), nor a snapshot ({e:#}); give --catalog where the pointer was set",
+                vol.display(),
+                catalog_root.display(),
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            );
+        }
+        return Ok(name.to_string());
+    };
     v.state
         .snapshots
         .iter()
@@ -203,6 +212,38 @@ pub fn replicas_needing(
     Ok((what, needing))
 }
 
+/// A local destination inside the source tree would be replicated into
+/// itself, growing every run; a volume cannot be its own replica.
+fn refuse_inside(source: &Path, is_vol: bool, dest: &Path) -> Result<()> {
+    let Ok(src) = std::fs::canonicalize(source) else {
+        return Ok(()); // the run reports a missing source itself
+    };
+    let abs = std::fs::canonicalize(dest).ok().or_else(|| {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(parent).ok()?.join(dest.file_name()?))
+    });
+    let Some(abs) = abs else {
+        return Ok(());
+    };
+    if is_vol && abs == src {
+        bail!(
+            "destination {} is the source volume itself; replicate into another volume or directory",
+            dest.display()
+        );
+    }
+    if !is_vol && abs.starts_with(&src) {
+        bail!(
+            "destination {} is inside the source {}: it would be replicated into itself; choose a destination outside it",
+            dest.display(),
+            source.display()
+        );
+    }
+    Ok(())
+}
+
 /// A destination as named on the command line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DestSpec {
@@ -255,7 +296,11 @@ impl Peer {
             None => {
                 let exe = std::env::current_exe().context("cannot find the snapdump binary")?;
                 let mut c = std::process::Command::new(exe);
-                c.args(["serve", flag, &d.path]);
+                // `--volume=PATH`: a path starting with '-' stays a path.
+                c.args(["serve", &format!("{flag}={}", d.path)]);
+                if opts.wait == crate::lock::Wait::No {
+                    c.arg("--no-wait");
+                }
                 c
             }
             Some(h) => {
@@ -267,9 +312,14 @@ impl Peer {
                 c.args(words);
                 c.arg(h);
                 c.arg(format!(
-                    "{} serve {flag} {}",
+                    "{} serve {}{}",
                     sh_quote(&opts.remote_snapdump),
-                    sh_quote(&d.path)
+                    sh_quote(&format!("{flag}={}", d.path)),
+                    if opts.wait == crate::lock::Wait::No {
+                        " --no-wait"
+                    } else {
+                        ""
+                    }
                 ));
                 c
             }
@@ -316,6 +366,9 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
         (Some(s), None) => Some(resolve_pointer(&vpath, &opts.catalog_root, s)?),
         (None, s) => s,
     };
+    if d.host.is_none() {
+        refuse_inside(&vpath, is_vol, Path::new(&d.path))?;
+    }
     // The source's catalog lock comes first, the destination's receiver
     // lock second, in every run: two runs of one source into one
     // destination wait for each other here instead of deadlocking.

@@ -231,6 +231,19 @@ pub enum Frame {
     Data(u64, Vec<u8>),
 }
 
+/// The error a peer's Failure message becomes: the peer reported it
+/// itself, so a `serve` whose source gave up does not print it again.
+#[derive(Debug)]
+pub struct PeerFailure(pub String);
+
+impl std::fmt::Display for PeerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PeerFailure {}
+
 /// Frames over a byte channel, counting bytes each way.
 pub struct Channel {
     r: Box<dyn Read + Send>,
@@ -292,7 +305,7 @@ impl Channel {
                     let f: Failure = serde_json::from_slice(&body).unwrap_or(Failure {
                         message: String::from_utf8_lossy(&body).into_owned(),
                     });
-                    return anyhow!("{}: {}", self.peer, f.message);
+                    return PeerFailure(format!("{}: {}", self.peer, f.message)).into();
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => break,
@@ -384,7 +397,7 @@ impl Channel {
                 let f: Failure = serde_json::from_slice(&body).unwrap_or(Failure {
                     message: String::from_utf8_lossy(&body).into_owned(),
                 });
-                bail!("{}: {}", self.peer, f.message)
+                Err(PeerFailure(format!("{}: {}", self.peer, f.message)).into())
             }
             Some(Frame::Message(k, _)) => {
                 bail!("{} sent {:?} where {:?} was expected", self.peer, k, want)

@@ -64,15 +64,17 @@ impl Destination {
 /// Runs the destination side over stdin/stdout. A failure the source was
 /// told about returns `Ok(false)` (the source prints it); one that could
 /// not be delivered is the error.
-pub fn serve(dest: &Destination, report: &Report) -> Result<bool> {
+pub fn serve(dest: &Destination, wait: Wait, report: &Report) -> Result<bool> {
     let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
     let stdout: Box<dyn Write + Send> = Box::new(std::io::BufWriter::with_capacity(
         1 << 16,
         std::io::stdout(),
     ));
     let mut ch = Channel::new(stdin, stdout, "the replication source");
-    match serve_on(dest, &mut ch, report) {
+    match serve_on(dest, &mut ch, wait, report) {
         Ok(()) => Ok(true),
+        // The source gave up and said why; it prints that itself.
+        Err(e) if e.downcast_ref::<super::protocol::PeerFailure>().is_some() => Ok(false),
         Err(e) => {
             let told = ch.send(
                 Kind::Failure,
@@ -88,7 +90,7 @@ pub fn serve(dest: &Destination, report: &Report) -> Result<bool> {
     }
 }
 
-fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()> {
+fn serve_on(dest: &Destination, ch: &mut Channel, wait: Wait, report: &Report) -> Result<()> {
     // One receiver per destination at a time: the destination's own lock
     // is taken by the apply; this one covers the incoming file.
     let lock_path = {
@@ -104,7 +106,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
     let _lock = crate::lock::acquire(
         &lock_path,
         &format!("replication into {}", dest.path().display()),
-        Wait::Yes,
+        wait,
     )?;
     if let Destination::Target(t) = dest {
         // A full copy staged beside the target by a run that was killed:
@@ -183,7 +185,12 @@ fn serve_on(dest: &Destination, ch: &mut Channel, report: &Report) -> Result<()>
 /// before anything is written into it (not even snapdump's state).
 fn refuse_foreign_directory(t: &Path) -> Result<()> {
     let state = t.join(crate::target::state::STATE_DIR);
-    if state.join("state").exists() || state.join("incoming").exists() {
+    // Ours: a replica, a held transfer, or a full copy that did not finish
+    // (a full file system, a kill), which the next full copy replaces.
+    if state.join("state").exists()
+        || state.join("incoming").exists()
+        || state.join("incomplete").exists()
+    {
         return Ok(());
     }
     let occupied = match std::fs::read_dir(t) {
@@ -454,7 +461,11 @@ fn receive(dest: &Destination, ch: &mut Channel, tap: &mut dyn FnMut(Tap)) -> Re
                 let m: Failure = serde_json::from_slice(&body).unwrap_or(Failure {
                     message: String::from_utf8_lossy(&body).into_owned(),
                 });
-                bail!("the source gave up: {}", m.message);
+                return Err(super::protocol::PeerFailure(format!(
+                    "the source gave up: {}",
+                    m.message
+                ))
+                .into());
             }
             Some(Frame::Message(k, _)) => bail!("the source sent {k:?} inside the stream"),
             None => {
@@ -502,12 +513,18 @@ fn apply(
             // A full copy replaces a tree only as a whole: it is restored
             // beside the target and swapped in; into a directory that holds
             // nothing but snapdump's own state it goes directly.
+            let incomplete = crate::target::state::StatePaths::new(t).incomplete();
             let force = if h.full {
                 let others = std::fs::read_dir(t)?
                     .filter_map(|e| e.ok())
                     .any(|e| e.file_name() != crate::target::state::STATE_DIR);
-                if others {
+                // An unfinished full copy of ours holds nothing to keep: it
+                // is replaced in place.
+                if others && !incomplete.exists() {
                     return full_beside(t, input, report);
+                }
+                if others {
+                    clear_unfinished(t)?;
                 }
                 true
             } else {
@@ -523,12 +540,48 @@ fn apply(
                     restored_before: None,
                 },
                 report,
-            )?;
+            )
+            .map_err(|e| {
+                if h.full && incomplete.exists() {
+                    // restore's advice (--force) is not replicate's.
+                    let cause = e.root_cause().to_string();
+                    let cause = cause.split("; the target ").next().unwrap_or_default();
+                    anyhow!(
+                        "the full copy did not complete: {cause}; run replicate again, it starts the full copy over"
+                    )
+                } else {
+                    e
+                }
+            })?;
             s.last()
                 .map(|r| r.snapshot.clone())
                 .ok_or_else(|| anyhow!("the transfer held no stream"))
         }
     }
+}
+
+/// Removes what an unfinished full copy left in target `t` (everything
+/// but the state directory), so the next one starts from an empty tree.
+fn clear_unfinished(t: &Path) -> Result<()> {
+    for e in std::fs::read_dir(t).with_context(|| format!("cannot read {}", t.display()))? {
+        let e = e?;
+        if e.file_name() == crate::target::state::STATE_DIR {
+            continue;
+        }
+        let p = e.path();
+        let r = if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.with_context(|| {
+            format!(
+                "cannot remove {}, left by an unfinished full copy",
+                p.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Where a full copy for target `t` is staged: `.NAME.snapdump-full`
