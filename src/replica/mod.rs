@@ -384,14 +384,14 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
     let (peer, ch) = Peer::start(opts, &d)?;
     let ch = Arc::new(Mutex::new(ch));
     let run = if is_vol {
-        read_hello(&ch, opts)
+        read_hello(&ch, &opts.dest)
             .and_then(|hello| from_volume(opts, &vpath, sel.as_deref(), &hello, &ch))
     } else {
         // The destination's hello is read while the source is scanned.
         let reader = {
             let ch = ch.clone();
             let opts_dest = opts.dest.clone();
-            std::thread::spawn(move || read_hello_from(&ch, &opts_dest))
+            std::thread::spawn(move || read_hello(&ch, &opts_dest))
         };
         from_tree(opts, locked.expect("a tree source"), reader, &ch, report)
     };
@@ -428,11 +428,7 @@ pub fn replicate(opts: &ReplicateOptions, report: &Report) -> Result<ReplicateSu
 }
 
 /// Reads and checks the destination's hello.
-fn read_hello(ch: &Arc<Mutex<Channel>>, opts: &ReplicateOptions) -> Result<Hello> {
-    read_hello_from(ch, &opts.dest)
-}
-
-fn read_hello_from(ch: &Arc<Mutex<Channel>>, dest: &str) -> Result<Hello> {
+fn read_hello(ch: &Arc<Mutex<Channel>>, dest: &str) -> Result<Hello> {
     let hello: Hello = lock(ch)?.expect(Kind::Hello).map_err(|e| {
         if format!("{e:#}").contains("closed the connection") {
             anyhow!("{e:#}; is snapdump installed there (--remote-snapdump) and the path writable?")
@@ -509,14 +505,25 @@ impl TreeHooks<'_> {
     }
 
     fn send_decision(&self, action: Action, source_uuid: &[u8; 16]) -> Result<()> {
+        self.send_decision_to(action, source_uuid, self.top.as_ref(), &self.reason)
+    }
+
+    /// The Decision, with the decision's base and the given top and reason.
+    fn send_decision_to(
+        &self,
+        action: Action,
+        source_uuid: &[u8; 16],
+        top: Option<&SnapshotRef>,
+        reason: &str,
+    ) -> Result<()> {
         lock(&self.ch)?.send(
             Kind::Decision,
             &Decision {
                 action,
                 source_uuid: crate::ids::hex(source_uuid),
                 base: self.base.as_ref().map(Snap::of),
-                top: self.top.as_ref().map(Snap::of),
-                reason: self.reason.clone(),
+                top: top.map(Snap::of),
+                reason: reason.to_string(),
             },
         )
     }
@@ -655,32 +662,24 @@ impl SinkHooks for TreeHooks<'_> {
             if let Some(n) = &self.newest {
                 let _ =
                     std::fs::remove_file(pending_path(&self.catalog_dir, &self.hello().replica_id));
-                lock(&self.ch)?.send(
-                    Kind::Decision,
-                    &Decision {
-                        action: Action::Increment,
-                        source_uuid: crate::ids::hex(&source_uuid),
-                        base: self.base.as_ref().map(Snap::of),
-                        top: Some(Snap::of(n)),
-                        reason: format!(
-                            "the tree is still snapshot {}, newer than the destination's master",
-                            n.id
-                        ),
-                    },
+                self.send_decision_to(
+                    Action::Increment,
+                    &source_uuid,
+                    Some(n),
+                    &format!(
+                        "the tree is still snapshot {}, newer than the destination's master",
+                        n.id
+                    ),
                 )?;
                 return Ok(GateAnswer::Resend(n.clone()));
             }
         }
         if action == Action::Increment && g.base_is_newest && !g.changed {
-            lock(&self.ch)?.send(
-                Kind::Decision,
-                &Decision {
-                    action: Action::Current,
-                    source_uuid: crate::ids::hex(&source_uuid),
-                    base: self.base.as_ref().map(Snap::of),
-                    top: self.base.as_ref().map(Snap::of),
-                    reason: "nothing changed since the destination's newest master".into(),
-                },
+            self.send_decision_to(
+                Action::Current,
+                &source_uuid,
+                self.base.as_ref(),
+                "nothing changed since the destination's newest master",
             )?;
             return Ok(GateAnswer::Stop);
         }

@@ -274,7 +274,7 @@ pub fn prepare_stream(vol: &Volume, mut r: StreamReader) -> Result<Prepared> {
     })
 }
 
-/// Commits a prepared stream. `vol` must be open for writing with the
+/// Commits a prepared stream (one atomic volume commit). `vol` must be open for writing with the
 /// state the stream was prepared against (same generation).
 pub fn commit_prepared(vol: &mut Volume, p: Prepared) -> Result<Received> {
     let snapshot_blocks = p.plane.count();
@@ -291,7 +291,56 @@ pub fn commit_prepared(vol: &mut Volume, p: Prepared) -> Result<Received> {
         data_blocks,
         relocated,
     } = p;
-    let id = commit_snapshot(vol, &h, entry, tree, map, plane, sums, &alloc, k)?;
+    // Checksums, shadows that lost reused blocks, the snapshot and its
+    // source's entry, in one atomic commit.
+    let mut state = vol.state.clone();
+    let hw = plane.high_water().max(alloc.written.high_water()) as usize;
+    if state.sums.len() < hw {
+        state.sums.resize(hw, [0; 16]);
+    }
+    for (v, s) in sums {
+        state.sums[(v - 1) as usize] = s;
+    }
+    // Every block of the snapshot records the source VBN it holds (a
+    // block already there keeps the same one: its mapping never changes
+    // while it is in use). With smaller volume blocks than the stream's
+    // the map speaks sub-blocks, not source VBNs: nothing is recorded.
+    if state.origins.len() < hw {
+        state.origins.resize(hw, 0);
+    }
+    for m in &map {
+        for i in 0..m.count {
+            state.origins[(m.tgt + i - 1) as usize] = if k == 1 { m.src + i } else { 0 };
+        }
+    }
+    // Shadow snapshots lose the blocks this transaction reused.
+    for s in state.snapshots.iter_mut().filter(|s| s.shadow) {
+        s.plane = s.plane.and_not(&alloc.written);
+    }
+    let id = state.next_id;
+    state.next_id += 1;
+    state.snapshots.push(VolSnapshot {
+        id,
+        source: h.source_uuid,
+        snap: h.snapshot.clone(),
+        base: h.base.clone(),
+        received: Time::now(),
+        shadow: false,
+        plane,
+        tree: std::sync::Arc::new(tree),
+    });
+    let new_entry = SourceEntry {
+        uuid: h.source_uuid,
+        path: h.source_path.clone(),
+        latest: h.snapshot.clone(),
+        map,
+    };
+    match entry {
+        Some(i) => state.sources[i] = new_entry,
+        None => state.sources.push(new_entry),
+    }
+    crate::failpoint::hit("volume-before-commit");
+    vol.commit(state, &alloc.written)?;
     Ok(Received {
         stream: name,
         volume_id: id,
@@ -469,71 +518,6 @@ impl Placer {
         }
         Ok(())
     }
-}
-
-/// Commits the received snapshot: checksums, shadows that lost reused
-/// blocks, the snapshot and its source's entry, in one atomic commit.
-#[allow(clippy::too_many_arguments)]
-fn commit_snapshot(
-    vol: &mut Volume,
-    h: &crate::stream::header::StreamHeader,
-    entry: Option<usize>,
-    tree: Tree,
-    map: Vec<MapRun>,
-    plane: Plane,
-    sums: Vec<(u64, [u8; 16])>,
-    alloc: &Allocator,
-    k: u64,
-) -> Result<u64> {
-    let mut state = vol.state.clone();
-    let hw = plane.high_water().max(alloc.written.high_water()) as usize;
-    if state.sums.len() < hw {
-        state.sums.resize(hw, [0; 16]);
-    }
-    for (v, s) in sums {
-        state.sums[(v - 1) as usize] = s;
-    }
-    // Every block of the snapshot records the source VBN it holds (a
-    // block already there keeps the same one: its mapping never changes
-    // while it is in use). With smaller volume blocks than the stream's
-    // the map speaks sub-blocks, not source VBNs: nothing is recorded.
-    if state.origins.len() < hw {
-        state.origins.resize(hw, 0);
-    }
-    for m in &map {
-        for i in 0..m.count {
-            state.origins[(m.tgt + i - 1) as usize] = if k == 1 { m.src + i } else { 0 };
-        }
-    }
-    // Shadow snapshots lose the blocks this transaction reused.
-    for s in state.snapshots.iter_mut().filter(|s| s.shadow) {
-        s.plane = s.plane.and_not(&alloc.written);
-    }
-    let id = state.next_id;
-    state.next_id += 1;
-    state.snapshots.push(VolSnapshot {
-        id,
-        source: h.source_uuid,
-        snap: h.snapshot.clone(),
-        base: h.base.clone(),
-        received: Time::now(),
-        shadow: false,
-        plane,
-        tree: std::sync::Arc::new(tree),
-    });
-    let new_entry = SourceEntry {
-        uuid: h.source_uuid,
-        path: h.source_path.clone(),
-        latest: h.snapshot.clone(),
-        map,
-    };
-    match entry {
-        Some(i) => state.sources[i] = new_entry,
-        None => state.sources.push(new_entry),
-    }
-    crate::failpoint::hit("volume-before-commit");
-    vol.commit(state, &alloc.written)?;
-    Ok(id)
 }
 
 /// The tree with its block pointers in units of the volume's blocks, `k`
