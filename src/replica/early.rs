@@ -53,9 +53,9 @@ impl<'scope> EarlyPlacement<'scope> {
 
     /// Hands the worker the stream bytes that follow; a worker that gave
     /// up gets nothing more.
-    pub fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: Vec<u8>) {
         if let Some(f) = &self.feed {
-            if f.send(bytes.to_vec()).is_err() {
+            if f.send(bytes).is_err() {
                 self.feed = None;
             }
         }

@@ -361,9 +361,9 @@ fn incoming(dest: &Destination) -> Option<Incoming> {
 
 /// What `receive` tells its tap: where the data frames start, each
 /// frame's bytes, and the end of a complete stream.
-enum Tap<'a> {
+enum Tap {
     Start(u64),
-    Data(&'a [u8]),
+    Data(Vec<u8>),
     End,
 }
 
@@ -428,9 +428,11 @@ fn receive(dest: &Destination, ch: &mut Channel, tap: &mut dyn FnMut(Tap)) -> Re
                 f.write_all(&bytes).with_context(|| {
                     format!("cannot write {} (is the file system full?)", path.display())
                 })?;
-                tap(Tap::Data(&bytes));
-                pos = Some(at + bytes.len() as u64);
-                since_hit += bytes.len() as u64;
+                let n = bytes.len() as u64;
+                // The frame's buffer goes on to the tap: no copy.
+                tap(Tap::Data(bytes));
+                pos = Some(at + n);
+                since_hit += n;
                 if since_hit >= 1 << 20 {
                     since_hit = 0;
                     crate::failpoint::hit("serve-data");
