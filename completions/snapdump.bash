@@ -810,7 +810,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__replicate)
-            opts="-z -h --catalog --rsh --remote-snapdump --full --snapshot --compress --json --no-wait --help"
+            opts="-z -h --catalog --rsh --remote-snapdump --full --inplace --snapshot --compress --json --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -848,7 +848,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__restore)
-            opts="-r -t -x -C -i -f -h --finish --at --target --volume --force --no-wait --verify-digest --file-number --new-volume --json --json-file --help"
+            opts="-r -t -x -C -i -f -h --finish --at --target --volume --force --inplace --no-wait --verify-digest --file-number --new-volume --json --json-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -890,7 +890,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__serve)
-            opts="-h --volume --target --no-wait --help"
+            opts="-h --volume --target --inplace --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -77,6 +77,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s C -d 'Comp
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s i -d 'Browse the stream in an interactive shell and extract what you mark'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l finish -d 'Remove the target\'s restore chain state (after the last increment)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l force -d 'Restore into a non-empty target, replacing entries in the way'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l inplace -d 'With -r and an increment: finish it in place instead of building the new tree beside the target and swapping it in (no copies of changed files where the file system cannot clone them; a kill mid-finish leaves a mix of the two snapshots until the next restore finishes it)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s SHA-256 digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
@@ -100,6 +101,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l remote-s
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l snapshot -d 'For a volume source: the snapshot to send, a pointer name or what PATH@SNAPSHOT takes (default: its newest)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s z -l compress -d 'zstd level of the stream (0: none)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l full -d 'Send a full copy whatever the destination holds (resolves a conflict)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l inplace -d 'A directory destination finishes increments in place instead of swapping a new tree in (see restore --inplace)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l json -d 'Print a JSON summary: decision, reason, base, top, stream_bytes, bytes_sent, bytes_resumed, wire_bytes_sent, wire_bytes_received, elapsed_seconds'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s h -l help -d 'Print help'
@@ -125,6 +127,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -l json -d '
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l volume -d 'Receive into this volume (created if missing)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l target -d 'Receive into this restore target directory' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l inplace -d 'Into a target: finish increments in place (see restore --inplace)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s h -l help -d 'Print help'

@@ -152,7 +152,7 @@ cat_dir=$out/cat
 # decision, top (the snapshot now on the destination) and stream.
 rep() {
   reset_wire
-  timeit_out "$bin" replicate --catalog "$cat_dir" --rsh "$rsh" --remote-snapdump "$bin" --json "$src" "127.0.0.1:$1"
+  timeit_out "$bin" replicate --catalog "$cat_dir" --rsh "$rsh" --remote-snapdump "$bin" --json "${@:2}" "$src" "127.0.0.1:$1"
   [ "$(j .status)" = ok ] || { echo "replicate to $1 failed:" >&2; cat "$out/stdout" >&2; exit 1; }
   wire=$(wire_bytes)
   payload=$(j '.wire_bytes_sent + .wire_bytes_received')
@@ -165,6 +165,15 @@ rep() {
 rs() {
   reset_wire
   timeit_out bash -c "rsync -aHAXS --delete --inplace --no-whole-file --stats -e '$rsh' '$src/' '127.0.0.1:$dst/rsync/' && sync -f '$dst/rsync'"
+  wire=$(wire_bytes)
+  payload=$(tr -d , < "$out/stdout" | awk '/^Total bytes (sent|received):/ { s += $4 } END { printf "%.0f\n", s }')
+}
+# The same without --inplace: rsync writes each changed file as a new copy
+# and renames it over the old one (each file old or new, as the directory
+# replica's tree as a whole is).
+rs_copy() {
+  reset_wire
+  timeit_out bash -c "rsync -aHAXS --delete --no-whole-file --stats -e '$rsh' '$src/' '127.0.0.1:$dst/rsync-copy/' && sync -f '$dst/rsync-copy'"
   wire=$(wire_bytes)
   payload=$(tr -d , < "$out/stdout" | awk '/^Total bytes (sent|received):/ { s += $4 } END { printf "%.0f\n", s }')
 }
@@ -196,8 +205,12 @@ vol_master=$top
 row "snapdump replicate -> volume" "$secs" "$payload" "$wire" "" "" "$decision"
 rep "$dst/dir"
 row "snapdump replicate -> directory" "$secs" "$payload" "$wire" "" "" "$decision"
+rep "$dst/dir-inplace" --inplace
+row "snapdump replicate --inplace -> directory" "$secs" "$payload" "$wire" "" "" "$decision"
 rs
 row "$rsync_name" "$secs" "$payload" "$wire"
+rs_copy
+row "rsync -aHAXS --delete --no-whole-file" "$secs" "$payload" "$wire"
 
 # --- two rounds -----------------------------------------------------------
 for round in 1 2; do
@@ -225,21 +238,28 @@ for round in 1 2; do
   td=$secs pd=$payload wd=$wire ddir=$decision sd=$stream
   rep "$dst/dir"
   tdu=$secs pdu=$payload wdu=$wire ddu=$decision
+  rep "$dst/dir-inplace" --inplace
+  ti=$secs pi=$payload wi=$wire di=$decision
   rs
   trs=$secs pr=$payload wr=$wire
   rs
   tru=$secs pru=$payload wru=$wire
+  rs_copy
+  trc=$secs prc=$payload wrc=$wire
   row "snapdump replicate -> volume" "$tv" "$pv" "$wv" "$l1" "$trs" "$dv"
-  row "snapdump replicate -> directory" "$td" "$pd" "$wd" "$l1" "$trs" "$ddir"
+  row "snapdump replicate -> directory (atomic)" "$td" "$pd" "$wd" "$l1" "$trs" "$ddir"
+  row "snapdump replicate --inplace -> directory" "$ti" "$pi" "$wi" "$l1" "$trs" "$di"
   row "$rsync_name" "$trs" "$pr" "$wr" "$l1" "$trs"
+  row "rsync -aHAXS --delete --no-whole-file" "$trc" "$prc" "$wrc" "$l1" "$trs"
+  printf '  directory (atomic) / rsync without --inplace = %s\n' "$(awk -v d="$td" -v r="$trc" 'BEGIN { printf "%.2f", d / r }')"
   row "up to date: replicate -> volume" "$tvu" "$pvu" "$wvu" "" "$tru" "$dvu"
   row "up to date: replicate -> directory" "$tdu" "$pdu" "$wdu" "" "$tru" "$ddu"
   row "up to date: rsync" "$tru" "$pru" "$wru" "" "$tru"
   [ "$sv" = "$l1" ] && [ "$sd" = "$l1" ] || echo "  note: replicate streams $sv (volume), $sd (directory) bytes, level-1 stream $l1"
-  awk -v t="$tv" -v d="$td" -v r="$trs" -v a="$tvu" -v b="$tdu" -v w="$wv" -v x="$wd" -v l="$l1" \
+  awk -v t="$tv" -v d="$ti" -v r="$trs" -v a="$tvu" -v b="$tdu" -v w="$wv" -v x="$wd" -v l="$l1" \
     -v p="$pv" -v q="$pd" 'BEGIN {
     printf "  payload / level-1 stream = %.3f, %.3f (target <= 1.05); wire / level-1 = %.3f, %.3f\n", p / l, q / l, w / l, x / l;
-    printf "  time / rsync time = %.2f, %.2f (target <= 0.2)\n", t / r, d / r;
+    printf "  time / rsync --inplace time = %.2f (volume), %.2f (directory --inplace) (target <= 0.2)\n", t / r, d / r;
     printf "  up to date = %.2f s, %.2f s (target < 1 s)\n", a, b }'
 done
 
@@ -248,7 +268,9 @@ echo
 "$bin" volume check "$dst/replica.vol" > /dev/null || { echo "volume check failed" >&2; exit 1; }
 "$bin" dump -0 -f - "$dst/replica.vol" | "$bin" restore -C -f - --target "$src" ||
   { echo "the volume's newest snapshot differs from the source" >&2; exit 1; }
-diff -rq --no-dereference --exclude=.snapdump-restore "$src" "$dst/dir" ||
-  { echo "the directory replica differs from the source" >&2; exit 1; }
+for d in dir dir-inplace; do
+  diff -rq --no-dereference --exclude=.snapdump-restore "$src" "$dst/$d" ||
+    { echo "the directory replica $d differs from the source" >&2; exit 1; }
+done
 diff -rq --no-dereference "$src" "$dst/rsync" || { echo "rsync's copy differs from the source" >&2; exit 1; }
 echo "checked: the volume's newest snapshot, the directory replica and rsync's copy are the source"

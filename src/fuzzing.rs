@@ -421,6 +421,7 @@ impl ApplyBench {
             digest: Digest::Skip,
             wait: crate::lock::Wait::Yes,
             restored_before: None,
+            inplace: false,
         };
         crate::target::full::restore(&opts, &crate::report::Report::quiet()).map(|_| ())
     }

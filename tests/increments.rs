@@ -211,8 +211,19 @@ fn wrong_chain_order_is_refused_and_the_target_untouched() {
     assert!(e.contains("level-0"), "{e}");
 }
 
-#[test]
-fn an_interrupted_apply_reruns_to_the_exact_state() {
+/// A level 0 and a level 1 with every kind of change an apply handles:
+/// blocks rewritten in place (a hard-linked file among them), a mode
+/// changed, a rename, a removal, new files, a directory replaced by a
+/// file. Returns the chain, the two streams, and the trees before and
+/// after (the first as a restore of the level 0 has it).
+#[allow(clippy::type_complexity)]
+fn change_of_every_kind() -> (
+    Chain,
+    PathBuf,
+    PathBuf,
+    BTreeMap<Vec<u8>, Entry>,
+    BTreeMap<Vec<u8>, Entry>,
+) {
     let mut ch = Chain::new();
     let s = ch.src().to_path_buf();
     fs::create_dir_all(s.join("d/e")).unwrap();
@@ -223,14 +234,16 @@ fn an_interrupted_apply_reruns_to_the_exact_state() {
         );
     }
     write(&s.join("d/e/big"), &bytes(99, 300_000));
+    fs::hard_link(s.join("d/f6"), s.join("f6-link")).unwrap();
     ch.dump(0);
     {
-        use std::os::unix::fs::FileExt;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(s.join("d/e/big"))
-            .unwrap();
-        f.write_all_at(&bytes(5, 20_000), 40_000).unwrap();
+        use std::os::unix::fs::{FileExt, PermissionsExt};
+        for (f, at) in [("d/e/big", 40_000), ("d/f1", 1000), ("d/f6", 4096)] {
+            let f = fs::OpenOptions::new().write(true).open(s.join(f)).unwrap();
+            f.write_all_at(&bytes(5, 2_000), at).unwrap();
+        }
+        // Attributes only: the file is not rewritten.
+        fs::set_permissions(s.join("d/f2"), fs::Permissions::from_mode(0o600)).unwrap();
     }
     fs::rename(s.join("d/f3"), s.join("f3-moved")).unwrap();
     fs::remove_file(s.join("d/f4")).unwrap();
@@ -241,12 +254,39 @@ fn an_interrupted_apply_reruns_to_the_exact_state() {
     snapshot_tree(&s);
     ch.dump(1);
     let (s0, s1) = (ch.streams[&1].0.clone(), ch.streams[&2].0.clone());
-    let points = [
+    let reference = ch.t.dir.path().join("reference-0");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&reference)]).0,
+        0
+    );
+    let (old, new) = (snapshot_tree(&reference), snapshot_tree(&s));
+    (ch, s0, s1, old, new)
+}
+
+#[test]
+fn an_interrupted_apply_reruns_to_the_exact_state() {
+    let (ch, s0, s1, old, new) = change_of_every_kind();
+    let s = ch.src().to_path_buf();
+    let check_phase = [
         ("apply-stage", 1),
         ("apply-stage", 7),
         ("apply-data", 1),
         ("apply-data", 3),
         ("apply-checked", 1),
+    ];
+    // The default finish builds the new tree beside the target and swaps
+    // it in: right after any kill the target is one snapshot or the other.
+    let beside = [
+        ("apply-spool", 1),
+        ("apply-privatize", 1),
+        ("apply-privatize", 2),
+        ("apply-privatize", 3),
+        ("apply-trim", 1),
+        ("apply-exchange", 1),
+        ("apply-exchanged", 1),
+    ];
+    // --inplace moves entries one by one: the rerun finishes the job.
+    let in_place = [
         ("apply-spool", 1),
         ("apply-trim", 1),
         ("apply-swap-out", 1),
@@ -254,33 +294,64 @@ fn an_interrupted_apply_reruns_to_the_exact_state() {
         ("apply-swap-in", 3),
         ("apply-commit", 1),
     ];
-    for (name, n) in points {
-        let target = ch.t.dir.path().join(format!("t-{name}-{n}"));
+    let runs = check_phase
+        .iter()
+        .chain(&beside)
+        .map(|&(n, c)| (n, c, false))
+        .chain(
+            check_phase
+                .iter()
+                .chain(&in_place)
+                .map(|&(n, c)| (n, c, true)),
+        );
+    for (name, n, inplace) in runs {
+        let target = ch.t.dir.path().join(format!("t-{name}-{n}-{inplace}"));
         assert_eq!(
             run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
             0
         );
+        let mut args = vec!["restore", "-r", "-f", p(&s1), "--target", p(&target)];
+        if inplace {
+            args.push("--inplace");
+        }
         let out = bin()
-            .args(["restore", "-r", "-f", p(&s1), "--target", p(&target)])
+            .args(&args)
             .env("SNAPDUMP_FAILPOINT", format!("{name}:{n}"))
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{name}:{n} was not reached");
-        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
-        if name == "apply-commit" {
-            // Killed after everything but the final state commit.
-            assert_eq!(c, 0, "{name}:{n}: {e}");
-        } else {
-            assert_eq!(c, 0, "rerun after {name}:{n} failed: {e}");
+        assert!(
+            !out.status.success(),
+            "{name}:{n} was not reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !inplace {
+            let now = snapshot_tree(&target);
+            assert!(
+                now == old || now == new,
+                "{name}:{n}: the target is neither snapshot after the kill"
+            );
+            // Kills after the exchange leave the new tree; before, the old.
+            assert_eq!(now == new, name == "apply-exchanged", "{name}:{n}");
         }
+        let (c, _, e) = run_s(&args);
+        assert_eq!(
+            c, 0,
+            "rerun after {name}:{n} (inplace {inplace}) failed: {e}"
+        );
         assert_same_tree(&s, &target);
-        // And the chain continues from there.
+        // And the chain continues from there, with nothing left beside.
         let st = target.join(".snapdump-restore");
         assert!(
             st.join("state").exists()
                 && !st.join("incomplete").exists()
-                && !st.join("next").exists()
+                && !st.join("apply").exists(),
+            "{name}:{n}"
         );
+        let beside =
+            ch.t.dir
+                .path()
+                .join(format!(".t-{name}-{n}-{inplace}.snapdump-next"));
+        assert!(!beside.exists(), "{name}:{n}: {} left", beside.display());
     }
 }
 
@@ -831,4 +902,177 @@ fn extended_attributes_removed_or_changed_between_levels_follow_the_snapshot() {
     // The files keep all their blocks: the target's own files carry the
     // new snapshot, and must lose the attribute that went away.
     assert_same_tree(ch.src(), &ch.restore(2, "r"));
+}
+
+/// The system calls an apply changes the target (or its own state) with,
+/// for the sweep below.
+const CHANGING_CALLS: &str = "renameat2,renameat,rename,linkat,link,unlinkat,unlink,mkdirat,mkdir,openat,pwrite64,write,ftruncate,fallocate,ioctl,copy_file_range,fchmodat,fchmod,fchownat,fchown,utimensat,setxattr,lsetxattr,fsetxattr,removexattr,lremovexattr,fremovexattr,fsync,syncfs,symlinkat,mknodat";
+
+/// Kills the apply at the N-th call of one of those system calls, for
+/// each of them and every N until a run completes: right after every kill
+/// the target is exactly its old snapshot or its new one, and the next
+/// restore brings it to the new one with nothing left beside it.
+#[test]
+fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("SNAPDUMP_REQUIRE_STRACE").is_none(),
+            "strace is not installed"
+        );
+        eprintln!("strace is not installed: skipped");
+        return;
+    }
+    let (ch, s0, s1, old, new) = change_of_every_kind();
+    let s = ch.src().to_path_buf();
+    let (mut at_old, mut at_new) = (0, 0);
+    let target = ch.t.dir.path().join("swept");
+    let beside = ch.t.dir.path().join(".swept.snapdump-next");
+    for call in CHANGING_CALLS.split(',') {
+        for n in 1u32.. {
+            assert!(n < 5000, "the apply never completed under strace");
+            let _ = fs::remove_dir_all(&target);
+            let _ = fs::remove_dir_all(&beside);
+            assert_eq!(
+                run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+                0
+            );
+            let out = std::process::Command::new("strace")
+                .args(["-f", "-o", "/dev/null", "-e"])
+                .arg(format!("inject={call}:signal=KILL:when={n}"))
+                .arg(bin_path())
+                .args(["restore", "-r", "-f", p(&s1), "--target", p(&target)])
+                .output()
+                .unwrap();
+            let now = snapshot_tree(&target);
+            assert!(
+                now == old || now == new,
+                "killed at {call} number {n}: the target is neither snapshot: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() {
+                assert!(now == new);
+                break;
+            }
+            if now == new {
+                at_new += 1;
+            } else {
+                at_old += 1;
+            }
+            let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+            // Killed after everything was done (writing its report, say):
+            // the increment is refused as applied already.
+            let done_before = now == new && e.contains("this stream was already applied");
+            assert!(c == 0 || done_before, "rerun after {call} number {n}: {e}");
+            assert_same_tree(&s, &target);
+            assert!(
+                !beside.exists(),
+                "{call} number {n}: left {}",
+                beside.display()
+            );
+            assert!(!target.join(".snapdump-restore/apply").exists());
+        }
+    }
+    eprintln!("{at_old} kills left the old snapshot, {at_new} the new one");
+    assert!(at_old > 0 && at_new > 0);
+}
+
+/// What sits at the staging name beside a target: a remnant of ours (an
+/// old tree's removal cut short) is removed and the apply goes on; anything
+/// else refuses the increment by name and is left as it was.
+#[test]
+fn the_staging_name_beside_a_target_is_checked() {
+    let (ch, s0, s1, old, new) = change_of_every_kind();
+    let target = ch.t.dir.path().join("t");
+    let beside = ch.t.dir.path().join(".t.snapdump-next");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+        0
+    );
+    fs::create_dir_all(&beside).unwrap();
+    fs::write(beside.join("mine"), b"a user's file").unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains(".t.snapdump-next") && e.contains("not snapdump's"),
+        "{e}"
+    );
+    assert!(snapshot_tree(&target) == old);
+    assert_eq!(fs::read(beside.join("mine")).unwrap(), b"a user's file");
+    // What a kill while the old tree was removed leaves.
+    fs::remove_dir_all(&beside).unwrap();
+    fs::create_dir_all(beside.join(".snapdump-restore/apply")).unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(snapshot_tree(&target) == new);
+    assert!(!beside.exists());
+}
+
+/// `--inplace` finishes without a tree beside the target; a target that
+/// is a mount point is finished in place too, with a note saying why.
+#[test]
+fn in_place_finishes_by_request_and_at_mount_points() {
+    let (ch, s0, s1, _old, new) = change_of_every_kind();
+    let target = ch.t.dir.path().join("t");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+        0
+    );
+    let out = bin()
+        .args([
+            "restore",
+            "-r",
+            "-f",
+            p(&s1),
+            "--target",
+            p(&target),
+            "--inplace",
+        ])
+        .env("SNAPDUMP_FAILPOINT", "apply-swap-out:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the in-place swap was not reached");
+    assert!(!ch.t.dir.path().join(".t.snapdump-next").exists());
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(&s1),
+        "--target",
+        p(&target),
+        "--inplace",
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert!(snapshot_tree(&target) == new);
+    if !snapdump::fsx::is_root() {
+        return; // mounting needs root
+    }
+    let mnt = ch.t.dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs", p(&mnt)])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs: the mount-point case is skipped");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&mnt)]).0,
+        0
+    );
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&mnt)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("mount point") && e.contains("in place"), "{e}");
+    assert!(snapshot_tree(&mnt) == new);
 }

@@ -744,7 +744,8 @@ fn restore_finish_completes_a_checked_apply_and_undoes_an_unchecked_one() {
     for (point, want) in [
         ("apply-data:1", &snap1),
         ("apply-spool:1", &snap2),
-        ("apply-swap-in:1", &snap2),
+        ("apply-exchange:1", &snap2),
+        ("apply-exchanged:1", &snap2),
     ] {
         let target = t.dir.path().join(point.replace(':', "-"));
         assert_eq!(restore(&t.stream, &target, &[]).0, 0);

@@ -24,6 +24,10 @@ pub struct ReplicateArgs {
     /// Send a full copy whatever the destination holds (resolves a conflict).
     #[arg(long)]
     full: bool,
+    /// A directory destination finishes increments in place instead of
+    /// swapping a new tree in (see restore --inplace).
+    #[arg(long)]
+    inplace: bool,
     /// For a volume source: the snapshot to send, a pointer name or what
     /// PATH@SNAPSHOT takes (default: its newest).
     #[arg(long, value_name = "NAME|ID")]
@@ -53,6 +57,7 @@ pub fn run(a: ReplicateArgs, report: &Report) -> Result<i32> {
         rsh: a.rsh,
         remote_snapdump: a.remote_snapdump,
         full: a.full,
+        inplace: a.inplace,
         compression: a.compression,
         wait: a.wait.policy(),
         snapshot: a.snapshot,
@@ -92,6 +97,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     dest: ServeDest,
+    /// Into a target: finish increments in place (see restore --inplace).
+    #[arg(long)]
+    inplace: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     wait: super::args::WaitArg,
@@ -116,7 +124,7 @@ pub fn run_serve(a: ServeArgs, report: &Report) -> Result<i32> {
         (_, Some(t)) => Destination::Target(t),
         _ => unreachable!("clap requires one"),
     };
-    if !serve(&dest, a.wait.policy(), report)? {
+    if !serve(&dest, a.wait.policy(), a.inplace, report)? {
         return Ok(crate::report::EXIT_FAILURE);
     }
     Ok(report.exit_status())

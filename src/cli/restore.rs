@@ -93,6 +93,12 @@ pub struct RestoreArgs {
     /// the way, and files of the chain changed in the target, naming each.
     #[arg(long)]
     force: bool,
+    /// With -r and an increment: finish it in place instead of building the
+    /// new tree beside the target and swapping it in (no copies of changed
+    /// files where the file system cannot clone them; a kill mid-finish
+    /// leaves a mix of the two snapshots until the next restore finishes it).
+    #[arg(long)]
+    inplace: bool,
     #[command(flatten)]
     wait: WaitArg,
     /// Also recompute the stream's SHA-256 digest list (as verify does).
@@ -198,6 +204,7 @@ pub fn run(a: RestoreArgs, report: &Report) -> Result<i32> {
             a.force,
             digest,
             a.wait.policy(),
+            a.inplace,
             report,
         )?;
         print::json_one_or_many(&a.json, &summaries)?;

@@ -4,6 +4,7 @@
 //! deeper than PATH_MAX, and every component is opened with `O_NOFOLLOW`, so
 //! a symlink planted in a tree (or in a stream) is never followed.
 
+pub mod copy;
 pub mod dirstack;
 pub mod xattr;
 
@@ -472,6 +473,23 @@ pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
             libc::AT_FDCWD,
             a.as_ptr(),
             libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Swaps two names atomically, relative to directory descriptors
+/// (`renameat2(RENAME_EXCHANGE)`, never following a symlink in either).
+pub fn exchange_at(a_dir: BorrowedFd, a: &[u8], b_dir: BorrowedFd, b: &[u8]) -> io::Result<()> {
+    let a = cname(a)?;
+    let b = cname(b)?;
+    check(unsafe {
+        libc::renameat2(
+            a_dir.as_raw_fd(),
+            a.as_ptr(),
+            b_dir.as_raw_fd(),
             b.as_ptr(),
             libc::RENAME_EXCHANGE,
         )

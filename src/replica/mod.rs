@@ -43,6 +43,8 @@ pub struct ReplicateOptions {
     pub remote_snapdump: String,
     /// Send a full copy whatever the destination holds.
     pub full: bool,
+    /// A directory destination finishes increments in place.
+    pub inplace: bool,
     /// zstd level.
     pub compression: i32,
     /// Lock policy.
@@ -301,6 +303,9 @@ impl Peer {
                 if opts.wait == crate::lock::Wait::No {
                     c.arg("--no-wait");
                 }
+                if opts.inplace && !d.volume {
+                    c.arg("--inplace");
+                }
                 c
             }
             Some(h) => {
@@ -312,11 +317,16 @@ impl Peer {
                 c.args(words);
                 c.arg(h);
                 c.arg(format!(
-                    "{} serve {}{}",
+                    "{} serve {}{}{}",
                     sh_quote(&opts.remote_snapdump),
                     sh_quote(&format!("{flag}={}", d.path)),
                     if opts.wait == crate::lock::Wait::No {
                         " --no-wait"
+                    } else {
+                        ""
+                    },
+                    if opts.inplace && !d.volume {
+                        " --inplace"
                     } else {
                         ""
                     }

@@ -64,14 +64,14 @@ impl Destination {
 /// Runs the destination side over stdin/stdout. A failure the source was
 /// told about returns `Ok(false)` (the source prints it); one that could
 /// not be delivered is the error.
-pub fn serve(dest: &Destination, wait: Wait, report: &Report) -> Result<bool> {
+pub fn serve(dest: &Destination, wait: Wait, inplace: bool, report: &Report) -> Result<bool> {
     let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
     let stdout: Box<dyn Write + Send> = Box::new(std::io::BufWriter::with_capacity(
         1 << 16,
         std::io::stdout(),
     ));
     let mut ch = Channel::new(stdin, stdout, "the replication source");
-    match serve_on(dest, &mut ch, wait, report) {
+    match serve_on(dest, &mut ch, wait, inplace, report) {
         Ok(()) => Ok(true),
         // The source gave up and said why; it prints that itself.
         Err(e) if e.downcast_ref::<super::protocol::PeerFailure>().is_some() => Ok(false),
@@ -90,7 +90,13 @@ pub fn serve(dest: &Destination, wait: Wait, report: &Report) -> Result<bool> {
     }
 }
 
-fn serve_on(dest: &Destination, ch: &mut Channel, wait: Wait, report: &Report) -> Result<()> {
+fn serve_on(
+    dest: &Destination,
+    ch: &mut Channel,
+    wait: Wait,
+    inplace: bool,
+    report: &Report,
+) -> Result<()> {
     // One receiver per destination at a time: the destination's own lock
     // is taken by the apply; this one covers the incoming file.
     let lock_path = {
@@ -135,7 +141,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, wait: Wait, report: &Report) -
                 bail!("the source asked to apply a transfer that is not here completely; run replicate again");
             }
             ch.expect::<serde_json::Value>(Kind::Commit)?;
-            apply(dest, held, report)
+            apply(dest, held, inplace, report)
         }
         Action::Full | Action::Increment | Action::Resume => std::thread::scope(|s| {
             // A volume's blocks are placed while the stream arrives.
@@ -162,7 +168,7 @@ fn serve_on(dest: &Destination, ch: &mut Channel, wait: Wait, report: &Report) -
             ch.expect::<serde_json::Value>(Kind::Commit)?;
             Ok::<_, anyhow::Error>(match early.and_then(|e| e.finish()) {
                 Some((vol, prepared)) => commit_early(dest, vol, prepared, report),
-                None => apply(dest, held, report),
+                None => apply(dest, held, inplace, report),
             })
         })?,
     };
@@ -380,7 +386,7 @@ fn commit_early(
     let mut vol = vol.reopen_for_write(Wait::Yes)?;
     if vol.sb.generation != generation {
         drop(vol);
-        return apply(dest, None, report);
+        return apply(dest, None, false, report);
     }
     crate::failpoint::hit("serve-before-early-commit");
     match crate::volume::receive::commit_prepared(&mut vol, prepared) {
@@ -483,6 +489,7 @@ fn receive(dest: &Destination, ch: &mut Channel, tap: &mut dyn FnMut(Tap)) -> Re
 fn apply(
     dest: &Destination,
     held: Option<crate::volume::Volume>,
+    inplace: bool,
     report: &Report,
 ) -> Result<crate::stream::header::SnapshotRef> {
     let path = dest.incoming();
@@ -540,6 +547,7 @@ fn apply(
                     digest: Digest::Check,
                     wait: Wait::Yes,
                     restored_before: None,
+                    inplace,
                 },
                 report,
             )
@@ -633,6 +641,7 @@ fn full_beside(
             digest: Digest::Check,
             wait: Wait::Yes,
             restored_before: None,
+            inplace: false,
         },
         report,
     )

@@ -34,6 +34,7 @@
 //! files (at most the increment's carried data), and a fresh file is built
 //! only where its kept blocks are fewer than its carried ones.
 
+use super::exchange::{Privatizer, Site};
 use super::pending::{ModeJournal, Pending, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use super::summary::{committed, RestoreOptions, RestoreSummary};
@@ -491,7 +492,18 @@ pub fn apply(
     };
     let root = fsx::open_dir_path(target)
         .with_context(|| format!("cannot open restore target {}", target.display()))?;
-    let pending = Pending::create(&paths)?;
+    let site = if opts.inplace {
+        None
+    } else {
+        match Site::for_exchange(target, &paths)? {
+            Ok(site) => Some(site),
+            Err(why) => {
+                note_in_place(target, &why);
+                None
+            }
+        }
+    };
+    let pending = Pending::create(&paths, site)?;
     let mut journal = pending.modes()?;
     let checked = check(opts, &mut r, &state, &root, &pending, &mut journal, report);
     let checked = match checked {
@@ -514,18 +526,31 @@ pub fn apply(
             return Err(anyhow!("{e:#}; {status}"));
         }
     };
+    let next_state = TargetState {
+        source_uuid: h.source_uuid,
+        snapshot: h.snapshot.clone(),
+        block_size: h.block_size,
+        tree: checked.front.tree,
+    };
     finish(
+        target,
         &root,
         &pending,
         &state.tree,
-        &checked.front.tree,
+        &next_state,
         &checked.sources,
-        h.block_size as u64,
         opts.force,
         false,
         report,
     )
     .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
+    let checked = Checked {
+        front: Front {
+            tree: next_state.tree,
+            ..checked.front
+        },
+        ..checked
+    };
     let summary = committed(
         opts,
         report,
@@ -539,6 +564,18 @@ pub fn apply(
     .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
     pending.remove()?;
     Ok(summary)
+}
+
+/// Says, once per run, that an increment is finished in place because the
+/// target cannot have its new tree swapped in whole.
+fn note_in_place(target: &Path, why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        crate::progress::println_err(&format!(
+            "snapdump: note: {}: {why}, so increments are finished in place (a kill while one finishes leaves a mix until the next restore or replicate finishes it); restore into a directory below it for atomic applies, or pass --inplace to say this is meant",
+            target.display()
+        ))
+    });
 }
 
 /// The message of a failure after the increment was checked.
@@ -621,8 +658,7 @@ fn check(
         &h.snapshot,
         Some(report),
     )?;
-    let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
-        .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
+    let next = pending.stage()?;
     stage(
         root,
         &next,
@@ -737,6 +773,11 @@ pub(super) fn recover(
 ) -> Result<Option<SnapshotRef>> {
     refuse_older_layout(paths)?;
     if !Pending::exists(paths) {
+        // An apply killed after its exchange leaves the old tree beside
+        // the target: the target holds that apply's snapshot.
+        if super::exchange::clear_leftover(target)? {
+            return Ok(paths.load()?.map(|s| s.snapshot));
+        }
         return Ok(None);
     }
     let Some(state) = paths.load()? else {
@@ -776,12 +817,12 @@ pub(super) fn recover(
     let _ = carried;
     let sources = sources_from(&next.tree, &pending.load_inherit()?)?;
     finish(
+        target,
         &root,
         &pending,
         &state.tree,
-        &next.tree,
+        &next,
         &sources,
-        next.block_size as u64,
         force,
         true,
         report,
@@ -850,25 +891,33 @@ fn refuse_older_layout(paths: &StatePaths) -> Result<()> {
 }
 
 /// Phase 2, after the check: idempotent, so that an interrupted finish is
-/// completed by running it again.
+/// completed by running it again. Built beside the target and exchanged
+/// with it when the apply has a site ([`super::exchange`]), else moved in
+/// entry by entry.
 #[allow(clippy::too_many_arguments)]
 fn finish(
+    target: &Path,
     root: &OwnedFd,
     pending: &Pending,
     t0: &Tree,
-    t1: &Tree,
+    next_state: &TargetState,
     sources: &[Option<Source>],
-    bs: u64,
     force: bool,
     recovering: bool,
     report: &Report,
 ) -> Result<()> {
+    if let Some(site) = &pending.site {
+        return finish_beside(
+            target, site, root, pending, t0, next_state, sources, force, recovering, report,
+        );
+    }
+    let t1 = &next_state.tree;
+    let bs = next_state.block_size as u64;
     if pending.has("swap1") {
         // A kill late in the swap may have emptied and removed next/.
         let _ = fsx::mkdir_at(pending.fd.as_fd(), NEXT, 0o700);
     }
-    let next = fsx::open_dir(pending.fd.as_fd(), NEXT)
-        .map_err(|e| anyhow!("cannot open the staging directory: {e}"))?;
+    let next = pending.stage()?;
     if !pending.has("swap1") {
         if recovering {
             // An interrupted run may have given next/'s directories their
@@ -876,19 +925,20 @@ fn finish(
             open_up_next(&next, t1)?;
         }
         crate::failpoint::hit("apply-spool");
-        let written = replay_spool(pending, &next, t1)?;
+        let written = replay_spool(pending, &next, t1, None)?;
         crate::failpoint::hit("apply-trim");
-        let trimmed = trim_inherited(&next, t0, t1, sources, bs)?;
+        let trimmed = trim_inherited(&next, t0, t1, sources, bs, None)?;
         // The target as it is now: entries a user added while the stream
         // was read are kept too.
         let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
-        drop_stale_xattrs(&next, t1, sources, &found)?;
-        keep_foreign(root, &next, t0, t1, &found, force)?;
+        drop_stale_xattrs(&next, t1, sources, &found, None)?;
+        keep_foreign(root, &next, t0, t1, &found, force, false)?;
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
         // Inherited files nothing was written to, found with exactly the
         // new snapshot's attributes, are left alone.
-        writer.keep_attrs(t1, untouched(t0, t1, sources, &found, &written, &trimmed));
+        let changed: HashSet<u64> = written.union(&trimmed).copied().collect();
+        writer.keep_attrs(t1, untouched(t0, t1, sources, &found, &changed));
         writer.finish_below_root(t1)?;
         pending.mark(root, "swap1")?;
     }
@@ -913,6 +963,68 @@ fn finish(
     fsx::syncfs(root.as_fd())?;
     crate::failpoint::hit("apply-commit");
     Ok(())
+}
+
+/// The atomic finish: T1's tree is completed beside the target (private
+/// copies of the inherited files it changes, kept foreign entries moved
+/// in, attributes, its own restore state saying T1), then swapped in whole.
+/// Nothing the target shows changes before the exchange (but for entries
+/// a user added since the check, which move with the new tree).
+#[allow(clippy::too_many_arguments)]
+fn finish_beside(
+    target: &Path,
+    site: &super::exchange::Site,
+    root: &OwnedFd,
+    pending: &Pending,
+    t0: &Tree,
+    next_state: &TargetState,
+    sources: &[Option<Source>],
+    force: bool,
+    recovering: bool,
+    report: &Report,
+) -> Result<()> {
+    let t1 = &next_state.tree;
+    let bs = next_state.block_size as u64;
+    let next = pending.stage()?;
+    if !pending.has("swap1") {
+        if recovering {
+            open_up_next(&next, t1)?;
+        }
+        let inherits = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Some(Source::Inherit(g)) => Some((i as u64 + 1, *g)),
+                _ => None,
+            })
+            .collect();
+        let mut private = Privatizer::new(root, &next, &pending.fd, t0, t1, inherits)?;
+        crate::failpoint::hit("apply-spool");
+        let written = replay_spool(pending, &next, t1, Some(&mut private))?;
+        crate::failpoint::hit("apply-trim");
+        let trimmed = trim_inherited(&next, t0, t1, sources, bs, Some(&mut private))?;
+        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
+        drop_stale_xattrs(&next, t1, sources, &found, Some(&mut private))?;
+        let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
+        changed.extend(private.done().iter().copied());
+        let keep = untouched(t0, t1, sources, &found, &changed);
+        let kept: HashSet<u64> = keep.iter().copied().collect();
+        // Every other inherited file gets attributes set: on a copy.
+        for (i, s) in sources.iter().enumerate() {
+            if matches!(s, Some(Source::Inherit(_))) && !kept.contains(&(i as u64 + 1)) {
+                private.make_private(i as u64 + 1)?;
+            }
+        }
+        keep_foreign(root, &next, t0, t1, &found, force, true)?;
+        super::exchange::build_state(target, site, &next, next_state)?;
+        let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
+        writer.mark_created(t1);
+        writer.keep_attrs(t1, keep);
+        writer.finish(t1)?;
+        pending.mark(root, "swap1")?;
+    }
+    drop(next);
+    site.swap()
 }
 
 /// Builds T1's namespace under next/, linking inherited files and copying
@@ -1058,8 +1170,14 @@ fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
 }
 
 /// Writes the spooled carried blocks into the inherited files; returns the
-/// inodes written to.
-fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<HashSet<u64>> {
+/// inodes written to. With a privatizer, each file is first made a copy of
+/// its own (the old tree keeps the shared one).
+fn replay_spool(
+    pending: &Pending,
+    next: &OwnedFd,
+    t1: &Tree,
+    mut private: Option<&mut Privatizer>,
+) -> Result<HashSet<u64>> {
     let mut written = HashSet::new();
     let mut spool = pending.read_spool()?;
     let mut dirs = DirStack::new(next.try_clone()?);
@@ -1070,6 +1188,10 @@ fn replay_spool(pending: &Pending, next: &OwnedFd, t1: &Tree) -> Result<HashSet<
             bail!("the spool names inode {ino}, which is not a file of the new snapshot (damaged spool)");
         }
         if open.as_ref().map(|o| o.0) != Some(ino) {
+            drop(open.take());
+            if let Some(p) = private.as_deref_mut() {
+                p.make_private(ino)?;
+            }
             open = Some((ino, open_inherited(&mut dirs, t1, ino)?));
         }
         let fd = &open.as_ref().expect("opened above").1;
@@ -1088,6 +1210,7 @@ fn trim_inherited(
     t1: &Tree,
     sources: &[Option<Source>],
     bs: u64,
+    mut private: Option<&mut Privatizer>,
 ) -> Result<HashSet<u64>> {
     let mut dirs = DirStack::new(next.try_clone()?);
     let mut trimmed = HashSet::new();
@@ -1111,6 +1234,9 @@ fn trim_inherited(
         if holes.is_empty() && old.size == f.size {
             continue;
         }
+        if let Some(p) = private.as_deref_mut() {
+            p.make_private(f.ino)?;
+        }
         let fd = open_inherited(&mut dirs, t1, f.ino)?;
         for (b, n) in holes {
             fsx::punch_hole(fd.as_fd(), b * bs, n * bs).map_err(io_ctx(
@@ -1128,12 +1254,14 @@ fn trim_inherited(
 /// An inherited file loses the extended attributes the new snapshot does
 /// not have (setting attributes only adds and replaces): those its old
 /// version had and those added in the target since. The security label a
-/// system gives every file is left alone.
+/// system gives every file is left alone. With a privatizer, such a file
+/// is made a copy instead, which has none.
 fn drop_stale_xattrs(
     next: &OwnedFd,
     t1: &Tree,
     sources: &[Option<Source>],
     found: &Survey,
+    mut private: Option<&mut Privatizer>,
 ) -> Result<()> {
     let mut dirs = DirStack::new(next.try_clone()?);
     for (i, s) in sources.iter().enumerate() {
@@ -1153,6 +1281,11 @@ fn drop_stale_xattrs(
             .filter(|k| !f.xattrs.iter().any(|(n, _)| n == *k))
             .collect();
         if stale.is_empty() {
+            continue;
+        }
+        if let Some(p) = private.as_deref_mut() {
+            // A copy starts with no extended attributes at all.
+            p.make_private(f.ino)?;
             continue;
         }
         let d = t1.primary(f.ino);
@@ -1202,8 +1335,7 @@ fn untouched(
     t1: &Tree,
     sources: &[Option<Source>],
     found: &Survey,
-    written: &HashSet<u64>,
-    trimmed: &HashSet<u64>,
+    changed: &HashSet<u64>,
 ) -> Vec<u64> {
     let mut out = Vec::new();
     for (i, s) in sources.iter().enumerate() {
@@ -1211,7 +1343,7 @@ fn untouched(
             continue;
         };
         let f = &t1.inodes[i];
-        if written.contains(&f.ino) || trimmed.contains(&f.ino) {
+        if changed.contains(&f.ino) {
             continue;
         }
         let Some(Some(on_disk)) = found.attrs.get(*g as usize) else {
@@ -1235,7 +1367,8 @@ fn untouched(
 }
 
 /// Moves the entries that are not T0's into T1's directories where T1
-/// keeps their directory (top-level ones simply stay); removes those in the
+/// keeps their directory (top-level ones simply stay, unless `top_too`:
+/// the new tree is swapped in whole); removes those in the
 /// way with `force` (named when the increment was checked) and empty
 /// directories in the way. Without `force`, one that appeared since the
 /// check stops the finish, naming it.
@@ -1246,6 +1379,7 @@ fn keep_foreign(
     t1: &Tree,
     found: &Survey,
     force: bool,
+    top_too: bool,
 ) -> Result<()> {
     let mut from = DirStack::new(root.try_clone()?);
     let mut to = DirStack::new(next.try_clone()?);
@@ -1260,7 +1394,7 @@ fn keep_foreign(
             make_writable(dir)?;
         }
         match f.home {
-            Some(_) if f.dir == ROOT_INO => {}
+            Some(_) if f.dir == ROOT_INO && !top_too => {}
             Some(home) => {
                 let dest = to
                     .enter_in(t1, home)

@@ -28,6 +28,7 @@ pub fn restore_all(
     force: bool,
     digest: Digest,
     wait: crate::lock::Wait,
+    inplace: bool,
     report: &Report,
 ) -> Result<Vec<RestoreSummary>> {
     let mut summaries: Vec<RestoreSummary> = Vec::new();
@@ -39,6 +40,7 @@ pub fn restore_all(
             digest,
             wait,
             restored_before: summaries.last().map(|s| s.snapshot.clone()),
+            inplace,
         };
         summaries.extend(restore(&opts, report)?);
     }

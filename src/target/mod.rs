@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod create;
+pub mod exchange;
 pub mod full;
 pub mod pending;
 pub mod select;

@@ -11,9 +11,11 @@
 //! to its end and checked, and the apply is finished from what is kept
 //! here, without the stream.
 
+use super::exchange::{Site, BESIDE_MARKER};
 use super::state::{StatePaths, STATE_DIR};
 use crate::atomic::replace_file;
 use crate::fsx::{self, dirstack::DirStack};
+use crate::names::escape;
 use crate::stream::payload::Segment;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
@@ -34,6 +36,10 @@ pub struct Pending {
     pub dir: PathBuf,
     /// Its descriptor.
     pub fd: OwnedFd,
+    /// Where the new tree is built when it is swapped in whole (marker
+    /// `beside`); None when it is built in `next/` and moved in entry by
+    /// entry (the in-place finish).
+    pub site: Option<Site>,
 }
 
 impl Pending {
@@ -42,14 +48,26 @@ impl Pending {
         paths.apply_dir().exists()
     }
 
-    /// Starts an apply: creates the directory (and `next/` in it).
-    pub fn create(paths: &StatePaths) -> Result<Pending> {
+    /// Starts an apply: creates the directory and the staging directory,
+    /// `next/` in it or, given a site, the one beside the target (the
+    /// marker naming it written first, so a kill never leaves a staging
+    /// directory nothing points at).
+    pub fn create(paths: &StatePaths, site: Option<Site>) -> Result<Pending> {
         let dir = paths.apply_dir();
         std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let p = Self::open(paths)?;
-        fsx::mkdir_at(p.fd.as_fd(), NEXT, 0o700)
-            .map_err(|e| anyhow!("cannot create the staging directory: {e}"))?;
-        Ok(p)
+        let fd =
+            fsx::open_dir_path(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        match &site {
+            Some(site) => {
+                replace_file(&dir.join(BESIDE_MARKER), &site.stage_name)?;
+                let parent = site.open_parent()?;
+                fsx::mkdir_at(parent.as_fd(), &site.stage_name, 0o700)
+                    .map_err(|e| anyhow!("cannot create {}: {e}", site.stage().display()))?;
+            }
+            None => fsx::mkdir_at(fd.as_fd(), NEXT, 0o700)
+                .map_err(|e| anyhow!("cannot create the staging directory: {e}"))?,
+        }
+        Ok(Pending { dir, fd, site })
     }
 
     /// Opens the directory of a pending apply.
@@ -57,7 +75,41 @@ impl Pending {
         let dir = paths.apply_dir();
         let fd =
             fsx::open_dir_path(&dir).with_context(|| format!("cannot open {}", dir.display()))?;
-        Ok(Pending { dir, fd })
+        let site = if dir.join(BESIDE_MARKER).exists() {
+            let target = paths
+                .dir
+                .parent()
+                .expect("the state directory is in a target");
+            let site = Site::of(target)?.ok_or_else(|| {
+                anyhow!(
+                    "{}: an apply staged beside a target that has no parent",
+                    target.display()
+                )
+            })?;
+            let named = std::fs::read(dir.join(BESIDE_MARKER))
+                .with_context(|| format!("cannot read {}", dir.join(BESIDE_MARKER).display()))?;
+            if named != site.stage_name {
+                bail!(
+                    "{}: the interrupted increment was staged in {} beside it, and the target has been renamed since: rename it back, or run restore --finish and restore the chain again",
+                    target.display(),
+                    escape(&named)
+                );
+            }
+            Some(site)
+        } else {
+            None
+        };
+        Ok(Pending { dir, fd, site })
+    }
+
+    /// Opens the staging directory, where the new tree is built.
+    pub fn stage(&self) -> Result<OwnedFd> {
+        match &self.site {
+            Some(site) => fsx::open_dir_path(&site.stage())
+                .with_context(|| format!("cannot open {}", site.stage().display())),
+            None => fsx::open_dir(self.fd.as_fd(), NEXT)
+                .map_err(|e| anyhow!("cannot open the staging directory: {e}")),
+        }
     }
 
     /// Whether the phase marker `name` exists.
@@ -72,8 +124,13 @@ impl Pending {
         replace_file(&self.dir.join(name), b"")
     }
 
-    /// Removes the whole directory (what is in it is not needed anymore).
+    /// Removes the whole directory (what is in it is not needed anymore),
+    /// and the tree beside the target: the unfinished new one when the
+    /// apply is undone, the old one after the exchange.
     pub fn remove(self) -> Result<()> {
+        if let Some(site) = &self.site {
+            site.remove_stage()?;
+        }
         let parent = self.dir.parent().expect("inside the state directory");
         let sdir = fsx::open_dir_path(parent)?;
         drop(self.fd);

@@ -25,6 +25,10 @@ pub struct RestoreOptions {
     /// The snapshot earlier inputs of the same run brought the target to
     /// (for what a failure says was restored).
     pub restored_before: Option<SnapshotRef>,
+    /// Finish increments in place instead of building the new tree beside
+    /// the target and swapping it in (faster where changed files would be
+    /// copied, not cloned; a kill mid-finish leaves a mix until the next run).
+    pub inplace: bool,
 }
 
 /// The `--json` summary of a restore.
