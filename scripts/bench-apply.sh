@@ -7,7 +7,11 @@
 # scripts/bench.sh's, changed by `gentree mutate` (1% of the 4 KiB blocks
 # of each big file rewritten in place, ~1% of the small files rewritten,
 # added and deleted). Each apply runs on a freshly made, loop-mounted ext4
-# holding the restored level 0, twice per build, alternating. Needs root.
+# holding the restored level 0, twice per build, alternating; with each of
+# the two finishes of this build (the default, which builds the new tree
+# beside the target and swaps it in, copying the files it changes first;
+# and --inplace), on ext4 and, when mkfs.xfs is installed, on xfs (which
+# clones instead of copying). Needs root.
 #
 #   SNAPDUMP_BEFORE=/tmp/snapdump-before scripts/bench-apply.sh [WORKDIR]
 . "$(dirname "$0")/bench-lib.sh"
@@ -32,10 +36,16 @@ for b in "${builds[@]}"; do
 done
 echo "changed data: $changed bytes; level-1 streams: $(for b in "${builds[@]}"; do n=${b%%:*}; printf '%s %d  ' "$n" "$(stat -c %s "$out/$n.s1")"; done)"
 used() { df --output=used -B1 "$mnt" | tail -1; }
-printf '\n%-28s %9s %10s %14s %14s\n' "level-1 apply (fresh ext4)" "seconds" "peak MiB" "extra bytes" "extra/changed"
+fs_types="ext4"
+command -v mkfs.xfs > /dev/null && fs_types="ext4 xfs"
+for fs_type in $fs_types; do
+printf '\n%-36s %9s %10s %14s %14s\n' "level-1 apply (fresh $fs_type)" "seconds" "peak MiB" "extra bytes" "extra/changed"
 for run in 1 2; do
   for b in "${builds[@]}"; do
-    name=${b%%:*}; exe=${b#*:}
+   name=${b%%:*}; exe=${b#*:}
+   finishes=("")
+   "$exe" restore --help | grep -q -- --inplace && finishes=("" "--inplace")
+   for finish in "${finishes[@]}"; do
     fresh_fs
     "$exe" restore -r -f "$out/$name.s0" --target "$mnt/r"
     sync
@@ -44,16 +54,19 @@ for run in 1 2; do
     # of before and after is what the apply needed on top.
     ( while :; do used; sleep 0.005; done ) > "$out/samples" &
     sampler=$!
-    timeit "$exe" restore -r -f "$out/$name.s1" --target "$mnt/r"
+    # shellcheck disable=SC2086 # $finish is one word or none
+    timeit "$exe" restore -r -f "$out/$name.s1" --target "$mnt/r" $finish
     kill "$sampler"; wait "$sampler" 2>/dev/null || true
     sync
     end=$(used)
     peak=$(sort -n "$out/samples" | tail -1)
     base=$(( start > end ? start : end ))
     extra=$(( peak > base ? peak - base : 0 ))
-    printf '%-28s %9.2f %10d %14d %14.2f\n' "$name (run $run)" "$secs" $((kib / 1024)) "$extra" \
+    printf '%-36s %9.2f %10d %14d %14.2f\n' "$name ${finish:-atomic} (run $run)" "$secs" $((kib / 1024)) "$extra" \
       "$(awk -v e="$extra" -v c="$changed" 'BEGIN { print e / c }')"
     diff -rq --no-dereference --exclude=.snapdump-restore "$src" "$mnt/r" >/dev/null \
       || { echo "$name: the applied tree differs from the source"; exit 1; }
+   done
   done
+done
 done

@@ -1,7 +1,8 @@
 # Shared setup of the benchmark scripts (sourced, not run): builds the
 # binaries, generates the tree once under WORKDIR, makes a tmpfs work area,
 # and defines timeit (wall seconds and peak RSS into $secs and $kib) and
-# fresh_fs (a freshly made ext4 loop-mounted at $mnt).
+# fresh_fs (a freshly made ext4, or $fs_type, loop-mounted at $mnt,
+# ${fs_size:-12G} large).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/var/tmp/snapdump-bench}
@@ -21,8 +22,12 @@ timeit() { /usr/bin/time -f "%e %M" -o "$out/t" "$@" >/dev/null; read -r secs ki
 fresh_fs() {
   umount "$mnt" 2>/dev/null || true
   rm -f "$out/fs.img"
-  truncate -s 12G "$out/fs.img"
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$out/fs.img"
+  truncate -s "${fs_size:-12G}" "$out/fs.img"
+  case ${fs_type:-ext4} in
+    ext4) mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$out/fs.img" ;;
+    xfs) mkfs.xfs -q -f "$out/fs.img" ;; # reflink=1 is mkfs.xfs's default
+    *) echo "fresh_fs: no such file system type: $fs_type" >&2; exit 1 ;;
+  esac
   mount -o loop "$out/fs.img" "$mnt"
 }
 # Reads the whole tree once so both tools start from a warm page cache.

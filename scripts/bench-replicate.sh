@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Replication benchmark: `snapdump replicate` into a volume and into a
-# directory next to `rsync -aHAXS --delete --inplace --no-whole-file`
+# Replication benchmark: `snapdump replicate` into a volume, into a
+# directory (atomic: the new tree built beside it and swapped in, changed
+# files copied first on ext4) and into a directory with --inplace (changed
+# blocks written into the files, as rsync --inplace does), next to
+# `rsync -aHAXS --delete --inplace --no-whole-file`
 # (--delete: without it rsync's copy keeps the deleted files and is no
 # replica; the check at the end would fail), over ssh to
 # 127.0.0.1 (an sshd of the script's own: temporary host and client keys,
@@ -40,6 +43,9 @@
 # Needs root (loop mounts, sshd). Each run mutates the tree further.
 #
 #   scripts/bench-replicate.sh [WORKDIR]   (default /var/tmp/snapdump-bench)
+# Four copies of the tree (a volume, two directories, rsync's) and the
+# atomic apply's copies of the changed files fit in 20G.
+fs_size=20G
 . "$(dirname "$0")/bench-lib.sh"
 if [ ! -x /usr/sbin/sshd ] || ! command -v ssh > /dev/null || ! command -v rsync > /dev/null ||
   ! command -v jq > /dev/null; then
@@ -168,15 +174,6 @@ rs() {
   wire=$(wire_bytes)
   payload=$(tr -d , < "$out/stdout" | awk '/^Total bytes (sent|received):/ { s += $4 } END { printf "%.0f\n", s }')
 }
-# The same without --inplace: rsync writes each changed file as a new copy
-# and renames it over the old one (each file old or new, as the directory
-# replica's tree as a whole is).
-rs_copy() {
-  reset_wire
-  timeit_out bash -c "rsync -aHAXS --delete --no-whole-file --stats -e '$rsh' '$src/' '127.0.0.1:$dst/rsync-copy/' && sync -f '$dst/rsync-copy'"
-  wire=$(wire_bytes)
-  payload=$(tr -d , < "$out/stdout" | awk '/^Total bytes (sent|received):/ { s += $4 } END { printf "%.0f\n", s }')
-}
 row() { # name seconds payload wire [l1] [rsync-seconds] [decision]
   local ratio="" rel=""
   [ -n "${5:-}" ] && ratio=$(awk -v w="$4" -v l="$5" 'BEGIN { printf "%.3f", w / l }')
@@ -209,8 +206,6 @@ rep "$dst/dir-inplace" --inplace
 row "snapdump replicate --inplace -> directory" "$secs" "$payload" "$wire" "" "" "$decision"
 rs
 row "$rsync_name" "$secs" "$payload" "$wire"
-rs_copy
-row "rsync -aHAXS --delete --no-whole-file" "$secs" "$payload" "$wire"
 
 # --- two rounds -----------------------------------------------------------
 for round in 1 2; do
@@ -244,14 +239,10 @@ for round in 1 2; do
   trs=$secs pr=$payload wr=$wire
   rs
   tru=$secs pru=$payload wru=$wire
-  rs_copy
-  trc=$secs prc=$payload wrc=$wire
   row "snapdump replicate -> volume" "$tv" "$pv" "$wv" "$l1" "$trs" "$dv"
   row "snapdump replicate -> directory (atomic)" "$td" "$pd" "$wd" "$l1" "$trs" "$ddir"
   row "snapdump replicate --inplace -> directory" "$ti" "$pi" "$wi" "$l1" "$trs" "$di"
   row "$rsync_name" "$trs" "$pr" "$wr" "$l1" "$trs"
-  row "rsync -aHAXS --delete --no-whole-file" "$trc" "$prc" "$wrc" "$l1" "$trs"
-  printf '  directory (atomic) / rsync without --inplace = %s\n' "$(awk -v d="$td" -v r="$trc" 'BEGIN { printf "%.2f", d / r }')"
   row "up to date: replicate -> volume" "$tvu" "$pvu" "$wvu" "" "$tru" "$dvu"
   row "up to date: replicate -> directory" "$tdu" "$pdu" "$wdu" "" "$tru" "$ddu"
   row "up to date: rsync" "$tru" "$pru" "$wru" "" "$tru"

@@ -14,21 +14,28 @@
 //!    not T0's are kept where T1 keeps their directory, and refused by name
 //!    otherwise (`--force` replaces them); a changed or missing T0 file the
 //!    increment builds on refuses the increment. T1's namespace is staged
-//!    under `apply/next/`: a file whose kept blocks all sit at the same
-//!    offsets of one T0 file (and are at least as many as its carried
-//!    ones) inherits that file as a hard link; any other file is built
+//!    (beside the target, or under `apply/next/`): a file whose kept
+//!    blocks all sit at the same offsets of one T0 file (and are at least
+//!    as many as its carried ones) inherits that file as a hard link; any
+//!    other file is built
 //!    fresh, copying its kept blocks from T0. The stream is then read to
 //!    its end: carried blocks of fresh files go into them (they are not
 //!    visible), carried blocks of inherited files into the spool. When the
 //!    end record has been checked, the spool is synced, T1 is saved as
 //!    `next-state`, and the marker `checked` is written.
 //! 2. **Finish** (idempotent; an interrupted one is completed by the next
-//!    run, from what `apply/` keeps, without the stream). The spool is
-//!    written into the inherited files, which lose the blocks T1 does not
-//!    have; kept foreign entries move into T1's directories; attributes are
-//!    applied innermost first (`swap1`); T0's entries move into
-//!    `apply/old/` (`swap2`), T1's into the target; the new state is
-//!    committed and `apply/` removed.
+//!    run, from what `apply/` keeps, without the stream). By default T1's
+//!    tree is staged beside the target ([`super::exchange`]): each
+//!    inherited file the finish changes is first made a private copy,
+//!    then the spool is written, files lose the blocks T1 does not have,
+//!    foreign entries move in, the tree gets its restore state and
+//!    attributes (`swap1`), and one RENAME_EXCHANGE swaps it with the
+//!    target: a kill leaves T0 or T1, never a mix. In place (`--inplace`,
+//!    mount points), T1's tree is staged in `apply/next/`, the spool is
+//!    written into the shared files themselves, T0's entries move into
+//!    `apply/old/` (`swap2`) and T1's into the target; a kill there leaves
+//!    a mix until the next run finishes it. Either way the new state is
+//!    then committed and `apply/` removed.
 //!
 //! The extra space is bounded: the spool holds only blocks of inherited
 //! files (at most the increment's carried data), and a fresh file is built
@@ -682,10 +689,12 @@ fn check(
     writer.mark_created(&front.tree);
     let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
+    let mut spooled_files = HashSet::new();
     let totals = read_data(r, &front, |s, d| {
         crate::failpoint::hit("apply-data");
         progress.inc(s.len as u64);
         if in_place[s.ino as usize] {
+            spooled_files.insert(s.ino);
             spool.put(s, d)
         } else {
             writer.write(tree, s, d)
@@ -715,7 +724,17 @@ fn check(
         None,
     )
     .map_err(|e| anyhow!("{e:#} (found when the stream had been read)"))?;
-    enough_space(root, spooled)?;
+    // Finished beside the target, each file given blocks becomes a copy
+    // of its own first, which takes its size where extents are not shared.
+    let copies = if pending.site.is_some() && !super::exchange::clones(&pending.fd) {
+        spooled_files
+            .iter()
+            .map(|&i| front.tree.inode(i).size)
+            .sum()
+    } else {
+        0
+    };
+    enough_space(root, spooled, copies)?;
     let pairs: Vec<(u64, u64)> = sources
         .iter()
         .enumerate()
@@ -748,15 +767,22 @@ fn check(
 
 /// Refuses to go past the check when the target's file system cannot take
 /// the finish: writing the spool back may need as much new space as it
-/// holds (file systems that copy on write, blocks that were holes).
-fn enough_space(root: &OwnedFd, spooled: u64) -> Result<()> {
+/// holds (file systems that copy on write, blocks that were holes), and
+/// the private copies of the files it goes into (`copies`, when they are
+/// copied rather than cloned).
+fn enough_space(root: &OwnedFd, spooled: u64, copies: u64) -> Result<()> {
     let Some(free) = fsx::free_bytes(root.as_fd()) else {
         return Ok(()); // no figure to go by: the finish will say if it fails
     };
-    let need = spooled + (1 << 20);
+    let need = spooled + copies + (1 << 20);
     if free < need {
+        let hint = if copies > 0 {
+            format!(" (or apply it with --inplace, which copies none of the {copies} bytes of changed files)")
+        } else {
+            String::new()
+        };
         bail!(
-            "the target's file system has {free} bytes free and finishing this increment may need {need}: free some space and run the restore again"
+            "the target's file system has {free} bytes free and finishing this increment may need {need}: free some space and run the restore again{hint}"
         );
     }
     Ok(())

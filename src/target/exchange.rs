@@ -241,6 +241,29 @@ fn probe_exchange(paths: &StatePaths) -> io::Result<()> {
     r
 }
 
+/// Whether the file system of `dir` clones files (`FICLONE` of an empty
+/// file succeeds): then private copies cost no space.
+pub fn clones(dir: &OwnedFd) -> bool {
+    let (a, b) = (&b"clone-probe-a"[..], &b"clone-probe-b"[..]);
+    let open = |n: &[u8]| {
+        let _ = fsx::unlink_at(dir.as_fd(), n, false);
+        fsx::openat(
+            dir.as_fd(),
+            n,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+    };
+    let r = match (open(a), open(b)) {
+        (Ok(src), Ok(dst)) => fsx::copy::clone_or_copy(src.as_fd(), dst.as_fd(), 0)
+            .is_ok_and(|k| k == fsx::copy::CopyKind::Cloned),
+        _ => false,
+    };
+    let _ = fsx::unlink_at(dir.as_fd(), a, false);
+    let _ = fsx::unlink_at(dir.as_fd(), b, false);
+    r
+}
+
 /// Removes a tree left beside `target` by an apply whose exchange was
 /// done (the old tree, whose restore state holds the finished apply's
 /// directory); anything else by that name is left alone. Returns whether

@@ -1,6 +1,7 @@
 //! The working directory of an incremental apply, `TARGET/.snapdump-restore/apply/`
-//! (formats/restore-state.md): the new snapshot's namespace being built
-//! (`next/`), the old entries on their way out (`old/`), the carried blocks
+//! (formats/restore-state.md): where the new snapshot's namespace is
+//! being built (beside the target, named by the marker `beside`, or in
+//! `next/`), the old entries on their way out (`old/`), the carried blocks
 //! that go into files the target already has (`spool`), the modes changed
 //! to reach unreadable directories (`modes`), and the phase markers.
 //!
