@@ -43,8 +43,10 @@ printf '\n%-36s %9s %10s %14s %14s\n' "level-1 apply (fresh $fs_type)" "seconds"
 for run in 1 2; do
   for b in "${builds[@]}"; do
    name=${b%%:*}; exe=${b#*:}
+   # A build without --inplace has only its in-place finish.
    finishes=("")
-   "$exe" restore --help | grep -q -- --inplace && finishes=("" "--inplace")
+   only=in-place
+   "$exe" restore --help | grep -q -- --inplace && finishes=("" "--inplace") only=atomic
    for finish in "${finishes[@]}"; do
     fresh_fs
     "$exe" restore -r -f "$out/$name.s0" --target "$mnt/r"
@@ -62,7 +64,7 @@ for run in 1 2; do
     peak=$(sort -n "$out/samples" | tail -1)
     base=$(( start > end ? start : end ))
     extra=$(( peak > base ? peak - base : 0 ))
-    printf '%-36s %9.2f %10d %14d %14.2f\n' "$name ${finish:-atomic} (run $run)" "$secs" $((kib / 1024)) "$extra" \
+    printf '%-36s %9.2f %10d %14d %14.2f\n' "$name ${finish:-$only} (run $run)" "$secs" $((kib / 1024)) "$extra" \
       "$(awk -v e="$extra" -v c="$changed" 'BEGIN { print e / c }')"
     diff -rq --no-dereference --exclude=.snapdump-restore "$src" "$mnt/r" >/dev/null \
       || { echo "$name: the applied tree differs from the source"; exit 1; }
