@@ -1075,4 +1075,106 @@ fn in_place_finishes_by_request_and_at_mount_points() {
     assert_eq!(c, 0, "{e}");
     assert!(e.contains("mount point") && e.contains("in place"), "{e}");
     assert!(snapshot_tree(&mnt) == new);
+    // A bind mount of a directory onto itself: same device as its parent.
+    let bound = ch.t.dir.path().join("bound");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&bound)]).0,
+        0
+    );
+    let ok = std::process::Command::new("mount")
+        .args(["--bind", p(&bound), p(&bound)])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mount --bind failed");
+    let _unbind = Unmount(bound.clone());
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&bound)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("mount point"), "{e}");
+    assert!(snapshot_tree(&bound) == new);
+}
+
+/// Entries a user adds while a killed apply waits to be finished, before
+/// or after its swap, move into the new tree; a finish that cannot go on
+/// (its staged tree removed by hand) is undone, leaving the old snapshot;
+/// a target renamed after a kill still takes the increment.
+#[test]
+fn what_happens_to_a_target_between_a_kill_and_the_next_run() {
+    let (ch, s0, s1, old, new) = change_of_every_kind();
+    let dir = ch.t.dir.path();
+    let fresh = |name: &str| {
+        let t = dir.join(name);
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&t)]).0,
+            0
+        );
+        t
+    };
+    let killed = |t: &Path, point: &str| {
+        let out = bin()
+            .args(["restore", "-r", "-f", p(&s1), "--target", p(t)])
+            .env("SNAPDUMP_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point} was not reached");
+    };
+    let without = |t: &Path, extra: &[&str]| {
+        let mut m = snapshot_tree(t);
+        for e in extra {
+            m.remove(e.as_bytes());
+        }
+        m.remove(b".".as_slice());
+        m
+    };
+    let strip = |m: &BTreeMap<Vec<u8>, Entry>| {
+        let mut m = m.clone();
+        m.remove(b".".as_slice());
+        m
+    };
+    for point in ["apply-exchange:1", "apply-exchanged:1"] {
+        let t = fresh(&format!("t-{}", point.replace(':', "-")));
+        killed(&t, point);
+        write(&t.join("added-by-user"), b"keep me");
+        fs::create_dir(t.join("d/user-dir")).unwrap();
+        write(&t.join("d/user-dir/f"), b"me too");
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t)]);
+        assert!(c == 0 || e.contains("already applied"), "{point}: {e}");
+        assert_eq!(
+            fs::read(t.join("added-by-user")).unwrap(),
+            b"keep me",
+            "{point}"
+        );
+        assert_eq!(
+            fs::read(t.join("d/user-dir/f")).unwrap(),
+            b"me too",
+            "{point}"
+        );
+        // `d` holds a user's entry now: its times are the user's doing.
+        let got = without(&t, &["added-by-user", "d/user-dir", "d/user-dir/f", "d"]);
+        let mut want = strip(&new);
+        want.remove(b"d".as_slice());
+        assert!(got == want, "{point}: not the new snapshot");
+    }
+    // The staged tree removed by hand after the check: undone, not wedged.
+    let t = fresh("t-unstaged");
+    killed(&t, "apply-spool:1");
+    fs::remove_dir_all(dir.join(".t-unstaged.snapdump-next")).unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("undone") && e.contains("unchanged at snapshot 1"),
+        "{e}"
+    );
+    assert!(snapshot_tree(&t) == old);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(snapshot_tree(&t) == new);
+    // Renamed after a kill before the swap.
+    let t = fresh("t-renamed");
+    killed(&t, "apply-exchange:1");
+    let u = dir.join("u-renamed");
+    fs::rename(&t, &u).unwrap();
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&u)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(snapshot_tree(&u) == new);
+    assert!(!dir.join(".t-renamed.snapdump-next").exists());
 }

@@ -115,6 +115,12 @@ fn serve_on(
         wait,
     )?;
     if let Destination::Target(t) = dest {
+        // The old tree an increment killed after its swap left beside.
+        let paths = crate::target::state::StatePaths::new(t);
+        if !crate::target::pending::Pending::exists(&paths) {
+            let _lock = paths.lock(t, wait)?;
+            crate::target::apply::settle_beside(t, &paths, report)?;
+        }
         // A full copy staged beside the target by a run that was killed:
         // before the swap it is partial, after it the old tree; either
         // way not wanted.

@@ -539,6 +539,7 @@ pub fn apply(
         block_size: h.block_size,
         tree: checked.front.tree,
     };
+    let beside = pending.site.is_some();
     finish(
         target,
         &root,
@@ -550,7 +551,7 @@ pub fn apply(
         false,
         report,
     )
-    .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
+    .map_err(|e| after_check(e, target, &paths, &root, &state, &h.snapshot, beside))?;
     let checked = Checked {
         front: Front {
             tree: next_state.tree,
@@ -583,6 +584,43 @@ fn note_in_place(target: &Path, why: &str) {
             target.display()
         ))
     });
+}
+
+/// What a failure of the finish leaves. Finished beside the target and
+/// not yet swapped in (the target's apply directory is still there), the
+/// target is its old snapshot exactly: the apply is undone (so a cause
+/// such as a full file system does not wedge the target) and the message
+/// says the target is unchanged. Otherwise the target is between the two
+/// snapshots and the next run finishes the apply.
+fn after_check(
+    e: anyhow::Error,
+    target: &Path,
+    paths: &StatePaths,
+    root: &OwnedFd,
+    state: &TargetState,
+    to: &SnapshotRef,
+    beside: bool,
+) -> anyhow::Error {
+    if !beside || !paths.apply_dir().exists() {
+        return between(e, target, &state.snapshot, to);
+    }
+    let undone = Pending::open(paths).and_then(|p| {
+        p.modes()?.restore(root, &state.tree)?;
+        p.remove()
+    });
+    match undone {
+        Ok(()) => anyhow!(
+            "{e:#}; the increment was undone: the target {} is unchanged at snapshot {} ({}); run the restore again once that is fixed (--inplace makes no copies of changed files)",
+            target.display(),
+            state.snapshot.id,
+            state.snapshot.time.rfc3339()
+        ),
+        Err(u) => anyhow!(
+            "{e:#}; undoing the increment failed too ({u:#}): the target {} is still at snapshot {}, and rerunning the restore tries again",
+            target.display(),
+            state.snapshot.id
+        ),
+    }
 }
 
 /// The message of a failure after the increment was checked.
@@ -727,10 +765,7 @@ fn check(
     // Finished beside the target, each file given blocks becomes a copy
     // of its own first, which takes its size where extents are not shared.
     let copies = if pending.site.is_some() && !super::exchange::clones(&pending.fd) {
-        spooled_files
-            .iter()
-            .map(|&i| front.tree.inode(i).size)
-            .sum()
+        copy_estimate(t0, &front.tree, &sources, &now, &spooled_files, bs)
     } else {
         0
     };
@@ -763,6 +798,47 @@ fn check(
         stream_bytes: r.offset(),
         sources,
     })
+}
+
+/// The bytes the private copies of an atomic finish take where the file
+/// system cannot clone: the data blocks (holes stay holes) of every
+/// inherited file the finish changes — given blocks, trimmed, or with
+/// other attributes or extended attributes than the new snapshot's.
+fn copy_estimate(
+    t0: &Tree,
+    t1: &Tree,
+    sources: &[Option<Source>],
+    found: &Survey,
+    spooled: &HashSet<u64>,
+    bs: u64,
+) -> u64 {
+    let mut bytes = 0;
+    for (i, s) in sources.iter().enumerate() {
+        let Some(Source::Inherit(g)) = s else {
+            continue;
+        };
+        let f = &t1.inodes[i];
+        let old = t0.inode(*g);
+        let same_attrs = found
+            .attrs
+            .get(*g as usize)
+            .cloned()
+            .flatten()
+            .is_some_and(|a| {
+                a.mode == f.attrs.mode
+                    && a.uid == f.attrs.uid
+                    && a.gid == f.attrs.gid
+                    && a.atime == f.attrs.atime
+                    && a.mtime == f.attrs.mtime
+            })
+            && old.xattrs == f.xattrs;
+        let blocks = |x: &Inode| RunSet::from_runs(x.extents.iter().map(|e| (e.block, e.count)));
+        let trimmed = old.size != f.size || blocks(old).runs() != blocks(f).runs();
+        if spooled.contains(&f.ino) || trimmed || !same_attrs {
+            bytes += f.extents.iter().map(|x| x.count).sum::<u64>() * bs;
+        }
+    }
+    bytes
 }
 
 /// Refuses to go past the check when the target's file system cannot take
@@ -799,9 +875,7 @@ pub(super) fn recover(
 ) -> Result<Option<SnapshotRef>> {
     refuse_older_layout(paths)?;
     if !Pending::exists(paths) {
-        // An apply killed after its exchange leaves the old tree beside
-        // the target: the target holds that apply's snapshot.
-        if super::exchange::clear_leftover(target)? {
+        if settle_beside(target, paths, report)? {
             return Ok(paths.load()?.map(|s| s.snapshot));
         }
         return Ok(None);
@@ -842,6 +916,7 @@ pub(super) fn recover(
     }
     let _ = carried;
     let sources = sources_from(&next.tree, &pending.load_inherit()?)?;
+    let beside = pending.site.is_some();
     finish(
         target,
         &root,
@@ -853,7 +928,7 @@ pub(super) fn recover(
         true,
         report,
     )
-    .map_err(|e| between(e, target, &state.snapshot, &next.snapshot))?;
+    .map_err(|e| after_check(e, target, paths, &root, &state, &next.snapshot, beside))?;
     let snap = next.snapshot.clone();
     paths.commit(&next)?;
     pending.remove()?;
@@ -863,6 +938,27 @@ pub(super) fn recover(
         snap.id
     ));
     Ok(Some(snap))
+}
+
+/// An apply killed after its exchange leaves the old tree beside the
+/// target (which holds that apply's snapshot): entries a user added
+/// meanwhile are rescued from it, then it is removed. Returns whether
+/// there was one. The caller holds the target's lock.
+pub fn settle_beside(target: &Path, paths: &StatePaths, report: &Report) -> Result<bool> {
+    if let Some(site) = super::exchange::Site::of(target)? {
+        if site.stage().exists() && site.is_ours()? {
+            let old_state = StatePaths::new(&site.stage()).load().ok().flatten();
+            if let (Some(t0), Some(t1)) = (old_state, paths.load()?) {
+                if let (Ok(old), Ok(new)) = (
+                    fsx::open_dir_path(&site.stage()),
+                    fsx::open_dir_path(target),
+                ) {
+                    rescue_foreign(&old, &new, &t0.tree, &t1.tree, &site, report);
+                }
+            }
+        }
+    }
+    super::exchange::clear_leftover(target)
 }
 
 /// `restore --finish`: ends the target's chain. A pending apply is first
@@ -1049,8 +1145,42 @@ fn finish_beside(
         writer.finish(t1)?;
         pending.mark(root, "swap1")?;
     }
-    drop(next);
-    site.swap()
+    site.swap()?;
+    // `root` is the old tree now, beside; `next` the target.
+    rescue_foreign(root, &next, t0, t1, site, report);
+    Ok(())
+}
+
+/// After the exchange: entries a user put into the target after the
+/// finish moved the foreign ones (or while a killed apply waited to be
+/// finished) are in the old tree; they move into the new one. If one
+/// cannot (its directory is gone from the new snapshot, or a name is
+/// taken), the old tree is kept under a name of its own, named in a
+/// warning, instead of being removed with them.
+fn rescue_foreign(
+    old: &OwnedFd,
+    new: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    site: &super::exchange::Site,
+    report: &Report,
+) {
+    let moved = survey(old, t0, t1, &mut |_, _, _, _| Ok(false), false)
+        .and_then(|found| keep_foreign(old, new, t0, t1, &found, false, true));
+    if let Err(e) = moved {
+        let kept = site.keep_stage();
+        let what = match &kept {
+            Ok(p) => format!(
+                "the old tree is kept as {}: take them from there",
+                p.display()
+            ),
+            Err(k) => format!("and keeping the old tree failed too ({k:#})"),
+        };
+        report.warn(
+            site.stage().as_os_str().as_encoded_bytes(),
+            format!("entries added to the target during the apply could not be moved into the new snapshot ({e:#}); {what}"),
+        );
+    }
 }
 
 /// Builds T1's namespace under next/, linking inherited files and copying

@@ -73,8 +73,13 @@ impl Site {
         let root = fsx::open_dir_path(target)
             .with_context(|| format!("cannot open restore target {}", target.display()))?;
         let (ps, ts) = (fsx::fstat(parent.as_fd())?, fsx::fstat(root.as_fd())?);
-        if ps.st_dev != ts.st_dev || ps.st_ino == ts.st_ino {
+        if ps.st_dev != ts.st_dev || ps.st_ino == ts.st_ino || is_mount_root(&root) {
             return Ok(Err("it is a mount point".into()));
+        }
+        if site.stage_name.len() > 255 {
+            return Ok(Err(
+                "its name is too long for a staging directory beside it".into(),
+            ));
         }
         // SAFETY: faccessat reads a NUL-terminated name relative to an fd.
         let writable =
@@ -166,6 +171,29 @@ impl Site {
         }
     }
 
+    /// Renames the staging directory to a name of its own,
+    /// `.NAME.snapdump-kept-SECONDS`, without its `beside` marker, so no
+    /// later run removes it; returns the new path.
+    pub fn keep_stage(&self) -> Result<PathBuf> {
+        let parent = self.open_parent()?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut name = b".".to_vec();
+        name.extend_from_slice(&self.target_name);
+        name.extend_from_slice(format!(".snapdump-kept-{secs}").as_bytes());
+        let _ = std::fs::remove_file(
+            self.stage()
+                .join(STATE_DIR)
+                .join(APPLY_DIR)
+                .join(BESIDE_MARKER),
+        );
+        fsx::rename_at(parent.as_fd(), &self.stage_name, parent.as_fd(), &name)
+            .map_err(|e| anyhow!("cannot rename {}: {e}", self.stage().display()))?;
+        Ok(self.parent.join(std::ffi::OsStr::from_bytes(&name)))
+    }
+
     /// Whether the directory at the staging name is snapdump's: it holds
     /// the `beside` marker (the old tree of an apply killed after its
     /// exchange), or nothing but what is left of the marker's directories
@@ -219,6 +247,24 @@ impl Site {
         crate::failpoint::hit("apply-exchanged");
         Ok(())
     }
+}
+
+/// Whether `dir` is the root of a mount (a bind mount of a directory of
+/// the same file system among them, which st_dev does not tell apart).
+fn is_mount_root(dir: &OwnedFd) -> bool {
+    // SAFETY: statx fills the zeroed struct for an open descriptor.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            fsx::raw(dir.as_fd()),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            0,
+            &mut st,
+        )
+    };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    r == 0 && st.stx_attributes_mask & bit != 0 && st.stx_attributes & bit != 0
 }
 
 /// Whether the file system of the target's state directory exchanges

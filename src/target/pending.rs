@@ -16,7 +16,6 @@ use super::exchange::{Site, BESIDE_MARKER};
 use super::state::{StatePaths, STATE_DIR};
 use crate::atomic::replace_file;
 use crate::fsx::{self, dirstack::DirStack};
-use crate::names::escape;
 use crate::stream::payload::Segment;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Context, Result};
@@ -81,21 +80,18 @@ impl Pending {
                 .dir
                 .parent()
                 .expect("the state directory is in a target");
-            let site = Site::of(target)?.ok_or_else(|| {
+            let mut site = Site::of(target)?.ok_or_else(|| {
                 anyhow!(
                     "{}: an apply staged beside a target that has no parent",
                     target.display()
                 )
             })?;
-            let named = std::fs::read(dir.join(BESIDE_MARKER))
+            // The name it was staged under (the target may have been
+            // renamed since: the staging directory is looked for by it in
+            // the target's parent; if it is not there, the finish fails
+            // and the apply is undone, the target being its old snapshot).
+            site.stage_name = std::fs::read(dir.join(BESIDE_MARKER))
                 .with_context(|| format!("cannot read {}", dir.join(BESIDE_MARKER).display()))?;
-            if named != site.stage_name {
-                bail!(
-                    "{}: the interrupted increment was staged in {} beside it, and the target has been renamed since: rename it back, or run restore --finish and restore the chain again",
-                    target.display(),
-                    escape(&named)
-                );
-            }
             Some(site)
         } else {
             None
