@@ -770,15 +770,7 @@ fn check(
         0
     };
     enough_space(root, spooled, copies)?;
-    let pairs: Vec<(u64, u64)> = sources
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| match s {
-            Some(Source::Inherit(g)) => Some((i as u64 + 1, *g)),
-            _ => None,
-        })
-        .collect();
-    pending.save_inherit(&pairs)?;
+    pending.save_inherit(&inherit_pairs(&sources))?;
     let paths = StatePaths::new(&opts.target);
     let next_state = TargetState {
         source_uuid: h.source_uuid,
@@ -1041,26 +1033,12 @@ fn finish(
     }
     let next = pending.stage()?;
     if !pending.has("swap1") {
-        if recovering {
-            // An interrupted run may have given next/'s directories their
-            // modes already (a mode-000 one among them).
-            open_up_next(&next, t1)?;
-        }
-        crate::failpoint::hit("apply-spool");
-        let written = replay_spool(pending, &next, t1, None)?;
-        crate::failpoint::hit("apply-trim");
-        let trimmed = trim_inherited(&next, t0, t1, sources, bs, None)?;
-        // The target as it is now: entries a user added while the stream
-        // was read are kept too.
-        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
-        drop_stale_xattrs(&next, t1, sources, &found, None)?;
-        keep_foreign(root, &next, t0, t1, &found, force, false)?;
+        let keep = complete_tree(
+            root, &next, pending, t0, t1, sources, bs, force, recovering, None,
+        )?;
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
-        // Inherited files nothing was written to, found with exactly the
-        // new snapshot's attributes, are left alone.
-        let changed: HashSet<u64> = written.union(&trimmed).copied().collect();
-        writer.keep_attrs(t1, untouched(t0, t1, sources, &found, &changed));
+        writer.keep_attrs(t1, keep);
         writer.finish_below_root(t1)?;
         pending.mark(root, "swap1")?;
     }
@@ -1087,6 +1065,70 @@ fn finish(
     Ok(())
 }
 
+/// What both finishes do to the staged tree before its attributes: the
+/// spool written into the inherited files, which lose the blocks T1 does
+/// not have and the xattrs it does not have, and the foreign entries a
+/// user put into the target moved in. Returns the inherited files found
+/// exactly as T1 has them (their attributes are left alone). With a
+/// privatizer (the finish beside the target), every inherited file that
+/// changes, in data or attributes, is made a copy of its own first, and
+/// top-level foreign entries move too (the tree is swapped in whole).
+#[allow(clippy::too_many_arguments)]
+fn complete_tree(
+    root: &OwnedFd,
+    next: &OwnedFd,
+    pending: &Pending,
+    t0: &Tree,
+    t1: &Tree,
+    sources: &[Option<Source>],
+    bs: u64,
+    force: bool,
+    recovering: bool,
+    mut private: Option<&mut Privatizer>,
+) -> Result<Vec<u64>> {
+    if recovering {
+        // An interrupted run may have given the staged directories their
+        // modes already (a mode-000 one among them).
+        open_up_next(next, t1)?;
+    }
+    crate::failpoint::hit("apply-spool");
+    let written = replay_spool(pending, next, t1, private.as_deref_mut())?;
+    crate::failpoint::hit("apply-trim");
+    let trimmed = trim_inherited(next, t0, t1, sources, bs, private.as_deref_mut())?;
+    // The target as it is now: entries a user added while the stream was
+    // read are kept too.
+    let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
+    drop_stale_xattrs(next, t1, sources, &found, private.as_deref_mut())?;
+    let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
+    if let Some(p) = &private {
+        changed.extend(p.done().iter().copied());
+    }
+    let keep = untouched(t0, t1, sources, &found, &changed);
+    if let Some(p) = private {
+        // Every other inherited file gets attributes set: on a copy.
+        let kept: HashSet<u64> = keep.iter().copied().collect();
+        for (ino, _) in inherit_pairs(sources) {
+            if !kept.contains(&ino) {
+                p.make_private(ino)?;
+            }
+        }
+    }
+    keep_foreign(root, next, t0, t1, &found, force, pending.site.is_some())?;
+    Ok(keep)
+}
+
+/// The (T1 inode, T0 inode) pairs of the files T1 inherits.
+fn inherit_pairs(sources: &[Option<Source>]) -> Vec<(u64, u64)> {
+    sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Some(Source::Inherit(g)) => Some((i as u64 + 1, *g)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The atomic finish: T1's tree is completed beside the target (private
 /// copies of the inherited files it changes, kept foreign entries moved
 /// in, attributes, its own restore state saying T1), then swapped in whole.
@@ -1109,35 +1151,20 @@ fn finish_beside(
     let bs = next_state.block_size as u64;
     let next = pending.stage()?;
     if !pending.has("swap1") {
-        if recovering {
-            open_up_next(&next, t1)?;
-        }
-        let inherits = sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Some(Source::Inherit(g)) => Some((i as u64 + 1, *g)),
-                _ => None,
-            })
-            .collect();
+        let inherits = inherit_pairs(sources).into_iter().collect();
         let mut private = Privatizer::new(root, &next, &pending.fd, t0, t1, inherits)?;
-        crate::failpoint::hit("apply-spool");
-        let written = replay_spool(pending, &next, t1, Some(&mut private))?;
-        crate::failpoint::hit("apply-trim");
-        let trimmed = trim_inherited(&next, t0, t1, sources, bs, Some(&mut private))?;
-        let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
-        drop_stale_xattrs(&next, t1, sources, &found, Some(&mut private))?;
-        let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
-        changed.extend(private.done().iter().copied());
-        let keep = untouched(t0, t1, sources, &found, &changed);
-        let kept: HashSet<u64> = keep.iter().copied().collect();
-        // Every other inherited file gets attributes set: on a copy.
-        for (i, s) in sources.iter().enumerate() {
-            if matches!(s, Some(Source::Inherit(_))) && !kept.contains(&(i as u64 + 1)) {
-                private.make_private(i as u64 + 1)?;
-            }
-        }
-        keep_foreign(root, &next, t0, t1, &found, force, true)?;
+        let keep = complete_tree(
+            root,
+            &next,
+            pending,
+            t0,
+            t1,
+            sources,
+            bs,
+            force,
+            recovering,
+            Some(&mut private),
+        )?;
         super::exchange::build_state(target, site, &next, next_state)?;
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);

@@ -376,8 +376,6 @@ pub struct Privatizer<'a> {
     done: HashSet<u64>,
     /// T1 inode -> indexes of its dirents other than the primary one.
     more_names: HashMap<u64, Vec<usize>>,
-    /// Bytes copied (not cloned) to make files private.
-    pub copied_bytes: u64,
 }
 
 impl<'a> Privatizer<'a> {
@@ -407,7 +405,6 @@ impl<'a> Privatizer<'a> {
             link_dirs: DirStack::new(next.try_clone()?),
             work: work.try_clone()?,
             done: HashSet::new(),
-            copied_bytes: 0,
         })
     }
 
@@ -459,11 +456,8 @@ impl<'a> Privatizer<'a> {
                     escape(&t1.path(ino))
                 )
             })?;
-            let kind = fsx::copy::clone_or_copy(src.as_fd(), dst.as_fd(), st_new.st_size as u64)
+            fsx::copy::clone_or_copy(src.as_fd(), dst.as_fd(), st_new.st_size as u64)
                 .map_err(|e| anyhow!("cannot copy {}: {e}", escape(&t1.path(ino))))?;
-            if kind == fsx::copy::CopyKind::Copied {
-                self.copied_bytes += st_new.st_size as u64;
-            }
             fsx::rename_at(self.work.as_fd(), b"copy", ndir, &p.name).map_err(|e| {
                 anyhow!(
                     "cannot put the copy of {} in place: {e}",
