@@ -77,7 +77,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s C -d 'Comp
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s i -d 'Browse the stream in an interactive shell and extract what you mark'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l finish -d 'Remove the target\'s restore chain state (after the last increment)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l force -d 'Restore into a non-empty target, replacing entries in the way'
-complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l inplace -d 'With -r and an increment: finish it in place instead of building the new tree beside the target and swapping it in (no copies of changed files where the file system cannot clone them; a kill mid-finish leaves a mix of the two snapshots until the next restore finishes it)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l inplace -d 'With -r and an increment: finish it in place instead of building the new tree beside the target and swapping it in: only changed entries move, directories and unchanged files keep their inodes, no copies of changed files; a kill mid-finish leaves a mix of the two snapshots until the next restore finishes it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s SHA-256 digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'

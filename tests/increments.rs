@@ -62,10 +62,17 @@ impl Chain {
     }
     /// Restores the chain of `id` into a fresh directory and returns it.
     fn restore(&self, id: u64, name: &str) -> PathBuf {
+        self.restore_with(id, name, &[])
+    }
+
+    /// As `restore`, each stream applied with `extra` arguments.
+    fn restore_with(&self, id: u64, name: &str, extra: &[&str]) -> PathBuf {
         let target = self.t.dir.path().join(name);
         let _ = fs::remove_dir_all(&target);
         for s in self.chain(id) {
-            let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s), "--target", p(&target)]);
+            let mut args = vec!["restore", "-r", "-f", p(&s), "--target", p(&target)];
+            args.extend_from_slice(extra);
+            let (c, _, e) = run_s(&args);
             assert_eq!(c, 0, "restore of {} failed: {e}", s.display());
         }
         target
@@ -235,7 +242,33 @@ fn change_of_every_kind() -> (
     }
     write(&s.join("d/e/big"), &bytes(99, 300_000));
     fs::hard_link(s.join("d/f6"), s.join("f6-link")).unwrap();
+    // Directories that stay and change: an extended attribute removed, a
+    // mode changed; a file that becomes a directory tree; a symlink
+    // retargeted.
+    fs::create_dir_all(s.join("x/y")).unwrap();
+    write(&s.join("x/y/keep"), &bytes(7, 5000));
+    let dir_xattr = setxattr(&s.join("x"), "user.gone", b"1");
+    write(&s.join("g"), b"becomes a directory");
+    std::os::unix::fs::symlink("d/f1", s.join("sl")).unwrap();
+    // Reading a new symlink moves its atime once (relatime): settled here.
+    snapshot_tree(&s);
     ch.dump(0);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if dir_xattr {
+            let c = std::ffi::CString::new(s.join("x").as_os_str().as_encoded_bytes()).unwrap();
+            let k = std::ffi::CString::new("user.gone").unwrap();
+            assert_eq!(unsafe { libc::lremovexattr(c.as_ptr(), k.as_ptr()) }, 0);
+        }
+        fs::set_permissions(s.join("x/y"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::remove_file(s.join("g")).unwrap();
+        fs::create_dir_all(s.join("g/h/i")).unwrap();
+        write(&s.join("g/h/i/file"), &bytes(8, 6000));
+        fs::remove_file(s.join("sl")).unwrap();
+        std::os::unix::fs::symlink("d/f2", s.join("sl")).unwrap();
+        fs::create_dir_all(s.join("n/m")).unwrap();
+        fs::hard_link(s.join("x/y/keep"), s.join("n/m/keep-link")).unwrap();
+    }
     {
         use std::os::unix::fs::{FileExt, PermissionsExt};
         for (f, at) in [("d/e/big", 40_000), ("d/f1", 1000), ("d/f6", 4096)] {
@@ -338,7 +371,8 @@ fn an_interrupted_apply_reruns_to_the_exact_state() {
             c, 0,
             "rerun after {name}:{n} (inplace {inplace}) failed: {e}"
         );
-        assert_same_tree(&s, &target);
+        // (The check after the kill read the target's symlinks.)
+        assert_same_tree_links_read(&s, &target);
         // And the chain continues from there, with nothing left beside.
         let st = target.join(".snapdump-restore");
         assert!(
@@ -713,6 +747,9 @@ mod random {
                 eprintln!("snapshot {id} level {level}: {}", v["header"]["base"]);
             }
             assert_same_tree(ch.src(), &r);
+            // The in-place finish, which moves only what changed.
+            let r = ch.restore_with(id, "ri", &["--inplace"]);
+            assert_same_tree(ch.src(), &r);
         }
     }
 
@@ -914,6 +951,22 @@ const CHANGING_CALLS: &str = "renameat2,renameat,rename,linkat,link,unlinkat,unl
 /// restore brings it to the new one with nothing left beside it.
 #[test]
 fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
+    if let Some((at_old, at_new)) = kill_sweep(false) {
+        assert!(at_old > 0 && at_new > 0);
+    }
+}
+
+/// The same sweep of the in-place finish (`--inplace`, which moves only
+/// what changed): after any kill the next restore brings the target to
+/// exactly the new snapshot, with nothing of the apply left.
+#[test]
+fn a_kill_at_any_system_call_of_an_in_place_apply_is_finished_by_the_next_run() {
+    kill_sweep(true);
+}
+
+/// Runs the sweep; the counts of kills that left the old snapshot and the
+/// new one (None when strace is missing).
+fn kill_sweep(inplace: bool) -> Option<(u32, u32)> {
     if std::process::Command::new("strace")
         .arg("-V")
         .output()
@@ -924,13 +977,17 @@ fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
             "strace is not installed"
         );
         eprintln!("strace is not installed: skipped");
-        return;
+        return None;
     }
     let (ch, s0, s1, old, new) = change_of_every_kind();
     let s = ch.src().to_path_buf();
     let (mut at_old, mut at_new) = (0, 0);
     let target = ch.t.dir.path().join("swept");
     let beside = ch.t.dir.path().join(".swept.snapdump-next");
+    let mut apply = vec!["restore", "-r", "-f", p(&s1), "--target", p(&target)];
+    if inplace {
+        apply.push("--inplace");
+    }
     for call in CHANGING_CALLS.split(',') {
         for n in 1u32.. {
             assert!(n < 5000, "the apply never completed under strace");
@@ -944,12 +1001,12 @@ fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
                 .args(["-f", "-o", "/dev/null", "-e"])
                 .arg(format!("inject={call}:signal=KILL:when={n}"))
                 .arg(bin_path())
-                .args(["restore", "-r", "-f", p(&s1), "--target", p(&target)])
+                .args(&apply)
                 .output()
                 .unwrap();
             let now = snapshot_tree(&target);
             assert!(
-                now == old || now == new,
+                inplace || now == old || now == new,
                 "killed at {call} number {n}: the target is neither snapshot: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -959,15 +1016,16 @@ fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
             }
             if now == new {
                 at_new += 1;
-            } else {
+            } else if now == old {
                 at_old += 1;
             }
-            let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&target)]);
+            let (c, _, e) = run_s(&apply);
             // Killed after everything was done (writing its report, say):
             // the increment is refused as applied already.
             let done_before = now == new && e.contains("this stream was already applied");
             assert!(c == 0 || done_before, "rerun after {call} number {n}: {e}");
-            assert_same_tree(&s, &target);
+            // (The check after the kill read the target's symlinks.)
+            assert_same_tree_links_read(&s, &target);
             assert!(
                 !beside.exists(),
                 "{call} number {n}: left {}",
@@ -976,8 +1034,42 @@ fn a_kill_at_any_system_call_of_an_apply_leaves_one_snapshot_or_the_other() {
             assert!(!target.join(".snapdump-restore/apply").exists());
         }
     }
-    eprintln!("{at_old} kills left the old snapshot, {at_new} the new one");
-    assert!(at_old > 0 && at_new > 0);
+    eprintln!("{at_old} kills left the old snapshot, {at_new} the new one (inplace {inplace})");
+    Some((at_old, at_new))
+}
+
+/// The in-place finish moves only what changed: directories that stay
+/// keep their inodes (so a shell's working directory, a bind mount or an
+/// NFS export inside the target survive an increment), and so do files
+/// the increment does not replace; the tree is exactly the new snapshot.
+#[test]
+fn in_place_increments_keep_directories_and_unchanged_files() {
+    use std::os::unix::fs::MetadataExt;
+    let (ch, s0, s1, _, _) = change_of_every_kind();
+    let target = ch.t.dir.path().join("t");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&target)]).0,
+        0
+    );
+    let ino = |rel: &str| fs::symlink_metadata(target.join(rel)).unwrap().ino();
+    let before: Vec<(&str, u64)> = ["d", "x", "x/y", "d/f0", "d/f1", "x/y/keep"]
+        .into_iter()
+        .map(|r| (r, ino(r)))
+        .collect();
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(&s1),
+        "--target",
+        p(&target),
+        "--inplace",
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_same_tree(ch.src(), &target);
+    for (r, i) in before {
+        assert_eq!(ino(r), i, "{r} is another inode after the increment");
+    }
 }
 
 /// What sits at the staging name beside a target: a remnant of ours (an

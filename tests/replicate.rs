@@ -1008,6 +1008,73 @@ fn a_volume_killed_before_its_early_commit_keeps_its_old_snapshot() {
     same_content(&want, &volume_state(&vol, work, ""), "after the next run");
 }
 
+/// A directory replica checks and stages an increment while it arrives
+/// and finishes it when the source says commit. Killed just before that
+/// finish it holds its old snapshot exactly; the next run sends nothing
+/// and finishes from the held transfer. A source that dies before its
+/// commit leaves the staged apply undone by the receiver itself: the old
+/// snapshot, nothing staged beside or inside the target. Both finishes.
+#[test]
+fn a_directory_stages_while_the_stream_arrives_and_applies_only_on_commit() {
+    for mode in [&[][..], &["--inplace"][..]] {
+        let t = paths();
+        let work = t.dir.path();
+        small_tree(&t.src);
+        let dir = work.join("r");
+        let apply_dir = dir.join(".snapdump-restore/apply");
+        let beside = work.join(".r.snapdump-next");
+        let run = |point: &str| {
+            let mut args = vec!["replicate", "--catalog", p(&t.cat)];
+            args.extend_from_slice(mode);
+            args.extend([p(&t.src), p(&dir)]);
+            bin()
+                .args(&args)
+                .env("SNAPDUMP_FAILPOINT", format!("{point}:1"))
+                .output()
+                .unwrap()
+        };
+        ok(replicate(&t.cat, mode, p(&t.src), p(&dir)));
+        let old = replica_state(&dir);
+        mutate(&t.src, 1);
+        let want = source_state(&t.src);
+        // Reached only when the stream was staged as it arrived.
+        let out = run("serve-before-early-commit");
+        assert_ne!(out.status.code(), Some(0), "{mode:?}");
+        same_content(&old, &replica_state(&dir), "killed before the finish");
+        let v = ok(replicate(&t.cat, mode, p(&t.src), p(&dir)));
+        assert_eq!(v["bytes_sent"], 0, "{mode:?} {v}");
+        same_content(&want, &replica_state(&dir), "after the next run");
+        assert!(
+            !apply_dir.exists() && !beside.exists(),
+            "{mode:?}: left over"
+        );
+        // The source dies after the destination synced the stream (and
+        // staged it), before it says commit.
+        let before = want;
+        mutate(&t.src, 2);
+        let want = source_state(&t.src);
+        let out = run("replicate-before-commit");
+        assert_ne!(out.status.code(), Some(0), "{mode:?}");
+        // The receiver sees the source go, undoes and exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while (apply_dir.exists() || beside.exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            !apply_dir.exists(),
+            "{mode:?}: the staged apply was not undone"
+        );
+        assert!(
+            !beside.exists(),
+            "{mode:?}: the staged tree was left beside"
+        );
+        same_content(&before, &replica_state(&dir), "no commit");
+        let v = ok(replicate(&t.cat, mode, p(&t.src), p(&dir)));
+        assert_eq!(v["bytes_sent"], 0, "{mode:?} {v}");
+        same_content(&want, &replica_state(&dir), "committed by the next run");
+    }
+}
+
 /// A new replica volume of a volume source with 1 KiB blocks: the early
 /// placement cannot use the 4 KiB volume the hello created, so the stream
 /// is applied from the incoming file, into the volume re-created with the

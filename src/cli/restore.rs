@@ -94,9 +94,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     force: bool,
     /// With -r and an increment: finish it in place instead of building the
-    /// new tree beside the target and swapping it in (no copies of changed
-    /// files where the file system cannot clone them; a kill mid-finish
-    /// leaves a mix of the two snapshots until the next restore finishes it).
+    /// new tree beside the target and swapping it in: only changed entries
+    /// move, directories and unchanged files keep their inodes, no copies of
+    /// changed files; a kill mid-finish leaves a mix of the two snapshots
+    /// until the next restore finishes it.
     #[arg(long)]
     inplace: bool,
     #[command(flatten)]

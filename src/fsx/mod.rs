@@ -480,6 +480,38 @@ pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Renames without replacing what is at the new name (`EEXIST` then):
+/// `renameat2(RENAME_NOREPLACE)`, or, on a file system without it, a check
+/// of the new name and a plain rename (a race there is the caller's to
+/// accept).
+pub fn rename_noreplace_at(
+    old_dir: BorrowedFd,
+    old: &[u8],
+    new_dir: BorrowedFd,
+    new: &[u8],
+) -> io::Result<()> {
+    let o = cname(old)?;
+    let n = cname(new)?;
+    let r = check(unsafe {
+        libc::renameat2(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    });
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            if stat_at(new_dir, new).is_ok() {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            rename_at(old_dir, old, new_dir, new)
+        }
+        r => r.map(|_| ()),
+    }
+}
+
 /// Swaps two names atomically, relative to directory descriptors
 /// (`renameat2(RENAME_EXCHANGE)`, never following a symlink in either).
 pub fn exchange_at(a_dir: BorrowedFd, a: &[u8], b_dir: BorrowedFd, b: &[u8]) -> io::Result<()> {

@@ -7,7 +7,7 @@
 //! or its new one, never between. A cut transfer stays in the incoming
 //! file; the next hello offers it, with chunk digests, for resuming.
 
-use super::early::EarlyPlacement;
+use super::early::Early;
 use super::protocol::{
     chunk_digest, Ack, Action, Channel, Decision, End, Failure, Followed, Frame, Hello, Incoming,
     Kind, Received, Snap, CHUNK, PROTOCOL_VERSION,
@@ -150,31 +150,45 @@ fn serve_on(
             apply(dest, held, inplace, report)
         }
         Action::Full | Action::Increment | Action::Resume => std::thread::scope(|s| {
-            // A volume's blocks are placed while the stream arrives.
+            // The stream is applied while it arrives, up to its commit.
             let mut held = held;
-            let mut early: Option<EarlyPlacement> = None;
+            let mut early = Head::None;
             let incoming = dest.incoming();
             receive(dest, ch, &mut |tap| match tap {
                 Tap::Start(at) => {
-                    if let Some(v) = held.take() {
-                        early = Some(EarlyPlacement::start(s, v, incoming.clone(), at));
+                    early = match (dest, held.take()) {
+                        (Destination::Volume(_), Some(v)) => {
+                            Head::Volume(super::early::place(s, v, incoming.clone(), at))
+                        }
+                        (Destination::Target(t), _) => Head::Target(super::early::stage(
+                            s,
+                            t,
+                            inplace,
+                            incoming.clone(),
+                            at,
+                            report,
+                        )),
+                        _ => Head::None,
                     }
                 }
-                Tap::Data(b) => {
-                    if let Some(e) = early.as_mut() {
-                        e.push(b)
-                    }
-                }
-                Tap::End => {
-                    if let Some(e) = early.as_mut() {
-                        e.end()
-                    }
-                }
+                Tap::Data(b) => early.push(b),
+                Tap::End => early.end(),
             })?;
             ch.expect::<serde_json::Value>(Kind::Commit)?;
-            Ok::<_, anyhow::Error>(match early.and_then(|e| e.finish()) {
-                Some((vol, prepared)) => commit_early(dest, vol, prepared, report),
-                None => apply(dest, held, inplace, report),
+            Ok::<_, anyhow::Error>(match early {
+                Head::Volume(e) => match e.finish() {
+                    Some((vol, prepared)) => commit_early(dest, vol, prepared, report),
+                    None => apply(dest, held, inplace, report),
+                },
+                Head::Target(e) => match e.finish() {
+                    Some(staged) => {
+                        crate::failpoint::hit("serve-before-early-commit");
+                        let opts = super::early::options(dest.path(), &incoming, inplace)?;
+                        staged.finish(&opts, report).map(|s| s.snapshot)
+                    }
+                    None => apply(dest, None, inplace, report),
+                },
+                Head::None => apply(dest, held, inplace, report),
             })
         })?,
     };
@@ -377,6 +391,30 @@ enum Tap {
     Start(u64),
     Data(Vec<u8>),
     End,
+}
+
+/// The head start a stream's apply has while it arrives.
+enum Head<'scope> {
+    None,
+    Volume(Early<'scope, (crate::volume::Volume, crate::volume::receive::Prepared)>),
+    Target(Early<'scope, crate::target::apply::Staged>),
+}
+
+impl Head<'_> {
+    fn push(&mut self, b: Vec<u8>) {
+        match self {
+            Head::None => {}
+            Head::Volume(e) => e.push(b),
+            Head::Target(e) => e.push(b),
+        }
+    }
+    fn end(&mut self) {
+        match self {
+            Head::None => {}
+            Head::Volume(e) => e.end(),
+            Head::Target(e) => e.end(),
+        }
+    }
 }
 
 /// Commits a stream placed early; if the volume changed since it was

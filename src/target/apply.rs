@@ -41,8 +41,10 @@
 //! files (at most the increment's carried data), and a fresh file is built
 //! only where its kept blocks are fewer than its carried ones.
 
+use super::access::{make_writable, ours, with_access};
+use super::delta::Layout;
 use super::exchange::{Privatizer, Site};
-use super::pending::{ModeJournal, Pending, NEXT, OLD};
+use super::pending::{ModeJournal, Pending, DELTA_MARKER, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use super::summary::{committed, RestoreOptions, RestoreSummary};
 use super::survey::{survey, Survey};
@@ -198,13 +200,6 @@ fn foreign_path(t0: &Tree, dir: u64, name: &[u8]) -> Vec<u8> {
     p.push(b'/');
     p.extend_from_slice(name);
     p
-}
-
-/// Whether the process may change an entry owned by `uid` without help.
-fn ours(uid: u32) -> bool {
-    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let euid = *EUID.get_or_init(fsx::euid);
-    euid == 0 || uid == euid
 }
 
 /// Refuses an increment the target cannot take as it is, before anything
@@ -365,27 +360,6 @@ fn open_up(
     Ok(true)
 }
 
-/// Runs `op` on `name` in `dir`; if it fails for want of permission and
-/// the entry is ours, adds the owner bits `add` and tries once more.
-fn with_access<T>(
-    dir: BorrowedFd,
-    name: &[u8],
-    add: u32,
-    mut op: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    match op() {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) && !fsx::is_root() => {
-            let st = fsx::stat_at(dir, name)?;
-            if !ours(st.st_uid) {
-                return Err(e);
-            }
-            fsx::chmod_at(dir, name, (st.st_mode & 0o7777) | add)?;
-            op()
-        }
-        r => r,
-    }
-}
-
 /// What the checking phase hands to the finish.
 struct Checked {
     front: Front,
@@ -472,10 +446,56 @@ fn admit(r: &StreamReader, target: &Path, paths: &StatePaths, finished: bool) ->
 /// caller holds the target's lock.
 pub fn apply(
     opts: &RestoreOptions,
-    mut r: StreamReader,
+    r: StreamReader,
     report: &Report,
     started: std::time::Instant,
 ) -> Result<RestoreSummary> {
+    match prepare(opts, r, report, started, None)? {
+        Prepared::Staged(staged) => staged.finish(opts, report),
+        Prepared::Finished(summary) => Ok(summary),
+    }
+}
+
+/// What reading and checking an increment came to.
+pub enum Prepared {
+    /// Checked and staged; [`Staged::finish`] applies it.
+    Staged(Box<Staged>),
+    /// An interrupted apply of this very stream was finished instead (the
+    /// stream was read through).
+    Finished(RestoreSummary),
+}
+
+/// An increment read to its end and checked, its new tree staged, but not
+/// yet declared checked: the target still holds its old snapshot, and a
+/// kill or a drop undoes the preparation. This is the split replication
+/// uses to check a stream while it arrives and apply it only when the
+/// source says commit; `restore -r` finishes at once.
+pub struct Staged {
+    /// The target's lock, when the preparation took it itself.
+    lock: Option<crate::lock::Lock>,
+    target: std::path::PathBuf,
+    root: OwnedFd,
+    /// `None` once finished or undone.
+    pending: Option<Pending>,
+    journal: ModeJournal,
+    state: TargetState,
+    /// `None` once finished.
+    checked: Option<Checked>,
+    header: crate::stream::header::StreamHeader,
+    started: std::time::Instant,
+    force: bool,
+}
+
+/// Reads and checks the increment `r` against `opts.target` and stages
+/// its tree (phase 1). The caller holds the target's lock, or passes it
+/// as `lock` for the [`Staged`] to keep.
+pub fn prepare(
+    opts: &RestoreOptions,
+    mut r: StreamReader,
+    report: &Report,
+    started: std::time::Instant,
+    lock: Option<crate::lock::Lock>,
+) -> Result<Prepared> {
     let h = r.header.clone();
     let target = &opts.target;
     let paths = StatePaths::new(target);
@@ -486,7 +506,7 @@ pub fn apply(
             // The stream is read through (a pipe's writer expects that,
             // and an image set goes on after it).
             while r.next_record()?.is_some() {}
-            return Ok(RestoreSummary::new(
+            return Ok(Prepared::Finished(RestoreSummary::new(
                 opts,
                 report,
                 h.snapshot.clone(),
@@ -494,7 +514,7 @@ pub fn apply(
                 &DataTotals::default(),
                 0,
                 started,
-            ));
+            )));
         }
     };
     let root = fsx::open_dir_path(target)
@@ -512,68 +532,143 @@ pub fn apply(
     };
     let pending = Pending::create(&paths, site)?;
     let mut journal = pending.modes()?;
-    let checked = check(opts, &mut r, &state, &root, &pending, &mut journal, report);
-    let checked = match checked {
+    let checked = match check(opts, &mut r, &state, &root, &pending, &mut journal, report) {
         Ok(c) => c,
-        Err(e) => {
-            let undone = journal
-                .restore(&root, &state.tree)
-                .and_then(|_| pending.remove());
-            let status = match undone {
-                Ok(()) => format!(
-                    "the increment was not applied: {} is unchanged at snapshot {} ({})",
-                    target.display(),
-                    state.snapshot.id,
-                    state.snapshot.time.rfc3339()
-                ),
-                Err(u) => format!(
-                    "the increment was not applied, but undoing its preparation failed ({u:#}): rerun the restore to clean up"
-                ),
-            };
-            return Err(anyhow!("{e:#}; {status}"));
-        }
+        Err(e) => return Err(undone(e, pending, &journal, &root, target, &state)),
     };
-    let next_state = TargetState {
-        source_uuid: h.source_uuid,
-        snapshot: h.snapshot.clone(),
-        block_size: h.block_size,
-        tree: checked.front.tree,
-    };
-    let beside = pending.site.is_some();
-    finish(
-        target,
-        &root,
-        &pending,
-        &state.tree,
-        &next_state,
-        &checked.sources,
-        opts.force,
-        false,
-        report,
-    )
-    .map_err(|e| after_check(e, target, &paths, &root, &state, &h.snapshot, beside))?;
-    let checked = Checked {
-        front: Front {
-            tree: next_state.tree,
-            ..checked.front
-        },
-        ..checked
-    };
-    let summary = committed(
-        opts,
-        report,
-        &paths,
-        &h,
-        checked.front,
-        &checked.totals,
-        checked.stream_bytes,
+    Ok(Prepared::Staged(Box::new(Staged {
+        lock,
+        target: target.clone(),
+        root,
+        pending: Some(pending),
+        journal,
+        state,
+        checked: Some(checked),
+        header: h,
         started,
-    )
-    .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
-    pending.remove()?;
-    Ok(summary)
+        force: opts.force,
+    })))
 }
 
+/// Undoes the preparation of an increment that failed its check (or was
+/// abandoned), and says so with the cause `e`.
+fn undone(
+    e: anyhow::Error,
+    pending: Pending,
+    journal: &ModeJournal,
+    root: &OwnedFd,
+    target: &Path,
+    state: &TargetState,
+) -> anyhow::Error {
+    let status = match journal.restore(root, &state.tree).and_then(|_| pending.remove()) {
+        Ok(()) => format!(
+            "the increment was not applied: {} is unchanged at snapshot {} ({})",
+            target.display(),
+            state.snapshot.id,
+            state.snapshot.time.rfc3339()
+        ),
+        Err(u) => format!(
+            "the increment was not applied, but undoing its preparation failed ({u:#}): rerun the restore to clean up"
+        ),
+    };
+    anyhow!("{e:#}; {status}")
+}
+
+impl Staged {
+    /// The snapshot the increment brings.
+    pub fn snapshot(&self) -> &SnapshotRef {
+        &self.header.snapshot
+    }
+
+    /// Phase 2: declares the increment checked (from here a kill is
+    /// finished by the next run, not undone), finishes the new tree and
+    /// records the snapshot.
+    pub fn finish(mut self, opts: &RestoreOptions, report: &Report) -> Result<RestoreSummary> {
+        let pending = self
+            .pending
+            .take()
+            .expect("a staged apply is finished once");
+        if let Err(e) = pending.mark(&self.root, "checked") {
+            return Err(undone(
+                e,
+                pending,
+                &self.journal,
+                &self.root,
+                &self.target,
+                &self.state,
+            ));
+        }
+        let target = &self.target;
+        let paths = StatePaths::new(target);
+        let h = &self.header;
+        let state = &self.state;
+        let checked = self
+            .checked
+            .take()
+            .expect("a staged apply is finished once");
+        let next_state = TargetState {
+            source_uuid: h.source_uuid,
+            snapshot: h.snapshot.clone(),
+            block_size: h.block_size,
+            tree: checked.front.tree,
+        };
+        let beside = pending.site.is_some();
+        finish(
+            target,
+            &self.root,
+            &pending,
+            &state.tree,
+            &next_state,
+            &checked.sources,
+            self.force,
+            false,
+            report,
+        )
+        .map_err(|e| after_check(e, target, &paths, &self.root, state, &h.snapshot, beside))?;
+        let front = Front {
+            tree: next_state.tree,
+            ..checked.front
+        };
+        let summary = committed(
+            opts,
+            report,
+            &paths,
+            h,
+            front,
+            &checked.totals,
+            checked.stream_bytes,
+            self.started,
+        )
+        .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
+        pending.remove()?;
+        drop(self.lock.take());
+        Ok(summary)
+    }
+
+    /// Gives the increment up: the preparation is undone and the target
+    /// keeps its old snapshot (as after a refused increment).
+    pub fn abandon(mut self) -> Result<()> {
+        self.undo()
+    }
+
+    fn undo(&mut self) -> Result<()> {
+        match self.pending.take() {
+            Some(p) => {
+                self.journal.restore(&self.root, &self.state.tree)?;
+                p.remove()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Neither finished nor abandoned (a cut transfer): undone, and a
+        // failure to undo is left to the next run's recovery.
+        let _ = self.undo();
+    }
+}
 /// Says, once per run, that an increment is finished in place because the
 /// target cannot have its new tree swapped in whole.
 fn note_in_place(target: &Path, why: &str) {
@@ -704,6 +799,11 @@ fn check(
         Some(report),
     )?;
     let next = pending.stage()?;
+    // In place, only what changes is staged.
+    let layout = pending
+        .site
+        .is_none()
+        .then(|| layout_of(t0, &front.tree, &sources));
     stage(
         root,
         &next,
@@ -713,6 +813,7 @@ fn check(
         h.block_size as u64,
         journal,
         report,
+        layout.as_ref(),
     )?;
     let bs = h.block_size as u64;
     let mut spool = pending.spool()?;
@@ -783,7 +884,6 @@ fn check(
         tree: next_state.tree,
         ..front
     };
-    pending.mark(root, "checked")?;
     Ok(Checked {
         front,
         totals,
@@ -1025,54 +1125,111 @@ fn finish(
             target, site, root, pending, t0, next_state, sources, force, recovering, report,
         );
     }
+    if !pending.has(DELTA_MARKER) {
+        bail!(
+            "{} holds an increment checked by an older snapdump, finished in place another way; finish it with that version, or restore the chain again",
+            pending.dir.display()
+        );
+    }
     let t1 = &next_state.tree;
     let bs = next_state.block_size as u64;
+    let layout = layout_of(t0, t1, sources);
     if pending.has("swap1") {
-        // A kill late in the swap may have emptied and removed next/.
+        // A kill late in the finish may have removed next/.
         let _ = fsx::mkdir_at(pending.fd.as_fd(), NEXT, 0o700);
     }
     let next = pending.stage()?;
     if !pending.has("swap1") {
         let keep = complete_tree(
-            root, &next, pending, t0, t1, sources, bs, force, recovering, None,
+            root,
+            &next,
+            pending,
+            t0,
+            t1,
+            sources,
+            bs,
+            force,
+            recovering,
+            None,
+            Some(&layout),
         )?;
+        // Staged entries get their attributes in next/; kept files that
+        // change theirs get them where they are.
+        let kept: HashSet<u64> = keep.iter().copied().collect();
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
         writer.keep_attrs(t1, keep);
+        writer.keep_attrs(
+            t1,
+            (1..=t1.inodes.len() as u64).filter(|&i| layout.in_target[i as usize]),
+        );
         writer.finish_below_root(t1)?;
+        let mut places = Places::new(&next, root, Some(&layout))?;
+        let mut not_owned = 0;
+        for (ino, _) in inherit_pairs(sources) {
+            if layout.in_target[ino as usize] && !kept.contains(&ino) {
+                let dir = places.parent_of(t1, ino)?;
+                let inode = t1.inode(ino);
+                set_attrs(
+                    dir,
+                    &t1.primary(ino).name,
+                    inode,
+                    t1,
+                    report,
+                    &mut not_owned,
+                )?;
+            }
+        }
         pending.mark(root, "swap1")?;
     }
     if !pending.has("swap2") {
-        swap_out(root, pending, t0)?;
+        if let Err(e) = fsx::mkdir_at(pending.fd.as_fd(), OLD, 0o700) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                bail!("cannot create the directory for the old entries: {e}");
+            }
+        }
+        let old = fsx::open_dir(pending.fd.as_fd(), OLD)?;
+        super::delta::move_out(root, &old, t0, &layout)?;
         pending.mark(root, "swap2")?;
     }
-    swap_in(root, &next, t1, report)?;
-    match fsx::remove_tree_at(pending.fd.as_fd(), OLD) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            bail!("cannot remove the old tree: {e}");
+    super::delta::move_in(root, &next, t1, &layout)?;
+    super::delta::settle_attrs(root, t1, &layout, report)?;
+    for (name, what) in [(OLD, "the old entries"), (NEXT, "the staging directory")] {
+        match fsx::remove_tree_at(pending.fd.as_fd(), name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                bail!("cannot remove {what}: {e}");
+            }
+            _ => {}
         }
-        _ => {}
     }
     drop(next);
-    match fsx::unlink_at(pending.fd.as_fd(), NEXT, true) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            bail!("cannot remove the staging directory: {e}")
-        }
-        _ => {}
-    }
     fsx::syncfs(root.as_fd())?;
     crate::failpoint::hit("apply-commit");
     Ok(())
 }
 
+/// The in-place finish's layout for this apply.
+fn layout_of(t0: &Tree, t1: &Tree, sources: &[Option<Source>]) -> Layout {
+    Layout::new(
+        t0,
+        t1,
+        &|ino| match sources.get((ino as usize).wrapping_sub(1)) {
+            Some(Some(Source::Inherit(g))) => Some(*g),
+            _ => None,
+        },
+    )
+}
+
 /// What both finishes do to the staged tree before its attributes: the
 /// spool written into the inherited files, which lose the blocks T1 does
 /// not have and the xattrs it does not have, and the foreign entries a
-/// user put into the target moved in. Returns the inherited files found
+/// user put into the target dealt with. Returns the inherited files found
 /// exactly as T1 has them (their attributes are left alone). With a
 /// privatizer (the finish beside the target), every inherited file that
 /// changes, in data or attributes, is made a copy of its own first, and
-/// top-level foreign entries move too (the tree is swapped in whole).
+/// foreign entries move into the new tree (it is swapped in whole); with a
+/// layout (the in-place finish), kept files are reached in the target and
+/// foreign entries stay where they are.
 #[allow(clippy::too_many_arguments)]
 fn complete_tree(
     root: &OwnedFd,
@@ -1085,20 +1242,22 @@ fn complete_tree(
     force: bool,
     recovering: bool,
     mut private: Option<&mut Privatizer>,
+    layout: Option<&Layout>,
 ) -> Result<Vec<u64>> {
     if recovering {
         // An interrupted run may have given the staged directories their
         // modes already (a mode-000 one among them).
         open_up_next(next, t1)?;
     }
+    let mut places = Places::new(next, root, layout)?;
     crate::failpoint::hit("apply-spool");
-    let written = replay_spool(pending, next, t1, private.as_deref_mut())?;
+    let written = replay_spool(pending, &mut places, t1, private.as_deref_mut())?;
     crate::failpoint::hit("apply-trim");
-    let trimmed = trim_inherited(next, t0, t1, sources, bs, private.as_deref_mut())?;
+    let trimmed = trim_inherited(&mut places, t0, t1, sources, bs, private.as_deref_mut())?;
     // The target as it is now: entries a user added while the stream was
     // read are kept too.
     let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
-    drop_stale_xattrs(next, t1, sources, &found, private.as_deref_mut())?;
+    drop_stale_xattrs(&mut places, t1, sources, &found, private.as_deref_mut())?;
     let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
     if let Some(p) = &private {
         changed.extend(p.done().iter().copied());
@@ -1164,6 +1323,7 @@ fn finish_beside(
             force,
             recovering,
             Some(&mut private),
+            None,
         )?;
         super::exchange::build_state(target, site, &next, next_state)?;
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
@@ -1222,12 +1382,13 @@ fn stage(
     bs: u64,
     journal: &mut ModeJournal,
     report: &Report,
+    layout: Option<&Layout>,
 ) -> Result<()> {
     let mut new_dirs = DirStack::new(next.try_clone()?);
-    let mut link_dirs = DirStack::new(next.try_clone()?);
+    let mut link_dirs = Places::new(next, root, layout)?;
     let mut old_dirs = DirStack::new(root.try_clone()?);
     let mut buf = Vec::new();
-    for d in &t1.dirents {
+    for (index, d) in t1.dirents.iter().enumerate() {
         if d.parent == 0 {
             continue;
         }
@@ -1240,12 +1401,17 @@ fn stage(
                 .enter_in(t1, d.parent)
                 .map_err(io_ctx(t1, d.parent, "open directory"))?;
         let inode = t1.inode(d.ino);
+        if layout.is_some_and(|l| l.kept[index]) {
+            // Stays in the target; a reused directory gets a shadow here
+            // for what is staged inside it.
+            if inode.kind == Kind::Dir {
+                fsx::mkdir_at(dir, &d.name, 0o700).map_err(io_ctx(t1, d.ino, "stage"))?;
+            }
+            continue;
+        }
         if !std::ptr::eq(t1.primary(d.ino), d) {
             let p = t1.primary(d.ino);
-            let src =
-                link_dirs
-                    .enter_in(t1, p.parent)
-                    .map_err(io_ctx(t1, p.parent, "open directory"))?;
+            let src = link_dirs.parent_of(t1, d.ino)?;
             fsx::link_at(src, &p.name, dir, &d.name).map_err(|e| {
                 anyhow!(
                     "cannot create hard link {}: {e}",
@@ -1338,14 +1504,43 @@ fn copy_runs(
     Ok(())
 }
 
-/// Opens a file of next/ (an inherited one: the target's own file) for
-/// writing; a non-root owner's read-only file is made writable first (it
-/// gets T1's mode when attributes are applied).
-fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
+/// Where T1's files are reached while its tree is staged: in the staging
+/// directory, or, for the names the in-place finish keeps, in the target
+/// itself (the same paths: kept names are in reused directories).
+struct Places<'l> {
+    next: DirStack,
+    target: Option<(DirStack, &'l Layout)>,
+}
+
+impl<'l> Places<'l> {
+    fn new(next: &OwnedFd, root: &OwnedFd, layout: Option<&'l Layout>) -> Result<Places<'l>> {
+        Ok(Places {
+            next: DirStack::new(next.try_clone()?),
+            target: match layout {
+                Some(l) => Some((DirStack::new(root.try_clone()?), l)),
+                None => None,
+            },
+        })
+    }
+
+    /// The directory holding the primary name of T1's `ino`.
+    fn parent_of(&mut self, t1: &Tree, ino: u64) -> Result<BorrowedFd<'_>> {
+        let d = t1.primary(ino);
+        let dirs = match &mut self.target {
+            Some((dirs, l)) if l.in_target[ino as usize] => dirs,
+            _ => &mut self.next,
+        };
+        dirs.enter_in(t1, d.parent)
+            .map_err(io_ctx(t1, d.parent, "open directory"))
+    }
+}
+
+/// Opens an inherited file (the target's own file) for writing; a non-root
+/// owner's read-only file is made writable first (it gets T1's mode when
+/// attributes are applied).
+fn open_inherited(places: &mut Places, t1: &Tree, ino: u64) -> Result<OwnedFd> {
     let d = t1.primary(ino);
-    let dir = dirs
-        .enter_in(t1, d.parent)
-        .map_err(io_ctx(t1, d.parent, "open directory"))?;
+    let dir = places.parent_of(t1, ino)?;
     with_access(dir, &d.name, 0o200, || {
         fsx::openat(dir, &d.name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
     })
@@ -1357,13 +1552,12 @@ fn open_inherited(dirs: &mut DirStack, t1: &Tree, ino: u64) -> Result<OwnedFd> {
 /// its own (the old tree keeps the shared one).
 fn replay_spool(
     pending: &Pending,
-    next: &OwnedFd,
+    places: &mut Places,
     t1: &Tree,
     mut private: Option<&mut Privatizer>,
 ) -> Result<HashSet<u64>> {
     let mut written = HashSet::new();
     let mut spool = pending.read_spool()?;
-    let mut dirs = DirStack::new(next.try_clone()?);
     let mut open: Option<(u64, OwnedFd)> = None;
     let mut buf = Vec::new();
     while let Some((ino, offset)) = spool.next(&mut buf)? {
@@ -1375,7 +1569,7 @@ fn replay_spool(
             if let Some(p) = private.as_deref_mut() {
                 p.make_private(ino)?;
             }
-            open = Some((ino, open_inherited(&mut dirs, t1, ino)?));
+            open = Some((ino, open_inherited(places, t1, ino)?));
         }
         let fd = &open.as_ref().expect("opened above").1;
         fsx::pwrite_all(fd.as_fd(), &buf, offset).map_err(io_ctx(t1, ino, "write"))?;
@@ -1388,14 +1582,13 @@ fn replay_spool(
 /// gets its new size; returns the inodes changed (a file with nothing to
 /// lose and the same size is not opened).
 fn trim_inherited(
-    next: &OwnedFd,
+    places: &mut Places,
     t0: &Tree,
     t1: &Tree,
     sources: &[Option<Source>],
     bs: u64,
     mut private: Option<&mut Privatizer>,
 ) -> Result<HashSet<u64>> {
-    let mut dirs = DirStack::new(next.try_clone()?);
     let mut trimmed = HashSet::new();
     for (i, s) in sources.iter().enumerate() {
         let Some(Source::Inherit(g)) = s else {
@@ -1420,7 +1613,7 @@ fn trim_inherited(
         if let Some(p) = private.as_deref_mut() {
             p.make_private(f.ino)?;
         }
-        let fd = open_inherited(&mut dirs, t1, f.ino)?;
+        let fd = open_inherited(places, t1, f.ino)?;
         for (b, n) in holes {
             fsx::punch_hole(fd.as_fd(), b * bs, n * bs).map_err(io_ctx(
                 t1,
@@ -1440,13 +1633,12 @@ fn trim_inherited(
 /// system gives every file is left alone. With a privatizer, such a file
 /// is made a copy instead, which has none.
 fn drop_stale_xattrs(
-    next: &OwnedFd,
+    places: &mut Places,
     t1: &Tree,
     sources: &[Option<Source>],
     found: &Survey,
     mut private: Option<&mut Privatizer>,
 ) -> Result<()> {
-    let mut dirs = DirStack::new(next.try_clone()?);
     for (i, s) in sources.iter().enumerate() {
         let Some(Source::Inherit(g)) = s else {
             continue;
@@ -1472,9 +1664,7 @@ fn drop_stale_xattrs(
             continue;
         }
         let d = t1.primary(f.ino);
-        let dir = dirs
-            .enter_in(t1, d.parent)
-            .map_err(io_ctx(t1, d.parent, "open directory"))?;
+        let dir = places.parent_of(t1, f.ino)?;
         for k in stale {
             crate::fsx::xattr::remove(dir, &d.name, k).map_err(|e| {
                 anyhow!(
@@ -1550,8 +1740,8 @@ fn untouched(
 }
 
 /// Moves the entries that are not T0's into T1's directories where T1
-/// keeps their directory (top-level ones simply stay, unless `top_too`:
-/// the new tree is swapped in whole); removes those in the
+/// keeps their directory, when the new tree is swapped in `whole` (in
+/// place, such a directory is T0's own and they simply stay); removes those in the
 /// way with `force` (named when the increment was checked) and empty
 /// directories in the way. Without `force`, one that appeared since the
 /// check stops the finish, naming it.
@@ -1562,11 +1752,14 @@ fn keep_foreign(
     t1: &Tree,
     found: &Survey,
     force: bool,
-    top_too: bool,
+    whole: bool,
 ) -> Result<()> {
     let mut from = DirStack::new(root.try_clone()?);
     let mut to = DirStack::new(next.try_clone()?);
     for f in &found.foreign {
+        if f.home.is_some() && !whole {
+            continue;
+        }
         let path = || escape(&foreign_path(t0, f.dir, &f.name));
         let dir = from
             .enter_in(t0, f.dir)
@@ -1577,7 +1770,6 @@ fn keep_foreign(
             make_writable(dir)?;
         }
         match f.home {
-            Some(_) if f.dir == ROOT_INO && !top_too => {}
             Some(home) => {
                 let dest = to
                     .enter_in(t1, home)
@@ -1612,82 +1804,5 @@ fn keep_foreign(
             }
         }
     }
-    Ok(())
-}
-
-/// T0's top-level entries move into old/. A directory moves to another
-/// parent only if it is writable (its ".." changes): a non-root owner's
-/// read-only one, and the target itself, are made writable (the target
-/// gets T1's mode at the end; the old ones are removed).
-fn swap_out(root: &OwnedFd, pending: &Pending, t0: &Tree) -> Result<()> {
-    if let Err(e) = fsx::mkdir_at(pending.fd.as_fd(), OLD, 0o700) {
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            bail!("cannot create the directory for the old tree: {e}");
-        }
-    }
-    let old = fsx::open_dir(pending.fd.as_fd(), OLD)?;
-    make_writable(root.as_fd())?;
-    for d in &t0.dirents {
-        if d.parent != ROOT_INO {
-            continue;
-        }
-        let Ok(st) = fsx::stat_at(root.as_fd(), &d.name) else {
-            continue; // gone already (moved by an interrupted run)
-        };
-        if Kind::from_mode(st.st_mode) != Some(t0.inode(d.ino).kind) {
-            continue; // not T0's entry any more (a kept foreign one)
-        }
-        crate::failpoint::hit("apply-swap-out");
-        with_access(root.as_fd(), &d.name, 0o200, || {
-            fsx::rename_at(root.as_fd(), &d.name, old.as_fd(), &d.name)
-        })
-        .map_err(|e| anyhow!("cannot move {} aside: {e}", escape(&d.name)))?;
-    }
-    Ok(())
-}
-
-/// Gives the owner write permission on a directory it needs to change.
-fn make_writable(dir: BorrowedFd) -> Result<()> {
-    if fsx::is_root() {
-        return Ok(());
-    }
-    let st = fsx::fstat(dir)?;
-    if st.st_mode & 0o200 == 0 && ours(st.st_uid) {
-        fsx::chmod_at(dir, b"", (st.st_mode & 0o7777) | 0o200)?;
-    }
-    Ok(())
-}
-
-/// T1's top-level entries move into the target; then the attributes of
-/// the top-level entries (a read-only directory was opened up to move it)
-/// and of the target itself are set.
-fn swap_in(root: &OwnedFd, next: &OwnedFd, t1: &Tree, report: &Report) -> Result<()> {
-    make_writable(root.as_fd())?;
-    for name in fsx::read_dir_names(next.as_fd())? {
-        crate::failpoint::hit("apply-swap-in");
-        with_access(next.as_fd(), &name, 0o200, || {
-            fsx::rename_at(next.as_fd(), &name, root.as_fd(), &name)
-        })
-        .map_err(|e| anyhow!("cannot move {} into place: {e}", escape(&name)))?;
-    }
-    let mut not_owned = 0;
-    for d in &t1.dirents {
-        if d.parent != ROOT_INO {
-            continue;
-        }
-        let inode = t1.inode(d.ino);
-        if matches!(inode.kind, Kind::CharDev | Kind::BlockDev) && !fsx::is_root() {
-            continue;
-        }
-        set_attrs(root.as_fd(), &d.name, inode, t1, &Report::quiet(), &mut 0)?;
-    }
-    set_attrs(
-        root.as_fd(),
-        b"",
-        t1.inode(ROOT_INO),
-        t1,
-        report,
-        &mut not_owned,
-    )?;
     Ok(())
 }

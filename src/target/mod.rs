@@ -8,8 +8,10 @@
 //! read through the stream layer (an input is opened as an image set
 //! there); nothing here knows what kind of medium they come from.
 
+pub mod access;
 pub mod apply;
 pub mod create;
+pub mod delta;
 pub mod exchange;
 pub mod full;
 pub mod pending;

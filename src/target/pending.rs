@@ -29,6 +29,9 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const NEXT: &[u8] = b"next";
 /// The old entries, moved aside during the swap.
 pub const OLD: &[u8] = b"old";
+/// Marker of the in-place finish that moves only what changed (an apply
+/// directory without it or `beside` is an older snapdump's).
+pub const DELTA_MARKER: &str = "delta";
 
 /// The apply directory of a target.
 pub struct Pending {
@@ -64,8 +67,11 @@ impl Pending {
                 fsx::mkdir_at(parent.as_fd(), &site.stage_name, 0o700)
                     .map_err(|e| anyhow!("cannot create {}: {e}", site.stage().display()))?;
             }
-            None => fsx::mkdir_at(fd.as_fd(), NEXT, 0o700)
-                .map_err(|e| anyhow!("cannot create the staging directory: {e}"))?,
+            None => {
+                replace_file(&dir.join(DELTA_MARKER), b"")?;
+                fsx::mkdir_at(fd.as_fd(), NEXT, 0o700)
+                    .map_err(|e| anyhow!("cannot create the staging directory: {e}"))?
+            }
         }
         Ok(Pending { dir, fd, site })
     }
