@@ -1180,6 +1180,12 @@ fn finish(
                 )?;
             }
         }
+        if not_owned > 0 {
+            report.warn(
+                b".",
+                format!("not running as root: ownership of {not_owned} files kept in place not restored"),
+            );
+        }
         pending.mark(root, "swap1")?;
     }
     if !pending.has("swap2") {
