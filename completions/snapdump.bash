@@ -234,7 +234,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__dump)
-            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -h --base --image --append --resume --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --help"
+            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -h --base --image --append --resume --cross-mounts --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -810,7 +810,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__replicate)
-            opts="-z -h --catalog --rsh --remote-snapdump --full --inplace --snapshot --compress --json --no-wait --help"
+            opts="-z -h --catalog --rsh --remote-snapdump --full --inplace --cross-mounts --snapshot --compress --json --no-wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -60,6 +60,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 8
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 9
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l append -d 'On tape: add the dump after the dumps already on it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l resume -d 'Continue this source\'s interrupted dump (same level, -f and -z)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l cross-mounts -d 'Enter file systems mounted below the source'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -102,6 +103,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l snapshot
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s z -l compress -d 'zstd level of the stream (0: none)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l full -d 'Send a full copy whatever the destination holds (resolves a conflict)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l inplace -d 'A directory destination finishes increments in place instead of swapping a new tree in (see restore --inplace)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l cross-mounts -d 'A tree source: enter file systems mounted below it (see dump --cross-mounts)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l json -d 'Print a JSON summary: decision, reason, base, top, stream_bytes, bytes_sent, bytes_resumed, wire_bytes_sent, wire_bytes_received, elapsed_seconds'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s h -l help -d 'Print help'

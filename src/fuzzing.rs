@@ -375,6 +375,7 @@ fn apply_bench() -> Option<ApplyBench> {
                 base: None,
                 wait: crate::lock::Wait::Yes,
                 resume: false,
+                cross_mounts: false,
             },
             &report,
         )

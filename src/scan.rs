@@ -31,6 +31,11 @@ pub struct ScanOptions<'a> {
     /// previous version there is not even opened (its data regions and
     /// xattrs cannot have changed without changing its ctime).
     pub prev: Option<&'a Tree>,
+    /// Enter directories on other file systems than the source's (mount
+    /// points below it). Off by default, as dump(8) and `tar
+    /// --one-file-system`: a dump of `/` must not take in `/proc`, a
+    /// tmpfs or another disk unasked.
+    pub cross_mounts: bool,
 }
 
 /// Finds the previous version of a regular file: by source identity
@@ -77,6 +82,8 @@ struct Walker<'a> {
     prev: Option<PrevIndex<'a>>,
     report: &'a Report,
     path: Vec<u8>,
+    /// The source's file system (`st_dev` of its root).
+    root_dev: u64,
 }
 
 /// Open flags for regular files: never follow a link, never block on a
@@ -113,6 +120,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         prev: opts.prev.map(PrevIndex::new),
         report,
         path: Vec::new(),
+        root_dev: st.st_dev,
     };
     let mut inode = Inode::new(0, Kind::Dir, attrs);
     inode.src = SourceKey {
@@ -194,6 +202,28 @@ impl Walker<'_> {
             ));
             return;
         };
+        if st.st_dev != self.root_dev && !self.opts.cross_mounts {
+            // A mount point: the directory is recorded (a restore brings
+            // back the place to mount on), not what is mounted there.
+            let what = if kind == Kind::Dir {
+                "recorded empty"
+            } else {
+                "not in this dump"
+            };
+            crate::progress::println_err(&format!(
+                "snapdump: note: {}: another file system is mounted here; {what} (--cross-mounts enters it)",
+                crate::names::escape(&self.path)
+            ));
+            if kind == Kind::Dir {
+                let mut inode = Inode::new(0, kind, attrs);
+                inode.src = SourceKey {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                };
+                self.tree.push_inode(dir_ino, name, inode);
+            }
+            return;
+        }
         let key = (st.st_dev, st.st_ino);
         if kind != Kind::Dir && st.st_nlink > 1 {
             if let Some(&ino) = self.links.get(&key) {

@@ -577,3 +577,77 @@ fn concurrent_dumps_and_restores_are_serialised_by_locks() {
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&t.stream), "--target", p(&t.out)]);
     assert_eq!(c, 0, "{e}");
 }
+
+/// A dump stays on its source's file system, as dump(8) does: a tmpfs
+/// mounted below the source is recorded as an empty directory (the place
+/// to mount it on), with a note naming it and exit status 0; with
+/// `--cross-mounts` its contents are dumped too, and a level 1 taken
+/// without it records the directory empty again.
+#[test]
+fn a_dump_stays_on_its_file_system_unless_told_to_cross_mounts() {
+    if !snapdump::fsx::is_root() {
+        return; // mounting needs root
+    }
+    let t = paths();
+    std::fs::create_dir_all(t.src.join("data")).unwrap();
+    std::fs::write(t.src.join("data/kept"), b"on the source's file system").unwrap();
+    let mnt = t.src.join("data/mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0750", "tmpfs", p(&mnt)])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs: skipped");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    std::fs::create_dir(mnt.join("deep")).unwrap();
+    std::fs::write(mnt.join("deep/other"), b"on the tmpfs").unwrap();
+    let work = t.dir.path();
+    let dump = |level: &str, extra: &[&str], out: &str| {
+        let stream = work.join(out);
+        let mut args = vec!["dump", level, "-f", p(&stream), "--catalog", p(&t.cat)];
+        args.extend_from_slice(extra);
+        args.push(p(&t.src));
+        let (c, _, e) = run_s(&args);
+        (c, e, stream)
+    };
+    let restored = |streams: &[&std::path::Path], name: &str| {
+        let target = work.join(name);
+        for s in streams {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", p(s), "--target", p(&target)]);
+            assert_eq!(c, 0, "{e}");
+        }
+        target
+    };
+    let (c, e, s0) = dump("-0", &[], "s0");
+    assert_eq!(c, 0, "a note is not a warning: {e}");
+    assert!(
+        e.contains("note") && e.contains("data/mnt") && e.contains("--cross-mounts"),
+        "{e}"
+    );
+    let r = restored(&[&s0], "r0");
+    assert_eq!(
+        std::fs::read(r.join("data/kept")).unwrap(),
+        b"on the source's file system"
+    );
+    assert!(r.join("data/mnt").is_dir(), "the mount point is recorded");
+    assert_eq!(std::fs::read_dir(r.join("data/mnt")).unwrap().count(), 0);
+    let (c, e, s1) = dump("-1", &["--cross-mounts"], "s1");
+    assert_eq!(c, 0, "{e}");
+    assert!(!e.contains("note"), "{e}");
+    let r = restored(&[&s0, &s1], "r1");
+    assert_same_tree(&t.src, &r);
+    let (c, e, s2) = dump("-2", &[], "s2");
+    assert_eq!(c, 0, "{e}");
+    let r = restored(&[&s0, &s1, &s2], "r2");
+    assert_eq!(std::fs::read_dir(r.join("data/mnt")).unwrap().count(), 0);
+    assert!(r.join("data/kept").exists());
+}

@@ -83,6 +83,14 @@ pub struct DumpArgs {
     /// interrupted one.
     #[arg(long)]
     resume: bool,
+    /// Enter file systems mounted below the source.
+    ///
+    /// By default a dump stays on the source's file system, as dump(8) and
+    /// tar --one-file-system do: a directory where another file system is
+    /// mounted (a tmpfs, /proc, another disk) is recorded empty, with a
+    /// note naming it.
+    #[arg(long)]
+    cross_mounts: bool,
     /// Capacity of a virtual tape (e.g. 400M, 12T).
     ///
     /// Binary units. The dump ends the volume at its early-warning point (2%
@@ -173,6 +181,7 @@ pub fn run(a: DumpArgs, report: &Report) -> Result<i32> {
         base: a.base,
         wait: a.wait.policy(),
         resume: a.resume,
+        cross_mounts: a.cross_mounts,
     };
     let s = crate::dump::dump(&opts, report)?;
     print::json(&a.json, output == "-", &s)?;

@@ -28,6 +28,10 @@ pub struct ReplicateArgs {
     /// swapping a new tree in (see restore --inplace).
     #[arg(long)]
     inplace: bool,
+    /// A tree source: enter file systems mounted below it (see dump
+    /// --cross-mounts).
+    #[arg(long)]
+    cross_mounts: bool,
     /// For a volume source: the snapshot to send, a pointer name or what
     /// PATH@SNAPSHOT takes (default: its newest).
     #[arg(long, value_name = "NAME|ID")]
@@ -58,6 +62,7 @@ pub fn run(a: ReplicateArgs, report: &Report) -> Result<i32> {
         remote_snapdump: a.remote_snapdump,
         full: a.full,
         inplace: a.inplace,
+        cross_mounts: a.cross_mounts,
         compression: a.compression,
         wait: a.wait.policy(),
         snapshot: a.snapshot,

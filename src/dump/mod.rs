@@ -53,6 +53,8 @@ pub struct DumpOptions {
     pub wait: crate::lock::Wait,
     /// Continue the interrupted dump of this source (`--resume`).
     pub resume: bool,
+    /// Enter mount points below the source (`--cross-mounts`).
+    pub cross_mounts: bool,
 }
 
 /// The `--json` summary of a dump.
@@ -360,6 +362,7 @@ pub(crate) fn scan_for_sink(
     source: &std::path::Path,
     catalog: &Catalog,
     catalog_root: &std::path::Path,
+    cross_mounts: bool,
     report: &Report,
 ) -> Result<Tree> {
     let mut exclude = std::collections::HashSet::new();
@@ -372,6 +375,7 @@ pub(crate) fn scan_for_sink(
         block_size: catalog.state.block_size as u64,
         exclude,
         prev: catalog.state.tree.as_ref(),
+        cross_mounts,
     };
     scan_tree(source, &opts, report)
 }
@@ -434,6 +438,7 @@ impl Run<'_> {
                     block_size: bs as u64,
                     exclude: self.exclusions(catalog, output),
                     prev: state.tree.as_ref(),
+                    cross_mounts: self.opts.cross_mounts,
                 };
                 scan_tree(source, &scan_opts, report)?
             }

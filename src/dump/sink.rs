@@ -26,6 +26,8 @@ pub struct SinkDump {
     pub compression: i32,
     /// Lock policy for the source's catalog.
     pub wait: crate::lock::Wait,
+    /// Enter mount points below the source.
+    pub cross_mounts: bool,
 }
 
 /// The caller's choice, made under the catalog's lock.
@@ -80,7 +82,13 @@ pub fn dump_to_sink(
         super::DEFAULT_BLOCK_SIZE,
     )?;
     let scanned_at = crate::tree::Time::now();
-    let tree = super::scan_for_sink(&source, &catalog, &opts.catalog_root, report)?;
+    let tree = super::scan_for_sink(
+        &source,
+        &catalog,
+        &opts.catalog_root,
+        opts.cross_mounts,
+        report,
+    )?;
     let (base, snapshot, stream_id, source_uuid) = match hooks.choose(&catalog, scanned_at)? {
         Choice::Stop => return Ok(None),
         Choice::Dump {
@@ -119,6 +127,7 @@ pub fn dump_to_sink(
         base,
         wait: opts.wait,
         resume: false,
+        cross_mounts: opts.cross_mounts,
     };
     let point = ResumePoint {
         source_uuid: crate::ids::hex(&source_uuid),

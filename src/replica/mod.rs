@@ -45,6 +45,8 @@ pub struct ReplicateOptions {
     pub full: bool,
     /// A directory destination finishes increments in place.
     pub inplace: bool,
+    /// A tree source's scan enters mount points below it.
+    pub cross_mounts: bool,
     /// zstd level.
     pub compression: i32,
     /// Lock policy.
@@ -868,6 +870,7 @@ fn from_tree(
         catalog_root: opts.catalog_root.clone(),
         compression: opts.compression,
         wait: opts.wait,
+        cross_mounts: opts.cross_mounts,
     };
     let registry = registry::RegistryFile::new(&catalog_dir);
     let written = dump_to_sink(&sd, locked, &mut hooks, report);
