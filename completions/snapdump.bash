@@ -234,7 +234,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__dump)
-            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -h --base --image --append --resume --cross-mounts --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --help"
+            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -h --base --image --append --resume --cross-mounts --exclude --exclude-from --exclude-caches --exclude-if-present --honor-nodump --rules-changed --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +253,22 @@ _snapdump() {
                     return 0
                     ;;
                 -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude-if-present)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --honor-nodump)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,10 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l base -d 'Base
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l image -d 'From a volume: the plane expression to dump, e.g. \'S5+S4-S3\'' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s f -d 'Output: a file, a device, or - for stdout (default: $TAPE)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s b -d 'On tape: KiB per data record (one record per write)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l exclude -d 'Leave out entries matching PATTERN (gitignore syntax; repeatable)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l exclude-from -d 'Read exclude patterns from FILE, one per line (# comments)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l exclude-if-present -d 'Keep only NAME of a directory holding a file NAME (repeatable)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l honor-nodump -d 'Leave out entries flagged nodump (chattr +d) at this level and above (default 1, as dump -h; 10: never)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l tape-capacity -d 'Capacity of a virtual tape (e.g. 400M, 12T)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l volume-size -d 'Cut a dump to files into volumes of at most SIZE (e.g. 4G)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l new-volume -d 'Run CMD when the next volume is needed' -r
@@ -61,6 +65,8 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 9
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l append -d 'On tape: add the dump after the dumps already on it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l resume -d 'Continue this source\'s interrupted dump (same level, -f and -z)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l cross-mounts -d 'Enter file systems mounted below the source'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l exclude-caches -d 'Keep only CACHEDIR.TAG of a directory holding a valid one'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l rules-changed -d 'Replace the exclusion rules recorded for this source with the ones given (the increment carries what comes in or goes out)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'

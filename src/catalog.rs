@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 /// Magic at the start of a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"SDCATLG\0";
 /// Catalog format version written and read by this build.
-pub const CATALOG_VERSION: u32 = 1;
+pub const CATALOG_VERSION: u32 = 2;
 
 /// One row of the snapshot table.
 #[derive(Clone, Debug, Serialize)]
@@ -65,6 +65,9 @@ pub struct CatalogState {
     pub marks: MarkMaps,
     /// Metadata of the newest snapshot, with block checksums.
     pub tree: Option<Tree>,
+    /// The exclusion rules its dumps follow (None: none recorded yet, or
+    /// a version-1 catalog).
+    pub rules: Option<crate::rules::Rules>,
 }
 
 /// A loaded catalog and where it lives.
@@ -116,6 +119,7 @@ impl Catalog {
                 active: Plane::new(),
                 marks: MarkMaps::default(),
                 tree: None,
+                rules: None,
             },
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot read catalog {}", file.display()))
@@ -211,6 +215,11 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
             }
         }
     }
+    let rules = match &s.rules {
+        Some(r) => serde_json::to_vec(r).expect("rules serialise"),
+        None => Vec::new(),
+    };
+    e.bytes(&rules);
     let body = zstd::bulk::compress(&e.buf, 3).expect("zstd compression of catalog");
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(&CATALOG_MAGIC);
@@ -229,8 +238,8 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         bail!("not a snapdump catalog (bad magic)");
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != CATALOG_VERSION {
-        bail!("catalog format version {version} is not supported by this snapdump ({CATALOG_VERSION})");
+    if version != 1 && version != CATALOG_VERSION {
+        bail!("catalog format version {version} is not supported by this snapdump (it reads 1 and {CATALOG_VERSION})");
     }
     let (content, sum) = bytes.split_at(bytes.len() - 32);
     if crate::digest::sha256(content) != sum {
@@ -243,11 +252,11 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
     }
     let body = zstd::bulk::decompress(&content[28..], raw_len as usize)
         .context("catalog body does not decompress")?;
-    decode_body(&body)
+    decode_body(&body, version)
 }
 
 /// Parses a catalog body (after its checksum and compression were checked).
-pub fn decode_body(body: &[u8]) -> Result<CatalogState> {
+pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
     let mut d = Dec::new(body, "catalog");
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();
@@ -300,6 +309,18 @@ pub fn decode_body(body: &[u8]) -> Result<CatalogState> {
         }
         Some(b.finish()?)
     };
+    let rules = if version >= 2 {
+        let text = d.bytes(1 << 24)?;
+        if text.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(text).map_err(|e| {
+                anyhow::anyhow!("catalog: the recorded exclusion rules do not parse: {e}")
+            })?)
+        }
+    } else {
+        None
+    };
     d.finish()?;
     Ok(CatalogState {
         source_uuid,
@@ -311,5 +332,6 @@ pub fn decode_body(body: &[u8]) -> Result<CatalogState> {
         active,
         marks,
         tree,
+        rules,
     })
 }

@@ -87,7 +87,7 @@ pub fn random_access(data: &[u8]) {
 /// the checksum and compression, which random mutations rarely get past).
 pub fn catalog(data: &[u8]) {
     let _ = crate::catalog::decode(data);
-    let _ = crate::catalog::decode_body(data);
+    let _ = crate::catalog::decode_body(data, crate::catalog::CATALOG_VERSION);
 }
 
 /// Parses `data` as one record, then its payload as every payload kind.
@@ -376,6 +376,8 @@ fn apply_bench() -> Option<ApplyBench> {
                 wait: crate::lock::Wait::Yes,
                 resume: false,
                 cross_mounts: false,
+                rules: None,
+                rules_changed: false,
             },
             &report,
         )

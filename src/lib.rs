@@ -47,6 +47,7 @@ pub(crate) mod progress;
 pub mod replica;
 pub mod report;
 pub mod restore;
+pub mod rules;
 pub(crate) mod runs;
 pub mod scan;
 pub(crate) mod snapshots;

@@ -36,6 +36,8 @@ pub struct ScanOptions<'a> {
     /// --one-file-system`: a dump of `/` must not take in `/proc`, a
     /// tmpfs or another disk unasked.
     pub cross_mounts: bool,
+    /// The exclusion rules of this scan (None: nothing left out).
+    pub rules: Option<&'a crate::rules::Matcher>,
 }
 
 /// Finds the previous version of a regular file: by source identity
@@ -156,7 +158,7 @@ impl Walker<'_> {
     }
 
     fn walk(&mut self, dir: BorrowedFd, dir_ino: u64, is_root: bool) {
-        let names = match fsx::read_dir_names(dir) {
+        let mut names = match fsx::read_dir_names(dir) {
             Ok(n) => n,
             Err(e) => {
                 self.warn(format!(
@@ -165,6 +167,20 @@ impl Walker<'_> {
                 return;
             }
         };
+        if let Some(m) = self.opts.rules {
+            // A cache directory, or one holding a marker: only the marker
+            // is kept (so a restore brings back the mark).
+            let read_tag = |name: &[u8]| {
+                let fd = open_file(dir, name).ok()?;
+                let mut buf = vec![0u8; crate::rules::CACHEDIR_SIGNATURE.len()];
+                let n = fsx::pread_full(fd.as_fd_borrow(), &mut buf, 0).ok()?;
+                buf.truncate(n);
+                Some(buf)
+            };
+            if let Some(tag) = m.tagged(&names, &read_tag) {
+                names = vec![tag];
+            }
+        }
         for name in names {
             if is_root && name == RESTORE_STATE_DIR {
                 continue;
@@ -193,6 +209,12 @@ impl Walker<'_> {
         };
         if self.opts.exclude.contains(&(st.st_dev, st.st_ino)) {
             return;
+        }
+        if let Some(m) = self.opts.rules {
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if m.excluded(&self.path, is_dir) || (m.nodump && fsx::nodump_at(dir, &name)) {
+                return;
+            }
         }
         let (kind, attrs) = fsx::attrs_of(&st);
         let Some(kind) = kind else {

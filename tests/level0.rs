@@ -651,3 +651,147 @@ fn a_dump_stays_on_its_file_system_unless_told_to_cross_mounts() {
     assert_eq!(std::fs::read_dir(r.join("data/mnt")).unwrap().count(), 0);
     assert!(r.join("data/kept").exists());
 }
+
+/// Every exclusion form on a level 0 and on later levels: patterns given
+/// and read from a file, a cache directory and a marked one keeping only
+/// their tag, nodump files left out from level 1 (not at level 0); a later
+/// dump that names no rules follows the recorded ones, one that names
+/// others is refused until --rules-changed, and that increment carries
+/// what the new rules bring in and leave out.
+#[test]
+fn exclusions_hold_across_levels_and_a_rule_change_is_explicit() {
+    let t = paths();
+    let s = &t.src;
+    for d in ["src", "build", "src/build", "logs", "cache", "marked"] {
+        std::fs::create_dir_all(s.join(d)).unwrap();
+    }
+    let put = |rel: &str, data: &[u8]| std::fs::write(s.join(rel), data).unwrap();
+    put("src/main.c", b"int main;");
+    put("src/main.o", b"object");
+    put("src/keep.o", b"kept object");
+    put("build/out", b"top build");
+    put("src/build/inner", b"not anchored: kept");
+    put("logs/today", b"log");
+    put(
+        "cache/CACHEDIR.TAG",
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    put("cache/blob", b"cached");
+    put("marked/.nobackup", b"");
+    put("marked/private", b"secret");
+    put("nodump-file", b"flagged");
+    let chattr = std::process::Command::new("chattr")
+        .args(["+d", p(&s.join("nodump-file"))])
+        .status()
+        .is_ok_and(|st| st.success());
+    let work = t.dir.path();
+    let excludes = work.join("excludes");
+    std::fs::write(&excludes, b"# object files\n*.o\n!keep.o\n\nlogs/\n").unwrap();
+    let rules = [
+        "--exclude",
+        "/build",
+        "--exclude-from",
+        p(&excludes),
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+    ];
+    let dump = |level: &str, extra: &[&str], out: &str| {
+        let stream = work.join(out);
+        let mut args = vec!["dump", level, "-f", p(&stream), "--catalog", p(&t.cat)];
+        args.extend_from_slice(extra);
+        args.push(p(s));
+        let (c, _, e) = run_s(&args);
+        (c, e, stream)
+    };
+    let names = |streams: &[&std::path::Path]| {
+        let target = work.join(format!("r{}", streams.len()));
+        let _ = std::fs::remove_dir_all(&target);
+        for st in streams {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", p(st), "--target", p(&target)]);
+            assert_eq!(c, 0, "{e}");
+        }
+        let mut v: Vec<String> = snapshot_tree(&target)
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .filter(|k| k != "." && !k.starts_with(".snapdump-restore"))
+            .collect();
+        v.sort();
+        v
+    };
+    let (c, e, s0) = dump("-0", &rules, "s0");
+    assert_eq!(c, 0, "{e}");
+    let mut want = vec![
+        "build",
+        "cache",
+        "cache/CACHEDIR.TAG",
+        "logs",
+        "marked",
+        "marked/.nobackup",
+        "nodump-file",
+        "src",
+        "src/build",
+        "src/build/inner",
+        "src/keep.o",
+        "src/main.c",
+    ];
+    // "logs/" excludes the directory itself; "/build" the top one.
+    want.retain(|n| *n != "logs" && *n != "build");
+    assert_eq!(
+        names(&[&s0]),
+        want,
+        "level 0 (nodump honoured from level 1 only)"
+    );
+    // Level 1 with no rules given follows the recorded ones; a new
+    // excluded file stays out, nodump now applies.
+    put("src/new.o", b"new object");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (c, e, s1) = dump("-1", &[], "s1");
+    assert_eq!(c, 0, "{e}");
+    let mut want1 = want.clone();
+    if chattr {
+        want1.retain(|n| *n != "nodump-file");
+    }
+    assert_eq!(
+        names(&[&s0, &s1]),
+        want1,
+        "level 1 follows the recorded rules"
+    );
+    // Other rules: refused, naming the recorded ones, until --rules-changed.
+    let (c, e, _) = dump("-2", &["--exclude", "*.c"], "s2-refused");
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("--rules-changed") && e.contains("/build"), "{e}");
+    let (c, e, s2) = dump("-2", &["--exclude", "*.c", "--rules-changed"], "s2");
+    assert_eq!(c, 0, "{e}");
+    let mut want2: Vec<&str> = vec![
+        "build",
+        "build/out",
+        "cache",
+        "cache/CACHEDIR.TAG",
+        "cache/blob",
+        "logs",
+        "logs/today",
+        "marked",
+        "marked/.nobackup",
+        "marked/private",
+        "nodump-file",
+        "src",
+        "src/build",
+        "src/build/inner",
+        "src/keep.o",
+        "src/main.o",
+        "src/new.o",
+    ];
+    if chattr {
+        want2.retain(|n| *n != "nodump-file");
+    }
+    assert_eq!(
+        names(&[&s0, &s1, &s2]),
+        want2,
+        "the increment carries what came in and went out"
+    );
+    // A bad pattern is refused before anything is read.
+    let (c, e, _) = dump("-3", &["--exclude", "[z-a]", "--rules-changed"], "s3");
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("[z-a]"), "{e}");
+}

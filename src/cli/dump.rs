@@ -91,6 +91,32 @@ pub struct DumpArgs {
     /// note naming it.
     #[arg(long)]
     cross_mounts: bool,
+    /// Leave out entries matching PATTERN (gitignore syntax; repeatable).
+    ///
+    /// Matched against the path relative to SOURCE: `*.o` anywhere,
+    /// `/build` only at the top, `logs/` directories only, `!keep.o` brings
+    /// one back. An excluded directory is not read. The rules are recorded
+    /// with the catalog: later dumps that give none follow them, and ones
+    /// that give others are refused unless --rules-changed.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (# comments).
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<std::path::PathBuf>,
+    /// Keep only CACHEDIR.TAG of a directory holding a valid one.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Keep only NAME of a directory holding a file NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out entries flagged nodump (chattr +d) at this level and
+    /// above (default 1, as dump -h; 10: never).
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=10))]
+    honor_nodump: Option<u8>,
+    /// Replace the exclusion rules recorded for this source with the ones
+    /// given (the increment carries what comes in or goes out).
+    #[arg(long)]
+    rules_changed: bool,
     /// Capacity of a virtual tape (e.g. 400M, 12T).
     ///
     /// Binary units. The dump ends the volume at its early-warning point (2%
@@ -170,6 +196,31 @@ pub fn run(a: DumpArgs, report: &Report) -> Result<i32> {
             a.source.display()
         );
     }
+    let given = !a.exclude.is_empty()
+        || !a.exclude_from.is_empty()
+        || a.exclude_caches
+        || !a.exclude_if_present.is_empty()
+        || a.honor_nodump.is_some();
+    if a.rules_changed && !given {
+        bail!("--rules-changed needs the new rules (--exclude, --exclude-from, --exclude-caches, --exclude-if-present, --honor-nodump)");
+    }
+    let rules = if given {
+        let mut patterns = a.exclude.clone();
+        for f in &a.exclude_from {
+            patterns.extend(crate::rules::Rules::patterns_from(f)?);
+        }
+        let r = crate::rules::Rules {
+            patterns,
+            exclude_caches: a.exclude_caches,
+            if_present: a.exclude_if_present.clone(),
+            nodump_level: a.honor_nodump.unwrap_or(crate::rules::DEFAULT_NODUMP_LEVEL),
+        };
+        // A bad pattern is refused before anything is read.
+        r.matcher(0)?;
+        Some(r)
+    } else {
+        None
+    };
     let opts = crate::dump::DumpOptions {
         level,
         output: output.clone(),
@@ -182,6 +233,8 @@ pub fn run(a: DumpArgs, report: &Report) -> Result<i32> {
         wait: a.wait.policy(),
         resume: a.resume,
         cross_mounts: a.cross_mounts,
+        rules,
+        rules_changed: a.rules_changed,
     };
     let s = crate::dump::dump(&opts, report)?;
     print::json(&a.json, output == "-", &s)?;

@@ -55,6 +55,11 @@ pub struct DumpOptions {
     pub resume: bool,
     /// Enter mount points below the source (`--cross-mounts`).
     pub cross_mounts: bool,
+    /// The exclusion rules given on the command line (None: the catalog's
+    /// recorded ones).
+    pub rules: Option<crate::rules::Rules>,
+    /// The given rules replace recorded ones that differ (`--rules-changed`).
+    pub rules_changed: bool,
 }
 
 /// The `--json` summary of a dump.
@@ -342,6 +347,26 @@ fn run(
     Ok(Some((summary, state)))
 }
 
+/// The rules a dump follows: those given, else the recorded ones (else
+/// none). Given rules that differ from recorded ones are refused unless
+/// `changed` or the dump is a full image (which builds on nothing).
+fn effective_rules(
+    recorded: Option<&crate::rules::Rules>,
+    given: Option<&crate::rules::Rules>,
+    changed: bool,
+    full: bool,
+) -> Result<crate::rules::Rules> {
+    match (recorded, given) {
+        (Some(r), Some(g)) if r != g && !changed && !full => bail!(
+            "the exclusion rules differ from the ones this source's earlier dumps followed ({}); give the same ones (or none, to use them), or add --rules-changed: this increment then carries what the new rules bring in or leave out",
+            r.describe()
+        ),
+        (_, Some(g)) => Ok(g.clone()),
+        (Some(r), None) => Ok(r.clone()),
+        (None, None) => Ok(crate::rules::Rules::none()),
+    }
+}
+
 /// Scans on a thread with a deep stack (the walk recurses per directory
 /// level).
 fn scan_tree(source: &std::path::Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
@@ -371,11 +396,22 @@ pub(crate) fn scan_for_sink(
             exclude.insert((m.dev(), m.ino()));
         }
     }
+    // The recorded rules; the level is chosen after the scan, so the
+    // nodump flag is honoured as for an increment whenever there is a base
+    // to build on.
+    let rules = catalog
+        .state
+        .rules
+        .clone()
+        .unwrap_or_else(crate::rules::Rules::none);
+    let level = u8::from(catalog.state.tree.is_some());
+    let matcher = rules.matcher(level)?;
     let opts = ScanOptions {
         block_size: catalog.state.block_size as u64,
         exclude,
         prev: catalog.state.tree.as_ref(),
         cross_mounts,
+        rules: Some(&matcher),
     };
     scan_tree(source, &opts, report)
 }
@@ -431,6 +467,14 @@ impl Run<'_> {
             ));
         }
         let source = self.source;
+        let rules = effective_rules(
+            state.rules.as_ref(),
+            opts.rules.as_ref(),
+            opts.rules_changed,
+            base.is_none(),
+        )?;
+        let matcher = rules.matcher(opts.level)?;
+        state.rules = Some(rules);
         let mut tree = match prescanned {
             Some(t) => t,
             None => {
@@ -439,6 +483,7 @@ impl Run<'_> {
                     exclude: self.exclusions(catalog, output),
                     prev: state.tree.as_ref(),
                     cross_mounts: self.opts.cross_mounts,
+                    rules: Some(&matcher),
                 };
                 scan_tree(source, &scan_opts, report)?
             }

@@ -128,6 +128,9 @@ pub fn dump_to_sink(
         wait: opts.wait,
         resume: false,
         cross_mounts: opts.cross_mounts,
+        // A replication follows the rules its source's dumps recorded.
+        rules: None,
+        rules_changed: false,
     };
     let point = ResumePoint {
         source_uuid: crate::ids::hex(&source_uuid),

@@ -480,6 +480,28 @@ pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Whether the entry `name` in `dir` carries the nodump inode flag
+/// (`chattr +d`), from `statx`'s attributes (no need to open it); false
+/// where the file system does not report it.
+pub fn nodump_at(dir: BorrowedFd, name: &[u8]) -> bool {
+    let Ok(c) = cname(name) else {
+        return false;
+    };
+    // SAFETY: statx fills the zeroed struct; the name is NUL-terminated.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
+            0,
+            &mut st,
+        )
+    };
+    let flag = libc::STATX_ATTR_NODUMP as u64;
+    r == 0 && st.stx_attributes_mask & flag != 0 && st.stx_attributes & flag != 0
+}
+
 /// Renames without replacing what is at the new name (`EEXIST` then):
 /// `renameat2(RENAME_NOREPLACE)`, or, on a file system without it, a check
 /// of the new name and a plain rename (a race there is the caller's to
