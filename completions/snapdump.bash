@@ -206,7 +206,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-h -V --help --version dump restore verify snapshots history replicate pointer replicas serve volume completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +220,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__completions)
-            opts="-h --help bash elvish fish powershell zsh"
+            opts="-v -q -h --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,7 +234,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__dump)
-            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -h --base --image --append --resume --cross-mounts --exclude --exclude-from --exclude-caches --exclude-if-present --honor-nodump --rules-changed --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --help"
+            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -v -q -h --base --image --append --resume --cross-mounts --exclude --exclude-from --exclude-caches --exclude-if-present --honor-nodump --rules-changed --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -644,7 +644,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__history)
-            opts="-f -h --catalog --json --help"
+            opts="-f -v -q -h --catalog --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,7 +666,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__pointer)
-            opts="-h --help set ls rm help"
+            opts="-v -q -h --verbose --quiet --help set ls rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -750,7 +750,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__pointer__subcmd__ls)
-            opts="-h --catalog --json --help"
+            opts="-v -q -h --catalog --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -768,7 +768,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__pointer__subcmd__rm)
-            opts="-h --catalog --help"
+            opts="-v -q -h --catalog --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -786,7 +786,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__pointer__subcmd__set)
-            opts="-h --catalog --help"
+            opts="-v -q -h --catalog --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -804,7 +804,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__replicas)
-            opts="-h --catalog --json --forget --help"
+            opts="-v -q -h --catalog --json --forget --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -826,7 +826,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__replicate)
-            opts="-z -h --catalog --rsh --remote-snapdump --full --inplace --cross-mounts --snapshot --compress --json --no-wait --help"
+            opts="-z -v -q -h --catalog --rsh --remote-snapdump --full --inplace --cross-mounts --snapshot --compress --json --no-wait --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -864,7 +864,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__restore)
-            opts="-r -t -x -C -i -f -h --finish --at --target --volume --force --inplace --no-wait --verify-digest --file-number --new-volume --json --json-file --help"
+            opts="-r -t -x -C -i -f -v -q -h --finish --at --target --volume --force --inplace --no-wait --verify-digest --file-number --new-volume --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -906,7 +906,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__serve)
-            opts="-h --volume --target --inplace --no-wait --help"
+            opts="-v -q -h --volume --target --inplace --no-wait --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -928,7 +928,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__snapshots)
-            opts="-h --catalog --json --help"
+            opts="-v -q -h --catalog --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -946,7 +946,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__verify)
-            opts="-f -h --file-number --new-volume --json --json-file --help"
+            opts="-f -v -q -h --file-number --new-volume --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -976,7 +976,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume)
-            opts="-h --help create ls extract export-tar check snapshots delete-snapshot shadow help"
+            opts="-v -q -h --verbose --quiet --help create ls extract export-tar check snapshots delete-snapshot shadow help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -990,7 +990,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__check)
-            opts="-h --json --json-file --help"
+            opts="-v -q -h --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1008,7 +1008,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__create)
-            opts="-h --block-size --compact --size --help"
+            opts="-v -q -h --block-size --compact --size --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1030,7 +1030,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__delete__subcmd__snapshot)
-            opts="-h --no-wait --catalog --force --help"
+            opts="-v -q -h --no-wait --catalog --force --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1048,7 +1048,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__export__subcmd__tar)
-            opts="-h --help"
+            opts="-v -q -h --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1062,7 +1062,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__extract)
-            opts="-h --force --json --json-file --help"
+            opts="-v -q -h --force --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1220,7 +1220,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__ls)
-            opts="-h --json --json-file --help"
+            opts="-v -q -h --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1238,7 +1238,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__shadow)
-            opts="-h --no-wait --catalog --force --help"
+            opts="-v -q -h --no-wait --catalog --force --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1256,7 +1256,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__volume__subcmd__snapshots)
-            opts="-h --json --json-file --help"
+            opts="-v -q -h --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_snapdump_global_optspecs
-    string join \n h/help V/version
+    string join \n v/verbose q/quiet h/help V/version
 end
 
 function __fish_snapdump_needs_command
@@ -24,6 +24,8 @@ function __fish_snapdump_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c snapdump -n "__fish_snapdump_needs_command" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_needs_command" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_needs_command" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_needs_command" -s V -l version -d 'Print version'
 complete -c snapdump -n "__fish_snapdump_needs_command" -f -a "dump" -d 'Write a level-0..9 image stream of a source tree'
@@ -69,6 +71,8 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l exclude-cache
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l rules-changed -d 'Replace the exclusion rules recorded for this source with the ones given (the increment carries what comes in or goes out)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s f -d 'Input: a file, a device, or - for stdin (default: $TAPE); repeat for a chain' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l at -d 'Work on this snapshot of the chain (default the newest given)' -r
@@ -88,19 +92,27 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l inplace -d
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s SHA-256 digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s f -d 'Input: a file, a device, or - for stdin (default: $TAPE); repeat for the volumes of a dump on tape' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l new-volume -d 'Run CMD when the next volume is needed' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -l json -d 'Print JSON'
+complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s f -d 'Streams to read (repeat, any order); without -f, the streams the catalog recorded for the source holding PATH' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l json -d 'Print JSON'
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l rsh -d 'Remote shell for HOST:PATH destinations, split on spaces (as rsync\'s -e)' -r
@@ -112,18 +124,28 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l inplace 
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l cross-mounts -d 'A tree source: enter file systems mounted below it (see dump --cross-mounts)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l json -d 'Print a JSON summary: decision, reason, base, top, stream_bytes, bytes_sent, bytes_resumed, wire_bytes_sent, wire_bytes_received, elapsed_seconds'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicate" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -f -a "set" -d 'Name a snapshot (a catalog id for a tree, PATH@SNAPSHOT\'s selector for a volume)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -f -a "ls" -d 'List the pointers (master is kept by replicate)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -f -a "rm" -d 'Remove a pointer'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and not __fish_seen_subcommand_from set ls rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from set" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from set" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from set" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from ls" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from ls" -l json -d 'Print JSON: name, snapshot'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from rm" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from rm" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from help" -f -a "set" -d 'Name a snapshot (a catalog id for a tree, PATH@SNAPSHOT\'s selector for a volume)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_seen_subcommand_from help" -f -a "ls" -d 'List the pointers (master is kept by replicate)'
@@ -132,12 +154,18 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand pointer; and __fish_se
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -l forget -d 'Forget this replica (its id, or a unique prefix of it)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -l json -d 'Print JSON: replica_id, kind, destination, newest (its newest master), updated'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand replicas" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l volume -d 'Receive into this volume (created if missing)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l target -d 'Receive into this restore target directory' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l inplace -d 'Into a target: finish increments in place (see restore --inplace)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -f -a "create" -d 'Create an empty volume file'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish_seen_subcommand_from create ls extract export-tar check snapshots delete-snapshot shadow help" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'
@@ -151,28 +179,44 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and not __fish
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l block-size -d 'Block size in bytes (the streams received must use it)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l size -d 'Largest size the volume may grow to (e.g. 10G); default no limit' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -l compact -d 'Pack blocks at the lowest free VBNs instead of their source VBNs'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l force -d 'Replace existing entries in the way'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -s h -l help -d 'Print help'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -l force -d 'Go ahead even if the snapshot is the newest master of a replica this volume feeds (its next replicate is then a full copy)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from delete-snapshot" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -l force -d 'Go ahead even if the snapshot is the newest master of a replica this volume feeds (its next replicate is then a full copy)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from shadow" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create an empty volume file'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "ls" -d 'List a snapshot\'s entries (PATH@SNAPSHOT; default the newest)'
@@ -183,6 +227,8 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "delete-snapshot" -d 'Remove a snapshot; blocks nothing else uses are freed'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "shadow" -d 'Make a snapshot a shadow: its blocks become reusable'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand completions" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
+complete -c snapdump -n "__fish_snapdump_using_subcommand completions" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate pointer replicas serve volume completions help" -f -a "dump" -d 'Write a level-0..9 image stream of a source tree'
 complete -c snapdump -n "__fish_snapdump_using_subcommand help; and not __fish_seen_subcommand_from dump restore verify snapshots history replicate pointer replicas serve volume completions help" -f -a "restore" -d 'Restore, extract, compare, browse or list image streams'

@@ -9,6 +9,7 @@ use snapdump::report::{Report, EXIT_FAILURE};
 fn main() {
     snapdump::fsx::raise_fd_limit();
     let args = Cli::parse();
+    cli::set_output(args.verbose, args.quiet);
     let report = Report::new();
     let result = match args.cmd {
         Cmd::Dump(a) => cli::dump::run(a, &report),

@@ -54,3 +54,49 @@ pub fn println_err(line: &str) {
         None => eprintln!("{line}"),
     }
 }
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: notes (what was done differently from the usual, but on purpose)
+/// are not printed; warnings and errors still are.
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `-v`: each entry dumped or restored is listed, as tar's `-v` does.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether entries are listed (`-v`).
+pub fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Prints `snapdump: note: MSG` unless `-q`.
+pub fn note(msg: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        println_err(&format!("snapdump: note: {msg}"));
+    }
+}
+
+/// Lists every entry of `tree` on stderr, one escaped path a line, in the
+/// tree's order (directories with a trailing `/`), when `-v` was given.
+/// On stderr because a dump's standard output may be the stream.
+pub fn list_entries(tree: &crate::tree::Tree) {
+    if !verbose() {
+        return;
+    }
+    use std::io::Write;
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::new(stderr.lock());
+    for d in tree.dirents.iter().skip(1) {
+        let mut line = crate::names::escape(&tree.dirent_path(d)).into_bytes();
+        if tree.inode(d.ino).kind == crate::tree::Kind::Dir {
+            line.push(b'/');
+        }
+        line.push(b'\n');
+        let _ = out.write_all(&line);
+    }
+}

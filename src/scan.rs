@@ -232,8 +232,8 @@ impl Walker<'_> {
             } else {
                 "not in this dump"
             };
-            crate::progress::println_err(&format!(
-                "snapdump: note: {}: another file system is mounted here; {what} (--cross-mounts enters it)",
+            crate::progress::note(&format!(
+                "{}: another file system is mounted here; {what} (--cross-mounts enters it)",
                 crate::names::escape(&self.path)
             ));
             if kind == Kind::Dir {

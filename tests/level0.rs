@@ -645,8 +645,9 @@ fn a_dump_stays_on_its_file_system_unless_told_to_cross_mounts() {
     assert!(!e.contains("note"), "{e}");
     let r = restored(&[&s0, &s1], "r1");
     assert_same_tree(&t.src, &r);
-    let (c, e, s2) = dump("-2", &[], "s2");
+    let (c, e, s2) = dump("-2", &["-q"], "s2");
     assert_eq!(c, 0, "{e}");
+    assert!(!e.contains("note"), "-q prints no notes: {e}");
     let r = restored(&[&s0, &s1, &s2], "r2");
     assert_eq!(std::fs::read_dir(r.join("data/mnt")).unwrap().count(), 0);
     assert!(r.join("data/kept").exists());
@@ -794,4 +795,44 @@ fn exclusions_hold_across_levels_and_a_rule_change_is_explicit() {
     let (c, e, _) = dump("-3", &["--exclude", "[z-a]", "--rules-changed"], "s3");
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("[z-a]"), "{e}");
+}
+
+/// `-v` lists every entry dumped and restored on stderr (the stream may be
+/// on stdout), one escaped path a line, directories with a trailing `/`.
+#[test]
+fn verbose_lists_each_entry_dumped_and_restored() {
+    let t = paths();
+    std::fs::create_dir_all(t.src.join("d/e")).unwrap();
+    std::fs::write(t.src.join("d/e/f"), b"1").unwrap();
+    std::fs::write(t.src.join("odd\nname"), b"2").unwrap();
+    let want = "d/\nd/e/\nd/e/f\nodd\\012name\n";
+    let out = bin()
+        .args([
+            "-v",
+            "dump",
+            "-0",
+            "-f",
+            "-",
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err, want, "dump -v");
+    std::fs::write(&t.stream, &out.stdout).unwrap();
+    let target = t.dir.path().join("r");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-v",
+        "-f",
+        p(&t.stream),
+        "--target",
+        p(&target),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(e, want, "restore -v");
 }

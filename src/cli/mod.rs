@@ -27,6 +27,13 @@ use clap::{CommandFactory, Parser, Subcommand};
     long_about = None
 )]
 pub struct Cli {
+    /// List each entry dumped or restored on stderr, as tar -v does.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+    /// Print no notes (what was done differently on purpose, such as a
+    /// mount point not entered); warnings and errors still are.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
     /// The command to run.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -59,6 +66,12 @@ pub enum Cmd {
     Volume(volume::VolumeCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
+}
+
+/// Applies the global `-v` and `-q` for the run.
+pub fn set_output(verbose: bool, quiet: bool) {
+    crate::progress::set_verbose(verbose);
+    crate::progress::set_quiet(quiet);
 }
 
 /// The clap command tree, for the man pages and completions.

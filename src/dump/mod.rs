@@ -489,6 +489,7 @@ impl Run<'_> {
             }
         };
         crate::failpoint::pause("dump-after-scan");
+        crate::progress::list_entries(&tree);
         let open_root = || {
             fsx::open_dir_path(source)
                 .with_context(|| format!("cannot open source {}", source.display()))

@@ -601,6 +601,9 @@ impl Staged {
         let target = &self.target;
         let paths = StatePaths::new(target);
         let h = &self.header;
+        if let Some(c) = &self.checked {
+            crate::progress::list_entries(&c.front.tree);
+        }
         let state = &self.state;
         let checked = self
             .checked
@@ -674,8 +677,8 @@ impl Drop for Staged {
 fn note_in_place(target: &Path, why: &str) {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
-        crate::progress::println_err(&format!(
-            "snapdump: note: {}: {why}, so increments are finished in place (a kill while one finishes leaves a mix until the next restore or replicate finishes it); restore into a directory below it for atomic applies, or pass --inplace to say this is meant",
+        crate::progress::note(&format!(
+            "{}: {why}, so increments are finished in place (a kill while one finishes leaves a mix until the next restore or replicate finishes it); restore into a directory below it for atomic applies, or pass --inplace to say this is meant",
             target.display()
         ))
     });

@@ -160,6 +160,7 @@ fn restore_stream(
         )
     };
     apply.skeleton(&front.tree).map_err(fail)?;
+    crate::progress::list_entries(&front.tree);
     let progress = Progress::bytes(front.image.carried_blocks().saturating_mul(bs), "restore");
     let tree = &front.tree;
     let totals = read_data(&mut r, &front, |s, d| {
