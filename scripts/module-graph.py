@@ -136,7 +136,7 @@ def top(m):
 
 # Layer rules: a module may not import these (top-level) modules.
 UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "replica", "cli", "fuzzing"}
-MODEL = {"tree", "names", "runs", "wire", "ids", "digest", "at", "planes", "rules"}
+MODEL = {"tree", "names", "runs", "wire", "ids", "digest", "at", "planes", "rules", "fileflags"}
 PLUMBING = {"fsx", "lock", "atomic", "failpoint", "progress", "report"}
 FORBIDDEN = {
     **{m: UPPER | PLUMBING for m in MODEL},

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 /// Magic at the start of a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"SDCATLG\0";
 /// Catalog format version written and read by this build.
-pub const CATALOG_VERSION: u32 = 2;
+pub const CATALOG_VERSION: u32 = 3;
 
 /// One row of the snapshot table.
 #[derive(Clone, Debug, Serialize)]
@@ -68,6 +68,9 @@ pub struct CatalogState {
     /// The exclusion rules its dumps follow (None: none recorded yet, or
     /// a version-1 catalog).
     pub rules: Option<crate::rules::Rules>,
+    /// Whether `tree` records file flags (not in catalogs before version
+    /// 3: the next scan reads them from every file).
+    pub flags_recorded: bool,
 }
 
 /// A loaded catalog and where it lives.
@@ -120,6 +123,7 @@ impl Catalog {
                 marks: MarkMaps::default(),
                 tree: None,
                 rules: None,
+                flags_recorded: true,
             },
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot read catalog {}", file.display()))
@@ -211,7 +215,7 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
         Some(t) => {
             e.u64(t.dirents.len() as u64);
             for i in 0..t.dirents.len() {
-                t.encode_item(i, &mut e, true);
+                t.encode_item(i, &mut e, crate::tree::ItemForm::CATALOG);
             }
         }
     }
@@ -238,8 +242,8 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
         bail!("not a snapdump catalog (bad magic)");
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != 1 && version != CATALOG_VERSION {
-        bail!("catalog format version {version} is not supported by this snapdump (it reads 1 and {CATALOG_VERSION})");
+    if !(1..=CATALOG_VERSION).contains(&version) {
+        bail!("catalog format version {version} is not supported by this snapdump (it reads 1 to {CATALOG_VERSION}); use a newer snapdump");
     }
     let (content, sum) = bytes.split_at(bytes.len() - 32);
     if crate::digest::sha256(content) != sum {
@@ -305,7 +309,14 @@ pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
     } else {
         let mut b = TreeBuilder::new(block_size as u64);
         for _ in 0..items {
-            b.decode_item(&mut d, true)?;
+            b.decode_item(
+                &mut d,
+                if version >= 3 {
+                    crate::tree::ItemForm::CATALOG
+                } else {
+                    crate::tree::ItemForm::CATALOG_NO_FLAGS
+                },
+            )?;
         }
         Some(b.finish()?)
     };
@@ -333,5 +344,6 @@ pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
         marks,
         tree,
         rules,
+        flags_recorded: version >= 3,
     })
 }

@@ -106,8 +106,13 @@ pub fn records(data: &[u8]) {
     let _ = decode_data(data);
     let _ = decode_reloc(data);
     let _ = End::decode(data);
-    let mut b = crate::tree::TreeBuilder::new(4096);
-    let _ = crate::stream::front::decode_meta(&mut b, data);
+    for form in [
+        crate::tree::ItemForm::CURRENT,
+        crate::tree::ItemForm::NO_FLAGS,
+    ] {
+        let mut b = crate::tree::TreeBuilder::new(4096);
+        let _ = crate::stream::front::decode_meta(&mut b, data, form);
+    }
 }
 
 /// Builds a stream with valid framing (sequence numbers, checksums, digest

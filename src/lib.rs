@@ -35,6 +35,7 @@ pub mod cli;
 pub mod digest;
 pub mod dump;
 pub(crate) mod failpoint;
+pub mod fileflags;
 pub mod fsx;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -36,6 +36,9 @@ pub struct ScanOptions<'a> {
     /// --one-file-system`: a dump of `/` must not take in `/proc`, a
     /// tmpfs or another disk unasked.
     pub cross_mounts: bool,
+    /// Whether `prev` records file flags (a catalog from before they were
+    /// recorded does not: an unchanged file's flags are then read).
+    pub prev_has_flags: bool,
     /// The exclusion rules of this scan (None: nothing left out).
     pub rules: Option<&'a crate::rules::Matcher>,
 }
@@ -130,6 +133,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         ino: st.st_ino,
     };
     inode.xattrs = w.xattrs(fd.as_fd_borrow(), b"");
+    w.flags(fd.as_fd_borrow(), &mut inode);
     let ino = w.tree.push_inode(0, Vec::new(), inode);
     w.walk(fd.as_fd_borrow(), ino, true);
     Ok(w.tree)
@@ -154,6 +158,20 @@ impl Walker<'_> {
                 ));
                 Vec::new()
             }
+        }
+    }
+
+    /// Records the file flags and project id of an open file or directory.
+    fn flags(&self, fd: BorrowedFd, inode: &mut Inode) {
+        let got = fsx::flags::get(fd).and_then(|f| Ok((f, fsx::flags::project(fd)?)));
+        match got {
+            Ok((flags, projid)) => {
+                inode.flags = flags;
+                inode.projid = projid;
+            }
+            Err(e) => self.warn(format!(
+                "cannot read file flags: {e}; recorded without them"
+            )),
         }
     }
 
@@ -262,6 +280,7 @@ impl Walker<'_> {
             Kind::Dir => match fsx::open_dir(dir, &name) {
                 Ok(fd) => {
                     inode.xattrs = self.xattrs(fd.as_fd_borrow(), b"");
+                    self.flags(fd.as_fd_borrow(), &mut inode);
                     let ino = self.tree.push_inode(dir_ino, name, inode);
                     self.walk(fd.as_fd_borrow(), ino, false);
                 }
@@ -282,6 +301,12 @@ impl Walker<'_> {
                     // Untouched since the last dump: reuse what it recorded.
                     inode.extents = g.extents.iter().map(|x| Extent { vbn: 0, ..*x }).collect();
                     inode.xattrs = g.xattrs.clone();
+                    if self.opts.prev_has_flags {
+                        (inode.flags, inode.projid) = (g.flags, g.projid);
+                    } else if let Ok(fd) = open_file(dir, &name) {
+                        // The catalog predates file flags: read them once.
+                        self.flags(fd.as_fd_borrow(), &mut inode);
+                    }
                     let ino = self.tree.push_inode(dir_ino, name, inode);
                     if st.st_nlink > 1 {
                         self.links.insert(key, ino);
@@ -328,6 +353,7 @@ impl Walker<'_> {
                     }
                 }
                 inode.xattrs = self.xattrs(fd.as_fd_borrow(), b"");
+                self.flags(fd.as_fd_borrow(), &mut inode);
                 let ino = self.tree.push_inode(dir_ino, name, inode);
                 if st.st_nlink > 1 {
                     self.links.insert(key, ino);

@@ -215,6 +215,11 @@ pub struct Inode {
     pub target: Vec<u8>,
     /// Extended attributes as (name, value), sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Linux inode flags (`chattr`; [`crate::fileflags::RECORDED`] bits),
+    /// of regular files and directories; 0 for other kinds.
+    pub flags: u32,
+    /// Project id (quota project) of a file or directory; 0 for none.
+    pub projid: u32,
     /// Data runs of a regular file; blocks not covered are holes.
     pub extents: Vec<Extent>,
     /// Source identity (catalog only; zero in streams).
@@ -233,6 +238,8 @@ impl Inode {
             size: 0,
             target: Vec::new(),
             xattrs: Vec::new(),
+            flags: 0,
+            projid: 0,
             extents: Vec::new(),
             src: SourceKey::default(),
             sums: Vec::new(),
@@ -337,8 +344,8 @@ impl Tree {
     }
 
     /// Encodes dirent `idx` (and its inode when it is the primary entry) as
-    /// one metadata item. `catalog` adds the catalog-only fields.
-    pub fn encode_item(&self, idx: usize, e: &mut Enc, catalog: bool) {
+    /// one metadata item, with the fields `form` says its format has.
+    pub fn encode_item(&self, idx: usize, e: &mut Enc, form: ItemForm) {
         let d = &self.dirents[idx];
         let primary = self.first[(d.ino - 1) as usize] == idx;
         e.u8(if primary { TAG_INODE } else { TAG_LINK });
@@ -365,13 +372,17 @@ impl Tree {
             e.bytes(n);
             e.bytes(v);
         }
+        if form.flags {
+            e.u32(i.flags);
+            e.u32(i.projid);
+        }
         e.u32(i.extents.len() as u32);
         for x in &i.extents {
             e.u64(x.block);
             e.u64(x.vbn);
             e.u64(x.count);
         }
-        if catalog {
+        if form.catalog {
             e.u64(i.src.dev);
             e.u64(i.src.ino);
             e.u32(i.sums.len() as u32);
@@ -380,6 +391,40 @@ impl Tree {
             }
         }
     }
+}
+
+/// Which fields a metadata item carries in the format that holds it:
+/// streams, volumes and restore states since the versions that added file
+/// flags, and catalogs with their own fields too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemForm {
+    /// `flags u32, projid u32` after the xattrs (tag-1 items).
+    pub flags: bool,
+    /// The catalog's source identity and block checksums at the end.
+    pub catalog: bool,
+}
+
+impl ItemForm {
+    /// Items as the current formats write them (streams, volumes, states).
+    pub const CURRENT: ItemForm = ItemForm {
+        flags: true,
+        catalog: false,
+    };
+    /// Items of formats written before file flags were recorded.
+    pub const NO_FLAGS: ItemForm = ItemForm {
+        flags: false,
+        catalog: false,
+    };
+    /// Items of catalogs written before file flags were recorded.
+    pub const CATALOG_NO_FLAGS: ItemForm = ItemForm {
+        flags: false,
+        catalog: true,
+    };
+    /// Items as the current catalog writes them.
+    pub const CATALOG: ItemForm = ItemForm {
+        flags: true,
+        catalog: true,
+    };
 }
 
 /// Rebuilds a [`Tree`] from metadata items, checking every rule a hostile
@@ -434,8 +479,9 @@ impl TreeBuilder {
         }
     }
 
-    /// Decodes and validates one item; `catalog` as in [`Tree::encode_item`].
-    pub fn decode_item(&mut self, d: &mut Dec, catalog: bool) -> Result<()> {
+    /// Decodes and validates one item of the given form (as
+    /// [`Tree::encode_item`] wrote it).
+    pub fn decode_item(&mut self, d: &mut Dec, form: ItemForm) -> Result<()> {
         let tag = d.u8()?;
         let parent = d.u64()?;
         let name = d.bytes(MAX_NAME)?.to_vec();
@@ -519,6 +565,20 @@ impl TreeBuilder {
                     }
                     inode.xattrs.push((xn, xv));
                 }
+                if form.flags {
+                    inode.flags = d.u32()?;
+                    inode.projid = d.u32()?;
+                    if inode.flags & !crate::fileflags::RECORDED != 0 {
+                        bail!(
+                            "inode {ino}: unknown file flags {:#x}",
+                            inode.flags & !crate::fileflags::RECORDED
+                        );
+                    }
+                    if !matches!(kind, Kind::File | Kind::Dir) && (inode.flags | inode.projid) != 0
+                    {
+                        bail!("inode {ino}: file flags on a {}", kind.name());
+                    }
+                }
                 let ne = d.count(24)?;
                 let mut next_block = 0u64;
                 let max_blocks = inode.size.div_ceil(self.block_size);
@@ -541,7 +601,7 @@ impl TreeBuilder {
                     next_block = x.block + x.count;
                     inode.extents.push(x);
                 }
-                if catalog {
+                if form.catalog {
                     inode.src.dev = d.u64()?;
                     inode.src.ino = d.u64()?;
                     let ns = d.count(16)?;
@@ -637,12 +697,12 @@ mod tests {
         let t = sample();
         let mut e = Enc::new();
         for i in 0..t.dirents.len() {
-            t.encode_item(i, &mut e, true);
+            t.encode_item(i, &mut e, ItemForm::CATALOG);
         }
         let mut b = TreeBuilder::new(4096);
         let mut d = Dec::new(&e.buf, "meta");
         while !d.is_empty() {
-            b.decode_item(&mut d, true).unwrap();
+            b.decode_item(&mut d, ItemForm::CATALOG).unwrap();
         }
         let t2 = b.finish().unwrap();
         assert_eq!(t2.inodes.len(), 3);

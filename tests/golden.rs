@@ -69,15 +69,32 @@ fn build_golden_tree(root: &Path, version: u32) {
         set_times(&root.join(p), (t, 111), (t + 1, 222_333_444));
         t += 10;
     }
+    if version >= 3 {
+        // File flags (format 3): ones every Linux file system with flags
+        // takes, and that leave the tree removable.
+        chattr("+d", &root.join("docs/lines.txt"));
+        chattr("+A", &root.join("docs"));
+        chattr("+d +A", &root.join("sparse.img"));
+    }
+}
+
+/// The stream golden volume N was received from: golden-v1 before volume
+/// format 3, golden-v3 (which has file flags) from it on.
+fn volume_source(version: u32) -> u32 {
+    if version >= 3 {
+        3
+    } else {
+        1
+    }
 }
 
 /// A manifest line per entry: path, type, mode, size, allocated blocks,
 /// mtime, content SHA-256, link target, xattrs, hardlink group.
-fn manifest(root: &Path) -> serde_json::Value {
+fn manifest(root: &Path, version: u32) -> serde_json::Value {
     let tree = snapshot_tree(root);
     let mut v = Vec::new();
     for (path, e) in tree {
-        v.push(serde_json::json!({
+        let mut line = serde_json::json!({
             "path": snapdump::names::escape(&path),
             "kind": e.kind,
             "mode": format!("{:o}", e.mode),
@@ -89,7 +106,12 @@ fn manifest(root: &Path) -> serde_json::Value {
             "target": e.target.map(|t| snapdump::names::escape(&t)),
             "xattrs": e.xattrs.iter().map(|(k, v)| format!("{}={}", snapdump::names::escape(k), snapdump::names::escape(v))).collect::<Vec<_>>(),
             "links": e.link_group.map(|g| g.len()),
-        }));
+        });
+        if version >= 3 {
+            line["flags"] = snapdump::fsx::flags::letters(e.flags.0).into();
+            line["project"] = e.flags.1.into();
+        }
+        v.push(line);
     }
     serde_json::Value::Array(v)
 }
@@ -102,6 +124,11 @@ fn golden_v1_stream_restores_exactly() {
 #[test]
 fn golden_v2_stream_restores_exactly() {
     golden_stream_restores_exactly(2);
+}
+
+#[test]
+fn golden_v3_stream_restores_exactly() {
+    golden_stream_restores_exactly(3);
 }
 
 fn golden_stream_restores_exactly(version: u32) {
@@ -128,7 +155,7 @@ fn golden_stream_restores_exactly(version: u32) {
             p(&t.src),
         ]);
         assert_eq!(c, 0, "{e}");
-        let m = manifest(&t.src);
+        let m = manifest(&t.src, version);
         std::fs::write(&man, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
     }
     let (c, out, e) = run_s(&["verify", "--json", "-f", p(&stream)]);
@@ -139,7 +166,7 @@ fn golden_stream_restores_exactly(version: u32) {
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--target", p(&t.out)]);
     assert_eq!(c, 0, "golden stream no longer restores: {e}");
     let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
-    let mut got = manifest(&t.out);
+    let mut got = manifest(&t.out, version);
     // The restored root's mtime is the target's; ownership only as root.
     for (g, w) in got
         .as_array_mut()
@@ -168,7 +195,7 @@ fn golden_volume_reads_exactly(version: u32) {
         let _ = std::fs::remove_file(&vol);
         std::fs::create_dir_all(vol.parent().unwrap()).unwrap();
         assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);
-        let stream = root.join("golden-v1/stream.sdump");
+        let stream = root.join(format!("golden-v{}/stream.sdump", volume_source(version)));
         let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--volume", p(&vol)]);
         assert_eq!(c, 0, "{e}");
     }
@@ -189,10 +216,12 @@ fn golden_volume_reads_exactly(version: u32) {
     let t = paths();
     let (c, _, e) = run_s(&["volume", "extract", p(&vol), p(&t.out)]);
     assert_eq!(c, 0, "golden volume no longer extracts: {e}");
-    let want: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("golden-v1/manifest.json")).unwrap())
-            .unwrap();
-    let mut got = manifest(&t.out);
+    let want: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!("golden-v{}/manifest.json", volume_source(version))))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut got = manifest(&t.out, volume_source(version));
     for (g, w) in got
         .as_array_mut()
         .unwrap()
@@ -214,6 +243,11 @@ fn golden_v1_volume_reads_exactly() {
 #[test]
 fn golden_v2_volume_reads_exactly() {
     golden_volume_reads_exactly(2);
+}
+
+#[test]
+fn golden_v3_volume_reads_exactly() {
+    golden_volume_reads_exactly(3);
 }
 
 /// A format-1 volume takes its next commit in format 2 and keeps what it
@@ -245,7 +279,10 @@ fn golden_v1_volume_is_upgraded_by_its_next_commit() {
     };
     let (ga, va) = slot(0);
     let (gb, vb) = slot(4096);
-    assert_eq!(if ga > gb { va } else { vb }, 2);
+    assert_eq!(
+        if ga > gb { va } else { vb },
+        snapdump::volume::format::VOLUME_VERSION
+    );
     let (c, out, e) = run_s(&["volume", "check", p(&vol)]);
     assert_eq!(c, 0, "{e} {}", String::from_utf8_lossy(&out));
     let (c, _, e) = run_s(&["volume", "extract", &format!("{}@1", p(&vol)), p(&t.out)]);

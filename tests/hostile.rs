@@ -65,7 +65,7 @@ fn craft_with(tree: &Tree, extra: &[u8], n: u32, data: &[(Segment, Vec<u8>)]) ->
     let mut e = Enc::new();
     e.u32(entries as u32);
     for i in 0..tree.dirents.len() {
-        tree.encode_item(i, &mut e, false);
+        tree.encode_item(i, &mut e, w.item_form());
     }
     e.fixed(extra);
     w.write_record(RecordKind::Meta, &e.buf).unwrap();

@@ -410,6 +410,7 @@ pub(crate) fn scan_for_sink(
         block_size: catalog.state.block_size as u64,
         exclude,
         prev: catalog.state.tree.as_ref(),
+        prev_has_flags: catalog.state.flags_recorded,
         cross_mounts,
         rules: Some(&matcher),
     };
@@ -482,6 +483,7 @@ impl Run<'_> {
                     block_size: bs as u64,
                     exclude: self.exclusions(catalog, output),
                     prev: state.tree.as_ref(),
+                    prev_has_flags: state.flags_recorded,
                     cross_mounts: self.opts.cross_mounts,
                     rules: Some(&matcher),
                 };
@@ -716,6 +718,7 @@ impl Run<'_> {
             warnings: report.warnings(),
         };
         state.tree = Some(tree);
+        state.flags_recorded = true;
         summary
     }
 }
@@ -758,7 +761,7 @@ fn same_metadata(a: &Tree, b: &Tree) -> bool {
     let enc = |t: &Tree| {
         let mut e = crate::wire::Enc::new();
         for i in 0..t.dirents.len() {
-            t.encode_item(i, &mut e, false);
+            t.encode_item(i, &mut e, crate::tree::ItemForm::CURRENT);
         }
         e.buf
     };

@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod dirstack;
+pub mod flags;
 pub mod xattr;
 
 use crate::tree::{Attrs, Kind, Time};

@@ -110,6 +110,9 @@ pub fn attr_changes(a: &Inode, b: &Inode) -> Vec<&'static str> {
     if a.xattrs != b.xattrs {
         v.push("xattrs");
     }
+    if (a.flags, a.projid) != (b.flags, b.projid) {
+        v.push("flags");
+    }
     if a.attrs.rdev != b.attrs.rdev && matches!(a.kind, Kind::CharDev | Kind::BlockDev) {
         v.push("device");
     }

@@ -47,7 +47,8 @@ pub struct Difference {
     /// Path relative to the target, escaped.
     pub path: String,
     /// "missing", "extra", "type", "content", "links", or an attribute:
-    /// "mode", "owner", "size", "mtime", "target", "xattrs", "device".
+    /// "mode", "owner", "size", "mtime", "target", "xattrs", "flags",
+    /// "device".
     pub what: &'static str,
     /// The value in the snapshot, when there is one to show.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,6 +311,15 @@ impl Walker<'_> {
                         inode.xattrs.clone()
                     }
                 };
+                if matches!(inode.kind, Kind::File | Kind::Dir) {
+                    match fsx::flags::read_at(dir, name, inode.kind == Kind::Dir) {
+                        Ok((f, p)) => (disk.flags, disk.projid) = (f, p),
+                        Err(e) => {
+                            warns.push(format!("cannot read file flags: {e}"));
+                            (disk.flags, disk.projid) = (inode.flags, inode.projid);
+                        }
+                    }
+                }
                 if inode.kind == Kind::Dir {
                     let names = if name.is_empty() {
                         fsx::read_dir_names(dir)
@@ -341,6 +351,11 @@ impl Walker<'_> {
             }
             let mut stream = inode.clone();
             stream.xattrs.sort();
+            if d.ino == ROOT_INO {
+                // A restore never makes its target immutable or
+                // append-only: its restore state lives there.
+                stream.flags &= !fsx::flags::LATE;
+            }
             for what in attr_changes(&stream, &disk) {
                 let (s, k) = show(what, &stream, &disk);
                 self.diff_path(tree.dirent_path(d), what, Some(s), Some(k));
@@ -388,6 +403,10 @@ fn show(what: &str, s: &Inode, d: &Inode) -> (String, String) {
             libc::major(i.attrs.rdev),
             libc::minor(i.attrs.rdev)
         ),
+        "flags" if i.projid != 0 => {
+            format!("{} project {}", fsx::flags::letters(i.flags), i.projid)
+        }
+        "flags" => fsx::flags::letters(i.flags),
         "xattrs" => i
             .xattrs
             .iter()

@@ -9,7 +9,7 @@ use super::record::RecordKind;
 use super::writer::StreamWriter;
 use super::META_RECORD_BYTES;
 use crate::runs::RunSet;
-use crate::tree::{Tree, TreeBuilder};
+use crate::tree::{ItemForm, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
 use anyhow::{anyhow, Result};
 
@@ -33,8 +33,9 @@ pub fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
     let mut e = Enc::new();
     let mut items = 0u32;
     let mut e2 = Enc::new();
+    let form = w.item_form();
     for i in 0..tree.dirents.len() {
-        tree.encode_item(i, &mut e2, false);
+        tree.encode_item(i, &mut e2, form);
         items += 1;
         if e2.buf.len() >= META_RECORD_BYTES {
             e.u32(items);
@@ -55,12 +56,13 @@ pub fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
     Ok(())
 }
 
-/// Decodes one metadata record payload into the builder.
-pub fn decode_meta(builder: &mut TreeBuilder, raw: &[u8]) -> Result<u64> {
+/// Decodes one metadata record payload, of a stream whose items have the
+/// fields `form` says, into the builder.
+pub fn decode_meta(builder: &mut TreeBuilder, raw: &[u8], form: ItemForm) -> Result<u64> {
     let mut d = Dec::new(raw, "metadata record");
     let n = d.count(1)?;
     for _ in 0..n {
-        builder.decode_item(&mut d, false)?;
+        builder.decode_item(&mut d, form)?;
     }
     d.finish()?;
     Ok(n as u64)
@@ -91,6 +93,7 @@ pub fn tree_vbns(tree: &Tree) -> RunSet {
 /// Reads the metadata and image sections.
 pub fn read_front(r: &mut impl Records) -> Result<Front> {
     let mut b = TreeBuilder::new(r.header().block_size as u64);
+    let form = super::header::item_form(r.header().format_version);
     let mut entries = 0;
     loop {
         let rec = r
@@ -98,7 +101,7 @@ pub fn read_front(r: &mut impl Records) -> Result<Front> {
             .ok_or_else(|| anyhow!("{}: stream ended before its data", r.name()))?;
         let at = |e: anyhow::Error| rec.error_in(r.name(), e);
         match rec.kind {
-            RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw).map_err(at)?,
+            RecordKind::Meta => entries += decode_meta(&mut b, &rec.raw, form).map_err(at)?,
             RecordKind::Image => {
                 let tree = b.finish().map_err(at)?;
                 if entries != r.header().entries {

@@ -12,7 +12,17 @@ pub const STREAM_MAGIC: [u8; 8] = *b"SNAPDUMP";
 /// The stream format version this build writes and the newest it reads.
 /// Version 2 added the stream id, which seeds every record's checksums so
 /// that records of two streams cannot be spliced into one.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The fields of metadata items in a stream of format `version`: file
+/// flags and project ids from version 3 on.
+pub fn item_form(version: u32) -> crate::tree::ItemForm {
+    if version >= 3 {
+        crate::tree::ItemForm::CURRENT
+    } else {
+        crate::tree::ItemForm::NO_FLAGS
+    }
+}
 
 /// Identity of a snapshot, as carried in headers and kept in catalogs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

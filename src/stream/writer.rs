@@ -20,6 +20,8 @@ pub struct StreamWriter {
     block_size: u64,
     /// Checksum seed of the records after the header record.
     seed: u64,
+    /// The fields of metadata items in this stream's format version.
+    form: crate::tree::ItemForm,
 }
 
 impl StreamWriter {
@@ -40,6 +42,7 @@ impl StreamWriter {
             end: End::default(),
             block_size: block_size as u64,
             seed: 0,
+            form: crate::tree::ItemForm::CURRENT,
         })
     }
     /// Writes the header record (always the first, seed 0) and binds every
@@ -54,6 +57,11 @@ impl StreamWriter {
     /// Sequence number the next record must carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+    /// The fields metadata items have in this stream (by the header's
+    /// format version).
+    pub fn item_form(&self) -> crate::tree::ItemForm {
+        self.form
     }
     /// Block size of the stream.
     pub fn block_size(&self) -> u64 {
@@ -76,9 +84,11 @@ impl StreamWriter {
         };
         let rec = seal(kind, self.next_seq, raw, zstd, seed);
         if kind == RecordKind::Header {
-            self.seed = super::header::StreamHeader::decode(raw)
-                .map(|h| h.seed())
-                .unwrap_or(0);
+            let h = super::header::StreamHeader::decode(raw).ok();
+            self.seed = h.as_ref().map(|h| h.seed()).unwrap_or(0);
+            self.form = h
+                .map(|h| super::header::item_form(h.format_version))
+                .unwrap_or(crate::tree::ItemForm::CURRENT);
         }
         self.put(&rec)?;
         self.digests.update(&crate::digest::sha256(&rec));

@@ -44,6 +44,7 @@
 use super::access::{make_writable, ours, with_access};
 use super::delta::Layout;
 use super::exchange::{Privatizer, Site};
+use super::flags::FlagPass;
 use super::pending::{ModeJournal, Pending, DELTA_MARKER, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use super::summary::{committed, RestoreOptions, RestoreSummary};
@@ -506,6 +507,9 @@ pub fn prepare(
             // The stream is read through (a pipe's writer expects that,
             // and an image set goes on after it).
             while r.next_record()?.is_some() {}
+            // A kill just after the apply's leftovers went may have left
+            // immutable and append-only off.
+            relock_target(target, &state.tree, report)?;
             return Ok(Prepared::Finished(RestoreSummary::new(
                 opts,
                 report,
@@ -550,6 +554,30 @@ pub fn prepare(
     })))
 }
 
+/// Sets immutable and append-only on the tree the target now holds, once
+/// nothing of the apply is left that could link to its files (a kill just
+/// before leaves them off until the next restore or replicate of the
+/// target, which calls this again).
+fn relock_target(target: &Path, tree: &Tree, report: &Report) -> Result<()> {
+    if !tree
+        .inodes
+        .iter()
+        .any(|i| i.flags & crate::fsx::flags::LATE != 0)
+    {
+        return Ok(());
+    }
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot open restore target {}", target.display()))?;
+    super::flags::relock(&root, tree, report)
+}
+
+/// Sets the immutable and append-only flags the apply lifted back on the
+/// tree the target holds, once the apply's working directory (which may
+/// hold links to those files) is gone.
+fn relock_quietly(root: &OwnedFd, tree: &Tree) -> Result<()> {
+    super::flags::relock(root, tree, &Report::quiet())
+}
+
 /// Undoes the preparation of an increment that failed its check (or was
 /// abandoned), and says so with the cause `e`.
 fn undone(
@@ -560,7 +588,11 @@ fn undone(
     target: &Path,
     state: &TargetState,
 ) -> anyhow::Error {
-    let status = match journal.restore(root, &state.tree).and_then(|_| pending.remove()) {
+    let status = match journal
+        .restore(root, &state.tree)
+        .and_then(|_| pending.remove())
+        .and_then(|_| relock_quietly(root, &state.tree))
+    {
         Ok(()) => format!(
             "the increment was not applied: {} is unchanged at snapshot {} ({})",
             target.display(),
@@ -628,6 +660,14 @@ impl Staged {
             report,
         )
         .map_err(|e| after_check(e, target, &paths, &self.root, state, &h.snapshot, beside))?;
+        // The flags to set once the apply's leftovers are gone (only when
+        // there are any: trees can be large).
+        let locked = next_state
+            .tree
+            .inodes
+            .iter()
+            .any(|i| i.flags & crate::fsx::flags::LATE != 0)
+            .then(|| next_state.tree.clone());
         let front = Front {
             tree: next_state.tree,
             ..checked.front
@@ -644,6 +684,9 @@ impl Staged {
         )
         .map_err(|e| between(e, target, &state.snapshot, &h.snapshot))?;
         pending.remove()?;
+        if let Some(t1) = &locked {
+            relock_target(target, t1, report)?;
+        }
         drop(self.lock.take());
         Ok(summary)
     }
@@ -658,7 +701,8 @@ impl Staged {
         match self.pending.take() {
             Some(p) => {
                 self.journal.restore(&self.root, &self.state.tree)?;
-                p.remove()
+                p.remove()?;
+                relock_quietly(&self.root, &self.state.tree)
             }
             None => Ok(()),
         }
@@ -704,7 +748,8 @@ fn after_check(
     }
     let undone = Pending::open(paths).and_then(|p| {
         p.modes()?.restore(root, &state.tree)?;
-        p.remove()
+        p.remove()?;
+        relock_quietly(root, &state.tree)
     });
     match undone {
         Ok(()) => anyhow!(
@@ -774,6 +819,9 @@ fn check(
         None => e,
     })?;
     let t0 = &state.tree;
+    // Immutable and append-only entries refuse every change an apply
+    // makes; an undo or the finish sets them again.
+    super::flags::lift(root, t0)?;
     let found = survey(
         root,
         t0,
@@ -926,7 +974,8 @@ fn copy_estimate(
                     && a.atime == f.attrs.atime
                     && a.mtime == f.attrs.mtime
             })
-            && old.xattrs == f.xattrs;
+            && old.xattrs == f.xattrs
+            && (old.flags, old.projid) == (f.flags, f.projid);
         let blocks = |x: &Inode| RunSet::from_runs(x.extents.iter().map(|e| (e.block, e.count)));
         let trimmed = old.size != f.size || blocks(old).runs() != blocks(f).runs();
         if spooled.contains(&f.ino) || trimmed || !same_attrs {
@@ -991,6 +1040,7 @@ pub(super) fn recover(
     if !pending.has("checked") {
         pending.modes()?.restore(&root, &state.tree)?;
         pending.remove()?;
+        relock_quietly(&root, &state.tree)?;
         crate::progress::println_err(&format!(
             "snapdump: {}: an interrupted increment was undone; the target is at snapshot {}",
             target.display(),
@@ -1007,6 +1057,7 @@ pub(super) fn recover(
     if next.snapshot.uuid == state.snapshot.uuid {
         // Committed before the interruption; only the cleanup was left.
         pending.remove()?;
+        relock_target(target, &next.tree, report)?;
         return Ok(Some(next.snapshot));
     }
     let _ = carried;
@@ -1027,6 +1078,7 @@ pub(super) fn recover(
     let snap = next.snapshot.clone();
     paths.commit(&next)?;
     pending.remove()?;
+    relock_target(target, &next.tree, report)?;
     crate::progress::println_err(&format!(
         "snapdump: {}: finished the interrupted apply of snapshot {} (it had been checked)",
         target.display(),
@@ -1053,7 +1105,14 @@ pub fn settle_beside(target: &Path, paths: &StatePaths, report: &Report) -> Resu
             }
         }
     }
-    super::exchange::clear_leftover(target)
+    let cleared = super::exchange::clear_leftover(target)?;
+    if cleared {
+        // The kill may have come before the flags went back on.
+        if let Some(st) = paths.load()? {
+            relock_target(target, &st.tree, report)?;
+        }
+    }
+    Ok(cleared)
 }
 
 /// `restore --finish`: ends the target's chain. A pending apply is first
@@ -1137,6 +1196,10 @@ fn finish(
     let t1 = &next_state.tree;
     let bs = next_state.block_size as u64;
     let layout = layout_of(t0, t1, sources);
+    // A rerun after a kill may find flags set again already (by an undo or
+    // the end of this finish); lifted by the paths of both trees.
+    super::flags::lift(root, t0)?;
+    super::flags::lift(root, t1)?;
     if pending.has("swap1") {
         // A kill late in the finish may have removed next/.
         let _ = fsx::mkdir_at(pending.fd.as_fd(), NEXT, 0o700);
@@ -1161,6 +1224,7 @@ fn finish(
         let kept: HashSet<u64> = keep.iter().copied().collect();
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
+        writer.defer_late_flags();
         writer.keep_attrs(t1, keep);
         writer.keep_attrs(
             t1,
@@ -1169,6 +1233,7 @@ fn finish(
         writer.finish_below_root(t1)?;
         let mut places = Places::new(&next, root, Some(&layout))?;
         let mut not_owned = 0;
+        let mut flags = FlagPass::new(root.as_fd(), t1, false).also(t0);
         for (ino, _) in inherit_pairs(sources) {
             if layout.in_target[ino as usize] && !kept.contains(&ino) {
                 let dir = places.parent_of(t1, ino)?;
@@ -1180,9 +1245,11 @@ fn finish(
                     t1,
                     report,
                     &mut not_owned,
+                    &mut flags,
                 )?;
             }
         }
+        flags.report(report);
         if not_owned > 0 {
             report.warn(
                 b".",
@@ -1202,7 +1269,7 @@ fn finish(
         pending.mark(root, "swap2")?;
     }
     super::delta::move_in(root, &next, t1, &layout)?;
-    super::delta::settle_attrs(root, t1, &layout, report)?;
+    super::delta::settle_attrs(root, t0, t1, &layout, report)?;
     for (name, what) in [(OLD, "the old entries"), (NEXT, "the staging directory")] {
         match fsx::remove_tree_at(pending.fd.as_fd(), name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -1212,6 +1279,9 @@ fn finish(
         }
     }
     drop(next);
+    // Names that went may have been links of kept files: set immutable
+    // and append-only only once they are removed.
+    super::flags::relock(root, t1, report)?;
     fsx::syncfs(root.as_fd())?;
     crate::failpoint::hit("apply-commit");
     Ok(())
@@ -1337,6 +1407,7 @@ fn finish_beside(
         super::exchange::build_state(target, site, &next, next_state)?;
         let mut writer = DirWriter::new(next.try_clone()?, false, report)?;
         writer.mark_created(t1);
+        writer.defer_late_flags();
         writer.keep_attrs(t1, keep);
         writer.finish(t1)?;
         pending.mark(root, "swap1")?;
@@ -1344,6 +1415,8 @@ fn finish_beside(
     site.swap()?;
     // `root` is the old tree now, beside; `next` the target.
     rescue_foreign(root, &next, t0, t1, site, report);
+    // Immutable and append-only go on once the old tree, which shares the
+    // kept files, is removed (relock_target).
     Ok(())
 }
 
@@ -1740,6 +1813,7 @@ fn untouched(
             && on_disk.atime == a.atime
             && on_disk.mtime == a.mtime
             && t0.inode(*g).xattrs == f.xattrs
+            && (t0.inode(*g).flags, t0.inode(*g).projid) == (f.flags, f.projid)
             && disk_names.is_some_and(|d| d.iter().collect::<Vec<_>>() == names);
         if same {
             out.push(f.ino);

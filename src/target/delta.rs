@@ -185,10 +185,18 @@ pub fn move_in(root: &OwnedFd, next: &OwnedFd, t1: &Tree, layout: &Layout) -> Re
 /// opened up to move it), then every reused directory, innermost first,
 /// its times last (the moves changed them), losing the extended
 /// attributes T1 does not give it; the target itself last of all.
-pub fn settle_attrs(root: &OwnedFd, t1: &Tree, layout: &Layout, report: &Report) -> Result<()> {
+pub fn settle_attrs(
+    root: &OwnedFd,
+    t0: &Tree,
+    t1: &Tree,
+    layout: &Layout,
+    report: &Report,
+) -> Result<()> {
     let mut dirs = DirStack::new(root.try_clone()?);
     let devices_skipped = !fsx::is_root();
     let quiet = Report::quiet();
+    // Immutable and append-only come after, over the whole tree.
+    let mut flags = super::flags::FlagPass::new(root.as_fd(), t1, false).also(t0);
     for d in layout.moves_in(t1) {
         let inode = t1.inode(d.ino);
         if devices_skipped && matches!(inode.kind, Kind::CharDev | Kind::BlockDev) {
@@ -197,7 +205,7 @@ pub fn settle_attrs(root: &OwnedFd, t1: &Tree, layout: &Layout, report: &Report)
         let dir = dirs
             .enter_in(t1, d.parent)
             .map_err(io_ctx(t1, d.parent, "open directory"))?;
-        set_attrs(dir, &d.name, inode, t1, &quiet, &mut 0)?;
+        set_attrs(dir, &d.name, inode, t1, &quiet, &mut 0, &mut flags)?;
     }
     let mut not_owned = 0;
     for inode in t1.inodes.iter().rev() {
@@ -219,8 +227,9 @@ pub fn settle_attrs(root: &OwnedFd, t1: &Tree, layout: &Layout, report: &Report)
         } else {
             &quiet
         };
-        set_attrs(dir, name, inode, t1, r, &mut not_owned)?;
+        set_attrs(dir, name, inode, t1, r, &mut not_owned, &mut flags)?;
     }
+    flags.report(report);
     if not_owned > 0 {
         report.warn(
             b".",

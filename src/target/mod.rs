@@ -13,6 +13,7 @@ pub mod apply;
 pub mod create;
 pub mod delta;
 pub mod exchange;
+pub mod flags;
 pub mod full;
 pub mod pending;
 pub mod select;

@@ -325,7 +325,9 @@ impl ModeJournal {
     }
 
     /// Puts every recorded mode back (newest first), reaching each entry
-    /// through `t0` from the target's root; entries gone are skipped.
+    /// through `t0` from the target's root; entries gone are skipped. (The
+    /// flags an apply lifted go back on once its working directory, which
+    /// may hold links to them, is removed: [`super::flags::relock`].)
     pub fn restore(&self, root: &OwnedFd, t0: &Tree) -> Result<()> {
         let mut dirs = DirStack::new(root.try_clone()?);
         for &(ino, mode) in self.entries.iter().rev() {

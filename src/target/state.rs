@@ -18,7 +18,9 @@ const STATE_MAGIC: [u8; 8] = *b"SDRSTATE";
 const NEXT_MAGIC: [u8; 8] = *b"SDRNEXTS";
 /// Name of an incremental apply's directory inside the state directory.
 pub const APPLY_DIR: &str = "apply";
-const STATE_VERSION: u32 = 1;
+/// Restore state version written; version 1 (no file flags in its items)
+/// is still read.
+const STATE_VERSION: u32 = 2;
 
 /// What a target holds.
 pub struct TargetState {
@@ -149,7 +151,8 @@ fn encode(st: &TargetState, carried: Option<&RunSet>) -> Vec<u8> {
     e.u32(st.block_size);
     e.u64(st.tree.dirents.len() as u64);
     for i in 0..st.tree.dirents.len() {
-        st.tree.encode_item(i, &mut e, false);
+        st.tree
+            .encode_item(i, &mut e, crate::tree::ItemForm::CURRENT);
     }
     if let Some(c) = carried {
         e.u32(c.runs().len() as u32);
@@ -172,9 +175,18 @@ fn decode(bytes: &[u8], carried: bool) -> Result<(TargetState, Option<RunSet>)> 
     let raw = zstd::bulk::decompress(&bytes[8..], raw_len.min(1 << 34) as usize)?;
     let mut d = Dec::new(&raw, "restore state");
     let magic = if carried { NEXT_MAGIC } else { STATE_MAGIC };
-    if d.fixed(8)? != magic || d.u32()? != STATE_VERSION {
-        bail!("not a restore state of this version");
+    if d.fixed(8)? != magic {
+        bail!("not a restore state");
     }
+    let version = d.u32()?;
+    if !(1..=STATE_VERSION).contains(&version) {
+        bail!("restore state version {version} is newer than this snapdump reads ({STATE_VERSION}); use a newer snapdump");
+    }
+    let form = if version >= 2 {
+        crate::tree::ItemForm::CURRENT
+    } else {
+        crate::tree::ItemForm::NO_FLAGS
+    };
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let snapshot = SnapshotRef {
         id: d.u64()?,
@@ -190,7 +202,7 @@ fn decode(bytes: &[u8], carried: bool) -> Result<(TargetState, Option<RunSet>)> 
     let n = d.u64()?;
     let mut b = TreeBuilder::new(block_size as u64);
     for _ in 0..n {
-        b.decode_item(&mut d, false)?;
+        b.decode_item(&mut d, form)?;
     }
     let runs = if carried {
         let n = d.count(16)?;

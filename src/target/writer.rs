@@ -7,6 +7,7 @@
 //! restores, incremental applies, `restore -x`, `restore -i` and `volume
 //! extract` all write through it.
 
+use super::flags::FlagPass;
 use super::state::STATE_DIR;
 use crate::fsx::{self, dirstack::DirStack, xattr, AsFdBorrow};
 use crate::report::Report;
@@ -34,6 +35,10 @@ pub struct DirWriter<'a> {
     created: Vec<usize>,
     open: Option<(u64, OwnedFd)>,
     not_owned: u64,
+    /// Whether the attribute pass sets immutable and append-only (a full
+    /// restore) or leaves them to [`super::flags::relock`] (an increment's
+    /// staging, whose entries still move).
+    late_flags: bool,
     /// Entries in the way that --force replaced.
     replaced: u64,
 }
@@ -72,6 +77,7 @@ impl<'a> DirWriter<'a> {
             created: Vec::new(),
             open: None,
             not_owned: 0,
+            late_flags: true,
             replaced: 0,
         })
     }
@@ -278,7 +284,14 @@ impl<'a> DirWriter<'a> {
         }
     }
 
-    /// Applies ownership, xattrs, permissions and times, innermost first.
+    /// Leaves immutable and append-only to the caller (an increment sets
+    /// them once its entries are in their final places).
+    pub(crate) fn defer_late_flags(&mut self) {
+        self.late_flags = false;
+    }
+
+    /// Applies ownership, xattrs, permissions, times and file flags,
+    /// innermost first.
     pub(crate) fn finish(&mut self, tree: &Tree) -> Result<()> {
         self.finish_attrs(tree, true)
     }
@@ -297,6 +310,7 @@ impl<'a> DirWriter<'a> {
 
     fn finish_attrs(&mut self, tree: &Tree, root_too: bool) -> Result<()> {
         self.open = None;
+        let mut flags = FlagPass::new(self.root.as_fd_borrow(), tree, self.late_flags);
         for inode in tree.inodes.iter().rev() {
             if self.skipped[inode.ino as usize]
                 || self.kept.get(inode.ino as usize) == Some(&true)
@@ -315,8 +329,17 @@ impl<'a> DirWriter<'a> {
                 ))?;
                 (dir, &d.name[..])
             };
-            set_attrs(dir, name, inode, tree, self.report, &mut self.not_owned)?;
+            set_attrs(
+                dir,
+                name,
+                inode,
+                tree,
+                self.report,
+                &mut self.not_owned,
+                &mut flags,
+            )?;
         }
+        flags.report(self.report);
         if self.not_owned > 0 {
             self.report.warn(
                 b".",
@@ -360,6 +383,7 @@ pub(crate) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                 0o600,
             )?;
+            super::flags::early(fd.as_fd(), inode);
             // A size the file system cannot hold (EFBIG): the file just
             // made goes again, so nothing half-made is left.
             fsx::ftruncate(fd.as_fd(), inode.size).inspect_err(|_| {
@@ -380,6 +404,7 @@ pub(crate) fn set_attrs(
     tree: &Tree,
     report: &Report,
     not_owned: &mut u64,
+    flags: &mut FlagPass,
 ) -> Result<()> {
     let a = &inode.attrs;
     match fsx::chown_at(dir, name, a.uid, a.gid) {
@@ -406,5 +431,6 @@ pub(crate) fn set_attrs(
         inode.ino,
         "set the times of",
     ))?;
+    flags.apply(dir, name, inode, tree);
     Ok(())
 }

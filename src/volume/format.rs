@@ -13,9 +13,10 @@ use anyhow::{bail, Context, Result};
 
 /// Magic at the start of each superblock slot.
 pub const VOLUME_MAGIC: [u8; 8] = *b"SDVOLIMG";
-/// Volume format version written by this build. Version 1 (no origin
-/// table) is still read; its next commit writes version 2.
-pub const VOLUME_VERSION: u32 = 2;
+/// Volume format version written by this build. Versions 1 (no origin
+/// table) and 2 (no file flags) are still read; a volume's next commit
+/// writes the current version.
+pub const VOLUME_VERSION: u32 = 3;
 /// Size of one superblock slot; slot A is at offset 0, slot B right after.
 pub const SLOT_BYTES: u64 = 4096;
 /// Byte offset of target VBN 1 (VBN 0 is never allocated).
@@ -302,7 +303,8 @@ pub fn encode_state(s: &VolumeState) -> Vec<u8> {
         enc_plane(&mut e, &v.plane);
         e.u64(v.tree.dirents.len() as u64);
         for i in 0..v.tree.dirents.len() {
-            v.tree.encode_item(i, &mut e, false);
+            v.tree
+                .encode_item(i, &mut e, crate::tree::ItemForm::CURRENT);
         }
     }
     e.u64(s.sums.len() as u64);
@@ -321,6 +323,12 @@ pub fn encode_state(s: &VolumeState) -> Vec<u8> {
 /// Parses a metadata body of format `version`; `bs` is the volume's block
 /// size and `data_blocks` the data region's size, which bounds every VBN.
 pub fn decode_state(body: &[u8], version: u32, bs: u32, data_blocks: u64) -> Result<VolumeState> {
+    // File flags and project ids are in the items from version 3 on.
+    let form = if version >= 3 {
+        crate::tree::ItemForm::CURRENT
+    } else {
+        crate::tree::ItemForm::NO_FLAGS
+    };
     let mut d = Dec::new(body, "volume metadata");
     let next_id = d.u64()?;
     let n = d.count(16)?;
@@ -373,7 +381,7 @@ pub fn decode_state(body: &[u8], version: u32, bs: u32, data_blocks: u64) -> Res
         let items = d.u64()?;
         let mut b = TreeBuilder::new(bs as u64);
         for _ in 0..items {
-            b.decode_item(&mut d, false)
+            b.decode_item(&mut d, form)
                 .with_context(|| format!("snapshot {id} metadata"))?;
         }
         let tree = b
