@@ -22,6 +22,9 @@ _snapdump() {
             snapdump,dump)
                 cmd="snapdump__subcmd__dump"
                 ;;
+            snapdump,export-tar)
+                cmd="snapdump__subcmd__export__subcmd__tar"
+                ;;
             snapdump,help)
                 cmd="snapdump__subcmd__help"
                 ;;
@@ -57,6 +60,9 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help,dump)
                 cmd="snapdump__subcmd__help__subcmd__dump"
+                ;;
+            snapdump__subcmd__help,export-tar)
+                cmd="snapdump__subcmd__help__subcmd__export__subcmd__tar"
                 ;;
             snapdump__subcmd__help,help)
                 cmd="snapdump__subcmd__help__subcmd__help"
@@ -206,7 +212,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify snapshots history replicate pointer replicas serve volume completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -307,8 +313,38 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__export__subcmd__tar)
+            opts="-f -v -q -h --at --verify-digest --file-number --new-volume --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file-number)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__help)
-            opts="dump restore verify snapshots history replicate pointer replicas serve volume completions help"
+            opts="dump restore verify export-tar snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -336,6 +372,20 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help__subcmd__dump)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__export__subcmd__tar)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

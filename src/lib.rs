@@ -54,6 +54,7 @@ pub mod scan;
 pub(crate) mod snapshots;
 pub mod stream;
 pub mod target;
+pub mod tarout;
 pub mod tree;
 pub mod volume;
 pub mod wire;

@@ -15,6 +15,7 @@ fn main() {
         Cmd::Dump(a) => cli::dump::run(a, &report),
         Cmd::Restore(a) => cli::restore::run(a, &report),
         Cmd::Verify(a) => cli::verify::run(a, &report),
+        Cmd::ExportTar(a) => cli::export::run(a, &report),
         Cmd::Snapshots(a) => cli::snapshots::run(a),
         Cmd::History(a) => cli::history::run(a, &report),
         Cmd::Replicate(a) => cli::replicate::run(a, &report),

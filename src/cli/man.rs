@@ -8,7 +8,7 @@
 use clap_mangen::Man;
 
 /// Date on the pages' title lines; moved on when the pages change.
-pub const MAN_DATE: &str = "2026-12-01";
+pub const MAN_DATE: &str = "2026-12-03";
 
 /// One man page: its file name, the command path it documents, and its
 /// template.
@@ -41,6 +41,11 @@ pub const PAGES: &[Page] = &[
         file: "snapdump-verify.1",
         path: &["verify"],
         template: include_str!("../../man/src/snapdump-verify.1.in"),
+    },
+    Page {
+        file: "snapdump-export-tar.1",
+        path: &["export-tar"],
+        template: include_str!("../../man/src/snapdump-export-tar.1.in"),
     },
     Page {
         file: "snapdump-snapshots.1",

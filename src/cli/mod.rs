@@ -7,6 +7,7 @@
 pub mod args;
 pub mod completions;
 pub mod dump;
+pub mod export;
 pub mod history;
 pub mod man;
 pub mod print;
@@ -48,6 +49,8 @@ pub enum Cmd {
     Restore(restore::RestoreArgs),
     /// Check every checksum of a stream without restoring it.
     Verify(verify::VerifyArgs),
+    /// Write a snapshot of a chain of streams as a POSIX tar stream.
+    ExportTar(export::ExportTarArgs),
     /// List the snapshots recorded in the catalog.
     Snapshots(snapshots::SnapshotsArgs),
     /// Show every snapshot in which a file changed.

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod changes;
 pub mod compare;
+pub mod export;
 pub mod extract;
 pub mod fetch;
 pub mod history;
