@@ -16,6 +16,9 @@ _snapdump() {
             ",$1")
                 cmd="snapdump"
                 ;;
+            snapdump,coalesce)
+                cmd="snapdump__subcmd__coalesce"
+                ;;
             snapdump,completions)
                 cmd="snapdump__subcmd__completions"
                 ;;
@@ -54,6 +57,9 @@ _snapdump() {
                 ;;
             snapdump,volume)
                 cmd="snapdump__subcmd__volume"
+                ;;
+            snapdump__subcmd__help,coalesce)
+                cmd="snapdump__subcmd__help__subcmd__coalesce"
                 ;;
             snapdump__subcmd__help,completions)
                 cmd="snapdump__subcmd__help__subcmd__completions"
@@ -212,12 +218,66 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar snapshots history replicate pointer replicas serve volume completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__coalesce)
+            opts="-f -o -b -z -v -q -h --append --tape-capacity --volume-size --compress --verify-digest --file-number --new-volume --json --json-file --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tape-capacity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --volume-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -z)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file-number)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -344,8 +404,22 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify export-tar snapshots history replicate pointer replicas serve volume completions help"
+            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__coalesce)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

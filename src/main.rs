@@ -16,6 +16,7 @@ fn main() {
         Cmd::Restore(a) => cli::restore::run(a, &report),
         Cmd::Verify(a) => cli::verify::run(a, &report),
         Cmd::ExportTar(a) => cli::export::run(a, &report),
+        Cmd::Coalesce(a) => cli::coalesce::run(a, &report),
         Cmd::Snapshots(a) => cli::snapshots::run(a),
         Cmd::History(a) => cli::history::run(a, &report),
         Cmd::Replicate(a) => cli::replicate::run(a, &report),

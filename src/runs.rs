@@ -79,6 +79,38 @@ impl RunSet {
         }
         out
     }
+    /// The values in either set.
+    pub fn union(&self, other: &RunSet) -> RunSet {
+        RunSet::from_runs(self.runs.iter().chain(&other.runs).copied())
+    }
+    /// The values in both sets.
+    pub fn intersect(&self, other: &RunSet) -> RunSet {
+        let mut out = Vec::new();
+        for &(s, n) in &self.runs {
+            out.extend(
+                other
+                    .split(s, n)
+                    .into_iter()
+                    .filter(|p| p.2)
+                    .map(|p| (p.0, p.1)),
+            );
+        }
+        RunSet::from_runs(out)
+    }
+    /// The values of `self` not in `other`.
+    pub fn minus(&self, other: &RunSet) -> RunSet {
+        let mut out = Vec::new();
+        for &(s, n) in &self.runs {
+            out.extend(
+                other
+                    .split(s, n)
+                    .into_iter()
+                    .filter(|p| !p.2)
+                    .map(|p| (p.0, p.1)),
+            );
+        }
+        RunSet::from_runs(out)
+    }
 }
 
 /// Records disjoint runs as they arrive, refusing any overlap (a VBN seen
@@ -206,6 +238,17 @@ pub fn block_ranges(runs: &[(u64, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_operations_work_on_runs() {
+        let a = RunSet::from_runs([(1, 10), (20, 5)]);
+        let b = RunSet::from_runs([(5, 20)]);
+        assert_eq!(a.union(&b).runs(), &[(1, 24)]);
+        assert_eq!(a.intersect(&b).runs(), &[(5, 6), (20, 5)]);
+        assert_eq!(a.minus(&b).runs(), &[(1, 4)]);
+        assert_eq!(b.minus(&a).runs(), &[(11, 9)]);
+        assert!(a.minus(&a).runs().is_empty());
+    }
 
     #[test]
     fn sets_and_splits() {

@@ -840,8 +840,105 @@ mod random {
             .unwrap_or(12)
     }
 
+    /// Random rounds at random levels, then `coalesce` of a random run of
+    /// consecutive streams of the newest snapshot's chain: restored after
+    /// the streams before the run, it gives the tree as it was at the run's
+    /// last snapshot; a run from the level 0 is a synthetic full, listed as
+    /// a fresh `dump -0` of the same tree lists; each output verifies.
+    fn coalesce_rounds(rounds: &[(Vec<Op>, u8)], pick: (usize, usize)) {
+        let mut ch = Chain::new();
+        fs::create_dir(ch.src().join("sub")).unwrap();
+        fs::write(ch.src().join("sub/seed"), bytes(1, 20_000)).unwrap();
+        fs::write(ch.src().join("top"), bytes(2, 5000)).unwrap();
+        let mut trees = BTreeMap::new();
+        ch.dump(0);
+        trees.insert(1u64, snapshot_tree(ch.src()));
+        let mut k = 0;
+        for (ops, level) in rounds {
+            for o in ops {
+                k += 1;
+                apply(ch.src(), o, k);
+            }
+            let v = ch.dump(*level);
+            trees.insert(
+                v["snapshot"]["id"].as_u64().unwrap(),
+                snapshot_tree(ch.src()),
+            );
+        }
+        let newest = *trees.keys().last().unwrap();
+        let mut ids = vec![newest];
+        while let (_, Some(b), false) = ch.streams[ids.last().unwrap()] {
+            ids.push(b);
+        }
+        ids.reverse();
+        if ids.len() < 2 {
+            return;
+        }
+        let a = pick.0 % (ids.len() - 1);
+        let b = a + 1 + pick.1 % (ids.len() - 1 - a);
+        let out = ch.t.dir.path().join(format!("c{a}-{b}.sdump"));
+        let mut args = vec!["coalesce", "--json", "-o", p(&out)];
+        // Given newest first: the chain is found whatever the order.
+        for id in ids[a..=b].iter().rev() {
+            args.extend(["-f", p(&ch.streams[id].0)]);
+        }
+        let (c, o, e) = run_s(&args);
+        assert_eq!(c, 0, "coalesce {a}..={b} of {ids:?}: {e}");
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        assert_eq!(v["full"], a == 0, "{v}");
+        let (c, _, e) = run_s(&["verify", "-f", p(&out)]);
+        assert_eq!(c, 0, "{e}");
+        let target = ch.t.dir.path().join("rc");
+        for id in &ids[..a] {
+            let (c, _, e) = run_s(&[
+                "restore",
+                "-r",
+                "-f",
+                p(&ch.streams[id].0),
+                "--target",
+                p(&target),
+            ]);
+            assert_eq!(c, 0, "{e}");
+        }
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(&out), "--target", p(&target)]);
+        assert_eq!(c, 0, "restore of the coalesced {a}..={b} of {ids:?}: {e}");
+        assert_tree_is(
+            &trees[&ids[b]],
+            &target,
+            &format!("coalesced {a}..={b} of {ids:?}"),
+        );
+        if a == 0 && b == ids.len() - 1 {
+            let fresh = ch.t.dir.path().join("fresh.sdump");
+            let cat = ch.t.dir.path().join("fresh-cat");
+            assert_eq!(dump_to(0, &fresh, &cat, ch.src()), 0);
+            let list = |s: &Path| {
+                let (c, o, e) = run_s(&["restore", "-t", "--json", "-f", p(s)]);
+                assert_eq!(c, 0, "{e}");
+                let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+                let mut entries = v["entries"].clone();
+                for e in entries.as_array_mut().unwrap() {
+                    // Which snapshot last changed an entry is history,
+                    // which a fresh dump does not have.
+                    e.as_object_mut()
+                        .unwrap()
+                        .retain(|k, _| k != "snapshot" && k != "changed");
+                }
+                entries
+            };
+            assert_eq!(list(&out), list(&fresh), "synthetic full vs dump -0");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn coalescing_any_run_of_a_chain_restores_the_same(
+            rounds in proptest::collection::vec((proptest::collection::vec(op(), 1..6), 0u8..10), 1..6),
+            pick in (any::<usize>(), any::<usize>()),
+        ) {
+            coalesce_rounds(&rounds, pick);
+        }
+
         #[test]
         fn random_mutations_and_levels_restore_exactly(
             rounds in proptest::collection::vec((proptest::collection::vec(op(), 1..6), 0u8..10), 1..6)

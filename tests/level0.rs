@@ -684,7 +684,11 @@ fn hard_links_never_join_across_file_systems() {
         std::fs::metadata(inner.mnt.join("y")).unwrap(),
     );
     assert_ne!(mx.dev(), my.dev());
-    assert_eq!(mx.ino(), my.ino(), "two fresh ext4s give their first files one number");
+    assert_eq!(
+        mx.ino(),
+        my.ino(),
+        "two fresh ext4s give their first files one number"
+    );
     let cat = t.path().join("cat");
     let dump = |level: &str, extra: &[&str]| {
         let s = t.path().join(format!("s{level}"));
@@ -698,7 +702,10 @@ fn hard_links_never_join_across_file_systems() {
     let (s0, e) = dump("-0", &[]);
     assert!(e.contains("disk2") && e.contains("--cross-mounts"), "{e}");
     let r0 = t.path().join("r0");
-    assert_eq!(run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&r0)]).0, 0);
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&r0)]).0,
+        0
+    );
     assert_eq!(std::fs::read_dir(r0.join("disk2")).unwrap().count(), 0);
     let (s1, _) = dump("-1", &["--cross-mounts"]);
     std::fs::write(inner.mnt.join("z"), b"new on the inner disk").unwrap();
@@ -713,7 +720,11 @@ fn hard_links_never_join_across_file_systems() {
         let m = |rel: &str| std::fs::metadata(r.join(rel)).unwrap();
         assert_eq!(m("x").ino(), m("x-link").ino(), "{name}");
         assert_eq!(m("disk2/y").ino(), m("disk2/y-link").ino(), "{name}");
-        assert_ne!(m("x").ino(), m("disk2/y").ino(), "{name}: joined across file systems");
+        assert_ne!(
+            m("x").ino(),
+            m("disk2/y").ino(),
+            "{name}: joined across file systems"
+        );
         assert_eq!(m("x").nlink(), 2, "{name}");
         assert_eq!(m("disk2/y").nlink(), 2, "{name}");
         if name == "r2" {

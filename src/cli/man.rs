@@ -43,6 +43,11 @@ pub const PAGES: &[Page] = &[
         template: include_str!("../../man/src/snapdump-verify.1.in"),
     },
     Page {
+        file: "snapdump-coalesce.1",
+        path: &["coalesce"],
+        template: include_str!("../../man/src/snapdump-coalesce.1.in"),
+    },
+    Page {
         file: "snapdump-export-tar.1",
         path: &["export-tar"],
         template: include_str!("../../man/src/snapdump-export-tar.1.in"),

@@ -5,6 +5,7 @@
 //! cannot drift from the options the program takes.
 
 pub mod args;
+pub mod coalesce;
 pub mod completions;
 pub mod dump;
 pub mod export;
@@ -51,6 +52,9 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
     /// Write a snapshot of a chain of streams as a POSIX tar stream.
     ExportTar(export::ExportTarArgs),
+    /// Merge consecutive streams of a chain into one (a synthetic full
+    /// from a level 0 and increments).
+    Coalesce(coalesce::CoalesceArgs),
     /// List the snapshots recorded in the catalog.
     Snapshots(snapshots::SnapshotsArgs),
     /// Show every snapshot in which a file changed.

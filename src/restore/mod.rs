@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod changes;
+pub mod coalesce;
 pub mod compare;
 pub mod export;
 pub mod extract;

@@ -1,0 +1,418 @@
+//! `coalesce`: consecutive streams of one source become one, without the
+//! source (seed 002's coalescing, latest wins).
+//!
+//! The output brings a target from the oldest input's base (or from
+//! nothing: a synthetic full, when the oldest input is a full image) to the
+//! newest input's snapshot. Its metadata is the newest input's; its image
+//! carries the VBNs the newest snapshot uses that some input carries (a
+//! VBN no input carries is held by the base, unchanged), and deallocates
+//! the base's VBNs the newest snapshot no longer uses. A block at a VBN
+//! never changes while the VBN stays allocated, so each carried VBN's data
+//! is taken from the newest input that carries it; every other carried
+//! block (superseded by a later stream, or freed by a later deallocation)
+//! is dropped. Each input is read once, in order, in one pass (oldest
+//! first), so tapes and pipes work; memory holds the inputs' metadata and
+//! VBN runs, never data. The output is written through the record stage
+//! every producer uses, with its own relocation table, to any medium,
+//! committed only when whole.
+
+use super::chain::{Access, Link, StreamSet};
+use crate::media::output::Output;
+use crate::media::Input;
+use crate::names::escape;
+use crate::runs::{Disjoint, RunSet};
+use crate::stream::check::check_segment;
+use crate::stream::front::{tree_vbns, write_front};
+use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
+use crate::stream::payload::{decode_data, Image, Segment};
+use crate::stream::reader::{Digest, StreamReader};
+use crate::stream::record::RecordKind;
+use crate::stream::records::{write_records, RecordBatch};
+use crate::stream::writer::StreamWriter;
+use crate::tree::Tree;
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+
+/// What the user asked for.
+pub struct CoalesceOptions {
+    /// The streams (any order; they must form one chain).
+    pub inputs: Vec<Input>,
+    /// The output and its further volumes.
+    pub specs: Vec<String>,
+    /// Tape options of the output.
+    pub tape: crate::media::tape::writer::TapeOptions,
+    /// zstd level of the output's records.
+    pub compression: i32,
+    /// Check each input's SHA-256 digest list too.
+    pub digest: Digest,
+}
+
+/// One input, as the summary names it.
+#[derive(Serialize)]
+pub struct CoalescedInput {
+    /// The input's name.
+    pub stream: String,
+    /// Its snapshot.
+    pub snapshot: SnapshotRef,
+    /// Blocks it carried.
+    pub blocks_carried: u64,
+    /// Of those, blocks that went into the output.
+    pub blocks_kept: u64,
+}
+
+/// The `--json` summary.
+#[derive(Serialize)]
+pub struct CoalesceSummary {
+    /// Always "coalesce".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The output.
+    pub output: String,
+    /// The snapshot the output brings a target to.
+    pub snapshot: SnapshotRef,
+    /// Its base (none: a synthetic full).
+    pub base: Option<SnapshotRef>,
+    /// Whether the output is a full image.
+    pub full: bool,
+    /// The inputs, oldest first.
+    pub inputs: Vec<CoalescedInput>,
+    /// Blocks the output carries.
+    pub blocks_carried: u64,
+    /// Blocks of the inputs left out (superseded or freed later).
+    pub blocks_dropped: u64,
+    /// VBNs the output deallocates.
+    pub blocks_deallocated: u64,
+    /// File data bytes the output carries.
+    pub data_bytes: u64,
+    /// Bytes of the output stream.
+    pub stream_bytes: u64,
+    /// Stream bytes read, all inputs together.
+    pub stream_bytes_read: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+}
+
+/// Where each VBN of the newest snapshot goes: `(vbn, count, ino, block)`
+/// runs of its extents, sorted by VBN (no two extents share a VBN).
+struct TopIndex(Vec<(u64, u64, u64, u64)>);
+
+impl TopIndex {
+    fn new(t: &Tree) -> TopIndex {
+        let mut v: Vec<_> = t
+            .inodes
+            .iter()
+            .flat_map(|i| i.extents.iter().map(|x| (x.vbn, x.count, i.ino, x.block)))
+            .collect();
+        v.sort_unstable();
+        TopIndex(v)
+    }
+
+    /// The (ino, file block, blocks left in that extent) of `vbn`.
+    fn find(&self, vbn: u64) -> Option<(u64, u64, u64)> {
+        let k = self.0.partition_point(|e| e.0 + e.1 <= vbn);
+        let &(v, n, ino, block) = self.0.get(k)?;
+        (v <= vbn).then(|| (ino, block + (vbn - v), n - (vbn - v)))
+    }
+}
+
+/// Runs `coalesce`.
+pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
+    let started = std::time::Instant::now();
+    if opts.inputs.len() < 2 {
+        bail!(
+            "coalesce needs at least two streams of one chain (-f each); one stream is already one"
+        );
+    }
+    let mut set = StreamSet::open(&opts.inputs, opts.digest)?;
+    let top = set.select(None)?;
+    let chain = set.chain(top, false)?;
+    if let Some(off) = (0..set.links.len()).find(|i| !chain.contains(i)) {
+        bail!(
+            "{} is not on the chain leading to {}: coalesce takes consecutive streams of one chain (each the base of the next)",
+            set.links[off].describe(),
+            set.links[top].describe()
+        );
+    }
+    let links: Vec<&Link> = chain.iter().map(|&i| &set.links[i]).collect();
+    let first = links[0];
+    let last = links[links.len() - 1];
+    let bs = last.header.block_size as u64;
+    // (A copy: the inputs are read, mutably, while it is written out.)
+    let top_tree = &last.front.tree.clone();
+    let top_vbns = tree_vbns(top_tree);
+    // Each input keeps the VBNs of the newest snapshot that no later input
+    // carries (latest wins).
+    let mut later = RunSet::default();
+    let mut keep: Vec<RunSet> = vec![RunSet::default(); links.len()];
+    for (k, l) in links.iter().enumerate().rev() {
+        keep[k] = l.front.carried.intersect(&top_vbns).minus(&later);
+        later = later.union(&l.front.carried);
+    }
+    let carried = later.intersect(&top_vbns);
+    let full = first.header.full;
+    if full && carried != top_vbns {
+        // A full image carries every VBN of its snapshot, and every later
+        // one its new ones: only damage leaves one out.
+        bail!(
+            "{}: the chain does not carry every block of snapshot {}; the streams are inconsistent",
+            last.name,
+            last.header.snapshot.id
+        );
+    }
+    // The base's VBNs: those of the oldest input's snapshot it did not
+    // bring, and those it freed.
+    let dealloc = if full {
+        RunSet::default()
+    } else {
+        tree_vbns(&first.front.tree)
+            .minus(&first.front.carried)
+            .union(&RunSet::from_runs(
+                first.front.image.dealloc.iter().map(|r| (r.vbn, r.count)),
+            ))
+            .minus(&top_vbns)
+    };
+    let header = StreamHeader {
+        hostname: last.header.hostname.clone(),
+        ..StreamHeader::new(ImageHeader {
+            source_uuid: last.header.source_uuid,
+            source_path: last.header.source_path.clone(),
+            snapshot: last.header.snapshot.clone(),
+            base: if full {
+                None
+            } else {
+                first.header.base.clone()
+            },
+            block_size: bs as u32,
+            compression_level: opts.compression,
+            entries: top_tree.dirents.len() as u64,
+            stream_id: crate::ids::random_id(),
+        })
+    };
+    let image = Image {
+        carried: runs_of(&carried),
+        dealloc: runs_of(&dealloc),
+    };
+    let index = TopIndex::new(top_tree);
+    let (first_base, last_snap) = (first.header.base.clone(), last.header.snapshot.clone());
+    drop(links);
+    note_leftovers(&opts.specs[0]);
+    let (output, out) = Output::open_medium(&opts.specs, &opts.tape)?;
+    output.set_label(header.tape_label());
+    let written = (|| -> Result<_> {
+        let mut w = StreamWriter::new(out, opts.compression, bs as u32)?;
+        write_front(&mut w, &header, top_tree, &image)?;
+        let kept_per = std::cell::RefCell::new(vec![0u64; chain.len()]);
+        let ((), w, _) = write_records(w, opts.compression, bs, |send, pool| {
+            let mut batch = RecordBatch::new(send, pool, bs);
+            for (k, &i) in chain.iter().enumerate() {
+                let link = &mut set.links[i];
+                let n = pass(link, &keep[k], &index, top_tree, bs, &mut batch)?;
+                kept_per.borrow_mut()[k] = n;
+            }
+            batch.flush()
+        })?;
+        let (end, out, stream_bytes) = w.finish()?;
+        drop(out);
+        Ok((end, stream_bytes, kept_per.into_inner()))
+    })();
+    let (end, stream_bytes, kept_per) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            output.abort();
+            return Err(e);
+        }
+    };
+    let name = output.name.clone();
+    output.commit()?;
+    let inputs: Vec<CoalescedInput> = chain
+        .iter()
+        .zip(&kept_per)
+        .map(|(&i, &kept)| {
+            let l = &set.links[i];
+            CoalescedInput {
+                stream: l.name.clone(),
+                snapshot: l.header.snapshot.clone(),
+                blocks_carried: l.front.carried.total() as u64,
+                blocks_kept: kept,
+            }
+        })
+        .collect();
+    let total_in: u64 = inputs.iter().map(|i| i.blocks_carried).sum();
+    Ok(CoalesceSummary {
+        command: "coalesce",
+        status: "ok",
+        output: name,
+        snapshot: last_snap,
+        base: if full { None } else { first_base },
+        full,
+        blocks_carried: end.data_blocks,
+        blocks_dropped: total_in - end.data_blocks,
+        blocks_deallocated: dealloc.total() as u64,
+        data_bytes: end.data_bytes,
+        stream_bytes,
+        stream_bytes_read: set.bytes_read(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        inputs,
+    })
+}
+
+/// Names the partial outputs killed runs left beside `spec` (a kill -9
+/// cannot remove them; a dump's may be resumed, so none is removed here).
+fn note_leftovers(spec: &str) {
+    let path = std::path::Path::new(spec);
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.snapdump-partial.", base.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            crate::progress::note(&format!(
+                "{} is a partial output left by a killed run (process {pid}); remove it unless a dump --resume needs it",
+                dir.join(&name).display()
+            ));
+        }
+    }
+}
+
+fn runs_of(s: &RunSet) -> Vec<crate::stream::payload::VbnRun> {
+    s.runs()
+        .iter()
+        .map(|&(vbn, count)| crate::stream::payload::VbnRun { vbn, count })
+        .collect()
+}
+
+/// Reads one input from its start to its end record, checking every data
+/// segment against its own metadata and image, and puts the blocks of
+/// `keep` into the output at the places the newest snapshot gives them.
+/// Returns the blocks kept; every block the input carries must arrive.
+fn pass(
+    link: &mut Link,
+    keep: &RunSet,
+    index: &TopIndex,
+    top: &Tree,
+    bs: u64,
+    batch: &mut RecordBatch,
+) -> Result<u64> {
+    let mut seq_reader;
+    let r: &mut StreamReader = match &mut link.access {
+        Access::Seek(s) => {
+            seq_reader = s.sequential()?;
+            &mut seq_reader
+        }
+        Access::Pipe(r) => r,
+    };
+    let name = link.name.clone();
+    let mut seen = Disjoint::default();
+    let mut got = 0u64;
+    let mut kept = 0u64;
+    let mut ended = false;
+    while let Some(rec) = r.next_record()? {
+        match rec.kind {
+            RecordKind::Header | RecordKind::Meta | RecordKind::Image => {
+                if rec.offset >= link.data_start {
+                    bail!("{name}: record {} out of place", rec.seq);
+                }
+            }
+            RecordKind::Data => {
+                let at = |e: anyhow::Error| {
+                    anyhow!("{name}: record {} at byte {}: {e:#}", rec.seq, rec.offset)
+                };
+                let (segs, data) = decode_data(&rec.raw).map_err(at)?;
+                let mut off = 0usize;
+                for s in &segs {
+                    check_segment(&link.front.tree, &link.front.carried, &mut seen, s, bs)
+                        .map_err(at)?;
+                    let n = (s.len as u64).div_ceil(bs);
+                    let bytes = &data[off..off + s.len as usize];
+                    off += s.len as usize;
+                    got += n;
+                    for (v, c, inside) in keep.split(s.vbn, n) {
+                        if inside {
+                            let from = ((v - s.vbn) * bs) as usize;
+                            kept +=
+                                put(v, c, &bytes[from.min(bytes.len())..], index, top, bs, batch)
+                                    .map_err(at)?;
+                        }
+                    }
+                }
+            }
+            RecordKind::Reloc => {}
+            RecordKind::End => ended = true,
+        }
+    }
+    if !ended {
+        bail!("{name}: the stream ends before its end record (truncated)");
+    }
+    let want = link.front.carried.total() as u64;
+    if got != want {
+        bail!(
+            "{name}: {} of the {want} blocks it carries are missing from its data (damaged or inconsistent stream)",
+            want.saturating_sub(got)
+        );
+    }
+    let read = r.offset();
+    if let Access::Seek(s) = &mut link.access {
+        s.add_bytes_read(read);
+    }
+    Ok(kept)
+}
+
+/// Puts blocks `vbn..vbn+count` (their bytes from `bytes`, which may end
+/// early at the input file's end: the rest is zeros) into the output as
+/// segments of the newest snapshot's files. Returns the blocks put.
+fn put(
+    vbn: u64,
+    count: u64,
+    bytes: &[u8],
+    index: &TopIndex,
+    top: &Tree,
+    bs: u64,
+    batch: &mut RecordBatch,
+) -> Result<u64> {
+    let mut k = 0;
+    while k < count {
+        let v = vbn + k;
+        let (ino, block, left) = index
+            .find(v)
+            .ok_or_else(|| anyhow!("VBN {v} is carried but the newest snapshot does not use it"))?;
+        let size = top.inode(ino).size;
+        let room = batch.room()?;
+        let n = (count - k).min(left).min(room);
+        let offset = block * bs;
+        let len = (n * bs).min(size - offset);
+        if len == 0 {
+            bail!(
+                "VBN {v} lies past the end of {} in the newest snapshot",
+                escape(&top.path(ino))
+            );
+        }
+        let area = batch.push(Segment {
+            ino,
+            vbn: v,
+            offset,
+            len: len as u32,
+        });
+        let from = (k * bs) as usize;
+        let avail = bytes.len().saturating_sub(from).min(len as usize);
+        area[..avail].copy_from_slice(&bytes[from..from + avail]);
+        k += n;
+    }
+    Ok(count)
+}
