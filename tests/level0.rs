@@ -918,3 +918,120 @@ fn verbose_lists_each_entry_dumped_and_restored() {
     assert_eq!(c, 0, "{e}");
     assert_eq!(e, want, "restore -v");
 }
+
+/// A user other than root restores a snapshot whose root directory is
+/// mode 000 (or 555): the target's root keeps rwx for its owner while it
+/// holds the restore state, so the level 0, the increments after it (both
+/// finishes) and `--finish` all work; `--finish` then gives the root the
+/// snapshot's mode, and the tree is exact.
+#[test]
+fn a_user_restores_a_snapshot_whose_root_is_unwritable() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop privileges with setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for (m0, m1, inplace) in [
+        (0o000, 0o000, false),
+        (0o755, 0o555, true),
+        (0o500, 0o000, false),
+    ] {
+        let t = paths();
+        std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let parent = t.dir.path().join("p");
+        std::fs::create_dir(&parent).unwrap();
+        std::os::unix::fs::chown(&parent, Some(65534), Some(65534)).unwrap();
+        std::fs::write(t.src.join("a"), b"first").unwrap();
+        std::os::unix::fs::chown(&t.src, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(t.src.join("a"), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&t.src, std::fs::Permissions::from_mode(m0)).unwrap();
+        let s0 = t.dir.path().join("s0");
+        assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+        std::fs::set_permissions(&t.src, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(t.src.join("b"), b"second").unwrap();
+        std::os::unix::fs::chown(t.src.join("b"), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&t.src, std::fs::Permissions::from_mode(m1)).unwrap();
+        let s1 = t.dir.path().join("s1");
+        assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
+        for s in [&s0, &s1] {
+            std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let target = parent.join("t");
+        for s in [&s0, &s1] {
+            let mut args = vec!["restore", "-r", "-f", p(s), "--target", p(&target)];
+            if inplace {
+                args.push("--inplace");
+            }
+            let o = run_as_nobody(&args);
+            assert!(
+                o.status.success(),
+                "modes {m0:o}/{m1:o}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let o = run_as_nobody(&["restore", "--finish", "--target", p(&target)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mode = |p: &std::path::Path| {
+            std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+        };
+        assert_eq!(mode(&target), m1, "the snapshot's root mode after --finish");
+        assert!(!target.join(".snapdump-restore").exists());
+        // Compare as root (the tree is not readable otherwise).
+        assert_same_tree(&t.src, &target);
+    }
+}
+
+/// What a hostile tester found: a refused increment leaves a directory
+/// that never held a restore as it was (no state directory, same times)
+/// and creates no missing target; a level 0 into an existing empty
+/// directory drops the directory's own xattrs; a target given as a symlink
+/// to a directory is that directory, for full restores and increments.
+#[test]
+fn targets_are_left_as_found_and_symlinked_targets_are_followed() {
+    let t = paths();
+    std::fs::write(t.src.join("a"), b"a").unwrap();
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    std::fs::write(t.src.join("b"), b"b").unwrap();
+    let s1 = t.dir.path().join("s1");
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
+    let other = t.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("mine"), b"not a restore").unwrap();
+    set_times(&other, (1_600_000_000, 1), (1_600_000_000, 2));
+    let before = snapshot_tree(&other);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&other)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("holds no restored snapshot"), "{e}");
+    assert_eq!(
+        snapshot_tree(&other),
+        before,
+        "the refused increment changed the directory"
+    );
+    let missing = t.dir.path().join("missing");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&missing)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("does not exist") && e.contains("level-0"), "{e}");
+    assert!(!missing.exists());
+    let empty = t.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(setxattr(&empty, "user.stale", b"1"));
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&empty)]).0,
+        0
+    );
+    assert!(snapshot_tree(&empty)[&b"."[..]].xattrs.is_empty());
+    let real = t.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = t.dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for s in [&s0, &s1] {
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(s), "--target", p(&link)]);
+        assert_eq!(c, 0, "{e}");
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_same_tree(&t.src, &real);
+}

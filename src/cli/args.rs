@@ -96,3 +96,16 @@ impl ReadMediumArgs {
         crate::media::group_inputs(&specs, self.file_number, self.new_volume.new_volume.clone())
     }
 }
+
+/// A target directory as given, or the directory it names when it is a
+/// symlink to one (as `cd` and `tar -C` follow it): an increment's finish
+/// swaps or edits the directory itself, never the link.
+pub fn target_dir(p: std::path::PathBuf) -> std::path::PathBuf {
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(&p) {
+            Ok(c) if c.is_dir() => c,
+            _ => p,
+        },
+        _ => p,
+    }
+}

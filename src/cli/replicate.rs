@@ -126,7 +126,7 @@ pub struct ServeDest {
 pub fn run_serve(a: ServeArgs, report: &Report) -> Result<i32> {
     let dest = match (a.dest.volume, a.dest.target) {
         (Some(v), _) => Destination::Volume(v),
-        (_, Some(t)) => Destination::Target(t),
+        (_, Some(t)) => Destination::Target(super::args::target_dir(t)),
         _ => unreachable!("clap requires one"),
     };
     if !serve(&dest, a.wait.policy(), a.inplace, report)? {

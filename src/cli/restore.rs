@@ -124,7 +124,8 @@ fn parse_at(s: &str) -> Result<At, String> {
 }
 
 /// Runs `snapdump restore` in the mode asked for.
-pub fn run(a: RestoreArgs, report: &Report) -> Result<i32> {
+pub fn run(mut a: RestoreArgs, report: &Report) -> Result<i32> {
+    a.target = super::args::target_dir(a.target);
     if a.finish {
         crate::target::apply::finish_chain(&a.target, a.wait.policy(), a.force, report)?;
         return Ok(report.exit_status());

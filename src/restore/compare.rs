@@ -353,8 +353,10 @@ impl Walker<'_> {
             stream.xattrs.sort();
             if d.ino == ROOT_INO {
                 // A restore never makes its target immutable or
-                // append-only: its restore state lives there.
+                // append-only: its restore state lives there; nor, as a
+                // user other than root, unwritable to its owner.
                 stream.flags &= !fsx::flags::LATE;
+                stream.attrs.mode = crate::target::writer::root_mode(&stream);
             }
             for what in attr_changes(&stream, &disk) {
                 let (s, k) = show(what, &stream, &disk);

@@ -308,7 +308,7 @@ fn judge(
             ));
         }
         bail!(
-            "{}: move them away, or use --force to let the increment replace them",
+            "{}: move them away (restore -r --force lets the increment replace them; replicate --full sends a new full copy)",
             parts.join("; ")
         );
     }
@@ -1125,8 +1125,14 @@ pub fn finish_chain(
     report: &Report,
 ) -> Result<()> {
     let paths = StatePaths::new(target);
-    if !paths.dir.exists() {
-        return Ok(());
+    match std::fs::symlink_metadata(&paths.dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!(
+            "cannot look at {}: {e}; as the target's owner, make it searchable (chmod u+rwx {}) and run --finish again",
+            paths.dir.display(),
+            target.display()
+        ),
+        Ok(_) => {}
     }
     let held = {
         let _lock = paths.lock(target, wait)?;
@@ -1140,13 +1146,26 @@ pub fn finish_chain(
         _ => {}
     }
     // Removing the state changed the target's own times: they are the
-    // snapshot's again.
+    // snapshot's again, and so is its mode (kept writable for its owner, as
+    // a user other than root, while the state was in it), and its
+    // immutable and append-only flags.
     if let Some(st) = held {
-        let a = &st.tree.inode(ROOT_INO).attrs;
+        let inode = st.tree.inode(ROOT_INO);
+        let a = &inode.attrs;
         let root = fsx::open_dir_path(target)
             .with_context(|| format!("cannot open {}", target.display()))?;
+        fsx::chmod_at(root.as_fd(), b"", a.mode)
+            .with_context(|| format!("cannot set the mode of {}", target.display()))?;
         fsx::utimes_at(root.as_fd(), b"", a.atime, a.mtime)
             .with_context(|| format!("cannot set the times of {}", target.display()))?;
+        if inode.flags & crate::fsx::flags::LATE != 0 {
+            if let Err(e) = crate::fsx::flags::set(root.as_fd(), inode.flags) {
+                report.warn(
+                    b".",
+                    format!("cannot set the file flags of the target's root: {e}"),
+                );
+            }
+        }
     }
     Ok(())
 }

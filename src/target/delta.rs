@@ -242,7 +242,7 @@ pub fn settle_attrs(
 /// A reused directory loses the extended attributes T1 does not give it
 /// (setting attributes only adds and replaces); the security label a
 /// system gives every file stays.
-fn drop_stale_dir_xattrs(
+pub(crate) fn drop_stale_dir_xattrs(
     dir: std::os::fd::BorrowedFd,
     name: &[u8],
     inode: &crate::tree::Inode,

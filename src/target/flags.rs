@@ -109,7 +109,7 @@ impl FlagPass {
         }
         if self.root_late {
             crate::progress::note(
-                "the source's root directory is immutable or append-only; the target's root is left without those flags, as it holds the restore state",
+                "the source's root directory is immutable or append-only; the target's root gets those flags only from restore --finish, as it holds the restore state until then",
             );
         }
     }

@@ -116,6 +116,13 @@ fn restore_stream(
     match std::fs::symlink_metadata(target) {
         Ok(m) if !m.is_dir() => bail!("restore target {} is not a directory", target.display()),
         Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !h.full => bail!(
+            "{}: snapshot {} is an increment (on snapshot {}), and the restore target {} does not exist: restore the chain from its level-0 stream first",
+            r.name(),
+            h.snapshot.id,
+            h.base.as_ref().map(|b| b.id).unwrap_or(0),
+            target.display()
+        ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(target)
             .with_context(|| format!("cannot create restore target {}", target.display()))?,
         Err(e) => {
@@ -126,10 +133,21 @@ fn restore_stream(
     // The lock first: what the target holds is only looked at while no
     // other restore can change it.
     let paths = StatePaths::new(target);
-    let _lock = paths.lock(target, opts.wait)?;
+    // A refused increment leaves a directory that never held a restore as
+    // it was: no state directory, its own times.
+    let untouched = (!h.full && !paths.dir.exists())
+        .then(|| std::fs::symlink_metadata(target).ok())
+        .flatten();
+    let lock = paths.lock(target, opts.wait)?;
     if !h.full {
-        return super::apply::apply(opts, r, report, started);
+        let r = super::apply::apply(opts, r, report, started);
+        drop(lock);
+        if let (Err(_), Some(before)) = (&r, untouched) {
+            leave_as_found(target, &paths, &before);
+        }
+        return r;
     }
+    let _lock = lock;
     if opts.force {
         // A pending increment is finished or undone first: entries a user
         // had in the target may be inside its working directory.
@@ -170,6 +188,18 @@ fn restore_stream(
     .map_err(fail)?;
     drop(progress);
     apply.finish(tree).map_err(fail)?;
+    // A target that existed (empty) may have extended attributes of its
+    // own: the snapshot's root has only its own.
+    let root = fsx::open_dir_path(target)
+        .with_context(|| format!("cannot open restore target {}", target.display()))?;
+    if let Err(e) = super::delta::drop_stale_dir_xattrs(
+        root.as_fd(),
+        b"",
+        tree.inode(crate::tree::ROOT_INO),
+        tree,
+    ) {
+        report.warn(b".", format!("{e:#}"));
+    }
     let damaged = !r.damage().is_empty();
     if damaged && salvaged(&r, &front, &totals, bs, target, report) > 0 {
         return Ok(RestoreSummary {
@@ -197,6 +227,34 @@ fn restore_stream(
     )?;
     summary.damaged = damaged;
     Ok(summary)
+}
+
+/// Removes the state directory a refused increment made in a directory
+/// that held no restore (only its lock is in it), and gives the directory
+/// its times back.
+fn leave_as_found(target: &std::path::Path, paths: &StatePaths, before: &std::fs::Metadata) {
+    let only_lock = std::fs::read_dir(&paths.dir)
+        .map(|d| d.filter_map(|e| e.ok()).all(|e| e.file_name() == "lock"))
+        .unwrap_or(false);
+    if !only_lock {
+        return;
+    }
+    let _ = std::fs::remove_file(paths.dir.join("lock"));
+    if std::fs::remove_dir(&paths.dir).is_ok() {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(root) = fsx::open_dir_path(target) {
+            let t = |sec: i64, nsec: i64| crate::tree::Time {
+                sec,
+                nsec: nsec as u32,
+            };
+            let _ = fsx::utimes_at(
+                root.as_fd(),
+                b"",
+                t(before.atime(), before.atime_nsec()),
+                t(before.mtime(), before.mtime_nsec()),
+            );
+        }
+    }
 }
 
 /// Names what a damaged stream lost: each unreadable stretch, and each

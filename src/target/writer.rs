@@ -397,6 +397,19 @@ pub(crate) fn create(dir: BorrowedFd, name: &[u8], inode: &Inode) -> io::Result<
     }
 }
 
+/// The mode an entry gets while the target holds restore state: its own,
+/// but for the target's root as a user other than root, which keeps read,
+/// write and search for its owner (the state lives in it, and without them
+/// no later restore could write it); `restore --finish` gives the root
+/// its mode once the state is gone.
+pub(crate) fn root_mode(inode: &Inode) -> u32 {
+    if inode.ino == ROOT_INO && !fsx::is_root() {
+        inode.attrs.mode | 0o700
+    } else {
+        inode.attrs.mode
+    }
+}
+
 pub(crate) fn set_attrs(
     dir: BorrowedFd,
     name: &[u8],
@@ -424,7 +437,11 @@ pub(crate) fn set_attrs(
         }
     }
     if inode.kind != Kind::Symlink {
-        fsx::chmod_at(dir, name, a.mode).map_err(io_ctx(tree, inode.ino, "set the mode of"))?;
+        fsx::chmod_at(dir, name, root_mode(inode)).map_err(io_ctx(
+            tree,
+            inode.ino,
+            "set the mode of",
+        ))?;
     }
     fsx::utimes_at(dir, name, a.atime, a.mtime).map_err(io_ctx(
         tree,
