@@ -34,6 +34,9 @@ _snapdump() {
             snapdump,history)
                 cmd="snapdump__subcmd__history"
                 ;;
+            snapdump,mirror)
+                cmd="snapdump__subcmd__mirror"
+                ;;
             snapdump,pointer)
                 cmd="snapdump__subcmd__pointer"
                 ;;
@@ -76,6 +79,9 @@ _snapdump() {
             snapdump__subcmd__help,history)
                 cmd="snapdump__subcmd__help__subcmd__history"
                 ;;
+            snapdump__subcmd__help,mirror)
+                cmd="snapdump__subcmd__help__subcmd__mirror"
+                ;;
             snapdump__subcmd__help,pointer)
                 cmd="snapdump__subcmd__help__subcmd__pointer"
                 ;;
@@ -99,6 +105,18 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help,volume)
                 cmd="snapdump__subcmd__help__subcmd__volume"
+                ;;
+            snapdump__subcmd__help__subcmd__mirror,add)
+                cmd="snapdump__subcmd__help__subcmd__mirror__subcmd__add"
+                ;;
+            snapdump__subcmd__help__subcmd__mirror,create)
+                cmd="snapdump__subcmd__help__subcmd__mirror__subcmd__create"
+                ;;
+            snapdump__subcmd__help__subcmd__mirror,reintegrate)
+                cmd="snapdump__subcmd__help__subcmd__mirror__subcmd__reintegrate"
+                ;;
+            snapdump__subcmd__help__subcmd__mirror,status)
+                cmd="snapdump__subcmd__help__subcmd__mirror__subcmd__status"
                 ;;
             snapdump__subcmd__help__subcmd__pointer,ls)
                 cmd="snapdump__subcmd__help__subcmd__pointer__subcmd__ls"
@@ -132,6 +150,36 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help__subcmd__volume,snapshots)
                 cmd="snapdump__subcmd__help__subcmd__volume__subcmd__snapshots"
+                ;;
+            snapdump__subcmd__mirror,add)
+                cmd="snapdump__subcmd__mirror__subcmd__add"
+                ;;
+            snapdump__subcmd__mirror,create)
+                cmd="snapdump__subcmd__mirror__subcmd__create"
+                ;;
+            snapdump__subcmd__mirror,help)
+                cmd="snapdump__subcmd__mirror__subcmd__help"
+                ;;
+            snapdump__subcmd__mirror,reintegrate)
+                cmd="snapdump__subcmd__mirror__subcmd__reintegrate"
+                ;;
+            snapdump__subcmd__mirror,status)
+                cmd="snapdump__subcmd__mirror__subcmd__status"
+                ;;
+            snapdump__subcmd__mirror__subcmd__help,add)
+                cmd="snapdump__subcmd__mirror__subcmd__help__subcmd__add"
+                ;;
+            snapdump__subcmd__mirror__subcmd__help,create)
+                cmd="snapdump__subcmd__mirror__subcmd__help__subcmd__create"
+                ;;
+            snapdump__subcmd__mirror__subcmd__help,help)
+                cmd="snapdump__subcmd__mirror__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__mirror__subcmd__help,reintegrate)
+                cmd="snapdump__subcmd__mirror__subcmd__help__subcmd__reintegrate"
+                ;;
+            snapdump__subcmd__mirror__subcmd__help,status)
+                cmd="snapdump__subcmd__mirror__subcmd__help__subcmd__status"
                 ;;
             snapdump__subcmd__pointer,help)
                 cmd="snapdump__subcmd__pointer__subcmd__help"
@@ -218,7 +266,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -404,7 +452,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume completions help"
+            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -490,6 +538,76 @@ _snapdump() {
         snapdump__subcmd__help__subcmd__history)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__mirror)
+            opts="create add status reintegrate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__mirror__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__mirror__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__mirror__subcmd__reintegrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__mirror__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -789,6 +907,220 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__mirror)
+            opts="-v -q -h --verbose --quiet --help create add status reintegrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__add)
+            opts="-f -v -q -h --file-number --new-volume --no-wait --json --json-file --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file-number)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__create)
+            opts="-v -q -h --base --file-number --new-volume --json --json-file --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file-number)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help)
+            opts="create add status reintegrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help__subcmd__reintegrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__reintegrate)
+            opts="-o -z -v -q -h --base --compress --file-number --new-volume --no-wait --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compress)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -z)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file-number)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__mirror__subcmd__status)
+            opts="-v -q -h --json --json-file --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__pointer)
             opts="-v -q -h --verbose --quiet --help set ls rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -988,7 +1320,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__restore)
-            opts="-r -t -x -C -i -f -v -q -h --finish --at --target --volume --force --inplace --no-wait --verify-digest --file-number --new-volume --json --json-file --verbose --quiet --help"
+            opts="-r -t -x -C -i -f -v -q -h --finish --at --target --volume --mirror --force --inplace --no-wait --verify-digest --file-number --new-volume --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1007,6 +1339,10 @@ _snapdump() {
                     return 0
                     ;;
                 --volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mirror)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -47,3 +47,19 @@ for l in 1 2 3 4 5; do sum=$((sum + $(stat -c %s "$out/s$l.sdump"))); done
 timeit "$bin" coalesce "${incs[@]}" -o "$out/merged.sdump"
 printf '%-46s %14d\n' "the five increments, summed" "$sum"
 printf '%-46s %14d  (%.2f s)\n' "snapdump coalesce -f s1..s5" "$(stat -c %s "$out/merged.sdump")" "$secs"
+
+printf '\n%-46s %14s\n' "incremental mirror on the level 0" "bytes"
+"$bin" mirror create --base "$out/s0.sdump" "$out/mirror" > /dev/null
+timeit "$bin" mirror add "$out/mirror" "${incs[@]}"
+add_secs=$secs
+"$bin" mirror status --json "$out/mirror" > "$out/mirror.json"
+held=$(jq .bytes_held "$out/mirror.json"); disk=$(jq .disk_bytes "$out/mirror.json")
+printf '%-46s %14d\n' "the five increments, summed" "$sum"
+printf '%-46s %14d  (add of all five: %.2f s)\n' "mirror on disk (blocks file + state)" "$disk" "$add_secs"
+printf '%-46s %14d\n' "  of which blocks held" "$held"
+awk -v d="$disk" -v s="$sum" 'BEGIN { printf "  mirror / increments = %.2f\n", d / s }'
+rm -f "$out/reint.sdump"
+timeit "$bin" mirror reintegrate "$out/mirror" --base "$out/s0.sdump" -o "$out/reint.sdump"
+printf '%-46s %9.2f s\n' "mirror reintegrate (synthetic full)" "$secs"
+cmp <("$bin" restore -t -f "$out/reint.sdump") <("$bin" restore -t -f "$out/fresh.sdump") \
+  && echo "  reintegrated full lists exactly as the fresh dump -0"

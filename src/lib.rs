@@ -42,6 +42,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod lock;
 pub mod media;
+pub mod mirror;
 pub mod names;
 pub mod planes;
 pub(crate) mod progress;

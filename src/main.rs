@@ -17,6 +17,7 @@ fn main() {
         Cmd::Verify(a) => cli::verify::run(a, &report),
         Cmd::ExportTar(a) => cli::export::run(a, &report),
         Cmd::Coalesce(a) => cli::coalesce::run(a, &report),
+        Cmd::Mirror(c) => cli::mirror::run(c, &report),
         Cmd::Snapshots(a) => cli::snapshots::run(a),
         Cmd::History(a) => cli::history::run(a, &report),
         Cmd::Replicate(a) => cli::replicate::run(a, &report),

@@ -48,6 +48,11 @@ pub const PAGES: &[Page] = &[
         template: include_str!("../../man/src/snapdump-coalesce.1.in"),
     },
     Page {
+        file: "snapdump-mirror.1",
+        path: &["mirror"],
+        template: include_str!("../../man/src/snapdump-mirror.1.in"),
+    },
+    Page {
         file: "snapdump-export-tar.1",
         path: &["export-tar"],
         template: include_str!("../../man/src/snapdump-export-tar.1.in"),

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod export;
 pub mod history;
 pub mod man;
+pub mod mirror;
 pub mod print;
 pub mod replicate;
 pub mod restore;
@@ -71,6 +72,10 @@ pub enum Cmd {
     /// Create, list, extract, export, check and manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// An incremental mirror: the base on tape, the blocks that differ
+    /// from it on disk (create, add, status, reintegrate).
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 }

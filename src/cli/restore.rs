@@ -83,6 +83,11 @@ pub struct RestoreArgs {
     /// snapdump-volume(1).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
     volume: Option<PathBuf>,
+    /// With -r: restore the newest snapshot of this incremental mirror,
+    /// whose base is the one -f names (read once, in order; the rest comes
+    /// from the mirror). See snapdump mirror.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish", "volume"])]
+    mirror: Option<PathBuf>,
     /// Restore into a non-empty target, replacing entries in the way.
     ///
     /// A full image: existing directories where the stream has directories
@@ -175,6 +180,22 @@ pub fn run(mut a: RestoreArgs, report: &Report) -> Result<i32> {
             "restore -r restores whole streams; to restore only {}, use restore -x",
             a.paths.join(" ")
         );
+    } else if let Some(mirror) = a.mirror {
+        if inputs.len() != 1 {
+            bail!("restore --mirror takes the mirror's base, one -f");
+        }
+        let m = crate::mirror::Mirror::open(&mirror, a.wait.policy())?;
+        let opts = crate::target::summary::RestoreOptions {
+            input: inputs.into_iter().next().expect("one input"),
+            target: a.target,
+            force: a.force,
+            digest,
+            wait: a.wait.policy(),
+            restored_before: None,
+            inplace: a.inplace,
+        };
+        let s = crate::restore::reintegrate::restore(&m, &opts.input, &opts, report)?;
+        print::json(&a.json, false, &s)?;
     } else if let Some(volume) = a.volume {
         let opts = crate::volume::receive::ReceiveOptions {
             inputs,

@@ -627,3 +627,18 @@ pub fn stdio_was_closed(fd: i32) -> bool {
     (0..3).contains(&fd)
         && STDIO_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }
+
+/// An anonymous pipe, both ends close-on-exec: (reading end, writing end).
+pub fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two descriptors, which are then owned here.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    use std::os::fd::FromRawFd;
+    // SAFETY: both are fresh descriptors no one else owns.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
+}

@@ -19,12 +19,12 @@
 use super::chain::{Access, Link, StreamSet};
 use crate::media::output::Output;
 use crate::media::Input;
-use crate::names::escape;
 use crate::runs::{Disjoint, RunSet};
 use crate::stream::check::check_segment;
 use crate::stream::front::{tree_vbns, write_front};
 use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
-use crate::stream::payload::{decode_data, Image, Segment};
+use crate::stream::payload::{decode_data, Image};
+use crate::stream::place::Placer;
 use crate::stream::reader::{Digest, StreamReader};
 use crate::stream::record::RecordKind;
 use crate::stream::records::{write_records, RecordBatch};
@@ -91,29 +91,6 @@ pub struct CoalesceSummary {
     pub stream_bytes_read: u64,
     /// Wall-clock seconds.
     pub elapsed_seconds: f64,
-}
-
-/// Where each VBN of the newest snapshot goes: `(vbn, count, ino, block)`
-/// runs of its extents, sorted by VBN (no two extents share a VBN).
-struct TopIndex(Vec<(u64, u64, u64, u64)>);
-
-impl TopIndex {
-    fn new(t: &Tree) -> TopIndex {
-        let mut v: Vec<_> = t
-            .inodes
-            .iter()
-            .flat_map(|i| i.extents.iter().map(|x| (x.vbn, x.count, i.ino, x.block)))
-            .collect();
-        v.sort_unstable();
-        TopIndex(v)
-    }
-
-    /// The (ino, file block, blocks left in that extent) of `vbn`.
-    fn find(&self, vbn: u64) -> Option<(u64, u64, u64)> {
-        let k = self.0.partition_point(|e| e.0 + e.1 <= vbn);
-        let &(v, n, ino, block) = self.0.get(k)?;
-        (v <= vbn).then(|| (ino, block + (vbn - v), n - (vbn - v)))
-    }
 }
 
 /// Runs `coalesce`.
@@ -193,7 +170,7 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
         carried: runs_of(&carried),
         dealloc: runs_of(&dealloc),
     };
-    let index = TopIndex::new(top_tree);
+    let index = Placer::new(top_tree);
     let (first_base, last_snap) = (first.header.base.clone(), last.header.snapshot.clone());
     drop(links);
     note_leftovers(&opts.specs[0]);
@@ -302,10 +279,10 @@ fn runs_of(s: &RunSet) -> Vec<crate::stream::payload::VbnRun> {
 /// segment against its own metadata and image, and puts the blocks of
 /// `keep` into the output at the places the newest snapshot gives them.
 /// Returns the blocks kept; every block the input carries must arrive.
-fn pass(
+pub(super) fn pass(
     link: &mut Link,
     keep: &RunSet,
-    index: &TopIndex,
+    index: &Placer,
     top: &Tree,
     bs: u64,
     batch: &mut RecordBatch,
@@ -346,9 +323,9 @@ fn pass(
                     for (v, c, inside) in keep.split(s.vbn, n) {
                         if inside {
                             let from = ((v - s.vbn) * bs) as usize;
-                            kept +=
-                                put(v, c, &bytes[from.min(bytes.len())..], index, top, bs, batch)
-                                    .map_err(at)?;
+                            kept += index
+                                .put(v, c, &bytes[from.min(bytes.len())..], top, bs, batch)
+                                .map_err(at)?;
                         }
                     }
                 }
@@ -372,47 +349,4 @@ fn pass(
         s.add_bytes_read(read);
     }
     Ok(kept)
-}
-
-/// Puts blocks `vbn..vbn+count` (their bytes from `bytes`, which may end
-/// early at the input file's end: the rest is zeros) into the output as
-/// segments of the newest snapshot's files. Returns the blocks put.
-fn put(
-    vbn: u64,
-    count: u64,
-    bytes: &[u8],
-    index: &TopIndex,
-    top: &Tree,
-    bs: u64,
-    batch: &mut RecordBatch,
-) -> Result<u64> {
-    let mut k = 0;
-    while k < count {
-        let v = vbn + k;
-        let (ino, block, left) = index
-            .find(v)
-            .ok_or_else(|| anyhow!("VBN {v} is carried but the newest snapshot does not use it"))?;
-        let size = top.inode(ino).size;
-        let room = batch.room()?;
-        let n = (count - k).min(left).min(room);
-        let offset = block * bs;
-        let len = (n * bs).min(size - offset);
-        if len == 0 {
-            bail!(
-                "VBN {v} lies past the end of {} in the newest snapshot",
-                escape(&top.path(ino))
-            );
-        }
-        let area = batch.push(Segment {
-            ino,
-            vbn: v,
-            offset,
-            len: len as u32,
-        });
-        let from = (k * bs) as usize;
-        let avail = bytes.len().saturating_sub(from).min(len as usize);
-        area[..avail].copy_from_slice(&bytes[from..from + avail]);
-        k += n;
-    }
-    Ok(count)
 }

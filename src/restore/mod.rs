@@ -12,5 +12,6 @@ pub mod extract;
 pub mod fetch;
 pub mod history;
 pub mod list;
+pub mod reintegrate;
 pub mod shell;
 pub mod verify;

@@ -6,6 +6,7 @@ pub mod check;
 pub mod front;
 pub mod header;
 pub mod payload;
+pub mod place;
 pub mod reader;
 pub mod record;
 pub mod records;

@@ -1,0 +1,171 @@
+//! Reintegration: the newest snapshot of an incremental mirror as a
+//! synthetic full, from its base (read once, in order: a tape is read
+//! forward once) and the blocks the mirror holds. `mirror reintegrate`
+//! writes it to a medium; `restore -r --mirror` restores it into a
+//! directory through an in-process pipe, so every block goes through the
+//! same checks as any stream's.
+
+use super::chain::StreamSet;
+use super::coalesce::pass;
+use crate::media::output::Output;
+use crate::media::Input;
+use crate::mirror::Mirror;
+use crate::report::Report;
+use crate::stream::front::{tree_vbns, write_front};
+use crate::stream::header::{ImageHeader, StreamHeader};
+use crate::stream::payload::{Image, VbnRun};
+use crate::stream::place::Placer;
+use crate::stream::reader::Digest;
+use crate::stream::records::{write_records, RecordBatch};
+use crate::stream::writer::StreamWriter;
+use crate::target::summary::{RestoreOptions, RestoreSummary};
+use anyhow::{anyhow, bail, Result};
+use std::io::Write;
+
+/// Writes the synthetic full of `m`'s newest snapshot from `base` to
+/// `out`; returns the stream's bytes.
+pub fn write(
+    m: &Mirror,
+    base: &Input,
+    out: Box<dyn Write + Send>,
+    compression: i32,
+    label: Option<&Output>,
+) -> Result<u64> {
+    let s = &m.state;
+    let mut set = StreamSet::open(std::slice::from_ref(base), Digest::Skip)?;
+    let link = &set.links[0];
+    if link.header.snapshot.uuid != s.base.uuid || !link.header.full {
+        bail!(
+            "{} holds {}, and the mirror {} is based on snapshot {} ({}, read from {}): give the mirror's base",
+            link.name,
+            link.describe(),
+            m.dir.display(),
+            s.base.id,
+            s.base.time.rfc3339(),
+            s.base_medium
+        );
+    }
+    let bs = s.block_size as u64;
+    let tree = &s.tree;
+    let vbns = tree_vbns(tree);
+    let held = s.held_vbns();
+    let from_base = vbns.minus(&held);
+    if !from_base.is_subset_of(&link.front.carried) {
+        bail!(
+            "{}: the base lacks blocks the mirror's snapshot {} takes from it; the mirror and the base do not belong together",
+            link.name,
+            s.newest.id
+        );
+    }
+    let header = StreamHeader {
+        hostname: s.hostname.clone(),
+        ..StreamHeader::new(ImageHeader {
+            source_uuid: s.source_uuid,
+            source_path: s.source_path.clone(),
+            snapshot: s.newest.clone(),
+            base: None,
+            block_size: s.block_size,
+            compression_level: compression,
+            entries: tree.dirents.len() as u64,
+            stream_id: crate::ids::random_id(),
+        })
+    };
+    if let Some(o) = label {
+        o.set_label(header.tape_label());
+    }
+    let image = Image {
+        carried: vbns
+            .runs()
+            .iter()
+            .map(|&(vbn, count)| VbnRun { vbn, count })
+            .collect(),
+        dealloc: Vec::new(),
+    };
+    let placer = Placer::new(tree);
+    let mut w = StreamWriter::new(out, compression, bs as u32)?;
+    write_front(&mut w, &header, tree, &image)?;
+    let ((), w, _) = write_records(w, compression, bs, |send, pool| {
+        let mut batch = RecordBatch::new(send, pool, bs);
+        pass(&mut set.links[0], &from_base, &placer, tree, bs, &mut batch)?;
+        let mut buf = Vec::new();
+        for r in &s.held {
+            for k in 0..r.count() {
+                let v = r.vbn + k;
+                if !m.block(v, &mut buf)? {
+                    return Err(anyhow!("VBN {v} left the mirror while it was read"));
+                }
+                placer.put(v, 1, &buf, tree, bs, &mut batch)?;
+            }
+        }
+        batch.flush()
+    })?;
+    let (_, out, bytes) = w.finish()?;
+    drop(out);
+    Ok(bytes)
+}
+
+/// `mirror reintegrate DIR --base MEDIUM -o OUT`: the synthetic full to
+/// any medium, committed only when whole.
+pub fn reintegrate(
+    m: &Mirror,
+    base: &Input,
+    specs: &[String],
+    tape: &crate::media::tape::writer::TapeOptions,
+    compression: i32,
+) -> Result<u64> {
+    let (output, out) = Output::open_medium(specs, tape)?;
+    match write(m, base, out, compression, Some(&output)) {
+        Ok(n) => {
+            output.commit()?;
+            Ok(n)
+        }
+        Err(e) => {
+            output.abort();
+            Err(e)
+        }
+    }
+}
+
+/// `restore -r -f BASE --mirror DIR`: the mirror's newest snapshot into
+/// `opts.target` (which then holds it, so later increments apply).
+pub fn restore(
+    m: &Mirror,
+    base: &Input,
+    opts: &RestoreOptions,
+    report: &Report,
+) -> Result<RestoreSummary> {
+    let (reader, writer) = crate::fsx::pipe()?;
+    use std::os::fd::AsRawFd;
+    let spec = format!("/dev/fd/{}", reader.as_raw_fd());
+    let input = crate::media::group_inputs(std::slice::from_ref(&spec), 1, None)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no input for the reintegrated stream"))?;
+    let opts = RestoreOptions {
+        input,
+        target: opts.target.clone(),
+        force: opts.force,
+        digest: Digest::Skip,
+        wait: opts.wait,
+        restored_before: None,
+        inplace: opts.inplace,
+    };
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || write(m, base, Box::new(writer), 1, None));
+        let restored = crate::target::full::restore(&opts, report);
+        // A restore that stopped reading must not leave the producer
+        // blocked on a full pipe: its reading end goes first.
+        drop(reader);
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow!("the reintegration thread panicked"))?;
+        match (restored, produced) {
+            (Ok(mut v), Ok(_)) => v.pop().ok_or_else(|| anyhow!("nothing was restored")),
+            // The producer's error is the cause (the restore saw a cut
+            // stream, and says what that left).
+            (Err(r), Err(e)) => Err(anyhow!("{e:#}; {r:#}")),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })
+}

@@ -1,0 +1,379 @@
+//! The incremental mirror: a base on a virtual tape, the blocks that
+//! differ from it in a directory, through rounds of churn; adds killed at
+//! any moment; refusals.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type Snap = BTreeMap<Vec<u8>, Entry>;
+const BS: usize = 4096;
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let (c, o, e) = run_s(args);
+    assert_eq!(c, 0, "{args:?}: {e}");
+    serde_json::from_slice(&o).unwrap()
+}
+
+/// A source, its catalog and streams: a level 0 on a virtual tape, then
+/// increments each on the one before (`dump -1 --base`).
+struct Source {
+    t: Paths,
+    base: PathBuf,
+    incs: Vec<PathBuf>,
+    trees: Vec<Snap>,
+    rng: Rng,
+}
+
+impl Source {
+    fn new(files: usize, blocks: usize, seed: u64) -> Source {
+        let t = paths();
+        let mut rng = Rng(seed);
+        for i in 0..files {
+            fs::create_dir_all(t.src.join(format!("d{}", i % 4))).unwrap();
+            let size = blocks * BS - (rng.below(BS as u64) as usize);
+            fs::write(
+                t.src.join(format!("d{}/f{i}", i % 4)),
+                bytes(seed + i as u64, size),
+            )
+            .unwrap();
+        }
+        let base = t.dir.path().join("base.tap");
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            p(&base),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        let trees = vec![snapshot_tree(&t.src)];
+        Source {
+            t,
+            base,
+            incs: Vec::new(),
+            trees,
+            rng,
+        }
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for d in 0..4 {
+            if let Ok(rd) = fs::read_dir(self.t.src.join(format!("d{d}"))) {
+                v.extend(rd.map(|e| e.unwrap().path()));
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// One round: about `pct`% of all blocks rewritten in place, a file
+    /// added and one deleted; then the increment on the previous snapshot.
+    fn churn(&mut self, pct: u64) -> PathBuf {
+        use std::os::unix::fs::FileExt;
+        let round = self.incs.len() as u64 + 1;
+        for f in self.files() {
+            let len = fs::metadata(&f).unwrap().len();
+            let blocks = len.div_ceil(BS as u64);
+            let fh = fs::OpenOptions::new().write(true).open(&f).unwrap();
+            for b in 0..blocks {
+                if self.rng.below(100) < pct {
+                    let n = (BS as u64).min(len - b * BS as u64) as usize;
+                    fh.write_all_at(&bytes(self.rng.next(), n), b * BS as u64)
+                        .unwrap();
+                }
+            }
+        }
+        let files = self.files();
+        let victim = &files[self.rng.below(files.len() as u64) as usize];
+        fs::remove_file(victim).unwrap();
+        fs::write(
+            self.t.src.join(format!("d{}/new{round}", round % 4)),
+            bytes(9000 + round, 20_000 + self.rng.below(30_000) as usize),
+        )
+        .unwrap();
+        let out = self.t.dir.path().join(format!("i{round}.sdump"));
+        let base = round.to_string();
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-1",
+            "--base",
+            &base,
+            "-f",
+            p(&out),
+            "--catalog",
+            p(&self.t.cat),
+            p(&self.t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        self.incs.push(out.clone());
+        self.trees.push(snapshot_tree(&self.t.src));
+        out
+    }
+}
+
+/// Blocks of the tree now whose bytes differ from the base's at the same
+/// path and offset (every block of a file the base lacks).
+fn blocks_differing(base: &Snap, now: &Snap) -> u64 {
+    let mut n = 0;
+    for (k, e) in now {
+        let Some(c) = &e.content else { continue };
+        let old = base
+            .get(k)
+            .and_then(|b| b.content.clone())
+            .unwrap_or_default();
+        for (i, chunk) in c.chunks(BS).enumerate() {
+            if old.get(i * BS..(i * BS + chunk.len()).min(old.len())) != Some(chunk) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
+    let mut s = Source::new(24, 16, 7);
+    let m = s.t.dir.path().join("mirror");
+    let v = json(&["mirror", "create", "--json", "--base", p(&s.base), p(&m)]);
+    assert_eq!(v["blocks_held"], 0);
+    let mut last = PathBuf::new();
+    for round in 1..=20u64 {
+        let inc = s.churn(10);
+        let added = json(&["mirror", "add", "--json", p(&m), "-f", p(&inc)]);
+        assert_eq!(added[0]["snapshot"]["id"], round + 1, "{added}");
+        let st = json(&["mirror", "status", "--json", p(&m)]);
+        let diff = blocks_differing(&s.trees[0], &s.trees[round as usize]);
+        let state_len = fs::metadata(m.join("state")).unwrap().len();
+        let disk = st["disk_bytes"].as_u64().unwrap();
+        assert!(
+            disk <= (diff * BS as u64) * 12 / 10 + state_len,
+            "round {round}: the mirror takes {disk} bytes on disk, over 1.2 x {diff} differing blocks + {state_len} bytes of state ({st})"
+        );
+        let r = s.t.dir.path().join(format!("r{round}"));
+        let (c, _, e) = run_s(&[
+            "restore",
+            "-r",
+            "-f",
+            p(&s.base),
+            "--mirror",
+            p(&m),
+            "--target",
+            p(&r),
+        ]);
+        assert_eq!(c, 0, "round {round}: {e}");
+        assert_tree_is(
+            &s.trees[round as usize],
+            &r,
+            &format!("base + mirror after round {round}"),
+        );
+        if round < 20 {
+            fs::remove_dir_all(&r).unwrap();
+        }
+        last = r;
+    }
+    // The restored target holds the snapshot: the next increment applies
+    // to it directly.
+    let inc = s.churn(10);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&inc), "--target", p(&last)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(
+        &s.trees[21],
+        &last,
+        "an increment on a restore from the mirror",
+    );
+    json(&["mirror", "add", "--json", p(&m), "-f", p(&inc)]);
+    // Reintegration: a synthetic full of the newest snapshot, which
+    // verifies and restores alone; a mirror on it starts empty.
+    let synth = s.t.dir.path().join("synthetic.tap");
+    let (c, _, e) = run_s(&[
+        "mirror",
+        "reintegrate",
+        p(&m),
+        "--base",
+        p(&s.base),
+        "-o",
+        p(&synth),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(run_s(&["verify", "-f", p(&synth)]).0, 0);
+    let r = s.t.dir.path().join("r-synth");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&synth), "--target", p(&r)]).0,
+        0
+    );
+    assert_tree_is(&s.trees[21], &r, "the reintegrated synthetic full");
+    let m2 = s.t.dir.path().join("mirror2");
+    let v = json(&["mirror", "create", "--json", "--base", p(&synth), p(&m2)]);
+    assert_eq!(v["blocks_held"], 0);
+    assert_eq!(v["newest"]["id"], 22);
+}
+
+#[test]
+fn wrong_repeated_damaged_or_foreign_increments_are_refused_and_change_nothing() {
+    let mut s = Source::new(6, 8, 11);
+    let m = s.t.dir.path().join("mirror");
+    json(&["mirror", "create", "--json", "--base", p(&s.base), p(&m)]);
+    let i1 = s.churn(20);
+    let i2 = s.churn(20);
+    let state = || fs::read(m.join("state")).unwrap();
+    let before = state();
+    let refused = |args: &[&str], why: &str| {
+        let (c, _, e) = run_s(args);
+        assert_eq!(c, 2, "{args:?}: {e}");
+        assert!(e.contains(why), "{args:?}: {e}");
+    };
+    refused(&["mirror", "add", p(&m), "-f", p(&i2)], "is at snapshot 1");
+    refused(
+        &["mirror", "add", p(&m), "-f", p(&s.base)],
+        "already holds snapshot 1",
+    );
+    assert_eq!(state(), before);
+    let bad = s.t.dir.path().join("bad.sdump");
+    let mut b = fs::read(&i1).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x10;
+    fs::write(&bad, &b).unwrap();
+    refused(&["mirror", "add", p(&m), "-f", p(&bad)], "bad.sdump");
+    let cut = s.t.dir.path().join("cut.sdump");
+    fs::write(&cut, &fs::read(&i1).unwrap()[..n - 200]).unwrap();
+    refused(&["mirror", "add", p(&m), "-f", p(&cut)], "cut.sdump");
+    assert_eq!(state(), before, "a refused increment changed the mirror");
+    json(&["mirror", "add", "--json", p(&m), "-f", p(&i1)]);
+    refused(
+        &["mirror", "add", p(&m), "-f", p(&i1)],
+        "already holds snapshot 2",
+    );
+    let mut other = Source::new(2, 2, 99);
+    let oi = other.churn(50);
+    refused(&["mirror", "add", p(&m), "-f", p(&oi)], "another source");
+    // A base that is not the mirror's.
+    let wrong_base = s.t.dir.path().join("other.sdump");
+    assert_eq!(
+        dump_to(0, &wrong_base, &s.t.dir.path().join("cat2"), &s.t.src),
+        0
+    );
+    let r = s.t.dir.path().join("r");
+    refused(
+        &[
+            "restore",
+            "-r",
+            "-f",
+            p(&wrong_base),
+            "--mirror",
+            p(&m),
+            "--target",
+            p(&r),
+        ],
+        "give the mirror's base",
+    );
+    refused(
+        &[
+            "mirror",
+            "create",
+            "--base",
+            p(&i1),
+            p(&s.t.dir.path().join("m3")),
+        ],
+        "is an increment",
+    );
+}
+
+/// Copies a mirror directory (its files) to `to`.
+fn copy_mirror(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn mirror_adds_killed_at_any_moment_leave_the_old_or_the_new_mirror() {
+    let mut s = Source::new(16, 200, 23);
+    let m = s.t.dir.path().join("mirror");
+    json(&["mirror", "create", "--json", "--base", p(&s.base), p(&m)]);
+    let i1 = s.churn(30);
+    json(&["mirror", "add", "--json", p(&m), "-f", p(&i1)]);
+    let i2 = s.churn(60);
+    let at1 = s.t.dir.path().join("at1");
+    copy_mirror(&m, &at1);
+    let probe = s.t.dir.path().join("probe");
+    copy_mirror(&at1, &probe);
+    let started = Instant::now();
+    json(&["mirror", "add", "--json", p(&probe), "-f", p(&i2)]);
+    let took = started.elapsed();
+    let n = trials("SNAPDUMP_CRASH_TRIALS", 20);
+    let mut rng = Rng(777 + n);
+    let points = ["mirror-data:1", "mirror-data:3", "mirror-before-commit:1"];
+    let mut seen = [0u32; 2];
+    for trial in 0..n + points.len() as u64 {
+        let k = s.t.dir.path().join(format!("k{trial}"));
+        copy_mirror(&at1, &k);
+        let args = ["mirror", "add", p(&k), "-f", p(&i2)];
+        if let Some(fp) = points.get(trial as usize) {
+            let o = bin()
+                .args(args)
+                .env("SNAPDUMP_FAILPOINT", fp)
+                .output()
+                .unwrap();
+            assert!(!o.status.success(), "{fp} was not reached");
+        } else {
+            kill_after(
+                &args,
+                Duration::from_micros(rng.below(took.as_micros() as u64 + 1)),
+            );
+        }
+        let st = json(&["mirror", "status", "--json", p(&k)]);
+        let id = st["newest"]["id"].as_u64().unwrap();
+        assert!(id == 2 || id == 3, "trial {trial}: the mirror is at {id}");
+        seen[(id - 2) as usize] += 1;
+        let r = s.t.dir.path().join(format!("kr{trial}"));
+        let (c, _, e) = run_s(&[
+            "restore",
+            "-r",
+            "-f",
+            p(&s.base),
+            "--mirror",
+            p(&k),
+            "--target",
+            p(&r),
+        ]);
+        assert_eq!(c, 0, "trial {trial}: {e}");
+        assert_tree_is(
+            &s.trees[(id - 1) as usize],
+            &r,
+            &format!("trial {trial}, snapshot {id}"),
+        );
+        // The add, run again, finishes (or says it is done).
+        let (c, _, e) = run_s(&args);
+        assert!(c == 0 || e.contains("already holds"), "trial {trial}: {e}");
+        let r2 = s.t.dir.path().join(format!("kr{trial}b"));
+        let (c, _, e) = run_s(&[
+            "restore",
+            "-r",
+            "-f",
+            p(&s.base),
+            "--mirror",
+            p(&k),
+            "--target",
+            p(&r2),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        assert_tree_is(&s.trees[2], &r2, &format!("trial {trial}, after the rerun"));
+        fs::remove_dir_all(&r).unwrap();
+        fs::remove_dir_all(&r2).unwrap();
+    }
+    eprintln!(
+        "mirror add kill trials: old state {} times, new state {} times",
+        seen[0], seen[1]
+    );
+    assert!(seen[0] > 0, "no kill landed before the commit");
+}
