@@ -238,10 +238,9 @@ fn link_name(h: &mut Header, target: &[u8], pax: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     if target.len() < NAME_LEN && std::str::from_utf8(target).is_ok() {
         let _ = h.set_link_name_literal(target);
     } else {
+        // Bytes that are not UTF-8 go as they are: GNU tar reads them so
+        // (and warns at every `hdrcharset` record, which it does not know).
         pax.push((b"linkpath".to_vec(), target.to_vec()));
-        if std::str::from_utf8(target).is_err() {
-            pax.push((b"hdrcharset".to_vec(), b"BINARY".to_vec()));
-        }
     }
 }
 
@@ -278,9 +277,6 @@ fn finish<W: Write>(
         field[..name.len()].copy_from_slice(name);
     } else {
         pax.push((b"path".to_vec(), name.to_vec()));
-        if std::str::from_utf8(name).is_err() && !pax.iter().any(|p| p.0 == b"hdrcharset") {
-            pax.push((b"hdrcharset".to_vec(), b"BINARY".to_vec()));
-        }
         let short: Vec<u8> = name
             .iter()
             .copied()

@@ -166,7 +166,7 @@ fn streams_that_are_not_one_chain_or_are_damaged_are_refused_and_write_nothing()
     // A gap: levels 0 and 2 without 1.
     refused(
         &["-f", p(&ch.streams[0]), "-f", p(&ch.streams[2])],
-        "not on the chain",
+        "needs snapshot 2",
     );
     refused(&["-f", p(&ch.streams[1])], "at least two streams");
     refused(
@@ -183,6 +183,22 @@ fn streams_that_are_not_one_chain_or_are_damaged_are_refused_and_write_nothing()
     let cut = ch.t.dir.path().join("cut.sdump");
     fs::write(&cut, &fs::read(&ch.streams[1]).unwrap()[..n - 300]).unwrap();
     refused(&["-f", p(&ch.streams[0]), "-f", p(&cut)], "cut.sdump");
+    // A tape is written in place: a damaged input in a file is found
+    // before the tape is touched, and what it held survives.
+    let tap = ch.t.dir.path().join("x.tap");
+    let (c, _, e) = coalesce(&[
+        "-f",
+        p(&ch.streams[0]),
+        "-f",
+        p(&ch.streams[1]),
+        "-o",
+        p(&tap),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let (c, _, e) = coalesce(&["-f", p(&ch.streams[0]), "-f", p(&bad), "-o", p(&tap)]);
+    assert_eq!(c, 2, "{e}");
+    let (c, _, e) = run_s(&["verify", "-f", p(&tap)]);
+    assert_eq!(c, 0, "a refused coalesce cut the tape: {e}");
     // On a pipe the consumer gets a stream without its end: never whole.
     let piped = ch.t.dir.path().join("piped");
     let o = std::process::Command::new("sh")

@@ -124,6 +124,7 @@ fn chattr_flags_travel_through_a_chain_and_both_finishes() {
     fs::write(s.join("nodump-file"), b"skip me, says the flag").unwrap();
     fs::write(s.join("noatime-file"), b"never read").unwrap();
     fs::write(s.join("plain/file"), b"no flags").unwrap();
+    fs::write(s.join("plain/becomes-nocow"), bytes(6, 100_000)).unwrap();
     chattr("+i", &s.join("immutable"));
     chattr("+a", &s.join("appendonly"));
     chattr("+a", &s.join("append/log"));
@@ -178,6 +179,15 @@ fn chattr_flags_travel_through_a_chain_and_both_finishes() {
     chattr("-d", &s.join("nodump-file"));
     chattr("+i", &s.join("plain/file"));
     fs::write(s.join("nocow/second"), bytes(5, 20_000)).unwrap();
+    // The same blocks, now in a no-CoW file: a restore cannot keep the old
+    // file (C takes only on an empty one).
+    let fresh = s.join("plain/becomes-nocow.new");
+    fs::write(&fresh, b"").unwrap();
+    chattr("+C", &fresh);
+    let mut data = bytes(6, 100_000);
+    data.extend_from_slice(b"and a little more");
+    fs::write(&fresh, &data).unwrap();
+    fs::rename(&fresh, s.join("plain/becomes-nocow")).unwrap();
     ch.dump();
     ch.restore(&atomic, false);
     ch.restore(&inplace, true);

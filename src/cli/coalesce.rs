@@ -72,7 +72,7 @@ pub fn run(a: CoalesceArgs, report: &Report) -> Result<i32> {
     let s = crate::restore::coalesce::coalesce(&opts)?;
     if a.json.wanted() {
         print::json(&a.json, a.output[0] == "-", &s)?;
-    } else {
+    } else if !crate::progress::quiet() {
         let what = match &s.base {
             None => "a synthetic full".to_string(),
             Some(b) => format!("an increment on snapshot {}", b.id),

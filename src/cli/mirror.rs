@@ -158,13 +158,15 @@ pub fn run(cmd: MirrorCmd, report: &Report) -> Result<i32> {
             };
             let bytes =
                 crate::restore::reintegrate::reintegrate(&m, &input, &output, &tape, compress)?;
-            crate::progress::println_err(&format!(
+            if !crate::progress::quiet() {
+                crate::progress::println_err(&format!(
                 "snapdump: {}: snapshot {} as a synthetic full from {} and {}: {bytes} stream bytes",
                 output[0],
                 m.state.newest.id,
                 base,
                 path.display()
             ));
+            }
         }
     }
     Ok(report.exit_status())

@@ -105,8 +105,19 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
     let top = set.select(None)?;
     let chain = set.chain(top, false)?;
     if let Some(off) = (0..set.links.len()).find(|i| !chain.contains(i)) {
+        let oldest = &set.links[chain[0]].header;
+        let gap = match (&oldest.base, oldest.full) {
+            (Some(b), false) => format!(
+                ": the chain from it to {} needs snapshot {} (level {}, {}), which no input holds; add its stream",
+                set.links[top].header.snapshot.id,
+                b.id,
+                b.level,
+                b.time.rfc3339()
+            ),
+            _ => String::new(),
+        };
         bail!(
-            "{} is not on the chain leading to {}: coalesce takes consecutive streams of one chain (each the base of the next)",
+            "{} is not on the chain leading to {}{gap} (coalesce takes consecutive streams of one chain, each the base of the next)",
             set.links[off].describe(),
             set.links[top].describe()
         );
@@ -173,6 +184,13 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
     let index = Placer::new(top_tree);
     let (first_base, last_snap) = (first.header.base.clone(), last.header.snapshot.clone());
     drop(links);
+    if crate::media::writes_tape(&opts.specs, opts.tape.capacity) {
+        // A tape (or volume files) is written in place, where a stream cut
+        // by a damaged input would replace what the tape held: inputs in
+        // files are checked whole first. (A kill still cuts the tape file,
+        // which every reader refuses.)
+        precheck(&mut set, &chain, &Placer::new(top_tree), top_tree, bs)?;
+    }
     note_leftovers(&opts.specs[0]);
     let (output, out) = Output::open_medium(&opts.specs, &opts.tape)?;
     output.set_label(header.tape_label());
@@ -234,6 +252,35 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
     })
 }
 
+/// Reads every input that is a file through, checking it as the
+/// coalesce will, and keeping nothing.
+fn precheck(
+    set: &mut StreamSet,
+    chain: &[usize],
+    placer: &Placer,
+    top: &Tree,
+    bs: u64,
+) -> Result<()> {
+    let (_tx, pool) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let mut sink = |_: Vec<u8>, _: Vec<crate::stream::payload::Segment>| -> Result<()> {
+        bail!("the check of the inputs keeps no block")
+    };
+    let mut batch = RecordBatch::new(&mut sink, &pool, bs);
+    for &i in chain {
+        if matches!(set.links[i].access, Access::Seek(_)) {
+            pass(
+                &mut set.links[i],
+                &RunSet::default(),
+                placer,
+                top,
+                bs,
+                &mut batch,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Names the partial outputs killed runs left beside `spec` (a kill -9
 /// cannot remove them; a dump's may be resumed, so none is removed here).
 fn note_leftovers(spec: &str) {
@@ -261,7 +308,7 @@ fn note_leftovers(spec: &str) {
         let alive = std::path::Path::new("/proc").join(pid.to_string()).exists();
         if !alive {
             crate::progress::note(&format!(
-                "{} is a partial output left by a killed run (process {pid}); remove it unless a dump --resume needs it",
+                "{} is a partial output left by a killed run (process {pid}); remove it (unless it is a killed dump's that dump --resume will continue)",
                 dir.join(&name).display()
             ));
         }

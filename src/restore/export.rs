@@ -94,9 +94,8 @@ pub fn export_tar(opts: &ExportOptions, out: impl Write, report: &Report) -> Res
             progress.inc(data.len() as u64);
             fsx::pwrite_all(scratch.as_fd(), data, place[&w.ino] + off).map_err(|e| {
                 anyhow!(
-                    "cannot write the scratch file in {}: {e} (export-tar needs room there for the data it exports, up to {} bytes; set TMPDIR to another directory)",
-                    scratch_dir.display(),
-                    end
+                    "cannot write the scratch file in {}: {e} (export-tar gathers the {need} bytes it exports there; set TMPDIR to a directory with room)",
+                    scratch_dir.display()
                 )
             })
         })?;

@@ -225,8 +225,10 @@ fn last_changed(links: &[&Link], indexes: &[PathIndex], path: &[u8], inode: &Ino
             };
         }
     }
-    // The oldest stream given: a full image knows everything; an
-    // increment whose base was not given knows only its own blocks.
+    // The oldest stream given: a level-0 full image starts the history; a
+    // full image of a higher level (a synthetic full from coalesce or a
+    // mirror) has none before it; an increment whose base was not given
+    // knows only its own blocks.
     let oldest = links[0];
     let h = &oldest.header;
     let carried_here = inode.extents.iter().any(|x| {
@@ -245,7 +247,7 @@ fn last_changed(links: &[&Link], indexes: &[PathIndex], path: &[u8], inode: &Ino
         },
         _ => LastChanged {
             snapshot: h.snapshot.clone(),
-            exact: h.full,
+            exact: h.full && h.snapshot.level == 0,
         },
     }
 }

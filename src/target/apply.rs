@@ -158,6 +158,7 @@ fn decide(
                 if in_place
                     && kept >= carried_blocks
                     && t0.inode(g).kind == Kind::File
+                    && same_early_flags(t0.inode(g), f)
                     && inheritable(g)
                     && inherited.insert(g) =>
             {
@@ -167,6 +168,14 @@ fn decide(
         }));
     }
     Ok(out)
+}
+
+/// Whether a T0 file can become T1's in place as far as its flags go:
+/// no-CoW and compression (`C`, `c`, `m`) take only on an empty file
+/// (btrfs ignores `C` on one with data), so a file that gains or loses
+/// them is built afresh, with them set before its data.
+fn same_early_flags(old: &Inode, new: &Inode) -> bool {
+    (old.flags ^ new.flags) & crate::fsx::flags::EARLY == 0
 }
 
 /// The T0 inodes the increment builds on.

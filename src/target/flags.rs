@@ -90,9 +90,15 @@ impl FlagPass {
         }
     }
 
-    /// Says what could not be set, once.
+    /// Says what could not be set, once a run: an increment sets flags in
+    /// several passes (staged entries, kept ones, then immutable and
+    /// append-only over the finished tree), and the same entries would be
+    /// named by each.
     pub fn report(&self, report: &Report) {
-        if self.missed > 0 {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        static NOTED: AtomicBool = AtomicBool::new(false);
+        if self.missed > 0 && !WARNED.swap(true, Ordering::Relaxed) {
             let why = if fsx::is_root() {
                 "the target's file system does not take them"
             } else {
@@ -107,7 +113,7 @@ impl FlagPass {
                 ),
             );
         }
-        if self.root_late {
+        if self.root_late && !NOTED.swap(true, Ordering::Relaxed) {
             crate::progress::note(
                 "the source's root directory is immutable or append-only; the target's root gets those flags only from restore --finish, as it holds the restore state until then",
             );

@@ -113,7 +113,7 @@ impl TapeReader {
     fn next_volume(&mut self) -> Result<()> {
         let want = self.volume + 1;
         let mut why = format!(
-            "volume {} ({}) ended before the stream did",
+            "volume {} ({}) ended before the stream did (a dump that filled it goes on on the next volume; one that was killed or failed there left the stream cut, with no next volume)",
             self.volume,
             self.device.name()
         );
