@@ -178,6 +178,25 @@ fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
         }
         last = r;
     }
+    // One file, from the tape base and the mirror.
+    let one = s.files()[3].strip_prefix(&s.t.src).unwrap().to_path_buf();
+    let x = s.t.dir.path().join("x");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-x",
+        "-f",
+        p(&s.base),
+        "--mirror",
+        p(&m),
+        "--target",
+        p(&x),
+        p(&one),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        fs::read(x.join(&one)).unwrap(),
+        fs::read(s.t.src.join(&one)).unwrap()
+    );
     // The restored target holds the snapshot: the next increment applies
     // to it directly.
     let inc = s.churn(10);
@@ -376,4 +395,57 @@ fn mirror_adds_killed_at_any_moment_leave_the_old_or_the_new_mirror() {
         seen[0], seen[1]
     );
     assert!(seen[0] > 0, "no kill landed before the commit");
+}
+
+/// `restore -x` of one small file from a base in a file and a mirror reads
+/// only the base's records that file needs: under 1% of the base.
+#[test]
+fn extracting_one_file_reads_under_one_percent_of_a_base_in_a_file() {
+    let t = paths();
+    for i in 0..48 {
+        fs::write(t.src.join(format!("big{i}")), bytes(i, 1 << 20)).unwrap();
+    }
+    fs::write(t.src.join("small"), bytes(99, 5000)).unwrap();
+    let base = t.dir.path().join("base.sdump");
+    assert_eq!(dump_to(0, &base, &t.cat, &t.src), 0);
+    let m = t.dir.path().join("m");
+    json(&["mirror", "create", "--json", "--base", p(&base), p(&m)]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(t.src.join("big7"))
+            .unwrap();
+        f.write_all_at(&bytes(5, 8192), 40_960).unwrap();
+    }
+    let inc = t.dir.path().join("i1.sdump");
+    assert_eq!(dump_to(1, &inc, &t.cat, &t.src), 0);
+    json(&["mirror", "add", "--json", p(&m), "-f", p(&inc)]);
+    let base_len = fs::metadata(&base).unwrap().len();
+    for name in ["small", "big7"] {
+        let x = t.dir.path().join(format!("x-{name}"));
+        let v = json(&[
+            "restore",
+            "-x",
+            "--json",
+            "-f",
+            p(&base),
+            "--mirror",
+            p(&m),
+            "--target",
+            p(&x),
+            name,
+        ]);
+        assert_eq!(
+            fs::read(x.join(name)).unwrap(),
+            fs::read(t.src.join(name)).unwrap()
+        );
+        let read = v["base_bytes_read"].as_u64().unwrap();
+        if name == "small" {
+            assert!(
+                read * 100 < base_len,
+                "read {read} bytes of a {base_len}-byte base for one small file"
+            );
+        }
+    }
 }

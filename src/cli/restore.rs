@@ -83,10 +83,12 @@ pub struct RestoreArgs {
     /// snapdump-volume(1).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
     volume: Option<PathBuf>,
-    /// With -r: restore the newest snapshot of this incremental mirror,
-    /// whose base is the one -f names (read once, in order; the rest comes
-    /// from the mirror). See snapdump mirror.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish", "volume"])]
+    /// With -r or -x: the newest snapshot of this incremental mirror,
+    /// whose base is the one -f names; the blocks that differ from the base
+    /// come from the mirror. -r reads the base once, in order; -x reads of
+    /// a base in a file only the records its files need. See snapdump
+    /// mirror.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["list", "compare", "interactive", "finish", "volume"])]
     mirror: Option<PathBuf>,
     /// Restore into a non-empty target, replacing entries in the way.
     ///
@@ -141,7 +143,26 @@ pub fn run(mut a: RestoreArgs, report: &Report) -> Result<i32> {
     } else {
         Digest::Skip
     };
-    if a.list {
+    if let (true, Some(mirror)) = (a.extract, &a.mirror) {
+        if inputs.len() != 1 {
+            bail!("restore --mirror takes the mirror's base, one -f");
+        }
+        let m = crate::mirror::Mirror::open(mirror, a.wait.policy())?;
+        let (blocks, bytes, read) = crate::restore::reintegrate::extract(
+            &m, &inputs[0], &a.target, &a.paths, a.force, report,
+        )?;
+        let v = serde_json::json!({
+            "command": "extract",
+            "status": report.status_word(),
+            "snapshot": m.state.newest,
+            "target": a.target.display().to_string(),
+            "data_blocks": blocks,
+            "data_bytes": bytes,
+            "base_bytes_read": read,
+            "warnings": report.warnings(),
+        });
+        print::json(&a.json, false, &v)?;
+    } else if a.list {
         list(&a, &inputs, report)?;
     } else if a.extract {
         let opts = crate::restore::extract::ExtractOptions {

@@ -169,3 +169,106 @@ pub fn restore(
         }
     })
 }
+
+/// `restore -x -f BASE --mirror DIR [PATH...]`: chosen files of the
+/// mirror's newest snapshot. Blocks the mirror holds come from it; the
+/// others from the base, and on a base in a file only the data records
+/// that hold them are read (through its relocation table); on a tape or a
+/// pipe the base is read in order until they have all arrived. Returns
+/// (blocks, bytes, base stream bytes read).
+pub fn extract(
+    m: &Mirror,
+    base: &Input,
+    target: &std::path::Path,
+    paths: &[String],
+    force: bool,
+    report: &Report,
+) -> Result<(u64, u64, u64)> {
+    use super::fetch::{deliver, Want};
+    use crate::stream::payload::Segment;
+    use crate::target::select::{cut, mark_paths, normalize};
+    let s = &m.state;
+    let mut set = StreamSet::open(std::slice::from_ref(base), Digest::Skip)?;
+    if set.links[0].header.snapshot.uuid != s.base.uuid {
+        bail!(
+            "{} holds {}, and the mirror {} is based on snapshot {} (read from {}): give the mirror's base",
+            set.links[0].name,
+            set.links[0].describe(),
+            m.dir.display(),
+            s.base.id,
+            s.base_medium
+        );
+    }
+    set.links[0].prepare()?;
+    let tree = &s.tree;
+    let wanted: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
+    let (marks, missing) = mark_paths(tree, &wanted);
+    for p in &missing {
+        report.warn(p, format!("not in snapshot {} of the mirror", s.newest.id));
+    }
+    if !missing.is_empty() && missing.len() == wanted.len() {
+        bail!(
+            "none of the given paths is in snapshot {} of the mirror {}",
+            s.newest.id,
+            m.dir.display()
+        );
+    }
+    let sel = cut(tree, &marks);
+    crate::target::create::prepare_target(target, force)?;
+    let bs = s.block_size as u64;
+    let held = s.held_vbns();
+    let link = &mut set.links[0];
+    let n = crate::target::create::create_selection(&sel, target, force, report, |apply| {
+        let mut wants = Vec::new();
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        let mut buf = Vec::new();
+        for (ino, inode) in sel.files(tree) {
+            for x in &inode.extents {
+                for (v, n, inside) in held.split(x.vbn, x.count) {
+                    let block = x.block + (v - x.vbn);
+                    if !inside {
+                        wants.push((
+                            v,
+                            n,
+                            Want {
+                                ino,
+                                block,
+                                size: inode.size,
+                            },
+                        ));
+                        continue;
+                    }
+                    for k in 0..n {
+                        m.block(v + k, &mut buf)?;
+                        let offset = (block + k) * bs;
+                        let len = bs.min(inode.size.saturating_sub(offset));
+                        if len == 0 {
+                            continue;
+                        }
+                        let seg = Segment {
+                            ino,
+                            vbn: 0,
+                            offset,
+                            len: len as u32,
+                        };
+                        apply.write(&sel.tree, &seg, &buf[..len as usize])?;
+                        blocks += 1;
+                        bytes += len;
+                    }
+                }
+            }
+        }
+        blocks += deliver(link, wants, |w, off, data| {
+            bytes += data.len() as u64;
+            let seg = Segment {
+                ino: w.ino,
+                vbn: 0,
+                offset: off,
+                len: data.len() as u32,
+            };
+            apply.write(&sel.tree, &seg, data)
+        })?;
+        Ok((blocks, bytes))
+    })?;
+    Ok((n.0, n.1, set.bytes_read()))
+}
