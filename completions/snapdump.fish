@@ -81,7 +81,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s f -d 'Inpu
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l at -d 'Work on this snapshot of the chain (default the newest given)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l target -d 'Directory to restore into (default: the current directory)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l volume -d 'With -r: apply the streams to this volume instead of a directory' -r -F
-complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l mirror -d 'With -r or -x: the newest snapshot of this incremental mirror, whose base is the one -f names; the blocks that differ from the base come from the mirror. -r reads the base once, in order; -x reads of a base in a file only the records its files need. See snapdump mirror' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l mirror -d 'With -r, -x, -C or -t: the newest snapshot of this incremental mirror, whose base is the one -f names; the blocks that differ from the base come from the mirror. -r reads the base once, in order; -x and -C read of a base in a file only the records they need; -t reads only the mirror. See snapdump mirror' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l new-volume -d 'Run CMD when the next volume is needed' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json-file -d 'Write the JSON summary to FILE instead' -r -F

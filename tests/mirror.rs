@@ -178,6 +178,50 @@ fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
         }
         last = r;
     }
+    // Compared with the live tree it was restored into: nothing differs;
+    // then one byte of one file does.
+    let (c, o, e) = run_s(&[
+        "restore",
+        "-C",
+        "-f",
+        p(&s.base),
+        "--mirror",
+        p(&m),
+        "--target",
+        p(&last),
+    ]);
+    assert_eq!(c, 0, "{e} {}", String::from_utf8_lossy(&o));
+    let victim = s.files()[0].strip_prefix(&s.t.src).unwrap().to_path_buf();
+    let copy = s.t.dir.path().join("changed-copy");
+    assert!(std::process::Command::new("cp")
+        .args(["-a", p(&last), p(&copy)])
+        .status()
+        .unwrap()
+        .success());
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(copy.join(&victim))
+            .unwrap();
+        f.write_all_at(b"!", 5).unwrap();
+    }
+    let (c, o, _) = run_s(&[
+        "restore",
+        "-C",
+        "-f",
+        p(&s.base),
+        "--mirror",
+        p(&m),
+        "--target",
+        p(&copy),
+    ]);
+    let o = String::from_utf8_lossy(&o);
+    assert_eq!(c, 1, "{o}");
+    assert!(
+        o.contains(&*victim.to_string_lossy()) && o.contains("content"),
+        "{o}"
+    );
     // One file, from the tape base and the mirror.
     let one = s.files()[3].strip_prefix(&s.t.src).unwrap().to_path_buf();
     let x = s.t.dir.path().join("x");
@@ -222,6 +266,10 @@ fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
     ]);
     assert_eq!(c, 0, "{e}");
     assert_eq!(run_s(&["verify", "-f", p(&synth)]).0, 0);
+    // Listed from the mirror alone, as the synthetic full lists.
+    let (c, listed, e) = run_s(&["restore", "-t", "-f", p(&s.base), "--mirror", p(&m)]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(listed, run_s(&["restore", "-t", "-f", p(&synth)]).1);
     let r = s.t.dir.path().join("r-synth");
     assert_eq!(
         run_s(&["restore", "-r", "-f", p(&synth), "--target", p(&r)]).0,

@@ -83,12 +83,12 @@ pub struct RestoreArgs {
     /// snapdump-volume(1).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["list", "extract", "compare", "interactive", "finish"])]
     volume: Option<PathBuf>,
-    /// With -r or -x: the newest snapshot of this incremental mirror,
-    /// whose base is the one -f names; the blocks that differ from the base
-    /// come from the mirror. -r reads the base once, in order; -x reads of
-    /// a base in a file only the records its files need. See snapdump
-    /// mirror.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["list", "compare", "interactive", "finish", "volume"])]
+    /// With -r, -x, -C or -t: the newest snapshot of this incremental
+    /// mirror, whose base is the one -f names; the blocks that differ from
+    /// the base come from the mirror. -r reads the base once, in order; -x
+    /// and -C read of a base in a file only the records they need; -t reads
+    /// only the mirror. See snapdump mirror.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["interactive", "finish", "volume"])]
     mirror: Option<PathBuf>,
     /// Restore into a non-empty target, replacing entries in the way.
     ///
@@ -162,6 +162,46 @@ pub fn run(mut a: RestoreArgs, report: &Report) -> Result<i32> {
             "warnings": report.warnings(),
         });
         print::json(&a.json, false, &v)?;
+    } else if let (true, Some(mirror)) = (a.list, &a.mirror) {
+        let m = crate::mirror::Mirror::open(mirror, a.wait.policy())?;
+        let t = &m.state.tree;
+        let wanted: Vec<Vec<u8>> = a
+            .paths
+            .iter()
+            .map(|p| crate::target::select::normalize(p))
+            .collect();
+        let (marks, missing) = crate::target::select::mark_paths(t, &wanted);
+        for p in &missing {
+            report.warn(
+                p,
+                format!("not in snapshot {} of the mirror", m.state.newest.id),
+            );
+        }
+        let chosen = || {
+            t.dirents
+                .iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(i, _)| marks[*i])
+                .map(|(_, d)| d)
+        };
+        if a.json.wanted() {
+            let entries: Vec<_> = chosen().map(|d| crate::tree::EntryInfo::of(t, d)).collect();
+            let v = serde_json::json!({
+                "command": "list",
+                "snapshot": m.state.newest,
+                "entries": entries,
+            });
+            print::json(&a.json, false, &v)?;
+        } else {
+            print::lines(chosen().map(|d| {
+                let mut line = crate::names::escape(&t.dirent_path(d));
+                if t.inode(d.ino).kind == crate::tree::Kind::Dir {
+                    line.push('/');
+                }
+                line
+            }))?;
+        }
     } else if a.list {
         list(&a, &inputs, report)?;
     } else if a.extract {
@@ -182,6 +222,7 @@ pub fn run(mut a: RestoreArgs, report: &Report) -> Result<i32> {
             paths: a.paths,
             at: a.at,
             digest,
+            mirror: a.mirror.clone(),
         };
         let s = crate::restore::compare::compare(&opts, report)?;
         print::json_or_lines(&a.json, &s, s.differences.iter().map(|d| d.line()))?;

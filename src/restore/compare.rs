@@ -39,6 +39,9 @@ pub struct CompareOptions {
     pub at: Option<At>,
     /// Read every stream whole and check its SHA-256 list.
     pub digest: Digest,
+    /// Compare the newest snapshot of this incremental mirror, whose base
+    /// is the one input, instead of a chain's.
+    pub mirror: Option<std::path::PathBuf>,
 }
 
 /// One difference between the snapshot and the live tree.
@@ -100,17 +103,32 @@ pub struct CompareSummary {
 /// Runs `restore -C`.
 pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary> {
     let started = std::time::Instant::now();
+    let mirror = match &opts.mirror {
+        Some(dir) => Some(crate::mirror::Mirror::open(dir, crate::lock::Wait::Yes)?),
+        None => None,
+    };
     let Chosen {
         mut set,
         top,
         chain,
-    } = Chosen::open(&opts.inputs, opts.digest, opts.at)?;
+    } = match &mirror {
+        Some(m) => super::reintegrate::base_of(m, &opts.inputs)?,
+        None => Chosen::open(&opts.inputs, opts.digest, opts.at)?,
+    };
+    let top_tree = match &mirror {
+        Some(m) => &m.state.tree,
+        None => &set.links[top].front.tree,
+    };
+    let what = match &mirror {
+        Some(m) => format!("snapshot {} of the mirror", m.state.newest.id),
+        None => set.links[top].describe(),
+    };
     let paths: Vec<Vec<u8>> = opts.paths.iter().map(|p| normalize(p)).collect();
-    let (marks, missing) = mark_paths(&set.links[top].front.tree, &paths);
+    let (marks, missing) = mark_paths(top_tree, &paths);
     for m in &missing {
-        report.warn(m, format!("not in {}", set.links[top].describe()));
+        report.warn(m, format!("not in {what}"));
     }
-    let sel = cut(&set.links[top].front.tree, &marks);
+    let sel = cut(top_tree, &marks);
     check_target(&opts.target)?;
     let root = fsx::open_dir_path(&opts.target)
         .with_context(|| format!("cannot open {} to compare with", opts.target.display()))?;
@@ -133,16 +151,54 @@ pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary>
         differs: vec![false; sel.tree.inodes.len() + 1],
         open: None,
     };
+    let bs = set.links[top].header.block_size as u64;
     let (plan, files) = {
         let files: Vec<(u64, &Inode)> = sel
-            .files(&set.links[top].front.tree)
+            .files(top_tree)
             .filter(|(ino, _)| w.same_size[*ino as usize])
             .collect();
-        let links: Vec<_> = chain.iter().map(|&i| &set.links[i]).collect();
         let inos: Vec<u64> = files.iter().map(|f| f.0).collect();
-        (Plan::new(&links, files)?, inos)
+        match &mirror {
+            // The mirror's blocks are compared here; the others come from
+            // the base.
+            Some(m) => {
+                let held = m.state.held_vbns();
+                let mut wants = Vec::new();
+                let mut buf = Vec::new();
+                for (ino, inode) in files {
+                    for x in &inode.extents {
+                        for (v, n, inside) in held.split(x.vbn, x.count) {
+                            let block = x.block + (v - x.vbn);
+                            if !inside {
+                                let size = inode.size;
+                                wants.push((v, n, super::fetch::Want { ino, block, size }));
+                                continue;
+                            }
+                            for k in 0..n {
+                                m.block(v + k, &mut buf)?;
+                                let off = (block + k) * bs;
+                                let len = bs.min(inode.size.saturating_sub(off)) as usize;
+                                if !content.differs[ino as usize] {
+                                    let same = content.matches(&mut w, ino, off, &buf[..len])?;
+                                    content.differs[ino as usize] = !same;
+                                }
+                            }
+                        }
+                    }
+                }
+                (
+                    Plan {
+                        per_link: vec![wants],
+                    },
+                    inos,
+                )
+            }
+            None => {
+                let links: Vec<_> = chain.iter().map(|&i| &set.links[i]).collect();
+                (Plan::new(&links, files)?, inos)
+            }
+        }
     };
-    let bs = set.links[top].header.block_size as u64;
     for (k, wants) in plan.per_link.into_iter().enumerate() {
         deliver(&mut set.links[chain[k]], wants, |want, off, data| {
             if !content.differs[want.ino as usize] {
@@ -165,7 +221,10 @@ pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary>
     diffs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.what.cmp(b.1.what)));
     Ok(CompareSummary {
         command: "compare",
-        snapshot: set.links[top].header.snapshot.clone(),
+        snapshot: match &mirror {
+            Some(m) => m.state.newest.clone(),
+            None => set.links[top].header.snapshot.clone(),
+        },
         chain: chain.iter().map(|&i| set.links[i].name.clone()).collect(),
         target: opts.target.display().to_string(),
         entries: sel.tree.dirents.len() as u64,

@@ -272,3 +272,29 @@ pub fn extract(
     })?;
     Ok((n.0, n.1, set.bytes_read()))
 }
+
+/// The base of `m` among `inputs` (exactly one), opened for random access
+/// where it is a file, as the one-stream chain a compare reads.
+pub fn base_of(m: &Mirror, inputs: &[Input]) -> Result<super::chain::Chosen> {
+    if inputs.len() != 1 {
+        bail!("--mirror takes the mirror's base, one -f");
+    }
+    let mut set = StreamSet::open(inputs, Digest::Skip)?;
+    let s = &m.state;
+    if set.links[0].header.snapshot.uuid != s.base.uuid {
+        bail!(
+            "{} holds {}, and the mirror {} is based on snapshot {} (read from {}): give the mirror's base",
+            set.links[0].name,
+            set.links[0].describe(),
+            m.dir.display(),
+            s.base.id,
+            s.base_medium
+        );
+    }
+    set.links[0].prepare()?;
+    Ok(super::chain::Chosen {
+        set,
+        top: 0,
+        chain: vec![0],
+    })
+}
