@@ -137,7 +137,7 @@ def top(m):
 # Layer rules: a module may not import these (top-level) modules.
 UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "replica", "mirror", "cli", "fuzzing", "tarout"}
 MODEL = {"tree", "names", "runs", "wire", "ids", "digest", "at", "planes", "rules", "fileflags"}
-PLUMBING = {"fsx", "lock", "atomic", "failpoint", "progress", "report"}
+PLUMBING = {"fsx", "lock", "atomic", "failpoint", "progress", "report", "sealed"}
 FORBIDDEN = {
     **{m: UPPER | PLUMBING for m in MODEL},
     **{m: UPPER for m in PLUMBING},

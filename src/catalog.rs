@@ -224,38 +224,20 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
         None => Vec::new(),
     };
     e.bytes(&rules);
-    let body = zstd::bulk::compress(&e.buf, 3).expect("zstd compression of catalog");
-    let mut out = Vec::with_capacity(body.len() + 64);
-    out.extend_from_slice(&CATALOG_MAGIC);
-    out.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
-    out.extend_from_slice(&(e.buf.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    let h = crate::digest::sha256(&out);
-    out.extend_from_slice(&h);
-    out
+    crate::sealed::seal(&CATALOG_MAGIC, CATALOG_VERSION, &e.buf)
 }
 
 /// Parses and checks a catalog file.
 pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
-    if bytes.len() < 28 + 32 || bytes[..8] != CATALOG_MAGIC {
-        bail!("not a snapdump catalog (bad magic)");
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let (version, body) = crate::sealed::open(
+        bytes,
+        &CATALOG_MAGIC,
+        "catalog",
+        "; restore it from a backup or remove it to start a new chain with a level-0 dump",
+    )?;
     if !(1..=CATALOG_VERSION).contains(&version) {
         bail!("catalog format version {version} is not supported by this snapdump (it reads 1 to {CATALOG_VERSION}); use a newer snapdump");
     }
-    let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if crate::digest::sha256(content) != sum {
-        bail!("catalog checksum mismatch (damaged); restore it from a backup or remove it to start a new chain with a level-0 dump");
-    }
-    let raw_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-    let body_len = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
-    if body_len != content.len() as u64 - 28 || raw_len > 1 << 40 {
-        bail!("catalog length fields are inconsistent");
-    }
-    let body = zstd::bulk::decompress(&content[28..], raw_len as usize)
-        .context("catalog body does not decompress")?;
     decode_body(&body, version)
 }
 

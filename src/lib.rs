@@ -52,6 +52,7 @@ pub mod restore;
 pub mod rules;
 pub(crate) mod runs;
 pub mod scan;
+pub mod sealed;
 pub(crate) mod snapshots;
 pub mod stream;
 pub mod target;

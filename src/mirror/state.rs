@@ -6,7 +6,7 @@ use crate::runs::RunSet;
 use crate::stream::header::{dec_snap, enc_snap, SnapshotRef};
 use crate::tree::{ItemForm, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 /// Magic at the start of the state file.
 pub const MIRROR_MAGIC: [u8; 8] = *b"SDMIRROR";
@@ -133,38 +133,20 @@ pub fn encode(s: &MirrorState) -> Vec<u8> {
     for i in 0..s.tree.dirents.len() {
         s.tree.encode_item(i, &mut e, ItemForm::CURRENT);
     }
-    let body = zstd::bulk::compress(&e.buf, 3).expect("zstd compresses in memory");
-    let mut out = Vec::with_capacity(body.len() + 60);
-    out.extend_from_slice(&MIRROR_MAGIC);
-    out.extend_from_slice(&MIRROR_VERSION.to_le_bytes());
-    out.extend_from_slice(&(e.buf.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    let h = crate::digest::sha256(&out);
-    out.extend_from_slice(&h);
-    out
+    crate::sealed::seal(&MIRROR_MAGIC, MIRROR_VERSION, &e.buf)
 }
 
 /// Parses and checks a state file.
 pub fn decode(bytes: &[u8]) -> Result<MirrorState> {
-    if bytes.len() < 28 + 32 || bytes[..8] != MIRROR_MAGIC {
-        bail!("not a snapdump mirror state (bad magic)");
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let (version, raw) = crate::sealed::open(
+        bytes,
+        &MIRROR_MAGIC,
+        "mirror state",
+        "; restore the mirror from the base and its increments (mirror create, then add)",
+    )?;
     if version != MIRROR_VERSION {
         bail!("mirror format version {version} is not supported by this snapdump (it reads {MIRROR_VERSION}); use a newer snapdump");
     }
-    let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if crate::digest::sha256(content) != sum {
-        bail!("the mirror's state file is damaged (checksum mismatch)");
-    }
-    let raw_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-    let body_len = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
-    if body_len != content.len() as u64 - 28 || raw_len > 1 << 40 {
-        bail!("the mirror's state file lengths are inconsistent");
-    }
-    let raw = zstd::bulk::decompress(&content[28..], raw_len as usize)
-        .context("the mirror's state does not decompress")?;
     let mut d = Dec::new(&raw, "mirror state");
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();

@@ -162,30 +162,13 @@ pub fn compare(opts: &CompareOptions, report: &Report) -> Result<CompareSummary>
             // The mirror's blocks are compared here; the others come from
             // the base.
             Some(m) => {
-                let held = m.state.held_vbns();
-                let mut wants = Vec::new();
-                let mut buf = Vec::new();
-                for (ino, inode) in files {
-                    for x in &inode.extents {
-                        for (v, n, inside) in held.split(x.vbn, x.count) {
-                            let block = x.block + (v - x.vbn);
-                            if !inside {
-                                let size = inode.size;
-                                wants.push((v, n, super::fetch::Want { ino, block, size }));
-                                continue;
-                            }
-                            for k in 0..n {
-                                m.block(v + k, &mut buf)?;
-                                let off = (block + k) * bs;
-                                let len = bs.min(inode.size.saturating_sub(off)) as usize;
-                                if !content.differs[ino as usize] {
-                                    let same = content.matches(&mut w, ino, off, &buf[..len])?;
-                                    content.differs[ino as usize] = !same;
-                                }
-                            }
-                        }
+                let wants = super::reintegrate::from_mirror(m, files, |ino, off, data| {
+                    if !content.differs[ino as usize] {
+                        let same = content.matches(&mut w, ino, off, data)?;
+                        content.differs[ino as usize] = !same;
                     }
-                }
+                    Ok(())
+                })?;
                 (
                     Plan {
                         per_link: vec![wants],

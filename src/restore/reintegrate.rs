@@ -32,19 +32,8 @@ pub fn write(
     label: Option<&Output>,
 ) -> Result<u64> {
     let s = &m.state;
-    let mut set = StreamSet::open(std::slice::from_ref(base), Digest::Skip)?;
+    let mut set = base_of(m, std::slice::from_ref(base))?.set;
     let link = &set.links[0];
-    if link.header.snapshot.uuid != s.base.uuid || !link.header.full {
-        bail!(
-            "{} holds {}, and the mirror {} is based on snapshot {} ({}, read from {}): give the mirror's base",
-            link.name,
-            link.describe(),
-            m.dir.display(),
-            s.base.id,
-            s.base.time.rfc3339(),
-            s.base_medium
-        );
-    }
     let bs = s.block_size as u64;
     let tree = &s.tree;
     let vbns = tree_vbns(tree);
@@ -184,22 +173,11 @@ pub fn extract(
     force: bool,
     report: &Report,
 ) -> Result<(u64, u64, u64)> {
-    use super::fetch::{deliver, Want};
+    use super::fetch::deliver;
     use crate::stream::payload::Segment;
     use crate::target::select::{cut, mark_paths, normalize};
     let s = &m.state;
-    let mut set = StreamSet::open(std::slice::from_ref(base), Digest::Skip)?;
-    if set.links[0].header.snapshot.uuid != s.base.uuid {
-        bail!(
-            "{} holds {}, and the mirror {} is based on snapshot {} (read from {}): give the mirror's base",
-            set.links[0].name,
-            set.links[0].describe(),
-            m.dir.display(),
-            s.base.id,
-            s.base_medium
-        );
-    }
-    set.links[0].prepare()?;
+    let mut set = base_of(m, std::slice::from_ref(base))?.set;
     let tree = &s.tree;
     let wanted: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
     let (marks, missing) = mark_paths(tree, &wanted);
@@ -215,49 +193,20 @@ pub fn extract(
     }
     let sel = cut(tree, &marks);
     crate::target::create::prepare_target(target, force)?;
-    let bs = s.block_size as u64;
-    let held = s.held_vbns();
     let link = &mut set.links[0];
     let n = crate::target::create::create_selection(&sel, target, force, report, |apply| {
-        let mut wants = Vec::new();
         let (mut blocks, mut bytes) = (0u64, 0u64);
-        let mut buf = Vec::new();
-        for (ino, inode) in sel.files(tree) {
-            for x in &inode.extents {
-                for (v, n, inside) in held.split(x.vbn, x.count) {
-                    let block = x.block + (v - x.vbn);
-                    if !inside {
-                        wants.push((
-                            v,
-                            n,
-                            Want {
-                                ino,
-                                block,
-                                size: inode.size,
-                            },
-                        ));
-                        continue;
-                    }
-                    for k in 0..n {
-                        m.block(v + k, &mut buf)?;
-                        let offset = (block + k) * bs;
-                        let len = bs.min(inode.size.saturating_sub(offset));
-                        if len == 0 {
-                            continue;
-                        }
-                        let seg = Segment {
-                            ino,
-                            vbn: 0,
-                            offset,
-                            len: len as u32,
-                        };
-                        apply.write(&sel.tree, &seg, &buf[..len as usize])?;
-                        blocks += 1;
-                        bytes += len;
-                    }
-                }
-            }
-        }
+        let wants = from_mirror(m, sel.files(tree), |ino, offset, data| {
+            let seg = Segment {
+                ino,
+                vbn: 0,
+                offset,
+                len: data.len() as u32,
+            };
+            blocks += 1;
+            bytes += data.len() as u64;
+            apply.write(&sel.tree, &seg, data)
+        })?;
         blocks += deliver(link, wants, |w, off, data| {
             bytes += data.len() as u64;
             let seg = Segment {
@@ -281,7 +230,7 @@ pub fn base_of(m: &Mirror, inputs: &[Input]) -> Result<super::chain::Chosen> {
     }
     let mut set = StreamSet::open(inputs, Digest::Skip)?;
     let s = &m.state;
-    if set.links[0].header.snapshot.uuid != s.base.uuid {
+    if set.links[0].header.snapshot.uuid != s.base.uuid || !set.links[0].header.full {
         bail!(
             "{} holds {}, and the mirror {} is based on snapshot {} (read from {}): give the mirror's base",
             set.links[0].name,
@@ -297,4 +246,40 @@ pub fn base_of(m: &Mirror, inputs: &[Input]) -> Result<super::chain::Chosen> {
         top: 0,
         chain: vec![0],
     })
+}
+
+/// Hands the blocks of `files` (output inode, inode of the mirror's tree)
+/// that the mirror holds to `sink(ino, file offset, bytes)`, each checked
+/// and cut at the file's size, and returns the pieces the base must give,
+/// for [`super::fetch::deliver`]: what `restore -x` and `-C` share.
+pub fn from_mirror<'a>(
+    m: &Mirror,
+    files: impl IntoIterator<Item = (u64, &'a crate::tree::Inode)>,
+    mut sink: impl FnMut(u64, u64, &[u8]) -> Result<()>,
+) -> Result<Vec<(u64, u64, super::fetch::Want)>> {
+    let bs = m.state.block_size as u64;
+    let held = m.state.held_vbns();
+    let mut wants = Vec::new();
+    let mut buf = Vec::new();
+    for (ino, inode) in files {
+        for x in &inode.extents {
+            for (v, n, inside) in held.split(x.vbn, x.count) {
+                let block = x.block + (v - x.vbn);
+                if !inside {
+                    let size = inode.size;
+                    wants.push((v, n, super::fetch::Want { ino, block, size }));
+                    continue;
+                }
+                for k in 0..n {
+                    m.block(v + k, &mut buf)?;
+                    let offset = (block + k) * bs;
+                    let len = bs.min(inode.size.saturating_sub(offset)) as usize;
+                    if len > 0 {
+                        sink(ino, offset, &buf[..len])?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(wants)
 }

@@ -669,14 +669,16 @@ impl Staged {
             report,
         )
         .map_err(|e| after_check(e, target, &paths, &self.root, state, &h.snapshot, beside))?;
-        // The flags to set once the apply's leftovers are gone (only when
+        // The flags to set once the old tree beside, which shares the kept
+        // files, is gone (the in-place finish set them itself; only when
         // there are any: trees can be large).
-        let locked = next_state
-            .tree
-            .inodes
-            .iter()
-            .any(|i| i.flags & crate::fsx::flags::LATE != 0)
-            .then(|| next_state.tree.clone());
+        let locked = (beside
+            && next_state
+                .tree
+                .inodes
+                .iter()
+                .any(|i| i.flags & crate::fsx::flags::LATE != 0))
+        .then(|| next_state.tree.clone());
         let front = Front {
             tree: next_state.tree,
             ..checked.front
