@@ -310,8 +310,15 @@ fn wrong_repeated_damaged_or_foreign_increments_are_refused_and_change_nothing()
     refused(&["mirror", "add", p(&m), "-f", p(&bad)], "bad.sdump");
     let cut = s.t.dir.path().join("cut.sdump");
     fs::write(&cut, &fs::read(&i1).unwrap()[..n - 200]).unwrap();
+    let disk = || json(&["mirror", "status", "--json", p(&m)])["disk_bytes"].clone();
+    let disk_before = disk();
     refused(&["mirror", "add", p(&m), "-f", p(&cut)], "cut.sdump");
     assert_eq!(state(), before, "a refused increment changed the mirror");
+    assert_eq!(
+        disk(),
+        disk_before,
+        "a refused increment left its blocks on disk"
+    );
     json(&["mirror", "add", "--json", p(&m), "-f", p(&i1)]);
     refused(
         &["mirror", "add", p(&m), "-f", p(&i1)],
@@ -327,19 +334,34 @@ fn wrong_repeated_damaged_or_foreign_increments_are_refused_and_change_nothing()
         0
     );
     let r = s.t.dir.path().join("r");
-    refused(
-        &[
-            "restore",
-            "-r",
-            "-f",
-            p(&wrong_base),
-            "--mirror",
-            p(&m),
-            "--target",
-            p(&r),
-        ],
-        "give the mirror's base",
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(&wrong_base),
+        "--mirror",
+        p(&m),
+        "--target",
+        p(&r),
+    ]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("give the mirror's base") && !e.contains("empty input"),
+        "{e}"
     );
+    assert!(!r.exists(), "a refused restore made its target");
+    // A blocks file cut short is damage, named by every command.
+    let blocks = m.join("blocks");
+    let len = fs::metadata(&blocks).unwrap().len();
+    let saved = fs::read(&blocks).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&blocks)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(&["mirror", "status", p(&m)], "is damaged");
+    fs::write(&blocks, saved).unwrap();
     refused(
         &[
             "mirror",

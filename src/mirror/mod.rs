@@ -67,6 +67,16 @@ impl Mirror {
             .write(true)
             .open(dir.join("blocks"))
             .with_context(|| format!("cannot open {}", dir.join("blocks").display()))?;
+        let len = blocks.metadata()?.len();
+        if len < state.slots * state.block_size as u64 {
+            bail!(
+                "the mirror {} is damaged: {} holds {len} bytes, and its state needs {} slots of {} bytes; make the mirror again (mirror create, then add the increments)",
+                dir.display(),
+                dir.join("blocks").display(),
+                state.slots,
+                state.block_size
+            );
+        }
         Ok(Mirror {
             dir: dir.to_path_buf(),
             state,
@@ -233,7 +243,16 @@ pub fn add(dir: &Path, inputs: &[Input], wait: Wait) -> Result<Vec<Added>> {
     m.punch_free();
     let mut out = Vec::new();
     for input in inputs {
-        let (next, added) = add_one(&m, input)?;
+        let (next, added) = match add_one(&m, input) {
+            Ok(v) => v,
+            Err(e) => {
+                // Blocks a refused increment wrote are in slots the state
+                // counts free, or past its end: their space goes back.
+                m.punch_free();
+                trim(&m);
+                return Err(e);
+            }
+        };
         m.commit(&next)?;
         m.state = next;
         m.punch_free();

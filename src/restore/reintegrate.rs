@@ -31,8 +31,19 @@ pub fn write(
     compression: i32,
     label: Option<&Output>,
 ) -> Result<u64> {
+    let set = base_of(m, std::slice::from_ref(base))?.set;
+    write_from(m, set, out, compression, label)
+}
+
+/// As [`write`], from the base already opened and checked (`base_of`).
+fn write_from(
+    m: &Mirror,
+    mut set: StreamSet,
+    out: Box<dyn Write + Send>,
+    compression: i32,
+    label: Option<&Output>,
+) -> Result<u64> {
     let s = &m.state;
-    let mut set = base_of(m, std::slice::from_ref(base))?.set;
     let link = &set.links[0];
     let bs = s.block_size as u64;
     let tree = &s.tree;
@@ -139,15 +150,23 @@ pub fn restore(
         restored_before: None,
         inplace: opts.inplace,
     };
+    // The base is checked before the restore starts: a wrong one is refused
+    // with its own message, nothing created.
+    let set = base_of(m, std::slice::from_ref(base))?.set;
+    // The restore runs beside (the opened base, which the producer
+    // reads, stays on this thread); once it returns, the pipe's reading
+    // end goes, so a producer writing to a restore that stopped gets EPIPE
+    // rather than waiting on a full pipe.
     std::thread::scope(|scope| {
-        let producer = scope.spawn(move || write(m, base, Box::new(writer), 1, None));
-        let restored = crate::target::full::restore(&opts, report);
-        // A restore that stopped reading must not leave the producer
-        // blocked on a full pipe: its reading end goes first.
-        drop(reader);
-        let produced = producer
+        let restorer = scope.spawn(move || {
+            let r = crate::target::full::restore(&opts, report);
+            drop(reader);
+            r
+        });
+        let produced = write_from(m, set, Box::new(writer), 1, None);
+        let restored = restorer
             .join()
-            .map_err(|_| anyhow!("the reintegration thread panicked"))?;
+            .map_err(|_| anyhow!("the restore thread panicked"))?;
         match (restored, produced) {
             (Ok(mut v), Ok(_)) => v.pop().ok_or_else(|| anyhow!("nothing was restored")),
             // The producer's error is the cause (the restore saw a cut
