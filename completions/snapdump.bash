@@ -280,7 +280,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__coalesce)
-            opts="-f -o -b -z -v -q -h --append --tape-capacity --volume-size --compress --verify-digest --file-number --new-volume --json --json-file --verbose --quiet --help"
+            opts="-f -o -b -z -v -q -h --append --tape-capacity --volume-size --compress --verify-digest --max-waste --recompress --file-number --new-volume --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +311,10 @@ _snapdump() {
                     return 0
                     ;;
                 -z)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-waste)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -121,11 +121,13 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s b -d 'On 
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l tape-capacity -d 'Capacity of a virtual tape (e.g. 400M, 12T)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l volume-size -d 'Cut the output into volume files of at most SIZE (e.g. 4G)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s z -l compress -d 'zstd level for the output\'s records; 0 turns compression off' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l max-waste -d 'A data record whose kept blocks stay as they are is copied whole, not compressed again, its dropped blocks left in as gap bytes, when these are at most PERCENT of its data (0: only records that keep every block are copied)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l new-volume -d 'Run CMD when the next volume is needed' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l append -d 'On tape: add the stream after the dumps already on it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l verify-digest -d 'Also recompute each input\'s SHA-256 digest list (as verify does)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l recompress -d 'Compress every record again at -z, copying none: the smallest output, at the cost of the time a fresh dump spends compressing'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Coalescing benchmark: a level 0 and 5 increments (each after
 # `gentree mutate`: 1% of the big files' blocks and about 1% of the small
-# files changed) coalesced into a synthetic full, next to a fresh
-# `dump -0` of the same tree, in the same run, twice each; both write a
+# files changed) coalesced into a synthetic full (records copied whole with
+# gaps, the default, and with --recompress), next to a fresh `dump -0` of
+# the same tree, in the same run, twice each; both write a
 # file on the same tmpfs and fsync it. Also: the source reads of each
 # (opens under the tree, counted with strace), and the merged increment
 # (levels 1-5 in one) next to the sum of the increments it replaces.
@@ -30,9 +31,14 @@ for run in 1 2; do
   fresh=$secs; fresh_kib=$kib
   printf '%-46s %9.2f %9d %14d\n' "snapdump dump -0 (fresh catalog), run $run" "$secs" "$((kib / 1024))" "$(stat -c %s "$out/fresh.sdump")"
   rm -f "$out/synth.sdump"
-  timeit "$bin" coalesce "${inputs[@]}" -o "$out/synth.sdump"
+  /usr/bin/time -f "%e %M" -o "$out/t" "$bin" coalesce --json "${inputs[@]}" -o "$out/synth.sdump" > "$out/synth.json"
+  read -r secs kib < "$out/t"
   printf '%-46s %9.2f %9d %14d\n' "snapdump coalesce -f s0..s5, run $run" "$secs" "$((kib / 1024))" "$(stat -c %s "$out/synth.sdump")"
   awk -v a="$secs" -v b="$fresh" 'BEGIN { printf "  coalesce / dump -0 time = %.2f (target <= 0.5)\n", a / b }'
+  echo "  blocks copied $(jq .blocks_copied "$out/synth.json") of $(jq .blocks_carried "$out/synth.json"), gap bytes $(jq .gap_bytes "$out/synth.json")"
+  rm -f "$out/squeezed.sdump"
+  timeit "$bin" coalesce --recompress "${inputs[@]}" -o "$out/squeezed.sdump"
+  printf '%-46s %9.2f %9d %14d\n' "snapdump coalesce --recompress, run $run" "$secs" "$((kib / 1024))" "$(stat -c %s "$out/squeezed.sdump")"
 done
 rm -f "$out/synth2.sdump"
 strace -f -e trace=openat -o "$out/strace" "$bin" coalesce "${inputs[@]}" -o "$out/synth2.sdump" >/dev/null 2>&1

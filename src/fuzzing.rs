@@ -103,7 +103,7 @@ pub fn records(data: &[u8]) {
     }
     let _ = crate::stream::header::StreamHeader::decode(data);
     let _ = Image::decode(data);
-    let _ = decode_data(data);
+    let _ = decode_data(data, true);
     let _ = decode_reloc(data);
     let _ = End::decode(data);
     for form in [

@@ -262,3 +262,185 @@ fn coalesce_killed_at_random_moments_never_leaves_a_partial_output() {
         "coalesce kill trials: {n}, killed while running: {killed}, hidden entries: {left:?}"
     );
 }
+
+/// A text file of `n` bytes that compresses (so records are stored as zstd
+/// frames), different for each `seed`.
+fn text(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n + 64);
+    let mut i = 0u64;
+    while v.len() < n {
+        v.extend_from_slice(format!("{seed:04} line {i:08} of the text\n").as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+/// Records whose kept blocks stay as they are are copied whole, the
+/// dropped blocks left as gap bytes; every reader skips the gaps: verify,
+/// restore -r of a directory and of a volume, -x and -C through the
+/// relocation table, a second coalesce with the output as input, and a
+/// mirror's add and reintegration.
+#[test]
+fn records_copied_whole_carry_gaps_that_every_reader_skips() {
+    use std::os::unix::fs::FileExt;
+    let t = paths();
+    let big = t.src.join("big.txt");
+    fs::write(&big, text(1, 4 << 20)).unwrap();
+    fs::write(t.src.join("raw.bin"), bytes(9, 600_000)).unwrap();
+    let mut streams: Vec<PathBuf> = Vec::new();
+    let mut trees = Vec::new();
+    let dump = |streams: &mut Vec<PathBuf>, trees: &mut Vec<_>| {
+        let level = streams.len() as u8;
+        let s = t.dir.path().join(format!("s{level}"));
+        assert_eq!(dump_to(level, &s, &t.cat, &t.src), 0);
+        streams.push(s);
+        trees.push(snapshot_tree(&t.src));
+    };
+    dump(&mut streams, &mut trees);
+    for r in 0..4u64 {
+        let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+        for k in 0..3 {
+            // Scattered single blocks: most records lose one or two.
+            f.write_all_at(
+                &text(100 + r * 10 + k, 4096),
+                4096 * ((r * 211 + k * 97) % 1024),
+            )
+            .unwrap();
+        }
+        if r > 0 {
+            // And one the round before wrote: the increments' records
+            // lose blocks too.
+            f.write_all_at(&text(999 + r, 4096), 4096 * ((r - 1) * 211 % 1024))
+                .unwrap();
+        }
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(t.src.join("raw.bin"))
+            .unwrap();
+        f.write_all_at(&bytes(50 + r, 4096), 4096 * (r * 30 % 140))
+            .unwrap();
+        fs::write(t.src.join(format!("new{r}")), text(200 + r, 10_000)).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        dump(&mut streams, &mut trees);
+    }
+    let arg = |range: std::ops::Range<usize>| -> Vec<&str> {
+        streams[range].iter().flat_map(|s| ["-f", p(s)]).collect()
+    };
+
+    // Levels 0..3 into a synthetic full: copies, with gaps.
+    let full = t.dir.path().join("full.sdump");
+    let mut a = arg(0..4);
+    a.extend(["-o", p(&full)]);
+    let (c, v, e) = coalesce(&a);
+    assert_eq!(c, 0, "{e}");
+    let copied = v["blocks_copied"].as_u64().unwrap();
+    let carried = v["blocks_carried"].as_u64().unwrap();
+    assert!(copied * 10 > carried * 8, "most blocks copied: {v}");
+    assert!(v["gap_bytes"].as_u64().unwrap() > 0, "{v}");
+    let (c, _, e) = run_s(&["verify", "-f", p(&full)]);
+    assert_eq!(c, 0, "{e}");
+    let target = t.dir.path().join("r-full");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&full), "--target", p(&target)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&trees[3], &target, "the synthetic full with gaps");
+    // The same with --recompress: no copies, no gaps, and smaller.
+    let squeezed = t.dir.path().join("squeezed.sdump");
+    let mut a = arg(0..4);
+    a.extend(["--recompress", "-o", p(&squeezed)]);
+    let (c, v2, e) = coalesce(&a);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        (v2["blocks_copied"].as_u64(), v2["gap_bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(
+        v2["stream_bytes"].as_u64() < v["stream_bytes"].as_u64(),
+        "{v2} {v}"
+    );
+    // Random access through the relocation table: -x of the file, and -C
+    // of the full plus the next increment against the live tree.
+    let x = t.dir.path().join("x");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-x",
+        "-f",
+        p(&full),
+        "--target",
+        p(&x),
+        "big.txt",
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        fs::read(x.join("big.txt")).unwrap(),
+        trees[3][&b"big.txt"[..]].content.clone().unwrap()
+    );
+    let (c, o, e) = run_s(&[
+        "restore",
+        "-C",
+        "-f",
+        p(&full),
+        "-f",
+        p(&streams[4]),
+        "--target",
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}{}", String::from_utf8_lossy(&o));
+    // Into a volume.
+    let vol = t.dir.path().join("v.vol");
+    assert_eq!(run_s(&["volume", "create", p(&vol)]).0, 0);
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&full), "--volume", p(&vol)]);
+    assert_eq!(c, 0, "{e}");
+    let vx = t.dir.path().join("vx");
+    let (c, _, e) = run_s(&["volume", "extract", p(&vol), p(&vx)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&trees[3], &vx, "the synthetic full received into a volume");
+
+    // The gapped full as the input of another coalesce: its gaps are
+    // skipped, and the copies of its records keep within the limit.
+    let full2 = t.dir.path().join("full2.sdump");
+    let (c, v, e) = coalesce(&["-f", p(&full), "-f", p(&streams[4]), "-o", p(&full2)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(v["blocks_copied"].as_u64().unwrap() > 0, "{v}");
+    let (c, _, e) = run_s(&["verify", "-f", p(&full2)]);
+    assert_eq!(c, 0, "{e}");
+    let target2 = t.dir.path().join("r-full2");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&full2), "--target", p(&target2)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&trees[4], &target2, "a coalesce of a gapped full");
+
+    // An increment with gaps (levels 1..4 merged), applied, and added to a
+    // mirror whose reintegration is then a full of the newest tree.
+    let inc = t.dir.path().join("inc.sdump");
+    let mut a = arg(1..5);
+    a.extend(["--max-waste", "100", "-o", p(&inc)]);
+    let (c, v, e) = coalesce(&a);
+    assert_eq!(c, 0, "{e}");
+    assert!(v["gap_bytes"].as_u64().unwrap() > 0, "{v}");
+    let target3 = t.dir.path().join("r-inc");
+    for s in [&streams[0], &inc] {
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(s), "--target", p(&target3)]);
+        assert_eq!(c, 0, "{e}");
+    }
+    assert_tree_is(&trees[4], &target3, "level 0 and the gapped increment");
+    let m = t.dir.path().join("mirror");
+    let (c, _, e) = run_s(&["mirror", "create", "--base", p(&streams[0]), p(&m)]);
+    assert_eq!(c, 0, "{e}");
+    let (c, _, e) = run_s(&["mirror", "add", p(&m), "-f", p(&inc)]);
+    assert_eq!(c, 0, "{e}");
+    let reint = t.dir.path().join("reint.sdump");
+    let (c, _, e) = run_s(&[
+        "mirror",
+        "reintegrate",
+        p(&m),
+        "--base",
+        p(&streams[0]),
+        "-o",
+        p(&reint),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let target4 = t.dir.path().join("r-reint");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&reint), "--target", p(&target4)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&trees[4], &target4, "the mirror's reintegration");
+}

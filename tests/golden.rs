@@ -131,6 +131,28 @@ fn golden_v3_stream_restores_exactly() {
     golden_stream_restores_exactly(3);
 }
 
+/// Format 4: a synthetic full whose data records hold gap segments.
+#[test]
+fn golden_v4_stream_restores_exactly() {
+    golden_stream_restores_exactly(4);
+}
+
+/// How many gap segments the data records of `stream` hold.
+fn gap_segments(stream: &Path) -> usize {
+    use snapdump::stream::reader::{Digest, StreamReader};
+    use snapdump::stream::record::RecordKind;
+    let f = std::fs::File::open(stream).unwrap();
+    let mut r = StreamReader::open(Box::new(f), "golden", Digest::Check).unwrap();
+    let mut gaps = 0;
+    while let Some(rec) = r.next_record().unwrap() {
+        if rec.kind == RecordKind::Data {
+            let (table, _) = snapdump::stream::payload::decode_table(&rec.raw, true).unwrap();
+            gaps += table.iter().filter(|s| s.is_gap()).count();
+        }
+    }
+    gaps
+}
+
 fn golden_stream_restores_exactly(version: u32) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/golden-v{version}"));
     let stream = dir.join("stream.sdump");
@@ -145,16 +167,55 @@ fn golden_stream_restores_exactly(version: u32) {
         std::fs::create_dir_all(&dir).unwrap();
         let t = paths();
         build_golden_tree(&t.src, version);
-        let (c, _, e) = run_s(&[
-            "dump",
-            "-0",
-            "-f",
-            p(&stream),
-            "--catalog",
-            p(&t.cat),
-            p(&t.src),
-        ]);
-        assert_eq!(c, 0, "{e}");
+        let dump = |level: &str, to: &Path| {
+            // (nodump honoured from level 9 only, so that a level 1 keeps
+            // the nodump files the manifest lists.)
+            let (c, _, e) = run_s(&[
+                "dump",
+                level,
+                "--honor-nodump",
+                "9",
+                "-f",
+                p(to),
+                "--catalog",
+                p(&t.cat),
+                p(&t.src),
+            ]);
+            assert_eq!(c, 0, "{e}");
+        };
+        if version >= 4 {
+            // A synthetic full with a gap: the level 0, one block of
+            // random.bin rewritten, the level 1, coalesced.
+            let s0 = t.dir.path().join("s0");
+            let s1 = t.dir.path().join("s1");
+            dump("-0", &s0);
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(t.src.join("random.bin"))
+                .unwrap();
+            f.write_all_at(&[b'#'; 4096], 4096).unwrap();
+            set_times(
+                &t.src.join("random.bin"),
+                (1_700_000_500, 0),
+                (1_700_000_501, 0),
+            );
+            dump("-1", &s1);
+            let (c, _, e) = run_s(&[
+                "coalesce",
+                "--max-waste",
+                "100",
+                "-f",
+                p(&s0),
+                "-f",
+                p(&s1),
+                "-o",
+                p(&stream),
+            ]);
+            assert_eq!(c, 0, "{e}");
+        } else {
+            dump("-0", &stream);
+        }
         let m = manifest(&t.src, version);
         std::fs::write(&man, serde_json::to_string_pretty(&m).unwrap() + "\n").unwrap();
     }
@@ -162,6 +223,9 @@ fn golden_stream_restores_exactly(version: u32) {
     assert_eq!(c, 0, "golden stream no longer verifies: {e}");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["header"]["format_version"], version);
+    if version >= 4 {
+        assert!(gap_segments(&stream) > 0, "the golden stream holds a gap");
+    }
     let t = paths();
     let (c, _, e) = run_s(&["restore", "-r", "-f", p(&stream), "--target", p(&t.out)]);
     assert_eq!(c, 0, "golden stream no longer restores: {e}");

@@ -845,7 +845,9 @@ mod random {
     /// the streams before the run, it gives the tree as it was at the run's
     /// last snapshot; a run from the level 0 is a synthetic full, listed as
     /// a fresh `dump -0` of the same tree lists; each output verifies.
-    fn coalesce_rounds(rounds: &[(Vec<Op>, u8)], pick: (usize, usize)) {
+    /// `waste`: the `--max-waste` given (records copied whole, with gaps
+    /// for dropped blocks), or `None` for `--recompress`.
+    fn coalesce_rounds(rounds: &[(Vec<Op>, u8)], pick: (usize, usize), waste: Option<u8>) {
         let mut ch = Chain::new();
         fs::create_dir(ch.src().join("sub")).unwrap();
         fs::write(ch.src().join("sub/seed"), bytes(1, 20_000)).unwrap();
@@ -877,7 +879,12 @@ mod random {
         let a = pick.0 % (ids.len() - 1);
         let b = a + 1 + pick.1 % (ids.len() - 1 - a);
         let out = ch.t.dir.path().join(format!("c{a}-{b}.sdump"));
+        let waste_arg = waste.map(|w| w.to_string());
         let mut args = vec!["coalesce", "--json", "-o", p(&out)];
+        match &waste_arg {
+            Some(w) => args.extend(["--max-waste", w]),
+            None => args.push("--recompress"),
+        }
         // Given newest first: the chain is found whatever the order.
         for id in ids[a..=b].iter().rev() {
             args.extend(["-f", p(&ch.streams[id].0)]);
@@ -886,8 +893,27 @@ mod random {
         assert_eq!(c, 0, "coalesce {a}..={b} of {ids:?}: {e}");
         let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
         assert_eq!(v["full"], a == 0, "{v}");
+        if waste.is_none() {
+            assert_eq!(v["blocks_copied"], 0, "{v}");
+        }
         let (c, _, e) = run_s(&["verify", "-f", p(&out)]);
         assert_eq!(c, 0, "{e}");
+        if b == ids.len() - 1 {
+            // The random-access path (relocation table, then the records
+            // it names): a compare with the live tree finds no difference.
+            let mut args = vec!["restore", "-C", "--target", p(ch.src())];
+            for id in &ids[..a] {
+                args.extend(["-f", p(&ch.streams[id].0)]);
+            }
+            args.extend(["-f", p(&out)]);
+            let (c, o, e) = run_s(&args);
+            assert_eq!(
+                c,
+                0,
+                "compare of the coalesced {a}..={b}: {e}{}",
+                String::from_utf8_lossy(&o)
+            );
+        }
         let target = ch.t.dir.path().join("rc");
         for id in &ids[..a] {
             let (c, _, e) = run_s(&[
@@ -935,8 +961,9 @@ mod random {
         fn coalescing_any_run_of_a_chain_restores_the_same(
             rounds in proptest::collection::vec((proptest::collection::vec(op(), 1..6), 0u8..10), 1..6),
             pick in (any::<usize>(), any::<usize>()),
+            waste in proptest::option::weighted(0.85, prop_oneof![Just(100u8), Just(0u8), 0u8..=100]),
         ) {
-            coalesce_rounds(&rounds, pick);
+            coalesce_rounds(&rounds, pick, waste);
         }
 
         #[test]

@@ -43,6 +43,17 @@ pub struct CoalesceArgs {
     /// Also recompute each input's SHA-256 digest list (as verify does).
     #[arg(long)]
     verify_digest: bool,
+    /// A data record whose kept blocks stay as they are is copied whole,
+    /// not compressed again, its dropped blocks left in as gap bytes, when
+    /// these are at most PERCENT of its data (0: only records that keep
+    /// every block are copied).
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::restore::coalesce::Waste::DEFAULT.percent,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_waste: u8,
+    /// Compress every record again at -z, copying none: the smallest
+    /// output, at the cost of the time a fresh dump spends compressing.
+    #[arg(long, conflicts_with = "max_waste")]
+    recompress: bool,
     #[command(flatten)]
     medium: ReadMediumArgs,
     #[command(flatten)]
@@ -63,6 +74,9 @@ pub fn run(a: CoalesceArgs, report: &Report) -> Result<i32> {
             new_volume: None,
         },
         compression: a.compress,
+        waste: (!a.recompress).then_some(crate::restore::coalesce::Waste {
+            percent: a.max_waste,
+        }),
         digest: if a.verify_digest {
             Digest::Check
         } else {

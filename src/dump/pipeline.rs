@@ -51,9 +51,13 @@ pub fn write_data(
         spool,
         bs,
     };
-    let (unstable, writer, sums) = write_records(writer, level, bs, |send, pool| {
-        read_blocks(&src, root, send, pool, report, progress)
-    })?;
+    let (unstable, writer, sums) = write_records(
+        writer,
+        level,
+        bs,
+        crate::stream::records::Sums::Keep,
+        |send, pool| read_blocks(&src, root, send, pool, report, progress),
+    )?;
     Ok(DataResult {
         writer,
         sums,

@@ -380,12 +380,8 @@ fn add_one(m: &Mirror, input: &Input) -> Result<(MirrorState, Added)> {
                 let at = |e: anyhow::Error| {
                     anyhow!("{name}: record {} at byte {}: {e:#}", rec.seq, rec.offset)
                 };
-                let (segs, data) = decode_data(&rec.raw).map_err(at)?;
-                let mut off = 0usize;
-                for seg in &segs {
-                    check_segment(&front.tree, carried, &mut seen, seg, bs).map_err(at)?;
-                    let bytes = &data[off..off + seg.len as usize];
-                    off += seg.len as usize;
+                for (seg, bytes) in decode_data(&rec.raw, h.gaps()).map_err(at)? {
+                    check_segment(&front.tree, carried, &mut seen, &seg, bs).map_err(at)?;
                     for (k, chunk) in bytes.chunks(bs as usize).enumerate() {
                         let v = seg.vbn + k as u64;
                         block[..chunk.len()].copy_from_slice(chunk);

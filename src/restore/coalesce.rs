@@ -21,13 +21,14 @@ use crate::media::output::Output;
 use crate::media::Input;
 use crate::runs::{Disjoint, RunSet};
 use crate::stream::check::check_segment;
-use crate::stream::front::{tree_vbns, write_front};
+use crate::stream::front::{tree_vbns, write_front, Front};
 use crate::stream::header::{ImageHeader, SnapshotRef, StreamHeader};
-use crate::stream::payload::{decode_data, Image};
+use crate::stream::payload::{decode_table, Image, Segment};
 use crate::stream::place::Placer;
 use crate::stream::reader::{Digest, StreamReader};
+use crate::stream::record::data_frame;
 use crate::stream::record::RecordKind;
-use crate::stream::records::{write_records, RecordBatch};
+use crate::stream::records::{write_records, Copied, Outgoing, RecordBatch, MAX_SEGMENTS};
 use crate::stream::writer::StreamWriter;
 use crate::tree::Tree;
 use anyhow::{anyhow, bail, Result};
@@ -45,6 +46,9 @@ pub struct CoalesceOptions {
     pub compression: i32,
     /// Check each input's SHA-256 digest list too.
     pub digest: Digest,
+    /// How much of a record copied whole may be dropped blocks; `None`
+    /// compresses every record again.
+    pub waste: Option<Waste>,
 }
 
 /// One input, as the summary names it.
@@ -58,6 +62,25 @@ pub struct CoalescedInput {
     pub blocks_carried: u64,
     /// Of those, blocks that went into the output.
     pub blocks_kept: u64,
+    /// Of its data records, those copied whole (not compressed again).
+    pub records_copied: u64,
+    /// Of its kept blocks, those in records copied whole.
+    pub blocks_copied: u64,
+    /// Bytes of dropped blocks the copies carry as gaps.
+    pub gap_bytes: u64,
+}
+
+/// What one input's pass gave the output.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Passed {
+    /// Blocks kept.
+    pub kept: u64,
+    /// Records copied whole.
+    pub records_copied: u64,
+    /// Kept blocks in those.
+    pub blocks_copied: u64,
+    /// Gap bytes in those.
+    pub gap_bytes: u64,
 }
 
 /// The `--json` summary.
@@ -81,6 +104,11 @@ pub struct CoalesceSummary {
     pub blocks_carried: u64,
     /// Blocks of the inputs left out (superseded or freed later).
     pub blocks_dropped: u64,
+    /// Of the blocks carried, those in data records copied whole from an
+    /// input (stored as they came, not compressed again).
+    pub blocks_copied: u64,
+    /// Bytes of dropped blocks those copies carry as gaps.
+    pub gap_bytes: u64,
     /// VBNs the output deallocates.
     pub blocks_deallocated: u64,
     /// File data bytes the output carries.
@@ -197,16 +225,22 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
     let written = (|| -> Result<_> {
         let mut w = StreamWriter::new(out, opts.compression, bs as u32)?;
         write_front(&mut w, &header, top_tree, &image)?;
-        let kept_per = std::cell::RefCell::new(vec![0u64; chain.len()]);
-        let ((), w, _) = write_records(w, opts.compression, bs, |send, pool| {
-            let mut batch = RecordBatch::new(send, pool, bs);
-            for (k, &i) in chain.iter().enumerate() {
-                let link = &mut set.links[i];
-                let n = pass(link, &keep[k], &index, top_tree, bs, &mut batch)?;
-                kept_per.borrow_mut()[k] = n;
-            }
-            batch.flush()
-        })?;
+        let kept_per = std::cell::RefCell::new(vec![Passed::default(); chain.len()]);
+        let ((), w, _) = write_records(
+            w,
+            opts.compression,
+            bs,
+            crate::stream::records::Sums::Skip,
+            |send, pool| {
+                let mut batch = RecordBatch::new(send, pool, bs);
+                for (k, &i) in chain.iter().enumerate() {
+                    let link = &mut set.links[i];
+                    let n = pass(link, &keep[k], &index, top_tree, bs, opts.waste, &mut batch)?;
+                    kept_per.borrow_mut()[k] = n;
+                }
+                batch.flush()
+            },
+        )?;
         let (end, out, stream_bytes) = w.finish()?;
         drop(out);
         Ok((end, stream_bytes, kept_per.into_inner()))
@@ -223,13 +257,16 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
     let inputs: Vec<CoalescedInput> = chain
         .iter()
         .zip(&kept_per)
-        .map(|(&i, &kept)| {
+        .map(|(&i, p)| {
             let l = &set.links[i];
             CoalescedInput {
                 stream: l.name.clone(),
                 snapshot: l.header.snapshot.clone(),
                 blocks_carried: l.front.carried.total() as u64,
-                blocks_kept: kept,
+                blocks_kept: p.kept,
+                records_copied: p.records_copied,
+                blocks_copied: p.blocks_copied,
+                gap_bytes: p.gap_bytes,
             }
         })
         .collect();
@@ -243,6 +280,8 @@ pub fn coalesce(opts: &CoalesceOptions) -> Result<CoalesceSummary> {
         full,
         blocks_carried: end.data_blocks,
         blocks_dropped: total_in - end.data_blocks,
+        blocks_copied: kept_per.iter().map(|p| p.blocks_copied).sum(),
+        gap_bytes: kept_per.iter().map(|p| p.gap_bytes).sum(),
         blocks_deallocated: dealloc.total() as u64,
         data_bytes: end.data_bytes,
         stream_bytes,
@@ -262,7 +301,7 @@ fn precheck(
     bs: u64,
 ) -> Result<()> {
     let (_tx, pool) = crossbeam_channel::unbounded::<Vec<u8>>();
-    let mut sink = |_: Vec<u8>, _: Vec<crate::stream::payload::Segment>| -> Result<()> {
+    let mut sink = |_: Outgoing, _: Vec<Segment>| -> Result<()> {
         bail!("the check of the inputs keeps no block")
     };
     let mut batch = RecordBatch::new(&mut sink, &pool, bs);
@@ -274,6 +313,7 @@ fn precheck(
                 placer,
                 top,
                 bs,
+                None,
                 &mut batch,
             )?;
         }
@@ -325,15 +365,20 @@ fn runs_of(s: &RunSet) -> Vec<crate::stream::payload::VbnRun> {
 /// Reads one input from its start to its end record, checking every data
 /// segment against its own metadata and image, and puts the blocks of
 /// `keep` into the output at the places the newest snapshot gives them.
-/// Returns the blocks kept; every block the input carries must arrive.
+/// A record whose kept blocks stay as they are copies its data area
+/// whole, stored as it came (not compressed again), its dropped blocks
+/// left as gap bytes, when those are at most `waste` of the area (see
+/// [`Waste`]); any other record's kept blocks are put into new records.
+/// Returns what it gave; every block the input carries must arrive.
 pub(super) fn pass(
     link: &mut Link,
     keep: &RunSet,
     index: &Placer,
     top: &Tree,
     bs: u64,
+    waste: Option<Waste>,
     batch: &mut RecordBatch,
-) -> Result<u64> {
+) -> Result<Passed> {
     let mut seq_reader;
     let r: &mut StreamReader = match &mut link.access {
         Access::Seek(s) => {
@@ -343,11 +388,12 @@ pub(super) fn pass(
         Access::Pipe(r) => r,
     };
     let name = link.name.clone();
+    let gaps = link.header.gaps();
     let mut seen = Disjoint::default();
     let mut got = 0u64;
-    let mut kept = 0u64;
+    let mut passed = Passed::default();
     let mut ended = false;
-    while let Some(rec) = r.next_record()? {
+    while let Some(mut rec) = r.next_record()? {
         match rec.kind {
             RecordKind::Header | RecordKind::Meta | RecordKind::Image => {
                 if rec.offset >= link.data_start {
@@ -358,20 +404,43 @@ pub(super) fn pass(
                 let at = |e: anyhow::Error| {
                     anyhow!("{name}: record {} at byte {}: {e:#}", rec.seq, rec.offset)
                 };
-                let (segs, data) = decode_data(&rec.raw).map_err(at)?;
-                let mut off = 0usize;
-                for s in &segs {
-                    check_segment(&link.front.tree, &link.front.carried, &mut seen, s, bs)
-                        .map_err(at)?;
-                    let n = (s.len as u64).div_ceil(bs);
-                    let bytes = &data[off..off + s.len as usize];
-                    off += s.len as usize;
-                    got += n;
-                    for (v, c, inside) in keep.split(s.vbn, n) {
-                        if inside {
-                            let from = ((v - s.vbn) * bs) as usize;
-                            kept += index
-                                .put(v, c, &bytes[from.min(bytes.len())..], top, bs, batch)
+                let (table, data_len) = decode_table(&rec.raw, gaps).map_err(at)?;
+                let plan = plan_record(&link.front, &mut seen, &table, keep, index, top, bs)
+                    .map_err(at)?;
+                got += plan.blocks;
+                passed.kept += plan.kept;
+                if plan.kept == 0 {
+                    continue;
+                }
+                let frame = match &rec.stored {
+                    None => Some(None),
+                    Some(st) => data_frame(st, data_len).map(|f| Some(f.len())),
+                };
+                match (plan.copy, frame) {
+                    (Some(segs), Some(frame))
+                        if waste.is_some_and(|w| w.allows(plan.gap_bytes, data_len)) =>
+                    {
+                        rec.raw.truncate(data_len);
+                        let frame = frame.map(|n| {
+                            let mut st = rec.stored.take().unwrap_or_default();
+                            st.truncate(n);
+                            st
+                        });
+                        batch.copy(
+                            Copied {
+                                data: rec.raw,
+                                frame,
+                            },
+                            segs,
+                        )?;
+                        passed.records_copied += 1;
+                        passed.blocks_copied += plan.kept;
+                        passed.gap_bytes += plan.gap_bytes;
+                    }
+                    _ => {
+                        for (v, c, from, to) in plan.runs {
+                            index
+                                .put(v, c, &rec.raw[from..to], top, bs, batch)
                                 .map_err(at)?;
                         }
                     }
@@ -395,5 +464,107 @@ pub(super) fn pass(
     if let Access::Seek(s) = &mut link.access {
         s.add_bytes_read(read);
     }
-    Ok(kept)
+    Ok(passed)
+}
+
+/// How much of a copied record's data area may be gap bytes (the blocks
+/// it dropped, and gaps it already had): at most `percent` per cent.
+#[derive(Clone, Copy, Debug)]
+pub struct Waste {
+    /// The limit, 0..=100; 0 copies only records that keep every block.
+    pub percent: u8,
+}
+
+impl Waste {
+    /// The default: a record copied whole may carry up to a tenth of its
+    /// bytes as gaps, so a synthetic full stays within 10% of a fresh
+    /// dump's size while most records are not compressed again.
+    pub const DEFAULT: Waste = Waste { percent: 10 };
+
+    fn allows(self, gap_bytes: u64, data_len: usize) -> bool {
+        gap_bytes * 100 <= self.percent as u64 * data_len as u64
+    }
+}
+
+/// What one input record gives the output.
+struct RecordPlan {
+    /// Blocks the record carries.
+    blocks: u64,
+    /// Of those, blocks the output keeps.
+    kept: u64,
+    /// The kept runs: `(vbn, count, first byte, end byte)` of the data area.
+    runs: Vec<(u64, u64, usize, usize)>,
+    /// The table of the record copied whole (gaps for every dropped block),
+    /// when each kept run becomes exactly its bytes in the newest snapshot
+    /// and the table stays within twice a record's segment bound.
+    copy: Option<Vec<Segment>>,
+    /// Bytes the copy would leave as gaps.
+    gap_bytes: u64,
+}
+
+fn plan_record(
+    front: &Front,
+    seen: &mut Disjoint,
+    table: &[Segment],
+    keep: &RunSet,
+    index: &Placer,
+    top: &Tree,
+    bs: u64,
+) -> Result<RecordPlan> {
+    let mut plan = RecordPlan {
+        blocks: 0,
+        kept: 0,
+        runs: Vec::new(),
+        copy: Some(Vec::new()),
+        gap_bytes: 0,
+    };
+    let gap = |copy: &mut Option<Vec<Segment>>, len: u64| {
+        if let Some(segs) = copy {
+            match segs.last_mut() {
+                Some(g) if g.is_gap() && g.len as u64 + len <= u32::MAX as u64 => {
+                    g.len += len as u32
+                }
+                _ => segs.push(Segment::gap(len as u32)),
+            }
+        }
+        len
+    };
+    let mut at = 0usize;
+    for s in table {
+        if s.is_gap() {
+            plan.gap_bytes += gap(&mut plan.copy, s.len as u64);
+            at += s.len as usize;
+            continue;
+        }
+        check_segment(&front.tree, &front.carried, seen, s, bs)?;
+        let n = (s.len as u64).div_ceil(bs);
+        plan.blocks += n;
+        for (v, c, inside) in keep.split(s.vbn, n) {
+            let from = at + ((v - s.vbn) * bs) as usize;
+            let to = (from + (c * bs) as usize).min(at + s.len as usize);
+            if !inside {
+                plan.gap_bytes += gap(&mut plan.copy, (to - from) as u64);
+                continue;
+            }
+            plan.kept += c;
+            plan.runs.push((v, c, from, to));
+            if let Some(segs) = &mut plan.copy {
+                let placed = index.place(v, c, top, bs)?;
+                if placed.iter().map(|p| p.len as usize).sum::<usize>() == to - from {
+                    segs.extend(placed);
+                } else {
+                    plan.copy = None;
+                }
+            }
+        }
+        at += s.len as usize;
+    }
+    if plan
+        .copy
+        .as_ref()
+        .is_some_and(|s| s.len() > 2 * MAX_SEGMENTS)
+    {
+        plan.copy = None;
+    }
+    Ok(plan)
 }

@@ -116,6 +116,7 @@ pub fn deliver(
         return Ok(0);
     }
     let bs = link.header.block_size as u64;
+    let gaps = link.header.gaps();
     let index = IntervalIndex::new(wants);
     let mut seen = Disjoint::default();
     let mut got = 0u64;
@@ -128,14 +129,10 @@ pub fn deliver(
     } = link;
     let mut take = |rec_seq: u64, rec_off: u64, raw: &[u8], seen: &mut Disjoint| -> Result<u64> {
         let at = |e: anyhow::Error| anyhow!("{name}: record {rec_seq} at byte {rec_off}: {e:#}");
-        let (segs, data) = decode_data(raw).map_err(at)?;
-        let mut off = 0usize;
         let mut got = 0;
-        for s in &segs {
-            check_segment(&front.tree, &front.carried, seen, s, bs).map_err(at)?;
+        for (s, bytes) in decode_data(raw, gaps).map_err(at)? {
+            check_segment(&front.tree, &front.carried, seen, &s, bs).map_err(at)?;
             let n = (s.len as u64).div_ceil(bs);
-            let bytes = &data[off..off + s.len as usize];
-            off += s.len as usize;
             for (wv, wc, w) in index.overlapping(s.vbn, n) {
                 let a = (*wv).max(s.vbn);
                 let b = (wv + wc).min(s.vbn + n);

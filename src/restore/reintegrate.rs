@@ -84,21 +84,35 @@ fn write_from(
     let placer = Placer::new(tree);
     let mut w = StreamWriter::new(out, compression, bs as u32)?;
     write_front(&mut w, &header, tree, &image)?;
-    let ((), w, _) = write_records(w, compression, bs, |send, pool| {
-        let mut batch = RecordBatch::new(send, pool, bs);
-        pass(&mut set.links[0], &from_base, &placer, tree, bs, &mut batch)?;
-        let mut buf = Vec::new();
-        for r in &s.held {
-            for k in 0..r.count() {
-                let v = r.vbn + k;
-                if !m.block(v, &mut buf)? {
-                    return Err(anyhow!("VBN {v} left the mirror while it was read"));
+    let ((), w, _) = write_records(
+        w,
+        compression,
+        bs,
+        crate::stream::records::Sums::Skip,
+        |send, pool| {
+            let mut batch = RecordBatch::new(send, pool, bs);
+            pass(
+                &mut set.links[0],
+                &from_base,
+                &placer,
+                tree,
+                bs,
+                Some(super::coalesce::Waste::DEFAULT),
+                &mut batch,
+            )?;
+            let mut buf = Vec::new();
+            for r in &s.held {
+                for k in 0..r.count() {
+                    let v = r.vbn + k;
+                    if !m.block(v, &mut buf)? {
+                        return Err(anyhow!("VBN {v} left the mirror while it was read"));
+                    }
+                    placer.put(v, 1, &buf, tree, bs, &mut batch)?;
                 }
-                placer.put(v, 1, &buf, tree, bs, &mut batch)?;
             }
-        }
-        batch.flush()
-    })?;
+            batch.flush()
+        },
+    )?;
     let (_, out, bytes) = w.finish()?;
     drop(out);
     Ok(bytes)

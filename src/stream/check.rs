@@ -33,18 +33,16 @@ pub fn read_data(
     mut apply: impl FnMut(&Segment, &[u8]) -> Result<()>,
 ) -> Result<DataTotals> {
     let bs = r.header.block_size as u64;
+    let gaps = r.header.gaps();
     let mut t = DataTotals::default();
     let mut data_offsets = std::collections::HashSet::new();
     while let Some(rec) = r.next_record()? {
         let at = |e: anyhow::Error| rec.error_in(r.name(), e);
         match rec.kind {
             RecordKind::Data => {
-                let (segs, data) = decode_data(&rec.raw).map_err(at)?;
-                let mut off = 0usize;
-                for s in &segs {
-                    check_segment(&front.tree, &front.carried, &mut t.seen, s, bs).map_err(at)?;
-                    apply(s, &data[off..off + s.len as usize])?;
-                    off += s.len as usize;
+                for (s, bytes) in decode_data(&rec.raw, gaps).map_err(at)? {
+                    check_segment(&front.tree, &front.carried, &mut t.seen, &s, bs).map_err(at)?;
+                    apply(&s, bytes)?;
                     t.blocks += (s.len as u64).div_ceil(bs);
                     t.bytes += s.len as u64;
                 }

@@ -11,8 +11,10 @@ use serde::Serialize;
 pub const STREAM_MAGIC: [u8; 8] = *b"SNAPDUMP";
 /// The stream format version this build writes and the newest it reads.
 /// Version 2 added the stream id, which seeds every record's checksums so
-/// that records of two streams cannot be spliced into one.
-pub const FORMAT_VERSION: u32 = 3;
+/// that records of two streams cannot be spliced into one; version 3 file
+/// flags; version 4 gap segments in data records (coalescing copies
+/// records whole and leaves the bytes of dropped blocks as gaps).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The fields of metadata items in a stream of format `version`: file
 /// flags and project ids from version 3 on.
@@ -190,6 +192,11 @@ impl StreamHeader {
         } else {
             0
         }
+    }
+
+    /// Whether data records may hold gap segments (format 4 on).
+    pub fn gaps(&self) -> bool {
+        self.format_version >= 4
     }
 
     /// Decodes a header payload, refusing newer format versions by name.

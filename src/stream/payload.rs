@@ -42,8 +42,29 @@ pub fn encode_data(segs: &[Segment], data: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// Splits a data record payload into segments and the byte area they share.
-pub fn decode_data(raw: &[u8]) -> Result<(Vec<Segment>, &[u8])> {
+impl Segment {
+    /// A gap (format 4): `len` bytes of the data area that belong to no
+    /// file. Coalescing writes them when it copies a record whose blocks
+    /// were partly superseded, so that it need not compress it again.
+    pub fn gap(len: u32) -> Segment {
+        Segment {
+            ino: 0,
+            vbn: 0,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Whether this is a gap: bytes every reader skips.
+    pub fn is_gap(&self) -> bool {
+        self.vbn == 0
+    }
+}
+
+/// Splits a data record payload into its whole segment table (gaps
+/// included, in table order) and the length of the data area. Gaps are
+/// accepted only when `gaps` is set (streams of format 4 on).
+pub fn decode_table(raw: &[u8], gaps: bool) -> Result<(Vec<Segment>, usize)> {
     if raw.len() < 4 {
         bail!("data record is truncated");
     }
@@ -66,8 +87,16 @@ pub fn decode_data(raw: &[u8]) -> Result<(Vec<Segment>, &[u8])> {
             offset: d.u64()?,
             len: d.u32()?,
         };
-        if s.len == 0 || s.vbn == 0 {
-            bail!("data record: empty segment or VBN 0");
+        if s.len == 0 {
+            bail!("data record: empty segment");
+        }
+        if s.vbn == 0 {
+            if !gaps {
+                bail!("data record: a segment at VBN 0 (gaps exist from stream format 4 on)");
+            }
+            if s.ino != 0 || s.offset != 0 {
+                bail!("data record: a gap segment (VBN 0) with an inode or offset");
+            }
         }
         total += s.len as u64;
         segs.push(s);
@@ -75,7 +104,24 @@ pub fn decode_data(raw: &[u8]) -> Result<(Vec<Segment>, &[u8])> {
     if data_len as u64 != total {
         bail!("data record: segments declare {total} bytes but {data_len} are present");
     }
-    Ok((segs, &raw[..data_len]))
+    Ok((segs, data_len))
+}
+
+/// The file segments of a data record payload, each with its bytes, in
+/// table order; gaps (see [`Segment::gap`]) are skipped here, so that no
+/// consumer of data can forget to skip them.
+pub fn decode_data(raw: &[u8], gaps: bool) -> Result<Vec<(Segment, &[u8])>> {
+    let (segs, _) = decode_table(raw, gaps)?;
+    let mut out = Vec::with_capacity(segs.len());
+    let mut at = 0usize;
+    for s in segs {
+        let end = at + s.len as usize;
+        if !s.is_gap() {
+            out.push((s, &raw[at..end]));
+        }
+        at = end;
+    }
+    Ok(out)
 }
 
 /// A run of VBNs: `count` blocks from `vbn`.
@@ -272,10 +318,41 @@ mod tests {
             len: 5,
         }];
         let raw = encode_data(&segs, b"hello");
-        let (s, d) = decode_data(&raw).unwrap();
-        assert_eq!(s, segs);
-        assert_eq!(d, b"hello");
-        assert!(decode_data(&raw[..raw.len() - 1]).is_err());
+        let got = decode_data(&raw, false).unwrap();
+        assert_eq!(got, vec![(segs[0], &b"hello"[..])]);
+        assert!(decode_data(&raw[..raw.len() - 1], false).is_err());
+    }
+
+    #[test]
+    fn gaps_are_skipped_from_format_4_and_refused_before() {
+        let file = Segment {
+            ino: 2,
+            vbn: 9,
+            offset: 0,
+            len: 3,
+        };
+        let segs = [Segment::gap(2), file, Segment::gap(1)];
+        let raw = encode_data(&segs, b"--abc-");
+        assert_eq!(decode_data(&raw, true).unwrap(), vec![(file, &b"abc"[..])]);
+        assert_eq!(decode_table(&raw, true).unwrap(), (segs.to_vec(), 6));
+        assert!(decode_data(&raw, false).is_err());
+        // A gap names no inode and no offset.
+        let bad = encode_data(
+            &[Segment {
+                ino: 2,
+                ..Segment::gap(2)
+            }],
+            b"--",
+        );
+        assert!(decode_data(&bad, true).is_err());
+        let bad = encode_data(
+            &[Segment {
+                offset: 4096,
+                ..Segment::gap(2)
+            }],
+            b"--",
+        );
+        assert!(decode_data(&bad, true).is_err());
     }
 
     #[test]

@@ -32,6 +32,38 @@ impl Placer {
         (v <= vbn).then(|| (ino, block + (vbn - v), n - (vbn - v)))
     }
 
+    /// The segments of `top`'s files that blocks `vbn..vbn+count` become,
+    /// cut where files or extents end, each cut at its file's size.
+    pub fn place(&self, vbn: u64, count: u64, top: &Tree, bs: u64) -> Result<Vec<Segment>> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < count {
+            let v = vbn + k;
+            let (ino, block, left) = self
+                .find(v)
+                .ok_or_else(|| anyhow!("VBN {v} is carried but the snapshot does not use it"))?;
+            let size = top.inode(ino).size;
+            let n = (count - k).min(left);
+            let offset = block * bs;
+            let len = (n * bs).min(size.saturating_sub(offset));
+            if len <= (n - 1) * bs {
+                bail!(
+                    "VBN {} lies past the end of {} in the snapshot",
+                    v + len.div_ceil(bs),
+                    escape(&top.path(ino))
+                );
+            }
+            out.push(Segment {
+                ino,
+                vbn: v,
+                offset,
+                len: len as u32,
+            });
+            k += n;
+        }
+        Ok(out)
+    }
+
     /// Puts blocks `vbn..vbn+count` (their bytes from `bytes`, which may
     /// end early, at a file's end in the stream they came from: the rest
     /// is zeros) into `batch` as segments of `top`'s files, cut at the
@@ -45,33 +77,23 @@ impl Placer {
         bs: u64,
         batch: &mut RecordBatch,
     ) -> Result<u64> {
-        let mut k = 0;
-        while k < count {
-            let v = vbn + k;
-            let (ino, block, left) = self
-                .find(v)
-                .ok_or_else(|| anyhow!("VBN {v} is carried but the snapshot does not use it"))?;
-            let size = top.inode(ino).size;
-            let room = batch.room()?;
-            let n = (count - k).min(left).min(room);
-            let offset = block * bs;
-            let len = (n * bs).min(size.saturating_sub(offset));
-            if len == 0 {
-                bail!(
-                    "VBN {v} lies past the end of {} in the snapshot",
-                    escape(&top.path(ino))
-                );
+        let mut from = 0usize;
+        for seg in self.place(vbn, count, top, bs)? {
+            let mut done = 0u64;
+            while done < seg.len as u64 {
+                let room = batch.room()? * bs;
+                let len = (seg.len as u64 - done).min(room);
+                let area = batch.push(Segment {
+                    vbn: seg.vbn + done / bs,
+                    offset: seg.offset + done,
+                    len: len as u32,
+                    ..seg
+                });
+                let avail = bytes.len().saturating_sub(from).min(len as usize);
+                area[..avail].copy_from_slice(&bytes[from..from + avail]);
+                from += len.div_ceil(bs) as usize * bs as usize;
+                done += len;
             }
-            let area = batch.push(Segment {
-                ino,
-                vbn: v,
-                offset,
-                len: len as u32,
-            });
-            let from = (k * bs) as usize;
-            let avail = bytes.len().saturating_sub(from).min(len as usize);
-            area[..avail].copy_from_slice(&bytes[from..from + avail]);
-            k += n;
         }
         Ok(count)
     }

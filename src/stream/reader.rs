@@ -10,7 +10,7 @@
 
 use super::header::StreamHeader;
 use super::payload::End;
-use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use super::record::{open_owned, parse_header, RecordHeader, RecordKind, HEADER_LEN};
 use crate::digest::{sha256_parts, Sha256Stream};
 use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::{bounded, Receiver};
@@ -29,6 +29,9 @@ pub struct Record {
     pub len: u64,
     /// The raw (decompressed) payload.
     pub raw: Vec<u8>,
+    /// The stored payload of a compressed record (`None` when it is stored
+    /// raw: then it is `raw`); coalescing copies frames from it.
+    pub stored: Option<Vec<u8>>,
     /// SHA-256 of the record's bytes.
     pub digest: [u8; 32],
 }
@@ -359,7 +362,13 @@ impl<R: Read> Framer<R> {
 }
 
 fn open_frame(f: Frame, name: &str, digest: bool, seed: u64) -> Result<Record> {
-    let raw = open(&f.header, &f.stored, seed).map_err(|e| {
+    let digest = if digest {
+        sha256_parts(&[&f.hbytes, &f.stored])
+    } else {
+        [0; 32]
+    };
+    let len = (HEADER_LEN + f.stored.len()) as u64;
+    let (raw, stored) = open_owned(&f.header, f.stored, seed).map_err(|e| {
         anyhow!(
             "{name}: {} record {} at byte {}: {e}",
             kind_name(f.header.kind),
@@ -371,13 +380,10 @@ fn open_frame(f: Frame, name: &str, digest: bool, seed: u64) -> Result<Record> {
         kind: f.header.kind,
         seq: f.header.seq,
         offset: f.offset,
-        len: (HEADER_LEN + f.stored.len()) as u64,
-        digest: if digest {
-            sha256_parts(&[&f.hbytes, &f.stored])
-        } else {
-            [0; 32]
-        },
+        len,
+        digest,
         raw,
+        stored,
     })
 }
 

@@ -21,7 +21,8 @@ pub const HEADER_LEN: usize = 40;
 /// Largest payload (raw or stored) a reader accepts; bounds memory use on
 /// hostile input. Writers stay far below it.
 pub const MAX_PAYLOAD: u32 = 16 << 20;
-/// Flag bit: the payload is one zstd frame.
+/// Flag bit: the payload is zstd data (one frame, or for data records of
+/// format 4 two: the data area's and the segment table's).
 pub const FLAG_ZSTD: u8 = 1;
 
 /// What a record holds.
@@ -149,6 +150,82 @@ pub fn seal_owned(
     (Sealed { header, payload }, spare)
 }
 
+/// Seals a data record payload `raw` whose first `data_len` bytes are its
+/// data area: compressed, the data area and the segment table are two zstd
+/// frames, so that a later coalesce can copy the data area's frame as it
+/// is and write a new table behind it (formats/stream.md, Data).
+pub fn seal_data(
+    seq: u64,
+    raw: Vec<u8>,
+    data_len: usize,
+    zstd: Option<&mut zstd::bulk::Compressor<'_>>,
+    mut scratch: Vec<u8>,
+    seed: u64,
+) -> (Sealed, Vec<u8>) {
+    assert!(
+        raw.len() <= MAX_PAYLOAD as usize,
+        "record payload too large"
+    );
+    let raw_len = raw.len();
+    let mut compressed = false;
+    if let Some(c) = zstd {
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(raw_len));
+        if let (Ok(n), Ok(table)) = (
+            c.compress_to_buffer(&raw[..data_len], &mut scratch),
+            c.compress(&raw[data_len..]),
+        ) {
+            scratch.extend_from_slice(&table);
+            compressed = n + table.len() < raw_len;
+        }
+    }
+    let (payload, spare) = if compressed {
+        (scratch, raw)
+    } else {
+        (raw, scratch)
+    };
+    (
+        seal_stored(RecordKind::Data, seq, payload, compressed, raw_len, seed),
+        spare,
+    )
+}
+
+/// Seals a payload already in its stored form: `payload` is zstd data that
+/// decompresses to `raw_len` bytes when `compressed`, else the raw bytes.
+pub fn seal_stored(
+    kind: RecordKind,
+    seq: u64,
+    payload: Vec<u8>,
+    compressed: bool,
+    raw_len: usize,
+    seed: u64,
+) -> Sealed {
+    assert!(payload.len() <= MAX_PAYLOAD as usize && raw_len <= MAX_PAYLOAD as usize);
+    debug_assert!(compressed || payload.len() == raw_len);
+    let header = make_header(
+        kind,
+        compressed as u8 * FLAG_ZSTD,
+        seq,
+        &payload,
+        raw_len,
+        seed,
+    );
+    Sealed { header, payload }
+}
+
+/// The zstd frame of a compressed data record's data area, when the
+/// record's writer made it a frame of its own (format 4 writers do) that
+/// declares exactly `data_len` bytes; `None` otherwise (one frame for the
+/// whole payload, as format 3 writers made it). Only a payload that has
+/// already decompressed whole is asked: zstd checks a frame's declared
+/// size as it decodes, so the frame returned decodes to the data area.
+pub fn data_frame(stored: &[u8], data_len: usize) -> Option<&[u8]> {
+    let n = zstd::zstd_safe::find_frame_compressed_size(stored).ok()?;
+    let frame = stored.get(..n)?;
+    let size = zstd::zstd_safe::get_frame_content_size(frame).ok()??;
+    (data_len > 0 && size == data_len as u64 && n < stored.len()).then_some(frame)
+}
+
 impl Sealed {
     /// The record's SHA-256 (header and payload), its entry in the
     /// stream's digest list.
@@ -208,6 +285,24 @@ pub fn parse_header(b: &[u8; HEADER_LEN], seed: u64) -> Result<RecordHeader> {
     })
 }
 
+/// As [`open`], taking the stored payload by value: returns the raw bytes
+/// and, for a compressed payload, the stored bytes too (coalescing copies
+/// them); an uncompressed payload is its own raw form, not copied.
+pub fn open_owned(
+    h: &RecordHeader,
+    stored: Vec<u8>,
+    seed: u64,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    if h.flags & FLAG_ZSTD == 0 {
+        if checksum(&stored, seed) != h.payload_hash {
+            bail!("payload checksum mismatch (damaged stream)");
+        }
+        return Ok((stored, None));
+    }
+    let raw = open(h, &stored, seed)?;
+    Ok((raw, Some(stored)))
+}
+
 /// Checks a stored payload against its header (under the stream's
 /// checksum `seed`) and returns the raw bytes. Decompression is capped at
 /// the declared raw length, so a crafted frame cannot balloon memory.
@@ -218,7 +313,22 @@ pub fn open(h: &RecordHeader, stored: &[u8], seed: u64) -> Result<Vec<u8>> {
     if h.flags & FLAG_ZSTD == 0 {
         return Ok(stored.to_vec());
     }
-    let raw = zstd::bulk::decompress(stored, h.raw_len as usize)
+    // One decompression context per thread: creating one per record costs
+    // as much as decoding a small record.
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let raw = DCTX
+        .with(|d| -> std::io::Result<Vec<u8>> {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut()
+                .expect("set above")
+                .decompress(stored, h.raw_len as usize)
+        })
         .map_err(|e| anyhow::anyhow!("payload does not decompress: {e}"))?;
     if raw.len() != h.raw_len as usize {
         bail!(

@@ -8,7 +8,7 @@
 //! data size, and buffers are recycled rather than allocated.
 
 use super::payload::{finish_data, Segment};
-use super::record::{seal_owned, RecordKind, Sealed};
+use super::record::{seal_data, seal_stored, RecordKind, Sealed};
 use super::writer::StreamWriter;
 use super::DATA_RECORD_BYTES;
 use anyhow::{anyhow, Result};
@@ -21,8 +21,26 @@ pub const MAX_SEGMENTS: usize = 256;
 
 struct Job {
     seq: u64,
-    buf: Vec<u8>,
+    body: Outgoing,
     segs: Vec<Segment>,
+}
+
+/// A data record's contents as a producer hands them on.
+pub enum Outgoing {
+    /// The data area, to be compressed with the stage's level.
+    Fresh(Vec<u8>),
+    /// A data area taken whole from another stream's record, with its
+    /// stored form: only a new segment table is written behind it.
+    Copied(Copied),
+}
+
+/// A data area copied from a record of another stream.
+pub struct Copied {
+    /// The data area, decompressed (for the blocks' checksums).
+    pub data: Vec<u8>,
+    /// Its zstd frame as the other stream stored it, or `None` when that
+    /// record was stored raw (then the copy is stored raw too).
+    pub frame: Option<Vec<u8>>,
 }
 
 struct Done {
@@ -34,8 +52,18 @@ struct Done {
 }
 
 /// The callback a producer of data records hands each record to: its
-/// bytes and segments.
-pub type RecordSink<'a> = &'a mut dyn FnMut(Vec<u8>, Vec<Segment>) -> Result<()>;
+/// data area and segments (gaps included, in table order).
+pub type RecordSink<'a> = &'a mut dyn FnMut(Outgoing, Vec<Segment>) -> Result<()>;
+
+/// Whether the stage returns the XXH3-128 of every block it writes (a tree
+/// dump keeps them in its catalog; the other producers need none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sums {
+    /// Compute and return them.
+    Keep,
+    /// Compute none (the returned list is empty).
+    Skip,
+}
 
 /// Seals and writes data records with the compression workers, in order:
 /// `produce` hands each record's bytes and segments to the callback it is
@@ -47,6 +75,7 @@ pub fn write_records<T>(
     writer: StreamWriter,
     level: i32,
     bs: u64,
+    sums: Sums,
     produce: impl FnOnce(RecordSink, &Receiver<Vec<u8>>) -> Result<T>,
 ) -> Result<(T, StreamWriter, SegmentSums)> {
     let workers = std::thread::available_parallelism()
@@ -64,15 +93,15 @@ pub fn write_records<T>(
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
             let pool = (pool_tx.clone(), pool_rx.clone());
-            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs, seed)));
+            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs, seed, sums)));
         }
         drop(job_rx);
         drop(done_tx);
         let pool_tx2 = pool_tx.clone();
         let writer_h = s.spawn(move || write_in_order(writer, done_rx, pool_tx2));
         let produced = produce(
-            &mut |buf, segs| {
-                let job = Job { seq, buf, segs };
+            &mut |body, segs| {
+                let job = Job { seq, body, segs };
                 seq += 1;
                 job_tx
                     .send(job)
@@ -101,6 +130,7 @@ fn worker(
     level: i32,
     bs: u64,
     seed: u64,
+    want: Sums,
 ) -> Result<()> {
     let mut zstd = if level != 0 {
         Some(zstd::bulk::Compressor::new(level)?)
@@ -108,20 +138,29 @@ fn worker(
         None
     };
     for job in jobs {
-        let mut sums = Vec::with_capacity(job.buf.len() / bs as usize + job.segs.len());
+        let data: &[u8] = match &job.body {
+            Outgoing::Fresh(buf) => buf,
+            Outgoing::Copied(c) => &c.data,
+        };
+        let mut sums = Vec::with_capacity(data.len() / bs as usize + job.segs.len());
         let mut at = 0usize;
         for s in &job.segs {
-            let data = &job.buf[at..at + s.len as usize];
-            sums.extend(data.chunks(bs as usize).map(|c| xxh3_128(c).to_le_bytes()));
+            let bytes = &data[at..at + s.len as usize];
+            if !s.is_gap() && want == Sums::Keep {
+                sums.extend(bytes.chunks(bs as usize).map(|c| xxh3_128(c).to_le_bytes()));
+            }
             at += s.len as usize;
         }
-        let mut raw = job.buf;
-        finish_data(&mut raw, &job.segs);
-        let scratch = pool.1.try_recv().unwrap_or_default();
-        let (rec, spare) = seal_owned(RecordKind::Data, job.seq, raw, zstd.as_mut(), scratch, seed);
-        if spare.capacity() > 0 {
-            let _ = pool.0.send(spare);
-        }
+        let (rec, spare) = match job.body {
+            Outgoing::Fresh(mut raw) => {
+                let data_len = raw.len();
+                finish_data(&mut raw, &job.segs);
+                let scratch = pool.1.try_recv().unwrap_or_default();
+                seal_data(job.seq, raw, data_len, zstd.as_mut(), scratch, seed)
+            }
+            Outgoing::Copied(c) => copied(job.seq, c, &job.segs, zstd.as_mut(), seed),
+        };
+        recycle(&pool.0, spare);
         let digest = rec.digest();
         if done
             .send(Done {
@@ -137,6 +176,62 @@ fn worker(
         }
     }
     Ok(())
+}
+
+/// Spent buffers kept for reuse, at most: enough for every record in
+/// flight; more (a coalesce's copies return buffers the producer never
+/// asks for) are freed.
+const POOL_MAX: usize = 32;
+
+fn recycle(pool: &Sender<Vec<u8>>, buf: Vec<u8>) {
+    if buf.capacity() > 0 && pool.len() < POOL_MAX {
+        let _ = pool.send(buf);
+    }
+}
+
+/// Seals a copied data area with its new table: its frame, then the
+/// table's frame behind it; stored raw when the copy came raw, or when
+/// the stage does not compress (a frame is then not passed off as raw).
+fn copied(
+    seq: u64,
+    c: Copied,
+    segs: &[Segment],
+    zstd: Option<&mut zstd::bulk::Compressor<'_>>,
+    seed: u64,
+) -> (Sealed, Vec<u8>) {
+    let data_len = c.data.len();
+    match (c.frame, zstd) {
+        (Some(mut frame), Some(z)) => {
+            let mut table = Vec::new();
+            finish_data(&mut table, segs);
+            let raw_len = data_len + table.len();
+            match z.compress(&table) {
+                Ok(t) => {
+                    frame.extend_from_slice(&t);
+                    let rec = seal_stored(RecordKind::Data, seq, frame, true, raw_len, seed);
+                    (rec, c.data)
+                }
+                Err(_) => {
+                    let mut raw = c.data;
+                    raw.extend_from_slice(&table);
+                    (
+                        seal_stored(RecordKind::Data, seq, raw, false, raw_len, seed),
+                        frame,
+                    )
+                }
+            }
+        }
+        (frame, _) => {
+            let mut raw = c.data;
+            finish_data(&mut raw, segs);
+            let len = raw.len();
+            let spare = frame.unwrap_or_default();
+            (
+                seal_stored(RecordKind::Data, seq, raw, false, len, seed),
+                spare,
+            )
+        }
+    }
 }
 
 /// The XXH3-128 of every block written, per segment.
@@ -155,12 +250,14 @@ fn write_in_order(
             crate::failpoint::hit("dump-data");
             let at = writer.write_sealed(&d.rec, &d.digest)?;
             writer.note_data(&d.segs, at);
-            let mut it = d.sums.into_iter();
-            for seg in d.segs {
-                let n = (seg.len as u64).div_ceil(writer.block_size()) as usize;
-                sums.push((seg, it.by_ref().take(n).collect()));
+            if !d.sums.is_empty() {
+                let mut it = d.sums.into_iter();
+                for seg in d.segs.into_iter().filter(|s| !s.is_gap()) {
+                    let n = (seg.len as u64).div_ceil(writer.block_size()) as usize;
+                    sums.push((seg, it.by_ref().take(n).collect()));
+                }
             }
-            let _ = pool.send(d.rec.payload);
+            recycle(&pool, d.rec.payload);
         }
     }
     if !pending.is_empty() {
@@ -233,7 +330,14 @@ impl<'a, 'p> RecordBatch<'a, 'p> {
         }
         let fresh = self.fresh();
         let buf = std::mem::replace(&mut self.buf, fresh);
-        (self.sink)(buf, std::mem::take(&mut self.segs))
+        (self.sink)(Outgoing::Fresh(buf), std::mem::take(&mut self.segs))
+    }
+
+    /// Hands on a record whose data area is copied whole from another
+    /// stream, with its own table `segs` (gaps included); the record being
+    /// filled stays open.
+    pub fn copy(&mut self, c: Copied, segs: Vec<Segment>) -> Result<()> {
+        (self.sink)(Outgoing::Copied(c), segs)
     }
 }
 
@@ -254,7 +358,10 @@ mod tests {
     fn a_record_is_cut_at_its_byte_aim_and_its_segment_bound() {
         let (_tx, pool) = unbounded::<Vec<u8>>();
         let mut got: Vec<(usize, usize)> = Vec::new();
-        let mut sink = |buf: Vec<u8>, segs: Vec<Segment>| {
+        let mut sink = |buf: Outgoing, segs: Vec<Segment>| {
+            let Outgoing::Fresh(buf) = buf else {
+                panic!("a copy")
+            };
             got.push((buf.len(), segs.len()));
             Ok(())
         };
@@ -287,7 +394,10 @@ mod tests {
     fn a_block_larger_than_a_record_gets_a_record_of_its_own() {
         let (_tx, pool) = unbounded::<Vec<u8>>();
         let mut got: Vec<(usize, usize)> = Vec::new();
-        let mut sink = |buf: Vec<u8>, segs: Vec<Segment>| {
+        let mut sink = |buf: Outgoing, segs: Vec<Segment>| {
+            let Outgoing::Fresh(buf) = buf else {
+                panic!("a copy")
+            };
             got.push((buf.len(), segs.len()));
             Ok(())
         };

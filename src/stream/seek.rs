@@ -13,7 +13,7 @@
 use super::header::StreamHeader;
 use super::payload::{decode_reloc, End, RelocEntry, END_LEN};
 use super::reader::{kind_name, Record, Records};
-use super::record::{open, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use super::record::{open_owned, parse_header, RecordHeader, RecordKind, HEADER_LEN};
 use crate::runs::IntervalIndex;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
@@ -160,7 +160,8 @@ impl SeekStream {
 
     /// Checks a framed record's payload and decompresses it.
     fn opened(&self, off: u64, h: RecordHeader, stored: Vec<u8>) -> Result<Record> {
-        let raw = open(&h, &stored, self.seed()).map_err(|e| {
+        let len = (HEADER_LEN + stored.len()) as u64;
+        let (raw, stored) = open_owned(&h, stored, self.seed()).map_err(|e| {
             anyhow!(
                 "{}: {} record {} at byte {off}: {e}",
                 self.name,
@@ -172,8 +173,9 @@ impl SeekStream {
             kind: h.kind,
             seq: h.seq,
             offset: off,
-            len: (HEADER_LEN + stored.len()) as u64,
+            len,
             raw,
+            stored,
             digest: [0; 32],
         })
     }

@@ -120,7 +120,7 @@ impl StreamWriter {
     /// Notes the segments of a data record written at `offset`, for the
     /// relocation table and the end counts.
     pub fn note_data(&mut self, segs: &[Segment], offset: u64) {
-        for s in segs {
+        for s in segs.iter().filter(|s| !s.is_gap()) {
             let blocks = (s.len as u64).div_ceil(self.block_size);
             self.end.data_blocks += blocks;
             self.end.data_bytes += s.len as u64;

@@ -458,43 +458,49 @@ fn write_data(
         // source_tree checked every block of the snapshot has one.
         Space::Source => vol.state.origin(t).unwrap_or(0),
     };
-    let ((), w, _) = write_records(w, level, bs, |send, pool| {
-        let mut batch = RecordBatch::new(send, pool, bs);
-        let mut buf = Vec::new();
-        for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
-            for x in &inode.extents {
-                let mut k = 0;
-                while k < x.count {
-                    if !image.get(x.vbn + k) {
-                        k += 1;
-                        continue;
+    let ((), w, _) = write_records(
+        w,
+        level,
+        bs,
+        crate::stream::records::Sums::Skip,
+        |send, pool| {
+            let mut batch = RecordBatch::new(send, pool, bs);
+            let mut buf = Vec::new();
+            for inode in top.tree.inodes.iter().filter(|i| i.kind == Kind::File) {
+                for x in &inode.extents {
+                    let mut k = 0;
+                    while k < x.count {
+                        if !image.get(x.vbn + k) {
+                            k += 1;
+                            continue;
+                        }
+                        let room = batch.room()?;
+                        let mut n = 1;
+                        let first = name(x.vbn + k);
+                        while n < room.min(READ_BLOCKS)
+                            && k + n < x.count
+                            && image.get(x.vbn + k + n)
+                            && name(x.vbn + k + n) == first + n
+                        {
+                            n += 1;
+                        }
+                        read_run(vol, top, inode, x, k, n, &mut buf)?;
+                        let offset = (x.block + k) * bs;
+                        let len = (n * bs).min(inode.size - offset) as usize;
+                        batch
+                            .push(Segment {
+                                ino: inode.ino,
+                                vbn: first,
+                                offset,
+                                len: len as u32,
+                            })
+                            .copy_from_slice(&buf[..len]);
+                        k += n;
                     }
-                    let room = batch.room()?;
-                    let mut n = 1;
-                    let first = name(x.vbn + k);
-                    while n < room.min(READ_BLOCKS)
-                        && k + n < x.count
-                        && image.get(x.vbn + k + n)
-                        && name(x.vbn + k + n) == first + n
-                    {
-                        n += 1;
-                    }
-                    read_run(vol, top, inode, x, k, n, &mut buf)?;
-                    let offset = (x.block + k) * bs;
-                    let len = (n * bs).min(inode.size - offset) as usize;
-                    batch
-                        .push(Segment {
-                            ino: inode.ino,
-                            vbn: first,
-                            offset,
-                            len: len as u32,
-                        })
-                        .copy_from_slice(&buf[..len]);
-                    k += n;
                 }
             }
-        }
-        batch.flush()
-    })?;
+            batch.flush()
+        },
+    )?;
     Ok(w)
 }
