@@ -890,7 +890,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__history)
-            opts="-f -v -q -h --catalog --json --verbose --quiet --help"
+            opts="-f -v -q -h --catalog --mirror --no-wait --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -901,6 +901,10 @@ _snapdump() {
                     return 0
                     ;;
                 --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mirror)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

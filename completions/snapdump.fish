@@ -139,6 +139,8 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s q -l qui
 complete -c snapdump -n "__fish_snapdump_using_subcommand snapshots" -s h -l help -d 'Print help'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s f -d 'Streams to read (repeat, any order); without -f, the streams the catalog recorded for the source holding PATH' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l mirror -d 'The history up to the newest snapshot of this incremental mirror, whose base is the one -f names: the base\'s snapshot, then the mirror\'s newest (the snapshots it absorbed in between are not kept). Reads the base\'s metadata only' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -l json -d 'Print JSON'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand history" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'

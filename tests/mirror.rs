@@ -519,3 +519,112 @@ fn extracting_one_file_reads_under_one_percent_of_a_base_in_a_file() {
         }
     }
 }
+
+/// `history -f BASE --mirror M`: the base's snapshot, then the mirror's
+/// newest, with the blocks that changed between them — the union of what
+/// the history of the whole chain says changed in between.
+#[test]
+fn history_from_a_base_and_its_mirror_spans_the_absorbed_increments() {
+    let mut s = Source::new(8, 12, 11);
+    let m = s.t.dir.path().join("mirror");
+    json(&["mirror", "create", "--json", "--base", p(&s.base), p(&m)]);
+    // Nothing added yet: the base's snapshot alone.
+    let kept = s.files()[0].strip_prefix(&s.t.src).unwrap().to_path_buf();
+    let h = json(&[
+        "history",
+        "--json",
+        "-f",
+        p(&s.base),
+        "--mirror",
+        p(&m),
+        p(&kept),
+    ]);
+    assert_eq!(h["snapshots"].as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(h["versions"][0]["change"], "added", "{h}");
+    for _ in 0..4 {
+        let inc = s.churn(15);
+        json(&["mirror", "add", "--json", p(&m), "-f", p(&inc)]);
+    }
+    let mut chain = vec!["history", "--json", "-f", p(&s.base)];
+    for i in &s.incs {
+        chain.extend(["-f", p(i)]);
+    }
+    let mut checked = 0;
+    for f in s.files() {
+        let rel = f
+            .strip_prefix(&s.t.src)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let h = json(&[
+            "history",
+            "--json",
+            "-f",
+            p(&s.base),
+            "--mirror",
+            p(&m),
+            &rel,
+        ]);
+        let snaps = h["snapshots"].as_array().unwrap();
+        assert_eq!(snaps.len(), 2, "{h}");
+        assert_eq!(snaps[1]["id"], s.incs.len() as u64 + 1, "{h}");
+        let mut all = chain.clone();
+        all.push(&rel);
+        let full = json(&all);
+        let versions = h["versions"].as_array().unwrap();
+        let in_base = s.trees[0].contains_key(rel.as_bytes());
+        if !in_base {
+            assert_eq!(versions.len(), 1, "{h}");
+            assert_eq!(versions[0]["change"], "added", "{h}");
+            continue;
+        }
+        assert_eq!(versions[0]["change"], "added", "{h}");
+        // The blocks the chain says changed after the base, merged.
+        let mut want = std::collections::BTreeSet::new();
+        for v in full["versions"].as_array().unwrap().iter().skip(1) {
+            for r in v["changed_blocks"].as_array().unwrap() {
+                let (a, n) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+                want.extend(a..a + n);
+            }
+        }
+        let mut got = std::collections::BTreeSet::new();
+        if let Some(v) = versions.get(1) {
+            assert_eq!(v["change"], "modified", "{h}");
+            assert!(v["stream"].as_str().unwrap().starts_with("mirror "), "{h}");
+            for r in v["changed_blocks"].as_array().unwrap() {
+                let (a, n) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+                got.extend(a..a + n);
+            }
+        }
+        assert_eq!(got, want, "{rel}: {h}\n{full}");
+        checked += !got.is_empty() as u32;
+    }
+    assert!(checked > 3, "files with changed blocks: {checked}");
+    // A deleted file: added in the base, deleted in the mirror's newest.
+    let gone = s.trees[0]
+        .keys()
+        .find(|k| !s.trees.last().unwrap().contains_key(*k) && k.starts_with(b"d"))
+        .map(|k| String::from_utf8(k.clone()).unwrap())
+        .expect("a churn round deletes a file of the base");
+    let h = json(&[
+        "history",
+        "--json",
+        "-f",
+        p(&s.base),
+        "--mirror",
+        p(&m),
+        &gone,
+    ]);
+    let changes: Vec<_> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["change"].clone())
+        .collect();
+    assert_eq!(changes, ["added", "deleted"], "{h}");
+    // Another stream as the base is refused by name.
+    let (c, _, e) = run_s(&["history", "-f", p(&s.incs[0]), "--mirror", p(&m), &gone]);
+    assert_eq!(c, 2);
+    assert!(e.contains("give the mirror's base"), "{e}");
+}

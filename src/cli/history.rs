@@ -1,6 +1,6 @@
 //! `snapdump history`: every snapshot in which a file changed.
 
-use super::args::CatalogArg;
+use super::args::{CatalogArg, WaitArg};
 use super::print;
 use crate::report::Report;
 use crate::restore::history::{history, HistorySource};
@@ -16,6 +16,14 @@ pub struct HistoryArgs {
     file: Vec<String>,
     #[command(flatten)]
     catalog: CatalogArg,
+    /// The history up to the newest snapshot of this incremental mirror,
+    /// whose base is the one -f names: the base's snapshot, then the
+    /// mirror's newest (the snapshots it absorbed in between are not
+    /// kept). Reads the base's metadata only.
+    #[arg(long, value_name = "DIR", requires = "file")]
+    mirror: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    wait: WaitArg,
     /// Print JSON.
     ///
     /// Print the source, the path, the snapshots read and, per change:
@@ -29,7 +37,15 @@ pub struct HistoryArgs {
 
 /// Runs `snapdump history`.
 pub fn run(a: HistoryArgs, report: &Report) -> Result<i32> {
-    let from = if a.file.is_empty() {
+    let from = if let Some(m) = &a.mirror {
+        HistorySource::Mirror(
+            Box::new(crate::mirror::Mirror::open(m, a.wait.policy())?),
+            a.file
+                .iter()
+                .map(|f| crate::media::Input::plain(f))
+                .collect::<Result<_>>()?,
+        )
+    } else if a.file.is_empty() {
         HistorySource::Catalog(a.catalog.root())
     } else {
         HistorySource::Streams(

@@ -32,8 +32,18 @@ pub enum Relation {
 impl Relation {
     /// The relation of stream `cur` to stream `prev`.
     pub fn of(prev: &StreamHeader, cur: &StreamHeader) -> Relation {
-        match (&prev.base, &cur.base) {
-            (_, Some(b)) if b.uuid == prev.snapshot.uuid => Relation::BaseIsPrev,
+        Relation::between(&prev.snapshot, prev.base.as_ref(), cur.base.as_ref())
+    }
+
+    /// The relation of a snapshot whose base is `cur_base` to snapshot
+    /// `prev` (whose base is `prev_base`).
+    pub fn between(
+        prev: &crate::stream::header::SnapshotRef,
+        prev_base: Option<&crate::stream::header::SnapshotRef>,
+        cur_base: Option<&crate::stream::header::SnapshotRef>,
+    ) -> Relation {
+        match (prev_base, cur_base) {
+            (_, Some(b)) if b.uuid == prev.uuid => Relation::BaseIsPrev,
             (Some(a), Some(b)) if a.uuid == b.uuid => Relation::SameBase,
             _ => Relation::Other,
         }

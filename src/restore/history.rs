@@ -7,7 +7,7 @@
 //! costs a few metadata sections.
 
 use super::chain::{Link, StreamSet};
-use super::changes::{entry_change, PathIndex, Relation};
+use super::changes::{entry_change, PathIndex, Relation, Side};
 use super::list::side;
 use crate::catalog::Catalog;
 use crate::names::escape;
@@ -27,6 +27,32 @@ pub enum HistorySource {
     Streams(Vec<crate::media::Input>),
     /// The streams a catalog recorded for the source holding the path.
     Catalog(PathBuf),
+    /// An incremental mirror and its base (one stream): the base's
+    /// snapshot and the mirror's newest, whose changed blocks are those
+    /// the mirror holds.
+    Mirror(Box<crate::mirror::Mirror>, Vec<crate::media::Input>),
+}
+
+/// One snapshot as the history reads it: from a stream, or a mirror's
+/// newest (its tree, and the VBNs it holds apart from its base).
+struct View<'a> {
+    snapshot: &'a SnapshotRef,
+    base: Option<&'a SnapshotRef>,
+    full: bool,
+    name: String,
+    side: Side<'a>,
+}
+
+impl<'a> View<'a> {
+    fn of(l: &'a Link) -> View<'a> {
+        View {
+            snapshot: &l.header.snapshot,
+            base: l.header.base.as_ref(),
+            full: l.header.full,
+            name: l.name.clone(),
+            side: side(l),
+        }
+    }
 }
 
 /// One snapshot in which the entry changed.
@@ -74,38 +100,53 @@ pub struct History {
 
 /// Runs `snapdump history`.
 pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<History> {
-    let inputs = match from {
-        HistorySource::Streams(_) => Vec::new(),
-        HistorySource::Catalog(root) => catalog_streams(root, path, report)?,
-    };
     let inputs: Vec<crate::media::Input> = match from {
-        HistorySource::Streams(v) => v.clone(),
-        HistorySource::Catalog(_) => inputs
+        HistorySource::Streams(v) | HistorySource::Mirror(_, v) => v.clone(),
+        HistorySource::Catalog(root) => catalog_streams(root, path, report)?
             .iter()
             .map(|s| crate::media::Input::plain(s))
             .collect::<Result<_>>()?,
     };
-    let set = StreamSet::open(&inputs, Digest::Skip)?;
+    let set = match from {
+        HistorySource::Mirror(m, _) => super::reintegrate::base_of(m, &inputs)?.set,
+        _ => StreamSet::open(&inputs, Digest::Skip)?,
+    };
     let source = set.links[0].header.source_path.clone();
     let rel = relative(path, &source);
     let mut order: Vec<&Link> = set.links.iter().collect();
     order.sort_by_key(|l| (l.header.snapshot.id, l.header.snapshot.time));
-    let indexes: Vec<PathIndex> = order
-        .iter()
-        .map(|l| PathIndex::new(&l.front.tree))
-        .collect();
+    let mut views: Vec<View> = order.iter().map(|l| View::of(l)).collect();
+    let held;
+    if let HistorySource::Mirror(m, _) = from {
+        let s = &m.state;
+        held = s.held_vbns();
+        if s.newest.uuid != s.base.uuid {
+            views.push(View {
+                snapshot: &s.newest,
+                base: Some(&s.base),
+                full: false,
+                name: format!("mirror {}", m.dir.display()),
+                side: Side {
+                    tree: &s.tree,
+                    carried: &held,
+                    block_size: s.block_size as u64,
+                },
+            });
+        }
+    }
+    let indexes: Vec<PathIndex> = views.iter().map(|v| PathIndex::new(v.side.tree)).collect();
     let mut versions = Vec::new();
-    for k in 0..order.len() {
-        let cur = order[k];
-        let prev = (k > 0).then(|| (side(order[k - 1]), &indexes[k - 1]));
+    for k in 0..views.len() {
+        let cur = &views[k];
+        let prev = (k > 0).then(|| (views[k - 1].side, &indexes[k - 1]));
         let rel_kind = if k > 0 {
-            Relation::of(&order[k - 1].header, &cur.header)
+            Relation::between(views[k - 1].snapshot, views[k - 1].base, cur.base)
         } else {
             Relation::Other
         };
-        let mut change = entry_change(&rel, prev, (side(cur), &indexes[k]), rel_kind);
-        let now = indexes[k].get(&rel).map(|i| cur.front.tree.inode(i));
-        if k == 0 && !cur.header.full {
+        let mut change = entry_change(&rel, prev, (cur.side, &indexes[k]), rel_kind);
+        let now = indexes[k].get(&rel).map(|i| cur.side.tree.inode(i));
+        if k == 0 && !cur.full {
             // No earlier snapshot: only the blocks this increment carries
             // are known to have changed.
             change = now.map(|i| {
@@ -113,7 +154,7 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
                     .extents
                     .iter()
                     .flat_map(|x| {
-                        cur.front
+                        cur.side
                             .carried
                             .split(x.vbn, x.count)
                             .into_iter()
@@ -130,7 +171,7 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
         }
         let Some(change) = change else { continue };
         versions.push(Version {
-            snapshot: cur.header.snapshot.clone(),
+            snapshot: cur.snapshot.clone(),
             stream: cur.name.clone(),
             change: change.what,
             changed_block_count: change.blocks.iter().map(|b| b.1).sum(),
@@ -148,7 +189,7 @@ pub fn history(from: &HistorySource, path: &str, report: &Report) -> Result<Hist
         command: "history",
         source: escape(&source),
         path: escape(&rel),
-        snapshots: order.iter().map(|l| l.header.snapshot.clone()).collect(),
+        snapshots: views.iter().map(|v| v.snapshot.clone()).collect(),
         versions,
     })
 }
