@@ -55,7 +55,7 @@ pub fn random_access(data: &[u8]) {
     if f.write_all(data).is_err() {
         return;
     }
-    let Ok(mut s) = SeekStream::open(f, "fuzz") else {
+    let Ok(mut s) = SeekStream::open(Box::new(f), "fuzz") else {
         return;
     };
     let _ = s.check_single();

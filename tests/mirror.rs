@@ -30,7 +30,23 @@ struct Source {
 
 impl Source {
     fn new(files: usize, blocks: usize, seed: u64) -> Source {
+        Source::with_bulk(files, blocks, seed, 0)
+    }
+
+    /// As [`Source::new`], with `bulk` MiB more in `bulk/`, which the churn
+    /// rounds never touch (a large base of which a restore needs little).
+    fn with_bulk(files: usize, blocks: usize, seed: u64, bulk: usize) -> Source {
         let t = paths();
+        if bulk > 0 {
+            fs::create_dir(t.src.join("bulk")).unwrap();
+        }
+        for i in 0..bulk {
+            fs::write(
+                t.src.join(format!("bulk/b{i}")),
+                bytes(7000 + i as u64, 1 << 20),
+            )
+            .unwrap();
+        }
         let mut rng = Rng(seed);
         for i in 0..files {
             fs::create_dir_all(t.src.join(format!("d{}", i % 4))).unwrap();
@@ -139,7 +155,8 @@ fn blocks_differing(base: &Snap, now: &Snap) -> u64 {
 
 #[test]
 fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
-    let mut s = Source::new(24, 16, 7);
+    let mut s = Source::with_bulk(24, 16, 7, 80);
+    let tape_len = fs::metadata(&s.base).unwrap().len();
     let m = s.t.dir.path().join("mirror");
     let v = json(&["mirror", "create", "--json", "--base", p(&s.base), p(&m)]);
     assert_eq!(v["blocks_held"], 0);
@@ -173,6 +190,37 @@ fn a_tape_base_and_a_disk_mirror_through_twenty_rounds_of_churn() {
             &r,
             &format!("base + mirror after round {round}"),
         );
+        // One file of the newest snapshot: the mirror's blocks, and of the
+        // tape only the records that file needs (read by offset).
+        let files = s.files();
+        let one = files[round as usize % files.len()]
+            .strip_prefix(&s.t.src)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let x = s.t.dir.path().join(format!("x{round}"));
+        let (c, read, e) = rchar_of(&[
+            "restore",
+            "-x",
+            "-f",
+            p(&s.base),
+            "--mirror",
+            p(&m),
+            "--target",
+            p(&x),
+            &one,
+        ]);
+        assert_eq!(c, 0, "round {round}: {e}");
+        assert_eq!(
+            fs::read(x.join(&one)).unwrap(),
+            fs::read(s.t.src.join(&one)).unwrap()
+        );
+        assert!(
+            read * 100 < tape_len,
+            "round {round}: restore -x of {one} read {read} bytes of a {tape_len}-byte tape base"
+        );
+        fs::remove_dir_all(&x).unwrap();
         if round < 20 {
             fs::remove_dir_all(&r).unwrap();
         }

@@ -78,16 +78,28 @@ impl Input {
         identity(self.kind, &self.specs[0], g.as_ref())
     }
 
-    /// The regular file to read by offset, if the stream is one.
-    pub fn seekable(&self) -> Result<Option<File>> {
-        if self.kind != MediumKind::File {
-            return Ok(None);
-        }
-        match self.take() {
-            Some(f) => Ok(Some(f)),
-            None => File::open(&self.specs[0])
-                .map(Some)
-                .with_context(|| format!("cannot open stream {}", self.specs[0])),
+    /// The stream read by offset, if the medium allows it: a regular file,
+    /// or a dump whole on one virtual tape, in full records (a dump given
+    /// as several volumes, or a damaged image, is read in order instead).
+    pub fn seekable(&self) -> Result<Option<Box<dyn super::ByOffset>>> {
+        match self.kind {
+            MediumKind::File => {
+                let f = match self.take() {
+                    Some(f) => f,
+                    None => File::open(&self.specs[0])
+                        .with_context(|| format!("cannot open stream {}", self.specs[0]))?,
+                };
+                Ok(Some(Box::new(f)))
+            }
+            MediumKind::VirtualTape if self.specs.len() == 1 && self.new_volume.is_none() => {
+                let f = File::open(&self.specs[0])
+                    .with_context(|| format!("cannot open virtual tape {}", self.specs[0]))?;
+                let dump =
+                    super::tape::tap_offsets::TapDump::open(f, &self.specs[0], self.file_number)
+                        .with_context(|| format!("cannot read virtual tape {}", self.specs[0]))?;
+                Ok(dump.map(|d| Box::new(d) as Box<dyn super::ByOffset>))
+            }
+            _ => Ok(None),
         }
     }
 

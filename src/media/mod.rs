@@ -13,19 +13,22 @@
 //! [`kind`] decides what a `-f` name is, once; [`input`] and [`output`]
 //! open it for the stream layer above, which sees every medium through the
 //! same two traits: `std::io::Read` front to back ([`Input::open`]) or
-//! `std::io::Write` ([`Output::open_medium`]), plus a `File` for reading by
-//! offset where the medium is a regular file ([`Input::seekable`]). [`tape`]
+//! `std::io::Write` ([`Output::open_medium`]), plus reading by offset
+//! ([`ByOffset`]) where the medium is a regular file or a dump on a virtual
+//! tape ([`Input::seekable`]). [`tape`]
 //! holds the record-oriented media (st drives, the simulated st drive,
 //! virtual tapes, volume files) behind one [`tape::Device`] trait, framed
 //! into volumes by one writer and one reader. A further backend (an object
 //! store) is one more kind in [`kind`] and one more arm in `Input::open` /
 //! `Output::open_medium`, next to `tape/`.
 
+pub mod by_offset;
 pub mod input;
 pub mod kind;
 pub mod output;
 pub mod tape;
 
+pub use by_offset::ByOffset;
 pub use input::{group_inputs, Input};
 pub use kind::writes_tape;
 pub use kind::{stream_spec, MediumKind};

@@ -14,14 +14,14 @@ use super::header::StreamHeader;
 use super::payload::{decode_reloc, End, RelocEntry, END_LEN};
 use super::reader::{kind_name, Record, Records};
 use super::record::{open_owned, parse_header, RecordHeader, RecordKind, HEADER_LEN};
+use crate::media::ByOffset;
 use crate::runs::IntervalIndex;
 use anyhow::{anyhow, bail, Context, Result};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
-/// A stream in a regular file, read by offset.
+/// A stream read by offset: in a regular file, or a dump on a virtual tape
+/// ([`ByOffset`]).
 pub struct SeekStream {
-    file: File,
+    file: Box<dyn ByOffset>,
     name: String,
     len: u64,
     pos: u64,
@@ -61,11 +61,8 @@ pub const END_RECORD_LEN: u64 = (HEADER_LEN + END_LEN) as u64;
 
 impl SeekStream {
     /// Opens a stream file and reads and checks its header record.
-    pub fn open(file: File, name: &str) -> Result<Self> {
-        let len = file
-            .metadata()
-            .with_context(|| format!("cannot stat stream {name}"))?
-            .len();
+    pub fn open(file: Box<dyn ByOffset>, name: &str) -> Result<Self> {
+        let len = file.len();
         let mut s = SeekStream {
             file,
             name: name.to_string(),
@@ -403,14 +400,10 @@ impl SeekStream {
     /// A sequential reader of the same file from its start (parallel
     /// checking and decompression), for when most records are wanted.
     pub fn sequential(&self) -> Result<super::reader::StreamReader> {
-        use std::io::{Seek, SeekFrom};
-        let mut f = self
+        let input = self
             .file
-            .try_clone()
+            .sequential()
             .with_context(|| format!("cannot reopen stream {}", self.name))?;
-        f.seek(SeekFrom::Start(0))
-            .with_context(|| format!("cannot rewind stream {}", self.name))?;
-        let input = Box::new(std::io::BufReader::with_capacity(1 << 20, f));
         super::reader::StreamReader::open(input, &self.name, super::reader::Digest::Skip)
     }
 

@@ -888,3 +888,34 @@ pub fn remove_flagged(path: &Path) {
         .output();
     let _ = std::fs::remove_dir_all(path);
 }
+
+/// Runs `snapdump ARGS` under sh and returns (exit code, bytes the restore
+/// read through read(2)-family calls, stderr). The kernel adds a reaped
+/// child's I/O counters to its parent's, so the shell's rchar after the
+/// restore exited is the restore's (plus the shell's own few bytes).
+pub fn rchar_of(args: &[&str]) -> (i32, u64, String) {
+    let dir = tmp();
+    let io_file = dir.path().join("io");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" "$@"; s=$?; grep '^rchar:' /proc/$$/io > "$IO_OUT"; exit $s"#)
+        .arg(env!("CARGO_BIN_EXE_snapdump"))
+        .args(args)
+        .env("IO_OUT", &io_file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&io_file).unwrap();
+    let rchar = text
+        .trim()
+        .strip_prefix("rchar:")
+        .unwrap_or_else(|| panic!("no rchar in {text:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        rchar,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}

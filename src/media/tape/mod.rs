@@ -14,6 +14,7 @@ pub mod reader;
 pub mod sim;
 pub mod st;
 pub mod tap;
+pub mod tap_offsets;
 pub mod volume;
 pub mod writer;
 
