@@ -1,0 +1,362 @@
+//! The policy file (TOML, man/snapdump-policy.5): what to dump, when and
+//! at which level, what to keep, when to coalesce, where to replicate.
+//! Every mistake is refused with its line, before anything runs.
+
+use anyhow::{bail, Result};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// dump(8)'s modified Tower of Hanoi sequence of levels.
+pub const HANOI: [u8; 10] = [0, 3, 2, 5, 4, 7, 6, 9, 8, 9];
+
+/// A parsed and checked policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// The file it was read from (for messages and installs).
+    pub path: PathBuf,
+    /// The directory tree to dump.
+    pub source: PathBuf,
+    /// The catalog root (None: dump's default).
+    pub catalog: Option<PathBuf>,
+    /// Where streams go.
+    pub streams: Streams,
+    /// When to dump, at which level.
+    pub schedule: Schedule,
+    /// What to keep (None: everything).
+    pub keep: Option<Keep>,
+    /// When to write a synthetic full of the newest snapshot.
+    pub coalesce: Coalesce,
+    /// Where to replicate, each with its own retention.
+    pub replicate: Vec<Replica>,
+}
+
+/// Where streams go: files in a directory the policy owns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Streams {
+    /// The directory (created when missing).
+    pub dir: PathBuf,
+    /// zstd level of the dumps.
+    pub compression: i32,
+}
+
+/// When a dump is due and at which level.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    /// One dump per `every`; the k-th dump after a level 0 takes
+    /// `levels[k mod len]` (the list restarts at each level 0 it holds).
+    Levels {
+        /// Interval between dumps.
+        every: Duration,
+        /// The level cycle, starting with 0.
+        levels: Vec<u8>,
+    },
+    /// A level 0 when the newest full is `full_every` old, else an
+    /// increment on the newest snapshot every `increments_every`.
+    Periodic {
+        /// Age of the newest full at which a new level 0 is due.
+        full_every: Duration,
+        /// Interval between increments.
+        increments_every: Duration,
+    },
+}
+
+/// Retention: restic's rules, by snapshot time (UTC buckets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The N newest snapshots.
+    pub last: u32,
+    /// The newest snapshot of each of the last N hours that have one.
+    pub hourly: u32,
+    /// ... days.
+    pub daily: u32,
+    /// ... ISO weeks (Monday to Sunday).
+    pub weekly: u32,
+    /// ... months.
+    pub monthly: u32,
+    /// ... years.
+    pub yearly: u32,
+    /// Every snapshot this close to the newest.
+    pub within: Option<Duration>,
+}
+
+/// Triggers for a synthetic full of the newest snapshot (seed 002's
+/// coalescing): any one that holds fires.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Coalesce {
+    /// The newest snapshot's chain holds more than this many streams.
+    pub chain: Option<u32>,
+    /// Its increments together exceed this share of its full, in per cent.
+    pub increments_percent: Option<u32>,
+    /// Its full is at least this old.
+    pub age: Option<Duration>,
+    /// The streams directory's file system has less free space than
+    /// this, in per cent.
+    pub free_percent: Option<u32>,
+}
+
+/// A replication destination: a volume file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replica {
+    /// The volume (a `.vol` file; created when missing).
+    pub to: PathBuf,
+    /// What the volume keeps (None: everything).
+    pub keep: Option<Keep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    source: PathBuf,
+    catalog: Option<PathBuf>,
+    streams: RawStreams,
+    schedule: toml::Spanned<RawSchedule>,
+    keep: Option<toml::Spanned<RawKeep>>,
+    #[serde(default)]
+    coalesce: RawCoalesce,
+    #[serde(default)]
+    replicate: Vec<RawReplica>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreams {
+    dir: PathBuf,
+    compression: Option<Level>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    every: Option<Dur>,
+    levels: Option<Levels>,
+    full_every: Option<Dur>,
+    increments_every: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeep {
+    #[serde(default)]
+    last: u32,
+    #[serde(default)]
+    hourly: u32,
+    #[serde(default)]
+    daily: u32,
+    #[serde(default)]
+    weekly: u32,
+    #[serde(default)]
+    monthly: u32,
+    #[serde(default)]
+    yearly: u32,
+    within: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCoalesce {
+    chain: Option<u32>,
+    increments_percent: Option<Percent>,
+    age: Option<Dur>,
+    free_percent: Option<Percent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    to: PathBuf,
+    keep: Option<toml::Spanned<RawKeep>>,
+}
+
+/// A duration as humantime writes it ("6h", "1d", "2weeks").
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = humantime::parse_duration(&s).map_err(|e| {
+            D::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"6h\", \"1d\", \"2weeks\""))
+        })?;
+        if v.is_zero() {
+            return Err(D::Error::custom("a duration must be longer than zero"));
+        }
+        Ok(Dur(v))
+    }
+}
+
+/// "hanoi", or a list of levels 0..9 starting with 0.
+struct Levels(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Levels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Name(String),
+            List(Vec<i64>),
+        }
+        let bad = || D::Error::custom("levels is \"hanoi\" or a list of levels 0..9 that starts with 0, e.g. [0, 1, 1, 1, 1, 1, 1]");
+        match Either::deserialize(d).map_err(|_| bad())? {
+            Either::Name(n) if n == "hanoi" => Ok(Levels(HANOI.to_vec())),
+            Either::Name(_) => Err(bad()),
+            Either::List(l) if l.first() == Some(&0) && l.iter().all(|v| (0..=9).contains(v)) => {
+                Ok(Levels(l.into_iter().map(|v| v as u8).collect()))
+            }
+            Either::List(_) => Err(bad()),
+        }
+    }
+}
+
+/// A zstd level 0..19.
+struct Level(i32);
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(0..=19).contains(&v) {
+            return Err(D::Error::custom(format!("compression {v} is not a zstd level 0..19")));
+        }
+        Ok(Level(v as i32))
+    }
+}
+
+/// A percentage 1..100.
+struct Percent(u32);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(1..=100).contains(&v) {
+            return Err(D::Error::custom(format!("{v} is not a percentage 1..100")));
+        }
+        Ok(Percent(v as u32))
+    }
+}
+
+/// The 1-based line of byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+fn keep_of(raw: RawKeep) -> Keep {
+    Keep {
+        last: raw.last,
+        hourly: raw.hourly,
+        daily: raw.daily,
+        weekly: raw.weekly,
+        monthly: raw.monthly,
+        yearly: raw.yearly,
+        within: raw.within.map(|d| d.0),
+    }
+}
+
+impl Keep {
+    /// Whether the rules keep nothing at all (refused: a policy that
+    /// keeps nothing would prune every snapshot but the newest).
+    fn is_empty(&self) -> bool {
+        self.last + self.hourly + self.daily + self.weekly + self.monthly + self.yearly == 0
+            && self.within.is_none()
+    }
+}
+
+impl Policy {
+    /// Reads and checks the policy file at `path`.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read policy {}: {e}", path.display()))?;
+        Policy::parse(&text, path)
+    }
+
+    /// Parses and checks policy `text` (read from `path`, for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Policy> {
+        let name = path.display();
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| format!(" line {}", line_of(text, s.start))).unwrap_or_default();
+            anyhow::anyhow!("{name}:{line}: {}", e.message().trim_end())
+        })?;
+        let at = |span: std::ops::Range<usize>, what: String| -> anyhow::Error {
+            anyhow::anyhow!("{name}: line {}: {what}", line_of(text, span.start))
+        };
+        let span = raw.schedule.span();
+        let s = raw.schedule.into_inner();
+        let schedule = match (s.every, s.levels, s.full_every, s.increments_every) {
+            (Some(every), levels, None, None) => Schedule::Levels {
+                every: every.0,
+                levels: levels.map(|l| l.0).unwrap_or_else(|| vec![0]),
+            },
+            (None, None, Some(full), Some(inc)) => {
+                if inc.0 > full.0 {
+                    return Err(at(span, "increments_every is longer than full_every".into()));
+                }
+                Schedule::Periodic {
+                    full_every: full.0,
+                    increments_every: inc.0,
+                }
+            }
+            _ => {
+                return Err(at(
+                    span,
+                    "[schedule] takes either `every` (with `levels`, default [0]) or both `full_every` and `increments_every`".into(),
+                ))
+            }
+        };
+        let keep = match raw.keep {
+            None => None,
+            Some(k) => {
+                let span = k.span();
+                let k = keep_of(k.into_inner());
+                if k.is_empty() {
+                    return Err(at(span, "[keep] keeps nothing; give at least one rule, or leave [keep] out to keep everything".into()));
+                }
+                Some(k)
+            }
+        };
+        let mut replicate = Vec::new();
+        for r in raw.replicate {
+            let keep = match r.keep {
+                None => None,
+                Some(k) => {
+                    let span = k.span();
+                    let k = keep_of(k.into_inner());
+                    if k.is_empty() {
+                        return Err(at(span, "this replica's keep keeps nothing".into()));
+                    }
+                    Some(k)
+                }
+            };
+            if r.to.extension().is_none_or(|e| e != "vol") {
+                bail!("{name}: replicate.to {} is not a volume (a .vol file)", r.to.display());
+            }
+            replicate.push(Replica { to: r.to, keep });
+        }
+        if !raw.source.is_absolute() || !raw.streams.dir.is_absolute() {
+            bail!("{name}: source and streams.dir must be absolute paths (a policy runs from cron and systemd, whose working directory is not yours)");
+        }
+        if raw.streams.dir.starts_with(&raw.source) {
+            bail!("{name}: streams.dir {} is inside the source {}; the dumps would dump each other", raw.streams.dir.display(), raw.source.display());
+        }
+        Ok(Policy {
+            path: path.to_path_buf(),
+            source: raw.source,
+            catalog: raw.catalog,
+            streams: Streams {
+                dir: raw.streams.dir,
+                compression: raw
+                    .streams
+                    .compression
+                    .map(|l| l.0)
+                    .unwrap_or(crate::dump::DEFAULT_COMPRESSION),
+            },
+            schedule,
+            keep,
+            coalesce: Coalesce {
+                chain: raw.coalesce.chain,
+                increments_percent: raw.coalesce.increments_percent.map(|p| p.0),
+                age: raw.coalesce.age.map(|d| d.0),
+                free_percent: raw.coalesce.free_percent.map(|p| p.0),
+            },
+            replicate,
+        })
+    }
+}
