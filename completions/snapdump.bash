@@ -40,6 +40,9 @@ _snapdump() {
             snapdump,pointer)
                 cmd="snapdump__subcmd__pointer"
                 ;;
+            snapdump,policy)
+                cmd="snapdump__subcmd__policy"
+                ;;
             snapdump,replicas)
                 cmd="snapdump__subcmd__replicas"
                 ;;
@@ -48,6 +51,9 @@ _snapdump() {
                 ;;
             snapdump,restore)
                 cmd="snapdump__subcmd__restore"
+                ;;
+            snapdump,run)
+                cmd="snapdump__subcmd__run"
                 ;;
             snapdump,serve)
                 cmd="snapdump__subcmd__serve"
@@ -85,6 +91,9 @@ _snapdump() {
             snapdump__subcmd__help,pointer)
                 cmd="snapdump__subcmd__help__subcmd__pointer"
                 ;;
+            snapdump__subcmd__help,policy)
+                cmd="snapdump__subcmd__help__subcmd__policy"
+                ;;
             snapdump__subcmd__help,replicas)
                 cmd="snapdump__subcmd__help__subcmd__replicas"
                 ;;
@@ -93,6 +102,9 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help,restore)
                 cmd="snapdump__subcmd__help__subcmd__restore"
+                ;;
+            snapdump__subcmd__help,run)
+                cmd="snapdump__subcmd__help__subcmd__run"
                 ;;
             snapdump__subcmd__help,serve)
                 cmd="snapdump__subcmd__help__subcmd__serve"
@@ -126,6 +138,18 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help__subcmd__pointer,set)
                 cmd="snapdump__subcmd__help__subcmd__pointer__subcmd__set"
+                ;;
+            snapdump__subcmd__help__subcmd__policy,check)
+                cmd="snapdump__subcmd__help__subcmd__policy__subcmd__check"
+                ;;
+            snapdump__subcmd__help__subcmd__policy,install)
+                cmd="snapdump__subcmd__help__subcmd__policy__subcmd__install"
+                ;;
+            snapdump__subcmd__help__subcmd__policy,plan)
+                cmd="snapdump__subcmd__help__subcmd__policy__subcmd__plan"
+                ;;
+            snapdump__subcmd__help__subcmd__policy,simulate)
+                cmd="snapdump__subcmd__help__subcmd__policy__subcmd__simulate"
                 ;;
             snapdump__subcmd__help__subcmd__volume,check)
                 cmd="snapdump__subcmd__help__subcmd__volume__subcmd__check"
@@ -205,6 +229,36 @@ _snapdump() {
             snapdump__subcmd__pointer__subcmd__help,set)
                 cmd="snapdump__subcmd__pointer__subcmd__help__subcmd__set"
                 ;;
+            snapdump__subcmd__policy,check)
+                cmd="snapdump__subcmd__policy__subcmd__check"
+                ;;
+            snapdump__subcmd__policy,help)
+                cmd="snapdump__subcmd__policy__subcmd__help"
+                ;;
+            snapdump__subcmd__policy,install)
+                cmd="snapdump__subcmd__policy__subcmd__install"
+                ;;
+            snapdump__subcmd__policy,plan)
+                cmd="snapdump__subcmd__policy__subcmd__plan"
+                ;;
+            snapdump__subcmd__policy,simulate)
+                cmd="snapdump__subcmd__policy__subcmd__simulate"
+                ;;
+            snapdump__subcmd__policy__subcmd__help,check)
+                cmd="snapdump__subcmd__policy__subcmd__help__subcmd__check"
+                ;;
+            snapdump__subcmd__policy__subcmd__help,help)
+                cmd="snapdump__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__policy__subcmd__help,install)
+                cmd="snapdump__subcmd__policy__subcmd__help__subcmd__install"
+                ;;
+            snapdump__subcmd__policy__subcmd__help,plan)
+                cmd="snapdump__subcmd__policy__subcmd__help__subcmd__plan"
+                ;;
+            snapdump__subcmd__policy__subcmd__help,simulate)
+                cmd="snapdump__subcmd__policy__subcmd__help__subcmd__simulate"
+                ;;
             snapdump__subcmd__volume,check)
                 cmd="snapdump__subcmd__volume__subcmd__check"
                 ;;
@@ -266,7 +320,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -456,7 +510,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror completions help"
+            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -679,6 +733,76 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__help__subcmd__policy)
+            opts="check plan simulate install"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__policy__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__policy__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__policy__subcmd__plan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__policy__subcmd__simulate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__help__subcmd__replicas)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -708,6 +832,20 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1267,6 +1405,188 @@ _snapdump() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        snapdump__subcmd__policy)
+            opts="-v -q -h --verbose --quiet --help check plan simulate install help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__check)
+            opts="-v -q -h --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help)
+            opts="check plan simulate install help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help__subcmd__plan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__help__subcmd__simulate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__install)
+            opts="-v -q -h --systemd --cron --dir --every-minutes --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --every-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__plan)
+            opts="-v -q -h --at --explain --json --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__policy__subcmd__simulate)
+            opts="-v -q -h --days --from --fresh --full-bytes --daily-change --json --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --full-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --daily-change)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         snapdump__subcmd__replicas)
             opts="-v -q -h --catalog --json --forget --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1359,6 +1679,28 @@ _snapdump() {
                     return 0
                     ;;
                 --new-volume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --json-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__run)
+            opts="-v -q -h --at --no-wait --json --json-file --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --at)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -135,22 +135,24 @@ def top(m):
     return m[0] if m else "lib"
 
 # Layer rules: a module may not import these (top-level) modules.
-UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "replica", "mirror", "cli", "fuzzing", "tarout"}
+UPPER = {"catalog", "scan", "dump", "stream", "media", "target", "restore", "volume", "replica", "mirror", "policy", "cli", "fuzzing", "tarout"}
 MODEL = {"tree", "names", "runs", "wire", "ids", "digest", "at", "planes", "rules", "fileflags"}
 PLUMBING = {"fsx", "lock", "atomic", "failpoint", "progress", "report", "sealed"}
 FORBIDDEN = {
     **{m: UPPER | PLUMBING for m in MODEL},
     **{m: UPPER for m in PLUMBING},
-    "catalog": {"scan", "dump", "media", "target", "restore", "volume", "cli", "replica"},
-    "scan": {"catalog", "dump", "stream", "media", "target", "restore", "volume", "cli", "replica"},
-    "volume": {"dump", "restore", "cli", "replica"},
-    "target": {"dump", "restore", "volume", "cli", "replica"},
-    "stream": {"dump", "restore", "volume", "target", "cli", "replica"},
-    "media": {"stream", "dump", "restore", "volume", "target", "cli", "replica"},
-    "dump": {"restore", "volume", "target", "cli", "replica"},
-    "restore": {"dump", "volume", "cli", "replica"},
-    "replica": {"restore", "cli"},
-    "mirror": {"dump", "restore", "volume", "target", "cli", "replica"},
+    "catalog": {"scan", "dump", "media", "target", "restore", "volume", "cli", "policy", "replica"},
+    "scan": {"catalog", "dump", "stream", "media", "target", "restore", "volume", "cli", "policy", "replica"},
+    "volume": {"dump", "restore", "cli", "policy", "replica"},
+    "target": {"dump", "restore", "volume", "cli", "policy", "replica"},
+    "stream": {"dump", "restore", "volume", "target", "cli", "policy", "replica"},
+    "media": {"stream", "dump", "restore", "volume", "target", "cli", "policy", "replica"},
+    "dump": {"restore", "volume", "target", "cli", "policy", "replica"},
+    "restore": {"dump", "volume", "cli", "policy", "replica"},
+    "replica": {"restore", "cli", "policy"},
+    "mirror": {"dump", "restore", "volume", "target", "cli", "policy", "replica"},
+    # A policy drives the layers below it; only the command line drives it.
+    "policy": {"cli"},
 }
 bad = []
 for a, bs in edges.items():

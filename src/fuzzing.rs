@@ -383,6 +383,7 @@ fn apply_bench() -> Option<ApplyBench> {
                 cross_mounts: false,
                 rules: None,
                 rules_changed: false,
+                snapshot_time: None,
             },
             &report,
         )

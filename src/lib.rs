@@ -45,6 +45,7 @@ pub mod media;
 pub mod mirror;
 pub mod names;
 pub mod planes;
+pub mod policy;
 pub(crate) mod progress;
 pub mod replica;
 pub mod report;

@@ -25,6 +25,8 @@ fn main() {
         Cmd::Replicas(a) => cli::replicate::run_replicas(a),
         Cmd::Serve(a) => cli::replicate::run_serve(a, &report),
         Cmd::Volume(v) => cli::volume::run(v, &report),
+        Cmd::Policy(c) => cli::policy::run_policy(c),
+        Cmd::Run(a) => cli::policy::run(a, &report),
         Cmd::Completions(a) => cli::completions::run(&a),
     };
     let code = result.unwrap_or_else(|e| {

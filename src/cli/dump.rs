@@ -235,6 +235,7 @@ pub fn run(a: DumpArgs, report: &Report) -> Result<i32> {
         cross_mounts: a.cross_mounts,
         rules,
         rules_changed: a.rules_changed,
+        snapshot_time: None,
     };
     let s = crate::dump::dump(&opts, report)?;
     print::json(&a.json, output == "-", &s)?;

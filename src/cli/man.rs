@@ -88,6 +88,16 @@ pub const PAGES: &[Page] = &[
         template: include_str!("../../man/src/snapdump-serve.1.in"),
     },
     Page {
+        file: "snapdump-policy.1",
+        path: &["policy"],
+        template: include_str!("../../man/src/snapdump-policy.1.in"),
+    },
+    Page {
+        file: "snapdump-run.1",
+        path: &["run"],
+        template: include_str!("../../man/src/snapdump-run.1.in"),
+    },
+    Page {
         file: "snapdump-volume.1",
         path: &["volume"],
         template: include_str!("../../man/src/snapdump-volume.1.in"),

@@ -12,6 +12,7 @@ pub mod export;
 pub mod history;
 pub mod man;
 pub mod mirror;
+pub mod policy;
 pub mod print;
 pub mod replicate;
 pub mod restore;
@@ -76,6 +77,11 @@ pub enum Cmd {
     /// from it on disk (create, add, status, reintegrate).
     #[command(subcommand)]
     Mirror(mirror::MirrorCmd),
+    /// Check, plan, simulate or install a policy (man 5 snapdump-policy).
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Do what a policy says is due: dump, coalesce, prune.
+    Run(policy::RunArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 }

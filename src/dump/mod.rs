@@ -60,6 +60,10 @@ pub struct DumpOptions {
     pub rules: Option<crate::rules::Rules>,
     /// The given rules replace recorded ones that differ (`--rules-changed`).
     pub rules_changed: bool,
+    /// The snapshot's time (None: the clock's). A policy run under a
+    /// given clock (`run --at`) stamps its snapshots with it; it must be
+    /// later than the newest snapshot's.
+    pub snapshot_time: Option<Time>,
 }
 
 /// The `--json` summary of a dump.
@@ -599,10 +603,26 @@ impl Run<'_> {
             return Ok((p.snapshot()?, p.stream_id()));
         }
         let stream_id = crate::ids::random_id();
+        let time = match self.opts.snapshot_time {
+            None => Time::now(),
+            Some(t) => {
+                if let Some(newest) = state.snapshots.last() {
+                    if t.sec <= newest.snap.time.sec {
+                        bail!(
+                            "the snapshot time {} is not after the newest snapshot's ({}, snapshot {})",
+                            t.rfc3339(),
+                            newest.snap.time.rfc3339(),
+                            newest.snap.id
+                        );
+                    }
+                }
+                t
+            }
+        };
         let snap = SnapshotRef {
             id: state.next_snap_id,
             uuid: crate::ids::random_id(),
-            time: Time::now(),
+            time,
             level: self.opts.level,
         };
         resume::save(

@@ -131,6 +131,7 @@ pub fn dump_to_sink(
         // A replication follows the rules its source's dumps recorded.
         rules: None,
         rules_changed: false,
+        snapshot_time: None,
     };
     let point = ResumePoint {
         source_uuid: crate::ids::hex(&source_uuid),

@@ -176,7 +176,9 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let v = humantime::parse_duration(&s).map_err(|e| {
-            D::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"6h\", \"1d\", \"2weeks\""))
+            D::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write e.g. \"6h\", \"1d\", \"2weeks\""
+            ))
         })?;
         if v.is_zero() {
             return Err(D::Error::custom("a duration must be longer than zero"));
@@ -196,7 +198,9 @@ impl<'de> Deserialize<'de> for Levels {
             Name(String),
             List(Vec<i64>),
         }
-        let bad = || D::Error::custom("levels is \"hanoi\" or a list of levels 0..9 that starts with 0, e.g. [0, 1, 1, 1, 1, 1, 1]");
+        let bad = || {
+            D::Error::custom("levels is \"hanoi\" or a list of levels 0..9 that starts with 0, e.g. [0, 1, 1, 1, 1, 1, 1]")
+        };
         match Either::deserialize(d).map_err(|_| bad())? {
             Either::Name(n) if n == "hanoi" => Ok(Levels(HANOI.to_vec())),
             Either::Name(_) => Err(bad()),
@@ -215,7 +219,9 @@ impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let v = i64::deserialize(d)?;
         if !(0..=19).contains(&v) {
-            return Err(D::Error::custom(format!("compression {v} is not a zstd level 0..19")));
+            return Err(D::Error::custom(format!(
+                "compression {v} is not a zstd level 0..19"
+            )));
         }
         Ok(Level(v as i32))
     }
@@ -272,7 +278,10 @@ impl Policy {
     pub fn parse(text: &str, path: &Path) -> Result<Policy> {
         let name = path.display();
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| format!(" line {}", line_of(text, s.start))).unwrap_or_default();
+            let line = e
+                .span()
+                .map(|s| format!(" line {}", line_of(text, s.start)))
+                .unwrap_or_default();
             anyhow::anyhow!("{name}:{line}: {}", e.message().trim_end())
         })?;
         let at = |span: std::ops::Range<usize>, what: String| -> anyhow::Error {
@@ -326,15 +335,27 @@ impl Policy {
                 }
             };
             if r.to.extension().is_none_or(|e| e != "vol") {
-                bail!("{name}: replicate.to {} is not a volume (a .vol file)", r.to.display());
+                bail!(
+                    "{name}: replicate.to {} is not a volume (a .vol file)",
+                    r.to.display()
+                );
             }
             replicate.push(Replica { to: r.to, keep });
+        }
+        if !replicate.is_empty() {
+            bail!(
+                "{name}: [[replicate]] destinations are not run by policies yet; keep a replica with snapdump replicate from the same timer (man snapdump-replicate)"
+            );
         }
         if !raw.source.is_absolute() || !raw.streams.dir.is_absolute() {
             bail!("{name}: source and streams.dir must be absolute paths (a policy runs from cron and systemd, whose working directory is not yours)");
         }
         if raw.streams.dir.starts_with(&raw.source) {
-            bail!("{name}: streams.dir {} is inside the source {}; the dumps would dump each other", raw.streams.dir.display(), raw.source.display());
+            bail!(
+                "{name}: streams.dir {} is inside the source {}; the dumps would dump each other",
+                raw.streams.dir.display(),
+                raw.source.display()
+            );
         }
         Ok(Policy {
             path: path.to_path_buf(),

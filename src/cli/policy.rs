@@ -1,0 +1,307 @@
+//! `snapdump policy check|plan|simulate|install` and `snapdump run`.
+
+use super::args::{JsonArgs, WaitArg};
+use super::print;
+use crate::policy::install::Scheduler;
+use crate::policy::Policy;
+use crate::report::Report;
+use crate::tree::Time;
+use anyhow::{anyhow, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// The policy subcommands.
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Read and check a policy file; every mistake is named with its line.
+    Check {
+        /// The policy file (man 5 snapdump-policy).
+        file: PathBuf,
+    },
+    /// What is due now (or at --at) and why: the dump and its level, a
+    /// synthetic full, and every snapshot kept or pruned with the rule
+    /// that decided it. Touches nothing.
+    Plan {
+        /// The policy file.
+        file: PathBuf,
+        /// Plan for this time instead of now (RFC 3339, UTC).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<Time>,
+        /// Also list every snapshot with the rules that keep it.
+        #[arg(long)]
+        explain: bool,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play the policy forward day by day on a model of the catalog (the
+    /// levels dumped, synthetic fulls, streams kept, space, restore chain
+    /// lengths), touching nothing.
+    Simulate {
+        /// The policy file.
+        file: PathBuf,
+        /// Days to simulate.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36600))]
+        days: u32,
+        /// Start at this time instead of now (RFC 3339, UTC).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<Time>,
+        /// Start from an empty catalog instead of the source's.
+        #[arg(long)]
+        fresh: bool,
+        /// Bytes of a full image in the model (e.g. 40G); default the
+        /// newest full the catalog holds, else 1G.
+        #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size)]
+        full_bytes: Option<u64>,
+        /// Share of the full an increment carries per day, in per cent.
+        #[arg(long, value_name = "PERCENT", default_value_t = 2.0)]
+        daily_change: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a systemd service and timer, or a cron.d file, that runs the
+    /// policy every few minutes (the plan decides what is due).
+    Install {
+        /// The policy file.
+        file: PathBuf,
+        /// A systemd service and timer (Persistent=true).
+        #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+        systemd: bool,
+        /// A cron.d file.
+        #[arg(long)]
+        cron: bool,
+        /// Where to write (default /etc/systemd/system or /etc/cron.d).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Minutes between runs.
+        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=59))]
+        every_minutes: u32,
+    },
+}
+
+/// Arguments of `snapdump run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The policy file.
+    file: PathBuf,
+    /// Act as if the clock said TIME (RFC 3339, UTC): plan for it and give
+    /// the snapshots it takes that time (later than the newest snapshot's).
+    /// For testing a policy, or catching up a run at the time it was due.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<Time>,
+    #[command(flatten)]
+    wait: WaitArg,
+    #[command(flatten)]
+    json: JsonArgs,
+}
+
+fn parse_time(s: &str) -> Result<Time> {
+    match crate::at::parse_at(s)? {
+        crate::at::At::Time(t) => Ok(Time {
+            sec: t.sec,
+            nsec: 0,
+        }),
+        crate::at::At::Id(_) => Err(anyhow!(
+            "{s:?} is not a time; give e.g. 2026-12-01T03:00:00Z"
+        )),
+    }
+}
+
+/// Runs `snapdump policy ...`.
+pub fn run_policy(c: PolicyCmd) -> Result<i32> {
+    match c {
+        PolicyCmd::Check { file } => {
+            let p = Policy::load(&file)?;
+            print::lines(std::iter::once(format!(
+                "{}: ok: dumps {} into {}",
+                file.display(),
+                p.source.display(),
+                p.streams.dir.display()
+            )))?;
+            Ok(0)
+        }
+        PolicyCmd::Plan {
+            file,
+            at,
+            explain,
+            json,
+        } => {
+            let p = Policy::load(&file)?;
+            let pl = crate::policy::run::plan_now(&p, at)?;
+            if json {
+                print::json_stdout(&pl)?;
+                return Ok(0);
+            }
+            let mut out = vec![format!("plan of {} at {}:", file.display(), pl.at)];
+            out.push(match &pl.dump {
+                Some(d) => format!(
+                    "  dump level {}{}: {}",
+                    d.level,
+                    d.base
+                        .map(|b| format!(" on snapshot {b}"))
+                        .unwrap_or_default(),
+                    d.why
+                ),
+                None => "  no dump is due".into(),
+            });
+            if let Some(c) = &pl.coalesce {
+                out.push(format!(
+                    "  coalesce snapshots {:?} into a full of snapshot {}: {}",
+                    c.chain, c.snapshot, c.why
+                ));
+            }
+            let prune = pl.prune();
+            if prune.is_empty() {
+                out.push("  nothing to prune".into());
+            }
+            for d in &pl.snapshots {
+                if !d.keep || explain {
+                    out.push(format!(
+                        "  {} snapshot {:>5}  level {}  {}  {}: {}",
+                        if d.keep { "keep " } else { "prune" },
+                        d.snapshot,
+                        d.level,
+                        d.time,
+                        d.stream,
+                        d.why.join("; ")
+                    ));
+                }
+            }
+            print::lines(out)?;
+            Ok(0)
+        }
+        PolicyCmd::Simulate {
+            file,
+            days,
+            from,
+            fresh,
+            full_bytes,
+            daily_change,
+            json,
+        } => {
+            let p = Policy::load(&file)?;
+            let snaps = if fresh {
+                Vec::new()
+            } else {
+                crate::policy::run::snaps_of(&p)?.0
+            };
+            let full = full_bytes
+                .or_else(|| {
+                    snaps
+                        .iter()
+                        .rev()
+                        .find(|s| s.base.is_none())
+                        .map(|s| s.stream_bytes)
+                })
+                .unwrap_or(1 << 30);
+            let start = from.unwrap_or_else(Time::now).sec;
+            let sim = crate::policy::simulate::simulate(
+                &p,
+                snaps,
+                start,
+                days,
+                &crate::policy::simulate::Model {
+                    full_bytes: full,
+                    daily_change_percent: daily_change,
+                },
+            );
+            if json {
+                print::json_stdout(&sim)?;
+                return Ok(0);
+            }
+            let mut out = vec![format!(
+                "{:<10}  {:<14}  {:>5}  {:>6}  {:>7}  {:>14}  {:>6}  {:>5}",
+                "day", "dumps", "fulls", "pruned", "streams", "bytes", "newest", "worst"
+            )];
+            for d in &sim.days {
+                let levels: Vec<String> = d.dumps.iter().map(|l| l.to_string()).collect();
+                out.push(format!(
+                    "{:<10}  {:<14}  {:>5}  {:>6}  {:>7}  {:>14}  {:>6}  {:>5}",
+                    d.day,
+                    levels.join(" "),
+                    d.coalesced,
+                    d.pruned,
+                    d.streams_kept,
+                    d.bytes_kept,
+                    d.newest_chain,
+                    d.worst_chain
+                ));
+            }
+            out.push(format!(
+                "peak bytes kept {}, longest restore chain {} streams",
+                sim.peak_bytes_kept, sim.worst_chain
+            ));
+            print::lines(out)?;
+            Ok(0)
+        }
+        PolicyCmd::Install {
+            file,
+            systemd,
+            cron: _,
+            dir,
+            every_minutes,
+        } => {
+            let p = Policy::load(&file)?;
+            let s = if systemd {
+                Scheduler::Systemd
+            } else {
+                Scheduler::Cron
+            };
+            let dir = dir.unwrap_or_else(|| match s {
+                Scheduler::Systemd => "/etc/systemd/system".into(),
+                Scheduler::Cron => "/etc/cron.d".into(),
+            });
+            let binary = std::env::current_exe().unwrap_or_else(|_| "snapdump".into());
+            let written = crate::policy::install::install(&p, s, &dir, &binary, every_minutes)?;
+            let mut out: Vec<String> = written
+                .iter()
+                .map(|w| format!("wrote {}", w.display()))
+                .collect();
+            if s == Scheduler::Systemd {
+                out.push(format!(
+                    "enable it with: systemctl daemon-reload && systemctl enable --now {}.timer",
+                    crate::policy::install::unit_name(&p)
+                ));
+            }
+            print::lines(out)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Runs `snapdump run`.
+pub fn run(a: RunArgs, report: &Report) -> Result<i32> {
+    let p = Policy::load(&a.file)?;
+    let s = crate::policy::run::run(&p, a.at, a.wait.policy(), report)?;
+    if a.json.wanted() {
+        print::json(&a.json, false, &s)?;
+    } else if !crate::progress::quiet() {
+        let mut out = Vec::new();
+        if let Some(d) = &s.dumped {
+            out.push(format!(
+                "dumped snapshot {} (level {}) to {}: {}",
+                d.snapshot, d.level, d.stream, d.why
+            ));
+        }
+        if let Some(c) = &s.coalesced {
+            out.push(format!(
+                "wrote a full of snapshot {} to {}: {}",
+                c.snapshot, c.stream, c.why
+            ));
+        }
+        for d in &s.pruned {
+            out.push(format!("pruned snapshot {} ({})", d.snapshot, d.stream));
+        }
+        for w in &s.swept {
+            out.push(format!("deleted {w}, left by a killed run"));
+        }
+        if out.is_empty() {
+            out.push("nothing was due".into());
+        }
+        for l in out {
+            crate::progress::println_err(&format!("snapdump: {l}"));
+        }
+    }
+    Ok(report.exit_status())
+}

@@ -1,0 +1,432 @@
+//! `snapdump run FILE`: does what the plan says is due — dump at the due
+//! level, coalesce, prune — under one policy lock, re-planning after each
+//! step, so that it is idempotent and safe to run every minute.
+//!
+//! Crash safety: a stream enters the catalog only once whole (the dump's
+//! own commit); a synthetic full replaces the newest snapshot's stream in
+//! the catalog before the increment it supersedes is deleted; pruned
+//! snapshots leave the catalog (rows and planes, in one atomic commit)
+//! before their streams are deleted. So a killed run leaves at worst
+//! streams no catalog row names, which the next run's sweep deletes: a
+//! stream of this source in the streams directory that the catalog does
+//! not name is never needed.
+
+use super::file::Policy;
+use super::plan::{plan, Inputs, Plan};
+use super::retain::Snap;
+use crate::catalog::Catalog;
+use crate::report::Report;
+use crate::tree::Time;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What a run did.
+#[derive(Serialize)]
+pub struct RunSummary {
+    /// Always "run".
+    pub command: &'static str,
+    /// "ok" or "warnings".
+    pub status: &'static str,
+    /// The policy file.
+    pub policy: String,
+    /// The clock the run used.
+    pub at: String,
+    /// The dump it made, if one was due.
+    pub dumped: Option<Done>,
+    /// The synthetic full it wrote, if a trigger fired.
+    pub coalesced: Option<Done>,
+    /// Snapshots pruned (their catalog rows and streams).
+    pub pruned: Vec<Done>,
+    /// Streams a killed run left that no catalog row names, deleted.
+    pub swept: Vec<String>,
+    /// The plan after the run (nothing is due in it but what failed).
+    pub plan: Plan,
+}
+
+/// One snapshot a step made or removed.
+#[derive(Serialize)]
+pub struct Done {
+    /// The snapshot.
+    pub snapshot: u64,
+    /// Its level.
+    pub level: u8,
+    /// The stream.
+    pub stream: String,
+    /// Its bytes.
+    pub stream_bytes: u64,
+    /// Why.
+    pub why: String,
+}
+
+/// The catalog root a policy uses.
+pub fn catalog_root(p: &Policy) -> PathBuf {
+    p.catalog
+        .clone()
+        .unwrap_or_else(crate::catalog::default_root)
+}
+
+/// The snapshot table as the plan sees it (empty before the first dump).
+pub fn snaps_of(p: &Policy) -> Result<(Vec<Snap>, Option<Catalog>)> {
+    let Ok(source) = std::fs::canonicalize(&p.source) else {
+        bail!(
+            "{}: source {} is not there",
+            p.path.display(),
+            p.source.display()
+        );
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let root = catalog_root(p);
+    if !crate::catalog::source_dir(&root, source.as_os_str().as_bytes())
+        .join("catalog")
+        .exists()
+    {
+        return Ok((Vec::new(), None));
+    }
+    let c = Catalog::open(
+        &root,
+        source.as_os_str().as_bytes(),
+        crate::dump::DEFAULT_BLOCK_SIZE,
+    )?;
+    Ok((table(&c), Some(c)))
+}
+
+fn table(c: &Catalog) -> Vec<Snap> {
+    c.state
+        .snapshots
+        .iter()
+        .map(|s| Snap {
+            id: s.snap.id,
+            time: s.snap.time.sec,
+            level: s.snap.level,
+            base: if s.full { None } else { s.base },
+            stream_bytes: s.stream_bytes,
+            output: s.output.clone(),
+        })
+        .collect()
+}
+
+/// Free space of the file system holding `dir`, in per cent.
+pub fn free_percent(dir: &Path) -> Option<f64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let total = st.blocks() as f64;
+    (total > 0.0).then(|| st.blocks_available() as f64 * 100.0 / total)
+}
+
+/// The snapshots the replicas recorded in the catalog directory still
+/// hold (a later incremental replication starts from them).
+fn pinned(_p: &Policy) -> Vec<(u64, String)> {
+    Vec::new()
+}
+
+/// The plan for the policy now (or at `at`).
+pub fn plan_now(p: &Policy, at: Option<Time>) -> Result<Plan> {
+    let (snaps, _) = snaps_of(p)?;
+    let now = at.unwrap_or_else(Time::now).sec;
+    Ok(plan(
+        p,
+        &Inputs {
+            snaps: &snaps,
+            now,
+            free_percent: free_percent(&p.streams.dir),
+            pinned: pinned(p),
+        },
+    ))
+}
+
+fn stamp(t: Time) -> String {
+    let s = t.rfc3339();
+    s.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+fn stem(p: &Policy) -> String {
+    p.source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Runs the policy once.
+pub fn run(
+    p: &Policy,
+    at: Option<Time>,
+    wait: crate::lock::Wait,
+    report: &Report,
+) -> Result<RunSummary> {
+    std::fs::create_dir_all(&p.streams.dir).with_context(|| {
+        format!(
+            "cannot create streams directory {}",
+            p.streams.dir.display()
+        )
+    })?;
+    let _policy_lock = crate::lock::acquire(
+        &p.streams.dir.join(".snapdump-policy.lock"),
+        &format!("the streams directory {}", p.streams.dir.display()),
+        wait,
+    )?;
+    let now = at.unwrap_or_else(Time::now);
+    let root = catalog_root(p);
+    let mut summary = RunSummary {
+        command: "run",
+        status: "ok",
+        policy: p.path.display().to_string(),
+        at: now.rfc3339(),
+        dumped: None,
+        coalesced: None,
+        pruned: Vec::new(),
+        swept: sweep(p, wait)?,
+        plan: plan_now(p, Some(now))?,
+    };
+    if let Some(d) = summary.plan.dump.clone() {
+        let (_, cat) = snaps_of(p)?;
+        let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
+        let out = p.streams.dir.join(format!(
+            "{}.{id:06}.L{}.{}.sdump",
+            stem(p),
+            d.level,
+            stamp(now)
+        ));
+        let opts = crate::dump::DumpOptions {
+            level: d.level,
+            output: out.display().to_string(),
+            volumes: Vec::new(),
+            tape: tape_defaults(),
+            catalog_root: root.clone(),
+            compression: p.streams.compression,
+            source: p.source.clone(),
+            base: d.base,
+            wait,
+            resume: false,
+            cross_mounts: false,
+            rules: None,
+            rules_changed: false,
+            snapshot_time: at,
+        };
+        let s = crate::dump::dump(&opts, report)?;
+        crate::failpoint::hit("policy-dumped");
+        summary.dumped = Some(Done {
+            snapshot: s.snapshot.id,
+            level: s.snapshot.level,
+            stream: s.output.clone(),
+            stream_bytes: s.stream_bytes,
+            why: d.why,
+        });
+        summary.plan = plan_now(p, Some(now))?;
+    }
+    if let Some(c) = summary.plan.coalesce.clone() {
+        summary.coalesced = Some(coalesce(p, &c, report, wait)?);
+        summary.plan = plan_now(p, Some(now))?;
+    }
+    if !summary.plan.prune().is_empty() {
+        summary.pruned = prune(p, now, wait)?;
+        summary.plan = plan_now(p, Some(now))?;
+    }
+    summary.status = report.status_word();
+    Ok(summary)
+}
+
+fn tape_defaults() -> crate::media::tape::writer::TapeOptions {
+    crate::media::tape::writer::TapeOptions {
+        block_size: crate::media::tape::DEFAULT_RECORD_KIB * 1024,
+        append: false,
+        capacity: 0,
+        new_volume: None,
+    }
+}
+
+/// Opens the catalog under its lock, for a change.
+fn locked_catalog(p: &Policy, wait: crate::lock::Wait) -> Result<(crate::lock::Lock, Catalog)> {
+    let (_, lock, cat) = crate::dump::open_catalog_locked(&p.source, &catalog_root(p), wait)?;
+    Ok((lock, cat))
+}
+
+/// Whether `path` (as a catalog row names it) is inside the streams
+/// directory, where the policy may delete.
+fn ours(p: &Policy, path: &str) -> bool {
+    let path = Path::new(path);
+    path.parent() == Some(p.streams.dir.as_path())
+}
+
+/// The synthetic full of the newest snapshot's chain, put in the catalog
+/// in place of its increment, which is then deleted.
+fn coalesce(
+    p: &Policy,
+    due: &super::plan::CoalesceDue,
+    report: &Report,
+    wait: crate::lock::Wait,
+) -> Result<Done> {
+    let (snaps, _) = snaps_of(p)?;
+    let newest = snaps.last().expect("a coalesce is due only with snapshots");
+    let mut inputs = Vec::new();
+    for id in &due.chain {
+        let s = snaps
+            .iter()
+            .find(|s| s.id == *id)
+            .expect("the chain is the table's");
+        inputs.push(crate::media::Input::plain(&s.output).with_context(|| {
+            format!(
+                "snapshot {id}'s stream {} is needed to coalesce snapshot {}",
+                s.output, newest.id
+            )
+        })?);
+    }
+    let out = p.streams.dir.join(format!(
+        "{}.{:06}.L{}.{}.full.sdump",
+        stem(p),
+        newest.id,
+        newest.level,
+        stamp(Time {
+            sec: newest.time,
+            nsec: 0
+        })
+    ));
+    let s = crate::restore::coalesce::coalesce(&crate::restore::coalesce::CoalesceOptions {
+        inputs,
+        specs: vec![out.display().to_string()],
+        tape: tape_defaults(),
+        compression: p.streams.compression,
+        digest: crate::stream::reader::Digest::Skip,
+        waste: Some(crate::restore::coalesce::Waste::DEFAULT),
+    })?;
+    let _ = report;
+    crate::failpoint::hit("policy-coalesced");
+    let (_lock, mut cat) = locked_catalog(p, wait)?;
+    let row = cat
+        .state
+        .snapshots
+        .iter_mut()
+        .find(|r| r.snap.id == newest.id)
+        .filter(|r| r.output == newest.output)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "snapshot {} changed in the catalog while it was coalesced; run again",
+                newest.id
+            )
+        })?;
+    let old = std::mem::replace(&mut row.output, out.display().to_string());
+    row.full = true;
+    row.base = None;
+    row.stream_bytes = s.stream_bytes;
+    row.data_blocks = s.blocks_carried;
+    cat.commit()?;
+    crate::failpoint::hit("policy-coalesce-committed");
+    if ours(p, &old) {
+        remove(&old)?;
+    }
+    Ok(Done {
+        snapshot: newest.id,
+        level: newest.level,
+        stream: out.display().to_string(),
+        stream_bytes: s.stream_bytes,
+        why: due.why.clone(),
+    })
+}
+
+fn remove(path: &str) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete stream {path}")),
+    }
+}
+
+/// Prunes what the plan (made again under the catalog's lock) prunes:
+/// rows and planes leave the catalog in one commit, then the streams go.
+fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
+    let (_lock, mut cat) = locked_catalog(p, wait)?;
+    let snaps = table(&cat);
+    let pl = plan(
+        p,
+        &Inputs {
+            snaps: &snaps,
+            now: now.sec,
+            free_percent: free_percent(&p.streams.dir),
+            pinned: pinned(p),
+        },
+    );
+    let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
+    if doomed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut done = Vec::new();
+    let st = &mut cat.state;
+    let mut k = 0;
+    while k < st.snapshots.len() {
+        if doomed.contains(&st.snapshots[k].snap.id) {
+            let r = st.snapshots.remove(k);
+            st.planes.remove(k);
+            let why = pl
+                .snapshots
+                .iter()
+                .find(|d| d.snapshot == r.snap.id)
+                .map(|d| d.why.join("; "))
+                .unwrap_or_default();
+            done.push(Done {
+                snapshot: r.snap.id,
+                level: r.snap.level,
+                stream: r.output,
+                stream_bytes: r.stream_bytes,
+                why,
+            });
+        } else {
+            k += 1;
+        }
+    }
+    crate::failpoint::hit("policy-before-prune-commit");
+    cat.commit()?;
+    for d in &done {
+        crate::failpoint::hit("policy-prune");
+        if ours(p, &d.stream) {
+            remove(&d.stream)?;
+        }
+    }
+    Ok(done)
+}
+
+/// Deletes what a killed run left in the streams directory: streams of
+/// this source no catalog row names, and partial outputs of dead runs.
+fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
+    let (_, cat) = snaps_of(p)?;
+    let Some(_) = cat else { return Ok(Vec::new()) };
+    let (_lock, cat) = locked_catalog(p, wait)?;
+    let named: std::collections::HashSet<&str> = cat
+        .state
+        .snapshots
+        .iter()
+        .map(|s| s.output.as_str())
+        .collect();
+    let mut swept = Vec::new();
+    let rd = std::fs::read_dir(&p.streams.dir)
+        .with_context(|| format!("cannot list streams directory {}", p.streams.dir.display()))?;
+    for e in rd {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = p.streams.dir.join(&name);
+        let shown = path.display().to_string();
+        if let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.split(".snapdump-partial.").nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                remove(&shown)?;
+                swept.push(shown);
+            }
+            continue;
+        }
+        if name.starts_with('.') || !name.ends_with(".sdump") || named.contains(shown.as_str()) {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let Ok(s) = crate::stream::seek::SeekStream::open(Box::new(f), &shown) else {
+            continue;
+        };
+        if crate::stream::reader::Records::header(&s).source_uuid == cat.state.source_uuid {
+            remove(&shown)?;
+            swept.push(shown);
+        }
+    }
+    Ok(swept)
+}

@@ -1,0 +1,389 @@
+//! Policies through the real binary: `run` under a simulated clock through
+//! sixty days on a real tree (dumps, a coalescing trigger, pruning), every
+//! kept snapshot restored from the streams kept and compared with the tree
+//! it was taken of, the days matching `policy simulate`; runs killed at
+//! every step finished by the next; `policy install` files.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+type Tree = BTreeMap<Vec<u8>, Entry>;
+
+fn json(args: &[&str]) -> Value {
+    let (c, o, e) = run_s(args);
+    assert_eq!(c, 0, "{args:?}: {e}");
+    serde_json::from_slice(&o)
+        .unwrap_or_else(|_| panic!("{args:?}: not JSON: {}", String::from_utf8_lossy(&o)))
+}
+
+fn write_policy(t: &Paths, body: &str) -> PathBuf {
+    let p = t.dir.path().join("policy.toml");
+    let text = format!(
+        "source = \"{}\"\ncatalog = \"{}\"\n\n[streams]\ndir = \"{}\"\ncompression = 1\n\n{body}",
+        t.src.display(),
+        t.cat.display(),
+        t.dir.path().join("streams").display()
+    );
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// The day's change: one file grows, one is added, every third day one
+/// goes (sizes change, so no clock granularity can hide a change).
+fn churn(src: &Path, day: u64) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(src.join("log"))
+        .unwrap();
+    f.write_all(&bytes(day, 3000 + day as usize)).unwrap();
+    fs::write(src.join(format!("day{day}")), bytes(100 + day, 9000)).unwrap();
+    if day % 3 == 0 && day >= 2 {
+        let _ = fs::remove_file(src.join(format!("day{}", day - 2)));
+    }
+}
+
+fn time_of(day: u64) -> String {
+    let t = 1_798_772_400 + day as i64 * 86_400; // 2027-01-01T03:00:00Z
+    snapdump::tree::Time { sec: t, nsec: 0 }.rfc3339()
+}
+
+/// The catalog's rows: id -> (base, output).
+fn rows(t: &Paths) -> BTreeMap<u64, (Option<u64>, String)> {
+    let v = json(&["snapshots", "--json", "--catalog", p(&t.cat)]);
+    let mut out = BTreeMap::new();
+    for src in v.as_array().unwrap() {
+        for s in src["snapshots"].as_array().unwrap() {
+            let base = if s["full"].as_bool().unwrap() {
+                None
+            } else {
+                s["base"].as_u64()
+            };
+            out.insert(
+                s["id"].as_u64().unwrap(),
+                (base, s["output"].as_str().unwrap().to_string()),
+            );
+        }
+    }
+    out
+}
+
+fn chain_of(rows: &BTreeMap<u64, (Option<u64>, String)>, id: u64) -> Vec<u64> {
+    let mut c = vec![id];
+    while let Some(b) = rows[c.last().unwrap()].0 {
+        assert!(
+            rows.contains_key(&b),
+            "snapshot {id}: base {b} was pruned: {rows:?}"
+        );
+        c.push(b);
+    }
+    c.reverse();
+    c
+}
+
+/// Every row's stream exists, nothing else of the source is in the
+/// streams directory, and each snapshot in `check` restores (its chain
+/// from the streams kept) to the tree it was taken of.
+fn check_kept(t: &Paths, trees: &BTreeMap<u64, Tree>, check: &[u64], what: &str) {
+    let rows = rows(t);
+    let dir = t.dir.path().join("streams");
+    let mut on_disk: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|n| n.ends_with(".sdump"))
+        .collect();
+    on_disk.sort();
+    let mut named: Vec<String> = rows.values().map(|r| r.1.clone()).collect();
+    named.sort();
+    assert_eq!(
+        on_disk, named,
+        "{what}: the streams directory holds exactly the catalog's streams"
+    );
+    for &id in check {
+        let target = t.dir.path().join(format!("r{id}"));
+        let _ = fs::remove_dir_all(&target);
+        for s in chain_of(&rows, id) {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", &rows[&s].1, "--target", p(&target)]);
+            assert_eq!(c, 0, "{what}: snapshot {id}, stream of {s}: {e}");
+        }
+        assert_tree_is(&trees[&id], &target, &format!("{what}: snapshot {id}"));
+        fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+const POLICY: &str = "[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 2\ndaily = 4\nweekly = 3\n\n[coalesce]\nchain = 4\n";
+
+#[test]
+fn sixty_days_of_runs_keep_every_kept_snapshot_restorable_and_match_simulate() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let pol = write_policy(&t, POLICY);
+    let sim = json(&[
+        "policy",
+        "simulate",
+        "--json",
+        "--fresh",
+        "--from",
+        &time_of(0),
+        "--days",
+        "60",
+        p(&pol),
+    ]);
+    let mut trees = BTreeMap::new();
+    let mut coalesced_ever = 0;
+    for day in 0..60u64 {
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let v = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        let dumped = v["dumped"]["snapshot"]
+            .as_u64()
+            .expect("a dump is due every day");
+        trees.insert(dumped, tree);
+        // A second run in the same period does nothing.
+        let again = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert!(
+            again["dumped"].is_null() && again["pruned"].as_array().unwrap().is_empty(),
+            "{again}"
+        );
+        let rows = rows(&t);
+        let d = &sim["days"][day as usize];
+        let what = format!("day {day}");
+        assert_eq!(
+            d["dumps"],
+            serde_json::json!([v["dumped"]["level"]]),
+            "{what}: {v}"
+        );
+        let coalesced = !v["coalesced"].is_null();
+        coalesced_ever += coalesced as u32;
+        assert_eq!(d["coalesced"], coalesced as u32, "{what}: {v}");
+        assert_eq!(
+            d["pruned"],
+            v["pruned"].as_array().unwrap().len(),
+            "{what}: {v}"
+        );
+        assert_eq!(d["streams_kept"], rows.len(), "{what}");
+        let newest = *rows.keys().last().unwrap();
+        assert_eq!(d["newest_chain"], chain_of(&rows, newest).len(), "{what}");
+        let worst = rows
+            .keys()
+            .map(|&id| chain_of(&rows, id).len())
+            .max()
+            .unwrap();
+        assert_eq!(d["worst_chain"], worst, "{what}");
+        // Restores: the newest daily, every kept snapshot each week.
+        let check: Vec<u64> = if day % 7 == 6 || day == 59 {
+            rows.keys().copied().collect()
+        } else {
+            vec![newest]
+        };
+        check_kept(&t, &trees, &check, &what);
+    }
+    assert!(coalesced_ever > 0, "the coalescing trigger fired");
+    // The calendar rules bound what is kept: last 2, 4 days, 3 weeks, and
+    // the bases they need.
+    assert!(rows(&t).len() <= 12, "{:?}", rows(&t));
+}
+
+/// A run killed at each of its steps (and at random moments) is finished
+/// by the next run at the same time: the catalog names exactly the
+/// streams on disk, and every kept snapshot restores.
+#[test]
+fn runs_killed_at_any_step_are_finished_by_the_next() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let pol = write_policy(
+        &t,
+        "[schedule]\nfull_every = \"5d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 2\n\n[coalesce]\nchain = 2\n",
+    );
+    let points = [
+        "dump-data",
+        "policy-dumped",
+        "policy-coalesced",
+        "policy-coalesce-committed",
+        "policy-before-prune-commit",
+        "policy-prune",
+    ];
+    let mut trees = BTreeMap::new();
+    let mut rng = Rng(5);
+    let (mut killed, mut swept) = (0, 0);
+    for day in 0..48u64 {
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let point = points[day as usize % points.len()];
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"));
+        cmd.args(["run", "--json", "--at", &time_of(day), p(&pol)])
+            .stdin(std::process::Stdio::null());
+        let out = if day % 5 == 4 {
+            // A SIGKILL at a random moment instead.
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(rng.below(60)));
+            let _ = child.kill();
+            child.wait().unwrap()
+        } else {
+            cmd.env("SNAPDUMP_FAILPOINT", format!("{point}:1"))
+                .output()
+                .unwrap()
+                .status
+        };
+        killed += !out.success() as u32;
+        let v = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        swept += !v["swept"].as_array().unwrap().is_empty() as u32;
+        let rows = rows(&t);
+        for id in rows.keys() {
+            trees.entry(*id).or_insert_with(|| tree.clone());
+        }
+        let again = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert!(
+            again["dumped"].is_null()
+                && again["coalesced"].is_null()
+                && again["pruned"].as_array().unwrap().is_empty()
+                && again["swept"].as_array().unwrap().is_empty(),
+            "day {day}: {v} then {again}"
+        );
+        let ids: Vec<u64> = rows.keys().copied().collect();
+        check_kept(
+            &t,
+            &trees,
+            &ids,
+            &format!("day {day}, after a run killed at {point}"),
+        );
+    }
+    assert!(killed >= 20, "only {killed} runs were killed");
+    assert!(
+        swept >= 3,
+        "the next run swept what a killed one left only {swept} times"
+    );
+}
+
+#[test]
+fn plan_explains_and_install_writes_a_timer_and_a_cron_file() {
+    let t = paths();
+    fs::write(t.src.join("a"), b"a").unwrap();
+    let pol = write_policy(&t, POLICY);
+    let v = json(&["policy", "plan", "--json", "--at", &time_of(0), p(&pol)]);
+    assert_eq!(v["dump"]["level"], 0, "{v}");
+    json(&["run", "--json", "--at", &time_of(0), p(&pol)]);
+    let v = json(&["policy", "plan", "--json", "--at", &time_of(1), p(&pol)]);
+    assert_eq!(v["dump"]["level"], 1, "{v}");
+    assert_eq!(v["dump"]["base"], 1, "{v}");
+    assert_eq!(v["snapshots"][0]["keep"], true, "{v}");
+    let (c, o, e) = run_s(&["policy", "plan", "--explain", "--at", &time_of(1), p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    let o = String::from_utf8_lossy(&o);
+    assert!(
+        o.contains("dump level 1 on snapshot 1") && o.contains("keep  snapshot     1"),
+        "{o}"
+    );
+    let dir = t.dir.path().join("units");
+    fs::create_dir(&dir).unwrap();
+    let (c, _, e) = run_s(&["policy", "install", "--systemd", "--dir", p(&dir), p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    let timer = fs::read_to_string(dir.join("snapdump-policy.timer")).unwrap();
+    assert!(
+        timer.contains("Persistent=true") && timer.contains("OnCalendar=*:0/15"),
+        "{timer}"
+    );
+    let service = fs::read_to_string(dir.join("snapdump-policy.service")).unwrap();
+    assert!(
+        service.contains(&format!(
+            "run --quiet {}",
+            fs::canonicalize(&pol).unwrap().display()
+        )),
+        "{service}"
+    );
+    let (c, _, e) = run_s(&[
+        "policy",
+        "install",
+        "--cron",
+        "--every-minutes",
+        "5",
+        "--dir",
+        p(&dir),
+        p(&pol),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let cron = fs::read_to_string(dir.join("snapdump-policy")).unwrap();
+    assert!(
+        cron.contains("*/5 * * * * root ") && cron.contains(" run --quiet "),
+        "{cron}"
+    );
+    // A mistake: named with its line, nothing run.
+    fs::write(
+        &pol,
+        "source = \"/x\"\n[streams]\ndir = \"/y\"\n[schedule]\nevery = \"soon\"\n",
+    )
+    .unwrap();
+    let (c, _, e) = run_s(&["run", p(&pol)]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("policy.toml: line 5") && e.contains("\"soon\" is not a duration"),
+        "{e}"
+    );
+}
+
+/// The README's example policy checks, and simulates 400 days (the
+/// figures a reader of the README would get).
+#[test]
+fn the_readme_example_checks_and_simulates_four_hundred_days() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- policy-example -->")
+        .nth(1)
+        .and_then(|s| s.split("<!-- /policy-example -->").next())
+        .expect("README marks its example policy");
+    let toml = block
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let t = paths();
+    let pol = t.dir.path().join("home.toml");
+    fs::write(&pol, toml).unwrap();
+    let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    let v = json(&[
+        "policy",
+        "simulate",
+        "--json",
+        "--fresh",
+        "--from",
+        &time_of(0),
+        "--days",
+        "400",
+        "--full-bytes",
+        "10G",
+        p(&pol),
+    ]);
+    let days = v["days"].as_array().unwrap();
+    assert_eq!(days.len(), 400);
+    // A full a week, a dump a day, chains cut at 5 increments.
+    let dumps: usize = days
+        .iter()
+        .map(|d| d["dumps"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(dumps, 400);
+    assert!(
+        v["worst_chain"].as_u64().unwrap() <= 6,
+        "{}",
+        v["worst_chain"]
+    );
+    // last 3, 7 days, 5 weeks, 12 months (overlapping), and the bases
+    // they need: at most 5 more each.
+    let kept = days[399]["streams_kept"].as_u64().unwrap();
+    assert!(
+        (12 + 5..=(3 + 7 + 5 + 12) * 6).contains(&kept),
+        "{kept} streams kept after 400 days"
+    );
+}

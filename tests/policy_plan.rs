@@ -1,0 +1,228 @@
+//! The plan as a pure function of (policy, catalog, clock), over random
+//! policies and random clocks (structural: the catalog is modelled, as
+//! `policy simulate` models it): every snapshot left is restorable from
+//! the streams left (its chain of bases ends at a full image), nothing a
+//! rule keeps is pruned, and what is dumped does not depend on how often
+//! `run` runs within a period.
+
+use proptest::prelude::*;
+use snapdump::policy::plan::{plan, Inputs};
+use snapdump::policy::retain::{chain, kept, Snap};
+use snapdump::policy::Policy;
+use std::path::Path;
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+fn policy(schedule: &str, keep: &str, coalesce: &str) -> Policy {
+    let text = format!(
+        "source = \"/src\"\n[streams]\ndir = \"/streams\"\n[schedule]\n{schedule}\n{keep}\n[coalesce]\n{coalesce}\n"
+    );
+    Policy::parse(&text, Path::new("random.toml")).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
+}
+
+fn schedule() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (
+            prop_oneof![Just("1h"), Just("6h"), Just("1d")],
+            prop_oneof![
+                Just("\"hanoi\"".to_string()),
+                Just("[0]".to_string()),
+                proptest::collection::vec(1u8..10, 0..8).prop_map(|v| {
+                    let mut l = vec!["0".to_string()];
+                    l.extend(v.iter().map(|x| x.to_string()));
+                    format!("[{}]", l.join(", "))
+                }),
+            ]
+        )
+            .prop_map(|(e, l)| format!("every = \"{e}\"\nlevels = {l}")),
+        (
+            prop_oneof![Just("2d"), Just("7d")],
+            prop_oneof![Just("6h"), Just("1d")]
+        )
+            .prop_map(|(f, i)| format!("full_every = \"{f}\"\nincrements_every = \"{i}\"")),
+    ]
+}
+
+fn keep() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        (0u32..4, 0u32..4, 0u32..5, 0u32..3, 0u32..3, 0u32..2)
+            .prop_filter("some rule", |k| k.0 + k.1 + k.2 + k.3 + k.4 + k.5 > 0)
+            .prop_map(|(l, h, d, w, m, y)| format!(
+                "[keep]\nlast = {l}\nhourly = {h}\ndaily = {d}\nweekly = {w}\nmonthly = {m}\nyearly = {y}"
+            )),
+    ]
+}
+
+fn coalesce() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        (2u32..6).prop_map(|n| format!("chain = {n}")),
+        (10u32..80).prop_map(|n| format!("increments_percent = {n}")),
+    ]
+}
+
+/// One `run` at `now` on the model: dump, coalesce, prune, as run does.
+/// Returns the levels dumped. Checks the invariants after each step.
+fn run_once(
+    p: &Policy,
+    snaps: &mut Vec<Snap>,
+    next: &mut u64,
+    now: i64,
+) -> Option<(u8, Option<u64>)> {
+    let i = |s: &[Snap]| {
+        plan(
+            p,
+            &Inputs {
+                snaps: s,
+                now,
+                free_percent: None,
+                pinned: Vec::new(),
+            },
+        )
+    };
+    let mut dumped = None;
+    if let Some(d) = i(snaps).dump {
+        if let Some(b) = d.base {
+            assert!(
+                snaps.iter().any(|s| s.id == b),
+                "the base {b} is in the catalog"
+            );
+        }
+        snaps.push(Snap {
+            id: *next,
+            time: now,
+            level: d.level,
+            base: d.base,
+            stream_bytes: if d.base.is_none() { 1000 } else { 100 },
+            output: format!("s{next}"),
+        });
+        *next += 1;
+        dumped = Some((d.level, d.base));
+    }
+    if let Some(c) = i(snaps).coalesce {
+        let n = snaps.iter_mut().find(|s| s.id == c.snapshot).unwrap();
+        n.base = None;
+        n.stream_bytes = 1000;
+    }
+    let pl = i(snaps);
+    let rules = kept(snaps, p.keep.as_ref());
+    let doomed = pl.prune();
+    for id in rules.keys() {
+        assert!(
+            !doomed.contains(id),
+            "snapshot {id} is kept by {:?} but pruned",
+            rules[id]
+        );
+    }
+    snaps.retain(|s| !doomed.contains(&s.id));
+    for s in snaps.iter() {
+        let c = chain(snaps, s.id);
+        assert!(
+            c[0].base.is_none(),
+            "snapshot {} is not restorable: its chain {:?} lacks its full",
+            s.id,
+            c.iter().map(|x| x.id).collect::<Vec<_>>()
+        );
+    }
+    // Running again at once does nothing more.
+    let again = i(snaps);
+    assert!(
+        again.dump.is_none() && again.prune().is_empty(),
+        "a second run at the same time has work: {again:?}"
+    );
+    dumped
+}
+
+fn period(p: &Policy) -> i64 {
+    match &p.schedule {
+        snapdump::policy::file::Schedule::Levels { every, .. } => every.as_secs() as i64,
+        snapdump::policy::file::Schedule::Periodic {
+            increments_every, ..
+        } => increments_every.as_secs() as i64,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random run times: whatever the clock does (forward), the
+    /// invariants hold after every run.
+    #[test]
+    fn every_snapshot_left_is_restorable_and_nothing_kept_is_pruned(
+        s in schedule(), k in keep(), c in coalesce(),
+        steps in proptest::collection::vec(1i64..(3 * DAY), 1..120),
+    ) {
+        let p = policy(&s, &k, &c);
+        let mut snaps = Vec::new();
+        let mut next = 1;
+        let mut now = 1_800_000_000;
+        for st in steps {
+            now += st;
+            run_once(&p, &mut snaps, &mut next, now);
+        }
+    }
+
+    /// The same days, `run` every 20 minutes or once a period (at a random
+    /// moment of it): the same dumps, at the same levels on the same
+    /// bases, and the same snapshots left.
+    #[test]
+    fn what_is_done_does_not_depend_on_how_often_run_runs(
+        s in schedule(), k in keep(), c in coalesce(),
+        days in 2i64..30, offset in 0i64..HOUR,
+    ) {
+        let p = policy(&s, &k, &c);
+        let per = period(&p);
+        let start = 1_800_000_000i64.div_euclid(DAY) * DAY;
+        let end = start + days * DAY;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut na, mut nb) = (1, 1);
+        let (mut da, mut db) = (Vec::new(), Vec::new());
+        let mut t = start;
+        while t < end {
+            if let Some(d) = run_once(&p, &mut a, &mut na, t) { da.push(d); }
+            t += 20 * 60;
+        }
+        let mut t = start + offset.min(per - 1);
+        while t < end {
+            if let Some(d) = run_once(&p, &mut b, &mut nb, t) { db.push(d); }
+            t += per;
+        }
+        prop_assert_eq!(da, db);
+        let ids = |v: &[Snap]| v.iter().map(|s| (s.id, s.level, s.base)).collect::<Vec<_>>();
+        prop_assert_eq!(ids(&a), ids(&b));
+    }
+}
+
+/// Check messages name the line of the mistake.
+#[test]
+fn mistakes_are_named_with_their_line() {
+    let bad = [
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1 fortnight\"\n", "line 5"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\nlevels = [1, 2]\n", "line 6"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n\n[schedule]\nevery = \"1d\"\nfull_every = \"7d\"\n", "line 5"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\ndialy = 3\n", "line 7"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\nlast = 0\n", "line 6"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\ncompression = 42\n[schedule]\nevery = \"1d\"\n", "line 4"),
+    ];
+    for (text, want) in bad {
+        let e = format!(
+            "{:#}",
+            Policy::parse(text, Path::new("p.toml")).unwrap_err()
+        );
+        assert!(e.starts_with("p.toml:") && e.contains(want), "{want}: {e}");
+    }
+    let e = Policy::parse(
+        "source = \"s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n",
+        Path::new("p.toml"),
+    )
+    .unwrap_err();
+    assert!(format!("{e}").contains("absolute"), "{e}");
+    let e = Policy::parse(
+        "source = \"/s\"\n[streams]\ndir = \"/s/b\"\n[schedule]\nevery = \"1d\"\n",
+        Path::new("p.toml"),
+    )
+    .unwrap_err();
+    assert!(format!("{e}").contains("inside the source"), "{e}");
+}
