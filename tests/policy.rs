@@ -118,11 +118,35 @@ fn check_kept(t: &Paths, trees: &BTreeMap<u64, Tree>, check: &[u64], what: &str)
 
 const POLICY: &str = "[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 2\ndaily = 4\nweekly = 3\n\n[coalesce]\nchain = 4\n";
 
+/// A destination volume's snapshots of the policy's source: (volume id,
+/// snapshot id).
+fn volume_rows(vol: &Path) -> Vec<(u64, u64)> {
+    let v = json(&["volume", "snapshots", "--json", p(vol)]);
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["volume_id"].as_u64().unwrap(),
+                s["snapshot"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn sixty_days_of_runs_keep_every_kept_snapshot_restorable_and_match_simulate() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
-    let pol = write_policy(&t, POLICY);
+    let vol = t.dir.path().join("replica.vol");
+    let pol = write_policy(
+        &t,
+        &format!(
+            "{POLICY}\n[[replicate]]\nto = \"{}\"\nkeep = {{ daily = 3, weekly = 2 }}\n",
+            vol.display()
+        ),
+    );
     let sim = json(&[
         "policy",
         "simulate",
@@ -175,6 +199,32 @@ fn sixty_days_of_runs_keep_every_kept_snapshot_restorable_and_match_simulate() {
             .max()
             .unwrap();
         assert_eq!(d["worst_chain"], worst, "{what}");
+        // The destination: the newest snapshot, and what its own rules keep.
+        assert_eq!(v["replicated"][0]["error"], Value::Null, "{what}: {v}");
+        let held = volume_rows(&vol);
+        assert_eq!(
+            held.last().map(|h| h.1),
+            Some(newest),
+            "{what}: the volume holds the newest"
+        );
+        assert_eq!(d["replica_snapshots"][0], held.len(), "{what}: {held:?}");
+        let weekly = day % 7 == 6 || day == 59;
+        for &(vid, id) in held.iter().rev().take(if weekly { held.len() } else { 1 }) {
+            let x = t.dir.path().join("vx");
+            let _ = fs::remove_dir_all(&x);
+            let (c, _, e) = run_s(&[
+                "volume",
+                "extract",
+                &format!("{}@{vid}", vol.display()),
+                p(&x),
+            ]);
+            assert_eq!(c, 0, "{what}: {e}");
+            assert_tree_is(
+                &trees[&id],
+                &x,
+                &format!("{what}: snapshot {id} in the volume"),
+            );
+        }
         // Restores: the newest daily, every kept snapshot each week.
         let check: Vec<u64> = if day % 7 == 6 || day == 59 {
             rows.keys().copied().collect()
@@ -196,13 +246,16 @@ fn sixty_days_of_runs_keep_every_kept_snapshot_restorable_and_match_simulate() {
 fn runs_killed_at_any_step_are_finished_by_the_next() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let vol = t.dir.path().join("replica.vol");
     let pol = write_policy(
         &t,
-        "[schedule]\nfull_every = \"5d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 2\n\n[coalesce]\nchain = 2\n",
+        &format!("[schedule]\nfull_every = \"5d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 2\n\n[coalesce]\nchain = 2\n\n[[replicate]]\nto = \"{}\"\nkeep = {{ last = 2 }}\n", vol.display()),
     );
     let points = [
         "dump-data",
         "policy-dumped",
+        "volume-before-commit",
+        "policy-replicated",
         "policy-coalesced",
         "policy-coalesce-committed",
         "policy-before-prune-commit",
@@ -256,6 +309,27 @@ fn runs_killed_at_any_step_are_finished_by_the_next() {
             &ids,
             &format!("day {day}, after a run killed at {point}"),
         );
+        let held = volume_rows(&vol);
+        assert_eq!(
+            held.last().map(|h| h.1),
+            ids.last().copied(),
+            "day {day}: the volume holds the newest"
+        );
+        assert!(
+            held.len() <= 2,
+            "day {day}: the volume keeps the last 2: {held:?}"
+        );
+        let x = t.dir.path().join("vx");
+        let _ = fs::remove_dir_all(&x);
+        let (vid, id) = *held.last().unwrap();
+        let (c, _, e) = run_s(&[
+            "volume",
+            "extract",
+            &format!("{}@{vid}", vol.display()),
+            p(&x),
+        ]);
+        assert_eq!(c, 0, "day {day}: {e}");
+        assert_tree_is(&trees[&id], &x, &format!("day {day}: the volume's newest"));
     }
     assert!(killed >= 20, "only {killed} runs were killed");
     assert!(

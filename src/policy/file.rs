@@ -334,18 +334,13 @@ impl Policy {
                     Some(k)
                 }
             };
-            if r.to.extension().is_none_or(|e| e != "vol") {
+            if r.to.extension().is_none_or(|e| e != "vol") || !r.to.is_absolute() {
                 bail!(
-                    "{name}: replicate.to {} is not a volume (a .vol file)",
+                    "{name}: replicate.to {} is not an absolute path to a volume (a .vol file)",
                     r.to.display()
                 );
             }
             replicate.push(Replica { to: r.to, keep });
-        }
-        if !replicate.is_empty() {
-            bail!(
-                "{name}: [[replicate]] destinations are not run by policies yet; keep a replica with snapdump replicate from the same timer (man snapdump-replicate)"
-            );
         }
         if !raw.source.is_absolute() || !raw.streams.dir.is_absolute() {
             bail!("{name}: source and streams.dir must be absolute paths (a policy runs from cron and systemd, whose working directory is not yours)");

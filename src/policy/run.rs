@@ -34,6 +34,8 @@ pub struct RunSummary {
     pub at: String,
     /// The dump it made, if one was due.
     pub dumped: Option<Done>,
+    /// Per replication destination: the snapshots received and deleted.
+    pub replicated: Vec<Replicated>,
     /// The synthetic full it wrote, if a trigger fired.
     pub coalesced: Option<Done>,
     /// Snapshots pruned (their catalog rows and streams).
@@ -42,6 +44,20 @@ pub struct RunSummary {
     pub swept: Vec<String>,
     /// The plan after the run (nothing is due in it but what failed).
     pub plan: Plan,
+}
+
+/// What a run did to one replication destination.
+#[derive(Serialize)]
+pub struct Replicated {
+    /// The volume.
+    pub to: String,
+    /// Snapshots received, in order.
+    pub received: Vec<u64>,
+    /// Snapshots its retention deleted.
+    pub deleted: Vec<u64>,
+    /// Why it failed, if it did (the run goes on; nothing is coalesced
+    /// while a destination is behind, so its chain stays).
+    pub error: Option<String>,
 }
 
 /// One snapshot a step made or removed.
@@ -172,6 +188,7 @@ pub fn run(
         policy: p.path.display().to_string(),
         at: now.rfc3339(),
         dumped: None,
+        replicated: Vec::new(),
         coalesced: None,
         pruned: Vec::new(),
         swept: sweep(p, wait)?,
@@ -213,7 +230,35 @@ pub fn run(
         });
         summary.plan = plan_now(p, Some(now))?;
     }
-    if let Some(c) = summary.plan.coalesce.clone() {
+    for dest in &p.replicate {
+        let r = replicate(p, dest, wait, report);
+        summary.replicated.push(match r {
+            Ok(r) => r,
+            Err(e) => {
+                report.warn(
+                    dest.to.as_os_str().as_encoded_bytes(),
+                    format!("replication failed: {e:#}"),
+                );
+                Replicated {
+                    to: dest.to.display().to_string(),
+                    received: Vec::new(),
+                    deleted: Vec::new(),
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        });
+    }
+    let behind = summary.replicated.iter().any(|r| r.error.is_some());
+    if let (Some(c), true) = (&summary.plan.coalesce, behind) {
+        report.warn(
+            p.path.as_os_str().as_encoded_bytes(),
+            format!(
+                "not coalescing snapshot {} while a replication destination is behind (its chain would be lost to it)",
+                c.snapshot
+            ),
+        );
+    }
+    if let (Some(c), false) = (summary.plan.coalesce.clone(), behind) {
         summary.coalesced = Some(coalesce(p, &c, report, wait)?);
         summary.plan = plan_now(p, Some(now))?;
     }
@@ -429,4 +474,112 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
         }
     }
     Ok(swept)
+}
+
+/// The snapshots of this source a volume holds: (volume id, snapshot id,
+/// time).
+fn volume_snapshots(
+    to: &Path,
+    source: &[u8; 16],
+    wait: crate::lock::Wait,
+) -> Result<Vec<(u64, u64, i64)>> {
+    let vol = crate::volume::Volume::open(to, crate::volume::store::Access::Read, wait)?;
+    Ok(vol
+        .state
+        .snapshots
+        .iter()
+        .filter(|s| &s.source == source)
+        .map(|s| (s.id, s.snap.id, s.snap.time.sec))
+        .collect())
+}
+
+/// Brings one destination volume to the catalog's newest snapshot: the
+/// streams of the newest chain after the newest snapshot it holds (all of
+/// the chain when it holds none of it), each received in one commit; then
+/// its own retention deletes what its rules do not keep (a volume's
+/// snapshots do not depend on each other; the newest always stays).
+fn replicate(
+    p: &Policy,
+    dest: &super::file::Replica,
+    wait: crate::lock::Wait,
+    report: &Report,
+) -> Result<Replicated> {
+    let mut out = Replicated {
+        to: dest.to.display().to_string(),
+        received: Vec::new(),
+        deleted: Vec::new(),
+        error: None,
+    };
+    let (snaps, cat) = snaps_of(p)?;
+    let (Some(cat), Some(newest)) = (cat, snaps.last()) else {
+        return Ok(out);
+    };
+    if !dest.to.exists() {
+        crate::volume::store::create(
+            &dest.to,
+            &crate::volume::store::CreateOptions {
+                block_size: cat.state.block_size,
+                compact: false,
+                max_bytes: 0,
+                uuid: None,
+            },
+        )?;
+    }
+    let source = cat.state.source_uuid;
+    let held = volume_snapshots(&dest.to, &source, wait)?;
+    let top = held.iter().map(|h| h.1).max();
+    if top != Some(newest.id) {
+        let chain = super::retain::chain(&snaps, newest.id);
+        if chain.first().is_some_and(|s| s.base.is_some()) {
+            bail!(
+                "snapshot {}'s chain lacks its full image in the catalog",
+                newest.id
+            );
+        }
+        let from = top
+            .and_then(|t| chain.iter().position(|s| s.id == t))
+            .map(|k| k + 1)
+            .unwrap_or(0);
+        let inputs = chain[from..]
+            .iter()
+            .map(|s| crate::media::Input::plain(&s.output))
+            .collect::<Result<Vec<_>>>()?;
+        let r = crate::volume::receive::receive(
+            &crate::volume::receive::ReceiveOptions {
+                inputs,
+                volume: dest.to.clone(),
+                wait,
+                digest: crate::stream::reader::Digest::Skip,
+            },
+            report,
+        )?;
+        out.received = r.received.iter().map(|x| x.snapshot.id).collect();
+        crate::failpoint::hit("policy-replicated");
+    }
+    if let Some(keep) = &dest.keep {
+        let held = volume_snapshots(&dest.to, &source, wait)?;
+        let as_snaps: Vec<Snap> = {
+            let mut v: Vec<Snap> = held
+                .iter()
+                .map(|&(_, id, time)| Snap {
+                    id,
+                    time,
+                    level: 0,
+                    base: None,
+                    stream_bytes: 0,
+                    output: String::new(),
+                })
+                .collect();
+            v.sort_by_key(|s| s.id);
+            v
+        };
+        let kept = super::retain::kept(&as_snaps, Some(keep));
+        for &(vid, id, _) in &held {
+            if !kept.contains_key(&id) {
+                crate::volume::admin::delete_snapshot(&dest.to, &vid.to_string(), wait)?;
+                out.deleted.push(id);
+            }
+        }
+    }
+    Ok(out)
 }

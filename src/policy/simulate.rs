@@ -36,6 +36,9 @@ pub struct Day {
     pub newest_chain: usize,
     /// The most streams any kept snapshot's restore reads.
     pub worst_chain: usize,
+    /// Snapshots each replication destination holds at the end of the
+    /// day, in the policy's order.
+    pub replica_snapshots: Vec<usize>,
 }
 
 /// The simulation's result.
@@ -74,6 +77,8 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
     let mut t = start;
     let mut next_id = snaps.last().map(|s| s.id + 1).unwrap_or(1);
     let (mut peak, mut worst_ever) = (0u64, 0usize);
+    // What each destination volume holds: (snapshot id, time).
+    let mut volumes: Vec<Vec<Snap>> = vec![Vec::new(); p.replicate.len()];
     for d in 0..days {
         let day_start = start.div_euclid(86_400) * 86_400 + d as i64 * 86_400;
         let day_end = day_start + 86_400;
@@ -91,6 +96,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
             bytes_kept: 0,
             newest_chain: 0,
             worst_chain: 0,
+            replica_snapshots: Vec::new(),
         };
         while t < day_end {
             let inputs = |snaps: &[Snap]| {
@@ -129,6 +135,20 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                 next_id += 1;
                 day.dumps.push(due.level);
             }
+            if let Some(newest) = snaps.last() {
+                for (v, dest) in volumes.iter_mut().zip(&p.replicate) {
+                    if v.last().map(|s| s.id) != Some(newest.id) {
+                        v.push(Snap {
+                            base: None,
+                            ..newest.clone()
+                        });
+                    }
+                    if let Some(k) = &dest.keep {
+                        let keep = super::retain::kept(v, Some(k));
+                        v.retain(|s| keep.contains_key(&s.id));
+                    }
+                }
+            }
             if let Some(c) = inputs(&snaps).coalesce {
                 let n = snaps
                     .iter_mut()
@@ -151,6 +171,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
             .map(|s| chain(&snaps, s.id).len())
             .max()
             .unwrap_or(0);
+        day.replica_snapshots = volumes.iter().map(Vec::len).collect();
         peak = peak.max(day.bytes_kept);
         worst_ever = worst_ever.max(day.worst_chain);
         out.push(day);
