@@ -129,10 +129,41 @@ pub fn free_percent(dir: &Path) -> Option<f64> {
     (total > 0.0).then(|| st.blocks_available() as f64 * 100.0 / total)
 }
 
-/// The snapshots the replicas recorded in the catalog directory still
-/// hold (a later incremental replication starts from them).
-fn pinned(_p: &Policy) -> Vec<(u64, String)> {
-    Vec::new()
+/// Snapshots something outside the policy still needs: the newest master
+/// of each replica `snapdump replicate` serves from this source (its next
+/// increment starts there) and the snapshots `snapdump pointer` names.
+/// An unreadable record of replicas pins nothing and is named by
+/// `snapdump replicas`; the plan keeps working.
+fn pinned(p: &Policy) -> Vec<(u64, String)> {
+    let Ok(source) = std::fs::canonicalize(&p.source) else {
+        return Vec::new();
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_bytes());
+    let Ok(reg) = crate::replica::registry::RegistryFile::new(&dir).load() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u64, String)> = reg
+        .replicas
+        .iter()
+        .filter_map(|r| {
+            r.newest.as_ref().map(|s| {
+                (
+                    s.id,
+                    format!(
+                        "the newest master of replica {} ({})",
+                        r.replica_id, r.destination
+                    ),
+                )
+            })
+        })
+        .collect();
+    out.extend(
+        reg.pointers
+            .iter()
+            .map(|ptr| (ptr.snapshot.id, format!("named by pointer {}", ptr.name))),
+    );
+    out
 }
 
 /// The plan for the policy now (or at `at`).
