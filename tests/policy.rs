@@ -98,7 +98,12 @@ fn check_kept(t: &Paths, trees: &BTreeMap<u64, Tree>, check: &[u64], what: &str)
         .filter(|n| n.ends_with(".sdump"))
         .collect();
     on_disk.sort();
-    let mut named: Vec<String> = rows.values().map(|r| r.1.clone()).collect();
+    // Rows `snapdump replicate` made name a replica, not a stream.
+    let mut named: Vec<String> = rows
+        .values()
+        .map(|r| r.1.clone())
+        .filter(|o| !o.starts_with("replica "))
+        .collect();
     named.sort();
     assert_eq!(
         on_disk, named,
@@ -460,4 +465,203 @@ fn the_readme_example_checks_and_simulates_four_hundred_days() {
         (12 + 5..=(3 + 7 + 5 + 12) * 6).contains(&kept),
         "{kept} streams kept after 400 days"
     );
+}
+
+/// The snapshot a mirror is at: its restore (base + mirror) is the tree
+/// of that snapshot.
+fn check_mirror(t: &Paths, m: &Path, trees: &BTreeMap<u64, Tree>, what: &str) -> (u64, u64) {
+    let st = json(&["mirror", "status", "--json", p(m)]);
+    let (base, newest) = (
+        st["base"]["id"].as_u64().unwrap(),
+        st["newest"]["id"].as_u64().unwrap(),
+    );
+    let r = t.dir.path().join("mr");
+    let _ = fs::remove_dir_all(&r);
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        st["base_medium"].as_str().unwrap(),
+        "--mirror",
+        p(m),
+        "--target",
+        p(&r),
+    ]);
+    assert_eq!(c, 0, "{what}: {e}");
+    assert_tree_is(&trees[&newest], &r, &format!("{what}: mirror at {newest}"));
+    fs::remove_dir_all(&r).unwrap();
+    (base, newest)
+}
+
+fn keep_why(v: &Value, id: u64) -> Option<String> {
+    v["plan"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["snapshot"] == id)
+        .filter(|d| d["keep"] == true)
+        .map(|d| d["why"].to_string())
+}
+
+/// What lives outside the policy pins what it needs: a pointer's
+/// snapshot, a mirror's base and newest snapshot (the mirror made and fed
+/// by the runs) keep their chains under `keep last = 1` and coalescing; a
+/// replica's rows are never a base; a damaged record of replicas stops
+/// all pruning and coalescing with a warning; a mirror a new level 0 left
+/// behind says so and stays whole until it is moved away.
+#[test]
+fn pointers_replicas_and_mirrors_pin_what_they_need() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let m = t.dir.path().join("mirror");
+    let pol = write_policy(
+        &t,
+        &format!(
+            "[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 1\n\n[coalesce]\nchain = 2\n\n[[mirror]]\ndir = \"{}\"\n",
+            m.display()
+        ),
+    );
+    let mut trees = BTreeMap::new();
+    let run_day = |day: u64, trees: &mut BTreeMap<u64, Tree>| -> Value {
+        let tree = snapshot_tree(&t.src);
+        let v = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        if let Some(id) = v["dumped"]["snapshot"].as_u64() {
+            trees.insert(id, tree);
+        }
+        v
+    };
+    let ids = |t: &Paths| -> Vec<u64> {
+        rows(t)
+            .into_iter()
+            .filter(|r| !r.1 .1.starts_with("replica "))
+            .map(|r| r.0)
+            .collect()
+    };
+    // Day 0: a level 0, and the mirror made on it.
+    churn(&t.src, 0);
+    let v = run_day(0, &mut trees);
+    assert_eq!(v["mirrored"][0]["created"], 1, "{v}");
+    assert_eq!(check_mirror(&t, &m, &trees, "day 0"), (1, 1));
+    // Day 1: an increment the mirror takes in; a pointer names it.
+    churn(&t.src, 1);
+    let v = run_day(1, &mut trees);
+    assert_eq!(v["mirrored"][0]["added"], serde_json::json!([2]), "{v}");
+    let (c, _, e) = run_s(&[
+        "pointer",
+        "set",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+        "keepme",
+        "2",
+    ]);
+    assert_eq!(c, 0, "{e}");
+    // Day 2: a replica's row (3) is no base; the chain 1-2-4 is coalesced
+    // after the mirror took 4 in; 2 stays for its pointer, 1 for the
+    // mirror's base and the pointer's chain.
+    churn(&t.src, 2);
+    let replica = t.dir.path().join("replica");
+    let (c, _, e) = run_s(&["replicate", "--catalog", p(&t.cat), p(&t.src), p(&replica)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(rows(&t)[&3].1.starts_with("replica "), "{:?}", rows(&t));
+    churn(&t.src, 20);
+    let v = run_day(2, &mut trees);
+    assert_eq!(v["dumped"]["snapshot"], 4, "{v}");
+    assert!(
+        v["dumped"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("on the newest, snapshot 2"),
+        "an increment on the policy's snapshot 2, not on the replica's 3: {v}"
+    );
+    assert_eq!(v["mirrored"][0]["added"], serde_json::json!([4]), "{v}");
+    assert_eq!(v["coalesced"]["snapshot"], 4, "{v}");
+    assert_eq!(ids(&t), vec![1, 2, 4]);
+    assert!(keep_why(&v, 2).unwrap().contains("pointer keepme"), "{v}");
+    assert!(
+        keep_why(&v, 1).unwrap().contains("the base of mirror"),
+        "{v}"
+    );
+    check_kept(&t, &trees, &[1, 2, 4], "day 2");
+    check_mirror(&t, &m, &trees, "day 2");
+    // Day 3: the pointer goes; snapshot 2 with it.
+    churn(&t.src, 3);
+    let v = run_day(3, &mut trees);
+    assert_eq!(v["dumped"]["snapshot"], 5, "{v}");
+    assert_eq!(ids(&t), vec![1, 2, 4, 5]);
+    let (c, _, e) = run_s(&["pointer", "rm", "--catalog", p(&t.cat), p(&t.src), "keepme"]);
+    assert_eq!(c, 0, "{e}");
+    let v = run_day(3, &mut trees);
+    let pruned: Vec<u64> = v["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["snapshot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pruned, vec![2], "{v}");
+    assert_eq!(ids(&t), vec![1, 4, 5]);
+    check_kept(&t, &trees, &[1, 4, 5], "day 3");
+    assert_eq!(check_mirror(&t, &m, &trees, "day 3"), (1, 5));
+    // Day 4: the record of replicas is damaged: the dump is made, and
+    // nothing is coalesced or pruned, with a warning, until it is whole.
+    let reg = fs::read_dir(t.cat.join("sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("replicas.json"))
+        .find(|p| p.exists())
+        .expect("the source's record of replicas");
+    let whole = fs::read(&reg).unwrap();
+    fs::write(&reg, b"{ not json").unwrap();
+    churn(&t.src, 4);
+    let tree = snapshot_tree(&t.src);
+    let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(4), p(&pol)]);
+    assert_eq!(c, 1, "a warning: {e}");
+    let v: Value = serde_json::from_slice(&o).unwrap();
+    trees.insert(v["dumped"]["snapshot"].as_u64().unwrap(), tree);
+    assert!(
+        e.contains("nothing is pruned while the record of replicas cannot be read"),
+        "{e}"
+    );
+    assert!(
+        v["coalesced"].is_null() && v["pruned"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert_eq!(ids(&t), vec![1, 4, 5, 6]);
+    fs::write(&reg, &whole).unwrap();
+    let v = run_day(4, &mut trees);
+    assert_eq!(v["coalesced"]["snapshot"], 6, "{v}");
+    assert_eq!(ids(&t), vec![1, 6]);
+    check_kept(&t, &trees, &[1, 6], "day 4");
+    assert_eq!(check_mirror(&t, &m, &trees, "day 4"), (1, 6));
+    // Day 6: a new level 0 starts a chain the mirror cannot follow: it
+    // says so, and the mirror's base and newest stay kept.
+    churn(&t.src, 5);
+    run_day(5, &mut trees);
+    churn(&t.src, 6);
+    let tree = snapshot_tree(&t.src);
+    let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(6), p(&pol)]);
+    assert_eq!(c, 1, "{e}");
+    let v: Value = serde_json::from_slice(&o).unwrap();
+    let l0 = v["dumped"]["snapshot"].as_u64().unwrap();
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    trees.insert(l0, tree);
+    assert!(
+        e.contains("does not pass through it") && e.contains("move"),
+        "{e}"
+    );
+    let (base, at) = check_mirror(&t, &m, &trees, "day 6");
+    assert_eq!(base, 1);
+    assert!(
+        ids(&t).contains(&1) && ids(&t).contains(&at),
+        "{:?}",
+        ids(&t)
+    );
+    check_kept(&t, &trees, &ids(&t), "day 6");
+    // Moved away, the mirror is made again on the new full, and what only
+    // the old one needed goes.
+    fs::rename(&m, t.dir.path().join("old-mirror")).unwrap();
+    let v = run_day(6, &mut trees);
+    assert_eq!(v["mirrored"][0]["created"], l0, "{v}");
+    assert_eq!(ids(&t), vec![l0], "{v}");
+    assert_eq!(check_mirror(&t, &m, &trees, "day 6, new mirror"), (l0, l0));
+    check_kept(&t, &trees, &[l0], "day 6");
 }

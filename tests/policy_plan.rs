@@ -79,6 +79,7 @@ fn run_once(
                 now,
                 free_percent: None,
                 pinned: Vec::new(),
+                hold: None,
             },
         )
     };
@@ -205,6 +206,12 @@ fn mistakes_are_named_with_their_line() {
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\ndialy = 3\n", "line 7"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\nlast = 0\n", "line 6"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\ncompression = 42\n[schedule]\nevery = \"1d\"\n", "line 4"),
+        ("source = \"s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 1"),
+        ("source = \"/s\"\n[streams]\ndir = \"/s/b\"\n[schedule]\nevery = \"1d\"\n", "line 3"),
+        ("source = \"/s\"\ncatalog = \"/s/.cat\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 2"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/r.vol\"\n[[replicate]]\nto = \"/r.vol\"\n", "line 9"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/r\"\n", "line 7"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[mirror]]\ndir = \"/d/m\"\n", "line 7"),
     ];
     for (text, want) in bad {
         let e = format!(

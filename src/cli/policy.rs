@@ -284,6 +284,24 @@ pub fn run(a: RunArgs, report: &Report) -> Result<i32> {
                 d.snapshot, d.level, d.stream, d.why
             ));
         }
+        for r in s.replicated.iter().filter(|r| !r.received.is_empty()) {
+            out.push(format!(
+                "replicated snapshots {:?} to {} (deleted there: {:?})",
+                r.received, r.to, r.deleted
+            ));
+        }
+        for m in s
+            .mirrored
+            .iter()
+            .filter(|m| !m.added.is_empty() || m.created.is_some())
+        {
+            if let Some(f) = m.created {
+                out.push(format!("made mirror {} on full snapshot {f}", m.dir));
+            }
+            if !m.added.is_empty() {
+                out.push(format!("mirror {} took in snapshots {:?}", m.dir, m.added));
+            }
+        }
         if let Some(c) = &s.coalesced {
             out.push(format!(
                 "wrote a full of snapshot {} to {}: {}",

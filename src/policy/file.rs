@@ -2,7 +2,7 @@
 //! at which level, what to keep, when to coalesce, where to replicate.
 //! Every mistake is refused with its line, before anything runs.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ pub struct Policy {
     pub coalesce: Coalesce,
     /// Where to replicate, each with its own retention.
     pub replicate: Vec<Replica>,
+    /// Incremental mirrors the runs keep in step (each a directory; its
+    /// base is the full stream of the chain it follows).
+    pub mirror: Vec<PathBuf>,
 }
 
 /// Where streams go: files in a directory the policy owns.
@@ -108,8 +111,8 @@ pub struct Replica {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    source: PathBuf,
-    catalog: Option<PathBuf>,
+    source: toml::Spanned<PathBuf>,
+    catalog: Option<toml::Spanned<PathBuf>>,
     streams: RawStreams,
     schedule: toml::Spanned<RawSchedule>,
     keep: Option<toml::Spanned<RawKeep>>,
@@ -117,12 +120,14 @@ struct RawPolicy {
     coalesce: RawCoalesce,
     #[serde(default)]
     replicate: Vec<RawReplica>,
+    #[serde(default)]
+    mirror: Vec<RawMirror>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStreams {
-    dir: PathBuf,
+    dir: toml::Spanned<PathBuf>,
     compression: Option<Level>,
 }
 
@@ -165,8 +170,14 @@ struct RawCoalesce {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReplica {
-    to: PathBuf,
+    to: toml::Spanned<PathBuf>,
     keep: Option<toml::Spanned<RawKeep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    dir: toml::Spanned<PathBuf>,
 }
 
 /// A duration as humantime writes it ("6h", "1d", "2weeks").
@@ -321,7 +332,44 @@ impl Policy {
                 Some(k)
             }
         };
-        let mut replicate = Vec::new();
+        let source_span = raw.source.span();
+        let source = raw.source.into_inner();
+        let dir_span = raw.streams.dir.span();
+        let dir = raw.streams.dir.into_inner();
+        if !source.is_absolute() {
+            return Err(at(source_span, format!("source {} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)", source.display())));
+        }
+        if !dir.is_absolute() {
+            return Err(at(dir_span, format!("streams.dir {} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)", dir.display())));
+        }
+        if dir.starts_with(&source) {
+            return Err(at(
+                dir_span,
+                format!(
+                    "streams.dir {} is inside the source {}; the dumps would dump each other",
+                    dir.display(),
+                    source.display()
+                ),
+            ));
+        }
+        let catalog = match raw.catalog {
+            None => None,
+            Some(c) => {
+                let span = c.span();
+                let c = c.into_inner();
+                if !c.is_absolute() {
+                    return Err(at(
+                        span,
+                        format!("catalog {} is not an absolute path", c.display()),
+                    ));
+                }
+                if c.starts_with(&source) {
+                    return Err(at(span, format!("catalog {} is inside the source {}; every dump would carry the catalog's own changes", c.display(), source.display())));
+                }
+                Some(c)
+            }
+        };
+        let mut replicate: Vec<Replica> = Vec::new();
         for r in raw.replicate {
             let keep = match r.keep {
                 None => None,
@@ -334,30 +382,66 @@ impl Policy {
                     Some(k)
                 }
             };
-            if r.to.extension().is_none_or(|e| e != "vol") || !r.to.is_absolute() {
-                bail!(
-                    "{name}: replicate.to {} is not an absolute path to a volume (a .vol file)",
-                    r.to.display()
-                );
+            let span = r.to.span();
+            let to = r.to.into_inner();
+            if to.extension().is_none_or(|e| e != "vol") || !to.is_absolute() {
+                return Err(at(
+                    span,
+                    format!(
+                        "replicate.to {} is not an absolute path to a volume (a .vol file)",
+                        to.display()
+                    ),
+                ));
             }
-            replicate.push(Replica { to: r.to, keep });
+            if to.starts_with(&source) {
+                return Err(at(
+                    span,
+                    format!(
+                        "replicate.to {} is inside the source {}",
+                        to.display(),
+                        source.display()
+                    ),
+                ));
+            }
+            if replicate.iter().any(|o| o.to == to) {
+                return Err(at(
+                    span,
+                    format!("replicate.to {} is named twice", to.display()),
+                ));
+            }
+            replicate.push(Replica { to, keep });
         }
-        if !raw.source.is_absolute() || !raw.streams.dir.is_absolute() {
-            bail!("{name}: source and streams.dir must be absolute paths (a policy runs from cron and systemd, whose working directory is not yours)");
-        }
-        if raw.streams.dir.starts_with(&raw.source) {
-            bail!(
-                "{name}: streams.dir {} is inside the source {}; the dumps would dump each other",
-                raw.streams.dir.display(),
-                raw.source.display()
-            );
+        let mut mirror: Vec<PathBuf> = Vec::new();
+        for m in raw.mirror {
+            let span = m.dir.span();
+            let d = m.dir.into_inner();
+            if !d.is_absolute() {
+                return Err(at(
+                    span,
+                    format!("mirror.dir {} is not an absolute path", d.display()),
+                ));
+            }
+            if d.starts_with(&source)
+                || source.starts_with(&d)
+                || d.starts_with(&dir)
+                || dir.starts_with(&d)
+            {
+                return Err(at(span, format!("mirror.dir {} overlaps the source or the streams directory; a mirror needs a directory of its own", d.display())));
+            }
+            if mirror.contains(&d) {
+                return Err(at(
+                    span,
+                    format!("mirror.dir {} is named twice", d.display()),
+                ));
+            }
+            mirror.push(d);
         }
         Ok(Policy {
             path: path.to_path_buf(),
-            source: raw.source,
-            catalog: raw.catalog,
+            source,
+            catalog,
             streams: Streams {
-                dir: raw.streams.dir,
+                dir,
                 compression: raw
                     .streams
                     .compression
@@ -373,6 +457,7 @@ impl Policy {
                 free_percent: raw.coalesce.free_percent.map(|p| p.0),
             },
             replicate,
+            mirror,
         })
     }
 }

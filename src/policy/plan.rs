@@ -82,6 +82,10 @@ pub struct Inputs<'a> {
     /// Snapshots something outside the policy still needs (a replica's),
     /// with why.
     pub pinned: Vec<(u64, String)>,
+    /// Why nothing may be pruned now, if something is in doubt (a record
+    /// of replicas or a mirror's state that cannot be read): every
+    /// snapshot is kept with this reason.
+    pub hold: Option<String>,
 }
 
 fn period(t: i64, every: std::time::Duration) -> i64 {
@@ -246,6 +250,11 @@ pub fn coalesce_due(p: &Policy, i: &Inputs) -> Option<CoalesceDue> {
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
     let mut keep = kept(i.snaps, p.keep.as_ref());
+    if let Some(why) = &i.hold {
+        for s in i.snaps {
+            keep.entry(s.id).or_default().push(why.clone());
+        }
+    }
     for (id, why) in &i.pinned {
         if i.snaps.iter().any(|s| s.id == *id) {
             keep.entry(*id).or_default().push(why.clone());

@@ -13,6 +13,7 @@
 
 use super::file::Policy;
 use super::plan::{plan, Inputs, Plan};
+
 use super::retain::Snap;
 use crate::catalog::Catalog;
 use crate::report::Report;
@@ -36,6 +37,8 @@ pub struct RunSummary {
     pub dumped: Option<Done>,
     /// Per replication destination: the snapshots received and deleted.
     pub replicated: Vec<Replicated>,
+    /// Per mirror: what it took in.
+    pub mirrored: Vec<Mirrored>,
     /// The synthetic full it wrote, if a trigger fired.
     pub coalesced: Option<Done>,
     /// Snapshots pruned (their catalog rows and streams).
@@ -57,6 +60,20 @@ pub struct Replicated {
     pub deleted: Vec<u64>,
     /// Why it failed, if it did (the run goes on; nothing is coalesced
     /// while a destination is behind, so its chain stays).
+    pub error: Option<String>,
+}
+
+/// What a run did to one mirror.
+#[derive(Serialize)]
+pub struct Mirrored {
+    /// The mirror's directory.
+    pub dir: String,
+    /// The full snapshot it was made on, when this run made it.
+    pub created: Option<u64>,
+    /// Snapshots added, in order.
+    pub added: Vec<u64>,
+    /// Why it could not follow, if it could not (the run goes on; its
+    /// base and newest snapshot stay kept, and nothing is coalesced).
     pub error: Option<String>,
 }
 
@@ -107,10 +124,15 @@ pub fn snaps_of(p: &Policy) -> Result<(Vec<Snap>, Option<Catalog>)> {
     Ok((table(&c), Some(c)))
 }
 
+/// The rows the policy plans over: those with a stream it can restore
+/// from. Rows `snapdump replicate` made (their "stream" went to a replica)
+/// and dumps to stdout are left to whoever made them: never a base of the
+/// policy's dumps, never counted by its retention, never pruned by it.
 fn table(c: &Catalog) -> Vec<Snap> {
     c.state
         .snapshots
         .iter()
+        .filter(|s| s.output != "-" && !s.output.starts_with(crate::dump::sink::REPLICA_PREFIX))
         .map(|s| Snap {
             id: s.snap.id,
             time: s.snap.time.sec,
@@ -129,56 +151,109 @@ pub fn free_percent(dir: &Path) -> Option<f64> {
     (total > 0.0).then(|| st.blocks_available() as f64 * 100.0 / total)
 }
 
-/// Snapshots something outside the policy still needs: the newest master
-/// of each replica `snapdump replicate` serves from this source (its next
-/// increment starts there) and the snapshots `snapdump pointer` names.
-/// An unreadable record of replicas pins nothing and is named by
-/// `snapdump replicas`; the plan keeps working.
-fn pinned(p: &Policy) -> Vec<(u64, String)> {
+/// Snapshots something outside the policy still needs, with why: the
+/// newest master of each replica `snapdump replicate` serves from this
+/// source (its next increment starts there), the snapshots `snapdump
+/// pointer` names, and each mirror's base (its stream is the mirror's
+/// base medium) and newest snapshot. When one of those records cannot be
+/// read, nothing is pruned (the second value says why) until it is
+/// repaired: pruning blind could delete what a replica or a mirror needs.
+pub fn pinned(p: &Policy, source_uuid: Option<[u8; 16]>) -> (Vec<(u64, String)>, Option<String>) {
     let Ok(source) = std::fs::canonicalize(&p.source) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     use std::os::unix::ffi::OsStrExt;
     let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_bytes());
-    let Ok(reg) = crate::replica::registry::RegistryFile::new(&dir).load() else {
-        return Vec::new();
-    };
-    let mut out: Vec<(u64, String)> = reg
-        .replicas
-        .iter()
-        .filter_map(|r| {
-            r.newest.as_ref().map(|s| {
-                (
-                    s.id,
+    let mut out = Vec::new();
+    let mut hold = None;
+    match crate::replica::registry::RegistryFile::new(&dir).load() {
+        Ok(reg) => {
+            out.extend(reg.replicas.iter().filter_map(|r| {
+                r.newest.as_ref().map(|s| {
+                    (
+                        s.id,
+                        format!(
+                            "the newest master of replica {} ({})",
+                            r.replica_id, r.destination
+                        ),
+                    )
+                })
+            }));
+            out.extend(
+                reg.pointers
+                    .iter()
+                    .map(|ptr| (ptr.snapshot.id, format!("named by pointer {}", ptr.name))),
+            );
+        }
+        Err(e) => {
+            hold = Some(format!(
+                "nothing is pruned while the record of replicas cannot be read: {e:#}"
+            ))
+        }
+    }
+    for m in &p.mirror {
+        match mirror_state(m) {
+            Ok(None) => {}
+            Ok(Some(st)) if source_uuid.is_some_and(|u| u != st.source_uuid) => {
+                hold = Some(format!(
+                    "nothing is pruned while mirror {} follows another source ({}); give it a directory of its own",
+                    m.display(),
+                    crate::names::escape(&st.source_path)
+                ));
+            }
+            Ok(Some(st)) => {
+                out.push((st.base.id, format!("the base of mirror {}", m.display())));
+                out.push((
+                    st.newest.id,
                     format!(
-                        "the newest master of replica {} ({})",
-                        r.replica_id, r.destination
+                        "the newest snapshot of mirror {} (its next increment starts there)",
+                        m.display()
                     ),
-                )
-            })
-        })
-        .collect();
-    out.extend(
-        reg.pointers
-            .iter()
-            .map(|ptr| (ptr.snapshot.id, format!("named by pointer {}", ptr.name))),
-    );
-    out
+                ));
+            }
+            Err(e) => {
+                hold = Some(format!(
+                    "nothing is pruned while mirror {} cannot be read: {e:#}",
+                    m.display()
+                ))
+            }
+        }
+    }
+    (out, hold)
+}
+
+/// A mirror's committed state (None before it is made). Read without the
+/// mirror's lock: the state file is only ever replaced whole.
+fn mirror_state(dir: &Path) -> Result<Option<crate::mirror::state::MirrorState>> {
+    let path = dir.join("state");
+    match std::fs::read(&path) {
+        Ok(b) => crate::mirror::state::decode(&b)
+            .map(Some)
+            .with_context(|| format!("mirror {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn inputs_for(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8; 16]>) -> Plan {
+    let (pins, hold) = pinned(p, source_uuid);
+    plan(
+        p,
+        &Inputs {
+            snaps,
+            now,
+            free_percent: free_percent(&p.streams.dir),
+            pinned: pins,
+            hold,
+        },
+    )
 }
 
 /// The plan for the policy now (or at `at`).
 pub fn plan_now(p: &Policy, at: Option<Time>) -> Result<Plan> {
-    let (snaps, _) = snaps_of(p)?;
+    let (snaps, cat) = snaps_of(p)?;
     let now = at.unwrap_or_else(Time::now).sec;
-    Ok(plan(
-        p,
-        &Inputs {
-            snaps: &snaps,
-            now,
-            free_percent: free_percent(&p.streams.dir),
-            pinned: pinned(p),
-        },
-    ))
+    Ok(inputs_for(p, &snaps, now, cat.map(|c| c.state.source_uuid)))
 }
 
 fn stamp(t: Time) -> String {
@@ -220,6 +295,7 @@ pub fn run(
         at: now.rfc3339(),
         dumped: None,
         replicated: Vec::new(),
+        mirrored: Vec::new(),
         coalesced: None,
         pruned: Vec::new(),
         swept: sweep(p, wait)?,
@@ -279,12 +355,37 @@ pub fn run(
             }
         });
     }
-    let behind = summary.replicated.iter().any(|r| r.error.is_some());
+    for dir in &p.mirror {
+        let r = follow(p, dir, wait);
+        summary.mirrored.push(match r {
+            Ok(m) => m,
+            Err(e) => {
+                report.warn(
+                    dir.as_os_str().as_encoded_bytes(),
+                    format!("the mirror did not follow: {e:#}"),
+                );
+                Mirrored {
+                    dir: dir.display().to_string(),
+                    created: None,
+                    added: Vec::new(),
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        });
+    }
+    let (_, cat) = snaps_of(p)?;
+    let (_, hold) = pinned(p, cat.map(|c| c.state.source_uuid));
+    if let Some(why) = &hold {
+        report.warn(p.path.as_os_str().as_encoded_bytes(), why.clone());
+    }
+    let behind = hold.is_some()
+        || summary.replicated.iter().any(|r| r.error.is_some())
+        || summary.mirrored.iter().any(|m| m.error.is_some());
     if let (Some(c), true) = (&summary.plan.coalesce, behind) {
         report.warn(
             p.path.as_os_str().as_encoded_bytes(),
             format!(
-                "not coalescing snapshot {} while a replication destination is behind (its chain would be lost to it)",
+                "not coalescing snapshot {} while a replication destination or a mirror is behind (its chain would be lost to it)",
                 c.snapshot
             ),
         );
@@ -411,15 +512,7 @@ fn remove(path: &str) -> Result<()> {
 fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
     let (_lock, mut cat) = locked_catalog(p, wait)?;
     let snaps = table(&cat);
-    let pl = plan(
-        p,
-        &Inputs {
-            snaps: &snaps,
-            now: now.sec,
-            free_percent: free_percent(&p.streams.dir),
-            pinned: pinned(p),
-        },
-    );
+    let pl = inputs_for(p, &snaps, now.sec, Some(cat.state.source_uuid));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
     if doomed.is_empty() {
         return Ok(Vec::new());
@@ -611,6 +704,61 @@ fn replicate(
                 out.deleted.push(id);
             }
         }
+    }
+    Ok(out)
+}
+
+/// Brings one mirror to the catalog's newest snapshot: made on the full
+/// image of the newest chain when its directory is missing or empty, then
+/// given, in order, the increments of that chain after the snapshot it is
+/// at. A mirror at a snapshot the newest chain does not pass through (a
+/// new level 0 started a new chain) cannot follow: the run says so each
+/// time, and its base and newest snapshot stay pinned.
+fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
+    let mut out = Mirrored {
+        dir: dir.display().to_string(),
+        created: None,
+        added: Vec::new(),
+        error: None,
+    };
+    let (snaps, _) = snaps_of(p)?;
+    let Some(newest) = snaps.last() else {
+        return Ok(out);
+    };
+    let chain = super::retain::chain(&snaps, newest.id);
+    if chain.first().is_some_and(|s| s.base.is_some()) {
+        bail!(
+            "snapshot {}'s chain lacks its full image in the catalog",
+            newest.id
+        );
+    }
+    let made = dir.join("state").exists();
+    if !made {
+        let full = chain[0];
+        crate::mirror::create(&crate::media::Input::plain(&full.output)?, dir)?;
+        out.created = Some(full.id);
+    }
+    let at = crate::mirror::status(dir)?.newest.id;
+    let Some(k) = chain.iter().position(|s| s.id == at) else {
+        bail!(
+            "it is at snapshot {at}, and the newest chain (full snapshot {} to snapshot {}) does not pass through it; move {} away and the next run makes a new mirror on snapshot {} (until then snapshot {at} and its base stay kept)",
+            chain[0].id,
+            newest.id,
+            dir.display(),
+            chain[0].id
+        );
+    };
+    let inputs = chain[k + 1..]
+        .iter()
+        .map(|s| crate::media::Input::plain(&s.output))
+        .collect::<Result<Vec<_>>>()?;
+    if !inputs.is_empty() {
+        let added = crate::mirror::add(dir, &inputs, wait)?;
+        out.added = chain[k + 1..k + 1 + added.len()]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        crate::failpoint::hit("policy-mirrored");
     }
     Ok(out)
 }

@@ -107,6 +107,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                         now: t,
                         free_percent: None,
                         pinned: Vec::new(),
+                        hold: None,
                     },
                 )
             };
