@@ -517,7 +517,7 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     let pol = write_policy(
         &t,
         &format!(
-            "[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 1\n\n[coalesce]\nchain = 2\n\n[[mirror]]\ndir = \"{}\"\n",
+            "name = \"{{time}}-{{source}}-{{id}}-L{{level}}.sdump\"\n[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n\n[keep]\nlast = 1\n\n[coalesce]\nchain = 2\n\n[[mirror]]\ndir = \"{}\"\n",
             m.display()
         ),
     );
@@ -541,6 +541,16 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     churn(&t.src, 0);
     let v = run_day(0, &mut trees);
     assert_eq!(v["mirrored"][0]["created"], 1, "{v}");
+    let name = Path::new(v["dumped"]["stream"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        name, "20270101T030000Z-src-000001-L0.sdump",
+        "the name template"
+    );
     assert_eq!(check_mirror(&t, &m, &trees, "day 0"), (1, 1));
     // Day 1: an increment the mirror takes in; a pointer names it.
     churn(&t.src, 1);
@@ -576,6 +586,13 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     );
     assert_eq!(v["mirrored"][0]["added"], serde_json::json!([4]), "{v}");
     assert_eq!(v["coalesced"]["snapshot"], 4, "{v}");
+    assert!(
+        v["coalesced"]["stream"]
+            .as_str()
+            .unwrap()
+            .ends_with("-000004-L1.full.sdump"),
+        "{v}"
+    );
     assert_eq!(ids(&t), vec![1, 2, 4]);
     assert!(keep_why(&v, 2).unwrap().contains("pointer keepme"), "{v}");
     assert!(

@@ -206,6 +206,8 @@ fn mistakes_are_named_with_their_line() {
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\ndialy = 3\n", "line 7"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[keep]\nlast = 0\n", "line 6"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\ncompression = 42\n[schedule]\nevery = \"1d\"\n", "line 4"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{source}.sdump\"\n[schedule]\nevery = \"1d\"\n", "line 4"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{id}{host}.sdump\"\n[schedule]\nevery = \"1d\"\n", "line 4"),
         ("source = \"s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 1"),
         ("source = \"/s\"\n[streams]\ndir = \"/s/b\"\n[schedule]\nevery = \"1d\"\n", "line 3"),
         ("source = \"/s\"\ncatalog = \"/s/.cat\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 2"),

@@ -42,6 +42,31 @@ pub struct Streams {
     pub dir: PathBuf,
     /// zstd level of the dumps.
     pub compression: i32,
+    /// The streams' file name template (see [`Streams::name`]).
+    pub name: String,
+}
+
+/// The default file name template.
+pub const DEFAULT_NAME: &str = "{source}.{id}.L{level}.{time}.sdump";
+
+impl Streams {
+    /// The file name of snapshot `id`'s stream from the template:
+    /// `{source}` the source's last component, `{id}` the snapshot id
+    /// (six digits at least), `{level}`, `{time}` (the snapshot's UTC time,
+    /// digits only); a synthetic full ends in `.full.sdump`.
+    pub fn name(&self, source: &str, id: u64, level: u8, time: &str, full: bool) -> String {
+        let n = self
+            .name
+            .replace("{source}", source)
+            .replace("{id}", &format!("{id:06}"))
+            .replace("{level}", &level.to_string())
+            .replace("{time}", time);
+        if full {
+            format!("{}.full.sdump", n.strip_suffix(".sdump").unwrap_or(&n))
+        } else {
+            n
+        }
+    }
 }
 
 /// When a dump is due and at which level.
@@ -129,6 +154,7 @@ struct RawPolicy {
 struct RawStreams {
     dir: toml::Spanned<PathBuf>,
     compression: Option<Level>,
+    name: Option<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +378,26 @@ impl Policy {
                 ),
             ));
         }
+        let name = match raw.streams.name {
+            None => DEFAULT_NAME.to_string(),
+            Some(n) => {
+                let span = n.span();
+                let n = n.into_inner();
+                let rest = ["{source}", "{id}", "{level}", "{time}"]
+                    .iter()
+                    .fold(n.clone(), |t, v| t.replace(v, ""));
+                if !n.contains("{id}")
+                    || !n.ends_with(".sdump")
+                    || n.starts_with('.')
+                    || n.contains('/')
+                    || rest.contains('{')
+                    || rest.contains('}')
+                {
+                    return Err(at(span, format!("streams.name {n:?} must hold {{id}}, end in .sdump, not start with a dot nor hold a slash, and use only {{source}}, {{id}}, {{level}}, {{time}}")));
+                }
+                n
+            }
+        };
         let catalog = match raw.catalog {
             None => None,
             Some(c) => {
@@ -447,6 +493,7 @@ impl Policy {
                     .compression
                     .map(|l| l.0)
                     .unwrap_or(crate::dump::DEFAULT_COMPRESSION),
+                name,
             },
             schedule,
             keep,

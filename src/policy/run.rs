@@ -304,12 +304,10 @@ pub fn run(
     if let Some(d) = summary.plan.dump.clone() {
         let (_, cat) = snaps_of(p)?;
         let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
-        let out = p.streams.dir.join(format!(
-            "{}.{id:06}.L{}.{}.sdump",
-            stem(p),
-            d.level,
-            stamp(now)
-        ));
+        let out = p
+            .streams
+            .dir
+            .join(p.streams.name(&stem(p), id, d.level, &stamp(now), false));
         let opts = crate::dump::DumpOptions {
             level: d.level,
             output: out.display().to_string(),
@@ -447,15 +445,15 @@ fn coalesce(
             )
         })?);
     }
-    let out = p.streams.dir.join(format!(
-        "{}.{:06}.L{}.{}.full.sdump",
-        stem(p),
+    let out = p.streams.dir.join(p.streams.name(
+        &stem(p),
         newest.id,
         newest.level,
-        stamp(Time {
+        &stamp(Time {
             sec: newest.time,
-            nsec: 0
-        })
+            nsec: 0,
+        }),
+        true,
     ));
     let s = crate::restore::coalesce::coalesce(&crate::restore::coalesce::CoalesceOptions {
         inputs,
