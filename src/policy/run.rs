@@ -235,7 +235,9 @@ fn mirror_state(dir: &Path) -> Result<Option<crate::mirror::state::MirrorState>>
     }
 }
 
-fn inputs_for(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8; 16]>) -> Plan {
+/// The plan over `snaps` at `now`, with what lives outside the policy
+/// pinned (and all pruning held when that cannot be read).
+fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8; 16]>) -> Plan {
     let (pins, hold) = pinned(p, source_uuid);
     plan(
         p,
@@ -253,7 +255,12 @@ fn inputs_for(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8; 16]
 pub fn plan_now(p: &Policy, at: Option<Time>) -> Result<Plan> {
     let (snaps, cat) = snaps_of(p)?;
     let now = at.unwrap_or_else(Time::now).sec;
-    Ok(inputs_for(p, &snaps, now, cat.map(|c| c.state.source_uuid)))
+    Ok(plan_with_pins(
+        p,
+        &snaps,
+        now,
+        cat.map(|c| c.state.source_uuid),
+    ))
 }
 
 fn stamp(t: Time) -> String {
@@ -510,7 +517,7 @@ fn remove(path: &str) -> Result<()> {
 fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
     let (_lock, mut cat) = locked_catalog(p, wait)?;
     let snaps = table(&cat);
-    let pl = inputs_for(p, &snaps, now.sec, Some(cat.state.source_uuid));
+    let pl = plan_with_pins(p, &snaps, now.sec, Some(cat.state.source_uuid));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
     if doomed.is_empty() {
         return Ok(Vec::new());
