@@ -10,8 +10,39 @@ pub struct JsonArgs {
     #[arg(long)]
     pub json: bool,
     /// Write the JSON summary to FILE instead.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = writable_file)]
     pub json_file: Option<PathBuf>,
+}
+
+/// `--json-file`, checked before any work is done: a summary that cannot
+/// be written after a dump or a run would turn work done into a failure.
+fn writable_file(s: &str) -> std::result::Result<PathBuf, String> {
+    use nix::unistd::{access, AccessFlags};
+    let path = PathBuf::from(s);
+    if path.is_dir() {
+        return Err(format!("{s} is a directory; give a file"));
+    }
+    if path.exists() {
+        return access(&path, AccessFlags::W_OK)
+            .map(|_| path.clone())
+            .map_err(|e| format!("{s} cannot be written ({})", e.desc()));
+    }
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("directory {} does not exist", parent.display()));
+    }
+    access(&parent, AccessFlags::W_OK | AccessFlags::X_OK)
+        .map(|_| path.clone())
+        .map_err(|e| {
+            format!(
+                "{s} cannot be created in {} ({})",
+                parent.display(),
+                e.desc()
+            )
+        })
 }
 
 impl JsonArgs {
