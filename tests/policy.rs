@@ -374,7 +374,7 @@ fn plan_explains_and_install_writes_a_timer_and_a_cron_file() {
     let service = fs::read_to_string(dir.join("snapdump-policy.service")).unwrap();
     assert!(
         service.contains(&format!(
-            "run --quiet {}",
+            "run --quiet \"{}\"",
             fs::canonicalize(&pol).unwrap().display()
         )),
         "{service}"
@@ -681,4 +681,332 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     assert_eq!(ids(&t), vec![l0], "{v}");
     assert_eq!(check_mirror(&t, &m, &trees, "day 6, new mirror"), (l0, l0));
     check_kept(&t, &trees, &[l0], "day 6");
+}
+
+/// A policy whose own streams directory, cycle and retention are given.
+fn policy_at(t: &Paths, file: &str, streams: &str, body: &str) -> PathBuf {
+    let p = t.dir.path().join(file);
+    let text = format!(
+        "source = \"{}\"\ncatalog = \"{}\"\n\n[streams]\ndir = \"{streams}\"\ncompression = 1\n\n{body}",
+        t.src.display(),
+        t.cat.display(),
+    );
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// The day's run at `time_of(day)`: its JSON summary and exit status.
+fn run_day(pol: &Path, day: u64) -> (i32, Value, String) {
+    let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(day), p(pol)]);
+    let v = serde_json::from_slice(&o).unwrap_or(Value::Null);
+    (c, v, e)
+}
+
+#[test]
+fn another_spelling_or_a_symlink_of_the_streams_dir_never_sweeps_a_stream() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(7, 50_000)).unwrap();
+    let real = t.dir.path().join("streams");
+    let link = t.dir.path().join("link");
+    fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let body = "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6]\n[keep]\nlast = 20\n";
+    let spellings = [
+        real.display().to_string(),
+        format!("{}//streams/", t.dir.path().display()),
+        format!("{}/./x/../streams", t.dir.path().display()),
+        link.display().to_string(),
+    ];
+    let mut trees = BTreeMap::new();
+    for day in 0..8u64 {
+        let pol = policy_at(&t, "policy.toml", &spellings[day as usize % 4], body);
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let (c, v, e) = run_day(&pol, day);
+        assert_eq!(c, 0, "day {day}: {e}");
+        assert!(v["swept"].as_array().unwrap().is_empty(), "day {day}: {v}");
+        trees.insert(v["dumped"]["snapshot"].as_u64().unwrap(), tree);
+    }
+    let all: Vec<u64> = trees.keys().copied().collect();
+    check_kept(&t, &trees, &all, "after runs through four spellings");
+}
+
+#[test]
+fn two_policies_on_one_catalog_keep_to_their_own_streams_and_share_no_directory() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(8, 40_000)).unwrap();
+    let body = "[schedule]\nevery = \"1d\"\nlevels = \"hanoi\"\n[keep]\nlast = 2\n";
+    let dir_a = t.dir.path().join("streams");
+    let dir_b = t.dir.path().join("streams-b");
+    let a = policy_at(&t, "a.toml", p(&dir_a), body);
+    let b = policy_at(&t, "b.toml", p(&dir_b), body);
+    for day in 0..12u64 {
+        churn(&t.src, day);
+        // b runs an hour after a (two dumps of one source in one second
+        // would not be two snapshots).
+        for (pol, what, hour) in [(&a, "a", 0), (&b, "b", 1)] {
+            let at = snapdump::tree::Time {
+                sec: 1_798_772_400 + day as i64 * 86_400 + hour * 3600,
+                nsec: 0,
+            }
+            .rfc3339();
+            let (c, o, e) = run_s(&["run", "--json", "--at", &at, p(pol)]);
+            let v: Value = serde_json::from_slice(&o).unwrap_or(Value::Null);
+            assert_eq!(c, 0, "{what}, day {day}: {e}");
+            assert!(
+                v["dumped"]["snapshot"].is_u64(),
+                "{what} dumps every day whatever the other does: day {day}: {v}"
+            );
+            assert!(
+                v["swept"].as_array().unwrap().is_empty(),
+                "{what}, day {day}: {v}"
+            );
+        }
+    }
+    // Each directory holds exactly its policy's rows, and both chains
+    // restore.
+    let rows = rows(&t);
+    for dir in [&dir_a, &dir_b] {
+        let mut on_disk: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .filter(|n| n.ends_with(".sdump"))
+            .collect();
+        on_disk.sort();
+        let mut named: Vec<String> = rows
+            .values()
+            .map(|r| r.1.clone())
+            .filter(|o| Path::new(o).parent() == Some(dir.as_path()))
+            .collect();
+        named.sort();
+        assert_eq!(on_disk, named, "{}", dir.display());
+        assert_eq!(named.len(), 2, "keep last = 2 in {}", dir.display());
+        let newest = rows
+            .iter()
+            .filter(|r| Path::new(&r.1 .1).parent() == Some(dir.as_path()))
+            .map(|r| *r.0)
+            .max()
+            .unwrap();
+        let target = t.dir.path().join("r");
+        let _ = fs::remove_dir_all(&target);
+        for s in chain_of(&rows, newest) {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", &rows[&s].1, "--target", p(&target)]);
+            assert_eq!(c, 0, "{e}");
+        }
+        assert_tree_is(&snapshot_tree(&t.src), &target, "the newest of each policy");
+    }
+    // A third policy file on the same streams directory is refused.
+    let c3 = policy_at(&t, "c.toml", p(&dir_a), body);
+    let (c, _, e) = run_s(&["run", "--at", &time_of(12), p(&c3)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("is used by policy") && e.contains("a.toml"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+#[test]
+fn the_level_cycle_counts_periods_not_the_snapshots_retention_left() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(9, 30_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = \"hanoi\"\n[keep]\nlast = 1\n",
+    );
+    let mut levels = Vec::new();
+    for day in 0..13u64 {
+        churn(&t.src, day);
+        let (c, v, e) = run_day(&pol, day);
+        assert_eq!(c, 0, "day {day}: {e}");
+        levels.push(v["dumped"]["level"].as_u64().unwrap());
+    }
+    assert_eq!(levels, [0, 3, 2, 5, 4, 7, 6, 9, 8, 9, 0, 3, 2]);
+    // Days missed across the end of the cycle: the next run is a level 0.
+    let (c, v, e) = run_day(&pol, 30);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+}
+
+#[test]
+fn a_stream_deleted_or_cut_short_by_hand_is_never_built_on() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(10, 60_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6]\n[keep]\nlast = 3\n[coalesce]\nchain = 3\n",
+    );
+    let mut trees = BTreeMap::new();
+    let mut day = 0;
+    let mut step = |t: &Paths, trees: &mut BTreeMap<u64, Tree>| {
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let r = run_day(&pol, day);
+        if let Some(id) = r.1["dumped"]["snapshot"].as_u64() {
+            trees.insert(id, tree);
+        }
+        day += 1;
+        r
+    };
+    for _ in 0..2 {
+        assert_eq!(step(&t, &mut trees).0, 0);
+    }
+    // Snapshot 2 (level 1 on 1) deleted by hand: the next dump would have
+    // been a level 2 on it.
+    let rows0 = rows(&t);
+    fs::remove_file(&rows0[&2].1).unwrap();
+    let (c, v, e) = step(&t, &mut trees);
+    assert_eq!(c, 1, "a warning, not silence: {e}");
+    assert!(
+        e.contains("snapshot 2's stream") && e.contains("is missing"),
+        "{e}"
+    );
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    assert!(
+        v["dumped"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("so a level 0 instead"),
+        "{v}"
+    );
+    // The full just made, cut short: no increment on it, no failing
+    // coalesce, every run still does its work.
+    let id = v["dumped"]["snapshot"].as_u64().unwrap();
+    let full = rows(&t)[&id].1.clone();
+    let len = fs::metadata(&full).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&full)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (c, v, e) = step(&t, &mut trees);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("cut short or overwritten"), "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    for _ in 0..4 {
+        let (c, v, e) = step(&t, &mut trees);
+        assert!(c <= 1, "{e}");
+        assert!(v["dumped"]["snapshot"].is_u64(), "{v}");
+    }
+    // Once retention has dropped the damaged snapshots, runs are clean,
+    // and what is kept restores.
+    let (c, _, e) = step(&t, &mut trees);
+    assert_eq!(c, 0, "{e}");
+    let kept: Vec<u64> = rows(&t).keys().copied().collect();
+    check_kept(&t, &trees, &kept, "after damage by hand");
+}
+
+#[test]
+fn a_newest_snapshot_stamped_in_the_future_does_not_stop_the_dumps() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(11, 20_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n",
+    );
+    // A clock far ahead when the first snapshot was taken…
+    let (c, _, e) = run_s(&["run", "--at", "2099-01-01T00:00:00Z", p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    // …then the real clock: a level 0 now, with the reason.
+    churn(&t.src, 1);
+    let (c, o, e) = run_s(&["run", "--json", p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    let v: Value = serde_json::from_slice(&o).unwrap();
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    assert!(
+        v["dumped"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("later than the clock"),
+        "{v}"
+    );
+    let (c, _, e) = run_s(&["run", "--at", "1969-12-31T00:00:00Z", p(&pol)]);
+    assert_eq!(c, 2);
+    assert!(e.contains("from 1970 on"), "{e}");
+}
+
+#[test]
+fn installed_commands_run_the_policy_whatever_its_path_holds() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();
+    let odd = t.dir.path().join("it's a 50% $HOME dir");
+    fs::create_dir(&odd).unwrap();
+    let pol = odd.join("web policy.toml");
+    fs::write(
+        &pol,
+        format!(
+            "source = \"{}\"\ncatalog = \"{}\"\n[streams]\ndir = \"{}\"\n[schedule]\nevery = \"1d\"\n",
+            t.src.display(),
+            t.cat.display(),
+            t.dir.path().join("streams").display()
+        ),
+    )
+    .unwrap();
+    let units = t.dir.path().join("units");
+    fs::create_dir(&units).unwrap();
+    let (c, _, e) = run_s(&["policy", "install", "--cron", "--dir", p(&units), p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    let cron = fs::read_to_string(units.join("snapdump-web-policy")).unwrap();
+    let line = cron.lines().find(|l| l.starts_with("*/")).unwrap();
+    let cmd = line.splitn(7, ' ').nth(6).unwrap();
+    // What cron hands /bin/sh: `\%` becomes `%` (a bare `%` would end the
+    // command).
+    assert!(!cmd.replace("\\%", "").contains('%'), "{cmd}");
+    let sh_cmd = cmd.replace("\\%", "%");
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&sh_cmd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sh_cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows(&t).len(), 1, "the cron command ran the policy");
+    let (c, _, e) = run_s(&[
+        "policy",
+        "install",
+        "--systemd",
+        "--dir",
+        p(&units),
+        p(&pol),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let service = fs::read_to_string(units.join("snapdump-web-policy.service")).unwrap();
+    assert!(
+        service.contains("50%% $$HOME dir/web policy.toml\""),
+        "{service}"
+    );
+    // Another policy file of the same name elsewhere: refused, not
+    // overwritten.
+    let other = t.dir.path().join("web policy.toml");
+    fs::copy(&pol, &other).unwrap();
+    let (c, _, e) = run_s(&["policy", "install", "--cron", "--dir", p(&units), p(&other)]);
+    assert_eq!(c, 2);
+    assert!(
+        e.contains("runs policy") && e.contains("rename this policy file"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_to_string(units.join("snapdump-web-policy")).unwrap(),
+        cron
+    );
+    let (c, _, e) = run_s(&[
+        "policy",
+        "install",
+        "--cron",
+        "--dir",
+        "/nonexistent/dir",
+        p(&pol),
+    ]);
+    assert_eq!(c, 2);
+    assert_eq!(e.matches("/nonexistent/dir").count(), 1, "{e}");
 }

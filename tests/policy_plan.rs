@@ -80,6 +80,7 @@ fn run_once(
                 free_percent: None,
                 pinned: Vec::new(),
                 hold: None,
+                broken: Vec::new(),
             },
         )
     };
@@ -214,6 +215,12 @@ fn mistakes_are_named_with_their_line() {
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/r.vol\"\n[[replicate]]\nto = \"/r.vol\"\n", "line 9"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/r\"\n", "line 7"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[mirror]]\ndir = \"/d/m\"\n", "line 7"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\nlevels = [0, 1, 0, 2]\n", "line 6"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"30s\"\n", "line 4"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[coalesce]\nchain = 0\n", "line 7"),
+        ("source = \"/s\"\ncatalog = \"/d\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 2"),
+        ("source = \"/d/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 1"),
+        ("source = \"/s\"\n[streams]\ndir = \"/x/../s/./b\"\n[schedule]\nevery = \"1d\"\n", "line 3"),
     ];
     for (text, want) in bad {
         let e = format!(
@@ -222,6 +229,29 @@ fn mistakes_are_named_with_their_line() {
         );
         assert!(e.starts_with("p.toml:") && e.contains(want), "{want}: {e}");
     }
+    // Every mistake at once, earliest first, each with its line.
+    let e = format!(
+        "{:#}",
+        Policy::parse(
+            "source = \"/s\"\ncatalog = \"c\"\n[streams]\ndir = \"/s/d\"\n[schedule]\nevery = \"1d\"\n[keep]\nlast = 0\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+    );
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    assert!(
+        lines[0].starts_with("p.toml: line 2: catalog c is not an absolute"),
+        "{e}"
+    );
+    assert!(
+        lines[1].starts_with("p.toml: line 4: streams.dir /s/d is inside"),
+        "{e}"
+    );
+    assert!(
+        lines[2].starts_with("p.toml: line 7: [keep] keeps nothing"),
+        "{e}"
+    );
     let e = Policy::parse(
         "source = \"s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n",
         Path::new("p.toml"),
@@ -234,4 +264,55 @@ fn mistakes_are_named_with_their_line() {
     )
     .unwrap_err();
     assert!(format!("{e}").contains("inside the source"), "{e}");
+}
+
+#[test]
+fn nothing_is_built_on_or_coalesced_from_a_broken_stream() {
+    let p = policy(
+        "every = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6]",
+        "",
+        "chain = 2",
+    );
+    let day = 86_400;
+    let snaps: Vec<Snap> = (1..=3u64)
+        .map(|id| Snap {
+            id,
+            time: id as i64 * day,
+            level: id as u8 - 1,
+            base: (id > 1).then(|| id - 1),
+            stream_bytes: 100,
+            output: format!("s{id}"),
+        })
+        .collect();
+    let at = |broken: Vec<(u64, String)>| {
+        plan(
+            &p,
+            &Inputs {
+                snaps: &snaps,
+                now: 4 * day + 60,
+                free_percent: None,
+                pinned: Vec::new(),
+                hold: None,
+                broken,
+            },
+        )
+    };
+    let whole = at(Vec::new());
+    assert_eq!(
+        whole.dump.as_ref().map(|d| (d.level, d.base)),
+        Some((3, Some(3)))
+    );
+    assert_eq!(
+        whole.coalesce.as_ref().map(|c| c.chain.clone()),
+        Some(vec![1, 2, 3])
+    );
+    let cut = at(vec![(2, "s2 is missing".into())]);
+    let d = cut.dump.unwrap();
+    assert_eq!((d.level, d.base), (0, None), "{}", d.why);
+    assert!(
+        d.why.contains("snapshot 2's stream s2 is missing"),
+        "{}",
+        d.why
+    );
+    assert!(cut.coalesce.is_none());
 }

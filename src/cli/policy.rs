@@ -54,7 +54,7 @@ pub enum PolicyCmd {
         #[arg(long, value_name = "SIZE", value_parser = crate::media::tape::parse_size)]
         full_bytes: Option<u64>,
         /// Share of the full an increment carries per day, in per cent.
-        #[arg(long, value_name = "PERCENT", default_value_t = 2.0)]
+        #[arg(long, value_name = "PERCENT", default_value_t = 2.0, value_parser = parse_percent)]
         daily_change: f64,
         /// Print JSON.
         #[arg(long)]
@@ -96,16 +96,28 @@ pub struct RunArgs {
     json: JsonArgs,
 }
 
-fn parse_time(s: &str) -> Result<Time> {
-    match crate::at::parse_at(s)? {
-        crate::at::At::Time(t) => Ok(Time {
-            sec: t.sec,
-            nsec: 0,
-        }),
-        crate::at::At::Id(_) => Err(anyhow!(
-            "{s:?} is not a time; give e.g. 2026-12-01T03:00:00Z"
-        )),
+/// A share in per cent, 0 to 100 (NaN, infinities and negative shares
+/// would make every figure of the model meaningless).
+fn parse_percent(s: &str) -> Result<f64> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(anyhow!("{s:?} is not a share in per cent from 0 to 100")),
     }
+}
+
+/// A clock for `--at`: a UTC time from 1970 on (not a snapshot id: a
+/// policy's clock is a time).
+fn parse_time(s: &str) -> Result<Time> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        anyhow!("{s:?} is not a time; give a UTC time such as 2026-12-01T03:00:00Z (from 1970 on)")
+    })?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow!("{s:?}: times before 1970 are not supported"))?;
+    Ok(Time {
+        sec: d.as_secs() as i64,
+        nsec: 0,
+    })
 }
 
 /// Runs `snapdump policy ...`.

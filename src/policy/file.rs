@@ -2,7 +2,7 @@
 //! at which level, what to keep, when to coalesce, where to replicate.
 //! Every mistake is refused with its line, before anything runs.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -72,8 +72,11 @@ impl Streams {
 /// When a dump is due and at which level.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
-    /// One dump per `every`; the k-th dump after a level 0 takes
-    /// `levels[k mod len]` (the list restarts at each level 0 it holds).
+    /// One dump per `every`; the dump in the k-th period after the newest
+    /// full image's takes `levels[k]`, and a level 0 once the list is used
+    /// up (or when periods were missed across its end). Counting periods,
+    /// not dumps, keeps the cycle right however many snapshots retention
+    /// has pruned and however often `run` runs.
     Levels {
         /// Interval between dumps.
         every: Duration,
@@ -187,7 +190,7 @@ struct RawKeep {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCoalesce {
-    chain: Option<u32>,
+    chain: Option<toml::Spanned<u32>>,
     increments_percent: Option<Percent>,
     age: Option<Dur>,
     free_percent: Option<Percent>,
@@ -242,6 +245,12 @@ impl<'de> Deserialize<'de> for Levels {
             Either::Name(n) if n == "hanoi" => Ok(Levels(HANOI.to_vec())),
             Either::Name(_) => Err(bad()),
             Either::List(l) if l.first() == Some(&0) && l.iter().all(|v| (0..=9).contains(v)) => {
+                if let Some(k) = l.iter().skip(1).position(|&v| v == 0) {
+                    return Err(D::Error::custom(format!(
+                        "levels has a second 0 (entry {}): each level 0 starts the cycle again, so the levels after it would never be used; end the list before it",
+                        k + 2
+                    )));
+                }
                 Ok(Levels(l.into_iter().map(|v| v as u8).collect()))
             }
             Either::List(_) => Err(bad()),
@@ -275,6 +284,24 @@ impl<'de> Deserialize<'de> for Percent {
         }
         Ok(Percent(v as u32))
     }
+}
+
+/// `p` with `.` and `..` resolved by its spelling alone (the file system
+/// may not hold it yet), so that `/srv/../srv/data` is seen to be the
+/// source `/srv/data` by the checks that keep directories apart.
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The 1-based line of byte `at` of `text`.
@@ -321,11 +348,26 @@ impl Policy {
                 .unwrap_or_default();
             anyhow::anyhow!("{name}:{line}: {}", e.message().trim_end())
         })?;
-        let at = |span: std::ops::Range<usize>, what: String| -> anyhow::Error {
-            anyhow::anyhow!("{name}: line {}: {what}", line_of(text, span.start))
+        // Every mistake is collected, with its line, and all are named at
+        // once, earliest first: fixing a policy one error per run is slow.
+        let mistakes = std::cell::RefCell::new(Vec::<(usize, String)>::new());
+        let at = |span: std::ops::Range<usize>, what: String| {
+            mistakes
+                .borrow_mut()
+                .push((line_of(text, span.start), what));
         };
         let span = raw.schedule.span();
         let s = raw.schedule.into_inner();
+        let minute = Duration::from_secs(60);
+        if [&s.every, &s.full_every, &s.increments_every]
+            .iter()
+            .any(|d| d.as_ref().is_some_and(|d| d.0 < minute))
+        {
+            at(
+                span.clone(),
+                "a schedule's intervals are at least 1 minute (run is meant for cron and systemd timers; a dump per second is not a backup schedule)".into(),
+            );
+        }
         let schedule = match (s.every, s.levels, s.full_every, s.increments_every) {
             (Some(every), levels, None, None) => Schedule::Levels {
                 every: every.0,
@@ -333,7 +375,7 @@ impl Policy {
             },
             (None, None, Some(full), Some(inc)) => {
                 if inc.0 > full.0 {
-                    return Err(at(span, "increments_every is longer than full_every".into()));
+                    at(span, "increments_every is longer than full_every".into());
                 }
                 Schedule::Periodic {
                     full_every: full.0,
@@ -341,42 +383,64 @@ impl Policy {
                 }
             }
             _ => {
-                return Err(at(
+                at(
                     span,
                     "[schedule] takes either `every` (with `levels`, default [0]) or both `full_every` and `increments_every`".into(),
-                ))
-            }
-        };
-        let keep = match raw.keep {
-            None => None,
-            Some(k) => {
-                let span = k.span();
-                let k = keep_of(k.into_inner());
-                if k.is_empty() {
-                    return Err(at(span, "[keep] keeps nothing; give at least one rule, or leave [keep] out to keep everything".into()));
+                );
+                Schedule::Levels {
+                    every: Duration::from_secs(86_400),
+                    levels: vec![0],
                 }
-                Some(k)
             }
         };
+        let keep = raw.keep.map(|k| {
+            let span = k.span();
+            let k = keep_of(k.into_inner());
+            if k.is_empty() {
+                at(span, "[keep] keeps nothing; give at least one rule, or leave [keep] out to keep everything".into());
+            }
+            k
+        });
+        let cron = "(a policy runs from cron and systemd, whose working directory is not yours)";
         let source_span = raw.source.span();
         let source = raw.source.into_inner();
+        if !source.is_absolute() {
+            at(
+                source_span.clone(),
+                format!("source {} is not an absolute path {cron}", source.display()),
+            );
+        }
+        let source = lexical(&source);
         let dir_span = raw.streams.dir.span();
         let dir = raw.streams.dir.into_inner();
-        if !source.is_absolute() {
-            return Err(at(source_span, format!("source {} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)", source.display())));
-        }
         if !dir.is_absolute() {
-            return Err(at(dir_span, format!("streams.dir {} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)", dir.display())));
+            at(
+                dir_span.clone(),
+                format!(
+                    "streams.dir {} is not an absolute path {cron}",
+                    dir.display()
+                ),
+            );
         }
+        let dir = lexical(&dir);
         if dir.starts_with(&source) {
-            return Err(at(
-                dir_span,
+            at(
+                dir_span.clone(),
                 format!(
                     "streams.dir {} is inside the source {}; the dumps would dump each other",
                     dir.display(),
                     source.display()
                 ),
-            ));
+            );
+        } else if source.starts_with(&dir) {
+            at(
+                source_span,
+                format!(
+                    "the source {} is inside streams.dir {}; the streams would be dumped, and a sweep of the streams directory could touch the source",
+                    source.display(),
+                    dir.display()
+                ),
+            );
         }
         let name = match raw.streams.name {
             None => DEFAULT_NAME.to_string(),
@@ -393,67 +457,71 @@ impl Policy {
                     || rest.contains('{')
                     || rest.contains('}')
                 {
-                    return Err(at(span, format!("streams.name {n:?} must hold {{id}}, end in .sdump, not start with a dot nor hold a slash, and use only {{source}}, {{id}}, {{level}}, {{time}}")));
+                    at(span, format!("streams.name {n:?} must hold {{id}}, end in .sdump, not start with a dot nor hold a slash, and use only {{source}}, {{id}}, {{level}}, {{time}}"));
                 }
                 n
             }
         };
-        let catalog = match raw.catalog {
-            None => None,
-            Some(c) => {
-                let span = c.span();
-                let c = c.into_inner();
-                if !c.is_absolute() {
-                    return Err(at(
-                        span,
-                        format!("catalog {} is not an absolute path", c.display()),
-                    ));
-                }
-                if c.starts_with(&source) {
-                    return Err(at(span, format!("catalog {} is inside the source {}; every dump would carry the catalog's own changes", c.display(), source.display())));
-                }
-                Some(c)
+        let catalog = raw.catalog.map(|c| {
+            let span = c.span();
+            let c = c.into_inner();
+            if !c.is_absolute() {
+                at(
+                    span.clone(),
+                    format!("catalog {} is not an absolute path {cron}", c.display()),
+                );
             }
-        };
+            let c = lexical(&c);
+            if c.starts_with(&source) {
+                at(span, format!("catalog {} is inside the source {}; every dump would carry the catalog's own changes", c.display(), source.display()));
+            } else if c.starts_with(&dir) || dir.starts_with(&c) {
+                at(span, format!("catalog {} and streams.dir {} overlap; give each a directory of its own", c.display(), dir.display()));
+            }
+            c
+        });
+        if let Some(n) = raw.coalesce.chain.as_ref().filter(|n| *n.get_ref() == 0) {
+            at(
+                n.span(),
+                "coalesce.chain = 0: a chain always holds its full image; give 1 or more (1 coalesces every increment)".into(),
+            );
+        }
         let mut replicate: Vec<Replica> = Vec::new();
         for r in raw.replicate {
-            let keep = match r.keep {
-                None => None,
-                Some(k) => {
-                    let span = k.span();
-                    let k = keep_of(k.into_inner());
-                    if k.is_empty() {
-                        return Err(at(span, "this replica's keep keeps nothing".into()));
-                    }
-                    Some(k)
+            let keep = r.keep.map(|k| {
+                let span = k.span();
+                let k = keep_of(k.into_inner());
+                if k.is_empty() {
+                    at(span, "this replica's keep keeps nothing".into());
                 }
-            };
+                k
+            });
             let span = r.to.span();
             let to = r.to.into_inner();
             if to.extension().is_none_or(|e| e != "vol") || !to.is_absolute() {
-                return Err(at(
-                    span,
+                at(
+                    span.clone(),
                     format!(
                         "replicate.to {} is not an absolute path to a volume (a .vol file)",
                         to.display()
                     ),
-                ));
+                );
             }
+            let to = lexical(&to);
             if to.starts_with(&source) {
-                return Err(at(
-                    span,
+                at(
+                    span.clone(),
                     format!(
                         "replicate.to {} is inside the source {}",
                         to.display(),
                         source.display()
                     ),
-                ));
+                );
             }
             if replicate.iter().any(|o| o.to == to) {
-                return Err(at(
+                at(
                     span,
                     format!("replicate.to {} is named twice", to.display()),
-                ));
+                );
             }
             replicate.push(Replica { to, keep });
         }
@@ -462,25 +530,32 @@ impl Policy {
             let span = m.dir.span();
             let d = m.dir.into_inner();
             if !d.is_absolute() {
-                return Err(at(
-                    span,
+                at(
+                    span.clone(),
                     format!("mirror.dir {} is not an absolute path", d.display()),
-                ));
+                );
             }
+            let d = lexical(&d);
             if d.starts_with(&source)
                 || source.starts_with(&d)
                 || d.starts_with(&dir)
                 || dir.starts_with(&d)
             {
-                return Err(at(span, format!("mirror.dir {} overlaps the source or the streams directory; a mirror needs a directory of its own", d.display())));
+                at(span.clone(), format!("mirror.dir {} overlaps the source or the streams directory; a mirror needs a directory of its own", d.display()));
             }
             if mirror.contains(&d) {
-                return Err(at(
-                    span,
-                    format!("mirror.dir {} is named twice", d.display()),
-                ));
+                at(span, format!("mirror.dir {} is named twice", d.display()));
             }
             mirror.push(d);
+        }
+        let mut mistakes = mistakes.into_inner();
+        if !mistakes.is_empty() {
+            mistakes.sort_by_key(|m| m.0);
+            let all: Vec<String> = mistakes
+                .iter()
+                .map(|(line, what)| format!("{}: line {line}: {what}", path.display()))
+                .collect();
+            bail!("{}", all.join("\n"));
         }
         Ok(Policy {
             path: path.to_path_buf(),
@@ -498,7 +573,7 @@ impl Policy {
             schedule,
             keep,
             coalesce: Coalesce {
-                chain: raw.coalesce.chain,
+                chain: raw.coalesce.chain.map(|n| n.into_inner()),
                 increments_percent: raw.coalesce.increments_percent.map(|p| p.0),
                 age: raw.coalesce.age.map(|d| d.0),
                 free_percent: raw.coalesce.free_percent.map(|p| p.0),

@@ -86,6 +86,10 @@ pub struct Inputs<'a> {
     /// of replicas or a mirror's state that cannot be read): every
     /// snapshot is kept with this reason.
     pub hold: Option<String>,
+    /// Snapshots whose stream is missing or damaged, with what is wrong:
+    /// never a base or part of a coalesced chain (what is built on them
+    /// could not be restored).
+    pub broken: Vec<(u64, String)>,
 }
 
 fn period(t: i64, every: std::time::Duration) -> i64 {
@@ -120,6 +124,20 @@ pub fn due(schedule: &Schedule, snaps: &[Snap], now: i64) -> Option<DumpDue> {
             why: "the catalog holds no snapshot of the source".into(),
         });
     };
+    if newest.time > now {
+        // The clock went back, or was ahead when the newest was taken:
+        // waiting for the clock to pass it could mean no dump for years.
+        return Some(DumpDue {
+            level: 0,
+            base: None,
+            why: format!(
+                "the newest snapshot, {}, is stamped {}, later than the clock ({}): the clock went back or was ahead; a level 0 starts again from the clock as it is",
+                newest.id,
+                when(newest.time),
+                when(now)
+            ),
+        });
+    }
     if newest.time >= period_start(now, every) {
         return None;
     }
@@ -141,18 +159,23 @@ pub fn due(schedule: &Schedule, snaps: &[Snap], now: i64) -> Option<DumpDue> {
                     ),
                 });
             };
-            let k = snaps.len() - anchor;
-            let level = levels[k % levels.len()];
-            if level == 0 {
+            // The slot of this dump: periods since the anchor's (not dumps
+            // since it, which retention may have pruned). Once the list
+            // is used up, missed periods or not, a level 0 is due.
+            let k = period(now, every) - period(snaps[anchor].time, every);
+            if k >= levels.len() as i64 {
                 return Some(DumpDue {
                     level: 0,
                     base: None,
                     why: format!(
-                        "{since}; dump {} of the level cycle is a level 0",
-                        k % levels.len() + 1
+                        "{since}; the level cycle of {} periods begun by full snapshot {} at {} is over",
+                        levels.len(),
+                        snaps[anchor].id,
+                        when(snaps[anchor].time)
                     ),
                 });
             }
+            let level = levels[k as usize];
             // dump(8)'s base: the newest snapshot of a lower level, a full
             // image counting as level 0.
             let base = snaps[anchor..]
@@ -164,8 +187,8 @@ pub fn due(schedule: &Schedule, snaps: &[Snap], now: i64) -> Option<DumpDue> {
                 level,
                 base: Some(base.id),
                 why: format!(
-                    "{since}; dump {} after full snapshot {} takes level {level}, on snapshot {} (level {})",
-                    k,
+                    "{since}; period {} of the level cycle begun by full snapshot {} takes level {level}, on snapshot {} (level {})",
+                    k + 1,
                     snaps[anchor].id,
                     base.id,
                     base.level
@@ -247,6 +270,26 @@ pub fn coalesce_due(p: &Policy, i: &Inputs) -> Option<CoalesceDue> {
     })
 }
 
+/// `d`, or a level 0 in its place when its base's chain passes through a
+/// snapshot whose stream is missing or damaged: an increment on it would
+/// be as unrestorable as its base.
+fn around_broken(d: DumpDue, i: &Inputs) -> DumpDue {
+    let Some(base) = d.base else { return d };
+    for s in chain(i.snaps, base) {
+        if let Some((_, what)) = i.broken.iter().find(|(b, _)| *b == s.id) {
+            return DumpDue {
+                level: 0,
+                base: None,
+                why: format!(
+                    "{}; but snapshot {}'s stream {what}, so a level 0 instead",
+                    d.why, s.id
+                ),
+            };
+        }
+    }
+    d
+}
+
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
     let mut keep = kept(i.snaps, p.keep.as_ref());
@@ -280,8 +323,12 @@ pub fn plan(p: &Policy, i: &Inputs) -> Plan {
         .collect();
     Plan {
         at: when(i.now),
-        dump: due(&p.schedule, i.snaps, i.now),
-        coalesce: coalesce_due(p, i),
+        dump: due(&p.schedule, i.snaps, i.now).map(|d| around_broken(d, i)),
+        coalesce: coalesce_due(p, i).filter(|c| {
+            !c.chain
+                .iter()
+                .any(|id| i.broken.iter().any(|(b, _)| b == id))
+        }),
         snapshots,
     }
 }

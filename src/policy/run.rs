@@ -121,18 +121,37 @@ pub fn snaps_of(p: &Policy) -> Result<(Vec<Snap>, Option<Catalog>)> {
         source.as_os_str().as_bytes(),
         crate::dump::DEFAULT_BLOCK_SIZE,
     )?;
-    Ok((table(&c), Some(c)))
+    Ok((table(&c, &streams_dir(p)), Some(c)))
 }
 
-/// The rows the policy plans over: those with a stream it can restore
-/// from. Rows `snapdump replicate` made (their "stream" went to a replica)
-/// and dumps to stdout are left to whoever made them: never a base of the
-/// policy's dumps, never counted by its retention, never pruned by it.
-fn table(c: &Catalog) -> Vec<Snap> {
+/// The streams directory as the file system names it (symlinks, `.`,
+/// `..` and doubled slashes resolved), so that whether a stream is the
+/// policy's never depends on how a path was spelled; the literal path
+/// while it does not exist.
+pub fn streams_dir(p: &Policy) -> PathBuf {
+    std::fs::canonicalize(&p.streams.dir).unwrap_or_else(|_| p.streams.dir.clone())
+}
+
+/// Whether `output` (a path as a catalog row names it) is a file directly
+/// in `dir` (as [`streams_dir`] gives it), by what the path resolves to.
+fn in_dir(dir: &Path, output: &str) -> bool {
+    Path::new(output)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .is_some_and(|d| d == dir || std::fs::canonicalize(d).is_ok_and(|d| d == dir))
+}
+
+/// The rows the policy plans over: those whose stream is in its streams
+/// directory `dir`. Everything else in the catalog (dumps by hand to other
+/// files, to stdout or to tape, rows `snapdump replicate` made, another
+/// policy's streams) is left to whoever made it: never a base of the
+/// policy's dumps, never counted by its schedule or retention, never
+/// pruned by it.
+fn table(c: &Catalog, dir: &Path) -> Vec<Snap> {
     c.state
         .snapshots
         .iter()
-        .filter(|s| s.output != "-" && !s.output.starts_with(crate::dump::sink::REPLICA_PREFIX))
+        .filter(|s| in_dir(dir, &s.output))
         .map(|s| Snap {
             id: s.snap.id,
             time: s.snap.time.sec,
@@ -247,8 +266,35 @@ fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8;
             free_percent: free_percent(&p.streams.dir),
             pinned: pins,
             hold,
+            broken: broken(snaps),
         },
     )
+}
+
+/// The snapshots whose stream is not as the catalog recorded it: missing,
+/// or of another length (cut short, or overwritten). A stream's every byte
+/// is checked by `verify`; this costs one stat per stream and catches a
+/// stream deleted or truncated by hand before anything is built on it.
+pub fn broken(snaps: &[Snap]) -> Vec<(u64, String)> {
+    snaps
+        .iter()
+        .filter_map(|s| {
+            let what = match std::fs::metadata(&s.output) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    format!("{} is missing", s.output)
+                }
+                Err(e) => format!("{} cannot be read ({e})", s.output),
+                Ok(m) if m.len() != s.stream_bytes => format!(
+                    "{} is {} bytes, not the {} the catalog recorded (cut short or overwritten)",
+                    s.output,
+                    m.len(),
+                    s.stream_bytes
+                ),
+                Ok(_) => return None,
+            };
+            Some((s.id, what))
+        })
+        .collect()
 }
 
 /// The plan for the policy now (or at `at`).
@@ -288,11 +334,13 @@ pub fn run(
             p.streams.dir.display()
         )
     })?;
+    let dir = streams_dir(p);
     let _policy_lock = crate::lock::acquire(
-        &p.streams.dir.join(".snapdump-policy.lock"),
+        &dir.join(".snapdump-policy.lock"),
         &format!("the streams directory {}", p.streams.dir.display()),
         wait,
     )?;
+    claim(p, &dir)?;
     let now = at.unwrap_or_else(Time::now);
     let root = catalog_root(p);
     let mut summary = RunSummary {
@@ -308,13 +356,16 @@ pub fn run(
         swept: sweep(p, wait)?,
         plan: plan_now(p, Some(now))?,
     };
+    for (id, what) in broken(&snaps_of(p)?.0) {
+        report.warn(
+            p.path.as_os_str().as_encoded_bytes(),
+            format!("snapshot {id}'s stream {what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
+        );
+    }
     if let Some(d) = summary.plan.dump.clone() {
         let (_, cat) = snaps_of(p)?;
         let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
-        let out = p
-            .streams
-            .dir
-            .join(p.streams.name(&stem(p), id, d.level, &stamp(now), false));
+        let out = dir.join(p.streams.name(&stem(p), id, d.level, &stamp(now), false));
         let opts = crate::dump::DumpOptions {
             level: d.level,
             output: out.display().to_string(),
@@ -416,6 +467,44 @@ fn tape_defaults() -> crate::media::tape::writer::TapeOptions {
     }
 }
 
+/// The file in a streams directory naming the policy that uses it.
+const OWNER: &str = ".snapdump-policy.owner";
+
+/// Claims the streams directory `dir` for this policy, or refuses when
+/// another policy file (one that still exists) uses it: two schedules and
+/// two retentions over one set of streams would prune and sweep each
+/// other's.
+fn claim(p: &Policy, dir: &Path) -> Result<()> {
+    let me = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
+    let owner = dir.join(OWNER);
+    match std::fs::read(&owner) {
+        Ok(b) => {
+            let other = PathBuf::from(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                    b.strip_suffix(b"\n").unwrap_or(&b),
+                ),
+            );
+            if other == me {
+                return Ok(());
+            }
+            if other.exists() {
+                bail!(
+                    "streams directory {} is used by policy {}; give each policy its own streams directory (or delete {} if that policy is retired)",
+                    p.streams.dir.display(),
+                    other.display(),
+                    owner.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", owner.display())),
+    }
+    let mut b = me.as_os_str().as_encoded_bytes().to_vec();
+    b.push(b'\n');
+    crate::atomic::replace_file(&owner, &b)
+        .with_context(|| format!("cannot write {}", owner.display()))
+}
+
 /// Opens the catalog under its lock, for a change.
 fn locked_catalog(p: &Policy, wait: crate::lock::Wait) -> Result<(crate::lock::Lock, Catalog)> {
     let (_, lock, cat) = crate::dump::open_catalog_locked(&p.source, &catalog_root(p), wait)?;
@@ -425,8 +514,7 @@ fn locked_catalog(p: &Policy, wait: crate::lock::Wait) -> Result<(crate::lock::L
 /// Whether `path` (as a catalog row names it) is inside the streams
 /// directory, where the policy may delete.
 fn ours(p: &Policy, path: &str) -> bool {
-    let path = Path::new(path);
-    path.parent() == Some(p.streams.dir.as_path())
+    in_dir(&streams_dir(p), path)
 }
 
 /// The synthetic full of the newest snapshot's chain, put in the catalog
@@ -452,7 +540,7 @@ fn coalesce(
             )
         })?);
     }
-    let out = p.streams.dir.join(p.streams.name(
+    let out = streams_dir(p).join(p.streams.name(
         &stem(p),
         newest.id,
         newest.level,
@@ -516,7 +604,7 @@ fn remove(path: &str) -> Result<()> {
 /// rows and planes leave the catalog in one commit, then the streams go.
 fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
     let (_lock, mut cat) = locked_catalog(p, wait)?;
-    let snaps = table(&cat);
+    let snaps = table(&cat, &streams_dir(p));
     let pl = plan_with_pins(p, &snaps, now.sec, Some(cat.state.source_uuid));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
     if doomed.is_empty() {
@@ -563,19 +651,31 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
     let (_, cat) = snaps_of(p)?;
     let Some(_) = cat else { return Ok(Vec::new()) };
     let (_lock, cat) = locked_catalog(p, wait)?;
+    // What the catalog names, by spelling and by the file it resolves to
+    // (a row may name a stream through a symlink or another spelling of
+    // the directory): nothing the catalog names is ever swept.
+    use std::os::unix::fs::MetadataExt;
     let named: std::collections::HashSet<&str> = cat
         .state
         .snapshots
         .iter()
         .map(|s| s.output.as_str())
         .collect();
+    let named_files: std::collections::HashSet<(u64, u64)> = cat
+        .state
+        .snapshots
+        .iter()
+        .filter_map(|s| std::fs::metadata(&s.output).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
     let mut swept = Vec::new();
-    let rd = std::fs::read_dir(&p.streams.dir)
+    let dir = streams_dir(p);
+    let rd = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot list streams directory {}", p.streams.dir.display()))?;
     for e in rd {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let path = p.streams.dir.join(&name);
+        let path = dir.join(&name);
         let shown = path.display().to_string();
         if let Some(pid) = name
             .strip_prefix('.')
@@ -590,6 +690,10 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
         }
         if name.starts_with('.') || !name.ends_with(".sdump") || named.contains(shown.as_str()) {
             continue;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && !named_files.contains(&(m.dev(), m.ino())) => {}
+            _ => continue,
         }
         let Ok(f) = std::fs::File::open(&path) else {
             continue;

@@ -108,6 +108,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                         free_percent: None,
                         pinned: Vec::new(),
                         hold: None,
+                        broken: Vec::new(),
                     },
                 )
             };
@@ -121,8 +122,10 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                             .find(|s| s.id == b)
                             .map(|s| t - s.time)
                             .unwrap_or(86_400);
+                        // An increment never carries more than the whole.
                         (m.full_bytes as f64 * m.daily_change_percent / 100.0 * since as f64
-                            / 86_400.0) as u64
+                            / 86_400.0)
+                            .min(m.full_bytes as f64) as u64
                     }
                 };
                 snaps.push(Snap {
@@ -165,7 +168,9 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
             t += step;
         }
         day.streams_kept = snaps.len();
-        day.bytes_kept = snaps.iter().map(|s| s.stream_bytes).sum();
+        day.bytes_kept = snaps
+            .iter()
+            .fold(0u64, |a, s| a.saturating_add(s.stream_bytes));
         day.newest_chain = snaps.last().map(|s| chain(&snaps, s.id).len()).unwrap_or(0);
         day.worst_chain = snaps
             .iter()
