@@ -1010,3 +1010,153 @@ fn installed_commands_run_the_policy_whatever_its_path_holds() {
     assert_eq!(c, 2);
     assert_eq!(e.matches("/nonexistent/dir").count(), 1, "{e}");
 }
+
+const CHAIN_POLICY: &str =
+    "[schedule]\nfull_every = \"7d\"\nincrements_every = \"1d\"\n[keep]\nlast = 6\n";
+
+#[test]
+fn a_moved_streams_dir_is_followed_and_nothing_in_it_is_swept() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(13, 40_000)).unwrap();
+    let old = t.dir.path().join("streams");
+    let new = t.dir.path().join("moved");
+    let mut trees = BTreeMap::new();
+    for day in 0..3u64 {
+        let pol = policy_at(&t, "policy.toml", p(&old), CHAIN_POLICY);
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let (c, v, e) = run_day(&pol, day);
+        assert_eq!(c, 0, "{e}");
+        trees.insert(v["dumped"]["snapshot"].as_u64().unwrap(), tree);
+    }
+    // The whole directory moved (journal and all), the policy edited.
+    fs::rename(&old, &new).unwrap();
+    let pol = policy_at(&t, "policy.toml", p(&new), CHAIN_POLICY);
+    // A copy of one stream under another name, and a stream of the
+    // source from another catalog: neither is the catalog's; both stay.
+    let first = fs::read_dir(&new)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".000001."))
+        .unwrap();
+    fs::copy(&first, new.join("copy-of-full.sdump")).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-q",
+        "--catalog",
+        p(&t.dir.path().join("other-cat")),
+        "-f",
+        p(&new.join("other.sdump")),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    churn(&t.src, 3);
+    let tree = snapshot_tree(&t.src);
+    let (c, v, e) = run_day(&pol, 3);
+    assert_eq!(c, 0, "{e}");
+    assert!(v["swept"].as_array().unwrap().is_empty(), "{v}");
+    assert!(e.contains("and the catalog now says so"), "{e}");
+    assert_eq!(v["dumped"]["level"], 1, "the chain goes on: {v}");
+    trees.insert(v["dumped"]["snapshot"].as_u64().unwrap(), tree);
+    assert!(new.join("copy-of-full.sdump").exists() && new.join("other.sdump").exists());
+    let rows = rows(&t);
+    assert!(rows.values().all(|r| r.1.starts_with(p(&new))), "{rows:?}");
+    for id in rows.keys() {
+        let target = t.dir.path().join("r");
+        let _ = fs::remove_dir_all(&target);
+        for s in chain_of(&rows, *id) {
+            let (c, _, e) = run_s(&["restore", "-r", "-f", &rows[&s].1, "--target", p(&target)]);
+            assert_eq!(c, 0, "{e}");
+        }
+        assert_tree_is(
+            &trees[id],
+            &target,
+            &format!("snapshot {id} after the move"),
+        );
+    }
+}
+
+#[test]
+fn a_new_catalog_never_writes_over_an_old_chains_streams() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(14, 30_000)).unwrap();
+    let dir = t.dir.path().join("streams");
+    let body = CHAIN_POLICY;
+    let pol = t.dir.path().join("policy.toml");
+    fs::write(
+        &pol,
+        format!(
+            "source = \"{}\"\ncatalog = \"{}\"\n[streams]\ndir = \"{}\"\nname = \"{{source}}.{{id}}.sdump\"\n{body}",
+            t.src.display(),
+            t.cat.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    for day in 0..2 {
+        churn(&t.src, day);
+        assert_eq!(run_day(&pol, day).0, 0);
+    }
+    let before: BTreeMap<String, Vec<u8>> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sdump"))
+        .map(|p| (p.display().to_string(), fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(before.len(), 2);
+    fs::remove_dir_all(&t.cat).unwrap();
+    churn(&t.src, 2);
+    let (c, v, e) = run_day(&pol, 2);
+    assert_eq!(c, 0, "{e}");
+    let out = v["dumped"]["stream"].as_str().unwrap();
+    assert!(!before.contains_key(out), "{out}");
+    for (path, bytes) in &before {
+        assert_eq!(&fs::read(path).unwrap(), bytes, "{path} untouched");
+    }
+}
+
+#[test]
+fn damage_found_while_coalescing_is_recorded_and_never_built_on() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(15, 200_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6]\n[keep]\nlast = 4\n[coalesce]\nchain = 3\n",
+    );
+    for day in 0..3 {
+        churn(&t.src, day);
+        assert_eq!(run_day(&pol, day).0, 0);
+    }
+    // Damage in place (same length) in the full.
+    let full = rows(&t)[&1].1.clone();
+    let mut b = fs::read(&full).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x55;
+    fs::write(&full, &b).unwrap();
+    churn(&t.src, 3);
+    let (c, v, e) = run_day(&pol, 3);
+    assert_eq!(c, 1, "a warning: {e} {v}");
+    assert!(
+        v["dumped"]["snapshot"].is_u64(),
+        "the dump is reported: {v}"
+    );
+    assert!(v["coalesced"].is_null(), "{v}");
+    assert!(
+        e.contains("was not coalesced") && e.contains("snapshot 1's stream is damaged"),
+        "{e}"
+    );
+    churn(&t.src, 4);
+    let (c, v, e) = run_day(&pol, 4);
+    assert_eq!(c, 1, "{e}");
+    assert_eq!(
+        v["dumped"]["level"], 0,
+        "nothing more on the damaged chain: {v}"
+    );
+    assert!(
+        v["dumped"]["why"].as_str().unwrap().contains("is damaged"),
+        "{v}"
+    );
+}

@@ -316,3 +316,24 @@ fn nothing_is_built_on_or_coalesced_from_a_broken_stream() {
     );
     assert!(cut.coalesce.is_none());
 }
+
+#[test]
+fn paths_that_overlap_through_a_symlink_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::os::unix::fs::symlink(&src, d.path().join("link")).unwrap();
+    let text = format!(
+        "source = \"{}\"\n[streams]\ndir = \"{}\"\n[schedule]\nevery = \"1d\"\n",
+        d.path().join("link").display(),
+        src.join("streams").display()
+    );
+    let e = format!(
+        "{:#}",
+        Policy::parse(&text, Path::new("p.toml")).unwrap_err()
+    );
+    assert!(
+        e.contains("line 3") && e.contains("inside the source"),
+        "{e}"
+    );
+}

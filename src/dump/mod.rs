@@ -233,8 +233,10 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         (o, w, Some((p, kept)))
     } else {
         if interrupted.is_some() {
-            crate::progress::println_err(&format!(
-                "snapdump: warning: an interrupted dump of {} is discarded (use --resume to continue one)",
+            // A note, not a warning: nothing is lost (the interrupted
+            // dump never reached the catalog) and this dump is whole.
+            crate::progress::note(&format!(
+                "an interrupted dump of {} is discarded (`snapdump dump --resume` continues one instead)",
                 source.display()
             ));
             resume::discard(&catalog.dir);

@@ -304,6 +304,28 @@ fn lexical(p: &Path) -> PathBuf {
     out
 }
 
+/// `p` as the file system resolves it: `.` and `..` by spelling, then
+/// symlinks in the longest part of it that exists (the rest may be made
+/// later), so that a source reached through a symlink is still seen to
+/// hold a streams directory spelled without it.
+fn resolved(p: &Path) -> PathBuf {
+    let p = lexical(p);
+    let mut head = p.as_path();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(head) {
+            return tail.iter().rev().fold(c, |acc, t| acc.join(t));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                tail.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return p,
+        }
+    }
+}
+
 /// The 1-based line of byte `at` of `text`.
 fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
@@ -410,7 +432,7 @@ impl Policy {
                 format!("source {} is not an absolute path {cron}", source.display()),
             );
         }
-        let source = lexical(&source);
+        let source = resolved(&source);
         let dir_span = raw.streams.dir.span();
         let dir = raw.streams.dir.into_inner();
         if !dir.is_absolute() {
@@ -422,7 +444,7 @@ impl Policy {
                 ),
             );
         }
-        let dir = lexical(&dir);
+        let dir = resolved(&dir);
         if dir.starts_with(&source) {
             at(
                 dir_span.clone(),
@@ -471,7 +493,7 @@ impl Policy {
                     format!("catalog {} is not an absolute path {cron}", c.display()),
                 );
             }
-            let c = lexical(&c);
+            let c = resolved(&c);
             if c.starts_with(&source) {
                 at(span, format!("catalog {} is inside the source {}; every dump would carry the catalog's own changes", c.display(), source.display()));
             } else if c.starts_with(&dir) || dir.starts_with(&c) {
@@ -506,7 +528,7 @@ impl Policy {
                     ),
                 );
             }
-            let to = lexical(&to);
+            let to = resolved(&to);
             if to.starts_with(&source) {
                 at(
                     span.clone(),
@@ -535,7 +557,7 @@ impl Policy {
                     format!("mirror.dir {} is not an absolute path", d.display()),
                 );
             }
-            let d = lexical(&d);
+            let d = resolved(&d);
             if d.starts_with(&source)
                 || source.starts_with(&d)
                 || d.starts_with(&dir)

@@ -266,19 +266,28 @@ fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8;
             free_percent: free_percent(&p.streams.dir),
             pinned: pins,
             hold,
-            broken: broken(snaps),
+            broken: broken(snaps, &streams_dir(p)),
         },
     )
 }
 
 /// The snapshots whose stream is not as the catalog recorded it: missing,
-/// or of another length (cut short, or overwritten). A stream's every byte
-/// is checked by `verify`; this costs one stat per stream and catches a
-/// stream deleted or truncated by hand before anything is built on it.
-pub fn broken(snaps: &[Snap]) -> Vec<(u64, String)> {
+/// of another length (cut short, or overwritten), or found damaged when a
+/// run read it (recorded in the streams directory `dir`). A stream's every
+/// byte is checked by `verify`; this costs one stat per stream and catches
+/// a stream deleted or truncated by hand before anything is built on it.
+pub fn broken(snaps: &[Snap], dir: &Path) -> Vec<(u64, String)> {
+    let bad = damaged(dir);
     snaps
         .iter()
         .filter_map(|s| {
+            let name = Path::new(&s.output)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(why) = bad.get(&name) {
+                return Some((s.id, format!("{} is damaged ({why})", s.output)));
+            }
             let what = match std::fs::metadata(&s.output) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     format!("{} is missing", s.output)
@@ -356,7 +365,7 @@ pub fn run(
         swept: sweep(p, wait)?,
         plan: plan_now(p, Some(now))?,
     };
-    for (id, what) in broken(&snaps_of(p)?.0) {
+    for (id, what) in broken(&snaps_of(p)?.0, &dir) {
         report.warn(
             p.path.as_os_str().as_encoded_bytes(),
             format!("snapshot {id}'s stream {what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
@@ -365,7 +374,11 @@ pub fn run(
     if let Some(d) = summary.plan.dump.clone() {
         let (_, cat) = snaps_of(p)?;
         let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
-        let out = dir.join(p.streams.name(&stem(p), id, d.level, &stamp(now), false));
+        let out = free_name(
+            &dir,
+            &p.streams.name(&stem(p), id, d.level, &stamp(now), false),
+        );
+        journal(&dir, &[&out.display().to_string()])?;
         let opts = crate::dump::DumpOptions {
             level: d.level,
             output: out.display().to_string(),
@@ -447,7 +460,19 @@ pub fn run(
         );
     }
     if let (Some(c), false) = (summary.plan.coalesce.clone(), behind) {
-        summary.coalesced = Some(coalesce(p, &c, report, wait)?);
+        match coalesce(p, &c, report, wait) {
+            Ok(done) => summary.coalesced = Some(done),
+            Err(e) => {
+                // Not the end of the run: the dump made stays reported and
+                // pruning goes on. A stream of the chain that is damaged
+                // is found and recorded, so nothing is built on it again.
+                report.warn(
+                    p.path.as_os_str().as_encoded_bytes(),
+                    format!("snapshot {} was not coalesced: {e:#}", c.snapshot),
+                );
+                find_damage(p, &c.chain, &dir, report)?;
+            }
+        }
         summary.plan = plan_now(p, Some(now))?;
     }
     if !summary.plan.prune().is_empty() {
@@ -540,16 +565,21 @@ fn coalesce(
             )
         })?);
     }
-    let out = streams_dir(p).join(p.streams.name(
-        &stem(p),
-        newest.id,
-        newest.level,
-        &stamp(Time {
-            sec: newest.time,
-            nsec: 0,
-        }),
-        true,
-    ));
+    let dir = streams_dir(p);
+    let out = free_name(
+        &dir,
+        &p.streams.name(
+            &stem(p),
+            newest.id,
+            newest.level,
+            &stamp(Time {
+                sec: newest.time,
+                nsec: 0,
+            }),
+            true,
+        ),
+    );
+    journal(&dir, &[&out.display().to_string(), &newest.output])?;
     let s = crate::restore::coalesce::coalesce(&crate::restore::coalesce::CoalesceOptions {
         inputs,
         specs: vec![out.display().to_string()],
@@ -634,6 +664,12 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
             k += 1;
         }
     }
+    let doomed: Vec<&str> = done
+        .iter()
+        .map(|d| d.stream.as_str())
+        .filter(|s| ours(p, s))
+        .collect();
+    journal(&streams_dir(p), &doomed)?;
     crate::failpoint::hit("policy-before-prune-commit");
     cat.commit()?;
     for d in &done {
@@ -645,22 +681,144 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
     Ok(done)
 }
 
-/// Deletes what a killed run left in the streams directory: streams of
-/// this source no catalog row names, and partial outputs of dead runs.
+/// `name` in `dir`, or, when a file of that name is there already (a
+/// template without {time} and a catalog made anew restart the ids), the
+/// first free `NAME-2.sdump`, `NAME-3.sdump`, ...: a run never writes over
+/// a file it did not make.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if std::fs::symlink_metadata(&first).is_err() {
+        return first;
+    }
+    let (stem, ext) = match name.strip_suffix(".full.sdump") {
+        Some(s) => (s, ".full.sdump"),
+        None => (name.strip_suffix(".sdump").unwrap_or(name), ".sdump"),
+    };
+    (2u32..)
+        .map(|k| dir.join(format!("{stem}-{k}{ext}")))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .expect("some name is free")
+}
+
+/// The list of stream file names a run is about to create or delete, in
+/// the streams directory: written (durably) before each step, so that the
+/// next run's sweep deletes only what a killed step left behind, never a
+/// stream it did not make (a copy, a moved directory, an older chain).
+const JOURNAL: &str = ".snapdump-policy.journal";
+
+/// Streams found damaged (a checksum that does not match) while a run read
+/// them, with their length then and what was wrong: never built on again.
+const DAMAGED: &str = ".snapdump-policy.damaged";
+
+/// The lines of a small list file in the streams directory (none when it
+/// is missing).
+fn read_list(dir: &Path, name: &str) -> Result<Vec<String>> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_list(dir: &Path, name: &str, lines: &[String]) -> Result<()> {
+    let mut b = lines.join("\n").into_bytes();
+    if !b.is_empty() {
+        b.push(b'\n');
+    }
+    crate::atomic::replace_file(&dir.join(name), &b)
+}
+
+/// Adds the file names of `paths` to the journal before a step makes or
+/// deletes them.
+fn journal(dir: &Path, paths: &[&str]) -> Result<()> {
+    let mut lines = read_list(dir, JOURNAL)?;
+    for p in paths {
+        if let Some(n) = Path::new(p).file_name() {
+            let n = n.to_string_lossy().into_owned();
+            if !n.contains('\n') && !lines.contains(&n) {
+                lines.push(n);
+            }
+        }
+    }
+    write_list(dir, JOURNAL, &lines)
+}
+
+/// Verifies (every checksum) the streams of snapshots `ids` and records
+/// each damaged one, with a warning.
+fn find_damage(p: &Policy, ids: &[u64], dir: &Path, report: &Report) -> Result<()> {
+    let (snaps, _) = snaps_of(p)?;
+    for s in snaps.iter().filter(|s| ids.contains(&s.id)) {
+        let Ok(input) = crate::media::Input::plain(&s.output) else {
+            continue;
+        };
+        let quiet = Report::quiet();
+        if let Err(e) = crate::restore::verify::verify(&input, &quiet) {
+            let why = quiet
+                .warnings()
+                .first()
+                .map(|w| w.message.clone())
+                .unwrap_or_else(|| format!("{e:#}"));
+            report.warn(
+                s.output.as_bytes(),
+                format!(
+                    "snapshot {}'s stream is damaged ({why}); nothing more is built on it",
+                    s.id
+                ),
+            );
+            mark_damaged(dir, &s.output, &why)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that the stream at `path` is damaged (`why`).
+fn mark_damaged(dir: &Path, path: &str, why: &str) -> Result<()> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut lines: Vec<String> = read_list(dir, DAMAGED)?
+        .into_iter()
+        .filter(|l| l.split('\t').next() != Some(name.as_str()))
+        .collect();
+    lines.push(format!("{name}\t{len}\t{}", why.replace(['\n', '\t'], " ")));
+    write_list(dir, DAMAGED, &lines)
+}
+
+/// The damaged-stream records that still describe the file they name
+/// (same name, same length): name -> what was wrong.
+fn damaged(dir: &Path) -> std::collections::HashMap<String, String> {
+    read_list(dir, DAMAGED)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let (name, len, why) = (f.next()?, f.next()?.parse::<u64>().ok()?, f.next()?);
+            let now = std::fs::metadata(dir.join(name)).ok()?.len();
+            (now == len).then(|| (name.to_string(), why.to_string()))
+        })
+        .collect()
+}
+
+/// What the start of a run tidies in the streams directory. A catalog
+/// row whose stream is missing is pointed at the file here that holds that
+/// very stream (same snapshot, same kind, same length: the directory was
+/// moved). A stream of this source that no row holds is deleted only when
+/// the journal says a killed step of a run made it (or was deleting it);
+/// any other is left alone, with a note. Partial outputs of dead runs are
+/// deleted. Returns the files deleted.
 fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
     let (_, cat) = snaps_of(p)?;
     let Some(_) = cat else { return Ok(Vec::new()) };
-    let (_lock, cat) = locked_catalog(p, wait)?;
-    // What the catalog names, by spelling and by the file it resolves to
-    // (a row may name a stream through a symlink or another spelling of
-    // the directory): nothing the catalog names is ever swept.
+    let (_lock, mut cat) = locked_catalog(p, wait)?;
+    let dir = streams_dir(p);
     use std::os::unix::fs::MetadataExt;
-    let named: std::collections::HashSet<&str> = cat
-        .state
-        .snapshots
-        .iter()
-        .map(|s| s.output.as_str())
-        .collect();
     let named_files: std::collections::HashSet<(u64, u64)> = cat
         .state
         .snapshots
@@ -668,8 +826,9 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
         .filter_map(|s| std::fs::metadata(&s.output).ok())
         .map(|m| (m.dev(), m.ino()))
         .collect();
+    let pending = read_list(&dir, JOURNAL)?;
     let mut swept = Vec::new();
-    let dir = streams_dir(p);
+    let mut moved = false;
     let rd = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot list streams directory {}", p.streams.dir.display()))?;
     for e in rd {
@@ -688,23 +847,51 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
             }
             continue;
         }
-        if name.starts_with('.') || !name.ends_with(".sdump") || named.contains(shown.as_str()) {
+        if name.starts_with('.') || !name.ends_with(".sdump") {
             continue;
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() && !named_files.contains(&(m.dev(), m.ino())) => {}
-            _ => continue,
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !m.is_file() || named_files.contains(&(m.dev(), m.ino())) {
+            continue;
         }
         let Ok(f) = std::fs::File::open(&path) else {
             continue;
         };
-        let Ok(s) = crate::stream::seek::SeekStream::open(Box::new(f), &shown) else {
+        let Ok(st) = crate::stream::seek::SeekStream::open(Box::new(f), &shown) else {
             continue;
         };
-        if crate::stream::reader::Records::header(&s).source_uuid == cat.state.source_uuid {
-            remove(&shown)?;
-            swept.push(shown);
+        let h = crate::stream::reader::Records::header(&st);
+        if h.source_uuid != cat.state.source_uuid {
+            continue;
         }
+        let row = cat.state.snapshots.iter_mut().find(|r| {
+            r.snap.uuid == h.snapshot.uuid && r.full == h.full && r.stream_bytes == m.len()
+        });
+        match row {
+            Some(r) if !Path::new(&r.output).exists() => {
+                crate::progress::note(&format!(
+                    "snapshot {}'s stream was not at {}; it is {shown}, and the catalog now says so",
+                    r.snap.id, r.output
+                ));
+                r.output = shown;
+                moved = true;
+            }
+            None if pending.contains(&name) => {
+                remove(&shown)?;
+                swept.push(shown);
+            }
+            _ => crate::progress::note(&format!(
+                "{shown} is a stream of this source that the catalog does not name; left alone"
+            )),
+        }
+    }
+    if moved {
+        cat.commit()?;
+    }
+    if !pending.is_empty() {
+        write_list(&dir, JOURNAL, &[])?;
     }
     Ok(swept)
 }
