@@ -112,7 +112,11 @@ fn verify_stream(mut r: StreamReader, report: &crate::report::Report) -> Result<
         entries: front.entries,
         data_blocks: t.blocks,
         data_bytes: t.bytes,
-        deallocated: front.image.dealloc.iter().map(|x| x.count).sum(),
+        deallocated: front
+            .image
+            .dealloc
+            .iter()
+            .fold(0u64, |a, x| a.saturating_add(x.count)),
         stream_bytes: r.offset(),
     })
 }

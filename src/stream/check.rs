@@ -53,7 +53,10 @@ pub fn read_data(
                     if r.damage().is_empty() {
                         check_reloc(&e, &data_offsets).map_err(at)?;
                     }
-                    t.reloc_blocks += e.count;
+                    // Hostile counts must not wrap round to the real total.
+                    t.reloc_blocks = t.reloc_blocks.checked_add(e.count).ok_or_else(|| {
+                        at(anyhow!("relocation counts overflow (damaged stream)"))
+                    })?;
                 }
             }
             RecordKind::End => {}

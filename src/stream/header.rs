@@ -58,7 +58,8 @@ pub struct StreamHeader {
     pub hostname: String,
     /// The snapshot this stream brings a target to.
     pub snapshot: SnapshotRef,
-    /// True when the stream is a full image (level 0, or a level with no base).
+    /// True when the stream is a full image: it needs no base (a level 0, a
+    /// dump with no lower snapshot, or a synthetic full at any level).
     pub full: bool,
     /// The snapshot a target must hold before applying this stream.
     pub base: Option<SnapshotRef>,

@@ -21,8 +21,9 @@ pub const HEADER_LEN: usize = 40;
 /// Largest payload (raw or stored) a reader accepts; bounds memory use on
 /// hostile input. Writers stay far below it.
 pub const MAX_PAYLOAD: u32 = 16 << 20;
-/// Flag bit: the payload is zstd data (one frame, or for data records of
-/// format 4 two: the data area's and the segment table's).
+/// Flag bit: the payload is zstd data. Writers write one frame (for data
+/// records of format 4 two: the data area's and the segment table's);
+/// readers accept any frames whose contents add up to the raw length.
 pub const FLAG_ZSTD: u8 = 1;
 
 /// What a record holds.
