@@ -350,6 +350,10 @@ pub fn run(
         wait,
     )?;
     claim(p, &dir)?;
+    // Two policies on one source (each with its own streams directory)
+    // take turns: a snapshot id is chosen for a stream's name before the
+    // dump takes the catalog's lock.
+    let _source_lock = source_lock(p, wait)?;
     let now = at.unwrap_or_else(Time::now);
     let root = catalog_root(p);
     let mut summary = RunSummary {
@@ -370,6 +374,13 @@ pub fn run(
             p.path.as_os_str().as_encoded_bytes(),
             format!("snapshot {id}'s stream {what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
         );
+    }
+    // Prune first what is prunable now (it needs no space and breaks no
+    // chain: the next dump's base is in the newest snapshot's chain, which
+    // is kept), so that a full disk frees itself; then again at the end.
+    if !summary.plan.prune().is_empty() {
+        summary.pruned = prune(p, now, wait)?;
+        summary.plan = plan_now(p, Some(now))?;
     }
     if let Some(d) = summary.plan.dump.clone() {
         let (_, cat) = snaps_of(p)?;
@@ -395,7 +406,13 @@ pub fn run(
             rules_changed: false,
             snapshot_time: at,
         };
-        let s = crate::dump::dump(&opts, report)?;
+        let s = crate::dump::dump(&opts, report).with_context(|| {
+            format!(
+                "the level {} dump to {} failed (nothing of it was kept)",
+                d.level,
+                out.display()
+            )
+        })?;
         crate::failpoint::hit("policy-dumped");
         summary.dumped = Some(Done {
             snapshot: s.snapshot.id,
@@ -476,7 +493,7 @@ pub fn run(
         summary.plan = plan_now(p, Some(now))?;
     }
     if !summary.plan.prune().is_empty() {
-        summary.pruned = prune(p, now, wait)?;
+        summary.pruned.extend(prune(p, now, wait)?);
         summary.plan = plan_now(p, Some(now))?;
     }
     summary.status = report.status_word();
@@ -528,6 +545,23 @@ fn claim(p: &Policy, dir: &Path) -> Result<()> {
     b.push(b'\n');
     crate::atomic::replace_file(&owner, &b)
         .with_context(|| format!("cannot write {}", owner.display()))
+}
+
+/// The lock every policy run on one source holds, in the source's catalog
+/// directory.
+fn source_lock(p: &Policy, wait: crate::lock::Wait) -> Result<Option<crate::lock::Lock>> {
+    let Ok(source) = std::fs::canonicalize(&p.source) else {
+        return Ok(None);
+    };
+    let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_encoded_bytes());
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    crate::lock::acquire(
+        &dir.join("policy-run.lock"),
+        &format!("policy runs on {}", source.display()),
+        wait,
+    )
+    .map(Some)
 }
 
 /// Opens the catalog under its lock, for a change.
