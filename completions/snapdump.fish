@@ -58,7 +58,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l volume-size -
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l new-volume -d 'Run CMD when the next volume is needed' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s z -l compress -d 'zstd level for the stream\'s records; 0 turns compression off' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 0 -d 'The dump level, -0 .. -9: 0 (the default) is a full image; N carries what changed since the newest snapshot of a lower level'
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 1
 complete -c snapdump -n "__fish_snapdump_using_subcommand dump" -s 2
@@ -86,7 +86,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l volume -d 
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l mirror -d 'With -r, -x, -C or -t: the newest snapshot of this incremental mirror, whose base is the one -f names; the blocks that differ from the base come from the mirror. -r reads the base once, in order; -x and -C read of a base in a file only the records they need; -t reads only the mirror. See snapdump mirror' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s r -d 'Restore the whole stream into the target (see DESCRIPTION)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s t -d 'List the stream\'s entries (only the PATHs given, if any)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s x -d 'Extract the given PATHs'
@@ -104,7 +104,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s h -l help 
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s f -d 'Input: a file, a device, or - for stdin (default: $TAPE); repeat for the volumes of a dump on tape' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand verify" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
@@ -126,7 +126,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s z -l comp
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l max-waste -d 'A data record whose kept blocks stay as they are is copied whole, not compressed again, its dropped blocks left in as gap bytes, when these are at most PERCENT of its data (0: only records that keep every block are copied)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l append -d 'On tape: add the stream after the dumps already on it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l verify-digest -d 'Also recompute each input\'s SHA-256 digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l recompress -d 'Compress every record again at -z, copying none: the smallest output, at the cost of the time a fresh dump spends compressing'
@@ -215,12 +215,12 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
-complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l force -d 'Replace existing entries in the way'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from extract" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
@@ -229,12 +229,12 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from export-tar" -s h -l help -d 'Print help'
-complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
-complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand volume; and __fish_seen_subcommand_from snapshots" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
@@ -271,7 +271,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and not __fish
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l base -d 'The base: a level 0 or synthetic full on a tape, virtual tape, file or device (only its front is read)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
@@ -279,13 +279,13 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -s f -d 'An increment on the mirror\'s newest snapshot; repeat, in order' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from status" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from status" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from status" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from status" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand mirror; and __fish_seen_subcommand_from status" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
@@ -343,7 +343,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand policy; and __fish_see
 complete -c snapdump -n "__fish_snapdump_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "install" -d 'Write a systemd service and timer, or a cron.d file, that runs the policy every few minutes (the plan decides what is due)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand run" -l at -d 'Act as if the clock said TIME (RFC 3339, UTC): plan for it and give the snapshots it takes that time (later than the newest snapshot\'s). For testing a policy, or catching up a run at the time it was due' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand run" -l json-file -d 'Write the JSON summary to FILE instead' -r -F
+complete -c snapdump -n "__fish_snapdump_using_subcommand run" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand run" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
 complete -c snapdump -n "__fish_snapdump_using_subcommand run" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand run" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use snapdump::cli::{self, Cli, Cmd};
-use snapdump::report::{Report, EXIT_FAILURE};
+use snapdump::report::{Report, EXIT_FAILURE, EXIT_OK, EXIT_WARNINGS};
 
 fn main() {
     snapdump::fsx::raise_fd_limit();
@@ -29,9 +29,12 @@ fn main() {
         Cmd::Run(a) => cli::policy::run(a, &report),
         Cmd::Completions(a) => cli::completions::run(&a),
     };
-    let code = result.unwrap_or_else(|e| {
+    let mut code = result.unwrap_or_else(|e| {
         cli::print::error(&e);
         EXIT_FAILURE
     });
+    if code == EXIT_OK && cli::print::summary_lost() {
+        code = EXIT_WARNINGS;
+    }
     std::process::exit(code);
 }

@@ -86,6 +86,51 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn a_summary_file_is_checked_first_and_a_lost_summary_is_a_warning() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(3, 10_000)).unwrap();
+    let dump = |json_file: &str, stream: &str| {
+        run_s(&[
+            "dump",
+            "-0",
+            "-f",
+            stream,
+            "--catalog",
+            p(&t.cat),
+            "--json-file",
+            json_file,
+            p(&t.src),
+        ])
+    };
+    // A summary that cannot be created stops the dump before any work.
+    let stream = t.dir.path().join("s0");
+    let (c, _, e) = dump("/nonexistent/dir/sum.json", p(&stream));
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.lines()
+            .next()
+            .unwrap()
+            .contains("/nonexistent/dir does not exist"),
+        "{e}"
+    );
+    assert!(!stream.exists(), "no work was done");
+    // One that fails after the work (a full disk): the dump stands, the
+    // summary goes to stderr, exit status 1.
+    let (c, _, e) = dump("/dev/full", p(&stream));
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("warning") && e.contains("/dev/full"), "{e}");
+    assert!(e.contains("\"snapshot\""), "the summary is on stderr: {e}");
+    let (c, _, e) = run_s(&["verify", "-f", p(&stream)]);
+    assert_eq!(c, 0, "{e}");
+    // A writable one gets the summary whole.
+    let sum = t.dir.path().join("sum.json");
+    let (c, _, e) = dump(p(&sum), p(&t.dir.path().join("s1")));
+    assert!(c <= 1, "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sum).unwrap()).unwrap();
+    assert!(v["snapshot"].is_object() || v["snapshot"].is_u64(), "{v}");
+}
+
+#[test]
 fn the_time_snapdump_prints_for_a_snapshot_selects_it() {
     let t = paths();
     std::fs::write(t.src.join("f"), b"one").unwrap();

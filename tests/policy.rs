@@ -933,6 +933,70 @@ fn a_newest_snapshot_stamped_in_the_future_does_not_stop_the_dumps() {
 }
 
 #[test]
+fn one_run_with_the_clock_far_ahead_prunes_nothing_and_its_snapshot_ages_out() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(12, 20_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3]\n[keep]\nlast = 2\nwithin = \"5d\"\n",
+    );
+    let mut trees = BTreeMap::new();
+    let dumped = |day: Option<u64>, t: &Paths, trees: &mut BTreeMap<u64, Tree>| {
+        churn(&t.src, day.unwrap_or(99));
+        let tree = snapshot_tree(&t.src);
+        let at = day.map(time_of).unwrap_or("9999-01-01T00:00:00Z".into());
+        let (c, o, e) = run_s(&["run", "--json", "--at", &at, p(&pol)]);
+        assert!(c <= 1, "{at}: {e}");
+        let v: Value = serde_json::from_slice(&o).unwrap();
+        let id = v["dumped"]["snapshot"].as_u64().unwrap();
+        trees.insert(id, tree);
+        id
+    };
+    for day in 0..10 {
+        dumped(Some(day), &t, &mut trees);
+    }
+    let before: Vec<u64> = rows(&t).keys().copied().collect();
+    // One run with the clock 7,000 years ahead: its snapshot is made, and
+    // the days before it are all still kept.
+    let leap = dumped(None, &t, &mut trees);
+    let after: Vec<u64> = rows(&t).keys().copied().collect();
+    for id in &before {
+        assert!(
+            after.contains(id),
+            "snapshot {id} pruned by one wrong clock: {after:?}"
+        );
+    }
+    let plan = json(&[
+        "policy",
+        "plan",
+        "--json",
+        "--at",
+        "9999-01-01T00:00:00Z",
+        p(&pol),
+    ]);
+    let v = serde_json::json!({ "plan": plan });
+    assert!(
+        keep_why(&v, before[before.len() - 1]).is_some_and(|w| w.contains("clock jump")),
+        "{v}"
+    );
+    check_kept(&t, &trees, &after, "after the clock jumped ahead");
+    // The clock back: the future stamp counts at its successor's time and
+    // ages out like any other snapshot.
+    for day in 10..20 {
+        dumped(Some(day), &t, &mut trees);
+    }
+    let end: Vec<u64> = rows(&t).keys().copied().collect();
+    assert!(
+        !end.contains(&leap),
+        "the future-stamped snapshot never aged out: {end:?}"
+    );
+    assert!(end.len() <= 8, "retention stopped working: {end:?}");
+    check_kept(&t, &trees, &end, "twenty days on");
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

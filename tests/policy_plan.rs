@@ -109,7 +109,7 @@ fn run_once(
         n.stream_bytes = 1000;
     }
     let pl = i(snaps);
-    let rules = kept(snaps, p.keep.as_ref());
+    let rules = kept(snaps, p.keep.as_ref(), now);
     let doomed = pl.prune();
     for id in rules.keys() {
         assert!(
@@ -200,7 +200,11 @@ proptest! {
 /// Check messages name the line of the mistake.
 #[test]
 fn mistakes_are_named_with_their_line() {
-    let bad = [
+    let long = format!(
+        "source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{{id}}{}.sdump\"\n[schedule]\nevery = \"1d\"\n",
+        "x".repeat(230)
+    );
+    let bad: [(&str, &str); 23] = [
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1 fortnight\"\n", "line 5"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\nlevels = [1, 2]\n", "line 6"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n\n[schedule]\nevery = \"1d\"\nfull_every = \"7d\"\n", "line 5"),
@@ -221,6 +225,9 @@ fn mistakes_are_named_with_their_line() {
         ("source = \"/s\"\ncatalog = \"/d\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 2"),
         ("source = \"/d/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n", "line 1"),
         ("source = \"/s\"\n[streams]\ndir = \"/x/../s/./b\"\n[schedule]\nevery = \"1d\"\n", "line 3"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{id}\\u0000.sdump\"\n[schedule]\nevery = \"1d\"\n", "control character"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{id}\\n.sdump\"\n[schedule]\nevery = \"1d\"\n", "line 4"),
+        (&long, "at most 255"),
     ];
     for (text, want) in bad {
         let e = format!(

@@ -9,7 +9,9 @@ pub struct JsonArgs {
     /// Print a JSON summary (on stderr when the stream goes to stdout).
     #[arg(long)]
     pub json: bool,
-    /// Write the JSON summary to FILE instead.
+    /// Write the JSON summary to FILE instead. FILE is checked before any
+    /// work; if it still cannot be written afterwards (a full disk), the
+    /// summary goes to stderr and the exit status is 1.
     #[arg(long, value_name = "FILE", value_parser = writable_file)]
     pub json_file: Option<PathBuf>,
 }

@@ -2,7 +2,7 @@
 //! The one place that decides between stdout, stderr and a file.
 
 use super::args::JsonArgs;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;
 
@@ -11,7 +11,16 @@ use std::io::Write;
 pub fn json<T: Serialize + ?Sized>(j: &JsonArgs, stdout_busy: bool, v: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(v)?;
     if let Some(f) = &j.json_file {
-        std::fs::write(f, text + "\n").map_err(|e| anyhow!("cannot write {}: {e}", f.display()))?;
+        if let Err(e) = write_summary(f, &text) {
+            // The work is done by now: losing its summary must not make it
+            // look failed, nor be silent. The summary goes to stderr, and
+            // the exit status becomes 1 (warnings).
+            SUMMARY_LOST.store(true, std::sync::atomic::Ordering::Relaxed);
+            crate::progress::println_err(&format!(
+                "snapdump: warning: the work is done, but its summary could not be written to {} ({e}); here it is instead:\n{text}",
+                f.display()
+            ));
+        }
     } else if j.json {
         if stdout_busy {
             writeln!(std::io::stderr().lock(), "{text}")?;
@@ -22,6 +31,28 @@ pub fn json<T: Serialize + ?Sized>(j: &JsonArgs, stdout_busy: bool, v: &T) -> Re
         }
     }
     Ok(())
+}
+
+static SUMMARY_LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a `--json-file` summary could not be written (it went to
+/// stderr instead); the command's exit status is then at least 1.
+pub fn summary_lost() -> bool {
+    SUMMARY_LOST.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes the summary file; a regular file left half-written is emptied,
+/// so no reader takes a cut summary for a whole one.
+fn write_summary(f: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(f)?;
+    let r = file
+        .write_all(text.as_bytes())
+        .and_then(|_| file.write_all(b"\n"))
+        .and_then(|_| file.flush());
+    if r.is_err() && file.metadata().is_ok_and(|m| m.is_file()) {
+        let _ = file.set_len(0);
+    }
+    r
 }
 
 /// Prints one summary as JSON, or several as a JSON list.

@@ -61,8 +61,8 @@ pub struct DumpOptions {
     /// The given rules replace recorded ones that differ (`--rules-changed`).
     pub rules_changed: bool,
     /// The snapshot's time (None: the clock's). A policy run under a
-    /// given clock (`run --at`) stamps its snapshots with it; it must be
-    /// later than the newest snapshot's.
+    /// given clock (`run --at`) stamps its snapshots with it; like the
+    /// clock's, it is not checked against the newest snapshot's.
     pub snapshot_time: Option<Time>,
 }
 
@@ -605,22 +605,11 @@ impl Run<'_> {
             return Ok((p.snapshot()?, p.stream_id()));
         }
         let stream_id = crate::ids::random_id();
-        let time = match self.opts.snapshot_time {
-            None => Time::now(),
-            Some(t) => {
-                if let Some(newest) = state.snapshots.last() {
-                    if t.sec <= newest.snap.time.sec {
-                        bail!(
-                            "the snapshot time {} is not after the newest snapshot's ({}, snapshot {})",
-                            t.rfc3339(),
-                            newest.snap.time.rfc3339(),
-                            newest.snap.id
-                        );
-                    }
-                }
-                t
-            }
-        };
+        // A given time is taken as the clock would be: not checked
+        // against the newest snapshot's, since a clock that was ahead
+        // once must not stop every later dump (retention counts such a
+        // stamp at its successor's time).
+        let time = self.opts.snapshot_time.unwrap_or_else(Time::now);
         let snap = SnapshotRef {
             id: state.next_snap_id,
             uuid: crate::ids::random_id(),

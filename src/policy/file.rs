@@ -478,8 +478,25 @@ impl Policy {
                     || n.contains('/')
                     || rest.contains('{')
                     || rest.contains('}')
+                    || n.chars().any(char::is_control)
                 {
-                    at(span, format!("streams.name {n:?} must hold {{id}}, end in .sdump, not start with a dot nor hold a slash, and use only {{source}}, {{id}}, {{level}}, {{time}}"));
+                    at(span.clone(), format!("streams.name {n:?} must hold {{id}}, end in .sdump, not start with a dot nor hold a slash or a control character, and use only {{source}}, {{id}}, {{level}}, {{time}}"));
+                } else {
+                    // The longest name it can make: a 20-digit id, a
+                    // 16-character time, a synthetic full's `.full`.
+                    let stem = source
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "root".into());
+                    let longest = Streams {
+                        dir: PathBuf::new(),
+                        compression: 0,
+                        name: n.clone(),
+                    }
+                    .name(&stem, u64::MAX, 9, "20270101T000000Z", true);
+                    if longest.len() > 255 {
+                        at(span, format!("streams.name {n:?} makes file names up to {} bytes long; a file name holds at most 255", longest.len()));
+                    }
                 }
                 n
             }

@@ -292,7 +292,7 @@ fn around_broken(d: DumpDue, i: &Inputs) -> DumpDue {
 
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
-    let mut keep = kept(i.snaps, p.keep.as_ref());
+    let mut keep = kept(i.snaps, p.keep.as_ref(), i.now);
     if let Some(why) = &i.hold {
         for s in i.snaps {
             keep.entry(s.id).or_default().push(why.clone());

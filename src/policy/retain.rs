@@ -72,10 +72,49 @@ fn bucket_name(rule: &str, t: i64) -> String {
     }
 }
 
-/// The snapshots `keep` keeps (all when `None`), each with the rules that
-/// keep it; the newest is always kept (the next increment's base).
-/// `snaps` is in id order.
-pub fn kept(snaps: &[Snap], keep: Option<&Keep>) -> BTreeMap<u64, Vec<String>> {
+/// The time each snapshot counts at for the time rules: its own stamp,
+/// but never after the clock nor after a later snapshot's (snapshots are
+/// made in id order, so a stamp after a successor's is a clock that was
+/// ahead). A snapshot stamped in the future thus ages with the clock
+/// instead of staying "newest" for ever, and a clock set back does not
+/// make old snapshots look young. `snaps` is in id order.
+pub fn counted_times(snaps: &[Snap], now: i64) -> Vec<i64> {
+    let mut out = vec![0; snaps.len()];
+    let mut cap = now;
+    for (i, s) in snaps.iter().enumerate().rev() {
+        cap = cap.min(s.time);
+        out[i] = cap;
+    }
+    out
+}
+
+fn counted_note(s: &Snap, t: i64) -> String {
+    if t == s.time {
+        String::new()
+    } else {
+        format!(
+            " (stamped {}, after a later snapshot or the clock: counted at {})",
+            stamp(s.time),
+            stamp(t)
+        )
+    }
+}
+
+fn stamp(t: i64) -> String {
+    crate::tree::Time { sec: t, nsec: 0 }.rfc3339()
+}
+
+/// The snapshots `keep` keeps (all when `None`) at clock `now`, each with
+/// the rules that keep it; the newest is always kept (the next
+/// increment's base). `snaps` is in id order.
+///
+/// The time rules go by [`counted_times`]. `within` is measured back from
+/// the newest snapshot; when the newest came more than the window after
+/// the one before it, and more than twice the gap before that (a clock
+/// that jumped ahead, or a long pause), the window before that gap is
+/// kept too, until a later snapshot shows the new clock holds: one run
+/// with a wrong clock cannot prune everything.
+pub fn kept(snaps: &[Snap], keep: Option<&Keep>, now: i64) -> BTreeMap<u64, Vec<String>> {
     let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let Some(newest) = snaps.last() else {
         return out;
@@ -94,31 +133,60 @@ pub fn kept(snaps: &[Snap], keep: Option<&Keep>) -> BTreeMap<u64, Vec<String>> {
             .or_default()
             .push(format!("last {}", k.last));
     }
+    let times = counted_times(snaps, now);
     let counts = [k.hourly, k.daily, k.weekly, k.monthly, k.yearly];
     for (r, &n) in counts.iter().enumerate() {
         let mut seen = 0u32;
         let mut last_bucket = None;
-        for s in snaps.iter().rev() {
+        for (s, &t) in snaps.iter().zip(&times).rev() {
             if seen == n {
                 break;
             }
-            let (rule, b) = buckets(s.time)[r];
+            let (rule, b) = buckets(t)[r];
             if last_bucket != Some(b) {
                 last_bucket = Some(b);
                 seen += 1;
-                out.entry(s.id)
-                    .or_default()
-                    .push(format!("{rule} {n}: {}", bucket_name(rule, s.time)));
+                out.entry(s.id).or_default().push(format!(
+                    "{rule} {n}: {}{}",
+                    bucket_name(rule, t),
+                    counted_note(s, t)
+                ));
             }
         }
     }
     if let Some(w) = k.within {
-        let from = newest.time - w.as_secs() as i64;
-        for s in snaps.iter().filter(|s| s.time >= from) {
-            out.entry(s.id).or_default().push(format!(
-                "within {} of the newest",
-                humantime::format_duration(w)
-            ));
+        let span = w.as_secs().min(i64::MAX as u64) as i64;
+        let shown = humantime::format_duration(w);
+        let n = times.len();
+        let mut windows = vec![(times[n - 1], "the newest".to_string())];
+        if n >= 2 {
+            let gap = times[n - 1].saturating_sub(times[n - 2]);
+            let before = if n >= 3 {
+                times[n - 2].saturating_sub(times[n - 3])
+            } else {
+                0
+            };
+            if gap > span && gap > before.saturating_mul(2) {
+                windows.push((
+                    times[n - 2],
+                    format!(
+                        "snapshot {}, the newest came {} after it (a clock jump or a pause: \
+                         kept until a later snapshot)",
+                        snaps[n - 2].id,
+                        humantime::format_duration(std::time::Duration::from_secs(gap as u64))
+                    ),
+                ));
+            }
+        }
+        for (anchor, what) in windows {
+            let from = anchor.saturating_sub(span);
+            for (s, &t) in snaps.iter().zip(&times) {
+                if t >= from && t <= anchor {
+                    out.entry(s.id)
+                        .or_default()
+                        .push(format!("within {shown} of {what}{}", counted_note(s, t)));
+                }
+            }
         }
     }
     out
@@ -180,5 +248,55 @@ mod tests {
             buckets(monday + 6 * 86_400 + 86_399)[2].1
         );
         assert_ne!(buckets(monday)[2].1, buckets(monday - 1)[2].1);
+    }
+
+    fn daily(times: &[i64]) -> Vec<Snap> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, &time)| Snap {
+                id: i as u64 + 1,
+                time,
+                level: 0,
+                base: None,
+                stream_bytes: 1,
+                output: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stamp_ahead_of_the_clock_or_a_successor_counts_at_the_earlier() {
+        let s = daily(&[100, 5_000, 300, 400]);
+        assert_eq!(counted_times(&s, 10_000), [100, 300, 300, 400]);
+        assert_eq!(counted_times(&s, 350), [100, 300, 300, 350]);
+    }
+
+    #[test]
+    fn within_keeps_the_window_before_a_jump_until_a_later_snapshot() {
+        let day = 86_400;
+        let keep = Keep {
+            within: Some(std::time::Duration::from_secs(3 * day as u64)),
+            ..Keep::default()
+        };
+        let ids = |k: BTreeMap<u64, Vec<String>>| k.into_keys().collect::<Vec<_>>();
+        let mut times: Vec<i64> = (0..10).map(|d| d * day).collect();
+        // Steady daily snapshots: the last three days and the newest.
+        assert_eq!(
+            ids(kept(&daily(&times), Some(&keep), 9 * day)),
+            [7, 8, 9, 10]
+        );
+        // A jump of years: the window before it stays.
+        times.push(5_000 * day);
+        assert_eq!(
+            ids(kept(&daily(&times), Some(&keep), 5_000 * day)),
+            [7, 8, 9, 10, 11]
+        );
+        // The next snapshot on the new clock confirms it.
+        times.push(5_001 * day);
+        assert_eq!(
+            ids(kept(&daily(&times), Some(&keep), 5_001 * day)),
+            [11, 12]
+        );
     }
 }

@@ -424,7 +424,7 @@ pub fn run(
         summary.plan = plan_now(p, Some(now))?;
     }
     for dest in &p.replicate {
-        let r = replicate(p, dest, wait, report);
+        let r = replicate(p, dest, now.sec, wait, report);
         summary.replicated.push(match r {
             Ok(r) => r,
             Err(e) => {
@@ -955,6 +955,7 @@ fn volume_snapshots(
 fn replicate(
     p: &Policy,
     dest: &super::file::Replica,
+    now: i64,
     wait: crate::lock::Wait,
     report: &Report,
 ) -> Result<Replicated> {
@@ -1027,7 +1028,7 @@ fn replicate(
             v.sort_by_key(|s| s.id);
             v
         };
-        let kept = super::retain::kept(&as_snaps, Some(keep));
+        let kept = super::retain::kept(&as_snaps, Some(keep), now);
         for &(vid, id, _) in &held {
             if !kept.contains_key(&id) {
                 crate::volume::admin::delete_snapshot(&dest.to, &vid.to_string(), wait)?;

@@ -148,7 +148,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                         });
                     }
                     if let Some(k) = &dest.keep {
-                        let keep = super::retain::kept(v, Some(k));
+                        let keep = super::retain::kept(v, Some(k), t);
                         v.retain(|s| keep.contains_key(&s.id));
                     }
                 }
