@@ -6,12 +6,13 @@ use super::header::StreamHeader;
 use super::payload::Image;
 use super::reader::Records;
 use super::record::RecordKind;
+use super::record::MAX_PAYLOAD;
 use super::writer::StreamWriter;
 use super::META_RECORD_BYTES;
 use crate::runs::RunSet;
 use crate::tree::{ItemForm, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// Writes the front of a stream: its header, the metadata of `tree` and
 /// the image section. The data records follow.
@@ -34,8 +35,35 @@ pub fn write_metadata(w: &mut StreamWriter, tree: &Tree) -> Result<()> {
     let mut items = 0u32;
     let mut e2 = Enc::new();
     let form = w.item_form();
+    // A record holds at most MAX_PAYLOAD bytes: its item count and items.
+    let room = MAX_PAYLOAD as usize - 4;
     for i in 0..tree.dirents.len() {
+        let before = e2.buf.len();
         tree.encode_item(i, &mut e2, form);
+        let len = e2.buf.len() - before;
+        if len > room {
+            // One item no record can hold (a file of ~700,000 extents):
+            // refuse the dump clearly rather than write a stream no reader
+            // accepts.
+            bail!(
+                "the metadata of {} takes {} bytes ({} extents), more than a stream record holds ({} bytes); this version cannot dump it (defragmenting the file, or a level 0, shortens its extent list)",
+                String::from_utf8_lossy(&tree.dirent_path(&tree.dirents[i])),
+                len,
+                tree.inode(tree.dirents[i].ino).extents.len(),
+                room
+            );
+        }
+        if e2.buf.len() > room {
+            // The item would overfill this record: it starts the next one.
+            let item = e2.buf.split_off(before);
+            e.u32(items);
+            e.fixed(&e2.buf);
+            w.write_record(RecordKind::Meta, &e.buf)?;
+            e = Enc::new();
+            e2 = Enc::new();
+            e2.buf = item;
+            items = 0;
+        }
         items += 1;
         if e2.buf.len() >= META_RECORD_BYTES {
             e.u32(items);
@@ -138,5 +166,62 @@ pub fn read_front(r: &mut impl Records) -> Result<Front> {
             }
             _ => return Err(at(anyhow!("no image record before the data section"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Attrs, Extent, Inode, Kind};
+
+    fn tree_with(extents: &[u64]) -> Tree {
+        let mut t = Tree::default();
+        let root = t.push_inode(0, vec![], Inode::new(0, Kind::Dir, Attrs::default()));
+        for (k, &n) in extents.iter().enumerate() {
+            let mut f = Inode::new(0, Kind::File, Attrs::default());
+            f.extents = (0..n)
+                .map(|b| Extent {
+                    block: 2 * b,
+                    vbn: 2 * b + 1,
+                    count: 1,
+                })
+                .collect();
+            t.push_inode(root, format!("f{k}").into_bytes(), f);
+        }
+        t
+    }
+
+    fn write(t: &Tree) -> Result<Vec<u8>> {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = StreamWriter::new(Box::new(Sink(out.clone())), 0, 4096)?;
+        write_metadata(&mut w, t)?;
+        let v = out.lock().unwrap().clone();
+        Ok(v)
+    }
+
+    #[test]
+    fn an_item_no_record_can_hold_is_a_clear_error_not_a_panic() {
+        let e = write(&tree_with(&[800_000])).unwrap_err().to_string();
+        assert!(
+            e.contains("the metadata of f0") && e.contains("800000 extents"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn items_that_would_overfill_a_record_start_the_next() {
+        // A small item, then one that fits a record alone but not with it.
+        let bytes = write(&tree_with(&[8_000, 695_000])).unwrap();
+        assert!(bytes.len() > 16_800_000);
     }
 }

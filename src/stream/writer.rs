@@ -71,6 +71,14 @@ impl StreamWriter {
     /// record's own payload decides the seed of the records after it (so
     /// crafted headers in tests and fuzzing bind their streams too).
     pub fn write_record(&mut self, kind: RecordKind, raw: &[u8]) -> Result<u64> {
+        if raw.len() > super::record::MAX_PAYLOAD as usize {
+            anyhow::bail!(
+                "the stream's {} record would take {} bytes, more than a record holds ({} bytes); this version cannot write it (a level 0 makes the image record small again)",
+                super::reader::kind_name(kind),
+                raw.len(),
+                super::record::MAX_PAYLOAD
+            );
+        }
         // The header and end records are never compressed (stream.md): a
         // tape layer or a reader at the end of a file reads them raw.
         let zstd = match kind {
