@@ -554,3 +554,46 @@ fn a_file_too_large_for_the_target_leaves_nothing_behind() {
         assert!(!x.join("huge").exists(), "a half-made file was left");
     }
 }
+
+#[test]
+fn an_end_record_that_misplaces_the_relocation_table_is_refused_by_sequential_readers() {
+    use snapdump::stream::payload::{End, END_LEN};
+    let mut t = root_tree();
+    t.push_inode(1, b"f".to_vec(), file(5, 1));
+    let good = craft(&t, &hello(2, 1));
+    let seed = {
+        let hlen = u32::from_le_bytes(good[16..20].try_into().unwrap()) as usize;
+        StreamHeader::decode(&good[40..40 + hlen]).unwrap().seed()
+    };
+    let at = good.len() - 40 - END_LEN;
+    let seq = u64::from_le_bytes(good[at + 8..at + 16].try_into().unwrap());
+    let end = End::decode(&good[at + 40..]).unwrap();
+    let (c, _, _) = restore_guarded(&good, &[]);
+    assert_eq!(c, 0, "the stream as written restores");
+    // Checksums and digest all intact, only the end's placement of the
+    // relocation table wrong: every sequential reader refuses it.
+    for (offset, records) in [
+        (end.reloc_offset + 1, end.reloc_records),
+        (end.reloc_offset, end.reloc_records + 1),
+    ] {
+        let mut e = end.clone();
+        e.reloc_offset = offset;
+        e.reloc_records = records;
+        let mut bad = good[..at].to_vec();
+        bad.extend(snapdump::stream::record::seal(
+            RecordKind::End,
+            seq,
+            &e.encode(),
+            None,
+            seed,
+        ));
+        let (c, err, _) = restore_guarded(&bad, &[]);
+        assert_eq!(c, 2, "{err}");
+        assert!(err.contains("relocation records at offset"), "{err}");
+        let dir = tmp();
+        let f = dir.path().join("s.sdump");
+        std::fs::write(&f, &bad).unwrap();
+        let (c, _, err) = run_s(&["verify", "-f", p(&f)]);
+        assert_eq!(c, 2, "verify: {err}");
+    }
+}

@@ -437,6 +437,10 @@ pub struct StreamReader {
     next_seq: u64,
     offset: u64,
     digests: Sha256Stream,
+    /// Stream offset of the first relocation record, and how many were
+    /// read: the end record must say the same.
+    reloc_at: Option<u64>,
+    relocs: u64,
     /// The stream header, read when the reader was opened.
     pub header: StreamHeader,
     /// The end record, once reached and verified.
@@ -508,6 +512,8 @@ impl StreamReader {
             next_seq: 1,
             offset,
             digests,
+            reloc_at: None,
+            relocs: 0,
             header,
             end: None,
         })
@@ -593,8 +599,25 @@ impl StreamReader {
                     self.name
                 );
             }
+            let reloc_at = self.reloc_at.unwrap_or(rec.offset);
+            if self.damage.is_empty()
+                && (end.reloc_records != self.relocs || end.reloc_offset != reloc_at)
+            {
+                bail!(
+                    "{}: the end record places {} relocation records at offset {}, but {} were read at offset {} (damaged or miswritten stream)",
+                    self.name,
+                    end.reloc_records,
+                    end.reloc_offset,
+                    self.relocs,
+                    reloc_at
+                );
+            }
             self.end = Some(end);
         } else {
+            if rec.kind == RecordKind::Reloc {
+                self.reloc_at.get_or_insert(rec.offset);
+                self.relocs += 1;
+            }
             self.digests.update(&rec.digest);
         }
         Ok(Some(rec))
