@@ -108,8 +108,8 @@ fn stamp(t: i64) -> String {
 /// the rules that keep it; the newest is always kept (the next
 /// increment's base). `snaps` is in id order.
 ///
-/// The time rules go by [`counted_times`]. `within` is measured back from
-/// the newest snapshot; when the newest came more than the window after
+/// `within` goes by [`counted_times`], measured back from the newest
+/// snapshot; when the newest came more than the window after
 /// the one before it, and more than twice the gap before that (a clock
 /// that jumped ahead, or a long pause), the window before that gap is
 /// kept too, until a later snapshot shows the new clock holds: one run
@@ -133,27 +133,29 @@ pub fn kept(snaps: &[Snap], keep: Option<&Keep>, now: i64) -> BTreeMap<u64, Vec<
             .or_default()
             .push(format!("last {}", k.last));
     }
-    let times = counted_times(snaps, now);
+    // Calendar buckets go by each snapshot's own stamp, newest id first:
+    // a stamp out of order takes one bucket and ages out as later
+    // snapshots fill the newer ones, and a clock set back never merges the
+    // snapshots stamped after it into one bucket.
     let counts = [k.hourly, k.daily, k.weekly, k.monthly, k.yearly];
     for (r, &n) in counts.iter().enumerate() {
         let mut seen = 0u32;
         let mut last_bucket = None;
-        for (s, &t) in snaps.iter().zip(&times).rev() {
+        for s in snaps.iter().rev() {
             if seen == n {
                 break;
             }
-            let (rule, b) = buckets(t)[r];
+            let (rule, b) = buckets(s.time)[r];
             if last_bucket != Some(b) {
                 last_bucket = Some(b);
                 seen += 1;
-                out.entry(s.id).or_default().push(format!(
-                    "{rule} {n}: {}{}",
-                    bucket_name(rule, t),
-                    counted_note(s, t)
-                ));
+                out.entry(s.id)
+                    .or_default()
+                    .push(format!("{rule} {n}: {}", bucket_name(rule, s.time)));
             }
         }
     }
+    let times = counted_times(snaps, now);
     if let Some(w) = k.within {
         let span = w.as_secs().min(i64::MAX as u64) as i64;
         let shown = humantime::format_duration(w);
@@ -270,6 +272,29 @@ mod tests {
         let s = daily(&[100, 5_000, 300, 400]);
         assert_eq!(counted_times(&s, 10_000), [100, 300, 300, 400]);
         assert_eq!(counted_times(&s, 350), [100, 300, 300, 350]);
+    }
+
+    #[test]
+    fn a_clock_set_back_prunes_none_of_the_snapshots_stamped_after_it() {
+        let day = 86_400;
+        let mut times: Vec<i64> = (0..10).map(|d| d * day + 3_600).collect();
+        times.push(3 * day + 7_200);
+        let s = daily(&times);
+        for keep in [
+            Keep {
+                daily: 7,
+                ..Keep::default()
+            },
+            Keep {
+                within: Some(std::time::Duration::from_secs(3 * day as u64)),
+                ..Keep::default()
+            },
+        ] {
+            let k = kept(&s, Some(&keep), 3 * day + 7_200);
+            for id in 5..=11 {
+                assert!(k.contains_key(&id), "{keep:?}: snapshot {id}: {k:?}");
+            }
+        }
     }
 
     #[test]
