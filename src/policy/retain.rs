@@ -108,8 +108,8 @@ fn stamp(t: i64) -> String {
 /// the rules that keep it; the newest is always kept (the next
 /// increment's base). `snaps` is in id order.
 ///
-/// `within` goes by [`counted_times`], measured back from the newest
-/// snapshot; when the newest came more than the window after
+/// `within` keeps a snapshot whose own stamp or [`counted_times`] time is
+/// in the window, measured back from the newest snapshot's counted time; when the newest came more than the window after
 /// the one before it, and more than twice the gap before that (a clock
 /// that jumped ahead, or a long pause), the window before that gap is
 /// kept too, until a later snapshot shows the new clock holds: one run
@@ -182,12 +182,18 @@ pub fn kept(snaps: &[Snap], keep: Option<&Keep>, now: i64) -> BTreeMap<u64, Vec<
         }
         for (anchor, what) in windows {
             let from = anchor.saturating_sub(span);
+            let inside = |t: i64| t >= from && t <= anchor;
             for (s, &t) in snaps.iter().zip(&times) {
-                if t >= from && t <= anchor {
-                    out.entry(s.id)
-                        .or_default()
-                        .push(format!("within {shown} of {what}{}", counted_note(s, t)));
-                }
+                // By its own stamp or by the one it counts at: one stamp out
+                // of order (ahead or behind) never drags its neighbours out.
+                let why = if inside(s.time) {
+                    format!("within {shown} of {what}")
+                } else if inside(t) {
+                    format!("within {shown} of {what}{}", counted_note(s, t))
+                } else {
+                    continue;
+                };
+                out.entry(s.id).or_default().push(why);
             }
         }
     }
@@ -295,6 +301,27 @@ mod tests {
                 assert!(k.contains_key(&id), "{keep:?}: snapshot {id}: {k:?}");
             }
         }
+    }
+
+    #[test]
+    fn one_stamp_behind_does_not_drag_the_snapshots_before_it_out_of_within() {
+        let day = 86_400;
+        // Days 0..9, one run with the clock set back to day 3, then day 10.
+        let mut times: Vec<i64> = (0..10).map(|d| d * day).collect();
+        times.push(3 * day);
+        times.push(10 * day);
+        let keep = Keep {
+            within: Some(std::time::Duration::from_secs(3 * day as u64)),
+            ..Keep::default()
+        };
+        // Day 10 came a week after the stamp before it: kept one more run.
+        let k = kept(&daily(&times), Some(&keep), 10 * day);
+        assert_eq!(k.len(), 12);
+        // By its own stamp, day 8 is in the window of day 11; none is
+        // dragged out by the one stamped behind.
+        times.push(11 * day);
+        let k = kept(&daily(&times), Some(&keep), 11 * day);
+        assert_eq!(k.into_keys().collect::<Vec<_>>(), [9, 10, 12, 13]);
     }
 
     #[test]
