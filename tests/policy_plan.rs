@@ -109,7 +109,12 @@ fn run_once(
         n.stream_bytes = 1000;
     }
     let pl = i(snaps);
-    let rules = kept(snaps, p.keep.as_ref(), now);
+    let rules = kept(
+        snaps,
+        p.keep.as_ref(),
+        now,
+        p.schedule.interval().as_secs() as i64,
+    );
     let doomed = pl.prune();
     for id in rules.keys() {
         assert!(

@@ -93,6 +93,19 @@ pub enum Schedule {
     },
 }
 
+impl Schedule {
+    /// The interval between dumps (`every`, or `increments_every`): the
+    /// longest gap between two snapshots that `within` counts in full.
+    pub fn interval(&self) -> Duration {
+        match self {
+            Schedule::Levels { every, .. } => *every,
+            Schedule::Periodic {
+                increments_every, ..
+            } => *increments_every,
+        }
+    }
+}
+
 /// Retention: restic's rules, by snapshot time (UTC buckets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Keep {

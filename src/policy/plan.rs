@@ -290,10 +290,17 @@ fn around_broken(d: DumpDue, i: &Inputs) -> DumpDue {
     d
 }
 
+fn interval(p: &Policy) -> i64 {
+    p.schedule.interval().as_secs().min(i64::MAX as u64) as i64
+}
+
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
-    let mut keep = kept(i.snaps, p.keep.as_ref(), i.now);
-    if let Some(why) = &i.hold {
+    let mut keep = kept(i.snaps, p.keep.as_ref(), i.now, interval(p));
+    for why in [i.hold.clone(), super::retain::clock_doubt(i.snaps, i.now)]
+        .into_iter()
+        .flatten()
+    {
         for s in i.snaps {
             keep.entry(s.id).or_default().push(why.clone());
         }

@@ -73,30 +73,75 @@ fn bucket_name(rule: &str, t: i64) -> String {
 }
 
 /// The time each snapshot counts at for the time rules: its own stamp,
-/// but never after the clock nor after a later snapshot's (snapshots are
-/// made in id order, so a stamp after a successor's is a clock that was
-/// ahead). A snapshot stamped in the future thus ages with the clock
-/// instead of staying "newest" for ever, and a clock set back does not
-/// make old snapshots look young. `snaps` is in id order.
+/// except that a stamp out of line with both neighbours (by id: after
+/// both, or before both, of two in order) is pulled between them, and the
+/// newest never counts later than the clock. Snapshots are made in id
+/// order, so such a stamp is a clock that was wrong for a run: it takes
+/// its neighbours' place instead of a day, week or month of its own, and
+/// a stamp in the future ages out with the clock. `snaps` is in id order.
 pub fn counted_times(snaps: &[Snap], now: i64) -> Vec<i64> {
-    let mut out = vec![0; snaps.len()];
-    let mut cap = now;
-    for (i, s) in snaps.iter().enumerate().rev() {
-        cap = cap.min(s.time);
-        out[i] = cap;
+    let n = snaps.len();
+    let mut out: Vec<i64> = snaps.iter().map(|s| s.time).collect();
+    for i in 1..n.saturating_sub(1) {
+        let (prev, next) = (snaps[i - 1].time, snaps[i + 1].time);
+        if prev <= next {
+            out[i] = snaps[i].time.clamp(prev, next);
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        *last = (*last).min(now);
     }
     out
+}
+
+/// How long before the newest each snapshot was taken, for `within`: the
+/// counted times' gaps summed from it to the newest, each gap at most
+/// `period` (the schedule's interval; a gap backwards counts as none). So
+/// a pause, or a clock that jumps ahead for good or for a run or two,
+/// ages the snapshots before it by one period, not by the jump: they age
+/// out as later dumps come, never all at once.
+pub fn ages(times: &[i64], period: i64) -> Vec<i64> {
+    let mut out = vec![0i64; times.len()];
+    for i in (0..times.len().saturating_sub(1)).rev() {
+        let gap = times[i + 1]
+            .saturating_sub(times[i])
+            .clamp(0, period.max(1));
+        out[i] = out[i + 1].saturating_add(gap);
+    }
+    out
+}
+
+/// Whether the clock is in doubt: the newest snapshot is stamped after it,
+/// or before the snapshot made before it (a clock set back, or the run
+/// after one that was ahead). Nothing is pruned then: which stamps are
+/// right is not known.
+pub fn clock_doubt(snaps: &[Snap], now: i64) -> Option<String> {
+    let newest = snaps.last()?;
+    if newest.time > now {
+        return Some(format!(
+            "the newest snapshot ({}) is stamped {}, after the clock ({}): nothing is pruned while the clock is in doubt; check it",
+            newest.id,
+            stamp(newest.time),
+            stamp(now)
+        ));
+    }
+    let prev = snaps.len().checked_sub(2).map(|i| &snaps[i])?;
+    (newest.time < prev.time).then(|| {
+        format!(
+            "snapshot {} is stamped {}, before snapshot {} ({}): the clock went back or had been ahead, so nothing is pruned this run; check the clock",
+            newest.id,
+            stamp(newest.time),
+            prev.id,
+            stamp(prev.time)
+        )
+    })
 }
 
 fn counted_note(s: &Snap, t: i64) -> String {
     if t == s.time {
         String::new()
     } else {
-        format!(
-            " (stamped {}, after a later snapshot or the clock: counted at {})",
-            stamp(s.time),
-            stamp(t)
-        )
+        format!(" (stamped {}, counted at {})", stamp(s.time), stamp(t))
     }
 }
 
@@ -104,17 +149,17 @@ fn stamp(t: i64) -> String {
     crate::tree::Time { sec: t, nsec: 0 }.rfc3339()
 }
 
-/// The snapshots `keep` keeps (all when `None`) at clock `now`, each with
-/// the rules that keep it; the newest is always kept (the next
-/// increment's base). `snaps` is in id order.
-///
-/// `within` keeps a snapshot whose own stamp or [`counted_times`] time is
-/// in the window, measured back from the newest snapshot's counted time; when the newest came more than the window after
-/// the one before it, and more than twice the gap before that (a clock
-/// that jumped ahead, or a long pause), the window before that gap is
-/// kept too, until a later snapshot shows the new clock holds: one run
-/// with a wrong clock cannot prune everything.
-pub fn kept(snaps: &[Snap], keep: Option<&Keep>, now: i64) -> BTreeMap<u64, Vec<String>> {
+/// The snapshots `keep` keeps (all when `None`) at clock `now` under a
+/// schedule of interval `period` (seconds), each with the rules that keep
+/// it; the newest is always kept (the next increment's base). `snaps` is
+/// in id order. The time rules go by [`counted_times`]; `within` by
+/// [`ages`].
+pub fn kept(
+    snaps: &[Snap],
+    keep: Option<&Keep>,
+    now: i64,
+    period: i64,
+) -> BTreeMap<u64, Vec<String>> {
     let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let Some(newest) = snaps.last() else {
         return out;
@@ -133,67 +178,41 @@ pub fn kept(snaps: &[Snap], keep: Option<&Keep>, now: i64) -> BTreeMap<u64, Vec<
             .or_default()
             .push(format!("last {}", k.last));
     }
-    // Calendar buckets go by each snapshot's own stamp, newest id first:
-    // a stamp out of order takes one bucket and ages out as later
-    // snapshots fill the newer ones, and a clock set back never merges the
-    // snapshots stamped after it into one bucket.
+    let times = counted_times(snaps, now);
     let counts = [k.hourly, k.daily, k.weekly, k.monthly, k.yearly];
     for (r, &n) in counts.iter().enumerate() {
         let mut seen = 0u32;
         let mut last_bucket = None;
-        for s in snaps.iter().rev() {
+        for (s, &t) in snaps.iter().zip(&times).rev() {
             if seen == n {
                 break;
             }
-            let (rule, b) = buckets(s.time)[r];
+            let (rule, b) = buckets(t)[r];
             if last_bucket != Some(b) {
                 last_bucket = Some(b);
                 seen += 1;
-                out.entry(s.id)
-                    .or_default()
-                    .push(format!("{rule} {n}: {}", bucket_name(rule, s.time)));
-            }
-        }
-    }
-    let times = counted_times(snaps, now);
-    if let Some(w) = k.within {
-        let span = w.as_secs().min(i64::MAX as u64) as i64;
-        let shown = humantime::format_duration(w);
-        let n = times.len();
-        let mut windows = vec![(times[n - 1], "the newest".to_string())];
-        if n >= 2 {
-            let gap = times[n - 1].saturating_sub(times[n - 2]);
-            let before = if n >= 3 {
-                times[n - 2].saturating_sub(times[n - 3])
-            } else {
-                0
-            };
-            if gap > span && gap > before.saturating_mul(2) {
-                windows.push((
-                    times[n - 2],
-                    format!(
-                        "snapshot {}, the newest came {} after it (a clock jump or a pause: \
-                         kept until a later snapshot)",
-                        snaps[n - 2].id,
-                        humantime::format_duration(std::time::Duration::from_secs(gap as u64))
-                    ),
+                out.entry(s.id).or_default().push(format!(
+                    "{rule} {n}: {}{}",
+                    bucket_name(rule, t),
+                    counted_note(s, t)
                 ));
             }
         }
-        for (anchor, what) in windows {
-            let from = anchor.saturating_sub(span);
-            let inside = |t: i64| t >= from && t <= anchor;
-            for (s, &t) in snaps.iter().zip(&times) {
-                // By its own stamp or by the one it counts at: one stamp out
-                // of order (ahead or behind) never drags its neighbours out.
-                let why = if inside(s.time) {
-                    format!("within {shown} of {what}")
-                } else if inside(t) {
-                    format!("within {shown} of {what}{}", counted_note(s, t))
+    }
+    if let Some(w) = k.within {
+        let span = w.as_secs().min(i64::MAX as u64) as i64;
+        let shown = humantime::format_duration(w);
+        for ((s, &t), &age) in snaps.iter().zip(&times).zip(&ages(&times, period)) {
+            if age <= span {
+                let counted = if age < newest.time.saturating_sub(s.time) {
+                    " (gaps longer than the schedule's interval count as one)"
                 } else {
-                    continue;
+                    ""
                 };
-                out.entry(s.id).or_default().push(why);
+                out.entry(s.id).or_default().push(format!(
+                    "within {shown} of the newest{counted}{}",
+                    counted_note(s, t)
+                ));
             }
         }
     }
@@ -286,46 +305,48 @@ mod tests {
         let mut times: Vec<i64> = (0..10).map(|d| d * day + 3_600).collect();
         times.push(3 * day + 7_200);
         let s = daily(&times);
-        for keep in [
-            Keep {
-                daily: 7,
-                ..Keep::default()
-            },
-            Keep {
-                within: Some(std::time::Duration::from_secs(3 * day as u64)),
-                ..Keep::default()
-            },
-        ] {
-            let k = kept(&s, Some(&keep), 3 * day + 7_200);
-            for id in 5..=11 {
-                assert!(k.contains_key(&id), "{keep:?}: snapshot {id}: {k:?}");
-            }
+        let now = 3 * day + 7_200;
+        let keep = Keep {
+            daily: 7,
+            ..Keep::default()
+        };
+        let k = kept(&s, Some(&keep), now, day);
+        for id in 5..=11 {
+            assert!(k.contains_key(&id), "snapshot {id}: {k:?}");
         }
+        // And the run that made it prunes nothing at all.
+        assert!(clock_doubt(&s, now).is_some_and(|w| w.contains("before snapshot 10")));
+        assert!(clock_doubt(&s[..10], 3 * day).is_some_and(|w| w.contains("after the clock")));
+        assert!(clock_doubt(&s[..10], 10 * day).is_none());
     }
 
     #[test]
-    fn one_stamp_behind_does_not_drag_the_snapshots_before_it_out_of_within() {
+    fn one_stamp_out_of_line_takes_its_neighbours_place() {
         let day = 86_400;
         // Days 0..9, one run with the clock set back to day 3, then day 10.
         let mut times: Vec<i64> = (0..10).map(|d| d * day).collect();
         times.push(3 * day);
         times.push(10 * day);
+        assert_eq!(counted_times(&daily(&times), 10 * day)[10], 9 * day);
         let keep = Keep {
             within: Some(std::time::Duration::from_secs(3 * day as u64)),
             ..Keep::default()
         };
-        // Day 10 came a week after the stamp before it: kept one more run.
-        let k = kept(&daily(&times), Some(&keep), 10 * day);
-        assert_eq!(k.len(), 12);
-        // By its own stamp, day 8 is in the window of day 11; none is
-        // dragged out by the one stamped behind.
-        times.push(11 * day);
-        let k = kept(&daily(&times), Some(&keep), 11 * day);
-        assert_eq!(k.into_keys().collect::<Vec<_>>(), [9, 10, 12, 13]);
+        let ids = |k: BTreeMap<u64, Vec<String>>| k.into_keys().collect::<Vec<_>>();
+        assert_eq!(
+            ids(kept(&daily(&times), Some(&keep), 10 * day, day)),
+            [8, 9, 10, 11, 12]
+        );
+        // A stamp in the future between two in order ages like them.
+        times[10] = 9_000 * day;
+        assert_eq!(counted_times(&daily(&times), 10 * day)[10], 10 * day);
+        times.extend([11 * day, 12 * day, 13 * day, 14 * day]);
+        let k = ids(kept(&daily(&times), Some(&keep), 14 * day, day));
+        assert_eq!(k, [13, 14, 15, 16], "{k:?}");
     }
 
     #[test]
-    fn within_keeps_the_window_before_a_jump_until_a_later_snapshot() {
+    fn within_ages_snapshots_by_at_most_one_interval_per_gap() {
         let day = 86_400;
         let keep = Keep {
             within: Some(std::time::Duration::from_secs(3 * day as u64)),
@@ -335,20 +356,26 @@ mod tests {
         let mut times: Vec<i64> = (0..10).map(|d| d * day).collect();
         // Steady daily snapshots: the last three days and the newest.
         assert_eq!(
-            ids(kept(&daily(&times), Some(&keep), 9 * day)),
+            ids(kept(&daily(&times), Some(&keep), 9 * day, day)),
             [7, 8, 9, 10]
         );
-        // A jump of years: the window before it stays.
+        // A jump of years (a clock ahead for good, or a long pause): the
+        // older snapshots age by one day per dump, not by the jump.
         times.push(5_000 * day);
         assert_eq!(
-            ids(kept(&daily(&times), Some(&keep), 5_000 * day)),
-            [7, 8, 9, 10, 11]
+            ids(kept(&daily(&times), Some(&keep), 5_000 * day, day)),
+            [8, 9, 10, 11]
         );
-        // The next snapshot on the new clock confirms it.
-        times.push(5_001 * day);
+        times.push(5_000 * day + 3_600);
+        times.push(5_000 * day + 7_200);
         assert_eq!(
-            ids(kept(&daily(&times), Some(&keep), 5_001 * day)),
-            [11, 12]
+            ids(kept(&daily(&times), Some(&keep), 5_000 * day + 7_200, day)),
+            [9, 10, 11, 12, 13]
+        );
+        times.extend([5_001 * day, 5_002 * day, 5_003 * day]);
+        assert_eq!(
+            ids(kept(&daily(&times), Some(&keep), 5_003 * day, day)),
+            [11, 12, 13, 14, 15, 16]
         );
     }
 }

@@ -492,6 +492,9 @@ pub fn run(
         }
         summary.plan = plan_now(p, Some(now))?;
     }
+    if let Some(why) = super::retain::clock_doubt(&snaps_of(p)?.0, now.sec) {
+        report.warn(p.path.as_os_str().as_encoded_bytes(), why);
+    }
     if !summary.plan.prune().is_empty() {
         summary.pruned.extend(prune(p, now, wait)?);
         summary.plan = plan_now(p, Some(now))?;
@@ -1011,7 +1014,9 @@ fn replicate(
         out.received = r.received.iter().map(|x| x.snapshot.id).collect();
         crate::failpoint::hit("policy-replicated");
     }
-    if let Some(keep) = &dest.keep {
+    // A clock in doubt prunes nothing here either.
+    let doubt = super::retain::clock_doubt(&snaps, now).is_some();
+    if let (Some(keep), false) = (&dest.keep, doubt) {
         let held = volume_snapshots(&dest.to, &source, wait)?;
         let as_snaps: Vec<Snap> = {
             let mut v: Vec<Snap> = held
@@ -1028,7 +1033,12 @@ fn replicate(
             v.sort_by_key(|s| s.id);
             v
         };
-        let kept = super::retain::kept(&as_snaps, Some(keep), now);
+        let kept = super::retain::kept(
+            &as_snaps,
+            Some(keep),
+            now,
+            p.schedule.interval().as_secs() as i64,
+        );
         for &(vid, id, _) in &held {
             if !kept.contains_key(&id) {
                 crate::volume::admin::delete_snapshot(&dest.to, &vid.to_string(), wait)?;

@@ -148,7 +148,12 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                         });
                     }
                     if let Some(k) = &dest.keep {
-                        let keep = super::retain::kept(v, Some(k), t);
+                        let keep = super::retain::kept(
+                            v,
+                            Some(k),
+                            t,
+                            p.schedule.interval().as_secs() as i64,
+                        );
                         v.retain(|s| keep.contains_key(&s.id));
                     }
                 }
