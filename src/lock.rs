@@ -99,3 +99,35 @@ fn try_lock(file: &File, op: libc::c_int) -> Result<bool> {
     use std::os::fd::AsFd;
     crate::fsx::flock(file.as_fd(), op).context("flock")
 }
+
+/// Whether process `pid` is still running: a zombie (killed, not yet
+/// reaped, as under a container's init that reaps late) holds no locks
+/// and writes nothing more, so its partial files are left-overs.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
+}
+
+#[cfg(test)]
+mod alive_tests {
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(super::process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Not waited for yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while super::process_alive(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!super::process_alive(child.id()));
+        assert!(std::path::Path::new(&format!("/proc/{}", child.id())).exists());
+        child.wait().unwrap();
+        assert!(!super::process_alive(u32::MAX));
+    }
+}

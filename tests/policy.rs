@@ -1002,6 +1002,43 @@ fn one_run_with_the_clock_far_ahead_prunes_nothing_and_its_snapshot_ages_out() {
 }
 
 #[test]
+fn a_catalog_put_back_from_a_copy_never_costs_a_stream_of_a_run_that_finished() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(13, 20_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3]\n[keep]\nlast = 10\n",
+    );
+    let copy = t.dir.path().join("catalog-copy");
+    for day in 0..3 {
+        churn(&t.src, day);
+        if day == 2 {
+            // Last night's copy of the catalog, taken before this run.
+            let ok = std::process::Command::new("cp")
+                .args(["-a", p(&t.cat), p(&copy)])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let (c, _, e) = run_day(&pol, day);
+        assert_eq!(c, 0, "day {day}: {e}");
+    }
+    let newest = rows(&t).values().last().unwrap().1.clone();
+    fs::remove_dir_all(&t.cat).unwrap();
+    fs::rename(&copy, &t.cat).unwrap();
+    churn(&t.src, 3);
+    let (c, v, e) = run_day(&pol, 3);
+    assert!(c <= 1, "{e}");
+    assert!(v["swept"].as_array().unwrap().is_empty(), "{v}");
+    assert!(
+        Path::new(&newest).exists(),
+        "the stream of the snapshot the copy lacks was deleted: {e}"
+    );
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

@@ -414,6 +414,7 @@ pub fn run(
             )
         })?;
         crate::failpoint::hit("policy-dumped");
+        unjournal(&dir, &[&out.display().to_string()])?;
         summary.dumped = Some(Done {
             snapshot: s.snapshot.id,
             level: s.snapshot.level,
@@ -650,6 +651,7 @@ fn coalesce(
     if ours(p, &old) {
         remove(&old)?;
     }
+    unjournal(&dir, &[&out.display().to_string(), &old])?;
     Ok(Done {
         snapshot: newest.id,
         level: newest.level,
@@ -715,6 +717,7 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
             remove(&d.stream)?;
         }
     }
+    unjournal(&streams_dir(p), &doomed)?;
     Ok(done)
 }
 
@@ -772,6 +775,28 @@ fn write_list(dir: &Path, name: &str, lines: &[String]) -> Result<()> {
 
 /// Adds the file names of `paths` to the journal before a step makes or
 /// deletes them.
+/// Takes `paths` off the journal once their step has finished (committed
+/// and its deletions done): a journal entry left behind would let a later
+/// sweep delete a stream whose catalog row was lost (a catalog put back
+/// from a copy) though no run was killed.
+fn unjournal(dir: &Path, paths: &[&str]) -> Result<()> {
+    let names: Vec<String> = paths
+        .iter()
+        .filter_map(|p| Path::new(p).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    let lines = read_list(dir, JOURNAL)?;
+    let left: Vec<String> = lines
+        .iter()
+        .filter(|l| !names.contains(l))
+        .cloned()
+        .collect();
+    if left.len() == lines.len() {
+        return Ok(());
+    }
+    write_list(dir, JOURNAL, &left)
+}
+
 fn journal(dir: &Path, paths: &[&str]) -> Result<()> {
     let mut lines = read_list(dir, JOURNAL)?;
     for p in paths {
@@ -878,9 +903,21 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
             .and_then(|n| n.split(".snapdump-partial.").nth(1))
             .and_then(|pid| pid.parse::<u32>().ok())
         {
-            if !Path::new("/proc").join(pid.to_string()).exists() {
+            if !crate::lock::process_alive(pid) {
                 remove(&shown)?;
                 swept.push(shown);
+            }
+            continue;
+        }
+        // A state file's temporary copy (`..snapdump-policy.journal.tmp.PID`)
+        // of a run killed while it wrote it.
+        if let Some(pid) = name
+            .strip_prefix("..snapdump-policy.")
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        {
+            if !crate::lock::process_alive(pid) {
+                remove(&shown)?;
             }
             continue;
         }

@@ -345,7 +345,7 @@ fn note_leftovers(spec: &str) {
         else {
             continue;
         };
-        let alive = std::path::Path::new("/proc").join(pid.to_string()).exists();
+        let alive = crate::lock::process_alive(pid as u32);
         if !alive {
             crate::progress::note(&format!(
                 "{} is a partial output left by a killed run (process {pid}); remove it (unless it is a killed dump's that dump --resume will continue)",
