@@ -1694,7 +1694,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__run)
-            opts="-v -q -h --at --no-wait --json --json-file --verbose --quiet --help"
+            opts="-v -q -h --at --allow-empty --no-wait --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

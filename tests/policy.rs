@@ -1039,6 +1039,45 @@ fn a_catalog_put_back_from_a_copy_never_costs_a_stream_of_a_run_that_finished() 
 }
 
 #[test]
+fn an_empty_source_that_was_not_is_not_dumped_unless_asked() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(14, 20_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n[keep]\nlast = 2\n",
+    );
+    for day in 0..2 {
+        churn(&t.src, day);
+        assert_eq!(run_day(&pol, day).0, 0);
+    }
+    let before = rows(&t);
+    // The file system did not mount: the mount point is an empty directory.
+    let away = t.dir.path().join("away");
+    fs::rename(&t.src, &away).unwrap();
+    fs::create_dir(&t.src).unwrap();
+    for day in 2..5 {
+        let (c, v, e) = run_day(&pol, day);
+        assert_eq!(c, 1, "{e}");
+        assert!(e.contains("is empty") && e.contains("mounted"), "{e}");
+        assert!(v["dumped"].is_null(), "{v}");
+    }
+    assert_eq!(rows(&t), before, "nothing dumped, nothing pruned");
+    let (c, o, e) = run_s(&[
+        "run",
+        "--json",
+        "--allow-empty",
+        "--at",
+        &time_of(5),
+        p(&pol),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let v: Value = serde_json::from_slice(&o).unwrap();
+    assert!(v["dumped"]["snapshot"].is_u64(), "{v}");
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

@@ -86,10 +86,17 @@ pub struct RunArgs {
     /// The policy file.
     file: PathBuf,
     /// Act as if the clock said TIME (RFC 3339, UTC): plan for it and give
-    /// the snapshots it takes that time (later than the newest snapshot's).
-    /// For testing a policy, or catching up a run at the time it was due.
+    /// the snapshots it takes that time. For testing a policy (with its
+    /// own scratch catalog and streams directory: snapshots stamped ahead
+    /// of the real clock make the next real run a level 0 that prunes
+    /// nothing), or catching up a run at the time it was due.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     at: Option<Time>,
+    /// Dump the source even when it is empty while its newest snapshot was
+    /// not (by default such a run dumps nothing and warns: an unmounted
+    /// file system looks like that).
+    #[arg(long)]
+    allow_empty: bool,
     #[command(flatten)]
     wait: WaitArg,
     #[command(flatten)]
@@ -285,7 +292,7 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
 /// Runs `snapdump run`.
 pub fn run(a: RunArgs, report: &Report) -> Result<i32> {
     let p = Policy::load(&a.file)?;
-    let s = crate::policy::run::run(&p, a.at, a.wait.policy(), report)?;
+    let s = crate::policy::run::run(&p, a.at, a.allow_empty, a.wait.policy(), report)?;
     if a.json.wanted() {
         print::json(&a.json, false, &s)?;
     } else if !crate::progress::quiet() {

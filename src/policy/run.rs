@@ -334,6 +334,7 @@ fn stem(p: &Policy) -> String {
 pub fn run(
     p: &Policy,
     at: Option<Time>,
+    allow_empty: bool,
     wait: crate::lock::Wait,
     report: &Report,
 ) -> Result<RunSummary> {
@@ -382,7 +383,11 @@ pub fn run(
         summary.pruned = prune(p, now, wait)?;
         summary.plan = plan_now(p, Some(now))?;
     }
-    if let Some(d) = summary.plan.dump.clone() {
+    let empty = if allow_empty { None } else { empty_source(p)? };
+    if let (Some(why), Some(_)) = (&empty, &summary.plan.dump) {
+        report.warn(p.source.as_os_str().as_encoded_bytes(), why.clone());
+    }
+    if let (Some(d), None) = (summary.plan.dump.clone(), &empty) {
         let (_, cat) = snaps_of(p)?;
         let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
         let out = free_name(
@@ -502,6 +507,31 @@ pub fn run(
     }
     summary.status = report.status_word();
     Ok(summary)
+}
+
+/// Why the source must not be dumped now: it is empty while the
+/// catalog's newest snapshot of it held entries, which is what a file
+/// system that did not mount looks like. A dump of it would be a snapshot
+/// of nothing, and retention would soon prune the real ones for it.
+fn empty_source(p: &Policy) -> Result<Option<String>> {
+    let Ok(mut rd) = std::fs::read_dir(&p.source) else {
+        return Ok(None); // the dump names what is wrong with it
+    };
+    if rd.next().is_some() {
+        return Ok(None);
+    }
+    let (snaps, cat) = snaps_of(p)?;
+    let held = cat
+        .and_then(|c| c.state.tree.map(|t| t.dirents.len().saturating_sub(1)))
+        .unwrap_or(0);
+    let Some(newest) = snaps.last().filter(|_| held > 0) else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "source {} is empty, but its newest snapshot held {held} entries: not dumped (is its file system mounted?); if it is meant to be empty, run with --allow-empty once (newest snapshot {})",
+        p.source.display(),
+        newest.id
+    )))
 }
 
 fn tape_defaults() -> crate::media::tape::writer::TapeOptions {
