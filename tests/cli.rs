@@ -131,6 +131,56 @@ fn a_summary_file_is_checked_first_and_a_lost_summary_is_a_warning() {
 }
 
 #[test]
+fn restore_of_several_files_not_in_chain_order_restores_nothing() {
+    let t = paths();
+    std::fs::write(t.src.join("f"), bytes(4, 10_000)).unwrap();
+    let s = |n: &str| t.dir.path().join(n);
+    assert_eq!(dump_to(0, &s("a0"), &t.cat, &t.src), 0);
+    std::fs::write(t.src.join("g"), bytes(5, 10_000)).unwrap();
+    assert_eq!(dump_to(1, &s("a1"), &t.cat, &t.src), 0);
+    assert_eq!(dump_to(0, &s("b0"), &t.cat, &t.src), 0);
+    std::fs::write(t.src.join("h"), bytes(6, 10_000)).unwrap();
+    assert_eq!(dump_to(1, &s("b1"), &t.cat, &t.src), 0);
+    for (order, want) in [
+        (["a0", "b0"], "is a full image"),
+        (["a0", "b1"], "is an increment on snapshot 3"),
+        (["a1", "a0"], "is a full image"),
+    ] {
+        let target = s("target");
+        let (c, _, e) = run_s(&[
+            "restore",
+            "-r",
+            "-f",
+            p(&s(order[0])),
+            "-f",
+            p(&s(order[1])),
+            "--target",
+            p(&target),
+        ]);
+        assert_eq!(c, 2, "{order:?}: {e}");
+        assert!(
+            e.contains(want) && e.contains("nothing was restored"),
+            "{order:?}: {e}"
+        );
+        assert!(!target.exists(), "{order:?}: something was restored");
+    }
+    // In order, it restores.
+    let target = s("target");
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(&s("b0")),
+        "-f",
+        p(&s("b1")),
+        "--target",
+        p(&target),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&snapshot_tree(&t.src), &target, "b0 b1");
+}
+
+#[test]
 fn the_time_snapdump_prints_for_a_snapshot_selects_it() {
     let t = paths();
     std::fs::write(t.src.join("f"), b"one").unwrap();

@@ -514,11 +514,12 @@ pub fn run(
 /// system that did not mount looks like. A dump of it would be a snapshot
 /// of nothing, and retention would soon prune the real ones for it.
 fn empty_source(p: &Policy) -> Result<Option<String>> {
-    let Ok(mut rd) = std::fs::read_dir(&p.source) else {
-        return Ok(None); // the dump names what is wrong with it
-    };
-    if rd.next().is_some() {
-        return Ok(None);
+    // Read without touching the directory's atime, which the dump records.
+    let names = crate::fsx::open_dir_path(&p.source)
+        .and_then(|fd| crate::fsx::read_dir_names(std::os::fd::AsFd::as_fd(&fd)));
+    match names {
+        Ok(n) if n.is_empty() => {}
+        _ => return Ok(None), // not empty, or the dump names what is wrong
     }
     let (snaps, cat) = snaps_of(p)?;
     let held = cat

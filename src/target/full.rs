@@ -31,6 +31,7 @@ pub fn restore_all(
     inplace: bool,
     report: &Report,
 ) -> Result<Vec<RestoreSummary>> {
+    check_order(&inputs, target)?;
     let mut summaries: Vec<RestoreSummary> = Vec::new();
     for input in inputs {
         let opts = RestoreOptions {
@@ -45,6 +46,61 @@ pub fn restore_all(
         summaries.extend(restore(&opts, report)?);
     }
     Ok(summaries)
+}
+
+/// Before anything is applied, the inputs that are files (read by their
+/// headers and end records, a few KiB each) must form one chain in the
+/// order given: a full image only first, each increment on the snapshot
+/// the input before it brings. Otherwise the first streams would be
+/// committed before the misfit was found, and a failure would leave a
+/// target half-way along a chain it was not asked for.
+fn check_order(inputs: &[crate::media::Input], target: &std::path::Path) -> Result<()> {
+    use crate::media::MediumKind;
+    if inputs.len() < 2 {
+        return Ok(());
+    }
+    // The snapshot the input before brings (None: not known, not checked).
+    let mut prev: Option<(SnapshotRef, &str)> = None;
+    for (k, input) in inputs.iter().enumerate() {
+        if input.kind != MediumKind::File {
+            prev = None;
+            continue;
+        }
+        let name = input.name();
+        let Ok(file) = std::fs::File::open(&input.specs[0]) else {
+            prev = None;
+            continue; // the restore names it when it gets there
+        };
+        let Ok(first) = StreamReader::open(Box::new(file), name, Digest::Skip) else {
+            prev = None;
+            continue;
+        };
+        let first = first.header.clone();
+        if k > 0 && first.full {
+            bail!(
+                "{name} is a full image, but a chain has one, first: give one snapshot's chain, its full image then its increments in order; nothing was restored into {}",
+                target.display()
+            );
+        }
+        if let (Some((p, pname)), Some(base)) = (&prev, &first.base) {
+            if base.uuid != p.uuid {
+                bail!(
+                    "{name} is an increment on snapshot {}, but {pname} before it brings snapshot {}: give the chain in order; nothing was restored into {}",
+                    base.id,
+                    p.id,
+                    target.display()
+                );
+            }
+        }
+        // A file may hold several streams back to back: the one its end
+        // record closes is the one the next input follows.
+        let last = std::fs::File::open(&input.specs[0])
+            .ok()
+            .and_then(|f| crate::stream::seek::SeekStream::open(Box::new(f), name).ok())
+            .map(|s| crate::stream::reader::Records::header(&s).snapshot.clone());
+        prev = last.map(|s| (s, name));
+    }
+    Ok(())
 }
 
 /// Runs `restore -r` of one input (which may hold several streams).
