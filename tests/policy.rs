@@ -1078,6 +1078,48 @@ fn an_empty_source_that_was_not_is_not_dumped_unless_asked() {
 }
 
 #[test]
+fn a_summary_file_is_never_written_over_what_the_policy_keeps() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(15, 20_000)).unwrap();
+    let vol = t.dir.path().join("r.vol");
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        &format!(
+            "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n[[replicate]]\nto = \"{}\"\n",
+            vol.display()
+        ),
+    );
+    let (c, _, e) = run_day(&pol, 0);
+    assert_eq!(c, 0, "{e}");
+    let stream = rows(&t).values().last().unwrap().1.clone();
+    let catalog_file = fs::read_dir(t.cat.join("sources"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("catalog");
+    let policy_text = fs::read(&pol).unwrap();
+    for (f, what) in [
+        (stream.clone(), "inside the streams directory"),
+        (p(&pol).to_string(), "the policy file"),
+        (p(&vol).to_string(), "the replica"),
+        (p(&catalog_file).to_string(), "inside the catalog"),
+    ] {
+        let before = fs::read(&f).unwrap();
+        let (c, _, e) = run_s(&["run", "--json-file", &f, "--at", &time_of(1), p(&pol)]);
+        assert_eq!(c, 2, "{f}: {e}");
+        assert!(e.contains(what), "{f}: {e}");
+        assert_eq!(fs::read(&f).unwrap(), before, "{f} was written");
+    }
+    assert_eq!(fs::read(&pol).unwrap(), policy_text);
+    let (c, _, e) = run_s(&["verify", "-f", &stream]);
+    assert_eq!(c, 0, "{e}");
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

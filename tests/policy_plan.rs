@@ -209,7 +209,7 @@ fn mistakes_are_named_with_their_line() {
         "source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{{id}}{}.sdump\"\n[schedule]\nevery = \"1d\"\n",
         "x".repeat(230)
     );
-    let bad: [(&str, &str); 23] = [
+    let bad: [(&str, &str); 26] = [
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1 fortnight\"\n", "line 5"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\nlevels = [1, 2]\n", "line 6"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\n\n[schedule]\nevery = \"1d\"\nfull_every = \"7d\"\n", "line 5"),
@@ -233,6 +233,9 @@ fn mistakes_are_named_with_their_line() {
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{id}\\u0000.sdump\"\n[schedule]\nevery = \"1d\"\n", "control character"),
         ("source = \"/s\"\n[streams]\ndir = \"/d\"\nname = \"{id}\\n.sdump\"\n[schedule]\nevery = \"1d\"\n", "line 4"),
         (&long, "at most 255"),
+        ("source = \"/s\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/d/r.vol\"\n", "line 7"),
+        ("source = \"/s\"\ncatalog = \"/c\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[replicate]]\nto = \"/c/r.vol\"\n", "line 8"),
+        ("source = \"/s\"\ncatalog = \"/c\"\n[streams]\ndir = \"/d\"\n[schedule]\nevery = \"1d\"\n[[mirror]]\ndir = \"/c\"\n", "line 8"),
     ];
     for (text, want) in bad {
         let e = format!(

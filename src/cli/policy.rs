@@ -292,6 +292,15 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
 /// Runs `snapdump run`.
 pub fn run(a: RunArgs, report: &Report) -> Result<i32> {
     let p = Policy::load(&a.file)?;
+    if let Some(f) = &a.json.json_file {
+        if let Some(what) = p.owns(f) {
+            anyhow::bail!(
+                "--json-file {} is {what} of policy {}; give a file the policy does not keep",
+                f.display(),
+                p.path.display()
+            );
+        }
+    }
     let s = crate::policy::run::run(&p, a.at, a.allow_empty, a.wait.policy(), report)?;
     if a.json.wanted() {
         print::json(&a.json, false, &s)?;

@@ -321,6 +321,43 @@ fn lexical(p: &Path) -> PathBuf {
 /// symlinks in the longest part of it that exists (the rest may be made
 /// later), so that a source reached through a symlink is still seen to
 /// hold a streams directory spelled without it.
+impl Policy {
+    /// What of the policy's own `path` would be (the policy file, its
+    /// catalog, streams directory, a replica or a mirror), as
+    /// words for a message; None when it is none of them. A summary file
+    /// written there would destroy what the policy keeps.
+    pub fn owns(&self, path: &Path) -> Option<String> {
+        let path = resolved(path);
+        let catalog = self
+            .catalog
+            .clone()
+            .unwrap_or_else(crate::catalog::default_root);
+        let inside = [
+            (&catalog, "inside the catalog"),
+            (&self.streams.dir, "inside the streams directory"),
+        ];
+        for (dir, what) in inside {
+            if path.starts_with(resolved(dir)) {
+                return Some(format!("{what} {}", dir.display()));
+            }
+        }
+        if path == resolved(&self.path) {
+            return Some("the policy file".into());
+        }
+        for r in &self.replicate {
+            if path.starts_with(resolved(&r.to)) {
+                return Some(format!("the replica {}", r.to.display()));
+            }
+        }
+        for m in &self.mirror {
+            if path.starts_with(resolved(m)) {
+                return Some(format!("inside the mirror {}", m.display()));
+            }
+        }
+        None
+    }
+}
+
 fn resolved(p: &Path) -> PathBuf {
     let p = lexical(p);
     let mut head = p.as_path();
@@ -537,6 +574,10 @@ impl Policy {
                 "coalesce.chain = 0: a chain always holds its full image; give 1 or more (1 coalesces every increment)".into(),
             );
         }
+        // The catalog root as runs will use it (the default when not given).
+        let cat_root = catalog
+            .clone()
+            .unwrap_or_else(|| resolved(&crate::catalog::default_root()));
         let mut replicate: Vec<Replica> = Vec::new();
         for r in raw.replicate {
             let keep = r.keep.map(|k| {
@@ -553,7 +594,7 @@ impl Policy {
                 at(
                     span.clone(),
                     format!(
-                        "replicate.to {} is not an absolute path to a volume (a .vol file)",
+                        "replicate.to {} must be an absolute path to a volume, ending in .vol",
                         to.display()
                     ),
                 );
@@ -566,6 +607,15 @@ impl Policy {
                         "replicate.to {} is inside the source {}",
                         to.display(),
                         source.display()
+                    ),
+                );
+            }
+            if to.starts_with(&dir) || to.starts_with(&cat_root) {
+                at(
+                    span.clone(),
+                    format!(
+                        "replicate.to {} is inside the streams directory or the catalog; a replica needs a place of its own (another disk, ideally)",
+                        to.display()
                     ),
                 );
             }
@@ -592,8 +642,11 @@ impl Policy {
                 || source.starts_with(&d)
                 || d.starts_with(&dir)
                 || dir.starts_with(&d)
+                || d.starts_with(&cat_root)
+                || cat_root.starts_with(&d)
+                || replicate.iter().any(|r| r.to.starts_with(&d))
             {
-                at(span.clone(), format!("mirror.dir {} overlaps the source or the streams directory; a mirror needs a directory of its own", d.display()));
+                at(span.clone(), format!("mirror.dir {} overlaps the source, the streams directory, the catalog or a replica; a mirror needs a directory of its own", d.display()));
             }
             if mirror.contains(&d) {
                 at(span, format!("mirror.dir {} is named twice", d.display()));
