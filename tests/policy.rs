@@ -673,9 +673,24 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
         ids(&t)
     );
     check_kept(&t, &trees, &ids(&t), "day 6");
-    // Moved away, the mirror is made again on the new full, and what only
-    // the old one needed goes.
+    // Moved away, the mirror is not made again on its own (a disk that did
+    // not mount looks the same)…
     fs::rename(&m, t.dir.path().join("old-mirror")).unwrap();
+    let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(6), p(&pol)]);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("not made again"), "{e}");
+    assert!(!m.exists());
+    let _ = o;
+    // …but once its line is deleted from the record of what the policy
+    // made, it is, on the new full, and what only the old one needed goes.
+    let made = t.dir.path().join("streams/.snapdump-policy.made");
+    let lines: Vec<String> = fs::read_to_string(&made)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("mirror "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&made, lines.concat()).unwrap();
     let v = run_day(6, &mut trees);
     assert_eq!(v["mirrored"][0]["created"], l0, "{v}");
     assert_eq!(ids(&t), vec![l0], "{v}");
@@ -1117,6 +1132,52 @@ fn a_summary_file_is_never_written_over_what_the_policy_keeps() {
     assert_eq!(fs::read(&pol).unwrap(), policy_text);
     let (c, _, e) = run_s(&["verify", "-f", &stream]);
     assert_eq!(c, 0, "{e}");
+}
+
+#[test]
+fn a_replica_on_a_disk_that_did_not_mount_is_not_made_again_below_it() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(16, 20_000)).unwrap();
+    let mnt = t.dir.path().join("offsite");
+    fs::create_dir(&mnt).unwrap();
+    let vol = mnt.join("r.vol");
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        &format!(
+            "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n[[replicate]]\nto = \"{}\"\n",
+            vol.display()
+        ),
+    );
+    assert_eq!(run_day(&pol, 0).0, 0);
+    assert!(vol.exists());
+    // The offsite disk is not mounted: its mount point is empty.
+    fs::rename(&mnt, t.dir.path().join("offsite.mounted")).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    churn(&t.src, 1);
+    let (c, v, e) = run_day(&pol, 1);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("is its disk mounted?"), "{e}");
+    assert!(
+        v["dumped"]["snapshot"].is_u64(),
+        "the dump is still made: {v}"
+    );
+    assert!(
+        !vol.exists(),
+        "a new replica was made below the mount point"
+    );
+    // Mounted again: it catches up.
+    fs::remove_dir(&mnt).unwrap();
+    fs::rename(t.dir.path().join("offsite.mounted"), &mnt).unwrap();
+    churn(&t.src, 2);
+    let (c, v, e) = run_day(&pol, 2);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        v["replicated"][0]["received"],
+        serde_json::json!([v["dumped"]["snapshot"]]),
+        "{v}"
+    );
 }
 
 #[test]

@@ -777,6 +777,37 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
 /// stream it did not make (a copy, a moved directory, an older chain).
 const JOURNAL: &str = ".snapdump-policy.journal";
 
+/// The replicas and mirrors this policy has made ("replica PATH", "mirror
+/// PATH"): one found missing later is not made again, since a disk that
+/// did not mount looks just like that, and a fresh copy on the disk
+/// below would split the copy in two without a word.
+const MADE: &str = ".snapdump-policy.made";
+
+/// Refuses to make `what` (a replica or a mirror at `path`) again once
+/// the policy made it before.
+fn may_make(streams: &Path, what: &str, path: &Path) -> Result<()> {
+    let line = format!("{what} {}", path.display());
+    if read_list(streams, MADE)?.contains(&line) {
+        bail!(
+            "the {what} {} this policy made is not there (is its disk mounted?); not made again. If it is gone for good, delete the line {line:?} from {}",
+            path.display(),
+            streams.join(MADE).display()
+        );
+    }
+    Ok(())
+}
+
+/// Records that the policy made `what` at `path`.
+fn note_made(streams: &Path, what: &str, path: &Path) -> Result<()> {
+    let line = format!("{what} {}", path.display());
+    let mut lines = read_list(streams, MADE)?;
+    if !lines.contains(&line) && !line.contains('\n') {
+        lines.push(line);
+        write_list(streams, MADE, &lines)?;
+    }
+    Ok(())
+}
+
 /// Streams found damaged (a checksum that does not match) while a run read
 /// them, with their length then and what was wrong: never built on again.
 const DAMAGED: &str = ".snapdump-policy.damaged";
@@ -1040,7 +1071,9 @@ fn replicate(
     let (Some(cat), Some(newest)) = (cat, snaps.last()) else {
         return Ok(out);
     };
+    let streams = streams_dir(p);
     if !dest.to.exists() {
+        may_make(&streams, "replica", &dest.to)?;
         crate::volume::store::create(
             &dest.to,
             &crate::volume::store::CreateOptions {
@@ -1051,6 +1084,7 @@ fn replicate(
             },
         )?;
     }
+    note_made(&streams, "replica", &dest.to)?;
     let source = cat.state.source_uuid;
     let held = volume_snapshots(&dest.to, &source, wait)?;
     let top = held.iter().map(|h| h.1).max();
@@ -1142,18 +1176,22 @@ fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
         );
     }
     let made = dir.join("state").exists();
+    let streams = streams_dir(p);
     if !made {
+        may_make(&streams, "mirror", dir)?;
         let full = chain[0];
         crate::mirror::create(&crate::media::Input::plain(&full.output)?, dir)?;
         out.created = Some(full.id);
     }
+    note_made(&streams, "mirror", dir)?;
     let at = crate::mirror::status(dir)?.newest.id;
     let Some(k) = chain.iter().position(|s| s.id == at) else {
         bail!(
-            "it is at snapshot {at}, and the newest chain (full snapshot {} to snapshot {}) does not pass through it; move {} away and the next run makes a new mirror on snapshot {} (until then snapshot {at} and its base stay kept)",
+            "it is at snapshot {at}, and the newest chain (full snapshot {} to snapshot {}) does not pass through it; move {} away and delete its line from {} and the next run makes a new mirror on snapshot {} (until then snapshot {at} and its base stay kept)",
             chain[0].id,
             newest.id,
             dir.display(),
+            streams.join(MADE).display(),
             chain[0].id
         );
     };
