@@ -278,10 +278,18 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
                 .map(|w| format!("wrote {}", w.display()))
                 .collect();
             if s == Scheduler::Systemd {
-                out.push(format!(
-                    "enable it with: systemctl daemon-reload && systemctl enable --now {}.timer",
-                    crate::policy::install::unit_name(&p)
-                ));
+                let unit = crate::policy::install::unit_name(&p);
+                let standard = std::path::Path::new("/etc/systemd/system");
+                if std::fs::canonicalize(&dir).ok().as_deref() == Some(standard) {
+                    out.push(format!(
+                        "enable it with: systemctl daemon-reload && systemctl enable --now {unit}.timer"
+                    ));
+                } else {
+                    out.push(format!(
+                        "systemd does not read {}: copy {unit}.service and {unit}.timer to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now {unit}.timer",
+                        dir.display()
+                    ));
+                }
             }
             print::lines(out)?;
             Ok(0)
