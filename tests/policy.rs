@@ -1181,6 +1181,42 @@ fn a_replica_on_a_disk_that_did_not_mount_is_not_made_again_below_it() {
 }
 
 #[test]
+fn plan_names_what_the_run_prunes_after_its_dump_too() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(17, 20_000)).unwrap();
+    let pol = policy_at(
+        &t,
+        "policy.toml",
+        p(&t.dir.path().join("streams")),
+        "[schedule]\nevery = \"1d\"\nlevels = [0]\n[keep]\nlast = 2\n",
+    );
+    for day in 0..2 {
+        churn(&t.src, day);
+        assert_eq!(run_day(&pol, day).0, 0);
+    }
+    churn(&t.src, 2);
+    let plan = json(&["policy", "plan", "--json", "--at", &time_of(2), p(&pol)]);
+    assert!(plan["dump"].is_object(), "{plan}");
+    let (c, v, e) = run_day(&pol, 2);
+    assert_eq!(c, 0, "{e}");
+    let pruned: Vec<Value> = v["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["snapshot"].clone())
+        .collect();
+    assert_eq!(pruned, vec![serde_json::json!(1)], "{v}");
+    assert_eq!(plan["then_prune"], serde_json::json!([1]), "{plan}");
+    let (c, o, _) = run_s(&["policy", "plan", "--at", &time_of(3), p(&pol)]);
+    assert_eq!(c, 0);
+    let text = String::from_utf8_lossy(&o);
+    assert!(
+        text.contains("once the dump is made, also prune snapshots [2]"),
+        "{text}"
+    );
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

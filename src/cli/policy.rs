@@ -171,8 +171,14 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
                 ));
             }
             let prune = pl.prune();
-            if prune.is_empty() {
+            if prune.is_empty() && pl.then_prune.is_empty() {
                 out.push("  nothing to prune".into());
+            }
+            if !pl.then_prune.is_empty() {
+                out.push(format!(
+                    "  once the dump is made, also prune snapshots {:?} (the new snapshot moves the rules on)",
+                    pl.then_prune
+                ));
             }
             for d in &pl.snapshots {
                 if !d.keep || explain {

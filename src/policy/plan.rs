@@ -58,6 +58,10 @@ pub struct Plan {
     pub coalesce: Option<CoalesceDue>,
     /// Every snapshot, oldest first, kept or pruned.
     pub snapshots: Vec<Decision>,
+    /// What the run prunes too once the due dump is made (the new
+    /// snapshot moves the retention rules on), oldest first; empty when
+    /// no dump is due.
+    pub then_prune: Vec<u64>,
 }
 
 impl Plan {
@@ -296,6 +300,55 @@ fn interval(p: &Policy) -> i64 {
 
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
+    let snapshots = decisions(p, i);
+    let dump = due(&p.schedule, i.snaps, i.now).map(|d| around_broken(d, i));
+    let then_prune = match &dump {
+        Some(d) => {
+            let mut after = i.snaps.to_vec();
+            after.push(Snap {
+                id: i.snaps.iter().map(|s| s.id).max().unwrap_or(0) + 1,
+                time: i.now,
+                level: d.level,
+                base: d.base,
+                stream_bytes: 0,
+                output: String::new(),
+            });
+            let again = Inputs {
+                snaps: &after,
+                now: i.now,
+                free_percent: i.free_percent,
+                pinned: i.pinned.clone(),
+                hold: i.hold.clone(),
+                broken: i.broken.clone(),
+            };
+            let first: Vec<u64> = snapshots
+                .iter()
+                .filter(|d| !d.keep)
+                .map(|d| d.snapshot)
+                .collect();
+            decisions(p, &again)
+                .into_iter()
+                .filter(|d| !d.keep && !first.contains(&d.snapshot))
+                .map(|d| d.snapshot)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Plan {
+        at: when(i.now),
+        then_prune,
+        dump,
+        coalesce: coalesce_due(p, i).filter(|c| {
+            !c.chain
+                .iter()
+                .any(|id| i.broken.iter().any(|(b, _)| b == id))
+        }),
+        snapshots,
+    }
+}
+
+/// Each snapshot kept or pruned, with why.
+fn decisions(p: &Policy, i: &Inputs) -> Vec<Decision> {
     let mut keep = kept(i.snaps, p.keep.as_ref(), i.now, interval(p));
     for why in [i.hold.clone(), super::retain::clock_doubt(i.snaps, i.now)]
         .into_iter()
@@ -311,8 +364,7 @@ pub fn plan(p: &Policy, i: &Inputs) -> Plan {
         }
     }
     let need: BTreeMap<u64, Vec<String>> = needed(i.snaps, keep);
-    let snapshots = i
-        .snaps
+    i.snaps
         .iter()
         .map(|s| {
             let why = need.get(&s.id).cloned();
@@ -327,15 +379,5 @@ pub fn plan(p: &Policy, i: &Inputs) -> Plan {
                 }),
             }
         })
-        .collect();
-    Plan {
-        at: when(i.now),
-        dump: due(&p.schedule, i.snaps, i.now).map(|d| around_broken(d, i)),
-        coalesce: coalesce_due(p, i).filter(|c| {
-            !c.chain
-                .iter()
-                .any(|id| i.broken.iter().any(|(b, _)| b == id))
-        }),
-        snapshots,
-    }
+        .collect()
 }
