@@ -1217,6 +1217,35 @@ fn plan_names_what_the_run_prunes_after_its_dump_too() {
 }
 
 #[test]
+fn two_policies_of_one_source_never_share_a_replica() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(18, 20_000)).unwrap();
+    let vol = t.dir.path().join("r.vol");
+    let body = format!(
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n[[replicate]]\nto = \"{}\"\nkeep = {{ last = 1 }}\n",
+        vol.display()
+    );
+    let a = policy_at(&t, "a.toml", p(&t.dir.path().join("sa")), &body);
+    let b = policy_at(&t, "b.toml", p(&t.dir.path().join("sb")), &body);
+    let (c, _, e) = run_day(&a, 0);
+    assert_eq!(c, 0, "{e}");
+    let held = volume_rows(&vol);
+    let (c, v, e) = run_day(&b, 0);
+    assert_eq!(c, 1, "{e}");
+    assert!(e.contains("is also policy") && e.contains("a.toml"), "{e}");
+    assert!(v["replicated"][0]["error"].is_string(), "{v}");
+    assert_eq!(
+        volume_rows(&vol),
+        held,
+        "policy b touched policy a's replica"
+    );
+    // Once policy a is retired, b may take it over.
+    fs::remove_file(&a).unwrap();
+    let (c, _, e) = run_day(&b, 1);
+    assert_eq!(c, 0, "{e}");
+}
+
+#[test]
 fn installed_commands_run_the_policy_whatever_its_path_holds() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 10_000)).unwrap();

@@ -582,6 +582,60 @@ fn claim(p: &Policy, dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", owner.display()))
 }
 
+/// Claims the replica or mirror `path` (`what` is "replica" or "mirror")
+/// for this policy among the policies of its source, in the source's
+/// catalog directory (`policy-claims`, lines `WHAT PATH<TAB>POLICY`; runs
+/// on one source take turns, so no two write it at once). Two policies of
+/// one source on one replica or mirror would each prune or move the
+/// other's snapshots there: refused while the other policy file exists
+/// and still names it.
+fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
+    let Ok(source) = std::fs::canonicalize(&p.source) else {
+        return Ok(());
+    };
+    let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_encoded_bytes());
+    let file = dir.join("policy-claims");
+    let me = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let key = format!("{what} {}", path.display());
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some((k, other)) = line.split_once('\t') else {
+            continue;
+        };
+        if k == key && Path::new(other) != me {
+            let still = Policy::load(Path::new(other)).is_ok_and(|o| match what {
+                "replica" => o.replicate.iter().any(|r| r.to == path),
+                _ => o.mirror.iter().any(|m| m == path),
+            });
+            if still {
+                bail!(
+                    "the {what} {} is also policy {other}'s: two policies of one source on one {what} undo each other's work there; give each its own",
+                    path.display()
+                );
+            }
+            continue; // a stale claim: that policy is gone or moved on
+        }
+        lines.push(line.to_string());
+    }
+    let mine = format!("{key}\t{}", me.display());
+    if !lines.contains(&mine) {
+        if key.contains('\n') || mine.contains('\n') {
+            return Ok(());
+        }
+        lines.push(mine);
+        let mut b = lines.join("\n").into_bytes();
+        b.push(b'\n');
+        crate::atomic::replace_file(&file, &b)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(())
+}
+
 /// The lock every policy run on one source holds, in the source's catalog
 /// directory.
 fn source_lock(p: &Policy, wait: crate::lock::Wait) -> Result<Option<crate::lock::Lock>> {
@@ -1071,6 +1125,7 @@ fn replicate(
     let (Some(cat), Some(newest)) = (cat, snaps.last()) else {
         return Ok(out);
     };
+    claim_shared(p, "replica", &dest.to)?;
     let streams = streams_dir(p);
     if !dest.to.exists() {
         may_make(&streams, "replica", &dest.to)?;
@@ -1175,6 +1230,7 @@ fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
             newest.id
         );
     }
+    claim_shared(p, "mirror", dir)?;
     let made = dir.join("state").exists();
     let streams = streams_dir(p);
     if !made {
