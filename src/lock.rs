@@ -33,7 +33,14 @@ pub fn acquire(path: &Path, what: &str, wait: Wait) -> Result<Lock> {
         .create(true)
         .truncate(false)
         .open(path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; run as the user who owns it (or as root)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot open lock file {}: {e}{hint}", path.display())
+        })?;
     let holder = || {
         let mut holder = String::new();
         let _ = (&file).read_to_string(&mut holder);

@@ -1126,6 +1126,13 @@ fn replicate(
         return Ok(out);
     };
     claim_shared(p, "replica", &dest.to)?;
+    if let Some(parent) = dest.to.parent().filter(|d| !d.is_dir()) {
+        bail!(
+            "the directory {} of replica {} is not there (is its disk mounted?); make it, or change replicate.to",
+            parent.display(),
+            dest.to.display()
+        );
+    }
     let streams = streams_dir(p);
     if !dest.to.exists() {
         may_make(&streams, "replica", &dest.to)?;
