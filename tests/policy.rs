@@ -649,30 +649,28 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     assert_eq!(ids(&t), vec![1, 6]);
     check_kept(&t, &trees, &[1, 6], "day 4");
     assert_eq!(check_mirror(&t, &m, &trees, "day 4"), (1, 6));
-    // Day 6: a new level 0 starts a chain the mirror cannot follow: it
-    // says so, and the mirror's base and newest stay kept.
+    // Day 6: a new level 0 starts a new chain: the mirror moves to it (a
+    // new mirror on the new full), and what only the old one needed goes.
     churn(&t.src, 5);
     run_day(5, &mut trees);
     churn(&t.src, 6);
     let tree = snapshot_tree(&t.src);
     let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(6), p(&pol)]);
-    assert_eq!(c, 1, "{e}");
+    assert_eq!(c, 0, "{e}");
     let v: Value = serde_json::from_slice(&o).unwrap();
     let l0 = v["dumped"]["snapshot"].as_u64().unwrap();
     assert_eq!(v["dumped"]["level"], 0, "{v}");
     trees.insert(l0, tree);
-    assert!(
-        e.contains("does not pass through it") && e.contains("move"),
-        "{e}"
-    );
-    let (base, at) = check_mirror(&t, &m, &trees, "day 6");
-    assert_eq!(base, 1);
-    assert!(
-        ids(&t).contains(&1) && ids(&t).contains(&at),
-        "{:?}",
-        ids(&t)
-    );
-    check_kept(&t, &trees, &ids(&t), "day 6");
+    assert_eq!(v["mirrored"][0]["created"], l0, "{v}");
+    assert_eq!(check_mirror(&t, &m, &trees, "day 6"), (l0, l0));
+    assert_eq!(ids(&t), vec![l0], "{v}");
+    check_kept(&t, &trees, &[l0], "day 6");
+    let leftovers: Vec<_> = fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".snapdump-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // Moved away, the mirror is not made again on its own (a disk that did
     // not mount looks the same)…
     fs::rename(&m, t.dir.path().join("old-mirror")).unwrap();
@@ -1243,6 +1241,62 @@ fn two_policies_of_one_source_never_share_a_replica() {
     fs::remove_file(&a).unwrap();
     let (c, _, e) = run_day(&b, 1);
     assert_eq!(c, 0, "{e}");
+}
+
+#[test]
+fn a_mirror_moved_to_a_new_chain_survives_a_kill_at_each_step() {
+    for point in ["policy-mirror-next", "policy-mirror-aside"] {
+        let t = paths();
+        fs::write(t.src.join("base"), bytes(19, 20_000)).unwrap();
+        let m = t.dir.path().join("mirror");
+        let pol = policy_at(
+            &t,
+            "policy.toml",
+            p(&t.dir.path().join("streams")),
+            &format!(
+                "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n[keep]\nlast = 1\n[[mirror]]\ndir = \"{}\"\n",
+                m.display()
+            ),
+        );
+        let mut trees = BTreeMap::new();
+        for day in 0..2 {
+            churn(&t.src, day);
+            let tree = snapshot_tree(&t.src);
+            let (c, v, e) = run_day(&pol, day);
+            assert_eq!(c, 0, "{e}");
+            trees.insert(v["dumped"]["snapshot"].as_u64().unwrap(), tree);
+        }
+        // Day 2 is a new level 0: the run is killed while the mirror moves.
+        churn(&t.src, 2);
+        let tree = snapshot_tree(&t.src);
+        let out = bin()
+            .args(["run", "--at", &time_of(2), p(&pol)])
+            .env("SNAPDUMP_FAILPOINT", format!("{point}:1"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the failpoint was not reached"
+        );
+        let (c, v, e) = run_day(&pol, 2);
+        assert_eq!(c, 0, "{point}: {e}");
+        let l0 = rows(&t).keys().copied().max().unwrap();
+        trees.insert(l0, tree);
+        assert!(v["dumped"].is_null(), "{point}: {v}");
+        assert_eq!(check_mirror(&t, &m, &trees, point), (l0, l0), "{point}");
+        let leftovers: Vec<_> = fs::read_dir(t.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".snapdump-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        check_kept(
+            &t,
+            &trees,
+            &rows(&t).keys().copied().collect::<Vec<_>>(),
+            point,
+        );
+    }
 }
 
 #[test]

@@ -465,6 +465,10 @@ pub fn run(
             }
         });
     }
+    if !p.mirror.is_empty() || !p.replicate.is_empty() {
+        // What they pin may have moved on (a mirror moved to a new chain).
+        summary.plan = plan_now(p, Some(now))?;
+    }
     let (_, cat) = snaps_of(p)?;
     let (_, hold) = pinned(p, cat.map(|c| c.state.source_uuid));
     if let Some(why) = &hold {
@@ -1213,12 +1217,47 @@ fn replicate(
     Ok(out)
 }
 
+/// `dir` with `.WHAT` after its name, in the same parent (so a rename
+/// between them is atomic).
+fn beside(dir: &Path, what: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{what}"));
+    dir.with_file_name(name)
+}
+
+/// Finishes a mirror's move to a new chain that a killed run left: the
+/// new mirror (`next`, complete once it has its state) takes `dir`'s
+/// place when `dir` was moved aside, and what is left over goes.
+fn finish_rebase(dir: &Path, next: &Path, old: &Path) -> Result<()> {
+    let remove = |p: &Path| -> Result<()> {
+        if p.exists() {
+            std::fs::remove_dir_all(p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+        Ok(())
+    };
+    if !dir.exists() && old.exists() {
+        if next.join("state").exists() {
+            std::fs::rename(next, dir)
+                .with_context(|| format!("cannot move {} into place", next.display()))?;
+        } else {
+            // The new one was not finished: the old one comes back.
+            std::fs::rename(old, dir)
+                .with_context(|| format!("cannot move {} back", old.display()))?;
+        }
+    }
+    if dir.join("state").exists() {
+        remove(old)?;
+        remove(next)?;
+    }
+    Ok(())
+}
+
 /// Brings one mirror to the catalog's newest snapshot: made on the full
 /// image of the newest chain when its directory is missing or empty, then
 /// given, in order, the increments of that chain after the snapshot it is
 /// at. A mirror at a snapshot the newest chain does not pass through (a
-/// new level 0 started a new chain) cannot follow: the run says so each
-/// time, and its base and newest snapshot stay pinned.
+/// new level 0 started a new chain) moves to that chain: a new mirror on
+/// its full takes the old one's place.
 fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
     let mut out = Mirrored {
         dir: dir.display().to_string(),
@@ -1238,6 +1277,9 @@ fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
         );
     }
     claim_shared(p, "mirror", dir)?;
+    let next = beside(dir, "snapdump-next");
+    let old = beside(dir, "snapdump-old");
+    finish_rebase(dir, &next, &old)?;
     let made = dir.join("state").exists();
     let streams = streams_dir(p);
     if !made {
@@ -1248,15 +1290,27 @@ fn follow(p: &Policy, dir: &Path, wait: crate::lock::Wait) -> Result<Mirrored> {
     }
     note_made(&streams, "mirror", dir)?;
     let at = crate::mirror::status(dir)?.newest.id;
-    let Some(k) = chain.iter().position(|s| s.id == at) else {
-        bail!(
-            "it is at snapshot {at}, and the newest chain (full snapshot {} to snapshot {}) does not pass through it; move {} away and delete its line from {} and the next run makes a new mirror on snapshot {} (until then snapshot {at} and its base stay kept)",
-            chain[0].id,
-            newest.id,
-            dir.display(),
-            streams.join(MADE).display(),
-            chain[0].id
-        );
+    let k = match chain.iter().position(|s| s.id == at) {
+        Some(k) => k,
+        None => {
+            // A new level 0 began the newest chain: the mirror moves to it.
+            // The new one is made beside the old (a mirror is its base
+            // stream's name and the changed blocks, so this is cheap),
+            // then put in its place by two renames; a run killed on the
+            // way is finished by the next one's `finish_rebase`.
+            if next.exists() {
+                std::fs::remove_dir_all(&next)
+                    .with_context(|| format!("cannot remove {}", next.display()))?;
+            }
+            crate::mirror::create(&crate::media::Input::plain(&chain[0].output)?, &next)?;
+            crate::failpoint::hit("policy-mirror-next");
+            std::fs::rename(dir, &old)
+                .with_context(|| format!("cannot move {} aside", dir.display()))?;
+            crate::failpoint::hit("policy-mirror-aside");
+            finish_rebase(dir, &next, &old)?;
+            out.created = Some(chain[0].id);
+            0
+        }
     };
     let inputs = chain[k + 1..]
         .iter()
