@@ -447,6 +447,18 @@ fn the_readme_example_checks_and_simulates_four_hundred_days() {
     ]);
     let days = v["days"].as_array().unwrap();
     assert_eq!(days.len(), 400);
+    let (c, _, e) = run_s(&[
+        "policy",
+        "simulate",
+        "--fresh",
+        "--from",
+        "9999-06-01T00:00:00Z",
+        "--days",
+        "400",
+        p(&pol),
+    ]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("pass the end of 9999"), "{e}");
     // A full every four weeks, a dump a day, chains cut at 7 increments.
     let dumps: usize = days
         .iter()

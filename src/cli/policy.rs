@@ -221,6 +221,18 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
                 })
                 .unwrap_or(1 << 30);
             let start = from.unwrap_or_else(Time::now).sec;
+            // Times are written as RFC 3339, which ends with the year 9999.
+            const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+            if start.saturating_add(i64::from(days) * 86_400) > LAST {
+                anyhow::bail!(
+                    "{days} days from {} pass the end of 9999; simulate fewer days",
+                    Time {
+                        sec: start,
+                        nsec: 0
+                    }
+                    .rfc3339()
+                );
+            }
             let sim = crate::policy::simulate::simulate(
                 &p,
                 snaps,
