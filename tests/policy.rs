@@ -505,6 +505,16 @@ fn check_mirror(t: &Paths, m: &Path, trees: &BTreeMap<u64, Tree>, what: &str) ->
     (base, newest)
 }
 
+/// Names in `dir` of a mirror's move left half-done (`.snapdump-next`,
+/// `.snapdump-old`).
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".snapdump-"))
+        .collect()
+}
+
 fn keep_why(v: &Value, id: u64) -> Option<String> {
     v["plan"]["snapshots"]
         .as_array()
@@ -677,11 +687,7 @@ fn pointers_replicas_and_mirrors_pin_what_they_need() {
     assert_eq!(check_mirror(&t, &m, &trees, "day 6"), (l0, l0));
     assert_eq!(ids(&t), vec![l0], "{v}");
     check_kept(&t, &trees, &[l0], "day 6");
-    let leftovers: Vec<_> = fs::read_dir(t.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".snapdump-"))
-        .collect();
+    let leftovers = leftovers(t.dir.path());
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Moved away, the mirror is not made again on its own (a disk that did
     // not mount looks the same)…
@@ -1296,11 +1302,7 @@ fn a_mirror_moved_to_a_new_chain_survives_a_kill_at_each_step() {
         trees.insert(l0, tree);
         assert!(v["dumped"].is_null(), "{point}: {v}");
         assert_eq!(check_mirror(&t, &m, &trees, point), (l0, l0), "{point}");
-        let leftovers: Vec<_> = fs::read_dir(t.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".snapdump-"))
-            .collect();
+        let leftovers = leftovers(t.dir.path());
         assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
         check_kept(
             &t,

@@ -598,16 +598,10 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
         return Ok(());
     };
     let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_encoded_bytes());
-    let file = dir.join("policy-claims");
     let me = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-    };
     let key = format!("{what} {}", path.display());
     let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
+    for line in read_list(&dir, CLAIMS)? {
         let Some((k, other)) = line.split_once('\t') else {
             continue;
         };
@@ -624,21 +618,19 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
             }
             continue; // a stale claim: that policy is gone or moved on
         }
-        lines.push(line.to_string());
+        lines.push(line);
     }
     let mine = format!("{key}\t{}", me.display());
-    if !lines.contains(&mine) {
-        if key.contains('\n') || mine.contains('\n') {
-            return Ok(());
-        }
-        lines.push(mine);
-        let mut b = lines.join("\n").into_bytes();
-        b.push(b'\n');
-        crate::atomic::replace_file(&file, &b)
-            .with_context(|| format!("cannot write {}", file.display()))?;
+    if lines.contains(&mine) || mine.contains('\n') {
+        return Ok(());
     }
-    Ok(())
+    lines.push(mine);
+    write_list(&dir, CLAIMS, &lines)
+        .with_context(|| format!("cannot write {}", dir.join(CLAIMS).display()))
 }
+
+/// The claims file in the source's catalog directory.
+const CLAIMS: &str = "policy-claims";
 
 /// The lock every policy run on one source holds, in the source's catalog
 /// directory.
