@@ -956,6 +956,19 @@ fn a_newest_snapshot_stamped_in_the_future_does_not_stop_the_dumps() {
     );
     let v: Value = serde_json::from_slice(&o).unwrap();
     assert_eq!(v["dumped"]["level"], 0, "{v}");
+    // The snapshot is stamped with the run's own clock, never a later
+    // second (that put every run whose dump crossed one "in doubt").
+    let newest = v["plan"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        newest["time"].as_str().unwrap()[..19],
+        v["at"].as_str().unwrap()[..19],
+        "{v}"
+    );
     assert!(
         v["dumped"]["why"]
             .as_str()

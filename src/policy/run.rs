@@ -409,7 +409,12 @@ pub fn run(
             cross_mounts: false,
             rules: None,
             rules_changed: false,
-            snapshot_time: at,
+            // The run's clock, given or read at its start: the snapshot
+            // must not be stamped after the `now` the rest of the run
+            // plans with (a dump that crossed a second would put the clock
+            // "in doubt" and hold pruning). Stamping the time before the
+            // scan is the safe side for change detection.
+            snapshot_time: Some(now),
         };
         let s = crate::dump::dump(&opts, report).with_context(|| {
             format!(
