@@ -132,11 +132,18 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
     match c {
         PolicyCmd::Check { file } => {
             let p = Policy::load(&file)?;
+            let to = match &p.streams.tape {
+                Some(t) => format!(
+                    "onto the tape {} (its index in {})",
+                    t.device,
+                    p.streams.dir.display()
+                ),
+                None => format!("into {}", p.streams.dir.display()),
+            };
             print::lines(std::iter::once(format!(
-                "{}: ok: dumps {} into {}",
+                "{}: ok: dumps {} {to}",
                 file.display(),
                 p.source.display(),
-                p.streams.dir.display()
             )))?;
             Ok(0)
         }
@@ -269,6 +276,12 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
                 "peak bytes kept {}, longest restore chain {} streams",
                 sim.peak_bytes_kept, sim.worst_chain
             ));
+            if let (Some(t), Some(last)) = (&p.streams.tape, sim.days.last()) {
+                out.push(format!(
+                    "{} bytes written to {} in all: a tape frees whole cartridges, once none of their dumps is kept",
+                    last.bytes_written, t.device
+                ));
+            }
             print::lines(out)?;
             Ok(0)
         }

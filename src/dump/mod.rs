@@ -111,6 +111,13 @@ pub struct DumpSummary {
     pub elapsed_seconds: f64,
     /// With `--resume`: stream bytes found on the medium and kept.
     pub resumed_bytes: u64,
+    /// On tape: the tape file (from 1) the dump starts at on its first
+    /// volume (what `restore --file-number` takes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tape_file: Option<u64>,
+    /// On tape or volume files: how many volumes the dump filled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<u32>,
     /// Everything that was skipped or changed while read.
     pub warnings: Vec<Warning>,
 }
@@ -348,8 +355,11 @@ fn run(
         }
     };
     let output_name = output.name.clone();
+    let (tape_file, volumes) = (output.tape_file(), output.volumes());
     output.commit()?;
-    let summary = run.record(&mut state, written, scan_started, output_name);
+    let mut summary = run.record(&mut state, written, scan_started, output_name);
+    summary.tape_file = tape_file;
+    summary.volumes = volumes;
     Ok(Some((summary, state)))
 }
 
@@ -726,6 +736,8 @@ impl Run<'_> {
             vbn_high_water: plan.active.high_water(),
             elapsed_seconds: 0.0,
             resumed_bytes: 0,
+            tape_file: None,
+            volumes: None,
             warnings: report.warnings(),
         };
         state.tree = Some(tree);

@@ -179,6 +179,14 @@ impl Output {
         }
     }
 
+    /// For a dump through the tape layer: how many volumes it has filled.
+    pub fn volumes(&self) -> Option<u32> {
+        match &self.finish {
+            Finish::Tape { writer } => writer.lock().ok().map(|w| w.volumes.len() as u32),
+            _ => None,
+        }
+    }
+
     /// For a dump to tape: the tape file (from 1) it starts at.
     pub fn tape_file(&self) -> Option<u64> {
         match &self.finish {

@@ -35,7 +35,9 @@ pub struct Policy {
     pub mirror: Vec<PathBuf>,
 }
 
-/// Where streams go: files in a directory the policy owns.
+/// Where streams go: files in a directory the policy owns, or tape files
+/// appended to a tape (the directory then holds only the policy's state
+/// and its tape index).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Streams {
     /// The directory (created when missing).
@@ -44,6 +46,25 @@ pub struct Streams {
     pub compression: i32,
     /// The streams' file name template (see [`Streams::name`]).
     pub name: String,
+    /// The tape the dumps are appended to, instead of files in `dir`.
+    pub tape: Option<Tape>,
+}
+
+/// A tape the policy appends its dumps to, one tape file each
+/// (formats/tape.md). A tape is never rewritten by a run: pruning a
+/// snapshot takes it out of the catalog, and a cartridge none of whose
+/// dumps is kept any more is named as free to reuse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tape {
+    /// A non-rewinding tape drive (`/dev/nstN`) or a virtual tape (`*.tap`).
+    pub device: String,
+    /// The command that loads the next cartridge when one is full
+    /// (`dump --new-volume`); None: a full cartridge fails the dump.
+    pub new_volume: Option<String>,
+    /// Bytes per tape record.
+    pub block_size: u64,
+    /// A virtual tape's capacity in bytes (0: unlimited).
+    pub capacity: u64,
 }
 
 /// The default file name template.
@@ -171,6 +192,10 @@ struct RawStreams {
     dir: toml::Spanned<PathBuf>,
     compression: Option<Level>,
     name: Option<toml::Spanned<String>>,
+    tape: Option<toml::Spanned<String>>,
+    new_volume: Option<toml::Spanned<String>>,
+    block_kib: Option<toml::Spanned<u64>>,
+    tape_capacity: Option<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +369,11 @@ impl Policy {
         if path == resolved(&self.path) {
             return Some("the policy file".into());
         }
+        if let Some(t) = &self.streams.tape {
+            if path == resolved(Path::new(&t.device)) {
+                return Some(format!("the tape {}", t.device));
+            }
+        }
         for r in &self.replicate {
             if path.starts_with(resolved(&r.to)) {
                 return Some(format!("the replica {}", r.to.display()));
@@ -374,6 +404,88 @@ fn resolved(p: &Path) -> PathBuf {
             _ => return p,
         }
     }
+}
+
+/// The `[streams]` tape settings, checked; None without `tape` (the other
+/// tape keys are then mistakes).
+fn tape_of(raw: &RawStreams, at: &impl Fn(std::ops::Range<usize>, String)) -> Option<Tape> {
+    let Some(device) = &raw.tape else {
+        for (key, span) in [
+            ("new_volume", raw.new_volume.as_ref().map(|v| v.span())),
+            ("block_kib", raw.block_kib.as_ref().map(|v| v.span())),
+            (
+                "tape_capacity",
+                raw.tape_capacity.as_ref().map(|v| v.span()),
+            ),
+        ] {
+            if let Some(span) = span {
+                at(
+                    span,
+                    format!("streams.{key} is a tape setting; it needs streams.tape"),
+                );
+            }
+        }
+        return None;
+    };
+    let span = device.span();
+    let name = device.get_ref().clone();
+    // Whether it is a drive, and a rewinding one: by the device, or by its
+    // name while no drive is attached (a policy is checked anywhere).
+    let st = crate::media::kind::st_device(&name)
+        .map(|d| d.rewinds)
+        .or_else(|| crate::media::tape::sim::st_name(&name));
+    if st.is_none() && !crate::media::kind::is_virtual_tape(&name) {
+        at(span.clone(), format!("streams.tape {name:?} is neither a tape drive (/dev/nstN) nor a virtual tape (a file ending in .tap)"));
+    } else if st == Some(true) {
+        at(span.clone(), format!("streams.tape {name:?} rewinds the tape when closed, so each dump would overwrite the one before; give the non-rewinding device (/dev/nstN)"));
+    } else if st.is_none() && !Path::new(&name).is_absolute() {
+        at(span.clone(), format!("streams.tape {name:?} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)"));
+    }
+    let block_kib = raw
+        .block_kib
+        .as_ref()
+        .map(|b| *b.get_ref())
+        .unwrap_or(crate::media::tape::DEFAULT_RECORD_KIB);
+    if let Some(b) = raw
+        .block_kib
+        .as_ref()
+        .filter(|b| *b.get_ref() == 0 || *b.get_ref() * 1024 > crate::media::tape::MAX_BLOCK_SIZE)
+    {
+        at(
+            b.span(),
+            format!(
+                "streams.block_kib {} is not a tape record size of 1..{} KiB",
+                b.get_ref(),
+                crate::media::tape::MAX_BLOCK_SIZE / 1024
+            ),
+        );
+    }
+    let capacity = match &raw.tape_capacity {
+        None => 0,
+        Some(c) => match crate::media::tape::parse_size(c.get_ref()) {
+            Ok(v) if st.is_none() => v,
+            Ok(_) => {
+                at(
+                    c.span(),
+                    "streams.tape_capacity is a virtual tape's size; a drive knows its own".into(),
+                );
+                0
+            }
+            Err(e) => {
+                at(
+                    c.span(),
+                    format!("streams.tape_capacity {:?}: {e}", c.get_ref()),
+                );
+                0
+            }
+        },
+    };
+    Some(Tape {
+        device: name,
+        new_volume: raw.new_volume.as_ref().map(|v| v.get_ref().clone()),
+        block_size: block_kib * 1024,
+        capacity,
+    })
 }
 
 /// The 1-based line of byte `at` of `text`.
@@ -428,6 +540,9 @@ impl Policy {
                 .borrow_mut()
                 .push((line_of(text, span.start), what));
         };
+        let tape = tape_of(&raw.streams, &at);
+        let tape_span = raw.streams.tape.as_ref().map(|t| t.span());
+        let name_span = raw.streams.name.as_ref().map(|n| n.span());
         let span = raw.schedule.span();
         let s = raw.schedule.into_inner();
         let minute = Duration::from_secs(60);
@@ -542,6 +657,7 @@ impl Policy {
                         dir: PathBuf::new(),
                         compression: 0,
                         name: n.clone(),
+                        tape: None,
                     }
                     .name(&stem, u64::MAX, 9, "20270101T000000Z", true);
                     if longest.len() > 255 {
@@ -551,6 +667,28 @@ impl Policy {
                 n
             }
         };
+        if let (Some(_), Some(span)) = (&tape, name_span) {
+            at(span, "streams.name names stream files, and with streams.tape there are none; leave it out".into());
+        }
+        if let (Some(t), Some(span)) = (&tape, tape_span.clone()) {
+            let on = resolved(Path::new(&t.device));
+            if on.starts_with(&source) || on.starts_with(&dir) {
+                at(span, format!("streams.tape {} is inside the source or streams.dir; a virtual tape needs a place of its own", t.device));
+            }
+        }
+        if let Some(span) = tape_span.filter(|_| tape.is_some()) {
+            let c = &raw.coalesce;
+            if c.chain.is_some()
+                || c.increments_percent.is_some()
+                || c.age.is_some()
+                || c.free_percent.is_some()
+            {
+                at(span.clone(), "[coalesce] needs the streams on disk (a synthetic full reads the chain while it writes, and one drive cannot do both); with streams.tape leave [coalesce] out, or dump to streams.dir".into());
+            }
+            if !raw.mirror.is_empty() {
+                at(span, "[[mirror]] needs the streams on disk (a mirror names its base stream by file); with streams.tape leave [[mirror]] out".into());
+            }
+        }
         let catalog = raw.catalog.map(|c| {
             let span = c.span();
             let c = c.into_inner();
@@ -674,6 +812,7 @@ impl Policy {
                     .map(|l| l.0)
                     .unwrap_or(crate::dump::DEFAULT_COMPRESSION),
                 name,
+                tape,
             },
             schedule,
             keep,

@@ -9,5 +9,6 @@ pub mod plan;
 pub mod retain;
 pub mod run;
 pub mod simulate;
+pub mod tape;
 
 pub use file::Policy;

@@ -45,6 +45,10 @@ pub struct RunSummary {
     pub pruned: Vec<Done>,
     /// Streams a killed run left that no catalog row names, deleted.
     pub swept: Vec<String>,
+    /// With streams on tape: cartridges that held a pruned dump and hold
+    /// no kept one any more (free to erase and use again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tapes_freed: Vec<String>,
     /// The plan after the run (nothing is due in it but what failed).
     pub plan: Plan,
 }
@@ -121,7 +125,7 @@ pub fn snaps_of(p: &Policy) -> Result<(Vec<Snap>, Option<Catalog>)> {
         source.as_os_str().as_bytes(),
         crate::dump::DEFAULT_BLOCK_SIZE,
     )?;
-    Ok((table(&c, &streams_dir(p)), Some(c)))
+    Ok((table(&c, p)?, Some(c)))
 }
 
 /// The streams directory as the file system names it (symlinks, `.`,
@@ -147,20 +151,59 @@ fn in_dir(dir: &Path, output: &str) -> bool {
 /// policy's streams) is left to whoever made it: never a base of the
 /// policy's dumps, never counted by its schedule or retention, never
 /// pruned by it.
-fn table(c: &Catalog, dir: &Path) -> Vec<Snap> {
-    c.state
+///
+/// With streams on tape, the rows are those the tape index names (by
+/// snapshot uuid), and a row's stream is its place on the tapes.
+fn table(c: &Catalog, p: &Policy) -> Result<Vec<Snap>> {
+    let dir = streams_dir(p);
+    let index = match &p.streams.tape {
+        Some(_) => Some(super::tape::read(&dir)?),
+        None => None,
+    };
+    Ok(c.state
         .snapshots
         .iter()
-        .filter(|s| in_dir(dir, &s.output))
-        .map(|s| Snap {
-            id: s.snap.id,
-            time: s.snap.time.sec,
-            level: s.snap.level,
-            base: if s.full { None } else { s.base },
-            stream_bytes: s.stream_bytes,
-            output: s.output.clone(),
+        .filter_map(|s| {
+            let output = match (&index, &p.streams.tape) {
+                (Some(index), Some(tape)) => {
+                    let uuid = crate::ids::hex(&s.snap.uuid);
+                    let e = index
+                        .entries
+                        .iter()
+                        .find(|e| e.uuid == uuid && e.id == s.snap.id)?;
+                    e.location(&tape.device)
+                }
+                _ if in_dir(&dir, &s.output) => s.output.clone(),
+                _ => return None,
+            };
+            Some(Snap {
+                id: s.snap.id,
+                time: s.snap.time.sec,
+                level: s.snap.level,
+                base: if s.full { None } else { s.base },
+                stream_bytes: s.stream_bytes,
+                output,
+            })
         })
-        .collect()
+        .collect())
+}
+
+/// The stream of snapshot `s` (a row of [`table`]) to read: its file, or
+/// its tape file on the policy's tape.
+fn input_of(p: &Policy, s: &Snap) -> Result<crate::media::Input> {
+    let Some(tape) = &p.streams.tape else {
+        return crate::media::Input::plain(&s.output);
+    };
+    let index = super::tape::read(&streams_dir(p))?;
+    let e = index
+        .entries
+        .iter()
+        .find(|e| e.id == s.id)
+        .ok_or_else(|| anyhow::anyhow!("snapshot {} is not in the tape index", s.id))?;
+    let mut input = crate::media::Input::plain(&tape.device)?;
+    input.file_number = e.file;
+    input.new_volume = tape.new_volume.clone();
+    Ok(input)
 }
 
 /// Free space of the file system holding `dir`, in per cent.
@@ -266,7 +309,7 @@ fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8;
             free_percent: free_percent(&p.streams.dir),
             pinned: pins,
             hold,
-            broken: broken(snaps, &streams_dir(p)),
+            broken: broken_streams(p, snaps),
         },
     )
 }
@@ -304,6 +347,16 @@ pub fn broken(snaps: &[Snap], dir: &Path) -> Vec<(u64, String)> {
             Some((s.id, what))
         })
         .collect()
+}
+
+/// [`broken`] for the policy's medium: a tape cannot be checked without
+/// reading it, so streams on tape are taken as whole (a damaged one is
+/// found when it is read, as any tape's).
+fn broken_streams(p: &Policy, snaps: &[Snap]) -> Vec<(u64, String)> {
+    match p.streams.tape {
+        Some(_) => Vec::new(),
+        None => broken(snaps, &streams_dir(p)),
+    }
 }
 
 /// The plan for the policy now (or at `at`).
@@ -368,9 +421,10 @@ pub fn run(
         coalesced: None,
         pruned: Vec::new(),
         swept: sweep(p, wait)?,
+        tapes_freed: Vec::new(),
         plan: plan_now(p, Some(now))?,
     };
-    for (id, what) in broken(&snaps_of(p)?.0, &dir) {
+    for (id, what) in broken_streams(p, &snaps_of(p)?.0) {
         report.warn(
             p.path.as_os_str().as_encoded_bytes(),
             format!("snapshot {id}'s stream {what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
@@ -380,14 +434,17 @@ pub fn run(
     // chain: the next dump's base is in the newest snapshot's chain, which
     // is kept), so that a full disk frees itself; then again at the end.
     if !summary.plan.prune().is_empty() {
-        summary.pruned = prune(p, now, wait)?;
+        (summary.pruned, summary.tapes_freed) = prune(p, now, wait)?;
         summary.plan = plan_now(p, Some(now))?;
     }
     let empty = if allow_empty { None } else { empty_source(p)? };
     if let (Some(why), Some(_)) = (&empty, &summary.plan.dump) {
         report.warn(p.source.as_os_str().as_encoded_bytes(), why.clone());
     }
-    if let (Some(d), None) = (summary.plan.dump.clone(), &empty) {
+    if let (Some(d), None, Some(tape)) = (summary.plan.dump.clone(), &empty, &p.streams.tape) {
+        summary.dumped = Some(dump_to_tape(p, tape, &d, now, wait, report)?);
+        summary.plan = plan_now(p, Some(now))?;
+    } else if let (Some(d), None) = (summary.plan.dump.clone(), &empty) {
         let (_, cat) = snaps_of(p)?;
         let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
         let out = free_name(
@@ -511,8 +568,15 @@ pub fn run(
         report.warn(p.path.as_os_str().as_encoded_bytes(), why);
     }
     if !summary.plan.prune().is_empty() {
-        summary.pruned.extend(prune(p, now, wait)?);
+        let (pruned, freed) = prune(p, now, wait)?;
+        summary.pruned.extend(pruned);
+        summary.tapes_freed.extend(freed);
         summary.plan = plan_now(p, Some(now))?;
+    }
+    for t in &summary.tapes_freed {
+        crate::progress::note(&format!(
+            "tape {t} holds no kept dump any more; it may be erased and used again"
+        ));
     }
     summary.status = report.status_word();
     Ok(summary)
@@ -542,6 +606,132 @@ fn empty_source(p: &Policy) -> Result<Option<String>> {
         p.source.display(),
         newest.id
     )))
+}
+
+/// The due dump `d`, appended to the policy's tape as its next tape file;
+/// then recorded in the tape index. The snapshot id it is to get is
+/// recorded first, so that a run killed after the catalog's commit and
+/// before the index's leaves what the next run's sweep needs to find it.
+fn dump_to_tape(
+    p: &Policy,
+    tape: &super::file::Tape,
+    d: &super::plan::DumpDue,
+    now: Time,
+    wait: crate::lock::Wait,
+    report: &Report,
+) -> Result<Done> {
+    let dir = streams_dir(p);
+    // Two policies of one source on one tape would each count the other's
+    // dumps out of the cartridges they call free.
+    claim_shared(p, "tape", Path::new(&tape.device))?;
+    let (_, cat) = snaps_of(p)?;
+    let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
+    let first = super::tape::loaded(tape)?;
+    let mut index = super::tape::read(&dir)?;
+    if !index.pending.iter().any(|q| q.id == id) {
+        index.pending.push(super::tape::Pending { id });
+        super::tape::write(&dir, &index)?;
+    }
+    let opts = crate::dump::DumpOptions {
+        level: d.level,
+        output: tape.device.clone(),
+        volumes: Vec::new(),
+        tape: crate::media::tape::writer::TapeOptions {
+            block_size: tape.block_size,
+            append: true,
+            capacity: tape.capacity,
+            new_volume: tape.new_volume.clone(),
+        },
+        catalog_root: catalog_root(p),
+        compression: p.streams.compression,
+        source: p.source.clone(),
+        base: d.base,
+        wait,
+        resume: false,
+        cross_mounts: false,
+        rules: None,
+        rules_changed: false,
+        snapshot_time: Some(now),
+    };
+    let s = crate::dump::dump(&opts, report).with_context(|| {
+        format!(
+            "the level {} dump to {} failed (the catalog did not take it; the next run appends after it)",
+            d.level, tape.device
+        )
+    })?;
+    crate::failpoint::hit("policy-dumped");
+    let uuid = crate::ids::hex(&s.snapshot.uuid);
+    let entry = super::tape::Entry {
+        cartridge: match first {
+            super::tape::Loaded::Named(n) => n,
+            super::tape::Loaded::Blank => super::tape::label(s.snapshot.id, 1, &uuid),
+        },
+        uuid,
+        id: s.snapshot.id,
+        file: s.tape_file.unwrap_or(1),
+        volumes: s.volumes.unwrap_or(1),
+    };
+    let mut index = super::tape::read(&dir)?;
+    index
+        .pending
+        .retain(|q| q.id != id && q.id != s.snapshot.id);
+    let stream = entry.location(&tape.device);
+    index.entries.push(entry);
+    super::tape::write(&dir, &index)?;
+    Ok(Done {
+        snapshot: s.snapshot.id,
+        level: s.snapshot.level,
+        stream,
+        stream_bytes: s.stream_bytes,
+        why: d.why.clone(),
+    })
+}
+
+/// Finishes what a run killed during a tape dump left in the tape index:
+/// a pending dump the catalog took is found on the loaded cartridge and
+/// recorded; one the catalog did not take is dropped (its cut-off tape
+/// file is closed by the next append and never read). Runs under the
+/// catalog's lock, so no dump is under way.
+fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()> {
+    let dir = streams_dir(p);
+    let mut index = super::tape::read(&dir)?;
+    if index.pending.is_empty() {
+        return Ok(());
+    }
+    for q in std::mem::take(&mut index.pending) {
+        let Some(row) = cat.state.snapshots.iter().find(|r| r.snap.id == q.id) else {
+            continue;
+        };
+        let uuid = crate::ids::hex(&row.snap.uuid);
+        if index.entries.iter().any(|e| e.uuid == uuid) {
+            continue;
+        }
+        match super::tape::find(tape, &uuid)? {
+            Some((file, 1)) => {
+                let first = super::tape::loaded(tape)?;
+                let cartridge = match first {
+                    super::tape::Loaded::Named(n) => n,
+                    super::tape::Loaded::Blank => super::tape::label(row.snap.id, 1, &uuid),
+                };
+                crate::progress::note(&format!(
+                    "snapshot {}'s dump was not in the tape index (a run was killed); it is {} file {file}, and the index now says so",
+                    row.snap.id, tape.device
+                ));
+                index.entries.push(super::tape::Entry {
+                    uuid,
+                    id: row.snap.id,
+                    file,
+                    volumes: 1,
+                    cartridge,
+                });
+            }
+            _ => crate::progress::note(&format!(
+                "snapshot {}'s dump is in the catalog but its first volume is not on the tape in {} (a run was killed, and the cartridge changed since); the policy leaves it alone",
+                row.snap.id, tape.device
+            )),
+        }
+    }
+    super::tape::write(&dir, &index)
 }
 
 fn tape_defaults() -> crate::media::tape::writer::TapeOptions {
@@ -613,6 +803,11 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
         if k == key && Path::new(other) != me {
             let still = Policy::load(Path::new(other)).is_ok_and(|o| match what {
                 "replica" => o.replicate.iter().any(|r| r.to == path),
+                "tape" => o
+                    .streams
+                    .tape
+                    .as_ref()
+                    .is_some_and(|t| Path::new(&t.device) == path),
                 _ => o.mirror.iter().any(|m| m == path),
             });
             if still {
@@ -682,7 +877,7 @@ fn coalesce(
             .iter()
             .find(|s| s.id == *id)
             .expect("the chain is the table's");
-        inputs.push(crate::media::Input::plain(&s.output).with_context(|| {
+        inputs.push(input_of(p, s).with_context(|| {
             format!(
                 "snapshot {id}'s stream {} is needed to coalesce snapshot {}",
                 s.output, newest.id
@@ -757,13 +952,17 @@ fn remove(path: &str) -> Result<()> {
 
 /// Prunes what the plan (made again under the catalog's lock) prunes:
 /// rows and planes leave the catalog in one commit, then the streams go.
-fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
+///
+/// With streams on tape nothing is deleted: the dumps leave the catalog
+/// and the tape index, and the cartridges that no longer hold a kept dump
+/// are returned by name.
+fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, Vec<String>)> {
     let (_lock, mut cat) = locked_catalog(p, wait)?;
-    let snaps = table(&cat, &streams_dir(p));
+    let snaps = table(&cat, p)?;
     let pl = plan_with_pins(p, &snaps, now.sec, Some(cat.state.source_uuid));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
     if doomed.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut done = Vec::new();
     let st = &mut cat.state;
@@ -778,10 +977,15 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
                 .find(|d| d.snapshot == r.snap.id)
                 .map(|d| d.why.join("; "))
                 .unwrap_or_default();
+            let stream = snaps
+                .iter()
+                .find(|s| s.id == r.snap.id)
+                .map(|s| s.output.clone())
+                .unwrap_or(r.output);
             done.push(Done {
                 snapshot: r.snap.id,
                 level: r.snap.level,
-                stream: r.output,
+                stream,
                 stream_bytes: r.stream_bytes,
                 why,
             });
@@ -804,7 +1008,46 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<Vec<Done>> {
         }
     }
     unjournal(&streams_dir(p), &doomed)?;
-    Ok(done)
+    let freed = match &p.streams.tape {
+        Some(_) => forget_on_tape(p, &done)?,
+        None => Vec::new(),
+    };
+    Ok((done, freed))
+}
+
+/// Takes the pruned dumps `done` out of the tape index; returns the
+/// cartridges they were on that hold no kept dump now. A killed run that
+/// committed the catalog and not this leaves index lines no row names,
+/// which [`table`] ignores and the next prune takes out.
+fn forget_on_tape(p: &Policy, done: &[Done]) -> Result<Vec<String>> {
+    let dir = streams_dir(p);
+    let (_, cat) = snaps_of(p)?;
+    let rows: std::collections::HashSet<String> = cat
+        .map(|c| {
+            c.state
+                .snapshots
+                .iter()
+                .map(|r| crate::ids::hex(&r.snap.uuid))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut index = super::tape::read(&dir)?;
+    let (kept, gone): (Vec<_>, Vec<_>) = index
+        .entries
+        .into_iter()
+        .partition(|e| rows.contains(&e.uuid));
+    index.entries = kept;
+    super::tape::write(&dir, &index)?;
+    let in_use: std::collections::HashSet<String> =
+        index.entries.iter().flat_map(|e| e.cartridges()).collect();
+    let mut freed: Vec<String> = gone
+        .iter()
+        .filter(|e| done.iter().any(|d| d.snapshot == e.id))
+        .flat_map(|e| e.cartridges())
+        .filter(|c| !in_use.contains(c))
+        .collect();
+    freed.dedup();
+    Ok(freed)
 }
 
 /// `name` in `dir`, or, when a file of that name is there already (a
@@ -932,7 +1175,7 @@ fn journal(dir: &Path, paths: &[&str]) -> Result<()> {
 fn find_damage(p: &Policy, ids: &[u64], dir: &Path, report: &Report) -> Result<()> {
     let (snaps, _) = snaps_of(p)?;
     for s in snaps.iter().filter(|s| ids.contains(&s.id)) {
-        let Ok(input) = crate::media::Input::plain(&s.output) else {
+        let Ok(input) = input_of(p, s) else {
             continue;
         };
         let quiet = Report::quiet();
@@ -996,6 +1239,9 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
     let (_, cat) = snaps_of(p)?;
     let Some(_) = cat else { return Ok(Vec::new()) };
     let (_lock, mut cat) = locked_catalog(p, wait)?;
+    if let Some(tape) = &p.streams.tape {
+        settle_tape(p, tape, &cat)?;
+    }
     let dir = streams_dir(p);
     use std::os::unix::fs::MetadataExt;
     let named_files: std::collections::HashSet<(u64, u64)> = cat
@@ -1165,7 +1411,7 @@ fn replicate(
             .unwrap_or(0);
         let inputs = chain[from..]
             .iter()
-            .map(|s| crate::media::Input::plain(&s.output))
+            .map(|s| input_of(p, s))
             .collect::<Result<Vec<_>>>()?;
         let r = crate::volume::receive::receive(
             &crate::volume::receive::ReceiveOptions {

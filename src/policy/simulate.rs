@@ -32,6 +32,9 @@ pub struct Day {
     pub streams_kept: usize,
     /// Their modelled bytes.
     pub bytes_kept: u64,
+    /// Modelled bytes of every stream written so far (what a tape,
+    /// which frees whole cartridges rather than streams, has taken).
+    pub bytes_written: u64,
     /// Streams the newest snapshot's restore reads.
     pub newest_chain: usize,
     /// The most streams any kept snapshot's restore reads.
@@ -76,7 +79,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
     let step = step(p);
     let mut t = start;
     let mut next_id = snaps.last().map(|s| s.id + 1).unwrap_or(1);
-    let (mut peak, mut worst_ever) = (0u64, 0usize);
+    let (mut peak, mut worst_ever, mut written) = (0u64, 0usize, 0u64);
     // What each destination volume holds: (snapshot id, time).
     let mut volumes: Vec<Vec<Snap>> = vec![Vec::new(); p.replicate.len()];
     for d in 0..days {
@@ -94,6 +97,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
             pruned: 0,
             streams_kept: 0,
             bytes_kept: 0,
+            bytes_written: written,
             newest_chain: 0,
             worst_chain: 0,
             replica_snapshots: Vec::new(),
@@ -137,6 +141,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                     output: format!("model-{next_id}"),
                 });
                 next_id += 1;
+                written = written.saturating_add(bytes);
                 day.dumps.push(due.level);
             }
             if let Some(newest) = snaps.last() {
@@ -165,6 +170,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
                     .expect("the newest");
                 n.base = None;
                 n.stream_bytes = m.full_bytes;
+                written = written.saturating_add(m.full_bytes);
                 day.coalesced += 1;
             }
             let doomed = inputs(&snaps).prune();
@@ -172,6 +178,7 @@ pub fn simulate(p: &Policy, mut snaps: Vec<Snap>, start: i64, days: u32, m: &Mod
             snaps.retain(|s| !doomed.contains(&s.id));
             t += step;
         }
+        day.bytes_written = written;
         day.streams_kept = snaps.len();
         day.bytes_kept = snaps
             .iter()

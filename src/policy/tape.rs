@@ -1,0 +1,238 @@
+//! The tape index of a policy whose streams go to tape: which tape file
+//! of which cartridge holds each of its snapshots' dumps
+//! (formats/policy-state.md). A catalog row names only the drive; the
+//! index says where on the tapes the stream is, so that replication and
+//! restores find it, and which cartridges still hold a kept dump.
+//!
+//! Cartridges carry no label of their own in snapdump's tape format, so a
+//! cartridge is named by the first record on it, which is always a
+//! volume header: "12v1-3fa2c1d0" is the cartridge that begins with
+//! volume 1 of snapshot 12 (whose uuid begins 3fa2c1d0). The name stays
+//! true until the cartridge is erased, and an erased cartridge holds no
+//! dump the index could name.
+
+use super::file::Tape;
+use crate::media::tape::volume::VolumeHeader;
+use crate::media::tape::ReadItem;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// The index file in the streams directory.
+pub const INDEX: &str = ".snapdump-policy.tape";
+
+/// One dump on tape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The snapshot's uuid, in hex (ids can repeat across catalogs).
+    pub uuid: String,
+    /// The snapshot's catalog id.
+    pub id: u64,
+    /// The tape file (from 1) the dump starts at on its first cartridge.
+    pub file: u64,
+    /// How many cartridges (volumes) the dump fills.
+    pub volumes: u32,
+    /// The cartridge its first volume is on.
+    pub cartridge: String,
+}
+
+impl Entry {
+    /// Every cartridge the dump is on, first volume first: a dump's
+    /// volume 2 and later each begin a cartridge of their own.
+    pub fn cartridges(&self) -> Vec<String> {
+        let mut v = vec![self.cartridge.clone()];
+        for k in 2..=self.volumes {
+            v.push(label(self.id, k, &self.uuid));
+        }
+        v
+    }
+
+    /// Where the dump is, for people: "/dev/nst0 file 3 (tape 12v1-3fa2c1d0)".
+    pub fn location(&self, device: &str) -> String {
+        let tapes = self.cartridges().join(", then ");
+        format!("{device} file {} (tape {tapes})", self.file)
+    }
+}
+
+/// A dump a run started and had not recorded yet: the snapshot id it was
+/// to get. A run killed between the catalog's commit and the index's
+/// leaves it, and the next run finds the dump's tape file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The snapshot id the dump was to get.
+    pub id: u64,
+}
+
+/// The index as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Index {
+    /// The dumps, in the order they were written.
+    pub entries: Vec<Entry>,
+    /// Dumps started and not recorded.
+    pub pending: Vec<Pending>,
+}
+
+/// The name of the cartridge that begins with volume `volume` of the dump
+/// of snapshot `id` (uuid `uuid`, hex).
+pub fn label(id: u64, volume: u32, uuid: &str) -> String {
+    format!("{id}v{volume}-{}", &uuid[..uuid.len().min(8)])
+}
+
+/// Reads the index in `dir` (empty when missing). A line that cannot be
+/// read is an error: dropping it would forget where a kept dump is.
+pub fn read(dir: &Path) -> Result<Index> {
+    let path = dir.join(INDEX);
+    let text = match std::fs::read(&path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut index = Index::default();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = || {
+            anyhow::anyhow!(
+                "{} line {}: not a tape index line ({line:?}); put the file back from a copy",
+                path.display(),
+                n + 1
+            )
+        };
+        match f.as_slice() {
+            ["dump", uuid, id, file, volumes, cartridge]
+                if uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                index.entries.push(Entry {
+                    uuid: uuid.to_string(),
+                    id: id.parse().map_err(|_| bad())?,
+                    file: file.parse().ok().filter(|&f| f >= 1).ok_or_else(bad)?,
+                    volumes: volumes.parse().ok().filter(|&v| v >= 1).ok_or_else(bad)?,
+                    cartridge: cartridge.to_string(),
+                })
+            }
+            ["pending", id] => index.pending.push(Pending {
+                id: id.parse().map_err(|_| bad())?,
+            }),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(index)
+}
+
+/// Replaces the index in `dir` atomically.
+pub fn write(dir: &Path, index: &Index) -> Result<()> {
+    let mut text = String::new();
+    for e in &index.entries {
+        text.push_str(&format!(
+            "dump\t{}\t{}\t{}\t{}\t{}\n",
+            e.uuid, e.id, e.file, e.volumes, e.cartridge
+        ));
+    }
+    for p in &index.pending {
+        text.push_str(&format!("pending\t{}\n", p.id));
+    }
+    crate::atomic::replace_file(&dir.join(INDEX), text.as_bytes())
+}
+
+/// What the first record of the loaded cartridge is.
+pub enum Loaded {
+    /// Nothing is recorded on it: the next dump begins it.
+    Blank,
+    /// A snapdump dump's volume: the cartridge's name.
+    Named(String),
+}
+
+fn open(tape: &Tape) -> Result<Option<Box<dyn crate::media::tape::Device>>> {
+    if crate::media::kind::is_virtual_tape(&tape.device) && !Path::new(&tape.device).exists() {
+        return Ok(None);
+    }
+    crate::media::tape::writer::open_device(&tape.device, false, 0).map(Some)
+}
+
+/// Names the cartridge loaded in `tape` by its first record. A cartridge
+/// that begins with something else (a tar archive, another program's
+/// data) is refused: appending to it would look as if it were ours.
+pub fn loaded(tape: &Tape) -> Result<Loaded> {
+    let Some(mut dev) = open(tape)? else {
+        return Ok(Loaded::Blank);
+    };
+    dev.rewind()
+        .with_context(|| format!("cannot rewind {}", tape.device))?;
+    let mut buf = Vec::new();
+    let item = dev
+        .read_record(&mut buf, crate::media::tape::MAX_BLOCK_SIZE as usize)
+        .with_context(|| format!("cannot read the first record of {}", tape.device))?;
+    match item {
+        ReadItem::EndOfData => Ok(Loaded::Blank),
+        ReadItem::Record(n) => match VolumeHeader::decode(&buf[..n]) {
+            Ok(h) => Ok(Loaded::Named(label(
+                h.snapshot_id,
+                h.volume,
+                &crate::ids::hex(&h.snapshot_uuid),
+            ))),
+            Err(e) => bail!(
+                "the tape in {} does not begin with a snapdump dump ({e}); load a blank cartridge or one of this policy's",
+                tape.device
+            ),
+        },
+        ReadItem::Filemark => bail!(
+            "the tape in {} begins with a filemark, not a snapdump dump; load a blank cartridge or one of this policy's",
+            tape.device
+        ),
+    }
+}
+
+/// Finds, on the loaded cartridge, the tape file whose dump is of the
+/// snapshot with uuid `uuid` (hex): the file number and its volume
+/// header's volume number.
+pub fn find(tape: &Tape, uuid: &str) -> Result<Option<(u64, u32)>> {
+    let Some(mut dev) = open(tape)? else {
+        return Ok(None);
+    };
+    dev.rewind()?;
+    let mut buf = Vec::new();
+    for file in 1u64.. {
+        match dev.read_record(&mut buf, crate::media::tape::MAX_BLOCK_SIZE as usize)? {
+            ReadItem::EndOfData => return Ok(None),
+            ReadItem::Filemark => continue,
+            ReadItem::Record(n) => {
+                if let Ok(h) = VolumeHeader::decode(&buf[..n]) {
+                    if crate::ids::hex(&h.snapshot_uuid) == uuid {
+                        return Ok(Some((file, h.volume)));
+                    }
+                }
+            }
+        }
+        if dev.space_filemarks(1)? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_and_refuses_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index {
+            entries: vec![Entry {
+                uuid: "3fa2c1d0".repeat(4),
+                id: 12,
+                file: 3,
+                volumes: 2,
+                cartridge: "9v1-00112233".into(),
+            }],
+            pending: vec![Pending { id: 13 }],
+        };
+        write(dir.path(), &index).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), index);
+        assert_eq!(
+            index.entries[0].cartridges(),
+            vec!["9v1-00112233".to_string(), "12v2-3fa2c1d0".to_string()]
+        );
+        std::fs::write(dir.path().join(INDEX), "dump\tzz\t1\t1\t1\tx\n").unwrap();
+        let e = read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}
