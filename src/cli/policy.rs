@@ -138,7 +138,14 @@ pub fn run_policy(c: PolicyCmd) -> Result<i32> {
                     t.device,
                     p.streams.dir.display()
                 ),
-                None => format!("into {}", p.streams.dir.display()),
+                None => match &p.streams.volume {
+                    Some(v) => format!(
+                        "into the volume {} (its state in {})",
+                        v.display(),
+                        p.streams.dir.display()
+                    ),
+                    None => format!("into {}", p.streams.dir.display()),
+                },
             };
             print::lines(std::iter::once(format!(
                 "{}: ok: dumps {} {to}",

@@ -48,6 +48,11 @@ pub struct Streams {
     pub name: String,
     /// The tape the dumps are appended to, instead of files in `dir`.
     pub tape: Option<Tape>,
+    /// The volume each dump is received into, instead of files in `dir`
+    /// (a `.vol` file; created when missing): the snapshots live there,
+    /// each restorable on its own, and `dir` holds only the policy's state
+    /// and, for the length of a run, the stream on its way in.
+    pub volume: Option<PathBuf>,
 }
 
 /// A tape the policy appends its dumps to, one tape file each
@@ -196,6 +201,7 @@ struct RawStreams {
     new_volume: Option<toml::Spanned<String>>,
     block_kib: Option<toml::Spanned<u64>>,
     tape_capacity: Option<toml::Spanned<String>>,
+    volume: Option<toml::Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +380,11 @@ impl Policy {
                 return Some(format!("the tape {}", t.device));
             }
         }
+        if let Some(v) = &self.streams.volume {
+            if path.starts_with(resolved(v)) {
+                return Some(format!("the volume {}", v.display()));
+            }
+        }
         for r in &self.replicate {
             if path.starts_with(resolved(&r.to)) {
                 return Some(format!("the replica {}", r.to.display()));
@@ -542,6 +553,8 @@ impl Policy {
         };
         let tape = tape_of(&raw.streams, &at);
         let tape_span = raw.streams.tape.as_ref().map(|t| t.span());
+        let volume_span = raw.streams.volume.as_ref().map(|v| v.span());
+        let volume = raw.streams.volume.as_ref().map(|v| v.get_ref().clone());
         let name_span = raw.streams.name.as_ref().map(|n| n.span());
         let span = raw.schedule.span();
         let s = raw.schedule.into_inner();
@@ -658,6 +671,7 @@ impl Policy {
                         compression: 0,
                         name: n.clone(),
                         tape: None,
+                        volume: None,
                     }
                     .name(&stem, u64::MAX, 9, "20270101T000000Z", true);
                     if longest.len() > 255 {
@@ -667,6 +681,41 @@ impl Policy {
                 n
             }
         };
+        if let (Some(v), Some(span)) = (&volume, volume_span.clone()) {
+            let on = resolved(v);
+            if tape.is_some() {
+                at(
+                    span.clone(),
+                    "streams.volume and streams.tape are two places for the same streams; give one"
+                        .into(),
+                );
+            }
+            if v.extension().is_none_or(|e| e != "vol") || !v.is_absolute() {
+                at(
+                    span.clone(),
+                    format!(
+                        "streams.volume {} must be an absolute path to a volume, ending in .vol",
+                        v.display()
+                    ),
+                );
+            } else if on.starts_with(&source) || on.starts_with(&dir) {
+                at(span.clone(), format!("streams.volume {} is inside the source or streams.dir; a volume needs a place of its own", v.display()));
+            }
+            if name_span.is_some() {
+                at(span.clone(), "streams.name names stream files, and with streams.volume there are none; leave it out".into());
+            }
+            let c = &raw.coalesce;
+            if c.chain.is_some()
+                || c.increments_percent.is_some()
+                || c.age.is_some()
+                || c.free_percent.is_some()
+            {
+                at(span.clone(), "[coalesce] makes synthetic fulls of streams, and with streams.volume there are none (a volume's snapshots each restore on their own); leave [coalesce] out".into());
+            }
+            if !raw.mirror.is_empty() || !raw.replicate.is_empty() {
+                at(span, "[[replicate]] and [[mirror]] are fed from the policy's streams, and with streams.volume there are none; leave them out (streams.volume is itself the copy a replica would be)".into());
+            }
+        }
         if let (Some(_), Some(span)) = (&tape, name_span) {
             at(span, "streams.name names stream files, and with streams.tape there are none; leave it out".into());
         }
@@ -813,6 +862,7 @@ impl Policy {
                     .unwrap_or(crate::dump::DEFAULT_COMPRESSION),
                 name,
                 tape,
+                volume: volume.map(|v| resolved(&v)),
             },
             schedule,
             keep,

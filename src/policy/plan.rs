@@ -294,6 +294,24 @@ fn around_broken(d: DumpDue, i: &Inputs) -> DumpDue {
     d
 }
 
+/// With streams into a volume, an increment is taken on the newest
+/// snapshot whatever its level: a volume applies streams in order, each on
+/// the snapshot it holds as newest. The level still sets the cycle (when
+/// the next level 0 is due), and the chain is kept as any chain is.
+fn on_the_newest(p: &Policy, d: DumpDue, i: &Inputs) -> DumpDue {
+    match (&p.streams.volume, d.base, i.snaps.last()) {
+        (Some(_), Some(b), Some(newest)) if b != newest.id => DumpDue {
+            base: Some(newest.id),
+            why: format!(
+                "{}; taken on the newest, snapshot {}, instead, as the volume applies streams in order",
+                d.why, newest.id
+            ),
+            ..d
+        },
+        _ => d,
+    }
+}
+
 fn interval(p: &Policy) -> i64 {
     p.schedule.interval().as_secs().min(i64::MAX as u64) as i64
 }
@@ -301,7 +319,9 @@ fn interval(p: &Policy) -> i64 {
 /// The plan for `inputs` under `p`.
 pub fn plan(p: &Policy, i: &Inputs) -> Plan {
     let snapshots = decisions(p, i);
-    let dump = due(&p.schedule, i.snaps, i.now).map(|d| around_broken(d, i));
+    let dump = due(&p.schedule, i.snaps, i.now)
+        .map(|d| around_broken(d, i))
+        .map(|d| on_the_newest(p, d, i));
     let then_prune = match &dump {
         Some(d) => {
             let mut after = i.snaps.to_vec();

@@ -160,6 +160,10 @@ fn table(c: &Catalog, p: &Policy) -> Result<Vec<Snap>> {
         Some(_) => Some(super::tape::read(&dir)?),
         None => None,
     };
+    let held = match &p.streams.volume {
+        Some(v) => Some(held_in_volume(v, &c.state.source_uuid)?),
+        None => None,
+    };
     Ok(c.state
         .snapshots
         .iter()
@@ -172,6 +176,14 @@ fn table(c: &Catalog, p: &Policy) -> Result<Vec<Snap>> {
                         .iter()
                         .find(|e| e.uuid == uuid && e.id == s.snap.id)?;
                     e.location(&tape.device)
+                }
+                _ if held.is_some() => {
+                    let vol = p.streams.volume.as_ref().expect("held is the volume's");
+                    let vid = held.as_ref().and_then(|h| h.get(&s.snap.uuid))?;
+                    if s.output != volume_label(vol) {
+                        return None;
+                    }
+                    format!("{}@{vid}", vol.display())
                 }
                 _ if in_dir(&dir, &s.output) => s.output.clone(),
                 _ => return None,
@@ -188,9 +200,241 @@ fn table(c: &Catalog, p: &Policy) -> Result<Vec<Snap>> {
         .collect())
 }
 
+/// What the catalog row of a snapshot in the policy's volume `vol` names
+/// as its output (its stream is gone once the volume took it).
+fn volume_label(vol: &Path) -> String {
+    format!("volume {}", vol.display())
+}
+
+/// The snapshots of source `source` that volume `vol` holds: snapshot
+/// uuid -> the volume's id of it (`VOL@ID`). Empty while the volume is
+/// not there (before the first dump).
+fn held_in_volume(
+    vol: &Path,
+    source: &[u8; 16],
+) -> Result<std::collections::HashMap<[u8; 16], u64>> {
+    if !vol.exists() {
+        return Ok(Default::default());
+    }
+    let v = crate::volume::Volume::open(
+        vol,
+        crate::volume::store::Access::Read,
+        crate::lock::Wait::Yes,
+    )?;
+    Ok(v.state
+        .snapshots
+        .iter()
+        .filter(|s| &s.source == source)
+        .map(|s| (s.snap.uuid, s.id))
+        .collect())
+}
+
+/// The stream a dump into the policy's volume goes through: a file in the
+/// streams directory, from the dump's commit until the volume took it.
+fn incoming_name(id: u64) -> String {
+    format!("incoming.{id:06}.sdump")
+}
+
+fn is_incoming(dir: &Path, output: &str) -> bool {
+    in_dir(dir, output)
+        && Path::new(output)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("incoming.") && n.ends_with(".sdump"))
+}
+
+/// Brings the policy's volume `vol` up to the catalog `cat` (locked by the
+/// caller): each row whose stream is still on its way in (an incoming file
+/// in the streams directory) is received into the volume, in id order, in
+/// one commit each; then the rows name the volume instead, in one catalog
+/// commit; then the incoming files no row names are deleted. Every step
+/// can be cut by a kill and is done again, or found done, by the next
+/// run: a stream the volume already holds (by snapshot uuid) is not
+/// received twice.
+fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> Result<()> {
+    let dir = streams_dir(p);
+    let label = volume_label(vol);
+    let mut changed = false;
+    for k in 0..cat.state.snapshots.len() {
+        let r = &cat.state.snapshots[k];
+        if !is_incoming(&dir, &r.output) || !Path::new(&r.output).exists() {
+            continue;
+        }
+        if !vol.exists() {
+            may_make(&dir, "volume", vol)?;
+            if let Some(parent) = vol.parent().filter(|d| !d.is_dir()) {
+                bail!(
+                    "the directory {} of the volume {} is not there (is its disk mounted?); make it, or change streams.volume",
+                    parent.display(),
+                    vol.display()
+                );
+            }
+            crate::volume::store::create(
+                vol,
+                &crate::volume::store::CreateOptions {
+                    block_size: cat.state.block_size,
+                    compact: false,
+                    max_bytes: 0,
+                    uuid: None,
+                },
+            )?;
+        }
+        note_made(&dir, "volume", vol)?;
+        if !held_in_volume(vol, &cat.state.source_uuid)?.contains_key(&r.snap.uuid) {
+            crate::volume::receive::receive(
+                &crate::volume::receive::ReceiveOptions {
+                    inputs: vec![crate::media::Input::plain(&r.output)?],
+                    volume: vol.to_path_buf(),
+                    wait: crate::lock::Wait::Yes,
+                    digest: crate::stream::reader::Digest::Skip,
+                },
+                report,
+            )
+            .with_context(|| {
+                format!(
+                    "snapshot {}'s stream {} could not go into the volume {} (it stays, and the next run tries again)",
+                    r.snap.id,
+                    r.output,
+                    vol.display()
+                )
+            })?;
+            crate::failpoint::hit("policy-volume-received");
+        }
+        cat.state.snapshots[k].output = label.clone();
+        changed = true;
+    }
+    // Rows of the volume's that it no longer holds (a run killed between
+    // a prune's deletions in the volume and its catalog commit) leave the
+    // catalog too: nothing is built on what the volume lacks. Only while
+    // the volume is there: a missing one is a disk that did not mount.
+    if vol.exists() {
+        let held = held_in_volume(vol, &cat.state.source_uuid)?;
+        // A prune never deletes the newest snapshot: a volume without the
+        // catalog's newest one of it is another volume (another disk, a
+        // volume made anew), not one a killed prune left.
+        if let Some(newest) = cat.state.snapshots.iter().rev().find(|r| r.output == label) {
+            if !held.contains_key(&newest.snap.uuid) {
+                bail!(
+                    "the volume {} does not hold snapshot {}, the newest the catalog has in it: it is another volume (another disk, or one made anew); nothing was changed. Put the right one back, or, if the old one is gone for good, give streams.volume a new path (a new volume starts there with a level 0)",
+                    vol.display(),
+                    newest.snap.id,
+                );
+            }
+        }
+        let st = &mut cat.state;
+        let mut k = 0;
+        while k < st.snapshots.len() {
+            if st.snapshots[k].output == label && !held.contains_key(&st.snapshots[k].snap.uuid) {
+                crate::progress::note(&format!(
+                    "snapshot {} is no longer in the volume {} (a run pruning it was killed); the catalog forgets it too",
+                    st.snapshots[k].snap.id,
+                    vol.display()
+                ));
+                st.snapshots.remove(k);
+                st.planes.remove(k);
+                changed = true;
+            } else {
+                k += 1;
+            }
+        }
+    }
+    if changed {
+        cat.commit()?;
+        crate::failpoint::hit("policy-volume-settled");
+    }
+    let named: std::collections::HashSet<&str> = cat
+        .state
+        .snapshots
+        .iter()
+        .map(|r| r.output.as_str())
+        .collect();
+    for e in std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list streams directory {}", dir.display()))?
+    {
+        let path = e?.path().display().to_string();
+        if is_incoming(&dir, &path) && !named.contains(path.as_str()) {
+            remove(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The due dump `d`, into the policy's volume: dumped to an incoming
+/// stream in the streams directory (the catalog takes it there), then
+/// received into the volume and the stream deleted ([`settle_volume`]).
+fn dump_to_volume(
+    p: &Policy,
+    vol: &Path,
+    d: &super::plan::DumpDue,
+    now: Time,
+    wait: crate::lock::Wait,
+    report: &Report,
+) -> Result<Done> {
+    let dir = streams_dir(p);
+    claim_shared(p, "volume", vol)?;
+    if !vol.exists() {
+        // Refused before the dump, not after: a volume made before and
+        // missing now is a disk that did not mount.
+        may_make(&dir, "volume", vol)?;
+    }
+    let (_, cat) = snaps_of(p)?;
+    let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
+    let out = free_name(&dir, &incoming_name(id));
+    let opts = crate::dump::DumpOptions {
+        level: d.level,
+        output: out.display().to_string(),
+        volumes: Vec::new(),
+        tape: tape_defaults(),
+        catalog_root: catalog_root(p),
+        compression: p.streams.compression,
+        source: p.source.clone(),
+        base: d.base,
+        wait,
+        resume: false,
+        cross_mounts: false,
+        rules: None,
+        rules_changed: false,
+        snapshot_time: Some(now),
+    };
+    let s = crate::dump::dump(&opts, report).with_context(|| {
+        format!(
+            "the level {} dump for the volume {} failed (nothing of it was kept)",
+            d.level,
+            vol.display()
+        )
+    })?;
+    crate::failpoint::hit("policy-dumped");
+    let (_lock, mut cat) = locked_catalog(p, wait)?;
+    settle_volume(p, vol, &mut cat, report)?;
+    let vid = held_in_volume(vol, &cat.state.source_uuid)?
+        .get(&s.snapshot.uuid)
+        .copied()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the volume {} lacks snapshot {} after receiving it",
+                vol.display(),
+                s.snapshot.id
+            )
+        })?;
+    Ok(Done {
+        snapshot: s.snapshot.id,
+        level: s.snapshot.level,
+        stream: format!("{}@{vid}", vol.display()),
+        stream_bytes: s.stream_bytes,
+        why: d.why.clone(),
+    })
+}
+
 /// The stream of snapshot `s` (a row of [`table`]) to read: its file, or
 /// its tape file on the policy's tape.
 fn input_of(p: &Policy, s: &Snap) -> Result<crate::media::Input> {
+    if let Some(v) = &p.streams.volume {
+        bail!(
+            "snapshot {} is in the volume {}, not in a stream",
+            s.id,
+            v.display()
+        );
+    }
     let Some(tape) = &p.streams.tape else {
         return crate::media::Input::plain(&s.output);
     };
@@ -352,11 +596,14 @@ pub fn broken(snaps: &[Snap], dir: &Path) -> Vec<(u64, String)> {
 /// [`broken`] for the policy's medium: a tape cannot be checked without
 /// reading it, so streams on tape are taken as whole (a damaged one is
 /// found when it is read, as any tape's).
+///
+/// Snapshots in the policy's volume have no stream; the volume's own
+/// checksums guard them (`snapdump volume check`).
 fn broken_streams(p: &Policy, snaps: &[Snap]) -> Vec<(u64, String)> {
-    match p.streams.tape {
-        Some(_) => Vec::new(),
-        None => broken(snaps, &streams_dir(p)),
+    if p.streams.tape.is_some() || p.streams.volume.is_some() {
+        return Vec::new();
     }
+    broken(snaps, &streams_dir(p))
 }
 
 /// The plan for the policy now (or at `at`).
@@ -443,6 +690,11 @@ pub fn run(
     }
     if let (Some(d), None, Some(tape)) = (summary.plan.dump.clone(), &empty, &p.streams.tape) {
         summary.dumped = Some(dump_to_tape(p, tape, &d, now, wait, report)?);
+        summary.plan = plan_now(p, Some(now))?;
+    } else if let (Some(d), None, Some(vol)) =
+        (summary.plan.dump.clone(), &empty, &p.streams.volume)
+    {
+        summary.dumped = Some(dump_to_volume(p, vol, &d, now, wait, report)?);
         summary.plan = plan_now(p, Some(now))?;
     } else if let (Some(d), None) = (summary.plan.dump.clone(), &empty) {
         let (_, cat) = snaps_of(p)?;
@@ -628,6 +880,9 @@ fn dump_to_tape(
     let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
     let first = super::tape::loaded(tape)?;
     let mut index = super::tape::read(&dir)?;
+    if let super::tape::Loaded::Named(name, files) = &first {
+        super::tape::check_loaded(&index, &tape.device, name, *files)?;
+    }
     if !index.pending.iter().any(|q| q.id == id) {
         index.pending.push(super::tape::Pending { id });
         super::tape::write(&dir, &index)?;
@@ -663,7 +918,7 @@ fn dump_to_tape(
     let uuid = crate::ids::hex(&s.snapshot.uuid);
     let entry = super::tape::Entry {
         cartridge: match first {
-            super::tape::Loaded::Named(n) => n,
+            super::tape::Loaded::Named(n, _) => n,
             super::tape::Loaded::Blank => super::tape::label(s.snapshot.id, 1, &uuid),
         },
         uuid,
@@ -710,7 +965,7 @@ fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()
             Some((file, 1)) => {
                 let first = super::tape::loaded(tape)?;
                 let cartridge = match first {
-                    super::tape::Loaded::Named(n) => n,
+                    super::tape::Loaded::Named(n, _) => n,
                     super::tape::Loaded::Blank => super::tape::label(row.snap.id, 1, &uuid),
                 };
                 crate::progress::note(&format!(
@@ -808,6 +1063,7 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
                     .tape
                     .as_ref()
                     .is_some_and(|t| Path::new(&t.device) == path),
+                "volume" => o.streams.volume.as_deref() == Some(path),
                 _ => o.mirror.iter().any(|m| m == path),
             });
             if still {
@@ -961,6 +1217,10 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
     let snaps = table(&cat, p)?;
     let pl = plan_with_pins(p, &snaps, now.sec, Some(cat.state.source_uuid));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
+    let held = match &p.streams.volume {
+        Some(v) => held_in_volume(v, &cat.state.source_uuid)?,
+        None => Default::default(),
+    };
     if doomed.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -999,6 +1259,23 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
         .filter(|s| ours(p, s))
         .collect();
     journal(&streams_dir(p), &doomed)?;
+    if let Some(v) = &p.streams.volume {
+        // The volume first: a kill after it leaves catalog rows the volume
+        // does not hold, which the next sweep takes out; the other order
+        // would leave snapshots in the volume that no run ever deletes.
+        for d in &done {
+            if let Some(vid) = d
+                .stream
+                .rsplit_once('@')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+            {
+                if held.values().any(|&h| h == vid) {
+                    crate::volume::admin::delete_snapshot(v, &vid.to_string(), wait)?;
+                    crate::failpoint::hit("policy-volume-deleted");
+                }
+            }
+        }
+    }
     crate::failpoint::hit("policy-before-prune-commit");
     cat.commit()?;
     for d in &done {
@@ -1242,6 +1519,9 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
     if let Some(tape) = &p.streams.tape {
         settle_tape(p, tape, &cat)?;
     }
+    if let Some(vol) = &p.streams.volume {
+        settle_volume(p, vol, &mut cat, &Report::quiet())?;
+    }
     let dir = streams_dir(p);
     use std::os::unix::fs::MetadataExt;
     let named_files: std::collections::HashSet<(u64, u64)> = cat
@@ -1284,7 +1564,9 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
             }
             continue;
         }
-        if name.starts_with('.') || !name.ends_with(".sdump") {
+        // With a volume, the directory's only streams are incoming ones,
+        // which settle_volume took care of.
+        if name.starts_with('.') || !name.ends_with(".sdump") || p.streams.volume.is_some() {
             continue;
         }
         let Ok(m) = std::fs::symlink_metadata(&path) else {

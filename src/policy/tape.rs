@@ -136,8 +136,9 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
 pub enum Loaded {
     /// Nothing is recorded on it: the next dump begins it.
     Blank,
-    /// A snapdump dump's volume: the cartridge's name.
-    Named(String),
+    /// A snapdump dump's volume: the cartridge's name, and how many
+    /// filemarks (complete tape files) it holds.
+    Named(String, u64),
 }
 
 fn open(tape: &Tape) -> Result<Option<Box<dyn crate::media::tape::Device>>> {
@@ -151,6 +152,28 @@ fn open(tape: &Tape) -> Result<Option<Box<dyn crate::media::tape::Device>>> {
 /// that begins with something else (a tar archive, another program's
 /// data) is refused: appending to it would look as if it were ours.
 pub fn loaded(tape: &Tape) -> Result<Loaded> {
+    // A virtual tape is checked by its bytes first: its reader skips what
+    // does not parse as records (to carry on past damage), so a foreign
+    // file would read as a blank tape and be written over.
+    if crate::media::kind::is_virtual_tape(&tape.device) {
+        match std::fs::read(&tape.device) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Blank),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", tape.device)),
+            Ok(b) if b.is_empty() => return Ok(Loaded::Blank),
+            Ok(b) => {
+                let n = crate::media::tape::volume::VOLUME_HEADER_LEN;
+                let ok = b.len() >= n + 8
+                    && b[..4] == (n as u32).to_le_bytes()
+                    && VolumeHeader::decode(&b[4..4 + n]).is_ok();
+                if !ok {
+                    bail!(
+                        "the virtual tape {} does not begin with a snapdump dump; nothing was written to it (move it away, or give another streams.tape)",
+                        tape.device
+                    );
+                }
+            }
+        }
+    }
     let Some(mut dev) = open(tape)? else {
         return Ok(Loaded::Blank);
     };
@@ -163,11 +186,16 @@ pub fn loaded(tape: &Tape) -> Result<Loaded> {
     match item {
         ReadItem::EndOfData => Ok(Loaded::Blank),
         ReadItem::Record(n) => match VolumeHeader::decode(&buf[..n]) {
-            Ok(h) => Ok(Loaded::Named(label(
-                h.snapshot_id,
-                h.volume,
-                &crate::ids::hex(&h.snapshot_uuid),
-            ))),
+            Ok(h) => {
+                dev.rewind()?;
+                let files = dev
+                    .space_filemarks(u64::MAX >> 2)
+                    .with_context(|| format!("cannot space {} to its end", tape.device))?;
+                Ok(Loaded::Named(
+                    label(h.snapshot_id, h.volume, &crate::ids::hex(&h.snapshot_uuid)),
+                    files,
+                ))
+            }
             Err(e) => bail!(
                 "the tape in {} does not begin with a snapdump dump ({e}); load a blank cartridge or one of this policy's",
                 tape.device
@@ -178,6 +206,30 @@ pub fn loaded(tape: &Tape) -> Result<Loaded> {
             tape.device
         ),
     }
+}
+
+/// Refuses to append to the loaded cartridge `name`, holding `files`
+/// complete tape files, when the index places a dump on it beyond them:
+/// the cartridge was cut short or written over, and a dump appended now
+/// would take a kept dump's tape file.
+pub fn check_loaded(index: &Index, device: &str, name: &str, files: u64) -> Result<()> {
+    for e in &index.entries {
+        // A dump's volume 2 and later begin their cartridge (tape file 1).
+        let needed = if e.cartridge == name {
+            e.file
+        } else if e.cartridges().iter().any(|c| c == name) {
+            1
+        } else {
+            continue;
+        };
+        if files < needed {
+            bail!(
+                "the tape in {device} (tape {name}) holds {files} complete tape file(s), but the tape index has snapshot {}'s dump as file {needed} of it: the cartridge was cut short or written over; nothing was appended (load another cartridge; the dumps past its end are lost)",
+                e.id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Finds, on the loaded cartridge, the tape file whose dump is of the

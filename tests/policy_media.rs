@@ -1,9 +1,11 @@
-//! Policies whose streams go to tape (a virtual tape; the simulated st
-//! drive takes the same path): each run appends its dump as the next tape
-//! file, the tape index says where each kept snapshot is, pruning names
-//! the cartridges it frees, and every kept snapshot restores from the
-//! tape, also after runs killed at each step and dumps that span
-//! cartridges.
+//! Policies whose streams go to a tape or into a volume instead of files.
+//! Tape (a virtual tape, and the simulated st drive): each run appends
+//! its dump as the next tape file, the tape index says where each kept
+//! snapshot is, pruning names the cartridges it frees, and every kept
+//! snapshot restores from the tape, also after runs killed at each step
+//! and dumps that span cartridges. Volume: each dump is received into it,
+//! pruning deletes there, and every kept snapshot extracts from it, also
+//! after runs killed at each step.
 
 mod common;
 use common::*;
@@ -552,4 +554,323 @@ fn a_policy_on_the_simulated_st_drive_appends_and_restores() {
         ]);
     }
     assert_tree_is(&trees[&4], &target, "snapshot 4 from the drive");
+}
+
+fn volume_policy(t: &Paths, vol: &Path, body: &str) -> PathBuf {
+    let pol = t.dir.path().join("policy.toml");
+    fs::write(
+        &pol,
+        format!(
+            "source = \"{}\"\ncatalog = \"{}\"\n\n[streams]\ndir = \"{}\"\nvolume = \"{}\"\ncompression = 1\n\n{body}",
+            t.src.display(),
+            t.cat.display(),
+            t.dir.path().join("state").display(),
+            vol.display()
+        ),
+    )
+    .unwrap();
+    pol
+}
+
+/// The volume's snapshots of the source: snapshot id -> volume id.
+fn in_volume(vol: &Path) -> BTreeMap<u64, u64> {
+    let v = json(&["volume", "snapshots", "--json", p(vol)]);
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["snapshot"]["id"].as_u64().unwrap(),
+                s["volume_id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The volume holds exactly the catalog's snapshots, the plan names each
+/// as VOL@ID, no stream is left in the state directory, and each
+/// snapshot in `check` extracts from the volume to its tree.
+fn check_volume(
+    t: &Paths,
+    pol: &Path,
+    vol: &Path,
+    day: u64,
+    trees: &BTreeMap<u64, Tree>,
+    check: bool,
+) {
+    let held = in_volume(vol);
+    let rows = bases(&t.cat);
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        rows.keys().collect::<Vec<_>>(),
+        "day {day}: the volume holds the catalog's snapshots"
+    );
+    let plan = json(&["policy", "plan", "--json", "--at", &time_of(day), p(pol)]);
+    let named: Vec<String> = plan["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = held
+        .values()
+        .map(|v| format!("{}@{v}", vol.display()))
+        .collect();
+    assert_eq!(named, want, "day {day}");
+    let left: Vec<String> = fs::read_dir(t.dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("sdump"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "day {day}: left in the state directory: {left:?}"
+    );
+    if check {
+        for (id, vid) in &held {
+            let target = t.dir.path().join(format!("x{id}"));
+            let _ = fs::remove_dir_all(&target);
+            let at = format!("{}@{vid}", vol.display());
+            let (c, _, e) = run_s(&["volume", "extract", &at, p(&target)]);
+            assert_eq!(c, 0, "day {day}: {at}: {e}");
+            assert_tree_is(
+                &trees[id],
+                &target,
+                &format!("day {day}: snapshot {id} from {at}"),
+            );
+            fs::remove_dir_all(&target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn runs_into_a_volume_keep_there_what_retention_keeps_and_each_extracts() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 150_000)).unwrap();
+    let vol = t.dir.path().join("disk").join("home.vol");
+    fs::create_dir(vol.parent().unwrap()).unwrap();
+    let pol = volume_policy(
+        &t,
+        &vol,
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 1, 2]\n\n[keep]\nlast = 3\nweekly = 2\n",
+    );
+    let (c, out, e) = run_s(&["policy", "check", p(&pol)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(String::from_utf8_lossy(&out).contains("into the volume"));
+    let mut trees = BTreeMap::new();
+    let mut pruned = 0;
+    for day in 0..16u64 {
+        churn(&t.src, day);
+        trees.insert(day + 1, snapshot_tree(&t.src));
+        let v = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert_eq!(v["dumped"]["snapshot"], day + 1, "{v}");
+        pruned += v["pruned"].as_array().unwrap().len();
+        let again = json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert!(
+            again["dumped"].is_null() && again["pruned"].as_array().unwrap().is_empty(),
+            "{again}"
+        );
+        check_volume(&t, &pol, &vol, day, &trees, day % 5 == 4 || day == 15);
+    }
+    assert!(pruned >= 8, "retention pruned {pruned}");
+    // A volume the policy made and that is gone (its disk did not mount)
+    // is not made again below the mount point.
+    fs::rename(&vol, t.dir.path().join("aside.vol")).unwrap();
+    churn(&t.src, 16);
+    let (c, _, e) = run_s(&["run", "--at", &time_of(16), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("is its disk mounted?") && e.trim_end().lines().count() == 1,
+        "{e}"
+    );
+    assert!(!vol.exists());
+}
+
+#[test]
+fn runs_into_a_volume_killed_at_each_step_are_finished_by_the_next() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let vol = t.dir.path().join("home.vol");
+    let pol = volume_policy(
+        &t,
+        &vol,
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 1]\n\n[keep]\nlast = 2\n",
+    );
+    let points = [
+        "dump-data",
+        "policy-dumped",
+        "volume-before-commit",
+        "policy-volume-received",
+        "policy-volume-settled",
+        "policy-volume-deleted",
+        "policy-before-prune-commit",
+    ];
+    let mut trees = BTreeMap::new();
+    let mut rng = Rng(17);
+    let mut killed = 0;
+    for day in 0..28u64 {
+        churn(&t.src, day);
+        let tree = snapshot_tree(&t.src);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"));
+        cmd.args(["run", "--json", "--at", &time_of(day), p(&pol)])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let status = if day % 4 == 3 {
+            let mut child = cmd.spawn().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(rng.below(80)));
+            let _ = child.kill();
+            child.wait().unwrap()
+        } else {
+            cmd.env(
+                "SNAPDUMP_FAILPOINT",
+                format!("{}:1", points[day as usize % points.len()]),
+            )
+            .status()
+            .unwrap()
+        };
+        killed += !status.success() as u32;
+        let (c, out, e) = run_s(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert_eq!(c, 0, "day {day}: the run after the kill: {e}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["plan"]["dump"].is_null(), "day {day}: {v}");
+        for id in bases(&t.cat).keys() {
+            trees.entry(*id).or_insert_with(|| tree.clone());
+        }
+        check_volume(&t, &pol, &vol, day, &trees, day % 3 == 2);
+    }
+    assert!(killed >= 16, "only {killed} runs were killed");
+}
+
+#[test]
+fn check_refuses_what_a_volume_policy_cannot_do() {
+    let t = paths();
+    let vol = t.dir.path().join("v.vol");
+    let tape = t.dir.path().join("t.tap");
+    for (streams, body, want) in [
+        (
+            format!("tape = \"{}\"\n", tape.display()),
+            String::new(),
+            "give one",
+        ),
+        (
+            "name = \"{id}.sdump\"\n".to_string(),
+            String::new(),
+            "streams.name names stream files",
+        ),
+        (
+            String::new(),
+            "[coalesce]\nchain = 2\n".to_string(),
+            "[coalesce] makes synthetic fulls",
+        ),
+        (
+            String::new(),
+            format!(
+                "[[replicate]]\nto = \"{}\"\n",
+                t.dir.path().join("r.vol").display()
+            ),
+            "leave them out",
+        ),
+    ] {
+        let pol = t.dir.path().join("p.toml");
+        fs::write(
+            &pol,
+            format!(
+                "source = \"{}\"\n[streams]\ndir = \"{}\"\nvolume = \"{}\"\n{streams}[schedule]\nevery = \"1d\"\n{body}",
+                t.src.display(),
+                t.dir.path().join("s").display(),
+                vol.display()
+            ),
+        )
+        .unwrap();
+        let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
+        assert_eq!(c, 2, "{streams}{body}: {e}");
+        assert!(
+            e.contains(want) && e.contains("line "),
+            "{streams}{body}: {e}"
+        );
+    }
+    let pol = t.dir.path().join("p.toml");
+    fs::write(
+        &pol,
+        format!(
+            "source = \"{}\"\n[streams]\ndir = \"{}\"\nvolume = \"{}\"\n[schedule]\nevery = \"1d\"\n",
+            t.src.display(),
+            t.dir.path().join("s").display(),
+            t.src.join("in.vol").display()
+        ),
+    )
+    .unwrap();
+    let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("inside the source"), "{e}");
+}
+
+#[test]
+fn a_cut_short_or_foreign_cartridge_and_another_volume_are_refused_untouched() {
+    let t = paths();
+    fs::write(t.src.join("a"), bytes(7, 300_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let pol = tape_policy(
+        &t,
+        &tape,
+        "",
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n\n[keep]\nlast = 3\n",
+    );
+    for day in 0..3u64 {
+        churn(&t.src, day);
+        json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+    }
+    // Cut short: the newest dump's tape file lost its end.
+    let whole = fs::read(&tape).unwrap();
+    fs::write(&tape, &whole[..whole.len() - 3000]).unwrap();
+    let cut = fs::read(&tape).unwrap();
+    let (c, _, e) = run_s(&["run", "--at", &time_of(3), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("cut short or written over"), "{e}");
+    assert_eq!(
+        fs::read(&tape).unwrap(),
+        cut,
+        "appended to a cut-short cartridge"
+    );
+    // Foreign: bytes that are not a snapdump tape at all.
+    let foreign = bytes(9, 100_000);
+    fs::write(&tape, &foreign).unwrap();
+    let (c, _, e) = run_s(&["run", "--at", &time_of(3), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("does not begin with a snapdump dump"), "{e}");
+    assert_eq!(
+        fs::read(&tape).unwrap(),
+        foreign,
+        "a foreign file was written over"
+    );
+    // The right cartridge back: the run goes on.
+    fs::write(&tape, &whole).unwrap();
+    json(&["run", "--json", "--at", &time_of(3), p(&pol)]);
+
+    // A volume policy, then an empty volume in the real one's place.
+    let t = paths();
+    fs::write(t.src.join("a"), bytes(8, 100_000)).unwrap();
+    let vol = t.dir.path().join("home.vol");
+    let pol = volume_policy(&t, &vol, "[schedule]\nevery = \"1d\"\n\n[keep]\nlast = 2\n");
+    for day in 0..3u64 {
+        churn(&t.src, day);
+        json(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+    }
+    let rows = bases(&t.cat);
+    fs::rename(&vol, t.dir.path().join("real.vol")).unwrap();
+    let (c, _, e) = run_s(&["volume", "create", p(&vol)]);
+    assert_eq!(c, 0, "{e}");
+    let (c, _, e) = run_s(&["run", "--at", &time_of(3), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("it is another volume"), "{e}");
+    assert_eq!(
+        bases(&t.cat),
+        rows,
+        "the catalog forgot snapshots for a wrong volume"
+    );
+    fs::rename(t.dir.path().join("real.vol"), &vol).unwrap();
+    let v = json(&["run", "--json", "--at", &time_of(3), p(&pol)]);
+    assert!(!v["dumped"].is_null(), "{v}");
 }
