@@ -845,6 +845,24 @@ fn a_cut_short_or_foreign_cartridge_and_another_volume_are_refused_untouched() {
         foreign,
         "a foreign file was written over"
     );
+    // dump --append by hand: refused the same, the file untouched.
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--append",
+        "-f",
+        p(&tape),
+        "--catalog",
+        p(&t.dir.path().join("other-catalog")),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("--append would write over it"), "{e}");
+    assert_eq!(
+        fs::read(&tape).unwrap(),
+        foreign,
+        "dump --append wrote over a foreign file"
+    );
     // The right cartridge back: the run goes on.
     fs::write(&tape, &whole).unwrap();
     json(&["run", "--json", "--at", &time_of(3), p(&pol)]);

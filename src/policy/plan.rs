@@ -125,7 +125,7 @@ pub fn due(schedule: &Schedule, snaps: &[Snap], now: i64) -> Option<DumpDue> {
         return Some(DumpDue {
             level: 0,
             base: None,
-            why: "the policy holds no snapshot of the source yet (none of the catalog's has its stream in the streams directory)".into(),
+            why: "the policy holds no snapshot of the source yet (none of the catalog's is in its streams directory, tape index or volume)".into(),
         });
     };
     if newest.time > now {

@@ -950,6 +950,26 @@ fn dump_to_tape(
 fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()> {
     let dir = streams_dir(p);
     let mut index = super::tape::read(&dir)?;
+    let unknown: Vec<String> = cat
+        .state
+        .snapshots
+        .iter()
+        .filter(|r| r.output == tape.device)
+        .filter(|r| {
+            let uuid = crate::ids::hex(&r.snap.uuid);
+            !index.entries.iter().any(|e| e.uuid == uuid)
+                && !index.pending.iter().any(|q| q.id == r.snap.id)
+        })
+        .map(|r| r.snap.id.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        crate::progress::note(&format!(
+            "snapshot(s) {} of {} are in the catalog but not in the tape index {} (dumped by hand, or the index was lost): the policy neither builds on nor prunes them",
+            unknown.join(", "),
+            tape.device,
+            dir.join(super::tape::INDEX).display()
+        ));
+    }
     if index.pending.is_empty() {
         return Ok(());
     }

@@ -143,6 +143,19 @@ impl TapeWriter {
                 device.rewind()?;
                 device.space_filemarks(passed)?;
             }
+            // A virtual tape whose bytes hold no record at all (a foreign
+            // file; the reader skips what does not parse, to carry on past
+            // damage) reads as blank, and would be written over from its
+            // first byte.
+            let foreign = passed == 0
+                && !unfinished
+                && crate::media::kind::is_virtual_tape(&first)
+                && std::fs::metadata(&first).is_ok_and(|m| m.len() > 0);
+            if foreign {
+                return Err(anyhow!(
+                    "{first} holds data but no tape record of snapdump's; --append would write over it (move it away, or name another tape)"
+                ));
+            }
         }
         Ok(TapeWriter::on_first(
             changer, opener, device, first, opts, tape_file, false,
