@@ -1261,7 +1261,10 @@ fn two_policies_of_one_source_never_share_a_replica() {
     let held = volume_rows(&vol);
     let (c, v, e) = run_day(&b, 0);
     assert_eq!(c, 1, "{e}");
-    assert!(e.contains("is also policy") && e.contains("a.toml"), "{e}");
+    assert!(
+        e.contains("replica and would be this policy") && e.contains("a.toml"),
+        "{e}"
+    );
     assert!(v["replicated"][0]["error"].is_string(), "{v}");
     assert_eq!(
         volume_rows(&vol),

@@ -450,6 +450,11 @@ fn check_refuses_what_a_tape_cannot_do_and_run_refuses_a_foreign_tape() {
         ("tape = \"/dev/st0\"\n", "rewinds the tape when closed"),
         ("tape = \"rel.tap\"\n", "not an absolute path"),
         ("tape = \"/tmp/x.tar\"\n", "neither a tape drive"),
+        ("tape = \"/tmp/.tap\"\n", "named only by its ending"),
+        (
+            "tape = \"/tmp/x.tap\"\ntape_capacity = \"64K\"\n",
+            "less than 8 tape records of 256 KiB",
+        ),
     ] {
         fs::write(
             &pol,
@@ -805,6 +810,28 @@ fn check_refuses_what_a_volume_policy_cannot_do() {
     let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("inside the source"), "{e}");
+    // Inside the catalog, also by a symlink to it.
+    fs::create_dir_all(&t.cat).unwrap();
+    std::os::unix::fs::symlink(&t.cat, t.dir.path().join("link")).unwrap();
+    for (key, at) in [
+        ("volume", t.cat.join("in.vol")),
+        ("tape", t.dir.path().join("link").join("in.tap")),
+    ] {
+        fs::write(
+            &pol,
+            format!(
+                "source = \"{}\"\ncatalog = \"{}\"\n[streams]\ndir = \"{}\"\n{key} = \"{}\"\n[schedule]\nevery = \"1d\"\n",
+                t.src.display(),
+                t.cat.display(),
+                t.dir.path().join("s").display(),
+                at.display()
+            ),
+        )
+        .unwrap();
+        let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
+        assert_eq!(c, 2, "{key}: {e}");
+        assert!(e.contains("inside the catalog"), "{key}: {e}");
+    }
 }
 
 #[test]

@@ -451,6 +451,8 @@ fn tape_of(raw: &RawStreams, at: &impl Fn(std::ops::Range<usize>, String)) -> Op
         at(span.clone(), format!("streams.tape {name:?} rewinds the tape when closed, so each dump would overwrite the one before; give the non-rewinding device (/dev/nstN)"));
     } else if st.is_none() && !Path::new(&name).is_absolute() {
         at(span.clone(), format!("streams.tape {name:?} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)"));
+    } else if st.is_none() && Path::new(&name).file_name().is_some_and(|n| n == ".tap") {
+        at(span.clone(), format!("streams.tape {name:?} is a hidden file named only by its ending; give the virtual tape a name (drive.tap)"));
     }
     let block_kib = raw
         .block_kib
@@ -491,6 +493,22 @@ fn tape_of(raw: &RawStreams, at: &impl Fn(std::ops::Range<usize>, String)) -> Op
             }
         },
     };
+    // The early-warning point leaves two records' room, and each cartridge
+    // begins with its volume header: less than this holds next to nothing.
+    let least = 8 * block_kib * 1024;
+    if let Some(c) = raw
+        .tape_capacity
+        .as_ref()
+        .filter(|_| capacity != 0 && capacity < least)
+    {
+        at(
+            c.span(),
+            format!(
+                "streams.tape_capacity {:?} is less than 8 tape records of {block_kib} KiB ({least} bytes), so a cartridge would hold next to nothing; give a larger size, or 0 for no limit",
+                c.get_ref()
+            ),
+        );
+    }
     Some(Tape {
         device: name,
         new_volume: raw.new_volume.as_ref().map(|v| v.get_ref().clone()),
@@ -725,7 +743,7 @@ impl Policy {
                 at(span, format!("streams.tape {} is inside the source or streams.dir; a virtual tape needs a place of its own", t.device));
             }
         }
-        if let Some(span) = tape_span.filter(|_| tape.is_some()) {
+        if let Some(span) = tape_span.clone().filter(|_| tape.is_some()) {
             let c = &raw.coalesce;
             if c.chain.is_some()
                 || c.increments_percent.is_some()
@@ -765,6 +783,18 @@ impl Policy {
         let cat_root = catalog
             .clone()
             .unwrap_or_else(|| resolved(&crate::catalog::default_root()));
+        // A tape or volume in the catalog would be swept up with it (a
+        // catalog put back from a copy would put back an old volume).
+        if let (Some(v), Some(span)) = (&volume, volume_span.clone()) {
+            if resolved(v).starts_with(&cat_root) {
+                at(span, format!("streams.volume {} is inside the catalog {}; a volume needs a place of its own", v.display(), cat_root.display()));
+            }
+        }
+        if let (Some(t), Some(span)) = (&tape, tape_span.clone()) {
+            if resolved(Path::new(&t.device)).starts_with(&cat_root) {
+                at(span, format!("streams.tape {} is inside the catalog {}; a virtual tape needs a place of its own", t.device, cat_root.display()));
+            }
+        }
         let mut replicate: Vec<Replica> = Vec::new();
         for r in raw.replicate {
             let keep = r.keep.map(|k| {

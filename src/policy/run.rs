@@ -179,7 +179,7 @@ fn table(c: &Catalog, p: &Policy) -> Result<Vec<Snap>> {
                 }
                 _ if held.is_some() => {
                     let vol = p.streams.volume.as_ref().expect("held is the volume's");
-                    let vid = held.as_ref().and_then(|h| h.get(&s.snap.uuid))?;
+                    let vid = held.as_ref().and_then(|h| h.ids.get(&s.snap.uuid))?;
                     if s.output != volume_label(vol) {
                         return None;
                     }
@@ -206,27 +206,42 @@ fn volume_label(vol: &Path) -> String {
     format!("volume {}", vol.display())
 }
 
-/// The snapshots of source `source` that volume `vol` holds: snapshot
-/// uuid -> the volume's id of it (`VOL@ID`). Empty while the volume is
-/// not there (before the first dump).
-fn held_in_volume(
-    vol: &Path,
-    source: &[u8; 16],
-) -> Result<std::collections::HashMap<[u8; 16], u64>> {
+/// What volume `vol` holds of source `source`: each whole snapshot by
+/// uuid with the volume's id of it (`VOL@ID`), the shadows apart (their
+/// blocks may be reused, so they are not kept whole), and the snapshot
+/// the volume continues from (an increment must be based on it, even
+/// once it is deleted). Empty while the volume is not there (before the
+/// first dump).
+#[derive(Default)]
+struct Held {
+    ids: std::collections::HashMap<[u8; 16], u64>,
+    shadows: std::collections::HashSet<[u8; 16]>,
+    latest: Option<(u64, [u8; 16])>,
+}
+
+fn held_in_volume(vol: &Path, source: &[u8; 16]) -> Result<Held> {
     if !vol.exists() {
-        return Ok(Default::default());
+        return Ok(Held::default());
     }
     let v = crate::volume::Volume::open(
         vol,
         crate::volume::store::Access::Read,
         crate::lock::Wait::Yes,
     )?;
-    Ok(v.state
-        .snapshots
-        .iter()
-        .filter(|s| &s.source == source)
-        .map(|s| (s.snap.uuid, s.id))
-        .collect())
+    let mine = || v.state.snapshots.iter().filter(|s| &s.source == source);
+    Ok(Held {
+        ids: mine()
+            .filter(|s| !s.shadow)
+            .map(|s| (s.snap.uuid, s.id))
+            .collect(),
+        shadows: mine().filter(|s| s.shadow).map(|s| s.snap.uuid).collect(),
+        latest: v
+            .state
+            .sources
+            .iter()
+            .find(|e| &e.uuid == source)
+            .map(|e| (e.latest.id, e.latest.uuid)),
+    })
 }
 
 /// The stream a dump into the policy's volume goes through: a file in the
@@ -280,7 +295,8 @@ fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> 
             )?;
         }
         note_made(&dir, "volume", vol)?;
-        if !held_in_volume(vol, &cat.state.source_uuid)?.contains_key(&r.snap.uuid) {
+        let held = held_in_volume(vol, &cat.state.source_uuid)?;
+        if !held.ids.contains_key(&r.snap.uuid) && !held.shadows.contains(&r.snap.uuid) {
             crate::volume::receive::receive(
                 &crate::volume::receive::ReceiveOptions {
                     inputs: vec![crate::media::Input::plain(&r.output)?],
@@ -303,17 +319,25 @@ fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> 
         cat.state.snapshots[k].output = label.clone();
         changed = true;
     }
-    // Rows of the volume's that it no longer holds (a run killed between
-    // a prune's deletions in the volume and its catalog commit) leave the
-    // catalog too: nothing is built on what the volume lacks. Only while
-    // the volume is there: a missing one is a disk that did not mount.
+    // Rows of the volume's that it no longer holds whole leave the
+    // catalog: nothing is kept or built on what the volume lacks. A run
+    // killed between a prune's deletions in the volume and its catalog
+    // commit leaves such rows (the prune list names them); any other is a
+    // snapshot deleted or made a shadow by hand, and is warned about. Only
+    // while the volume is there: a missing one is a disk that did not
+    // mount.
     if vol.exists() {
         let held = held_in_volume(vol, &cat.state.source_uuid)?;
-        // A prune never deletes the newest snapshot: a volume without the
-        // catalog's newest one of it is another volume (another disk, a
-        // volume made anew), not one a killed prune left.
+        // A prune never deletes the newest snapshot, and the volume goes
+        // on from it even when it is deleted by hand: a volume that
+        // neither holds the catalog's newest nor continues from it is
+        // another volume (another disk, a volume made anew, an old copy).
         if let Some(newest) = cat.state.snapshots.iter().rev().find(|r| r.output == label) {
-            if !held.contains_key(&newest.snap.uuid) {
+            let u = newest.snap.uuid;
+            if !held.ids.contains_key(&u)
+                && !held.shadows.contains(&u)
+                && held.latest.map(|l| l.1) != Some(u)
+            {
                 bail!(
                     "the volume {} does not hold snapshot {}, the newest the catalog has in it: it is another volume (another disk, or one made anew); nothing was changed. Put the right one back, or, if the old one is gone for good, give streams.volume a new path (a new volume starts there with a level 0)",
                     vol.display(),
@@ -321,26 +345,43 @@ fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> 
                 );
             }
         }
+        let pruning = read_list(&dir, VOLUME_PRUNE)?;
         let st = &mut cat.state;
         let mut k = 0;
         while k < st.snapshots.len() {
-            if st.snapshots[k].output == label && !held.contains_key(&st.snapshots[k].snap.uuid) {
+            let r = &st.snapshots[k];
+            if r.output != label || held.ids.contains_key(&r.snap.uuid) {
+                k += 1;
+                continue;
+            }
+            let (id, uuid) = (r.snap.id, crate::ids::hex(&r.snap.uuid));
+            if pruning.contains(&uuid) {
                 crate::progress::note(&format!(
-                    "snapshot {} is no longer in the volume {} (a run pruning it was killed); the catalog forgets it too",
-                    st.snapshots[k].snap.id,
+                    "snapshot {id} is no longer in the volume {} (a run pruning it was killed); the catalog forgets it too",
                     vol.display()
                 ));
-                st.snapshots.remove(k);
-                st.planes.remove(k);
-                changed = true;
+            } else if held.shadows.contains(&r.snap.uuid) {
+                report.warn(
+                    vol.as_os_str().as_encoded_bytes(),
+                    format!("snapshot {id} was made a shadow in the volume (by hand): its blocks may be reused, so the policy no longer counts it as kept and the catalog forgets it"),
+                );
             } else {
-                k += 1;
+                report.warn(
+                    vol.as_os_str().as_encoded_bytes(),
+                    format!("snapshot {id} was deleted from the volume (by hand): it cannot be restored, so the policy no longer counts it as kept and the catalog forgets it"),
+                );
             }
+            st.snapshots.remove(k);
+            st.planes.remove(k);
+            changed = true;
         }
     }
     if changed {
         cat.commit()?;
         crate::failpoint::hit("policy-volume-settled");
+    }
+    if !read_list(&dir, VOLUME_PRUNE)?.is_empty() {
+        write_list(&dir, VOLUME_PRUNE, &[])?;
     }
     let named: std::collections::HashSet<&str> = cat
         .state
@@ -376,6 +417,13 @@ fn dump_to_volume(
         // Refused before the dump, not after: a volume made before and
         // missing now is a disk that did not mount.
         may_make(&dir, "volume", vol)?;
+        if let Some(parent) = vol.parent().filter(|d| !d.is_dir()) {
+            bail!(
+                "the directory {} of the volume {} is not there (is its disk mounted?); make it, or change streams.volume; nothing was dumped",
+                parent.display(),
+                vol.display()
+            );
+        }
     }
     let (_, cat) = snaps_of(p)?;
     let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
@@ -407,6 +455,7 @@ fn dump_to_volume(
     let (_lock, mut cat) = locked_catalog(p, wait)?;
     settle_volume(p, vol, &mut cat, report)?;
     let vid = held_in_volume(vol, &cat.state.source_uuid)?
+        .ids
         .get(&s.snapshot.uuid)
         .copied()
         .ok_or_else(|| {
@@ -553,7 +602,7 @@ fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8;
             free_percent: free_percent(&p.streams.dir),
             pinned: pins,
             hold,
-            broken: broken_streams(p, snaps),
+            broken: broken_streams(p, snaps, source_uuid),
         },
     )
 }
@@ -593,15 +642,47 @@ pub fn broken(snaps: &[Snap], dir: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// [`broken`] for the policy's medium: a tape cannot be checked without
+/// [`broken`] for the policy's medium. A tape cannot be checked without
 /// reading it, so streams on tape are taken as whole (a damaged one is
-/// found when it is read, as any tape's).
+/// found when it is read, as any tape's), except those on a cartridge the
+/// tape index records as possibly written over.
 ///
 /// Snapshots in the policy's volume have no stream; the volume's own
-/// checksums guard them (`snapdump volume check`).
-fn broken_streams(p: &Policy, snaps: &[Snap]) -> Vec<(u64, String)> {
-    if p.streams.tape.is_some() || p.streams.volume.is_some() {
-        return Vec::new();
+/// checksums guard them (`snapdump volume check`). But the volume takes
+/// an increment only on the snapshot it continues from: when that is not
+/// the newest the policy holds (the newest was deleted from the volume by
+/// hand), nothing is built on the newest.
+fn broken_streams(p: &Policy, snaps: &[Snap], source_uuid: Option<[u8; 16]>) -> Vec<(u64, String)> {
+    if let Some(vol) = &p.streams.volume {
+        let (Some(newest), Some(source)) = (snaps.last(), source_uuid) else {
+            return Vec::new();
+        };
+        return match held_in_volume(vol, &source).map(|h| h.latest) {
+            Ok(Some((id, _))) if id != newest.id => vec![(
+                newest.id,
+                format!(
+                    "cannot take an increment: the volume {} continues from snapshot {id}, which was deleted from it",
+                    vol.display()
+                ),
+            )],
+            _ => Vec::new(),
+        };
+    }
+    if p.streams.tape.is_some() {
+        let Ok(index) = super::tape::read(&streams_dir(p)) else {
+            return Vec::new();
+        };
+        return index
+            .on_lost()
+            .into_iter()
+            .filter(|(e, _)| snaps.iter().any(|s| s.id == e.id))
+            .map(|(e, c)| {
+                (
+                    e.id,
+                    format!("is on tape {c}, which may have been written over"),
+                )
+            })
+            .collect();
     }
     broken(snaps, &streams_dir(p))
 }
@@ -655,6 +736,14 @@ pub fn run(
     // take turns: a snapshot id is chosen for a stream's name before the
     // dump takes the catalog's lock.
     let _source_lock = source_lock(p, wait)?;
+    // Claimed at every run, dump due or not: a policy that finds another's
+    // snapshots in its volume would take them for its own and prune them.
+    if let Some(v) = &p.streams.volume {
+        claim_shared(p, "volume", v)?;
+    }
+    if let Some(t) = &p.streams.tape {
+        claim_shared(p, "tape", Path::new(&t.device))?;
+    }
     let now = at.unwrap_or_else(Time::now);
     let root = catalog_root(p);
     let mut summary = RunSummary {
@@ -667,14 +756,23 @@ pub fn run(
         mirrored: Vec::new(),
         coalesced: None,
         pruned: Vec::new(),
-        swept: sweep(p, wait)?,
+        swept: sweep(p, wait, report)?,
         tapes_freed: Vec::new(),
         plan: plan_now(p, Some(now))?,
     };
-    for (id, what) in broken_streams(p, &snaps_of(p)?.0) {
+    let (snaps, cat) = snaps_of(p)?;
+    let source_uuid = cat.map(|c| c.state.source_uuid);
+    for (id, what) in broken_streams(p, &snaps, source_uuid) {
+        let then = if p.streams.tape.is_some() {
+            "if so, neither it nor a snapshot built on it can be restored; nothing new is built on it, and retention prunes it in time"
+        } else if p.streams.volume.is_some() {
+            continue; // said when the volume was settled, and not a loss
+        } else {
+            "neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"
+        };
         report.warn(
             p.path.as_os_str().as_encoded_bytes(),
-            format!("snapshot {id}'s stream {what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
+            format!("snapshot {id}'s stream {what}: {then}"),
         );
     }
     // Prune first what is prunable now (it needs no space and breaks no
@@ -687,6 +785,13 @@ pub fn run(
     let empty = if allow_empty { None } else { empty_source(p)? };
     if let (Some(why), Some(_)) = (&empty, &summary.plan.dump) {
         report.warn(p.source.as_os_str().as_encoded_bytes(), why.clone());
+    }
+    if let (Some(_), None, Some(tape), (_, Some(cat))) =
+        (&summary.plan.dump, &empty, &p.streams.tape, snaps_of(p)?)
+    {
+        if check_cartridge(p, tape, &cat, report)? {
+            summary.plan = plan_now(p, Some(now))?;
+        }
     }
     if let (Some(d), None, Some(tape)) = (summary.plan.dump.clone(), &empty, &p.streams.tape) {
         summary.dumped = Some(dump_to_tape(p, tape, &d, now, wait, report)?);
@@ -860,6 +965,69 @@ fn empty_source(p: &Policy) -> Result<Option<String>> {
     )))
 }
 
+/// Looks at the cartridge loaded in the policy's tape before a dump goes
+/// onto it, when the tape index places nothing on it. One that begins
+/// with another source's (or catalog's) dump is refused: the policy
+/// would count that source's dumps in with its own. One that begins with
+/// a dump of this source made outside the policy after the policy's
+/// newest dump may have been written over the cartridge the policy last
+/// wrote (`dump` without `--append` begins a tape at its start): that
+/// cartridge is recorded as lost in the index, so nothing more is built
+/// on the dumps there, with a warning saying how to undo it. Returns
+/// whether it recorded a loss (the plan changes).
+fn check_cartridge(
+    p: &Policy,
+    tape: &super::file::Tape,
+    cat: &Catalog,
+    report: &Report,
+) -> Result<bool> {
+    let super::tape::Loaded::Named {
+        name,
+        source,
+        snapshot,
+        ..
+    } = super::tape::loaded(tape)?
+    else {
+        return Ok(false);
+    };
+    let dir = streams_dir(p);
+    let mut index = super::tape::read(&dir)?;
+    if index.knows(&name) {
+        return Ok(false);
+    }
+    if source != cat.state.source_uuid {
+        bail!(
+            "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: this policy's would be mixed in with them; nothing was appended (load a blank cartridge or one of this policy's)",
+            tape.device,
+            p.source.display()
+        );
+    }
+    let Some(newest) = index.entries.last() else {
+        return Ok(false);
+    };
+    let made_after = cat
+        .state
+        .snapshots
+        .iter()
+        .any(|r| r.snap.uuid == snapshot && r.snap.id > newest.id);
+    let last = newest.cartridges().pop().expect("a dump is on a cartridge");
+    if !made_after || last == name {
+        return Ok(false);
+    }
+    index.lost.push(last.clone());
+    super::tape::write(&dir, &index)?;
+    report.warn(
+        tape.device.as_bytes(),
+        format!(
+            "the tape in {} (tape {name}) begins with a dump of {} made outside the policy after the policy's newest dump: if it was written over tape {last}, the policy's dumps there are lost, so nothing more is built on them (a level 0 now); if tape {last} is whole, delete the line \"lost\t{last}\" from {}",
+            tape.device,
+            p.source.display(),
+            dir.join(super::tape::INDEX).display()
+        ),
+    );
+    Ok(true)
+}
+
 /// The due dump `d`, appended to the policy's tape as its next tape file;
 /// then recorded in the tape index. The snapshot id it is to get is
 /// recorded first, so that a run killed after the catalog's commit and
@@ -880,7 +1048,7 @@ fn dump_to_tape(
     let id = cat.as_ref().map(|c| c.state.next_snap_id).unwrap_or(1);
     let first = super::tape::loaded(tape)?;
     let mut index = super::tape::read(&dir)?;
-    if let super::tape::Loaded::Named(name, files) = &first {
+    if let super::tape::Loaded::Named { name, files, .. } = &first {
         super::tape::check_loaded(&index, &tape.device, name, *files)?;
     }
     if !index.pending.iter().any(|q| q.id == id) {
@@ -918,7 +1086,7 @@ fn dump_to_tape(
     let uuid = crate::ids::hex(&s.snapshot.uuid);
     let entry = super::tape::Entry {
         cartridge: match first {
-            super::tape::Loaded::Named(n, _) => n,
+            super::tape::Loaded::Named { name, .. } => name,
             super::tape::Loaded::Blank => super::tape::label(s.snapshot.id, 1, &uuid),
         },
         uuid,
@@ -985,7 +1153,7 @@ fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()
             Some((file, 1)) => {
                 let first = super::tape::loaded(tape)?;
                 let cartridge = match first {
-                    super::tape::Loaded::Named(n, _) => n,
+                    super::tape::Loaded::Named { name, .. } => name,
                     super::tape::Loaded::Blank => super::tape::label(row.snap.id, 1, &uuid),
                 };
                 crate::progress::note(&format!(
@@ -1056,53 +1224,89 @@ fn claim(p: &Policy, dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", owner.display()))
 }
 
-/// Claims the replica or mirror `path` (`what` is "replica" or "mirror")
-/// for this policy among the policies of its source, in the source's
-/// catalog directory (`policy-claims`, lines `WHAT PATH<TAB>POLICY`; runs
-/// on one source take turns, so no two write it at once). Two policies of
-/// one source on one replica or mirror would each prune or move the
+/// Claims the replica, mirror, tape or volume `path` (`what` names
+/// which) for this policy among the policies of its source, in the
+/// source's catalog directory (`policy-claims`, lines `WHAT PATH<TAB>POLICY`;
+/// runs on one source take turns, so no two write it at once). Two
+/// policies of one source on one of these would each prune or move the
 /// other's snapshots there: refused while the other policy file exists
-/// and still names it.
+/// and still names it. A volume is one place whether a policy's streams
+/// go into it or a policy replicates to it, so those two kinds meet.
 fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
     let Ok(source) = std::fs::canonicalize(&p.source) else {
         return Ok(());
     };
     let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_encoded_bytes());
     let me = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
-    let key = format!("{what} {}", path.display());
+    let path = &canon(path);
+    let meets = |kind: &str| {
+        kind == what
+            || ["replica", "volume"].contains(&kind) && ["replica", "volume"].contains(&what)
+    };
+    let names = |o: &Policy, kind: &str| -> bool {
+        match kind {
+            "replica" | "volume" => {
+                o.replicate.iter().any(|r| &canon(&r.to) == path)
+                    || o.streams.volume.as_deref().map(canon).as_ref() == Some(path)
+            }
+            "tape" => o
+                .streams
+                .tape
+                .as_ref()
+                .is_some_and(|t| &canon(Path::new(&t.device)) == path),
+            _ => o.mirror.iter().any(|m| &canon(m) == path),
+        }
+    };
     let mut lines: Vec<String> = Vec::new();
     for line in read_list(&dir, CLAIMS)? {
         let Some((k, other)) = line.split_once('\t') else {
             continue;
         };
-        if k == key && Path::new(other) != me {
-            let still = Policy::load(Path::new(other)).is_ok_and(|o| match what {
-                "replica" => o.replicate.iter().any(|r| r.to == path),
-                "tape" => o
-                    .streams
-                    .tape
-                    .as_ref()
-                    .is_some_and(|t| Path::new(&t.device) == path),
-                "volume" => o.streams.volume.as_deref() == Some(path),
-                _ => o.mirror.iter().any(|m| m == path),
-            });
-            if still {
+        let theirs = k
+            .split_once(' ')
+            .filter(|(kind, at)| meets(kind) && canon(Path::new(at)) == *path);
+        if let (Some((kind, _)), true) = (theirs, Path::new(other) != me) {
+            if Policy::load(Path::new(other)).is_ok_and(|o| names(&o, kind)) {
+                fn role(k: &str) -> &str {
+                    if k == "volume" {
+                        "streams volume"
+                    } else {
+                        k
+                    }
+                }
                 bail!(
-                    "the {what} {} is also policy {other}'s: two policies of one source on one {what} undo each other's work there; give each its own",
-                    path.display()
+                    "{} is policy {other}'s {} and would be this policy's {}: two policies of one source on one {what} undo each other's work there; give each its own",
+                    path.display(),
+                    role(kind),
+                    role(what)
                 );
             }
             continue; // a stale claim: that policy is gone or moved on
         }
         lines.push(line);
     }
-    let mine = format!("{key}\t{}", me.display());
+    let mine = format!("{what} {}\t{}", path.display(), me.display());
     if lines.contains(&mine) || mine.contains('\n') {
         return Ok(());
     }
     lines.push(mine);
     write_list(&dir, CLAIMS, &lines)
         .with_context(|| format!("cannot write {}", dir.join(CLAIMS).display()))
+}
+
+/// `path` as the file system names it: its directory resolved (symlinks,
+/// `.`, `..`), so that two spellings of one place are one claim; the
+/// literal path while its directory is not there.
+fn canon(path: &Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(path) {
+        return c;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => std::fs::canonicalize(d)
+            .map(|d| d.join(n))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The claims file in the source's catalog directory.
@@ -1245,11 +1449,13 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
         return Ok((Vec::new(), Vec::new()));
     }
     let mut done = Vec::new();
+    let mut doomed_uuids = Vec::new();
     let st = &mut cat.state;
     let mut k = 0;
     while k < st.snapshots.len() {
         if doomed.contains(&st.snapshots[k].snap.id) {
             let r = st.snapshots.remove(k);
+            doomed_uuids.push(r.snap.uuid);
             st.planes.remove(k);
             let why = pl
                 .snapshots
@@ -1283,13 +1489,15 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
         // The volume first: a kill after it leaves catalog rows the volume
         // does not hold, which the next sweep takes out; the other order
         // would leave snapshots in the volume that no run ever deletes.
+        let uuids: Vec<String> = doomed_uuids.iter().map(|u| crate::ids::hex(u)).collect();
+        write_list(&streams_dir(p), VOLUME_PRUNE, &uuids)?;
         for d in &done {
             if let Some(vid) = d
                 .stream
                 .rsplit_once('@')
                 .and_then(|(_, n)| n.parse::<u64>().ok())
             {
-                if held.values().any(|&h| h == vid) {
+                if held.ids.values().any(|&h| h == vid) {
                     crate::volume::admin::delete_snapshot(v, &vid.to_string(), wait)?;
                     crate::failpoint::hit("policy-volume-deleted");
                 }
@@ -1298,6 +1506,9 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
     }
     crate::failpoint::hit("policy-before-prune-commit");
     cat.commit()?;
+    if p.streams.volume.is_some() {
+        write_list(&streams_dir(p), VOLUME_PRUNE, &[])?;
+    }
     for d in &done {
         crate::failpoint::hit("policy-prune");
         if ours(p, &d.stream) {
@@ -1334,6 +1545,8 @@ fn forget_on_tape(p: &Policy, done: &[Done]) -> Result<Vec<String>> {
         .into_iter()
         .partition(|e| rows.contains(&e.uuid));
     index.entries = kept;
+    let lost = std::mem::take(&mut index.lost);
+    index.lost = lost.into_iter().filter(|l| index.knows(l)).collect();
     super::tape::write(&dir, &index)?;
     let in_use: std::collections::HashSet<String> =
         index.entries.iter().flat_map(|e| e.cartridges()).collect();
@@ -1371,6 +1584,12 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
 /// next run's sweep deletes only what a killed step left behind, never a
 /// stream it did not make (a copy, a moved directory, an older chain).
 const JOURNAL: &str = ".snapdump-policy.journal";
+
+/// The snapshots (uuids, in hex) a prune is deleting from the policy's
+/// volume, written before the first deletion and emptied once the catalog
+/// has forgotten them: a snapshot the volume lacks that this names was
+/// pruned by a killed run, any other was deleted by hand.
+const VOLUME_PRUNE: &str = ".snapdump-policy.volume-prune";
 
 /// The replicas and mirrors this policy has made ("replica PATH", "mirror
 /// PATH"): one found missing later is not made again, since a disk that
@@ -1532,7 +1751,7 @@ fn damaged(dir: &Path) -> std::collections::HashMap<String, String> {
 /// the journal says a killed step of a run made it (or was deleting it);
 /// any other is left alone, with a note. Partial outputs of dead runs are
 /// deleted. Returns the files deleted.
-fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
+fn sweep(p: &Policy, wait: crate::lock::Wait, report: &Report) -> Result<Vec<String>> {
     let (_, cat) = snaps_of(p)?;
     let Some(_) = cat else { return Ok(Vec::new()) };
     let (_lock, mut cat) = locked_catalog(p, wait)?;
@@ -1540,7 +1759,7 @@ fn sweep(p: &Policy, wait: crate::lock::Wait) -> Result<Vec<String>> {
         settle_tape(p, tape, &cat)?;
     }
     if let Some(vol) = &p.streams.volume {
-        settle_volume(p, vol, &mut cat, &Report::quiet())?;
+        settle_volume(p, vol, &mut cat, report)?;
     }
     let dir = streams_dir(p);
     use std::os::unix::fs::MetadataExt;

@@ -69,6 +69,34 @@ pub struct Index {
     pub entries: Vec<Entry>,
     /// Dumps started and not recorded.
     pub pending: Vec<Pending>,
+    /// Cartridges that may have been written over (a dump made outside
+    /// the policy began a cartridge after the policy's newest dump): the
+    /// dumps the index places on them are never built on again.
+    pub lost: Vec<String>,
+}
+
+impl Index {
+    /// Whether the index places a dump (or a doubt) on cartridge `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.lost.iter().any(|l| l == name)
+            || self
+                .entries
+                .iter()
+                .any(|e| e.cartridges().iter().any(|c| c == name))
+    }
+
+    /// The dumps on a cartridge that may have been written over, each with
+    /// the cartridge.
+    pub fn on_lost(&self) -> Vec<(&Entry, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let c = e.cartridges();
+                let l = self.lost.iter().find(|l| c.contains(l))?;
+                Some((e, l.as_str()))
+            })
+            .collect()
+    }
 }
 
 /// The name of the cartridge that begins with volume `volume` of the dump
@@ -111,6 +139,7 @@ pub fn read(dir: &Path) -> Result<Index> {
             ["pending", id] => index.pending.push(Pending {
                 id: id.parse().map_err(|_| bad())?,
             }),
+            ["lost", cartridge] if !cartridge.is_empty() => index.lost.push(cartridge.to_string()),
             _ => return Err(bad()),
         }
     }
@@ -129,6 +158,9 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
     for p in &index.pending {
         text.push_str(&format!("pending\t{}\n", p.id));
     }
+    for l in &index.lost {
+        text.push_str(&format!("lost\t{l}\n"));
+    }
     crate::atomic::replace_file(&dir.join(INDEX), text.as_bytes())
 }
 
@@ -136,9 +168,17 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
 pub enum Loaded {
     /// Nothing is recorded on it: the next dump begins it.
     Blank,
-    /// A snapdump dump's volume: the cartridge's name, and how many
-    /// filemarks (complete tape files) it holds.
-    Named(String, u64),
+    /// A snapdump dump's volume.
+    Named {
+        /// The cartridge's name.
+        name: String,
+        /// How many filemarks (complete tape files) it holds.
+        files: u64,
+        /// The source (of its catalog) the first dump is of.
+        source: [u8; 16],
+        /// The snapshot the first dump is of.
+        snapshot: [u8; 16],
+    },
 }
 
 fn open(tape: &Tape) -> Result<Option<Box<dyn crate::media::tape::Device>>> {
@@ -156,22 +196,29 @@ pub fn loaded(tape: &Tape) -> Result<Loaded> {
     // does not parse as records (to carry on past damage), so a foreign
     // file would read as a blank tape and be written over.
     if crate::media::kind::is_virtual_tape(&tape.device) {
-        match std::fs::read(&tape.device) {
+        let n = crate::media::tape::volume::VOLUME_HEADER_LEN;
+        let mut head = Vec::with_capacity(n + 8);
+        match std::fs::File::open(&tape.device) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Blank),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", tape.device)),
-            Ok(b) if b.is_empty() => return Ok(Loaded::Blank),
-            Ok(b) => {
-                let n = crate::media::tape::volume::VOLUME_HEADER_LEN;
-                let ok = b.len() >= n + 8
-                    && b[..4] == (n as u32).to_le_bytes()
-                    && VolumeHeader::decode(&b[4..4 + n]).is_ok();
-                if !ok {
-                    bail!(
-                        "the virtual tape {} does not begin with a snapdump dump; nothing was written to it (move it away, or give another streams.tape)",
-                        tape.device
-                    );
-                }
+            Ok(f) => {
+                use std::io::Read;
+                f.take(n as u64 + 8)
+                    .read_to_end(&mut head)
+                    .with_context(|| format!("cannot read {}", tape.device))?;
             }
+        }
+        if head.is_empty() {
+            return Ok(Loaded::Blank);
+        }
+        let ok = head.len() >= n + 8
+            && head[..4] == (n as u32).to_le_bytes()
+            && VolumeHeader::decode(&head[4..4 + n]).is_ok();
+        if !ok {
+            bail!(
+                "the virtual tape {} does not begin with a snapdump dump; nothing was written to it (move it away, or give another streams.tape)",
+                tape.device
+            );
         }
     }
     let Some(mut dev) = open(tape)? else {
@@ -191,10 +238,12 @@ pub fn loaded(tape: &Tape) -> Result<Loaded> {
                 let files = dev
                     .space_filemarks(u64::MAX >> 2)
                     .with_context(|| format!("cannot space {} to its end", tape.device))?;
-                Ok(Loaded::Named(
-                    label(h.snapshot_id, h.volume, &crate::ids::hex(&h.snapshot_uuid)),
+                Ok(Loaded::Named {
+                    name: label(h.snapshot_id, h.volume, &crate::ids::hex(&h.snapshot_uuid)),
                     files,
-                ))
+                    source: h.source_uuid,
+                    snapshot: h.snapshot_uuid,
+                })
             }
             Err(e) => bail!(
                 "the tape in {} does not begin with a snapdump dump ({e}); load a blank cartridge or one of this policy's",
@@ -276,9 +325,13 @@ mod tests {
                 cartridge: "9v1-00112233".into(),
             }],
             pending: vec![Pending { id: 13 }],
+            lost: vec!["7v1-00aa00bb".into()],
         };
         write(dir.path(), &index).unwrap();
         assert_eq!(read(dir.path()).unwrap(), index);
+        assert!(index.knows("12v2-3fa2c1d0") && index.knows("7v1-00aa00bb"));
+        assert!(!index.knows("12v3-3fa2c1d0"));
+        assert!(index.on_lost().is_empty());
         assert_eq!(
             index.entries[0].cartridges(),
             vec!["9v1-00112233".to_string(), "12v2-3fa2c1d0".to_string()]

@@ -150,6 +150,37 @@ impl VirtualTape {
         Ok(None)
     }
 
+    /// The next item, stepping over a record's bytes without reading
+    /// them (its two length words are read and compared), as a drive's
+    /// space command goes over a tape file: appending to a tape spaces
+    /// over everything on it. Framing that does not check is read as
+    /// [`Device::read_record`] reads it, which goes on past damage.
+    fn skip_item(&mut self) -> io::Result<ReadItem> {
+        use std::os::unix::fs::FileExt;
+        let at = self.pos;
+        let len = self.image_len()?;
+        let word = |at: u64| -> io::Result<Option<u32>> {
+            let mut b = [0u8; 4];
+            if at + 4 > len {
+                return Ok(None);
+            }
+            self.file.get_ref().read_exact_at(&mut b, at)?;
+            Ok(Some(u32::from_le_bytes(b)))
+        };
+        if let Some(n) = word(at)? {
+            if n != 0 && n != EOM && n & BAD == 0 && n as u64 <= super::MAX_BLOCK_SIZE {
+                let tail = at + 4 + n as u64 + (n % 2) as u64;
+                if word(tail)? == Some(n) {
+                    self.pos = tail + 4;
+                    self.rpos = None;
+                    return Ok(ReadItem::Record(n as usize));
+                }
+            }
+        }
+        let mut scratch = Vec::new();
+        self.read_record(&mut scratch, 1 << 30)
+    }
+
     /// Reads the record at the position, refusing damaged framing.
     fn read_framed(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem> {
         let at = self.pos;
@@ -266,9 +297,8 @@ impl Device for VirtualTape {
 
     fn space_filemarks(&mut self, count: u64) -> io::Result<u64> {
         let mut done = 0;
-        let mut scratch = Vec::new();
         while done < count {
-            match self.read_record(&mut scratch, 1 << 30)? {
+            match self.skip_item()? {
                 ReadItem::Filemark => done += 1,
                 ReadItem::Record(_) => {}
                 ReadItem::EndOfData => break,
@@ -278,10 +308,9 @@ impl Device for VirtualTape {
     }
 
     fn space_to_end_of_data(&mut self) -> io::Result<()> {
-        let mut scratch = Vec::new();
         loop {
             let at = self.pos;
-            if let ReadItem::EndOfData = self.read_record(&mut scratch, 1 << 30)? {
+            if let ReadItem::EndOfData = self.skip_item()? {
                 self.pos = at;
                 return Ok(());
             }

@@ -1,0 +1,357 @@
+//! What a hand does to a policy's tape or volume between runs: a dump
+//! by hand that begins the policy's cartridge again, another source's
+//! cartridge in the drive, snapshots deleted or made shadows in the
+//! policy's volume, and two policies (or a policy and a replication) on
+//! one volume. Each is either refused untouched or warned about, and the
+//! runs after it go on with snapshots that restore, never on a base that
+//! is gone.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn json_run(args: &[&str], want: i32) -> (Value, String) {
+    let (c, o, e) = run_s(args);
+    assert_eq!(c, want, "{args:?}: {e}");
+    let v = serde_json::from_slice(&o)
+        .unwrap_or_else(|_| panic!("{args:?}: not JSON: {}", String::from_utf8_lossy(&o)));
+    (v, e)
+}
+
+fn time_of(day: u64) -> String {
+    let t = 1_798_772_400 + day as i64 * 86_400; // 2027-01-01T03:00:00Z
+    snapdump::tree::Time { sec: t, nsec: 0 }.rfc3339()
+}
+
+fn churn(src: &Path, day: u64) {
+    fs::write(src.join(format!("day{day}")), bytes(100 + day, 9000)).unwrap();
+    fs::write(src.join("log"), bytes(day, 20_000 + day as usize)).unwrap();
+}
+
+fn policy(t: &Paths, name: &str, streams: &str, body: &str) -> PathBuf {
+    let pol = t.dir.path().join(format!("{name}.toml"));
+    fs::write(
+        &pol,
+        format!(
+            "source = \"{}\"\ncatalog = \"{}\"\n\n[streams]\ndir = \"{}\"\ncompression = 1\n{streams}\n\n{body}",
+            t.src.display(),
+            t.cat.display(),
+            t.dir.path().join(format!("{name}-state")).display(),
+        ),
+    )
+    .unwrap();
+    pol
+}
+
+/// The plan's kept snapshots: id -> stream.
+fn kept(pol: &Path, day: u64) -> BTreeMap<u64, String> {
+    let (plan, _) = json_run(
+        &["policy", "plan", "--json", "--at", &time_of(day), p(pol)],
+        0,
+    );
+    plan["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["snapshot"].as_u64().unwrap(),
+                s["stream"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn tape_file(stream: &str) -> String {
+    stream
+        .split(" file ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("no tape file in {stream:?}"))
+        .to_string()
+}
+
+fn restore_tape_file(tape: &Path, file: &str, target: &Path) {
+    let (c, _, e) = run_s(&[
+        "restore",
+        "-r",
+        "-f",
+        p(tape),
+        "--file-number",
+        file,
+        "--target",
+        p(target),
+    ]);
+    assert_eq!(c, 0, "tape file {file}: {e}");
+}
+
+#[test]
+fn a_dump_by_hand_over_the_policys_cartridge_starts_the_policy_again_at_level_0() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(1, 200_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6, 7]\n\n[keep]\nlast = 3\n",
+    );
+    for day in 0..3u64 {
+        churn(&t.src, day);
+        json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+    }
+    // `dump` without --append begins the tape again: the policy's three
+    // dumps are gone from it.
+    churn(&t.src, 50);
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&tape),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let mut trees = BTreeMap::new();
+    churn(&t.src, 3);
+    trees.insert(3u64, snapshot_tree(&t.src));
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 1);
+    assert!(e.contains("written over tape 1v1-"), "{e}");
+    let d = &v["dumped"];
+    assert_eq!(
+        d["level"], 0,
+        "built on a snapshot of a lost cartridge: {v}"
+    );
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert!(index.contains("lost\t1v1-"), "{index}");
+    // The level 0 went after the hand dump, on the cartridge as it is.
+    let stream = d["stream"].as_str().unwrap();
+    assert_eq!(tape_file(stream), "2", "{stream}");
+    let r = t.dir.path().join("r3");
+    restore_tape_file(&tape, "2", &r);
+    assert_tree_is(&trees[&3], &r, "the level 0 after the hand dump");
+    fs::remove_dir_all(&r).unwrap();
+    // The next runs build on the new level 0; once retention has pruned
+    // the dumps of the lost cartridge, nothing is warned of and the
+    // index forgets the loss.
+    let mut last = 0;
+    for day in 4..8u64 {
+        churn(&t.src, day);
+        trees.insert(day, snapshot_tree(&t.src));
+        let (c, o, e) = run_s(&["run", "--json", "--at", &time_of(day), p(&pol)]);
+        assert!(c == 0 || c == 1, "day {day}: {e}");
+        let v: Value = serde_json::from_slice(&o).unwrap();
+        assert_ne!(v["dumped"]["level"], 0, "day {day}: {v}");
+        last = c;
+    }
+    assert_eq!(last, 0, "still warned once the lost dumps were pruned");
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert!(!index.contains("lost"), "{index}");
+    // Every kept snapshot restores from its chain on the tape: the chain
+    // of the level 0 of day 3 (snapshot 5; 4 was the hand dump).
+    let kept = kept(&pol, 7);
+    assert_eq!(
+        kept.keys().copied().collect::<Vec<_>>(),
+        vec![5, 6, 7, 8, 9]
+    );
+    let r = t.dir.path().join("chain");
+    for &id in kept.keys() {
+        let _ = fs::remove_dir_all(&r);
+        for (_, s) in kept.range(..=id) {
+            restore_tape_file(&tape, &tape_file(s), &r);
+        }
+        assert_tree_is(&trees[&(id - 2)], &r, &format!("snapshot {id}"));
+    }
+}
+
+#[test]
+fn another_sources_cartridge_in_the_drive_is_refused_untouched() {
+    let t = paths();
+    fs::write(t.src.join("a"), bytes(2, 50_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1]\n\n[keep]\nlast = 3\n",
+    );
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0);
+    let ours = fs::read(&tape).unwrap();
+    // Another catalog's dump of another tree begins the cartridge now in
+    // the drive.
+    let other = t.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("b"), bytes(3, 40_000)).unwrap();
+    fs::remove_file(&tape).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&tape),
+        "--catalog",
+        p(&t.dir.path().join("other-catalog")),
+        p(&other),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let theirs = fs::read(&tape).unwrap();
+    churn(&t.src, 1);
+    let (c, _, e) = run_s(&["run", "--at", &time_of(1), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("another source or catalog"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert_eq!(fs::read(&tape).unwrap(), theirs, "appended to it");
+    // The policy's own cartridge back: it goes on.
+    fs::write(&tape, &ours).unwrap();
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
+    assert_eq!(v["dumped"]["level"], 1, "{v}");
+}
+
+fn volume_ids(vol: &Path) -> BTreeMap<u64, u64> {
+    let (v, _) = json_run(&["volume", "snapshots", "--json", p(vol)], 0);
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["shadow"].as_bool().unwrap_or(false))
+        .map(|s| {
+            (
+                s["snapshot"]["id"].as_u64().unwrap(),
+                s["volume_id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_deleted_or_shadowed_by_hand_in_the_volume_are_warned_of_and_not_built_on() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(4, 120_000)).unwrap();
+    let vol = t.dir.path().join("home.vol");
+    let pol = policy(
+        &t,
+        "vol",
+        &format!("volume = \"{}\"", vol.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6, 7]\n\n[keep]\nlast = 6\n",
+    );
+    let mut trees = BTreeMap::new();
+    for day in 0..4u64 {
+        churn(&t.src, day);
+        trees.insert(day + 1, snapshot_tree(&t.src));
+        json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+    }
+    let ids = volume_ids(&vol);
+    assert_eq!(ids.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // A kept snapshot made a shadow: the next run (nothing due) says so,
+    // and the policy no longer counts it as kept.
+    let (c, _, e) = run_s(&[
+        "volume",
+        "shadow",
+        &format!("{}@{}", vol.display(), ids[&2]),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 1);
+    assert!(e.contains("snapshot 2 was made a shadow"), "{e}");
+    assert!(v["dumped"].is_null(), "{v}");
+    assert_eq!(
+        kept(&pol, 3).keys().copied().collect::<Vec<_>>(),
+        vec![1, 3, 4]
+    );
+    // Said once: the catalog forgot it.
+    json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 0);
+    // The newest deleted by hand: the next dump cannot be an increment on
+    // the snapshot before it (the volume goes on from the deleted one), so
+    // it is a level 0, and it extracts whole.
+    let (c, _, e) = run_s(&[
+        "volume",
+        "delete-snapshot",
+        &format!("{}@{}", vol.display(), ids[&4]),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    churn(&t.src, 4);
+    trees.insert(5, snapshot_tree(&t.src));
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(4), p(&pol)], 1);
+    assert!(e.contains("snapshot 4 was deleted from the volume"), "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    assert!(
+        v["dumped"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("continues from snapshot 4"),
+        "{v}"
+    );
+    // The days after: increments again, without a word.
+    churn(&t.src, 5);
+    trees.insert(6, snapshot_tree(&t.src));
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(5), p(&pol)], 0);
+    assert_eq!(v["dumped"]["level"], 1, "{v}");
+    let ids = volume_ids(&vol);
+    assert_eq!(ids.keys().copied().collect::<Vec<_>>(), vec![1, 3, 5, 6]);
+    for (id, vid) in &ids {
+        let x = t.dir.path().join(format!("x{id}"));
+        let (c, _, e) = run_s(&[
+            "volume",
+            "extract",
+            &format!("{}@{vid}", vol.display()),
+            p(&x),
+        ]);
+        assert_eq!(c, 0, "{e}");
+        assert_tree_is(&trees[id], &x, &format!("snapshot {id}"));
+    }
+}
+
+#[test]
+fn one_volume_is_never_two_policies_streams_nor_one_policys_replica() {
+    let t = paths();
+    fs::write(t.src.join("a"), bytes(5, 60_000)).unwrap();
+    let vol = t.dir.path().join("shared.vol");
+    let body = "[schedule]\nevery = \"1d\"\n\n[keep]\nlast = 2\n";
+    let a = policy(&t, "a", &format!("volume = \"{}\"", vol.display()), body);
+    // B names the same volume by another spelling.
+    let spelled = t.dir.path().join(".").join("shared.vol");
+    let b = policy(
+        &t,
+        "b",
+        &format!("volume = \"{}\"", spelled.display()),
+        body,
+    );
+    for day in 0..3u64 {
+        churn(&t.src, day);
+        json_run(&["run", "--json", "--at", &time_of(day), p(&a)], 0);
+    }
+    let held = volume_ids(&vol);
+    // Nothing is due for B (A's newest is today's): refused all the same,
+    // before it could take A's snapshots for its own and prune them.
+    let (c, _, e) = run_s(&["run", "--at", &time_of(2), p(&b)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("streams volume"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert_eq!(volume_ids(&vol), held);
+    // C replicates to A's volume with a retention of its own: refused.
+    let c_pol = policy(
+        &t,
+        "c",
+        "",
+        &format!(
+            "{body}\n[[replicate]]\nto = \"{}\"\nkeep = {{ last = 1 }}\n",
+            vol.display()
+        ),
+    );
+    churn(&t.src, 3);
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(3), p(&c_pol)], 1);
+    assert!(e.contains("streams volume"), "{e}");
+    assert!(
+        v["replicated"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("streams volume"),
+        "{v}"
+    );
+    assert_eq!(volume_ids(&vol), held, "the replication touched A's volume");
+    // A goes on untouched.
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(3), p(&a)], 0);
+    assert!(!v["dumped"].is_null(), "{v}");
+}
