@@ -813,9 +813,16 @@ fn check_refuses_what_a_volume_policy_cannot_do() {
     // Inside the catalog, also by a symlink to it.
     fs::create_dir_all(&t.cat).unwrap();
     std::os::unix::fs::symlink(&t.cat, t.dir.path().join("link")).unwrap();
+    // A symlink whose target is not there yet: a run would write there.
+    std::os::unix::fs::symlink(
+        t.cat.join("sub").join("real.tap"),
+        t.dir.path().join("dangling.tap"),
+    )
+    .unwrap();
     for (key, at) in [
         ("volume", t.cat.join("in.vol")),
         ("tape", t.dir.path().join("link").join("in.tap")),
+        ("tape", t.dir.path().join("dangling.tap")),
     ] {
         fs::write(
             &pol,
@@ -831,6 +838,26 @@ fn check_refuses_what_a_volume_policy_cannot_do() {
         let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
         assert_eq!(c, 2, "{key}: {e}");
         assert!(e.contains("inside the catalog"), "{key}: {e}");
+    }
+    // A directory where the file would be.
+    for (key, at) in [
+        ("volume", t.dir.path().join("d.vol")),
+        ("tape", t.dir.path().join("d.tap")),
+    ] {
+        fs::create_dir(&at).unwrap();
+        fs::write(
+            &pol,
+            format!(
+                "source = \"{}\"\n[streams]\ndir = \"{}\"\n{key} = \"{}\"\n[schedule]\nevery = \"1d\"\n",
+                t.src.display(),
+                t.dir.path().join("s").display(),
+                at.display()
+            ),
+        )
+        .unwrap();
+        let (c, _, e) = run_s(&["policy", "check", p(&pol)]);
+        assert_eq!(c, 2, "{key}: {e}");
+        assert!(e.contains("is a directory"), "{key}: {e}");
     }
 }
 

@@ -169,6 +169,52 @@ fn a_dump_by_hand_over_the_policys_cartridge_starts_the_policy_again_at_level_0(
 }
 
 #[test]
+fn a_hand_dump_that_failed_over_the_policys_cartridge_is_not_built_on() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(6, 40_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3]\n\n[keep]\nlast = 3\n",
+    );
+    for day in 0..2u64 {
+        churn(&t.src, day);
+        json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+    }
+    // A dump by hand without --append that fails once the cartridge is
+    // full: the catalog takes nothing, but the tape was begun again.
+    fs::write(t.src.join("big"), bytes(7, 3_000_000)).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&tape),
+        "--tape-capacity",
+        "1M",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 2, "{e}");
+    fs::remove_file(t.src.join("big")).unwrap();
+    churn(&t.src, 2);
+    let want = snapshot_tree(&t.src);
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
+    assert!(e.contains("written over tape 1v1-"), "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "built on lost dumps: {v}");
+    let file = tape_file(v["dumped"]["stream"].as_str().unwrap());
+    let r = t.dir.path().join("r");
+    restore_tape_file(&tape, &file, &r);
+    assert_tree_is(&want, &r, "the level 0 after the failed hand dump");
+    // A second run on the same cartridge records no second loss.
+    json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert_eq!(index.matches("lost\t").count(), 1, "{index}");
+}
+
+#[test]
 fn another_sources_cartridge_in_the_drive_is_refused_untouched() {
     let t = paths();
     fs::write(t.src.join("a"), bytes(2, 50_000)).unwrap();
@@ -204,9 +250,105 @@ fn another_sources_cartridge_in_the_drive_is_refused_untouched() {
     assert!(e.contains("another source or catalog"), "{e}");
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert_eq!(fs::read(&tape).unwrap(), theirs, "appended to it");
-    // The policy's own cartridge back: it goes on.
+    // It may have been written over the policy's own cartridge: that one
+    // is recorded as lost, so a blank loaded now does not take an
+    // increment on what it held.
+    let index_path = t.dir.path().join("tape-state/.snapdump-policy.tape");
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(
+        e.contains("written over tape 1v1-") && index.contains("lost\t1v1-"),
+        "{e}\n{index}"
+    );
+    // The policy's own cartridge back, and the line deleted as the
+    // message says: it goes on with an increment.
     fs::write(&tape, &ours).unwrap();
+    let kept: Vec<&str> = index.lines().filter(|l| !l.starts_with("lost\t")).collect();
+    fs::write(&index_path, kept.join("\n") + "\n").unwrap();
     let (v, _) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
+    assert_eq!(v["dumped"]["level"], 1, "{v}");
+}
+
+#[test]
+fn a_run_killed_after_a_dump_that_spanned_cartridges_records_where_it_began() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(8, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!(
+            "tape = \"{}\"\nnew_volume = 'n=$(ls {1} | wc -l); mv \"$SNAPDUMP_DEVICE\" {1}/c$n.tap'\ntape_capacity = \"200K\"\nblock_kib = 16\n",
+            tape.display(),
+            shelf.display()
+        ),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 1, 1]\n\n[keep]\nlast = 3\n",
+    );
+    let tree0 = snapshot_tree(&t.src);
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0);
+    assert_eq!(
+        fs::read_dir(&shelf).unwrap().count(),
+        0,
+        "day 0 fits one cartridge"
+    );
+    // Day 1's increment fills the cartridge and goes on to others; the
+    // run is killed once the catalog took it, before the index did.
+    fs::write(t.src.join("more"), bytes(9, 400_000)).unwrap();
+    let tree1 = snapshot_tree(&t.src);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
+        .args(["run", "--json", "--at", &time_of(1), p(&pol)])
+        .env("SNAPDUMP_FAILPOINT", "policy-dumped:1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let n = fs::read_dir(&shelf).unwrap().count();
+    assert!(n >= 1, "the dump did not span");
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
+    assert!(v["dumped"].is_null(), "{v}");
+    assert!(!e.contains("written over"), "{e}");
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    let line = index
+        .lines()
+        .find(|l| l.split('\t').nth(2) == Some("2"))
+        .unwrap_or_else(|| panic!("snapshot 2 is not in the index: {index}"));
+    let f: Vec<&str> = line.split('\t').collect();
+    assert_eq!((f[3], f[4]), ("2", &*(n + 1).to_string()), "{line}");
+    assert!(f[5].starts_with("1v1-"), "{line}");
+    assert!(
+        !index.contains("lost") && !index.contains("pending"),
+        "{index}"
+    );
+    // Both restore: the level 0 from the first cartridge, the increment
+    // from tape file 2 of it and on through the shelf to the drive.
+    let r = t.dir.path().join("r");
+    let first = shelf.join("c0.tap");
+    restore_tape_file(&first, "1", &r);
+    assert_tree_is(&tree0, &r, "snapshot 1");
+    let mut args: Vec<String> = vec!["restore".into(), "-r".into()];
+    for k in 0..n {
+        args.extend([
+            "-f".into(),
+            shelf.join(format!("c{k}.tap")).display().to_string(),
+        ]);
+    }
+    args.extend(["-f".into(), tape.display().to_string()]);
+    args.extend([
+        "--file-number".into(),
+        "2".into(),
+        "--target".into(),
+        p(&r).into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (c, _, e) = run_s(&args);
+    assert_eq!(c, 0, "{args:?}: {e}");
+    assert_tree_is(&tree1, &r, "snapshot 2, across cartridges");
+    // The next day builds on it, without a word.
+    fs::write(t.src.join("day2"), bytes(10, 1000)).unwrap();
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 0);
     assert_eq!(v["dumped"]["level"], 1, "{v}");
 }
 
@@ -351,6 +493,13 @@ fn one_volume_is_never_two_policies_streams_nor_one_policys_replica() {
         "{v}"
     );
     assert_eq!(volume_ids(&vol), held, "the replication touched A's volume");
+    // D names A's volume by a hard link to it.
+    let linked = t.dir.path().join("linked.vol");
+    fs::hard_link(&vol, &linked).unwrap();
+    let d = policy(&t, "d", &format!("volume = \"{}\"", linked.display()), body);
+    let (c, _, e) = run_s(&["run", "--at", &time_of(3), p(&d)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("streams volume"), "{e}");
     // A goes on untouched.
     let (v, _) = json_run(&["run", "--json", "--at", &time_of(3), p(&a)], 0);
     assert!(!v["dumped"].is_null(), "{v}");

@@ -321,7 +321,7 @@ fn nothing_is_built_on_or_coalesced_from_a_broken_stream() {
         whole.coalesce.as_ref().map(|c| c.chain.clone()),
         Some(vec![1, 2, 3])
     );
-    let cut = at(vec![(2, "s2 is missing".into())]);
+    let cut = at(vec![(2, "snapshot 2's stream s2 is missing".into())]);
     let d = cut.dump.unwrap();
     assert_eq!((d.level, d.base), (0, None), "{}", d.why);
     assert!(

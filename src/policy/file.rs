@@ -400,12 +400,27 @@ impl Policy {
 }
 
 fn resolved(p: &Path) -> PathBuf {
+    resolved_within(p, 0)
+}
+
+/// [`resolved`], `depth` symlinks deep: a symlink whose target is not
+/// there (yet) still resolves to where its target would be, since that is
+/// where a run would write.
+fn resolved_within(p: &Path, depth: u32) -> PathBuf {
     let p = lexical(p);
     let mut head = p.as_path();
     let mut tail = Vec::new();
     loop {
         if let Ok(c) = std::fs::canonicalize(head) {
             return tail.iter().rev().fold(c, |acc, t| acc.join(t));
+        }
+        if let (Ok(target), true) = (std::fs::read_link(head), depth < 40) {
+            let target = match head.parent() {
+                Some(d) if target.is_relative() => d.join(target),
+                _ => target,
+            };
+            let r = resolved_within(&target, depth + 1);
+            return tail.iter().rev().fold(r, |acc, t| acc.join(t));
         }
         match (head.parent(), head.file_name()) {
             (Some(parent), Some(name)) => {
@@ -451,6 +466,11 @@ fn tape_of(raw: &RawStreams, at: &impl Fn(std::ops::Range<usize>, String)) -> Op
         at(span.clone(), format!("streams.tape {name:?} rewinds the tape when closed, so each dump would overwrite the one before; give the non-rewinding device (/dev/nstN)"));
     } else if st.is_none() && !Path::new(&name).is_absolute() {
         at(span.clone(), format!("streams.tape {name:?} is not an absolute path (a policy runs from cron and systemd, whose working directory is not yours)"));
+    } else if st.is_none() && Path::new(&name).is_dir() {
+        at(
+            span.clone(),
+            format!("streams.tape {name:?} is a directory; a virtual tape is a file"),
+        );
     } else if st.is_none() && Path::new(&name).file_name().is_some_and(|n| n == ".tap") {
         at(span.clone(), format!("streams.tape {name:?} is a hidden file named only by its ending; give the virtual tape a name (drive.tap)"));
     }
@@ -718,6 +738,14 @@ impl Policy {
                 );
             } else if on.starts_with(&source) || on.starts_with(&dir) {
                 at(span.clone(), format!("streams.volume {} is inside the source or streams.dir; a volume needs a place of its own", v.display()));
+            } else if v.is_dir() {
+                at(
+                    span.clone(),
+                    format!(
+                        "streams.volume {} is a directory; a volume is a file",
+                        v.display()
+                    ),
+                );
             }
             if name_span.is_some() {
                 at(span.clone(), "streams.name names stream files, and with streams.volume there are none; leave it out".into());

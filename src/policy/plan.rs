@@ -90,9 +90,10 @@ pub struct Inputs<'a> {
     /// of replicas or a mirror's state that cannot be read): every
     /// snapshot is kept with this reason.
     pub hold: Option<String>,
-    /// Snapshots whose stream is missing or damaged, with what is wrong:
-    /// never a base or part of a coalesced chain (what is built on them
-    /// could not be restored).
+    /// Snapshots whose stream is missing or damaged, or that cannot be a
+    /// base for another reason, each with a clause that says what is wrong
+    /// ("snapshot 2's stream s2 is missing"): never a base or part of a
+    /// coalesced chain (what is built on them could not be restored).
     pub broken: Vec<(u64, String)>,
 }
 
@@ -284,10 +285,7 @@ fn around_broken(d: DumpDue, i: &Inputs) -> DumpDue {
             return DumpDue {
                 level: 0,
                 base: None,
-                why: format!(
-                    "{}; but snapshot {}'s stream {what}, so a level 0 instead",
-                    d.why, s.id
-                ),
+                why: format!("{}; but {what}, so a level 0 instead", d.why),
             };
         }
     }

@@ -639,6 +639,7 @@ pub fn broken(snaps: &[Snap], dir: &Path) -> Vec<(u64, String)> {
             };
             Some((s.id, what))
         })
+        .map(|(id, what)| (id, format!("snapshot {id}'s stream {what}")))
         .collect()
 }
 
@@ -661,8 +662,10 @@ fn broken_streams(p: &Policy, snaps: &[Snap], source_uuid: Option<[u8; 16]>) -> 
             Ok(Some((id, _))) if id != newest.id => vec![(
                 newest.id,
                 format!(
-                    "cannot take an increment: the volume {} continues from snapshot {id}, which was deleted from it",
-                    vol.display()
+                    "the volume {} continues from snapshot {id}, which was deleted from it, not from snapshot {}, so it takes no increment on snapshot {}",
+                    vol.display(),
+                    newest.id,
+                    newest.id
                 ),
             )],
             _ => Vec::new(),
@@ -762,7 +765,7 @@ pub fn run(
     };
     let (snaps, cat) = snaps_of(p)?;
     let source_uuid = cat.map(|c| c.state.source_uuid);
-    for (id, what) in broken_streams(p, &snaps, source_uuid) {
+    for (_, what) in broken_streams(p, &snaps, source_uuid) {
         let then = if p.streams.tape.is_some() {
             "if so, neither it nor a snapshot built on it can be restored; nothing new is built on it, and retention prunes it in time"
         } else if p.streams.volume.is_some() {
@@ -772,7 +775,7 @@ pub fn run(
         };
         report.warn(
             p.path.as_os_str().as_encoded_bytes(),
-            format!("snapshot {id}'s stream {what}: {then}"),
+            format!("{what}: {then}"),
         );
     }
     // Prune first what is prunable now (it needs no space and breaks no
@@ -982,10 +985,7 @@ fn check_cartridge(
     report: &Report,
 ) -> Result<bool> {
     let super::tape::Loaded::Named {
-        name,
-        source,
-        snapshot,
-        ..
+        name, source, id, ..
     } = super::tape::loaded(tape)?
     else {
         return Ok(false);
@@ -995,34 +995,44 @@ fn check_cartridge(
     if index.knows(&name) {
         return Ok(false);
     }
-    if source != cat.state.source_uuid {
-        bail!(
+    let other = source != cat.state.source_uuid;
+    let refuse = || {
+        anyhow::anyhow!(
             "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: this policy's would be mixed in with them; nothing was appended (load a blank cartridge or one of this policy's)",
             tape.device,
             p.source.display()
-        );
-    }
-    let Some(newest) = index.entries.last() else {
-        return Ok(false);
+        )
     };
-    let made_after = cat
-        .state
-        .snapshots
-        .iter()
-        .any(|r| r.snap.uuid == snapshot && r.snap.id > newest.id);
-    let last = newest.cartridges().pop().expect("a dump is on a cartridge");
-    if !made_after || last == name {
+    let Some(newest) = index.entries.last() else {
+        return if other { Err(refuse()) } else { Ok(false) };
+    };
+    // A cartridge of this source whose first dump is older than the
+    // policy's newest is one the policy freed, or an old dump by hand.
+    // A later one, made outside the policy (whether the catalog took it
+    // or it failed or was killed on the way, which leaves no row), or
+    // another source's, may have been written over the cartridge the
+    // policy last wrote.
+    if !other && id <= newest.id {
         return Ok(false);
     }
-    index.lost.push(last.clone());
-    super::tape::write(&dir, &index)?;
+    let last = newest.cartridges().pop().expect("a dump is on a cartridge");
+    if !index.lost.contains(&last) {
+        index.lost.push(last.clone());
+        super::tape::write(&dir, &index)?;
+    }
+    let lost = format!(
+        "if it was written over tape {last}, which the policy last wrote, the policy's dumps there are lost, so nothing more is built on them (a level 0 next); if tape {last} is whole, delete the line \"lost\t{last}\" from {}",
+        dir.join(super::tape::INDEX).display()
+    );
+    if other {
+        return Err(refuse().context(lost));
+    }
     report.warn(
         tape.device.as_bytes(),
         format!(
-            "the tape in {} (tape {name}) begins with a dump of {} made outside the policy after the policy's newest dump: if it was written over tape {last}, the policy's dumps there are lost, so nothing more is built on them (a level 0 now); if tape {last} is whole, delete the line \"lost\t{last}\" from {}",
+            "the tape in {} (tape {name}) begins with a dump of {} made outside the policy after the policy's newest dump: {lost}",
             tape.device,
             p.source.display(),
-            dir.join(super::tape::INDEX).display()
         ),
     );
     Ok(true)
@@ -1052,7 +1062,16 @@ fn dump_to_tape(
         super::tape::check_loaded(&index, &tape.device, name, *files)?;
     }
     if !index.pending.iter().any(|q| q.id == id) {
-        index.pending.push(super::tape::Pending { id });
+        let start = match &first {
+            super::tape::Loaded::Named {
+                name, next_file, ..
+            } => (*next_file, Some(name.clone())),
+            super::tape::Loaded::Blank => (1, None),
+        };
+        index.pending.push(super::tape::Pending {
+            id,
+            start: Some(start),
+        });
         super::tape::write(&dir, &index)?;
     }
     let opts = crate::dump::DumpOptions {
@@ -1149,27 +1168,41 @@ fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()
         if index.entries.iter().any(|e| e.uuid == uuid) {
             continue;
         }
-        match super::tape::find(tape, &uuid)? {
+        let found = match super::tape::find(tape, &uuid)? {
             Some((file, 1)) => {
-                let first = super::tape::loaded(tape)?;
-                let cartridge = match first {
+                let cartridge = match super::tape::loaded(tape)? {
                     super::tape::Loaded::Named { name, .. } => name,
                     super::tape::Loaded::Blank => super::tape::label(row.snap.id, 1, &uuid),
                 };
+                Some((file, 1, cartridge))
+            }
+            // The dump filled its first cartridge and ended on this one,
+            // its volume k: where it began is what the run wrote down.
+            Some((_, k)) => q.start.clone().map(|(file, c)| {
+                (
+                    file,
+                    k,
+                    c.unwrap_or_else(|| super::tape::label(row.snap.id, 1, &uuid)),
+                )
+            }),
+            None => None,
+        };
+        match found {
+            Some((file, volumes, cartridge)) => {
                 crate::progress::note(&format!(
-                    "snapshot {}'s dump was not in the tape index (a run was killed); it is {} file {file}, and the index now says so",
+                    "snapshot {}'s dump was not in the tape index (a run was killed); it begins at {} file {file} (tape {cartridge}), and the index now says so",
                     row.snap.id, tape.device
                 ));
                 index.entries.push(super::tape::Entry {
                     uuid,
                     id: row.snap.id,
                     file,
-                    volumes: 1,
+                    volumes,
                     cartridge,
                 });
             }
-            _ => crate::progress::note(&format!(
-                "snapshot {}'s dump is in the catalog but its first volume is not on the tape in {} (a run was killed, and the cartridge changed since); the policy leaves it alone",
+            None => crate::progress::note(&format!(
+                "snapshot {}'s dump is in the catalog but not on the tape in {} (a run was killed, and the cartridge changed since); the policy leaves it alone",
                 row.snap.id, tape.device
             )),
         }
@@ -1246,15 +1279,18 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
     let names = |o: &Policy, kind: &str| -> bool {
         match kind {
             "replica" | "volume" => {
-                o.replicate.iter().any(|r| &canon(&r.to) == path)
-                    || o.streams.volume.as_deref().map(canon).as_ref() == Some(path)
+                o.replicate.iter().any(|r| same_place(&r.to, path))
+                    || o.streams
+                        .volume
+                        .as_deref()
+                        .is_some_and(|v| same_place(v, path))
             }
             "tape" => o
                 .streams
                 .tape
                 .as_ref()
-                .is_some_and(|t| &canon(Path::new(&t.device)) == path),
-            _ => o.mirror.iter().any(|m| &canon(m) == path),
+                .is_some_and(|t| same_place(Path::new(&t.device), path)),
+            _ => o.mirror.iter().any(|m| same_place(m, path)),
         }
     };
     let mut lines: Vec<String> = Vec::new();
@@ -1264,7 +1300,7 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
         };
         let theirs = k
             .split_once(' ')
-            .filter(|(kind, at)| meets(kind) && canon(Path::new(at)) == *path);
+            .filter(|(kind, at)| meets(kind) && same_place(Path::new(at), path));
         if let (Some((kind, _)), true) = (theirs, Path::new(other) != me) {
             if Policy::load(Path::new(other)).is_ok_and(|o| names(&o, kind)) {
                 fn role(k: &str) -> &str {
@@ -1292,6 +1328,17 @@ fn claim_shared(p: &Policy, what: &str, path: &Path) -> Result<()> {
     lines.push(mine);
     write_list(&dir, CLAIMS, &lines)
         .with_context(|| format!("cannot write {}", dir.join(CLAIMS).display()))
+}
+
+/// Whether `a` and `b` are one place: one path once resolved, or one
+/// file (a hard link, a bind mount) while both are there.
+fn same_place(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    canon(a) == canon(b)
+        || matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
+        )
 }
 
 /// `path` as the file system names it: its directory resolved (symlinks,

@@ -60,6 +60,12 @@ impl Entry {
 pub struct Pending {
     /// The snapshot id the dump was to get.
     pub id: u64,
+    /// Where it was to begin: the tape file and the cartridge loaded then
+    /// (None: a blank one, named by the dump's own first volume). A dump
+    /// that filled its cartridge ends on another, so the next run, which
+    /// sees only the last, learns its beginning from here. None in a line
+    /// an older build wrote.
+    pub start: Option<(u64, Option<String>)>,
 }
 
 /// The index as read.
@@ -138,7 +144,17 @@ pub fn read(dir: &Path) -> Result<Index> {
             }
             ["pending", id] => index.pending.push(Pending {
                 id: id.parse().map_err(|_| bad())?,
+                start: None,
             }),
+            ["pending", id, file, cartridge] if !cartridge.is_empty() => {
+                index.pending.push(Pending {
+                    id: id.parse().map_err(|_| bad())?,
+                    start: Some((
+                        file.parse().ok().filter(|&f| f >= 1).ok_or_else(bad)?,
+                        Some(cartridge.to_string()).filter(|c| c != "-"),
+                    )),
+                })
+            }
             ["lost", cartridge] if !cartridge.is_empty() => index.lost.push(cartridge.to_string()),
             _ => return Err(bad()),
         }
@@ -156,9 +172,17 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
         ));
     }
     for p in &index.pending {
-        text.push_str(&format!("pending\t{}\n", p.id));
+        match &p.start {
+            None => text.push_str(&format!("pending\t{}\n", p.id)),
+            Some((file, c)) => text.push_str(&format!(
+                "pending\t{}\t{file}\t{}\n",
+                p.id,
+                c.as_deref().unwrap_or("-")
+            )),
+        }
     }
-    for l in &index.lost {
+    let mut seen = std::collections::HashSet::new();
+    for l in index.lost.iter().filter(|l| seen.insert(l.as_str())) {
         text.push_str(&format!("lost\t{l}\n"));
     }
     crate::atomic::replace_file(&dir.join(INDEX), text.as_bytes())
@@ -174,6 +198,11 @@ pub enum Loaded {
         name: String,
         /// How many filemarks (complete tape files) it holds.
         files: u64,
+        /// The tape file an append would begin: after the filemarks, and
+        /// after a cut-off dump, which the append closes first.
+        next_file: u64,
+        /// The snapshot id the first dump is of.
+        id: u64,
         /// The source (of its catalog) the first dump is of.
         source: [u8; 16],
         /// The snapshot the first dump is of.
@@ -238,9 +267,17 @@ pub fn loaded(tape: &Tape) -> Result<Loaded> {
                 let files = dev
                     .space_filemarks(u64::MAX >> 2)
                     .with_context(|| format!("cannot space {} to its end", tape.device))?;
+                dev.rewind()?;
+                dev.space_filemarks(files)?;
+                let cut_off = matches!(
+                    dev.read_record(&mut buf, crate::media::tape::MAX_BLOCK_SIZE as usize),
+                    Ok(ReadItem::Record(_))
+                );
                 Ok(Loaded::Named {
                     name: label(h.snapshot_id, h.volume, &crate::ids::hex(&h.snapshot_uuid)),
                     files,
+                    next_file: files + 1 + cut_off as u64,
+                    id: h.snapshot_id,
                     source: h.source_uuid,
                     snapshot: h.snapshot_uuid,
                 })
@@ -324,10 +361,26 @@ mod tests {
                 volumes: 2,
                 cartridge: "9v1-00112233".into(),
             }],
-            pending: vec![Pending { id: 13 }],
+            pending: vec![
+                Pending {
+                    id: 13,
+                    start: None,
+                },
+                Pending {
+                    id: 14,
+                    start: Some((4, Some("9v1-00112233".into()))),
+                },
+                Pending {
+                    id: 15,
+                    start: Some((1, None)),
+                },
+            ],
             lost: vec!["7v1-00aa00bb".into()],
         };
         write(dir.path(), &index).unwrap();
+        let mut twice = index.clone();
+        twice.lost.push("7v1-00aa00bb".into());
+        write(dir.path(), &twice).unwrap();
         assert_eq!(read(dir.path()).unwrap(), index);
         assert!(index.knows("12v2-3fa2c1d0") && index.knows("7v1-00aa00bb"));
         assert!(!index.knows("12v3-3fa2c1d0"));
