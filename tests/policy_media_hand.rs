@@ -120,7 +120,10 @@ fn a_dump_by_hand_over_the_policys_cartridge_starts_the_policy_again_at_level_0(
     churn(&t.src, 3);
     trees.insert(3u64, snapshot_tree(&t.src));
     let (v, e) = json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 1);
-    assert!(e.contains("written over tape 1v1-"), "{e}");
+    assert!(
+        e.contains("written over one of the policy's cartridges (1v1-"),
+        "{e}"
+    );
     let d = &v["dumped"];
     assert_eq!(
         d["level"], 0,
@@ -202,7 +205,10 @@ fn a_hand_dump_that_failed_over_the_policys_cartridge_is_not_built_on() {
     churn(&t.src, 2);
     let want = snapshot_tree(&t.src);
     let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
-    assert!(e.contains("written over tape 1v1-"), "{e}");
+    assert!(
+        e.contains("written over one of the policy's cartridges (1v1-"),
+        "{e}"
+    );
     assert_eq!(v["dumped"]["level"], 0, "built on lost dumps: {v}");
     let file = tape_file(v["dumped"]["stream"].as_str().unwrap());
     let r = t.dir.path().join("r");
@@ -212,6 +218,125 @@ fn a_hand_dump_that_failed_over_the_policys_cartridge_is_not_built_on() {
     json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
     let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
     assert_eq!(index.matches("lost\t").count(), 1, "{index}");
+}
+
+#[test]
+fn whichever_cartridge_a_hand_dump_wrote_over_nothing_is_built_on_it() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(11, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 1, 1, 1, 1, 1, 1]\n\n[keep]\nlast = 10\n",
+    );
+    let run = |day: u64, want: i32| {
+        churn(&t.src, day);
+        json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], want)
+    };
+    run(0, 0);
+    // A copy of the catalog as it is now: a catalog put back from a
+    // backup later has the policy's source, with ids behind the policy's.
+    let stale = t.dir.path().join("stale-catalog");
+    let ok = std::process::Command::new("cp")
+        .args(["-a", p(&t.cat), p(&stale)])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    run(1, 0);
+    // Tape A to the shelf; snapshot 3 begins a blank cartridge B.
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    run(2, 0);
+    // B to the shelf, A back in the drive, and a dump by hand over it
+    // with the old copy of the catalog: its snapshot id (2) is one the
+    // policy's index has, on A.
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-f",
+        p(&tape),
+        "--catalog",
+        p(&stale),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let (v, e) = run(3, 1);
+    assert!(
+        e.contains("written over one of the policy's cartridges"),
+        "{e}"
+    );
+    assert_eq!(v["dumped"]["level"], 0, "built on a lost cartridge: {v}");
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert!(
+        index.contains("lost\t1v1-") && index.contains("lost\t3v1-"),
+        "{index}"
+    );
+    // Each lost cartridge is said once per run, with its snapshots.
+    let (_, e) = run(3, 1);
+    assert_eq!(
+        e.matches("may have been written over (the tape index")
+            .count(),
+        2,
+        "{e}"
+    );
+    assert!(e.contains("snapshot(s) 1, 2 on it"), "{e}");
+    // B is whole: once its line is deleted, only A is warned of.
+    let kept: Vec<&str> = index
+        .lines()
+        .filter(|l| !l.starts_with("lost\t3v1-"))
+        .collect();
+    fs::write(
+        t.dir.path().join("tape-state/.snapdump-policy.tape"),
+        kept.join("\n") + "\n",
+    )
+    .unwrap();
+    let (_, e) = run(4, 1);
+    assert_eq!(
+        e.matches("may have been written over (the tape index")
+            .count(),
+        1,
+        "{e}"
+    );
+}
+
+#[test]
+fn a_freed_cartridge_loaded_again_is_appended_to_without_a_doubt() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(12, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0]\n\n[keep]\nlast = 1\n",
+    );
+    churn(&t.src, 0);
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0);
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    churn(&t.src, 1);
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
+    let freed = v["tapes_freed"].as_array().unwrap();
+    assert_eq!(freed.len(), 1, "{v}");
+    assert!(freed[0].as_str().unwrap().starts_with("1v1-"), "{v}");
+    // A back in the drive, not erased: the policy's own, free to append to.
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    churn(&t.src, 2);
+    let want = snapshot_tree(&t.src);
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 0);
+    assert!(!e.contains("written over"), "{e}");
+    let stream = v["dumped"]["stream"].as_str().unwrap();
+    assert!(stream.contains("(tape 1v1-"), "{stream}");
+    let r = t.dir.path().join("r");
+    restore_tape_file(&tape, &tape_file(stream), &r);
+    assert_tree_is(&want, &r, "the dump appended to the freed cartridge");
 }
 
 #[test]
@@ -256,7 +381,8 @@ fn another_sources_cartridge_in_the_drive_is_refused_untouched() {
     let index_path = t.dir.path().join("tape-state/.snapdump-policy.tape");
     let index = fs::read_to_string(&index_path).unwrap();
     assert!(
-        e.contains("written over tape 1v1-") && index.contains("lost\t1v1-"),
+        e.contains("written over one of the policy's cartridges (1v1-")
+            && index.contains("lost\t1v1-"),
         "{e}\n{index}"
     );
     // The policy's own cartridge back, and the line deleted as the

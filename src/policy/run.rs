@@ -765,18 +765,32 @@ pub fn run(
     };
     let (snaps, cat) = snaps_of(p)?;
     let source_uuid = cat.map(|c| c.state.source_uuid);
-    for (_, what) in broken_streams(p, &snaps, source_uuid) {
-        let then = if p.streams.tape.is_some() {
-            "if so, neither it nor a snapshot built on it can be restored; nothing new is built on it, and retention prunes it in time"
-        } else if p.streams.volume.is_some() {
-            continue; // said when the volume was settled, and not a loss
-        } else {
-            "neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"
-        };
-        report.warn(
-            p.path.as_os_str().as_encoded_bytes(),
-            format!("{what}: {then}"),
-        );
+    if p.streams.tape.is_some() {
+        // One line per cartridge in doubt, naming its kept snapshots.
+        let index = super::tape::read(&streams_dir(p))?;
+        let mut by_tape: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (e, c) in index.on_lost() {
+            if snaps.iter().any(|s| s.id == e.id) {
+                by_tape.entry(c).or_default().push(e.id.to_string());
+            }
+        }
+        for (c, ids) in by_tape {
+            report.warn(
+                p.path.as_os_str().as_encoded_bytes(),
+                format!(
+                    "tape {c} may have been written over (the tape index says it is lost): if so, snapshot(s) {} on it cannot be restored, nor any built on them; nothing new is built on them, and retention prunes them in time",
+                    ids.join(", ")
+                ),
+            );
+        }
+    } else if p.streams.volume.is_none() {
+        // (A volume's are said when it is settled, and are no loss.)
+        for (_, what) in broken_streams(p, &snaps, source_uuid) {
+            report.warn(
+                p.path.as_os_str().as_encoded_bytes(),
+                format!("{what}: neither it nor a snapshot built on it can be restored, and nothing new is built on it; put the stream back from a copy, or let retention prune it"),
+            );
+        }
     }
     // Prune first what is prunable now (it needs no space and breaks no
     // chain: the next dump's base is in the newest snapshot's chain, which
@@ -969,25 +983,24 @@ fn empty_source(p: &Policy) -> Result<Option<String>> {
 }
 
 /// Looks at the cartridge loaded in the policy's tape before a dump goes
-/// onto it, when the tape index places nothing on it. One that begins
-/// with another source's (or catalog's) dump is refused: the policy
-/// would count that source's dumps in with its own. One that begins with
-/// a dump of this source made outside the policy after the policy's
-/// newest dump may have been written over the cartridge the policy last
-/// wrote (`dump` without `--append` begins a tape at its start): that
-/// cartridge is recorded as lost in the index, so nothing more is built
-/// on the dumps there, with a warning saying how to undo it. Returns
-/// whether it recorded a loss (the plan changes).
+/// onto it, when the tape index neither places a dump on it nor freed it.
+/// Blank, it is a new cartridge. Holding a dump, it was begun by a dump
+/// made outside the policy (`dump` without `--append` begins a tape at
+/// its start, and has done so even when it then failed or was killed),
+/// perhaps over one of the policy's cartridges, and which one nothing on
+/// it says: every cartridge the index places a dump on is recorded as
+/// lost, so nothing more is built on their dumps (a level 0 next), with a
+/// warning saying how to undo it for the whole ones. One whose dump is of
+/// another source or catalog is then refused: the policy would count that
+/// source's dumps in with its own. Returns whether it recorded a loss
+/// (the plan changes).
 fn check_cartridge(
     p: &Policy,
     tape: &super::file::Tape,
     cat: &Catalog,
     report: &Report,
 ) -> Result<bool> {
-    let super::tape::Loaded::Named {
-        name, source, id, ..
-    } = super::tape::loaded(tape)?
-    else {
+    let super::tape::Loaded::Named { name, source, .. } = super::tape::loaded(tape)? else {
         return Ok(false);
     };
     let dir = streams_dir(p);
@@ -996,45 +1009,51 @@ fn check_cartridge(
         return Ok(false);
     }
     let other = source != cat.state.source_uuid;
-    let refuse = || {
-        anyhow::anyhow!(
-            "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: this policy's would be mixed in with them; nothing was appended (load a blank cartridge or one of this policy's)",
-            tape.device,
-            p.source.display()
-        )
+    let whose = if other {
+        "of another source or catalog".to_string()
+    } else {
+        format!("of {} that the policy did not make", p.source.display())
     };
-    let Some(newest) = index.entries.last() else {
-        return if other { Err(refuse()) } else { Ok(false) };
-    };
-    // A cartridge of this source whose first dump is older than the
-    // policy's newest is one the policy freed, or an old dump by hand.
-    // A later one, made outside the policy (whether the catalog took it
-    // or it failed or was killed on the way, which leaves no row), or
-    // another source's, may have been written over the cartridge the
-    // policy last wrote.
-    if !other && id <= newest.id {
-        return Ok(false);
+    let refuse = format!(
+        "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: nothing was appended (load a blank cartridge or one of this policy's)",
+        tape.device,
+        p.source.display()
+    );
+    // Every cartridge the policy placed a dump on: the loaded one was
+    // begun again by a dump made outside it, and which cartridge it was
+    // before (one of these, or a blank one) nothing on it says.
+    let mut doubt: Vec<String> = Vec::new();
+    for c in index.entries.iter().flat_map(|e| e.cartridges()) {
+        if !doubt.contains(&c) {
+            doubt.push(c);
+        }
     }
-    let last = newest.cartridges().pop().expect("a dump is on a cartridge");
-    if !index.lost.contains(&last) {
-        index.lost.push(last.clone());
+    if doubt.is_empty() {
+        return if other {
+            Err(anyhow::anyhow!(refuse))
+        } else {
+            Ok(false)
+        };
+    }
+    let new: Vec<String> = doubt
+        .iter()
+        .filter(|c| !index.lost.contains(c))
+        .cloned()
+        .collect();
+    if !new.is_empty() {
+        index.lost.extend(new);
         super::tape::write(&dir, &index)?;
     }
     let lost = format!(
-        "if it was written over tape {last}, which the policy last wrote, the policy's dumps there are lost, so nothing more is built on them (a level 0 next); if tape {last} is whole, delete the line \"lost\t{last}\" from {}",
+        "the tape in {} (tape {name}) is not one the policy wrote, freed or found blank, and begins with a dump {whose}: it may have been written over one of the policy's cartridges ({}), and which one nothing tells, so nothing more is built on their dumps (a level 0 next); for each of them that is whole, delete its `lost` line from {}",
+        tape.device,
+        doubt.join(", "),
         dir.join(super::tape::INDEX).display()
     );
     if other {
-        return Err(refuse().context(lost));
+        bail!("{refuse}; and {lost}");
     }
-    report.warn(
-        tape.device.as_bytes(),
-        format!(
-            "the tape in {} (tape {name}) begins with a dump of {} made outside the policy after the policy's newest dump: {lost}",
-            tape.device,
-            p.source.display(),
-        ),
-    );
+    report.warn(tape.device.as_bytes(), lost);
     Ok(true)
 }
 
@@ -1604,6 +1623,11 @@ fn forget_on_tape(p: &Policy, done: &[Done]) -> Result<Vec<String>> {
         .filter(|c| !in_use.contains(c))
         .collect();
     freed.dedup();
+    if !freed.is_empty() {
+        let mut index = super::tape::read(&dir)?;
+        index.freed.extend(freed.iter().cloned());
+        super::tape::write(&dir, &index)?;
+    }
     Ok(freed)
 }
 

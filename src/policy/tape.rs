@@ -75,16 +75,21 @@ pub struct Index {
     pub entries: Vec<Entry>,
     /// Dumps started and not recorded.
     pub pending: Vec<Pending>,
-    /// Cartridges that may have been written over (a dump made outside
-    /// the policy began a cartridge after the policy's newest dump): the
+    /// Cartridges that may have been written over (a cartridge the policy
+    /// did not write, free or find blank turned up holding a dump): the
     /// dumps the index places on them are never built on again.
     pub lost: Vec<String>,
+    /// Cartridges a prune freed (no kept dump on them): one loaded again
+    /// as it was is the policy's to append to.
+    pub freed: Vec<String>,
 }
 
 impl Index {
-    /// Whether the index places a dump (or a doubt) on cartridge `name`.
+    /// Whether the index places a dump (or a doubt) on cartridge `name`,
+    /// or freed it.
     pub fn knows(&self, name: &str) -> bool {
         self.lost.iter().any(|l| l == name)
+            || self.freed.iter().any(|l| l == name)
             || self
                 .entries
                 .iter()
@@ -156,6 +161,9 @@ pub fn read(dir: &Path) -> Result<Index> {
                 })
             }
             ["lost", cartridge] if !cartridge.is_empty() => index.lost.push(cartridge.to_string()),
+            ["freed", cartridge] if !cartridge.is_empty() => {
+                index.freed.push(cartridge.to_string())
+            }
             _ => return Err(bad()),
         }
     }
@@ -184,6 +192,10 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for l in index.lost.iter().filter(|l| seen.insert(l.as_str())) {
         text.push_str(&format!("lost\t{l}\n"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for l in index.freed.iter().filter(|l| seen.insert(l.as_str())) {
+        text.push_str(&format!("freed\t{l}\n"));
     }
     crate::atomic::replace_file(&dir.join(INDEX), text.as_bytes())
 }
@@ -376,6 +388,7 @@ mod tests {
                 },
             ],
             lost: vec!["7v1-00aa00bb".into()],
+            freed: vec!["3v1-00cc00dd".into()],
         };
         write(dir.path(), &index).unwrap();
         let mut twice = index.clone();
