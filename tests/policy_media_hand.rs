@@ -305,6 +305,185 @@ fn whichever_cartridge_a_hand_dump_wrote_over_nothing_is_built_on_it() {
 }
 
 #[test]
+fn hand_dumps_to_the_drive_put_the_cartridges_not_loaded_in_doubt_until_each_is_seen_whole() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(13, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 1, 1, 1, 1, 1, 1]\n\n[keep]\nlast = 2\n",
+    );
+    let index_path = t.dir.path().join("tape-state/.snapdump-policy.tape");
+    let freed: std::cell::RefCell<Vec<String>> = Default::default();
+    let trees: std::cell::RefCell<BTreeMap<u64, _>> = Default::default();
+    let run = |day: u64, want: i32| {
+        churn(&t.src, day);
+        let (v, e) = json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], want);
+        if let Some(f) = v["tapes_freed"].as_array() {
+            freed
+                .borrow_mut()
+                .extend(f.iter().map(|x| x.as_str().unwrap().to_string()));
+        }
+        if let Some(id) = v["dumped"]["snapshot"].as_u64() {
+            trees.borrow_mut().insert(id, snapshot_tree(&t.src));
+        }
+        (v, e)
+    };
+    let hand = |args: &[&str]| {
+        let mut a = vec!["dump", "-0", "-f", p(&tape), "--catalog", p(&t.cat)];
+        a.extend_from_slice(args);
+        a.push(p(&t.src));
+        let (c, _, e) = run_s(&a);
+        assert_eq!(c, 0, "{e}");
+    };
+    run(0, 0); // snapshot 1 begins cartridge A
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    run(1, 0); // 2 begins a blank cartridge B
+    hand(&[]); // 3, by hand, begins B again: 2 is gone
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    // With A loaded, the hand dump is nowhere to be seen: every cartridge
+    // but A (which is as the policy left it) is in doubt, and the next
+    // increment goes on snapshot 1, on A.
+    let (v, e) = run(2, 1);
+    assert!(e.contains("snapshot(s) 3 were dumped by hand"), "{e}");
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(
+        index.contains("lost\t2v1-") && !index.contains("lost\t1v1-"),
+        "{index}"
+    );
+    assert_eq!(
+        (
+            v["dumped"]["snapshot"].as_u64(),
+            v["dumped"]["level"].as_u64()
+        ),
+        (Some(4), Some(1)),
+        "{v}"
+    );
+    let r = t.dir.path().join("r");
+    restore_tape_file(&tape, "1", &r);
+    restore_tape_file(&tape, "2", &r);
+    assert_tree_is(
+        &trees.borrow()[&4],
+        &r,
+        "snapshot 4 on snapshot 1, both on A",
+    );
+    fs::remove_dir_all(&r).unwrap();
+    // A to the shelf, a blank C in the drive, and a hand dump begins it:
+    // now A is in doubt too, and the policy starts again on C.
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    hand(&[]); // 5
+    let (v, e) = run(3, 1);
+    assert!(e.contains("begins with a dump of"), "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(index.contains("lost\t1v1-"), "{index}");
+    // A loaded again, whole: it is no longer in doubt.
+    fs::rename(&tape, shelf.join("C.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    let (v, e) = run(4, 1); // (B's snapshot 2 is still warned of)
+    assert!(e.contains("no longer taken as lost"), "{e}");
+    assert_eq!(v["dumped"]["level"], 1, "{v}");
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(!index.contains("lost\t1v1-"), "{index}");
+    // Snapshot 7 restores from its chain: 6 on C, then 7 on A.
+    restore_tape_file(&shelf.join("C.tap"), "2", &r);
+    restore_tape_file(
+        &tape,
+        &tape_file(v["dumped"]["stream"].as_str().unwrap()),
+        &r,
+    );
+    assert_tree_is(&trees.borrow()[&7], &r, "snapshot 7");
+    // Retention prunes B's snapshot 2: B, whose name may now be on the
+    // cartridge that was begun again, is never called free.
+    for day in 5..8 {
+        run(day, 0);
+    }
+    let freed = freed.borrow();
+    assert!(!freed.iter().any(|f| f.starts_with("2v1-")), "{freed:?}");
+    let index = fs::read_to_string(&index_path).unwrap();
+    assert!(!index.contains("lost"), "{index}");
+}
+
+#[test]
+fn a_hand_dump_appended_to_a_cartridge_keeps_it_from_being_called_free_and_keeps_its_base() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(14, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0]\n\n[keep]\nlast = 1\n",
+    );
+    let hand = |level: &str| {
+        let (c, _, e) = run_s(&[
+            "dump",
+            level,
+            "--append",
+            "-f",
+            p(&tape),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "{e}");
+    };
+    let freed: std::cell::RefCell<Vec<String>> = Default::default();
+    let day_run = |day: u64| {
+        churn(&t.src, day);
+        let (v, e) = json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+        assert!(!e.contains("written over"), "day {day}: {e}");
+        if let Some(f) = v["tapes_freed"].as_array() {
+            freed
+                .borrow_mut()
+                .extend(f.iter().map(|x| x.as_str().unwrap().to_string()));
+        }
+    };
+    day_run(0); // 1 begins A
+    hand("-0"); // 2, by hand, appended to A
+    day_run(1); // 3 on A (the run finds 2 on A)
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    day_run(2); // 4 begins B; 1 and 3 are pruned
+    day_run(3); // 5 on B; 4 is pruned
+                // A holds no dump the policy keeps, but the hand dump: not free.
+    let f = freed.borrow().clone();
+    assert!(!f.iter().any(|f| f.starts_with("1v1-")), "{f:?}");
+    // A level 1 by hand on the policy's newest (5): pruning keeps its base.
+    churn(&t.src, 50);
+    let want = snapshot_tree(&t.src);
+    hand("-1"); // 6, on 5
+    day_run(4); // 7
+    day_run(5); // 8
+    let (s, _) = json_run(&["snapshots", "--json", "--catalog", p(&t.cat)], 0);
+    let ids: Vec<u64> = s[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.contains(&5) && ids.contains(&6), "{ids:?}");
+    let (plan, _) = json_run(
+        &["policy", "plan", "--json", "--at", &time_of(5), p(&pol)],
+        0,
+    );
+    assert!(
+        plan.to_string().contains("the base of snapshot 6"),
+        "{plan}"
+    );
+    let r = t.dir.path().join("r");
+    restore_tape_file(&tape, "2", &r); // 5: B's file 2
+    restore_tape_file(&tape, "3", &r); // 6: the hand level 1
+    assert_tree_is(&want, &r, "the hand level 1 on the policy's snapshot 5");
+}
+
+#[test]
 fn a_freed_cartridge_loaded_again_is_appended_to_without_a_doubt() {
     let t = paths();
     fs::write(t.src.join("base"), bytes(12, 30_000)).unwrap();

@@ -592,8 +592,12 @@ fn mirror_state(dir: &Path) -> Result<Option<crate::mirror::state::MirrorState>>
 
 /// The plan over `snaps` at `now`, with what lives outside the policy
 /// pinned (and all pruning held when that cannot be read).
-fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8; 16]>) -> Plan {
-    let (pins, hold) = pinned(p, source_uuid);
+fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, cat: Option<&Catalog>) -> Plan {
+    let source_uuid = cat.map(|c| c.state.source_uuid);
+    let (mut pins, hold) = pinned(p, source_uuid);
+    if let Some(c) = cat {
+        pins.extend(bases_outside(c, snaps));
+    }
     plan(
         p,
         &Inputs {
@@ -605,6 +609,45 @@ fn plan_with_pins(p: &Policy, snaps: &[Snap], now: i64, source_uuid: Option<[u8;
             broken: broken_streams(p, snaps, source_uuid),
         },
     )
+}
+
+/// The policy's snapshots that an increment outside it is built on: a
+/// dump by hand with the policy's catalog takes the newest snapshot as
+/// its base, and pruning that would leave the hand dump's chain without
+/// its start. Each such row pins the first of the policy's snapshots its
+/// chain reaches (the rest of that chain is kept as any chain is).
+fn bases_outside(c: &Catalog, snaps: &[Snap]) -> Vec<(u64, String)> {
+    let ours: std::collections::HashSet<u64> = snaps.iter().map(|s| s.id).collect();
+    let rows: std::collections::HashMap<u64, &crate::catalog::SnapshotInfo> =
+        c.state.snapshots.iter().map(|r| (r.snap.id, r)).collect();
+    let mut out = Vec::new();
+    for r in c
+        .state
+        .snapshots
+        .iter()
+        .filter(|r| !ours.contains(&r.snap.id))
+    {
+        let mut at = Some(r);
+        // (At most one step per row: a catalog whose bases go round in a
+        // circle pins nothing rather than hanging.)
+        let mut steps = 0;
+        while let Some(row) = at.filter(|row| !row.full && steps <= rows.len()) {
+            steps += 1;
+            let Some(b) = row.base else { break };
+            if ours.contains(&b) {
+                out.push((
+                    b,
+                    format!(
+                        "the base of snapshot {} (dumped to {}, outside the policy)",
+                        r.snap.id, r.output
+                    ),
+                ));
+                break;
+            }
+            at = rows.get(&b).copied();
+        }
+    }
+    out
 }
 
 /// The snapshots whose stream is not as the catalog recorded it: missing,
@@ -694,12 +737,7 @@ fn broken_streams(p: &Policy, snaps: &[Snap], source_uuid: Option<[u8; 16]>) -> 
 pub fn plan_now(p: &Policy, at: Option<Time>) -> Result<Plan> {
     let (snaps, cat) = snaps_of(p)?;
     let now = at.unwrap_or_else(Time::now).sec;
-    Ok(plan_with_pins(
-        p,
-        &snaps,
-        now,
-        cat.map(|c| c.state.source_uuid),
-    ))
+    Ok(plan_with_pins(p, &snaps, now, cat.as_ref()))
 }
 
 fn stamp(t: Time) -> String {
@@ -1000,61 +1038,133 @@ fn check_cartridge(
     cat: &Catalog,
     report: &Report,
 ) -> Result<bool> {
-    let super::tape::Loaded::Named { name, source, .. } = super::tape::loaded(tape)? else {
-        return Ok(false);
-    };
+    let loaded = super::tape::loaded(tape)?;
     let dir = streams_dir(p);
     let mut index = super::tape::read(&dir)?;
-    if index.knows(&name) {
-        return Ok(false);
+    let index_path = dir.join(super::tape::INDEX);
+    let mut changed = false;
+    // Dumps by hand to the drive (rows the index has not placed), each
+    // looked for once on the cartridge loaded then. One not there may have
+    // begun any of the policy's cartridges.
+    let mut unplaced: Vec<u64> = Vec::new();
+    for r in cat
+        .state
+        .snapshots
+        .iter()
+        .filter(|r| r.output == tape.device)
+    {
+        let uuid = crate::ids::hex(&r.snap.uuid);
+        if index.entries.iter().any(|e| e.uuid == uuid)
+            || index.pending.iter().any(|q| q.id == r.snap.id)
+            || index.hand.iter().any(|(u, _)| *u == uuid)
+        {
+            continue;
+        }
+        let on = match (&loaded, super::tape::find(tape, &uuid)?) {
+            (super::tape::Loaded::Named { name, .. }, Some(_)) => Some(name.clone()),
+            _ => None,
+        };
+        if on.is_none() {
+            unplaced.push(r.snap.id);
+        }
+        index.hand.push((uuid, on));
+        changed = true;
     }
-    let other = source != cat.state.source_uuid;
-    let whose = if other {
-        "of another source or catalog".to_string()
-    } else {
-        format!("of {} that the policy did not make", p.source.display())
-    };
-    let refuse = format!(
-        "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: nothing was appended (load a blank cartridge or one of this policy's)",
-        tape.device,
-        p.source.display()
-    );
-    // Every cartridge the policy placed a dump on: the loaded one was
-    // begun again by a dump made outside it, and which cartridge it was
-    // before (one of these, or a blank one) nothing on it says.
-    let mut doubt: Vec<String> = Vec::new();
-    for c in index.entries.iter().flat_map(|e| e.cartridges()) {
-        if !doubt.contains(&c) {
-            doubt.push(c);
+    let mut doubt_why: Option<String> = None;
+    if !unplaced.is_empty() {
+        doubt_why = Some(format!(
+            "snapshot(s) {} were dumped by hand to {} onto a cartridge that is not loaded now, and a dump without --append begins a cartridge at its start",
+            unplaced
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            tape.device
+        ));
+    }
+    let mut refuse = None;
+    if let super::tape::Loaded::Named {
+        name,
+        files,
+        source,
+        ..
+    } = &loaded
+    {
+        if index.lost.contains(name)
+            && super::tape::check_loaded(&index, &tape.device, name, *files).is_ok()
+        {
+            // Its first record and its tape files are as the policy wrote
+            // them: it was not begun again.
+            index.lost.retain(|l| l != name);
+            changed = true;
+            crate::progress::note(&format!(
+                "tape {name} is loaded and holds what the tape index places on it: it is no longer taken as lost"
+            ));
+        } else if !index.knows(name) {
+            let other = source != &cat.state.source_uuid;
+            if other {
+                refuse = Some(format!(
+                    "the tape in {} (tape {name}) holds dumps of another source or catalog, not of {}: nothing was appended (load a blank cartridge or one of this policy's)",
+                    tape.device,
+                    p.source.display()
+                ));
+            }
+            doubt_why = Some(format!(
+                "the tape in {} (tape {name}) is not one the policy wrote, freed or found blank, and begins with a dump {}",
+                tape.device,
+                if other {
+                    "of another source or catalog".to_string()
+                } else {
+                    format!("of {} that the policy did not make", p.source.display())
+                }
+            ));
         }
     }
-    if doubt.is_empty() {
-        return if other {
-            Err(anyhow::anyhow!(refuse))
-        } else {
-            Ok(false)
-        };
+    // Every cartridge the policy placed a dump on is in doubt, but the
+    // loaded one when it holds what the index places on it: which one was
+    // begun again nothing tells.
+    let intact = match &loaded {
+        super::tape::Loaded::Named { name, files, .. } => Some(name.clone()).filter(|n| {
+            !index.lost.contains(n)
+                && super::tape::check_loaded(&index, &tape.device, n, *files).is_ok()
+        }),
+        super::tape::Loaded::Blank => None,
+    };
+    let mut doubt: Vec<String> = Vec::new();
+    if doubt_why.is_some() {
+        for c in index.entries.iter().flat_map(|e| e.cartridges()) {
+            if !doubt.contains(&c) && intact.as_ref() != Some(&c) {
+                doubt.push(c);
+            }
+        }
     }
     let new: Vec<String> = doubt
         .iter()
         .filter(|c| !index.lost.contains(c))
         .cloned()
         .collect();
-    if !new.is_empty() {
-        index.lost.extend(new);
+    changed |= !new.is_empty();
+    index.lost.extend(new.iter().cloned());
+    if changed {
         super::tape::write(&dir, &index)?;
     }
-    let lost = format!(
-        "the tape in {} (tape {name}) is not one the policy wrote, freed or found blank, and begins with a dump {whose}: it may have been written over one of the policy's cartridges ({}), and which one nothing tells, so nothing more is built on their dumps (a level 0 next); for each of them that is whole, delete its `lost` line from {}",
-        tape.device,
-        doubt.join(", "),
-        dir.join(super::tape::INDEX).display()
-    );
-    if other {
-        bail!("{refuse}; and {lost}");
+    let lost = match (&doubt_why, new.is_empty()) {
+        (Some(why), false) => Some(format!(
+            "{why}: it may have been written over one of the policy's cartridges ({}), and which one nothing tells, so nothing more is built on their dumps (a level 0 next); for each of them that is whole, load it (a run then sees it is whole) or delete its `lost` line from {}",
+            new.join(", "),
+            index_path.display()
+        )),
+        _ => None,
+    };
+    match (refuse, lost) {
+        (Some(r), Some(l)) => bail!("{r}; and {l}"),
+        (Some(r), None) => bail!("{r}"),
+        (None, Some(l)) => {
+            report.warn(tape.device.as_bytes(), l);
+            Ok(true)
+        }
+        (None, None) => Ok(changed),
     }
-    report.warn(tape.device.as_bytes(), lost);
-    Ok(true)
 }
 
 /// The due dump `d`, appended to the policy's tape as its next tape file;
@@ -1179,6 +1289,7 @@ fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()
     if index.pending.is_empty() {
         return Ok(());
     }
+    let mut keep = Vec::new();
     for q in std::mem::take(&mut index.pending) {
         let Some(row) = cat.state.snapshots.iter().find(|r| r.snap.id == q.id) else {
             continue;
@@ -1220,12 +1331,16 @@ fn settle_tape(p: &Policy, tape: &super::file::Tape, cat: &Catalog) -> Result<()
                     cartridge,
                 });
             }
-            None => crate::progress::note(&format!(
-                "snapshot {}'s dump is in the catalog but not on the tape in {} (a run was killed, and the cartridge changed since); the policy leaves it alone",
-                row.snap.id, tape.device
-            )),
+            None => {
+                crate::progress::note(&format!(
+                    "snapshot {}'s dump is in the catalog but not on the tape in {} (a run was killed, and the cartridge changed since): it is recorded when the cartridge it is on is loaded again",
+                    row.snap.id, tape.device
+                ));
+                keep.push(q);
+            }
         }
     }
+    index.pending = keep;
     super::tape::write(&dir, &index)
 }
 
@@ -1505,7 +1620,7 @@ fn remove(path: &str) -> Result<()> {
 fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, Vec<String>)> {
     let (_lock, mut cat) = locked_catalog(p, wait)?;
     let snaps = table(&cat, p)?;
-    let pl = plan_with_pins(p, &snaps, now.sec, Some(cat.state.source_uuid));
+    let pl = plan_with_pins(p, &snaps, now.sec, Some(&cat));
     let doomed: std::collections::BTreeSet<u64> = pl.prune().into_iter().collect();
     let held = match &p.streams.volume {
         Some(v) => held_in_volume(v, &cat.state.source_uuid)?,
@@ -1583,17 +1698,17 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
     }
     unjournal(&streams_dir(p), &doomed)?;
     let freed = match &p.streams.tape {
-        Some(_) => forget_on_tape(p, &done)?,
+        Some(_) => forget_on_tape(p)?,
         None => Vec::new(),
     };
     Ok((done, freed))
 }
 
-/// Takes the pruned dumps `done` out of the tape index; returns the
-/// cartridges they were on that hold no kept dump now. A killed run that
-/// committed the catalog and not this leaves index lines no row names,
-/// which [`table`] ignores and the next prune takes out.
-fn forget_on_tape(p: &Policy, done: &[Done]) -> Result<Vec<String>> {
+/// Takes the dumps the catalog no longer holds out of the tape index (a
+/// prune's, and those a killed prune left: [`table`] ignores lines no row
+/// names); returns the cartridges they were on that hold no kept dump
+/// now, and records them as freed.
+fn forget_on_tape(p: &Policy) -> Result<Vec<String>> {
     let dir = streams_dir(p);
     let (_, cat) = snaps_of(p)?;
     let rows: std::collections::HashSet<String> = cat
@@ -1611,23 +1726,39 @@ fn forget_on_tape(p: &Policy, done: &[Done]) -> Result<Vec<String>> {
         .into_iter()
         .partition(|e| rows.contains(&e.uuid));
     index.entries = kept;
-    let lost = std::mem::take(&mut index.lost);
-    index.lost = lost.into_iter().filter(|l| index.knows(l)).collect();
-    super::tape::write(&dir, &index)?;
     let in_use: std::collections::HashSet<String> =
         index.entries.iter().flat_map(|e| e.cartridges()).collect();
-    let mut freed: Vec<String> = gone
-        .iter()
-        .filter(|e| done.iter().any(|d| d.snapshot == e.id))
-        .flat_map(|e| e.cartridges())
-        .filter(|c| !in_use.contains(c))
-        .collect();
-    freed.dedup();
-    if !freed.is_empty() {
-        let mut index = super::tape::read(&dir)?;
-        index.freed.extend(freed.iter().cloned());
-        super::tape::write(&dir, &index)?;
+    // A lost cartridge's name may now be on another physical cartridge
+    // (the one that was begun again): never called free, and its line
+    // goes with its last dump. A cartridge a dump by hand is on is not
+    // free while the catalog holds that dump.
+    let was_lost: std::collections::HashSet<String> = index.lost.iter().cloned().collect();
+    index.lost.retain(|l| in_use.contains(l));
+    index.freed.retain(|f| !in_use.contains(f));
+    index.hand.retain(|(u, _)| rows.contains(u));
+    let by_hand: std::collections::HashSet<String> =
+        index.hand.iter().filter_map(|(_, c)| c.clone()).collect();
+    let mut freed: Vec<String> = Vec::new();
+    // Every line that went, also those a killed prune left behind.
+    for c in gone.iter().flat_map(|e| e.cartridges()) {
+        if !in_use.contains(&c)
+            && !was_lost.contains(&c)
+            && !by_hand.contains(&c)
+            && !freed.contains(&c)
+        {
+            freed.push(c);
+        }
     }
+    if !freed.is_empty() && index.hand.iter().any(|(_, c)| c.is_none()) {
+        crate::progress::note(&format!(
+            "tape(s) {} hold no dump the policy keeps, but are not called free: a dump by hand to {} is on a cartridge the policy has not seen",
+            freed.join(", "),
+            p.streams.tape.as_ref().map(|t| t.device.as_str()).unwrap_or("the drive")
+        ));
+        freed.clear();
+    }
+    index.freed.extend(freed.iter().cloned());
+    super::tape::write(&dir, &index)?;
     Ok(freed)
 }
 

@@ -82,6 +82,11 @@ pub struct Index {
     /// Cartridges a prune freed (no kept dump on them): one loaded again
     /// as it was is the policy's to append to.
     pub freed: Vec<String>,
+    /// Dumps made by hand to the policy's drive (catalog rows the policy
+    /// did not make) that a run has looked for: the snapshot uuid, and the
+    /// cartridge found holding it (None: not on the cartridge loaded then,
+    /// so it may have begun any). No cartridge holding one is called free.
+    pub hand: Vec<(String, Option<String>)>,
 }
 
 impl Index {
@@ -164,6 +169,16 @@ pub fn read(dir: &Path) -> Result<Index> {
             ["freed", cartridge] if !cartridge.is_empty() => {
                 index.freed.push(cartridge.to_string())
             }
+            ["hand", uuid, cartridge]
+                if uuid.len() == 32
+                    && uuid.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !cartridge.is_empty() =>
+            {
+                index.hand.push((
+                    uuid.to_string(),
+                    Some(cartridge.to_string()).filter(|c| c != "-"),
+                ))
+            }
             _ => return Err(bad()),
         }
     }
@@ -196,6 +211,9 @@ pub fn write(dir: &Path, index: &Index) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for l in index.freed.iter().filter(|l| seen.insert(l.as_str())) {
         text.push_str(&format!("freed\t{l}\n"));
+    }
+    for (uuid, c) in &index.hand {
+        text.push_str(&format!("hand\t{uuid}\t{}\n", c.as_deref().unwrap_or("-")));
     }
     crate::atomic::replace_file(&dir.join(INDEX), text.as_bytes())
 }
@@ -389,6 +407,10 @@ mod tests {
             ],
             lost: vec!["7v1-00aa00bb".into()],
             freed: vec!["3v1-00cc00dd".into()],
+            hand: vec![
+                ("ab".repeat(16), Some("9v1-00112233".into())),
+                ("cd".repeat(16), None),
+            ],
         };
         write(dir.path(), &index).unwrap();
         let mut twice = index.clone();
