@@ -311,3 +311,61 @@ fn damaged_tape_framing_is_skipped_and_the_loss_named() {
     }
     assert!((1..=2).contains(&named), "{e}");
 }
+
+/// A dump whose last record reaches the early-warning point ends on that
+/// volume: its filemark fits there, and no next cartridge is asked for
+/// only to hold it (a policy then found a cartridge that begins with a
+/// filemark and refused it as not snapdump's).
+#[test]
+fn a_dump_ending_at_the_early_warning_point_asks_for_no_next_volume() {
+    let t = paths();
+    fs::write(t.src.join("f"), bytes(40, 60_000)).unwrap();
+    // The stream's length, uncompressed so that every dump of this tree
+    // has it.
+    let (c, out, e) = run_s(&[
+        "dump",
+        "-0",
+        "-z",
+        "0",
+        "--json",
+        "-f",
+        p(&t.stream),
+        "--catalog",
+        p(&t.dir.path().join("c0")),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let len = v["stream_bytes"].as_u64().unwrap();
+    // Records of 1 KiB, each framed by two 4-byte lengths (and a pad byte
+    // after an odd one), after a 136-byte volume header; the early-warning
+    // point is the capacity less 2 KiB (capacity/50 is less): set it to
+    // where the last record ends.
+    let n = len.div_ceil(1024);
+    let last = len - 1024 * (n - 1);
+    let end = 136 + 1032 * (n - 1) + 8 + last + last % 2;
+    let capacity = end + 2048;
+    assert!(capacity / 50 < 2048, "{capacity}");
+    let tap = t.dir.path().join("t.tap");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "-z",
+        "0",
+        "-b",
+        "1",
+        "--tape-capacity",
+        &capacity.to_string(),
+        "--new-volume",
+        "exit 1",
+        "-f",
+        p(&tap),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&tap), "--target", p(&t.out)]);
+    assert_eq!(c, 0, "{e}");
+    assert_tree_is(&snapshot_tree(&t.src), &t.out, "the dump on one volume");
+}

@@ -355,8 +355,8 @@ fn run(
         }
     };
     let output_name = output.name.clone();
-    let (tape_file, volumes) = (output.tape_file(), output.volumes());
-    output.commit()?;
+    let tape_file = output.tape_file();
+    let volumes = output.commit_counting_volumes()?;
     let mut summary = run.record(&mut state, written, scan_started, output_name);
     summary.tape_file = tape_file;
     summary.volumes = volumes;

@@ -179,14 +179,6 @@ impl Output {
         }
     }
 
-    /// For a dump through the tape layer: how many volumes it has filled.
-    pub fn volumes(&self) -> Option<u32> {
-        match &self.finish {
-            Finish::Tape { writer } => writer.lock().ok().map(|w| w.volumes.len() as u32),
-            _ => None,
-        }
-    }
-
     /// For a dump to tape: the tape file (from 1) it starts at.
     pub fn tape_file(&self) -> Option<u64> {
         match &self.finish {
@@ -352,6 +344,18 @@ impl Output {
             },
             Box::new(w),
         ))
+    }
+
+    /// [`Output::commit`], and for a dump to tape how many volumes it
+    /// filled, counted once the last records are written (they may begin
+    /// a volume of their own).
+    pub fn commit_counting_volumes(self) -> Result<Option<u32>> {
+        let writer = match &self.finish {
+            Finish::Tape { writer } => Some(writer.clone()),
+            _ => None,
+        };
+        self.commit()?;
+        Ok(writer.and_then(|w| w.lock().ok().map(|w| w.volumes.len() as u32)))
     }
 
     /// Makes the finished stream durable and visible under its name. The

@@ -82,6 +82,11 @@ pub struct TapeWriter {
     written: u64,
     volume: u32,
     header_done: bool,
+    /// The last record reached the early-warning point: the next record
+    /// goes on the next volume. Deferred until there is a next record, so
+    /// that a dump ending there writes its filemark on this volume (there
+    /// is room for it) instead of a next cartridge holding only that.
+    at_warning: bool,
     ident: Option<TapeLabel>,
     /// Volumes used: (device, volume number).
     pub volumes: Vec<(String, u32)>,
@@ -182,6 +187,7 @@ impl TapeWriter {
             written: 0,
             volume: 1,
             header_done: false,
+            at_warning: false,
             ident: None,
             volumes: vec![(first, 1)],
             opts,
@@ -267,6 +273,9 @@ impl TapeWriter {
     /// Writes `pending[start..start + len]` as one data record (the caller
     /// drops written bytes from `pending` once per batch, not per record).
     fn emit(&mut self, start: usize, len: usize) -> io::Result<()> {
+        if std::mem::take(&mut self.at_warning) {
+            self.next_volume("is full (early warning)")?;
+        }
         loop {
             if !self.header_done {
                 let h = self.volume_header();
@@ -286,9 +295,7 @@ impl TapeWriter {
                         self.kept
                             .store(self.written, std::sync::atomic::Ordering::Relaxed);
                     }
-                    if warning {
-                        self.next_volume("is full (early warning)")?;
-                    }
+                    self.at_warning = warning;
                     return Ok(());
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
