@@ -809,3 +809,202 @@ fn one_volume_is_never_two_policies_streams_nor_one_policys_replica() {
     let (v, _) = json_run(&["run", "--json", "--at", &time_of(3), p(&a)], 0);
     assert!(!v["dumped"].is_null(), "{v}");
 }
+
+fn set_keep(pol: &Path, last: u32) {
+    let text = fs::read_to_string(pol).unwrap();
+    let i = text.find("last = ").unwrap();
+    let j = i + text[i..].find('\n').unwrap();
+    fs::write(pol, format!("{}last = {last}{}", &text[..i], &text[j..])).unwrap();
+}
+
+#[test]
+fn a_cartridge_is_called_free_only_when_it_holds_nothing_kept_and_no_hand_dump() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(15, 30_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0]\n\n[keep]\nlast = 2\n",
+    );
+    let freed_by = |day: u64| -> Vec<String> {
+        let (v, e) = json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+        assert!(!e.contains("written over"), "day {day}: {e}");
+        v["tapes_freed"]
+            .as_array()
+            .map(|f| f.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    churn(&t.src, 0);
+    freed_by(0); // 1 begins A
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    churn(&t.src, 1);
+    freed_by(1); // 2 begins B
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    // A dump by hand appended to A; then retention keeps only the newest.
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--append",
+        "-f",
+        p(&tape),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]); // 3
+    assert_eq!(c, 0, "{e}");
+    set_keep(&pol, 1);
+    // Nothing is due: the prune takes snapshot 1 off A, but the hand dump
+    // on A has not been looked for: A is not called free.
+    let f = freed_by(1);
+    assert!(!f.iter().any(|x| x.starts_with("1v1-")), "{f:?}");
+    // A dump is due: it goes onto A (the hand dump is found there), and
+    // snapshot 2 is pruned: B, and only B, is free.
+    churn(&t.src, 2);
+    let f = freed_by(2);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].starts_with("2v1-"), "{f:?}");
+    // The next day prunes 4 off A: A still holds the hand dump.
+    churn(&t.src, 3);
+    let f = freed_by(3);
+    assert!(!f.iter().any(|x| x.starts_with("1v1-")), "{f:?}");
+}
+
+#[test]
+fn a_hand_dump_that_went_on_to_another_cartridge_through_a_symlink_puts_it_in_doubt() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(16, 20_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4]\n\n[keep]\nlast = 5\n",
+    );
+    churn(&t.src, 0);
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0); // 1 begins A
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    churn(&t.src, 1);
+    json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0); // 2 begins B
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    // By hand, through a symlink to the drive, appended to A; A fills and
+    // the dump goes on to the next volume given, which is B, from its
+    // start.
+    let link = t.dir.path().join("link.tap");
+    std::os::unix::fs::symlink(&tape, &link).unwrap();
+    fs::write(t.src.join("big"), bytes(17, 120_000)).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-0",
+        "--append",
+        "-b",
+        "4",
+        "--tape-capacity",
+        "100K",
+        "-f",
+        p(&link),
+        "-f",
+        p(&shelf.join("B.tap")),
+        "-f",
+        p(&shelf.join("C.tap")),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    fs::remove_file(t.src.join("big")).unwrap();
+    churn(&t.src, 2);
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
+    assert!(
+        e.contains("not wholly onto the cartridge loaded now"),
+        "{e}"
+    );
+    // Snapshot 2 was on B: not built on (the level 2 due on it is a level
+    // 0 instead).
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    let why = v["dumped"]["why"].as_str().unwrap();
+    assert!(
+        why.contains("but snapshot 2's stream is on tape 2v1-"),
+        "{why}"
+    );
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert!(
+        index.contains("lost\t2v1-") && !index.contains("lost\t1v1-"),
+        "{index}"
+    );
+}
+
+#[test]
+fn a_hand_dump_killed_after_it_went_on_to_another_cartridge_puts_it_in_doubt() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(18, 20_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        &t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4]\n\n[keep]\nlast = 5\n",
+    );
+    churn(&t.src, 0);
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0); // 1 begins A
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    churn(&t.src, 1);
+    json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0); // 2 begins B
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    // Appended to A by hand, filling it, going on over B from its start,
+    // and killed there: no catalog row says anything happened.
+    fs::write(t.src.join("big"), bytes(19, 600_000)).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
+        .args([
+            "dump",
+            "-0",
+            "--append",
+            "-z",
+            "0",
+            "-b",
+            "4",
+            "--tape-capacity",
+            "300K",
+            "-f",
+            p(&tape),
+            "-f",
+            p(&shelf.join("B.tap")),
+            "-f",
+            p(&shelf.join("C.tap")),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ])
+        .env("SNAPDUMP_FAILPOINT", "dump-data:3")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let b = fs::read(shelf.join("B.tap")).unwrap();
+    assert!(
+        b.len() > 8 && b[..4] == 128u32.to_le_bytes(),
+        "B was not begun again"
+    );
+    fs::remove_file(t.src.join("big")).unwrap();
+    churn(&t.src, 2);
+    let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
+    assert!(e.contains("goes on past this cartridge"), "{e}");
+    assert_eq!(v["dumped"]["level"], 0, "{v}");
+    let index = fs::read_to_string(t.dir.path().join("tape-state/.snapdump-policy.tape")).unwrap();
+    assert!(
+        index.contains("lost\t2v1-") && !index.contains("lost\t1v1-"),
+        "{index}"
+    );
+}

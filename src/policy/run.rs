@@ -725,7 +725,10 @@ fn broken_streams(p: &Policy, snaps: &[Snap], source_uuid: Option<[u8; 16]>) -> 
             .map(|(e, c)| {
                 (
                     e.id,
-                    format!("is on tape {c}, which may have been written over"),
+                    format!(
+                        "snapshot {}'s stream is on tape {c}, which may have been written over",
+                        e.id
+                    ),
                 )
             })
             .collect();
@@ -985,6 +988,15 @@ pub fn run(
         summary.tapes_freed.extend(freed);
         summary.plan = plan_now(p, Some(now))?;
     }
+    if p.streams.tape.is_some() && !summary.tapes_freed.is_empty() {
+        // A cartridge freed before this run's dump may have taken it (it
+        // was loaded again): only those still free at the end are said.
+        let index = super::tape::read(&streams_dir(p))?;
+        let in_use: std::collections::HashSet<String> =
+            index.entries.iter().flat_map(|e| e.cartridges()).collect();
+        summary.tapes_freed.retain(|t| !in_use.contains(t));
+        summary.tapes_freed.dedup();
+    }
     for t in &summary.tapes_freed {
         crate::progress::note(&format!(
             "tape {t} holds no kept dump any more; it may be erased and used again"
@@ -1044,42 +1056,70 @@ fn check_cartridge(
     let index_path = dir.join(super::tape::INDEX);
     let mut changed = false;
     // Dumps by hand to the drive (rows the index has not placed), each
-    // looked for once on the cartridge loaded then. One not there may have
-    // begun any of the policy's cartridges.
+    // looked for once on the cartridge loaded then: one not wholly on it
+    // (not there, or begun or ended on another cartridge) may have begun
+    // any of the policy's cartridges.
+    let hand_rows: Vec<&crate::catalog::SnapshotInfo> = hand_dumps(tape, cat, &index);
+    let unknown = |h: &crate::media::tape::volume::VolumeHeader| {
+        let u = crate::ids::hex(&h.snapshot_uuid);
+        !index.entries.iter().any(|e| e.uuid == u)
+    };
+    let files = match &loaded {
+        super::tape::Loaded::Named { .. } => super::tape::scan(tape, unknown)?,
+        super::tape::Loaded::Blank => Vec::new(),
+    };
     let mut unplaced: Vec<u64> = Vec::new();
-    for r in cat
-        .state
-        .snapshots
-        .iter()
-        .filter(|r| r.output == tape.device)
-    {
-        let uuid = crate::ids::hex(&r.snap.uuid);
-        if index.entries.iter().any(|e| e.uuid == uuid)
-            || index.pending.iter().any(|q| q.id == r.snap.id)
-            || index.hand.iter().any(|(u, _)| *u == uuid)
-        {
-            continue;
-        }
-        let on = match (&loaded, super::tape::find(tape, &uuid)?) {
-            (super::tape::Loaded::Named { name, .. }, Some(_)) => Some(name.clone()),
+    let mut new_hand = Vec::new();
+    for r in &hand_rows {
+        let whole_here = files.iter().any(|f| {
+            f.header
+                .as_ref()
+                .is_some_and(|h| h.snapshot_uuid == r.snap.uuid && h.volume == 1 && f.ends_stream)
+        });
+        let on = match &loaded {
+            super::tape::Loaded::Named { name, .. } if whole_here => Some(name.clone()),
             _ => None,
         };
         if on.is_none() {
             unplaced.push(r.snap.id);
         }
-        index.hand.push((uuid, on));
-        changed = true;
+        new_hand.push((crate::ids::hex(&r.snap.uuid), on));
     }
+    changed |= !new_hand.is_empty();
+    index.hand.extend(new_hand);
     let mut doubt_why: Option<String> = None;
     if !unplaced.is_empty() {
         doubt_why = Some(format!(
-            "snapshot(s) {} were dumped by hand to {} onto a cartridge that is not loaded now, and a dump without --append begins a cartridge at its start",
+            "snapshot(s) {} were dumped by hand to {}, and not wholly onto the cartridge loaded now (a dump without --append begins a cartridge at its start, and one that fills a cartridge goes on to the next)",
             unplaced
                 .iter()
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
             tape.device
+        ));
+    }
+    // A volume on it of a dump that neither the index nor the catalog has
+    // (a dump by hand that was killed, or another catalog's), closed by a
+    // filemark without its stream's end: the dump went on to another
+    // cartridge, perhaps one of the policy's.
+    let pending_ids: Vec<u64> = index.pending.iter().map(|q| q.id).collect();
+    if let Some(f) = files.iter().find(|f| {
+        f.closed
+            && !f.ends_stream
+            && f.header.as_ref().is_some_and(|h| {
+                unknown(h)
+                    && !pending_ids.contains(&h.snapshot_id)
+                    && !cat
+                        .state
+                        .snapshots
+                        .iter()
+                        .any(|r| r.snap.uuid == h.snapshot_uuid)
+            })
+    }) {
+        doubt_why = Some(format!(
+            "tape file {} of the cartridge in {} is a volume of a dump that neither the tape index nor the catalog has (a dump by hand that failed or was killed, or another catalog's), and it goes on past this cartridge",
+            f.file, tape.device
         ));
     }
     let mut refuse = None;
@@ -1165,6 +1205,28 @@ fn check_cartridge(
         }
         (None, None) => Ok(changed),
     }
+}
+
+/// The catalog's rows of dumps by hand to the policy's drive (by any
+/// spelling of its path) that the tape index neither places nor has
+/// looked for yet.
+fn hand_dumps<'a>(
+    tape: &super::file::Tape,
+    cat: &'a Catalog,
+    index: &super::tape::Index,
+) -> Vec<&'a crate::catalog::SnapshotInfo> {
+    let drive = Path::new(&tape.device);
+    cat.state
+        .snapshots
+        .iter()
+        .filter(|r| r.output == tape.device || same_place(Path::new(&r.output), drive))
+        .filter(|r| {
+            let uuid = crate::ids::hex(&r.snap.uuid);
+            !index.entries.iter().any(|e| e.uuid == uuid)
+                && !index.pending.iter().any(|q| q.id == r.snap.id)
+                && !index.hand.iter().any(|(u, _)| *u == uuid)
+        })
+        .collect()
 }
 
 /// The due dump `d`, appended to the policy's tape as its next tape file;
@@ -1712,6 +1774,7 @@ fn forget_on_tape(p: &Policy) -> Result<Vec<String>> {
     let dir = streams_dir(p);
     let (_, cat) = snaps_of(p)?;
     let rows: std::collections::HashSet<String> = cat
+        .as_ref()
         .map(|c| {
             c.state
                 .snapshots
@@ -1738,26 +1801,34 @@ fn forget_on_tape(p: &Policy) -> Result<Vec<String>> {
     index.hand.retain(|(u, _)| rows.contains(u));
     let by_hand: std::collections::HashSet<String> =
         index.hand.iter().filter_map(|(_, c)| c.clone()).collect();
-    let mut freed: Vec<String> = Vec::new();
-    // Every line that went, also those a killed prune left behind.
+    // Every line that went, also those a killed prune left behind: the
+    // cartridges that hold no kept dump now stay known (a `freed` line),
+    // so that one loaded again is the policy's; those that may be erased
+    // are reported.
+    let mut empty: Vec<String> = Vec::new();
     for c in gone.iter().flat_map(|e| e.cartridges()) {
-        if !in_use.contains(&c)
-            && !was_lost.contains(&c)
-            && !by_hand.contains(&c)
-            && !freed.contains(&c)
-        {
-            freed.push(c);
+        if !in_use.contains(&c) && !empty.contains(&c) {
+            empty.push(c);
         }
     }
-    if !freed.is_empty() && index.hand.iter().any(|(_, c)| c.is_none()) {
+    let mut freed: Vec<String> = empty
+        .iter()
+        .filter(|c| !was_lost.contains(*c) && !by_hand.contains(*c))
+        .cloned()
+        .collect();
+    let unseen = match (&p.streams.tape, cat.as_ref()) {
+        (Some(t), Some(c)) => !hand_dumps(t, c, &index).is_empty(),
+        _ => false,
+    };
+    if !freed.is_empty() && (unseen || index.hand.iter().any(|(_, c)| c.is_none())) {
         crate::progress::note(&format!(
-            "tape(s) {} hold no dump the policy keeps, but are not called free: a dump by hand to {} is on a cartridge the policy has not seen",
+            "tape(s) {} hold no dump the policy keeps, but are not called free: a dump by hand to {} may be on one",
             freed.join(", "),
             p.streams.tape.as_ref().map(|t| t.device.as_str()).unwrap_or("the drive")
         ));
         freed.clear();
     }
-    index.freed.extend(freed.iter().cloned());
+    index.freed.extend(empty);
     super::tape::write(&dir, &index)?;
     Ok(freed)
 }

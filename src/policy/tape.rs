@@ -348,6 +348,94 @@ pub fn check_loaded(index: &Index, device: &str, name: &str, files: u64) -> Resu
     Ok(())
 }
 
+/// One tape file of the loaded cartridge, as [`scan`] found it.
+pub struct TapeFile {
+    /// Its number, from 1.
+    pub file: u64,
+    /// Its volume header (None: it does not begin with one).
+    pub header: Option<VolumeHeader>,
+    /// Whether a filemark closes it (a dump closes a volume when it ends,
+    /// and when the volume is full and it goes on to the next one).
+    pub closed: bool,
+    /// Whether its last bytes are a stream's end record (zeros after it
+    /// aside): the dump ends on this volume.
+    pub ends_stream: bool,
+}
+
+/// Every tape file of the loaded cartridge. The records of a tape file
+/// are stepped over, but for those of a file that `read_whole` says to
+/// read, whose last bytes are looked at for the end record.
+pub fn scan(tape: &Tape, read_whole: impl Fn(&VolumeHeader) -> bool) -> Result<Vec<TapeFile>> {
+    let Some(mut dev) = open(tape)? else {
+        return Ok(Vec::new());
+    };
+    dev.rewind()?;
+    let max = crate::media::tape::MAX_BLOCK_SIZE as usize;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for file in 1u64.. {
+        let header = match dev.read_record(&mut buf, max)? {
+            ReadItem::EndOfData => break,
+            ReadItem::Filemark => {
+                out.push(TapeFile {
+                    file,
+                    header: None,
+                    closed: true,
+                    ends_stream: false,
+                });
+                continue;
+            }
+            ReadItem::Record(n) => VolumeHeader::decode(&buf[..n]).ok(),
+        };
+        let whole = header.as_ref().is_some_and(&read_whole);
+        // The last bytes read: the end record (128 bytes) may straddle
+        // two records.
+        let mut tail: Vec<u8> = Vec::new();
+        let closed = loop {
+            let item = if whole {
+                dev.read_record(&mut buf, max)?
+            } else {
+                dev.skip_record()?
+            };
+            match item {
+                ReadItem::Record(n) if whole => {
+                    tail.extend_from_slice(&buf[..n]);
+                    let keep = tail.len().saturating_sub(n.max(128) + 128);
+                    tail.drain(..keep);
+                }
+                ReadItem::Record(_) => {}
+                ReadItem::Filemark => break true,
+                ReadItem::EndOfData => break false,
+            }
+        };
+        out.push(TapeFile {
+            file,
+            header,
+            closed,
+            ends_stream: whole && ends_with_end_record(&tail),
+        });
+        if !closed {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `tail` ends with a stream's end record (formats/stream.md:
+/// a 40-byte record header with magic `SDRC` and kind 6, and its 88-byte
+/// payload), zero bytes after it aside.
+fn ends_with_end_record(tail: &[u8]) -> bool {
+    const END_LEN: usize = 128;
+    let trimmed = tail.len() - tail.iter().rev().take_while(|&&b| b == 0).count();
+    // The record's own last bytes may be zeros: try each place it could
+    // start from the end of the non-zero bytes back to the end of `tail`.
+    (trimmed..=tail.len()).any(|end| {
+        end >= END_LEN
+            && tail[end - END_LEN..end - END_LEN + 4] == *b"SDRC"
+            && tail[end - END_LEN + 4] == 6
+    })
+}
+
 /// Finds, on the loaded cartridge, the tape file whose dump is of the
 /// snapshot with uuid `uuid` (hex): the file number and its volume
 /// header's volume number.

@@ -49,6 +49,12 @@ pub trait Device: Send {
     fn finish_writing(&mut self) -> io::Result<()>;
     /// Reads the next record (at most `max` bytes) into `buf`.
     fn read_record(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<ReadItem>;
+    /// Passes the next record without handing over its bytes (a virtual
+    /// tape steps over them; a drive reads them); what it was.
+    fn skip_record(&mut self) -> io::Result<ReadItem> {
+        let mut scratch = Vec::new();
+        self.read_record(&mut scratch, MAX_BLOCK_SIZE as usize)
+    }
     /// Goes back to the beginning of the medium.
     fn rewind(&mut self) -> io::Result<()>;
     /// Spaces forward over `count` filemarks; returns how many were passed

@@ -290,6 +290,10 @@ impl Device for VirtualTape {
         Ok(Some(self.pos >= self.early_warning(block_size)))
     }
 
+    fn skip_record(&mut self) -> io::Result<ReadItem> {
+        self.skip_item()
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
         self.pos = 0;
         Ok(())
