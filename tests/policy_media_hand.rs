@@ -1008,3 +1008,90 @@ fn a_hand_dump_killed_after_it_went_on_to_another_cartridge_puts_it_in_doubt() {
         "{index}"
     );
 }
+
+#[test]
+fn an_incoming_stream_lost_or_damaged_before_the_volume_took_it_is_said_and_forgotten() {
+    for damage in ["gone", "flipped"] {
+        let t = paths();
+        fs::write(t.src.join("base"), bytes(20, 120_000)).unwrap();
+        let vol = t.dir.path().join("home.vol");
+        let pol = policy(
+            &t,
+            "vol",
+            &format!("volume = \"{}\"", vol.display()),
+            "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4, 5, 6, 7]\n\n[keep]\nlast = 2\n",
+        );
+        let mut trees = BTreeMap::new();
+        for day in 0..2u64 {
+            churn(&t.src, day);
+            trees.insert(day + 1, snapshot_tree(&t.src));
+            json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+        }
+        // Day 2's run is killed once the catalog took its dump, before the
+        // volume did; then the incoming stream is lost or damaged.
+        churn(&t.src, 2);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
+            .args(["run", "--json", "--at", &time_of(2), p(&pol)])
+            .env("SNAPDUMP_FAILPOINT", "policy-dumped:1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success());
+        let incoming = t.dir.path().join("vol-state/incoming.000003.sdump");
+        assert!(incoming.exists());
+        if damage == "gone" {
+            fs::remove_file(&incoming).unwrap();
+        } else {
+            let mut b = fs::read(&incoming).unwrap();
+            let at = b.len() / 2;
+            b[at] ^= 0x40;
+            fs::write(&incoming, &b).unwrap();
+        }
+        let (v, e) = json_run(&["run", "--json", "--at", &time_of(2), p(&pol)], 1);
+        let said = if damage == "gone" {
+            "is gone before the volume"
+        } else {
+            "is damaged"
+        };
+        assert!(
+            e.contains("snapshot 3's stream") && e.contains(said),
+            "{damage}: {e}"
+        );
+        if damage == "flipped" {
+            assert!(t
+                .dir
+                .path()
+                .join("vol-state/incoming.000003.sdump.damaged")
+                .exists());
+        }
+        // Forgotten: not kept, nothing pinned for it; the day's dump is
+        // made again, and it and the one before extract exactly.
+        assert!(
+            !v.to_string().contains("outside the policy"),
+            "{damage}: {v}"
+        );
+        trees.insert(4, snapshot_tree(&t.src));
+        assert_eq!(v["dumped"]["snapshot"], 4, "{damage}: {v}");
+        let ids = volume_ids(&vol);
+        assert_eq!(
+            ids.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 4],
+            "{damage}"
+        );
+        for (id, vid) in &ids {
+            let x = t.dir.path().join(format!("x{id}"));
+            let (c, _, e) = run_s(&[
+                "volume",
+                "extract",
+                &format!("{}@{vid}", vol.display()),
+                p(&x),
+            ]);
+            assert_eq!(c, 0, "{e}");
+            assert_tree_is(&trees[id], &x, &format!("{damage}: snapshot {id}"));
+        }
+        churn(&t.src, 3);
+        json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 0);
+    }
+}

@@ -270,10 +270,35 @@ fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> 
     let dir = streams_dir(p);
     let label = volume_label(vol);
     let mut changed = false;
+    // Rows whose stream never reached the volume and cannot: its file is
+    // gone (a streams directory on a tmpfs, a reboot) or damaged.
+    let mut lost: Vec<usize> = Vec::new();
     for k in 0..cat.state.snapshots.len() {
         let r = &cat.state.snapshots[k];
-        if !is_incoming(&dir, &r.output) || !Path::new(&r.output).exists() {
+        if !is_incoming(&dir, &r.output) {
             continue;
+        }
+        let held = held_in_volume(vol, &cat.state.source_uuid)?;
+        if held.ids.contains_key(&r.snap.uuid) || held.shadows.contains(&r.snap.uuid) {
+            // Taken already; a run was killed before the row said so.
+            cat.state.snapshots[k].output = label.clone();
+            changed = true;
+            continue;
+        }
+        if !Path::new(&r.output).exists() && vol.exists() {
+            report.warn(
+                r.output.as_bytes(),
+                format!(
+                    "snapshot {}'s stream is gone before the volume {} took it (was the streams directory emptied, or the file deleted?): the snapshot is in neither, so the catalog forgets it",
+                    r.snap.id,
+                    vol.display()
+                ),
+            );
+            lost.push(k);
+            continue;
+        }
+        if !Path::new(&r.output).exists() {
+            continue; // whether the volume took it, the volume says when it is back
         }
         if !vol.exists() {
             may_make(&dir, "volume", vol)?;
@@ -295,28 +320,53 @@ fn settle_volume(p: &Policy, vol: &Path, cat: &mut Catalog, report: &Report) -> 
             )?;
         }
         note_made(&dir, "volume", vol)?;
-        let held = held_in_volume(vol, &cat.state.source_uuid)?;
-        if !held.ids.contains_key(&r.snap.uuid) && !held.shadows.contains(&r.snap.uuid) {
-            crate::volume::receive::receive(
-                &crate::volume::receive::ReceiveOptions {
-                    inputs: vec![crate::media::Input::plain(&r.output)?],
-                    volume: vol.to_path_buf(),
-                    wait: crate::lock::Wait::Yes,
-                    digest: crate::stream::reader::Digest::Skip,
-                },
-                report,
-            )
-            .with_context(|| {
+        let received = crate::volume::receive::receive(
+            &crate::volume::receive::ReceiveOptions {
+                inputs: vec![crate::media::Input::plain(&r.output)?],
+                volume: vol.to_path_buf(),
+                wait: crate::lock::Wait::Yes,
+                digest: crate::stream::reader::Digest::Skip,
+            },
+            report,
+        );
+        if let Err(e) = received {
+            // A damaged stream never goes in: said, kept aside, forgotten.
+            // Anything else (a full disk) is tried again by the next run.
+            let quiet = Report::quiet();
+            let damage = crate::media::Input::plain(&r.output)
+                .ok()
+                .and_then(|input| crate::restore::verify::verify(&input, &quiet).err());
+            let Some(d) = damage else {
+                return Err(e).with_context(|| {
+                    format!(
+                        "snapshot {}'s stream {} could not go into the volume {} (it stays, and the next run tries again)",
+                        r.snap.id,
+                        r.output,
+                        vol.display()
+                    )
+                });
+            };
+            let aside = format!("{}.damaged", r.output);
+            std::fs::rename(&r.output, &aside)
+                .with_context(|| format!("cannot rename {} to {aside}", r.output))?;
+            report.warn(
+                r.output.as_bytes(),
                 format!(
-                    "snapshot {}'s stream {} could not go into the volume {} (it stays, and the next run tries again)",
+                    "snapshot {}'s stream is damaged ({d:#}) and cannot go into the volume {}: it is kept as {aside}, and the catalog forgets the snapshot (the next dump is taken on the one before it, or is a level 0)",
                     r.snap.id,
-                    r.output,
                     vol.display()
-                )
-            })?;
-            crate::failpoint::hit("policy-volume-received");
+                ),
+            );
+            lost.push(k);
+            continue;
         }
+        crate::failpoint::hit("policy-volume-received");
         cat.state.snapshots[k].output = label.clone();
+        changed = true;
+    }
+    for &k in lost.iter().rev() {
+        cat.state.snapshots.remove(k);
+        cat.state.planes.remove(k);
         changed = true;
     }
     // Rows of the volume's that it no longer holds whole leave the
