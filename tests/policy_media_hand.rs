@@ -1095,3 +1095,56 @@ fn an_incoming_stream_lost_or_damaged_before_the_volume_took_it_is_said_and_forg
         json_run(&["run", "--json", "--at", &time_of(3), p(&pol)], 0);
     }
 }
+
+#[test]
+fn a_prune_the_volume_refuses_says_it_was_pruning_and_the_next_run_prunes_again() {
+    let t = paths();
+    fs::write(t.src.join("base"), bytes(21, 40_000)).unwrap();
+    let vol = t.dir.path().join("home.vol");
+    let pol = policy(
+        &t,
+        "vol",
+        &format!("volume = \"{}\"", vol.display()),
+        "[schedule]\nevery = \"1d\"\nlevels = [0]\n\n[keep]\nlast = 2\n",
+    );
+    for day in 0..2u64 {
+        churn(&t.src, day);
+        json_run(&["run", "--json", "--at", &time_of(day), p(&pol)], 0);
+    }
+    set_keep(&pol, 1);
+    // The volume made immutable (even root cannot write it), undone
+    // whatever the test's end.
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .args([flag, p(&vol)])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    struct Undo<'a>(&'a Path);
+    impl Drop for Undo<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .args(["-i", p(self.0)])
+                .status();
+        }
+    }
+    if !chattr("+i") {
+        eprintln!("chattr +i is not supported here; skipped");
+        return;
+    }
+    let _undo = Undo(&vol);
+    let (c, _, e) = run_s(&["run", "--at", &time_of(1), p(&pol)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(
+        e.contains("pruning snapshot 1 could not delete it from the volume"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(chattr("-i"));
+    let (v, _) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
+    assert_eq!(v["pruned"][0]["snapshot"], 1, "{v}");
+    assert_eq!(
+        volume_ids(&vol).keys().copied().collect::<Vec<_>>(),
+        vec![2]
+    );
+}

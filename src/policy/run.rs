@@ -1791,7 +1791,14 @@ fn prune(p: &Policy, now: Time, wait: crate::lock::Wait) -> Result<(Vec<Done>, V
                 .and_then(|(_, n)| n.parse::<u64>().ok())
             {
                 if held.ids.values().any(|&h| h == vid) {
-                    crate::volume::admin::delete_snapshot(v, &vid.to_string(), wait)?;
+                    crate::volume::admin::delete_snapshot(v, &vid.to_string(), wait)
+                        .with_context(|| {
+                            format!(
+                                "pruning snapshot {} could not delete it from the volume {} (the catalog still has it; the next run prunes it again)",
+                                d.snapshot,
+                                v.display()
+                            )
+                        })?;
                     crate::failpoint::hit("policy-volume-deleted");
                 }
             }
