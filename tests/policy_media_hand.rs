@@ -65,6 +65,45 @@ fn kept(pol: &Path, day: u64) -> BTreeMap<u64, String> {
         .collect()
 }
 
+/// Runs snapdump with `args`, aborted at the failpoint `at` ("NAME:N");
+/// asserts it did not succeed.
+fn killed(args: &[&str], at: &str) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
+        .args(args)
+        .env("SNAPDUMP_FAILPOINT", at)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "{args:?} was not stopped at {at}");
+}
+
+/// A tape policy (`levels`, keep `last`) that has dumped snapshot 1 onto
+/// cartridge A and snapshot 2 onto a blank cartridge B, with B on the
+/// shelf (`shelf/B.tap`) and A back in the drive. Returns the drive, the
+/// shelf and the policy file.
+fn a_then_b(t: &Paths, seed: u64, levels: &str, last: u32) -> (PathBuf, PathBuf, PathBuf) {
+    fs::write(t.src.join("base"), bytes(seed, 20_000)).unwrap();
+    let tape = t.dir.path().join("drive.tap");
+    let shelf = t.dir.path().join("shelf");
+    fs::create_dir(&shelf).unwrap();
+    let pol = policy(
+        t,
+        "tape",
+        &format!("tape = \"{}\"", tape.display()),
+        &format!("[schedule]\nevery = \"1d\"\nlevels = {levels}\n\n[keep]\nlast = {last}\n"),
+    );
+    churn(&t.src, 0);
+    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0); // 1 begins A
+    fs::rename(&tape, shelf.join("A.tap")).unwrap();
+    churn(&t.src, 1);
+    json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0); // 2 begins B
+    fs::rename(&tape, shelf.join("B.tap")).unwrap();
+    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    (tape, shelf, pol)
+}
+
 fn tape_file(stream: &str) -> String {
     stream
         .split(" file ")
@@ -601,15 +640,10 @@ fn a_run_killed_after_a_dump_that_spanned_cartridges_records_where_it_began() {
     // run is killed once the catalog took it, before the index did.
     fs::write(t.src.join("more"), bytes(9, 400_000)).unwrap();
     let tree1 = snapshot_tree(&t.src);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args(["run", "--json", "--at", &time_of(1), p(&pol)])
-        .env("SNAPDUMP_FAILPOINT", "policy-dumped:1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
+    killed(
+        &["run", "--json", "--at", &time_of(1), p(&pol)],
+        "policy-dumped:1",
+    );
     let n = fs::read_dir(&shelf).unwrap().count();
     assert!(n >= 1, "the dump did not span");
     let (v, e) = json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0);
@@ -877,23 +911,7 @@ fn a_cartridge_is_called_free_only_when_it_holds_nothing_kept_and_no_hand_dump()
 #[test]
 fn a_hand_dump_that_went_on_to_another_cartridge_through_a_symlink_puts_it_in_doubt() {
     let t = paths();
-    fs::write(t.src.join("base"), bytes(16, 20_000)).unwrap();
-    let tape = t.dir.path().join("drive.tap");
-    let shelf = t.dir.path().join("shelf");
-    fs::create_dir(&shelf).unwrap();
-    let pol = policy(
-        &t,
-        "tape",
-        &format!("tape = \"{}\"", tape.display()),
-        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4]\n\n[keep]\nlast = 5\n",
-    );
-    churn(&t.src, 0);
-    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0); // 1 begins A
-    fs::rename(&tape, shelf.join("A.tap")).unwrap();
-    churn(&t.src, 1);
-    json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0); // 2 begins B
-    fs::rename(&tape, shelf.join("B.tap")).unwrap();
-    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    let (tape, shelf, pol) = a_then_b(&t, 16, "[0, 1, 2, 3, 4]", 5);
     // By hand, through a symlink to the drive, appended to A; A fills and
     // the dump goes on to the next volume given, which is B, from its
     // start.
@@ -944,28 +962,12 @@ fn a_hand_dump_that_went_on_to_another_cartridge_through_a_symlink_puts_it_in_do
 #[test]
 fn a_hand_dump_killed_after_it_went_on_to_another_cartridge_puts_it_in_doubt() {
     let t = paths();
-    fs::write(t.src.join("base"), bytes(18, 20_000)).unwrap();
-    let tape = t.dir.path().join("drive.tap");
-    let shelf = t.dir.path().join("shelf");
-    fs::create_dir(&shelf).unwrap();
-    let pol = policy(
-        &t,
-        "tape",
-        &format!("tape = \"{}\"", tape.display()),
-        "[schedule]\nevery = \"1d\"\nlevels = [0, 1, 2, 3, 4]\n\n[keep]\nlast = 5\n",
-    );
-    churn(&t.src, 0);
-    json_run(&["run", "--json", "--at", &time_of(0), p(&pol)], 0); // 1 begins A
-    fs::rename(&tape, shelf.join("A.tap")).unwrap();
-    churn(&t.src, 1);
-    json_run(&["run", "--json", "--at", &time_of(1), p(&pol)], 0); // 2 begins B
-    fs::rename(&tape, shelf.join("B.tap")).unwrap();
-    fs::rename(shelf.join("A.tap"), &tape).unwrap();
+    let (tape, shelf, pol) = a_then_b(&t, 18, "[0, 1, 2, 3, 4]", 5);
     // Appended to A by hand, filling it, going on over B from its start,
     // and killed there: no catalog row says anything happened.
     fs::write(t.src.join("big"), bytes(19, 600_000)).unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args([
+    killed(
+        &[
             "dump",
             "-0",
             "--append",
@@ -984,14 +986,9 @@ fn a_hand_dump_killed_after_it_went_on_to_another_cartridge_puts_it_in_doubt() {
             "--catalog",
             p(&t.cat),
             p(&t.src),
-        ])
-        .env("SNAPDUMP_FAILPOINT", "dump-data:3")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
+        ],
+        "dump-data:3",
+    );
     let b = fs::read(shelf.join("B.tap")).unwrap();
     assert!(
         b.len() > 8 && b[..4] == 128u32.to_le_bytes(),
@@ -1030,15 +1027,10 @@ fn an_incoming_stream_lost_or_damaged_before_the_volume_took_it_is_said_and_forg
         // Day 2's run is killed once the catalog took its dump, before the
         // volume did; then the incoming stream is lost or damaged.
         churn(&t.src, 2);
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_snapdump"))
-            .args(["run", "--json", "--at", &time_of(2), p(&pol)])
-            .env("SNAPDUMP_FAILPOINT", "policy-dumped:1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(!status.success());
+        killed(
+            &["run", "--json", "--at", &time_of(2), p(&pol)],
+            "policy-dumped:1",
+        );
         let incoming = t.dir.path().join("vol-state/incoming.000003.sdump");
         assert!(incoming.exists());
         if damage == "gone" {
