@@ -58,6 +58,7 @@ pub(crate) mod snapshots;
 pub mod stream;
 pub mod target;
 pub mod tarout;
+pub mod track;
 pub mod tree;
 pub mod volume;
 pub mod wire;
