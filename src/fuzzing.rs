@@ -384,6 +384,7 @@ fn apply_bench() -> Option<ApplyBench> {
                 rules: None,
                 rules_changed: false,
                 snapshot_time: None,
+                tracker: crate::dump::tracked::TrackerMode::Off,
             },
             &report,
         )

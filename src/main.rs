@@ -27,6 +27,7 @@ fn main() {
         Cmd::Volume(v) => cli::volume::run(v, &report),
         Cmd::Policy(c) => cli::policy::run_policy(c),
         Cmd::Run(a) => cli::policy::run(a, &report),
+        Cmd::Track(c) => cli::track::run(c),
         Cmd::Completions(a) => cli::completions::run(&a),
     };
     let mut code = result.unwrap_or_else(|e| {

@@ -41,6 +41,76 @@ pub struct ScanOptions<'a> {
     pub prev_has_flags: bool,
     /// The exclusion rules of this scan (None: nothing left out).
     pub rules: Option<&'a crate::rules::Matcher>,
+    /// What the change tracker saw change since `prev` was taken: with it,
+    /// the scan copies `prev` and stats only what the tracker names (no
+    /// walk). Needs `prev`, taken under the same rules.
+    pub tracked: Option<&'a Changed<'a>>,
+}
+
+/// Entries the change tracker saw change, by source inode number.
+pub struct Changed<'a> {
+    /// Directories whose entries changed (those are listed again).
+    pub dirs: &'a HashMap<u64, HashSet<Vec<u8>>>,
+    /// Inodes whose metadata or data changed (those are stat-ed again).
+    pub inodes: &'a HashSet<u64>,
+}
+
+/// The previous snapshot's directories: children by name, directories by
+/// source identity.
+struct PrevDirs {
+    children: HashMap<u64, Vec<usize>>,
+    dirs_by_key: HashMap<(u64, u64), u64>,
+}
+
+impl PrevDirs {
+    fn new(tree: &Tree) -> Self {
+        let mut children: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, d) in tree.dirents.iter().enumerate().skip(1) {
+            children.entry(d.parent).or_default().push(i);
+        }
+        let dirs_by_key = tree
+            .inodes
+            .iter()
+            .filter(|i| i.kind == Kind::Dir)
+            .map(|i| ((i.src.dev, i.src.ino), i.ino))
+            .collect();
+        PrevDirs {
+            children,
+            dirs_by_key,
+        }
+    }
+}
+
+/// A directory opened only when something in it must be looked at.
+struct LazyDir<'p> {
+    fd: std::cell::OnceCell<Option<std::os::fd::OwnedFd>>,
+    parent: Option<&'p LazyDir<'p>>,
+    name: Vec<u8>,
+    key: (u64, u64),
+}
+
+impl<'p> LazyDir<'p> {
+    fn open(fd: std::os::fd::OwnedFd, key: (u64, u64)) -> Self {
+        let cell = std::cell::OnceCell::new();
+        let _ = cell.set(Some(fd));
+        LazyDir {
+            fd: cell,
+            parent: None,
+            name: Vec::new(),
+            key,
+        }
+    }
+    fn get(&self) -> Option<BorrowedFd<'_>> {
+        self.fd
+            .get_or_init(|| {
+                let parent = self.parent?.get()?;
+                let fd = fsx::open_dir(parent, &self.name).ok()?;
+                let st = fsx::fstat(fd.as_fd_borrow()).ok()?;
+                ((st.st_dev, st.st_ino) == self.key).then_some(fd)
+            })
+            .as_ref()
+            .map(|f| f.as_fd_borrow())
+    }
 }
 
 /// Finds the previous version of a regular file: by source identity
@@ -89,6 +159,8 @@ struct Walker<'a> {
     path: Vec<u8>,
     /// The source's file system (`st_dev` of its root).
     root_dev: u64,
+    /// With a tracker: the previous snapshot's directories.
+    prev_dirs: Option<PrevDirs>,
 }
 
 /// Open flags for regular files: never follow a link, never block on a
@@ -126,6 +198,10 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         report,
         path: Vec::new(),
         root_dev: st.st_dev,
+        prev_dirs: match (opts.tracked, opts.prev) {
+            (Some(_), Some(prev)) => Some(PrevDirs::new(prev)),
+            _ => None,
+        },
     };
     let mut inode = Inode::new(0, Kind::Dir, attrs);
     inode.src = SourceKey {
@@ -134,8 +210,16 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
     };
     inode.xattrs = w.xattrs(fd.as_fd_borrow(), b"");
     w.flags(fd.as_fd_borrow(), &mut inode);
+    let key = (st.st_dev, st.st_ino);
     let ino = w.tree.push_inode(0, Vec::new(), inode);
-    w.walk(fd.as_fd_borrow(), ino, true);
+    let prev_root = w
+        .prev_dirs
+        .as_ref()
+        .and_then(|p| p.dirs_by_key.get(&key).copied());
+    match prev_root {
+        Some(prev) => w.walk_tracked(&LazyDir::open(fd, key), prev, ino, true),
+        None => w.walk(fd.as_fd_borrow(), ino, true),
+    }
     Ok(w.tree)
 }
 
@@ -176,13 +260,135 @@ impl Walker<'_> {
     }
 
     fn walk(&mut self, dir: BorrowedFd, dir_ino: u64, is_root: bool) {
+        let Some(names) = self.list(dir) else {
+            return;
+        };
+        for name in names {
+            if is_root && name == RESTORE_STATE_DIR {
+                continue;
+            }
+            let saved = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(&name);
+            self.entry(dir, dir_ino, name);
+            self.path.truncate(saved);
+        }
+    }
+
+    /// Copies directory `prev_dir` of the previous snapshot as directory
+    /// `dir_ino` of this one, looking at the disk only where the tracker
+    /// saw a change: a directory whose entries changed is listed again,
+    /// an entry that is new or changed is stat-ed, the rest is the
+    /// previous snapshot's record.
+    fn walk_tracked(&mut self, dir: &LazyDir, prev_dir: u64, dir_ino: u64, is_root: bool) {
+        let (tracked, prev) = (self.opts.tracked.unwrap(), self.opts.prev.unwrap());
+        let src = prev.inode(prev_dir).src;
+        let children: Vec<usize> = self
+            .prev_dirs
+            .as_ref()
+            .and_then(|p| p.children.get(&prev_dir).cloned())
+            .unwrap_or_default();
+        let by_name: HashMap<&[u8], usize> = children
+            .iter()
+            .map(|&i| (prev.dirents[i].name.as_slice(), i))
+            .collect();
+        let changed_names = tracked.dirs.get(&src.ino);
+        let names: Vec<Vec<u8>> = if changed_names.is_some() {
+            let Some(fd) = dir.get() else {
+                self.warn("vanished during the scan; its contents are not in this dump".into());
+                return;
+            };
+            match self.list(fd) {
+                Some(n) => n,
+                None => return,
+            }
+        } else {
+            children
+                .iter()
+                .map(|&i| prev.dirents[i].name.clone())
+                .collect()
+        };
+        for name in names {
+            if is_root && name == RESTORE_STATE_DIR {
+                continue;
+            }
+            let saved = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(&name);
+            let prev_child = by_name.get(name.as_slice()).map(|&i| &prev.dirents[i]);
+            let copy = prev_child.filter(|d| {
+                let g = prev.inode(d.ino);
+                let unstable =
+                    g.kind == Kind::File && g.attrs.ctime == crate::tree::Time::default();
+                !(changed_names.is_some_and(|n| n.contains(&name))
+                    || tracked.inodes.contains(&g.src.ino)
+                    || unstable)
+            });
+            match copy {
+                Some(d) => self.copy_entry(dir, d.ino, dir_ino, name),
+                None => match dir.get() {
+                    Some(fd) => self.entry(fd, dir_ino, name),
+                    None => self.warn("vanished during the scan; not in this dump".into()),
+                },
+            }
+            self.path.truncate(saved);
+        }
+    }
+
+    /// Records entry `prev_ino` of the previous snapshot unchanged.
+    fn copy_entry(&mut self, dir: &LazyDir, prev_ino: u64, dir_ino: u64, name: Vec<u8>) {
+        let prev = self.opts.prev.unwrap();
+        let g = prev.inode(prev_ino);
+        let key = (g.src.dev, g.src.ino);
+        if self.opts.exclude.contains(&key) {
+            return;
+        }
+        // A level that honours nodump leaves out what an earlier one kept.
+        if self.opts.rules.is_some_and(|m| m.nodump) && g.flags & crate::fileflags::NODUMP != 0 {
+            return;
+        }
+        if g.kind != Kind::Dir {
+            if let Some(&ino) = self.links.get(&key) {
+                self.tree.push_link(dir_ino, name, ino);
+                return;
+            }
+        }
+        let mut inode = g.clone();
+        inode.sums = Vec::new();
+        for x in inode.extents.iter_mut() {
+            x.vbn = 0;
+        }
+        if g.kind == Kind::Dir && g.src.dev == self.root_dev {
+            let ino = self.tree.push_inode(dir_ino, name.clone(), inode);
+            let child = LazyDir {
+                fd: std::cell::OnceCell::new(),
+                parent: Some(dir),
+                name,
+                key,
+            };
+            // SAFETY of lifetimes: `child` borrows `dir` only for this call.
+            self.walk_tracked(&child, prev_ino, ino, false);
+            return;
+        }
+        let ino = self.tree.push_inode(dir_ino, name, inode);
+        if g.kind != Kind::Dir {
+            self.links.insert(key, ino);
+        }
+    }
+
+    /// The names of a directory, as the rules leave them.
+    fn list(&self, dir: BorrowedFd) -> Option<Vec<Vec<u8>>> {
         let mut names = match fsx::read_dir_names(dir) {
             Ok(n) => n,
             Err(e) => {
                 self.warn(format!(
                     "cannot read directory: {e}; its contents are not in this dump"
                 ));
-                return;
+                return None;
             }
         };
         if let Some(m) = self.opts.rules {
@@ -199,18 +405,7 @@ impl Walker<'_> {
                 names = vec![tag];
             }
         }
-        for name in names {
-            if is_root && name == RESTORE_STATE_DIR {
-                continue;
-            }
-            let saved = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push(b'/');
-            }
-            self.path.extend_from_slice(&name);
-            self.entry(dir, dir_ino, name);
-            self.path.truncate(saved);
-        }
+        Some(names)
     }
 
     fn entry(&mut self, dir: BorrowedFd, dir_ino: u64, name: Vec<u8>) {
@@ -282,7 +477,14 @@ impl Walker<'_> {
                     inode.xattrs = self.xattrs(fd.as_fd_borrow(), b"");
                     self.flags(fd.as_fd_borrow(), &mut inode);
                     let ino = self.tree.push_inode(dir_ino, name, inode);
-                    self.walk(fd.as_fd_borrow(), ino, false);
+                    let prev = self
+                        .prev_dirs
+                        .as_ref()
+                        .and_then(|p| p.dirs_by_key.get(&key).copied());
+                    match prev {
+                        Some(prev) => self.walk_tracked(&LazyDir::open(fd, key), prev, ino, false),
+                        None => self.walk(fd.as_fd_borrow(), ino, false),
+                    }
                 }
                 Err(e) => {
                     self.warn(format!("cannot open directory: {e}; recorded empty"));

@@ -143,6 +143,16 @@ pub struct DumpArgs {
     compress: i32,
     #[command(flatten)]
     wait: WaitArg,
+    /// Walk the tree even when a change tracker runs (snapdump track).
+    #[arg(long, conflicts_with = "verify_tracker")]
+    no_tracker: bool,
+    /// Build the increment both from the change tracker and by walking
+    /// the tree, and fail (writing nothing) unless they agree.
+    ///
+    /// The check of a tracker's trust: every entry, block pointer and
+    /// checksum of the two must be equal (access times aside).
+    #[arg(long)]
+    verify_tracker: bool,
     #[command(flatten)]
     json: JsonArgs,
     /// The directory tree to dump, or a volume file (PATH.vol[@SNAPSHOT]).
@@ -236,6 +246,13 @@ pub fn run(a: DumpArgs, report: &Report) -> Result<i32> {
         rules,
         rules_changed: a.rules_changed,
         snapshot_time: None,
+        tracker: if a.no_tracker {
+            crate::dump::tracked::TrackerMode::Off
+        } else if a.verify_tracker {
+            crate::dump::tracked::TrackerMode::Verify
+        } else {
+            crate::dump::tracked::TrackerMode::Auto
+        },
     };
     let s = crate::dump::dump(&opts, report)?;
     print::json(&a.json, output == "-", &s)?;

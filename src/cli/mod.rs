@@ -17,6 +17,7 @@ pub mod print;
 pub mod replicate;
 pub mod restore;
 pub mod snapshots;
+pub mod track;
 pub mod verify;
 pub mod volume;
 
@@ -82,6 +83,10 @@ pub enum Cmd {
     Policy(policy::PolicyCmd),
     /// Do what a policy says is due: dump, coalesce, prune.
     Run(policy::RunArgs),
+    /// Track changes as they happen, so increments need no walk (start,
+    /// status, stop).
+    #[command(subcommand)]
+    Track(track::TrackCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 }

@@ -6,6 +6,7 @@ pub mod plan;
 pub mod readahead;
 pub mod resume;
 pub mod sink;
+pub mod tracked;
 
 use crate::catalog::{Catalog, SnapshotInfo};
 use crate::fsx;
@@ -64,6 +65,9 @@ pub struct DumpOptions {
     /// given clock (`run --at`) stamps its snapshots with it; like the
     /// clock's, it is not checked against the newest snapshot's.
     pub snapshot_time: Option<Time>,
+    /// How a running change tracker is used (`--no-tracker`,
+    /// `--verify-tracker`).
+    pub tracker: tracked::TrackerMode,
 }
 
 /// The `--json` summary of a dump.
@@ -118,6 +122,12 @@ pub struct DumpSummary {
     /// On tape or volume files: how many volumes the dump filled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<u32>,
+    /// With a change tracker running: the epoch, and whether it was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<tracked::TrackerSummary>,
+    /// The tracker's identity at the swap (recorded with the snapshot).
+    #[serde(skip)]
+    pub tracker_swap: Option<crate::track::Swap>,
     /// Everything that was skipped or changed while read.
     pub warnings: Vec<Warning>,
 }
@@ -285,6 +295,18 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         )
     })?;
     resume::clear(&catalog.dir);
+    if let Some(swap) = &summary.tracker_swap {
+        // Only now: a snapshot the catalog does not hold must not name an
+        // epoch (the next dump then takes in this one's changes too).
+        if let Err(e) =
+            crate::track::record_snapshot(&catalog.dir.join("tracker"), summary.snapshot.id, swap)
+        {
+            crate::progress::println_err(&format!(
+                "snapdump: warning: cannot record the tracker's epoch with snapshot {}: {e:#}; the next increment walks the tree",
+                summary.snapshot.id
+            ));
+        }
+    }
     Ok(DumpSummary {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         ..summary
@@ -300,6 +322,7 @@ struct Written {
     stream_bytes: u64,
     sums: Vec<(crate::stream::payload::Segment, Vec<[u8; 16]>)>,
     unstable: std::collections::HashSet<u64>,
+    tracker: Option<(tracked::TrackerSummary, crate::track::Swap)>,
 }
 
 /// What a dump run needs besides its options: the catalog it records into,
@@ -429,6 +452,7 @@ pub(crate) fn scan_for_sink(
         prev_has_flags: catalog.state.flags_recorded,
         cross_mounts,
         rules: Some(&matcher),
+        tracked: None,
     };
     scan_tree(source, &opts, report)
 }
@@ -476,6 +500,12 @@ impl Run<'_> {
         prescanned: Option<Tree>,
     ) -> Result<Option<Written>> {
         let (opts, bs, report) = (self.opts, self.bs, self.report);
+        // The tracker swaps before anything of the tree is read.
+        let tracker_dir = catalog.dir.join("tracker");
+        let swap = match (&prescanned, self.gate) {
+            (None, None) => tracked::swap(opts.tracker, &tracker_dir),
+            _ => None,
+        };
         let base = select_base(&state.snapshots, opts.level, opts.base)?;
         if base.is_none() && opts.level > 0 {
             crate::progress::println_err(&format!(
@@ -491,20 +521,63 @@ impl Run<'_> {
             base.is_none(),
         )?;
         let matcher = rules.matcher(opts.level)?;
+        let rules_same = state.rules.as_ref().unwrap_or(&crate::rules::Rules::none()) == &rules;
+        let tracked = match &swap {
+            Some(sw) if base.is_some() => {
+                let t = tracked::changes(
+                    sw,
+                    &tracker_dir,
+                    state,
+                    source,
+                    opts.level,
+                    rules_same,
+                    opts.cross_mounts,
+                );
+                if let Err(why) = &t {
+                    crate::progress::println_err(&format!(
+                        "snapdump: warning: the change tracker cannot be used for this increment: {why}; walking the tree"
+                    ));
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        let mut tracker_summary = swap.as_ref().map(|sw| tracked::TrackerSummary {
+            epoch: sw.epoch,
+            used: matches!(tracked, Some(Ok(_))),
+            walked_because: match &tracked {
+                Some(Err(why)) => Some(why.clone()),
+                None if base.is_none() => Some("a full image reads everything".into()),
+                _ => None,
+            },
+            verified: None,
+        });
         state.rules = Some(rules);
+        let exclude = self.exclusions(catalog, output);
+        let scan_with = |t: Option<&crate::track::Tracked>| {
+            let changed = t.map(|t| crate::scan::Changed {
+                dirs: &t.changes.names,
+                inodes: &t.changes.inodes,
+            });
+            let scan_opts = ScanOptions {
+                block_size: bs as u64,
+                exclude: exclude.clone(),
+                prev: state.tree.as_ref(),
+                prev_has_flags: state.flags_recorded,
+                cross_mounts: self.opts.cross_mounts,
+                rules: Some(&matcher),
+                tracked: changed.as_ref(),
+            };
+            scan_tree(source, &scan_opts, report)
+        };
+        let use_tracker = match &tracked {
+            Some(Ok(t)) => Some(t),
+            _ => None,
+        };
         let mut tree = match prescanned {
             Some(t) => t,
-            None => {
-                let scan_opts = ScanOptions {
-                    block_size: bs as u64,
-                    exclude: self.exclusions(catalog, output),
-                    prev: state.tree.as_ref(),
-                    prev_has_flags: state.flags_recorded,
-                    cross_mounts: self.opts.cross_mounts,
-                    rules: Some(&matcher),
-                };
-                scan_tree(source, &scan_opts, report)?
-            }
+            None if opts.tracker == tracked::TrackerMode::Verify => scan_with(None)?,
+            None => scan_with(use_tracker)?,
         };
         crate::failpoint::pause("dump-after-scan");
         crate::progress::list_entries(&tree);
@@ -515,6 +588,63 @@ impl Run<'_> {
         std::fs::create_dir_all(&catalog.dir).with_context(|| {
             format!("cannot create catalog directory {}", catalog.dir.display())
         })?;
+        fn ranges(t: &crate::track::Tracked) -> plan::Ranges<'_> {
+            plan::Ranges {
+                by_ino: &t.ranges,
+                page_shift: t.page_shift,
+                complete: t.ranges_complete,
+                modified: &t.changes.modified,
+            }
+        }
+        if let (Some(t), tracked::TrackerMode::Verify) = (use_tracker, opts.tracker) {
+            // The tracked tree and plan, beside the walked ones, on copies.
+            let mut ttree = scan_with(Some(t))?;
+            let mut planes = state.planes.clone();
+            let r = ranges(t);
+            plan::plan(
+                &mut ttree,
+                plan::PlanInput {
+                    prev: state.tree.as_ref(),
+                    base,
+                    planes: &mut planes,
+                    prev_active: &state.active,
+                    block_size: bs as u64,
+                    spool_dir: &catalog.dir,
+                    keep_vbns: false,
+                    ranges: Some(&r),
+                },
+                open_root()?,
+                report,
+            )?;
+            let mut wtree = tree.clone();
+            let mut wplanes = state.planes.clone();
+            plan::plan(
+                &mut wtree,
+                plan::PlanInput {
+                    prev: state.tree.as_ref(),
+                    base,
+                    planes: &mut wplanes,
+                    prev_active: &state.active,
+                    block_size: bs as u64,
+                    spool_dir: &catalog.dir,
+                    keep_vbns: false,
+                    ranges: None,
+                },
+                open_root()?,
+                report,
+            )?;
+            let diff = tracked::differences(&ttree, &wtree);
+            if !diff.is_empty() {
+                bail!(
+                    "--verify-tracker: the change tracker missed what the walk found: {}; nothing was written",
+                    diff.join("; ")
+                );
+            }
+            if let Some(s) = tracker_summary.as_mut() {
+                s.verified = Some(true);
+            }
+        }
+        let r = use_tracker.map(ranges);
         let plan = plan::plan(
             &mut tree,
             plan::PlanInput {
@@ -525,6 +655,11 @@ impl Run<'_> {
                 block_size: bs as u64,
                 spool_dir: &catalog.dir,
                 keep_vbns: self.gate.is_some(),
+                ranges: if opts.tracker == tracked::TrackerMode::Verify {
+                    None
+                } else {
+                    r.as_ref()
+                },
             },
             open_root()?,
             report,
@@ -599,6 +734,7 @@ impl Run<'_> {
             stream_bytes,
             sums: data.sums,
             unstable: data.unstable,
+            tracker: tracker_summary.zip(swap),
         }))
     }
 
@@ -663,6 +799,7 @@ impl Run<'_> {
             stream_bytes,
             sums,
             mut unstable,
+            tracker,
         } = w;
         // Record the checksums of the blocks read in the data phase; files
         // that changed while read get a zero ctime so the next dump reads
@@ -738,6 +875,8 @@ impl Run<'_> {
             resumed_bytes: 0,
             tape_file: None,
             volumes: None,
+            tracker: tracker.as_ref().map(|t| t.0.clone()),
+            tracker_swap: tracker.map(|t| t.1),
             warnings: report.warnings(),
         };
         state.tree = Some(tree);

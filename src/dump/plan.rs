@@ -135,6 +135,23 @@ pub struct PlanInput<'a> {
     /// snapshots' planes stay valid bases (replication to several
     /// destinations). The image still carries every block.
     pub keep_vbns: bool,
+    /// The page ranges the change tracker saw written since `prev`: a
+    /// changed file whose previous version is the same inode reads only
+    /// those blocks (and blocks that are new to it).
+    pub ranges: Option<&'a Ranges<'a>>,
+}
+
+/// The tracker's page ranges, as planning uses them.
+pub struct Ranges<'a> {
+    /// (first page, pages) by source inode number.
+    pub by_ino: &'a HashMap<u64, Vec<(u64, u64)>>,
+    /// log2 of the page size.
+    pub page_shift: u32,
+    /// Whether the ranges hold every data change; if not, a file fanotify
+    /// called modified is read whole.
+    pub complete: bool,
+    /// Inodes fanotify called modified.
+    pub modified: &'a HashSet<u64>,
 }
 
 /// Assigns VBNs to every block of `tree` and selects the image.
@@ -189,10 +206,23 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                 // Vanished since the scan: the data phase reports it.
                 continue;
             };
+            let ranged = input.ranges.filter(|r| {
+                g.src == f.src
+                    && g.attrs.ctime != crate::tree::Time::default()
+                    && (r.complete || !r.modified.contains(&f.src.ino))
+            });
+            let marked = ranged.map(|r| {
+                marked_blocks(
+                    r.by_ino.get(&f.src.ino).map(|v| &v[..]).unwrap_or(&[]),
+                    r.page_shift,
+                    bs,
+                )
+            });
             let (extents, sums, stable) = compare(
                 &fd,
                 f,
                 g,
+                marked.as_deref(),
                 base_plane,
                 &mut claimed,
                 &mut spool,
@@ -317,8 +347,37 @@ fn push_extent(out: &mut Vec<Extent>, x: Extent) {
     }
 }
 
+/// The tracker's page ranges as sorted, merged block runs.
+fn marked_blocks(pages: &[(u64, u64)], shift: u32, bs: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = pages
+        .iter()
+        .map(|&(first, n)| {
+            let start = first.saturating_mul(1 << shift);
+            let end = first.saturating_add(n).saturating_mul(1 << shift);
+            (start / bs, end.div_ceil(bs))
+        })
+        .collect();
+    runs.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in runs {
+        match out.last_mut() {
+            Some(l) if s <= l.1 => l.1 = l.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+fn in_runs(runs: &[(u64, u64)], b: u64) -> bool {
+    let i = runs.partition_point(|r| r.1 <= b);
+    runs.get(i).is_some_and(|r| r.0 <= b)
+}
+
 /// Reads a modified file once, keeping the VBN of every block whose
 /// checksum matches the previous version's block at the same offset.
+/// With `marked` (the tracker's blocks, as [start, end) runs), only marked
+/// blocks, blocks new to the file, and blocks the stream must carry anyway
+/// are read; every other block keeps its previous pointer and checksum.
 /// Returns the new extents (VBN 0 = needs a new VBN), the checksums, and
 /// whether the file stayed still while read.
 #[allow(clippy::too_many_arguments)]
@@ -326,6 +385,7 @@ fn compare(
     fd: &OwnedFd,
     f: &Inode,
     g: &Inode,
+    marked: Option<&[(u64, u64)]>,
     base: &Plane,
     claimed: &mut Plane,
     spool: &mut Spool,
@@ -351,13 +411,68 @@ fn compare(
     let mut extents = Vec::new();
     let mut sums = Vec::with_capacity(f.block_count() as usize);
     let mut short = false;
-    let runs: Vec<(u64, u64)> = f.extents.iter().map(|x| (x.block, x.count)).collect();
+    let all: Vec<(u64, u64)> = f.extents.iter().map(|x| (x.block, x.count)).collect();
+    // Blocks kept without reading: (block, vbn, sum), in block order.
+    let mut unread: Vec<(u64, u64, [u8; 16])> = Vec::new();
+    let runs = match marked {
+        None => all,
+        Some(marked) => {
+            // The block where the old and the new size meet changed
+            // length or was cut.
+            let edge = (f.size != g.size).then(|| f.size.min(g.size) / bs);
+            let mut read: Vec<(u64, u64)> = Vec::new();
+            for &(start, count) in &all {
+                for b in start..start + count {
+                    let i = old.partition_point(|o| o.0 < b);
+                    let prev = old.get(i).filter(|o| o.0 == b);
+                    let must = match prev {
+                        None => true,
+                        Some(o) => {
+                            in_runs(marked, b)
+                                || edge == Some(b)
+                                || !base.get(o.1)
+                                || claimed.get(o.1)
+                        }
+                    };
+                    if must {
+                        match read.last_mut() {
+                            Some(l) if l.0 + l.1 == b => l.1 += 1,
+                            _ => read.push((b, 1)),
+                        }
+                    } else {
+                        let o = prev.unwrap();
+                        unread.push((b, o.1, o.2));
+                    }
+                }
+            }
+            read
+        }
+    };
+    let mut ui = 0;
+    let mut keep_unread =
+        |upto: u64, extents: &mut Vec<Extent>, sums: &mut Vec<[u8; 16]>, claimed: &mut Plane| {
+            while ui < unread.len() && unread[ui].0 < upto {
+                let (b, v, h) = unread[ui];
+                claimed.set(v);
+                sums.push(h);
+                push_extent(
+                    extents,
+                    Extent {
+                        block: b,
+                        vbn: v,
+                        count: 1,
+                    },
+                );
+                ui += 1;
+            }
+        };
     let name = crate::names::escape(path);
     super::readahead::for_each_chunk(fd.as_fd(), &runs, f.size, bs, &name, |c| {
         short |= c.short;
         let len = c.data.len();
         for i in 0..c.count {
             let blk = c.block + i;
+            keep_unread(blk, &mut extents, &mut sums, claimed);
             let s = ((i * bs) as usize).min(len);
             let e = (s + bs as usize).min(len);
             let data = &c.data[s..e];
@@ -390,6 +505,7 @@ fn compare(
         }
         Ok(())
     })?;
+    keep_unread(u64::MAX, &mut extents, &mut sums, claimed);
     // Mark the file as read even when nothing was spooled.
     spool.runs.entry(f.ino).or_default();
     let st = fsx::fstat(fd.as_fd())?;

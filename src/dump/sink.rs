@@ -132,6 +132,7 @@ pub fn dump_to_sink(
         rules: None,
         rules_changed: false,
         snapshot_time: None,
+        tracker: super::tracked::TrackerMode::Off,
     };
     let point = ResumePoint {
         source_uuid: crate::ids::hex(&source_uuid),

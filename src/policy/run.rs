@@ -493,6 +493,7 @@ fn dump_to_volume(
         rules: None,
         rules_changed: false,
         snapshot_time: Some(now),
+        tracker: crate::dump::tracked::TrackerMode::Auto,
     };
     let s = crate::dump::dump(&opts, report).with_context(|| {
         format!(
@@ -937,6 +938,7 @@ pub fn run(
             // "in doubt" and hold pruning). Stamping the time before the
             // scan is the safe side for change detection.
             snapshot_time: Some(now),
+            tracker: crate::dump::tracked::TrackerMode::Auto,
         };
         let s = crate::dump::dump(&opts, report).with_context(|| {
             format!(
@@ -1335,6 +1337,7 @@ fn dump_to_tape(
         rules: None,
         rules_changed: false,
         snapshot_time: Some(now),
+        tracker: crate::dump::tracked::TrackerMode::Auto,
     };
     let s = crate::dump::dump(&opts, report).with_context(|| {
         format!(

@@ -137,11 +137,7 @@ impl Map {
         loop {
             let mut a = [0u8; 128];
             let mut next = [0u8; 8];
-            put64(
-                &mut a,
-                0,
-                if first { 0 } else { token.as_ptr() as u64 },
-            );
+            put64(&mut a, 0, if first { 0 } else { token.as_ptr() as u64 });
             put64(&mut a, 8, next.as_mut_ptr() as u64);
             put64(&mut a, 16, keys.as_mut_ptr() as u64);
             put64(&mut a, 24, values.as_mut_ptr() as u64);
@@ -191,7 +187,11 @@ impl Program {
             put64(
                 &mut a,
                 32,
-                if log_level > 0 { log.as_mut_ptr() as u64 } else { 0 },
+                if log_level > 0 {
+                    log.as_mut_ptr() as u64
+                } else {
+                    0
+                },
             );
             let n = name.len().min(15);
             a[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
@@ -204,8 +204,9 @@ impl Program {
             Err(first) => {
                 // Again with the verifier's log, to say why.
                 let _ = attempt(1, &mut log);
-                let text = String::from_utf8_lossy(&log[..log.iter().position(|&c| c == 0).unwrap_or(0)])
-                    .to_string();
+                let text =
+                    String::from_utf8_lossy(&log[..log.iter().position(|&c| c == 0).unwrap_or(0)])
+                        .to_string();
                 let tail: Vec<&str> = text.lines().rev().take(6).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
@@ -344,28 +345,36 @@ pub struct Asm {
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    code as u64 | ((dst as u64) << 8) | ((src as u64) << 12) | ((off as u16 as u64) << 16) | ((imm as u32 as u64) << 32)
+    code as u64
+        | ((dst as u64) << 8)
+        | ((src as u64) << 12)
+        | ((off as u16 as u64) << 16)
+        | ((imm as u32 as u64) << 32)
 }
 
 impl Asm {
     /// `dst = *(size *)(src + off)`
     pub fn ldx(&mut self, size: Size, dst: Reg, src: Reg, off: i16) -> &mut Self {
-        self.insns.push(insn(0x01 | 0x60 | size as u8, dst as u8, src as u8, off, 0));
+        self.insns
+            .push(insn(0x01 | 0x60 | size as u8, dst as u8, src as u8, off, 0));
         self
     }
     /// `*(size *)(dst + off) = src`
     pub fn stx(&mut self, size: Size, dst: Reg, off: i16, src: Reg) -> &mut Self {
-        self.insns.push(insn(0x03 | 0x60 | size as u8, dst as u8, src as u8, off, 0));
+        self.insns
+            .push(insn(0x03 | 0x60 | size as u8, dst as u8, src as u8, off, 0));
         self
     }
     /// `*(size *)(dst + off) = imm`
     pub fn st(&mut self, size: Size, dst: Reg, off: i16, imm: i32) -> &mut Self {
-        self.insns.push(insn(0x02 | 0x60 | size as u8, dst as u8, 0, off, imm));
+        self.insns
+            .push(insn(0x02 | 0x60 | size as u8, dst as u8, 0, off, imm));
         self
     }
     /// `lock *(u64 *)(dst + off) += src`
     pub fn atomic_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
-        self.insns.push(insn(0x03 | 0xc0 | 0x18, dst as u8, src as u8, off, 0));
+        self.insns
+            .push(insn(0x03 | 0xc0 | 0x18, dst as u8, src as u8, off, 0));
         self
     }
     /// `dst op= imm`
@@ -375,12 +384,14 @@ impl Asm {
     }
     /// `dst op= src`
     pub fn alu_x(&mut self, op: Alu, dst: Reg, src: Reg) -> &mut Self {
-        self.insns.push(insn(0x07 | 0x08 | op as u8, dst as u8, src as u8, 0, 0));
+        self.insns
+            .push(insn(0x07 | 0x08 | op as u8, dst as u8, src as u8, 0, 0));
         self
     }
     /// `dst = imm64`
     pub fn ld_imm64(&mut self, dst: Reg, imm: u64) -> &mut Self {
-        self.insns.push(insn(0x18, dst as u8, 0, 0, imm as u32 as i32));
+        self.insns
+            .push(insn(0x18, dst as u8, 0, 0, imm as u32 as i32));
         self.insns.push(insn(0, 0, 0, 0, (imm >> 32) as u32 as i32));
         self
     }
@@ -393,13 +404,15 @@ impl Asm {
     /// `if dst cond imm goto label`
     pub fn jmp_k(&mut self, cond: Cond, dst: Reg, imm: i32, label: &'static str) -> &mut Self {
         self.fixups.push((self.insns.len(), label));
-        self.insns.push(insn(0x05 | cond as u8, dst as u8, 0, 0, imm));
+        self.insns
+            .push(insn(0x05 | cond as u8, dst as u8, 0, 0, imm));
         self
     }
     /// `if dst cond src goto label`
     pub fn jmp_x(&mut self, cond: Cond, dst: Reg, src: Reg, label: &'static str) -> &mut Self {
         self.fixups.push((self.insns.len(), label));
-        self.insns.push(insn(0x05 | 0x08 | cond as u8, dst as u8, src as u8, 0, 0));
+        self.insns
+            .push(insn(0x05 | 0x08 | cond as u8, dst as u8, src as u8, 0, 0));
         self
     }
     /// `goto label`

@@ -138,10 +138,15 @@ impl Btf {
                         o += 12;
                     }
                 }
-                KIND_FUNC_PROTO => o += 8 * vlen,
+                KIND_FUNC_PROTO => {
+                    for _ in 0..vlen {
+                        members.push((u32_at(types_bytes, o)?, u32_at(types_bytes, o + 4)?, 0));
+                        o += 8;
+                    }
+                }
                 KIND_DATASEC => o += 12 * vlen,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
                 k => bail!("unknown BTF kind {k} at type {}", types.len()),
             }
             types.push(Type {
@@ -179,6 +184,18 @@ impl Btf {
     pub fn tracepoint(&self, name: &str) -> Result<u32> {
         self.find(KIND_TYPEDEF, &format!("btf_trace_{name}"))
             .with_context(|| format!("the kernel has no tracepoint {name}"))
+    }
+
+    /// How many arguments tracepoint `name` passes to a program (its
+    /// prototype less the leading context pointer).
+    pub fn tracepoint_args(&self, name: &str) -> Result<usize> {
+        let id = self.tracepoint(name)?;
+        let ptr = self.resolve(id);
+        let proto = &self.types[self.types[ptr as usize].size_type as usize];
+        if proto.kind != KIND_FUNC_PROTO {
+            bail!("tracepoint {name} has no prototype in BTF");
+        }
+        Ok(proto.members.len().saturating_sub(1))
     }
 
     /// The value of enumerator `value` of `enum NAME`.

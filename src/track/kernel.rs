@@ -70,7 +70,8 @@ impl Kernel {
                 .with_context(|| err("page"))
         };
         let pages = [mk("sd_pages0")?, mk("sd_pages1")?];
-        let shared = Shared::map(&ctl_map).context("cannot map the change tracker's control block")?;
+        let shared =
+            Shared::map(&ctl_map).context("cannot map the change tracker's control block")?;
         let maps = Maps {
             ctl: ctl_map.raw_fd(),
             pages: [pages[0].raw_fd(), pages[1].raw_fd()],
@@ -86,7 +87,8 @@ impl Kernel {
         }
         for point in points {
             let id = btf.tracepoint(point.name())?;
-            let insns = programs::build(point, &offsets, &maps);
+            let args = btf.tracepoint_args(point.name())?;
+            let insns = programs::build(point, args, &offsets, &maps);
             let name: String = point.name().chars().take(12).collect();
             let prog = Program::load(&insns, bpf::ATTACH_RAW_TP, id, &format!("sd_{name}"))?;
             links.push(prog.attach().with_context(|| {
@@ -203,7 +205,10 @@ mod tests {
         let ino = std::fs::metadata(&p).unwrap().ino();
         let frozen = k.swap(|| Ok(())).unwrap();
         let mine: Vec<_> = frozen.ranges.iter().filter(|r| r.ino == ino).collect();
-        assert!(mine.iter().any(|r| r.first <= 1 && r.first + r.pages > 1), "{mine:?}");
+        assert!(
+            mine.iter().any(|r| r.first <= 1 && r.first + r.pages > 1),
+            "{mine:?}"
+        );
         nix::fcntl::fallocate(
             std::os::fd::AsRawFd::as_raw_fd(&f),
             nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
@@ -214,9 +219,16 @@ mod tests {
         .unwrap();
         let frozen = k.swap(|| Ok(())).unwrap();
         assert!(
-            frozen.ranges.iter().any(|r| r.ino == ino && r.first == 2 && r.pages == 1),
+            frozen
+                .ranges
+                .iter()
+                .any(|r| r.ino == ino && r.first == 2 && r.pages == 1),
             "{:?}",
-            frozen.ranges.iter().filter(|r| r.ino == ino).collect::<Vec<_>>()
+            frozen
+                .ranges
+                .iter()
+                .filter(|r| r.ino == ino)
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -200,8 +200,10 @@ fn key_range(a: &mut Asm, shift: i32) {
         .stx(Dw, Fp, KEY + 24, R5);
 }
 
-/// Builds the program for `point`.
-pub fn build(point: Point, o: &Offsets, m: &Maps) -> Vec<u64> {
+/// Builds the program for `point`, whose tracepoint passes `args`
+/// arguments (a range tracepoint that passes only the inode marks the
+/// whole file).
+pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
     let mut a = Asm::default();
     let shift = m.page_shift;
     match point {
@@ -250,6 +252,15 @@ pub fn build(point: Point, o: &Offsets, m: &Maps) -> Vec<u64> {
             a.ldx(Dw, R2, R1, inode_arg as i16 * 8)
                 .jmp_k(Cond::Eq, R2, 0, "out");
             key_inode(&mut a, o, base);
+            if args <= offset_arg as usize || len_arg.is_some_and(|l| args <= l as usize) {
+                // Only the inode: all of it.
+                a.alu_k(Alu::Mov, R3, 0)
+                    .stx(Dw, Fp, KEY + 16, R3)
+                    .ld_imm64(R4, TO_END)
+                    .stx(Dw, Fp, KEY + 24, R4);
+                tail(&mut a, m);
+                return a.finish();
+            }
             a.ldx(Dw, R3, R1, offset_arg as i16 * 8);
             match len_arg {
                 Some(l) => a.ldx(Dw, R4, R1, l as i16 * 8),

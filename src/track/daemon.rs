@@ -1,0 +1,217 @@
+//! The tracker daemon: one per source and catalog. It holds the kernel
+//! maps and the fanotify mark, answers swaps, status and stop on a local
+//! socket, and writes one delta file per swap.
+//!
+//! A swap, in order: make the other page map active (and wait until no
+//! program still writes the old one); `syncfs` the source's file system, so
+//! every page dirty now is cleaned and any later write dirties it again,
+//! into the new map; read every fanotify event queued so far; write the old
+//! map's ranges and the events as the delta of the epoch that ends. Events
+//! and writes that land while the swap runs are in this delta or the next,
+//! never in neither; a dump reads the tree only after the swap answered.
+
+use super::delta::{self, Delta};
+use super::fanotify::{Changes, Watch};
+use super::kernel::Kernel;
+use super::{Identity, Status};
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How many epochs' deltas are kept (a dump that failed after its swap
+/// leaves its epoch for the next dump to take in too).
+pub const KEEP_DELTAS: u64 = 64;
+
+/// What the daemon needs to start.
+pub struct DaemonOptions {
+    /// The source (canonical).
+    pub source: PathBuf,
+    /// The tracker directory (beside the source's catalog).
+    pub dir: PathBuf,
+    /// Ranges per page map.
+    pub capacity: u32,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+struct Daemon {
+    opts: DaemonOptions,
+    root: std::os::fd::OwnedFd,
+    kernel: Kernel,
+    watch: Watch,
+    current: Changes,
+    identity: Identity,
+    fstype: String,
+    since: crate::tree::Time,
+}
+
+/// Runs the daemon until stopped. `ready` is called once the tracker is
+/// marking (a starter waits for it before saying so).
+pub fn run(opts: DaemonOptions, ready: impl FnOnce(&Status)) -> Result<()> {
+    let root = crate::fsx::open_dir_path(&opts.source)
+        .with_context(|| format!("cannot open source {}", opts.source.display()))?;
+    let fstype = super::fs_type(&opts.source)?;
+    let dev = super::kernel::kernel_dev(&opts.source)?;
+    let listener = super::listen(&opts.dir)?;
+    listener.set_nonblocking(true)?;
+    // fanotify first: an event of a change whose pages the kernel maps
+    // miss cannot then be missed too.
+    let watch = Watch::new(std::os::fd::AsFd::as_fd(&root), &opts.source)?;
+    let kernel = Kernel::start(dev, &fstype, opts.capacity)?;
+    let identity = Identity {
+        tracker: crate::ids::random_id(),
+        boot: super::boot_id(),
+    };
+    // SAFETY: installing an async-signal-safe handler that stores an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut d = Daemon {
+        opts,
+        root,
+        kernel,
+        watch,
+        current: Changes::default(),
+        identity,
+        fstype,
+        since: crate::tree::Time::now(),
+    };
+    // Epoch 0 ends at once: it holds nothing anyone may build on.
+    d.swap()?;
+    ready(&d.status());
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: d.watch.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds we own, for up to 500 ms.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 500) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e).context("poll");
+        }
+        if fds[0].revents != 0 {
+            d.watch.drain(&mut d.current)?;
+        }
+        if fds[1].revents != 0 {
+            while let Ok((conn, _)) = listener.accept() {
+                if d.serve(conn)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl Daemon {
+    fn status(&self) -> Status {
+        let (ranges, refused) = self.kernel.active_counts();
+        Status {
+            source: self.opts.source.display().to_string(),
+            pid: std::process::id(),
+            tracker: crate::ids::hex(&self.identity.tracker),
+            boot: self.identity.boot.clone(),
+            since: self.since.rfc3339(),
+            epoch: self.identity_epoch(),
+            file_system: self.fstype.clone(),
+            ranges_marked: ranges,
+            ranges_refused: refused,
+            capacity: self.kernel.capacity() as u64,
+            inodes_changed: self.current.inodes.len() as u64,
+            directories_changed: self.current.names.len() as u64,
+            lost: self.current.lost.clone(),
+        }
+    }
+
+    fn identity_epoch(&self) -> u64 {
+        super::read_epoch(&self.opts.dir).unwrap_or(0)
+    }
+
+    /// Answers one request; true when asked to stop.
+    fn serve(&mut self, conn: UnixStream) -> Result<bool> {
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        if !super::peer_allowed(&conn) {
+            return Ok(false);
+        }
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
+            return Ok(false);
+        }
+        let (reply, stop) = match line.trim() {
+            "swap" => match self.swap() {
+                Ok(epoch) => (
+                    serde_json::json!({
+                        "tracker": crate::ids::hex(&self.identity.tracker),
+                        "epoch": epoch,
+                    }),
+                    false,
+                ),
+                Err(e) => (serde_json::json!({ "error": format!("{e:#}") }), false),
+            },
+            "status" => (serde_json::to_value(self.status())?, false),
+            "stop" => (serde_json::json!({ "stopped": true }), true),
+            other => (
+                serde_json::json!({ "error": format!("unknown request {other:?}") }),
+                false,
+            ),
+        };
+        let mut w = &conn;
+        let _ = writeln!(w, "{reply}");
+        Ok(stop)
+    }
+
+    /// Ends the current epoch; returns its number.
+    fn swap(&mut self) -> Result<u64> {
+        let root = &self.root;
+        let frozen = self.kernel.swap(|| {
+            crate::fsx::syncfs(std::os::fd::AsFd::as_fd(root))
+                .context("cannot sync the source's file system")
+        })?;
+        self.watch.drain(&mut self.current)?;
+        let mut changes = std::mem::take(&mut self.current);
+        if frozen.overflowed > 0 && changes.lost.is_none() {
+            changes.lost = Some(format!(
+                "its page map was full ({} ranges; start it with a larger --max-ranges)",
+                self.kernel.capacity()
+            ));
+        }
+        let epoch = super::read_epoch(&self.opts.dir).map_or(0, |e| e + 1);
+        let d = Delta {
+            tracker: self.identity.tracker,
+            epoch,
+            page_shift: super::kernel::page_size().trailing_zeros(),
+            changes,
+            ranges: frozen.ranges,
+        };
+        delta::write(&self.opts.dir, &d)?;
+        super::write_state(&self.opts.dir, &self.identity, epoch)?;
+        if epoch >= KEEP_DELTAS {
+            let _ = std::fs::remove_file(delta::path(&self.opts.dir, epoch - KEEP_DELTAS));
+        }
+        Ok(epoch)
+    }
+}

@@ -1,0 +1,175 @@
+//! A delta file: what the tracker saw change between two swaps (epochs),
+//! kept beside the catalog until a dump no longer needs it.
+//! formats/tracker.md specifies the bytes.
+
+use super::fanotify::Changes;
+use super::kernel::PageRange;
+use crate::wire::{Dec, Enc};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"SDTRACK1";
+const VERSION: u32 = 1;
+
+/// One epoch's changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The tracker that recorded it (random per daemon start).
+    pub tracker: [u8; 16],
+    /// The epoch it ends (the swap that froze it).
+    pub epoch: u64,
+    /// log2 of the page size the ranges count in.
+    pub page_shift: u32,
+    /// Name space and inode changes.
+    pub changes: Changes,
+    /// Changed page ranges.
+    pub ranges: Vec<PageRange>,
+}
+
+/// The file of epoch `epoch` in tracker directory `dir`.
+pub fn path(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!("delta.{epoch}"))
+}
+
+/// Encodes a delta (sorted, so equal deltas are equal bytes).
+pub fn encode(d: &Delta) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.fixed(MAGIC);
+    e.u32(VERSION);
+    e.fixed(&d.tracker);
+    e.u64(d.epoch);
+    match &d.changes.lost {
+        Some(why) => {
+            e.u8(1);
+            e.bytes(why.as_bytes());
+        }
+        None => e.u8(0),
+    }
+    e.u32(d.page_shift);
+    let mut ranges = d.ranges.clone();
+    ranges.sort();
+    e.u32(ranges.len() as u32);
+    for r in &ranges {
+        e.u64(r.ino);
+        e.u64(r.first);
+        e.u64(r.pages);
+    }
+    for set in [&d.changes.inodes, &d.changes.modified] {
+        let mut v: Vec<u64> = set.iter().copied().collect();
+        v.sort();
+        e.u32(v.len() as u32);
+        for i in v {
+            e.u64(i);
+        }
+    }
+    let mut dirs: Vec<_> = d.changes.names.iter().collect();
+    dirs.sort_by_key(|(k, _)| **k);
+    e.u32(dirs.len() as u32);
+    for (dir, names) in dirs {
+        e.u64(*dir);
+        let mut names: Vec<_> = names.iter().collect();
+        names.sort();
+        e.u32(names.len() as u32);
+        for n in names {
+            e.bytes(n);
+        }
+    }
+    let sum = crate::digest::sha256(&e.buf);
+    e.fixed(&sum);
+    e.buf
+}
+
+/// Decodes and checks a delta.
+pub fn decode(b: &[u8]) -> Result<Delta> {
+    if b.len() < 8 + 32 || &b[..8] != MAGIC {
+        bail!("not a tracker delta (bad magic)");
+    }
+    let (body, sum) = b.split_at(b.len() - 32);
+    if crate::digest::sha256(body) != sum {
+        bail!("checksum mismatch");
+    }
+    let mut d = Dec::new(&body[8..], "tracker delta");
+    let v = d.u32()?;
+    if v != VERSION {
+        bail!("version {v}, this snapdump reads {VERSION}");
+    }
+    let mut out = Delta {
+        tracker: d.fixed(16)?.try_into()?,
+        epoch: d.u64()?,
+        ..Delta::default()
+    };
+    if d.u8()? == 1 {
+        out.changes.lost = Some(String::from_utf8_lossy(d.bytes(4096)?).into_owned());
+    }
+    out.page_shift = d.u32()?;
+    for _ in 0..d.count(24)? {
+        out.ranges.push(PageRange {
+            ino: d.u64()?,
+            first: d.u64()?,
+            pages: d.u64()?,
+        });
+    }
+    for _ in 0..d.count(8)? {
+        out.changes.inodes.insert(d.u64()?);
+    }
+    for _ in 0..d.count(8)? {
+        out.changes.modified.insert(d.u64()?);
+    }
+    for _ in 0..d.count(12)? {
+        let dir = d.u64()?;
+        let set = out.changes.names.entry(dir).or_default();
+        for _ in 0..d.count(4)? {
+            set.insert(d.bytes(4096)?.to_vec());
+        }
+    }
+    d.finish()?;
+    Ok(out)
+}
+
+/// Writes a delta durably.
+pub fn write(dir: &Path, d: &Delta) -> Result<()> {
+    crate::atomic::replace_file(&path(dir, d.epoch), &encode(d))
+}
+
+/// Reads the delta of `epoch`.
+pub fn read(dir: &Path, epoch: u64) -> Result<Delta> {
+    let p = path(dir, epoch);
+    let b = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    decode(&b).with_context(|| format!("tracker delta {} is damaged", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let mut d = Delta {
+            tracker: [7; 16],
+            epoch: 3,
+            page_shift: 12,
+            ..Default::default()
+        };
+        d.ranges.push(PageRange {
+            ino: 12,
+            first: 1,
+            pages: 2,
+        });
+        d.changes.inodes.insert(12);
+        d.changes.modified.insert(12);
+        d.changes
+            .names
+            .entry(2)
+            .or_default()
+            .insert(b"a name".to_vec());
+        d.changes.lost = Some("why".into());
+        let b = encode(&d);
+        assert_eq!(decode(&b).unwrap(), d);
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 1;
+            assert!(decode(&c).is_err());
+        }
+        assert!(decode(&b[..b.len() - 1]).is_err());
+    }
+}
