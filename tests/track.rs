@@ -364,3 +364,342 @@ fn chain_under_the_tracker_on_xfs() {
 fn chain_under_the_tracker_on_btrfs() {
     chain_on("btrfs");
 }
+
+/// Tracker tests that change fanotify's queue limit run one at a time
+/// (a tracker started meanwhile would get the small queue).
+fn serial() -> std::fs::File {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/snapdump-track-tests.lock")
+        .unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f
+}
+
+/// A small tracked tree on a loop-mounted ext4 with its level 0 taken.
+struct Setup {
+    t: tempfile::TempDir,
+    _fsys: LoopFs,
+    src: PathBuf,
+    cat: PathBuf,
+    n: usize,
+}
+
+impl Setup {
+    fn new(extra: &[&str]) -> Option<(Setup, Tracker)> {
+        let t = tmp();
+        let fsys = LoopFs::mount("ext4", &t.path().join("fs.img"), &t.path().join("mnt"), 256)?;
+        let src = fsys.mnt.join("src");
+        fs::create_dir(&src).unwrap();
+        build_change_tree(&src);
+        let cat = t.path().join("cat");
+        let tracker = Tracker::start(&cat, &src, extra);
+        let mut s = Setup {
+            t,
+            _fsys: fsys,
+            src,
+            cat,
+            n: 0,
+        };
+        s.dump(&[]);
+        Some((s, tracker))
+    }
+    fn stream(&self, i: usize) -> PathBuf {
+        self.t.path().join(format!("s{i}"))
+    }
+    /// The next dump (level 0 first, then 1, 2, ...).
+    fn dump(&mut self, extra: &[&str]) -> (serde_json::Value, String) {
+        let r = dump_json(
+            (self.n.min(9)) as u8,
+            &self.stream(self.n),
+            &self.cat,
+            &self.src,
+            extra,
+        );
+        self.n += 1;
+        r
+    }
+    /// Restores the chain and compares it with the source.
+    fn check_chain(&self) {
+        let target = self.t.path().join("target");
+        for i in 0..self.n {
+            let (c, _, e) = run_s(&[
+                "restore",
+                "-r",
+                "-f",
+                p(&self.stream(i)),
+                "--target",
+                p(&target),
+            ]);
+            assert_eq!(c, 0, "restore s{i}: {e}");
+        }
+        assert_same_tree_links_read(&self.src, &target);
+    }
+}
+
+#[test]
+fn a_queue_overflow_falls_back_to_the_walk() {
+    let _lock = serial();
+    let limit = "/proc/sys/fs/fanotify/max_queued_events";
+    let Ok(old) = fs::read_to_string(limit) else {
+        return;
+    };
+    if !is_root() {
+        return;
+    }
+    fs::write(limit, "64").unwrap();
+    let started = Setup::new(&[]);
+    fs::write(limit, old.trim()).unwrap();
+    let Some((mut s, tracker)) = started else {
+        return;
+    };
+    // The daemon stopped reading: 500 creations overflow its queue of 64.
+    let pid = tracker.status()["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signals to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    fs::create_dir(s.src.join("many")).unwrap();
+    for i in 0..500 {
+        fs::write(s.src.join(format!("many/{i}")), format!("{i}")).unwrap();
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(tracker.status()["lost"]
+        .as_str()
+        .unwrap_or("")
+        .contains("overflow"));
+    let (j, e) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], false, "{e}");
+    assert!(
+        j["tracker"]["walked_because"]
+            .as_str()
+            .unwrap()
+            .contains("overflowed"),
+        "{j}"
+    );
+    assert_eq!(
+        e.lines()
+            .filter(|l| l.contains("change tracker cannot be used"))
+            .count(),
+        1,
+        "one line saying why: {e}"
+    );
+    // The walk's snapshot is a base the tracker continues from.
+    fs::write(s.src.join("many/after"), b"after").unwrap();
+    let (j, e) = s.dump(&["--verify-tracker"]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    s.check_chain();
+}
+
+#[test]
+fn a_restarted_tracker_and_a_full_map_fall_back_to_the_walk() {
+    let _lock = serial();
+    let Some((mut s, tracker)) = Setup::new(&["--max-ranges", "16"]) else {
+        return;
+    };
+    // More dirty pages than the map has room for.
+    for i in 0..64 {
+        fs::write(s.src.join(format!("f{i}")), bytes(i, 5000)).unwrap();
+    }
+    let (j, e) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], false, "{e}");
+    assert!(
+        j["tracker"]["walked_because"]
+            .as_str()
+            .unwrap()
+            .contains("full"),
+        "{j}"
+    );
+    // Restarted: whatever happened while none ran is unknown.
+    drop(tracker);
+    fs::write(s.src.join("unseen"), b"written while no tracker ran").unwrap();
+    let tracker = Tracker::start(&s.cat, &s.src, &[]);
+    let (j, e) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], false, "{e}");
+    assert!(
+        j["tracker"]["walked_because"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{j}"
+    );
+    // --no-tracker walks and records no epoch: the next one walks too.
+    fs::write(s.src.join("unseen2"), b"x").unwrap();
+    let (j, _) = s.dump(&["--no-tracker"]);
+    assert!(j.get("tracker").is_none() || j["tracker"].is_null(), "{j}");
+    let (j, _) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], false);
+    // A dump killed after its swap: the next one takes in both epochs.
+    fs::write(s.src.join("before-kill"), b"1").unwrap();
+    let lvl = format!("-{}", s.n);
+    let o = std::process::Command::new(bin_path())
+        .args([
+            "dump",
+            &lvl,
+            "-f",
+            p(&s.stream(99)),
+            "--catalog",
+            p(&s.cat),
+            p(&s.src),
+        ])
+        .env("SNAPDUMP_FAILPOINT", "dump-after-swap:1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    fs::write(s.src.join("after-kill"), b"2").unwrap();
+    write_at(&s.src.join("big"), 4096, b"rewritten after the kill");
+    let (j, e) = s.dump(&["--verify-tracker"]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    assert_eq!(j["tracker"]["verified"], true, "{e}");
+    s.check_chain();
+    drop(tracker);
+}
+
+#[test]
+fn an_unchanged_tree_is_not_walked() {
+    let _lock = serial();
+    let Some((mut s, _tracker)) = Setup::new(&[]) else {
+        return;
+    };
+    let (j, e) = s.dump(&["--verify-tracker"]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    let (j, e) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    assert_eq!(j["files_compared"], 0, "{j}");
+    assert_eq!(j["data_blocks"], 0, "{j}");
+    // Status and refusals.
+    let (c, _, e) = run_s(&["track", "start", "--catalog", p(&s.cat), p(&s.src)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains("already tracked"), "{e}");
+    let (c, _, e) = run_s(&["track", "start", "--catalog", p(&s.cat), "/dev/shm"]);
+    assert_eq!(c, 2);
+    assert!(e.contains("cannot follow"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    s.check_chain();
+}
+
+/// One write of an epoch: file, byte offset, length, and whether it is a
+/// store through a shared mapping.
+#[derive(Clone, Debug)]
+struct Op {
+    file: usize,
+    offset: u64,
+    len: usize,
+    mmap: bool,
+    seed: u64,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    (
+        0usize..3,
+        0u64..(60 * 4096),
+        1usize..9000,
+        proptest::bool::weighted(0.25),
+        any::<u64>(),
+    )
+        .prop_map(|(file, offset, len, mmap, seed)| Op {
+            file,
+            offset,
+            len,
+            mmap,
+            seed,
+        })
+}
+
+/// Drops a file's cached pages, so the next writes start small folios.
+fn evict(path: &Path) {
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: plain advice on an open descriptor.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, .. Default::default() })]
+
+    /// Random writes across swaps against the kernel maps directly: the
+    /// frozen map of each epoch holds every page whose bytes changed (none
+    /// missed), and nothing outside the folios the writes dirtied.
+    #[test]
+    fn the_two_maps_hold_exactly_the_written_pages(
+        epochs in proptest::collection::vec(proptest::collection::vec(op(), 0..12), 1..4)
+    ) {
+        use snapdump::track::kernel::{kernel_dev, Kernel};
+        use std::collections::{BTreeSet, HashMap};
+        use std::os::unix::fs::MetadataExt;
+        let _lock = serial();
+        let t = tmp();
+        let Some(fsys) = LoopFs::mount("ext4", &t.path().join("fs.img"), &t.path().join("mnt"), 64) else {
+            return Ok(());
+        };
+        let files: Vec<PathBuf> = (0..3).map(|i| fsys.mnt.join(format!("f{i}"))).collect();
+        for (i, f) in files.iter().enumerate() {
+            fs::write(f, bytes(i as u64, 64 * 4096)).unwrap();
+            fs::File::open(f).unwrap().sync_all().unwrap();
+            evict(f);
+        }
+        let inos: HashMap<u64, usize> =
+            files.iter().enumerate().map(|(i, f)| (fs::metadata(f).unwrap().ino(), i)).collect();
+        let k = Kernel::start(kernel_dev(&fsys.mnt).unwrap(), "ext4", 1 << 16).unwrap();
+        let root = fs::File::open(&fsys.mnt).unwrap();
+        let sync = || {
+            // SAFETY: syncfs on an open descriptor.
+            assert_eq!(unsafe { libc::syncfs(root.as_raw_fd()) }, 0);
+            Ok(())
+        };
+        k.swap(sync).unwrap();
+        for ops in epochs {
+            let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+            let mut allowed: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
+            let mut mapped = vec![false; 3];
+            for o in &ops {
+                let data = bytes(o.seed, o.len);
+                if o.mmap {
+                    mmap_write(&files[o.file], o.offset as usize, &data[..data.len().min(4096)]);
+                    mapped[o.file] = true;
+                } else {
+                    write_at(&files[o.file], o.offset, &data);
+                }
+                // The folios a write of n pages may dirty: its pages,
+                // rounded out to the next power of two of n.
+                let first = o.offset / 4096;
+                let last = (o.offset + o.len as u64 - 1) / 4096;
+                let span = (last - first + 1).next_power_of_two();
+                for pg in (first & !(span - 1))..((last / span) + 1) * span {
+                    allowed[o.file].insert(pg);
+                }
+            }
+            let frozen = k.swap(sync).unwrap();
+            let mut marked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
+            for r in &frozen.ranges {
+                if let Some(&i) = inos.get(&r.ino) {
+                    marked[i].extend(r.first..r.first + r.pages.min(1 << 20));
+                }
+            }
+            proptest::prop_assert_eq!(frozen.overflowed, 0);
+            proptest::prop_assert!(ops.iter().all(|o| o.mmap) || !frozen.ranges.is_empty());
+            for i in 0..3 {
+                let after = fs::read(&files[i]).unwrap();
+                for (pg, (a, b)) in before[i].chunks(4096).zip(after.chunks(4096)).enumerate() {
+                    proptest::prop_assert!(
+                        a == b || marked[i].contains(&(pg as u64)),
+                        "file {i} page {pg} changed but is not marked (marked {:?})",
+                        marked[i]
+                    );
+                }
+                if !mapped[i] {
+                    proptest::prop_assert!(
+                        marked[i].is_subset(&allowed[i]),
+                        "file {i}: marked {:?} beyond the written folios {:?}",
+                        marked[i],
+                        allowed[i]
+                    );
+                }
+                evict(&files[i]);
+            }
+        }
+    }
+}

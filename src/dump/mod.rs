@@ -506,6 +506,7 @@ impl Run<'_> {
             (None, None) => tracked::swap(opts.tracker, &tracker_dir),
             _ => None,
         };
+        crate::failpoint::hit("dump-after-swap");
         let base = select_base(&state.snapshots, opts.level, opts.base)?;
         if base.is_none() && opts.level > 0 {
             crate::progress::println_err(&format!(

@@ -191,7 +191,6 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                 files_unchanged += 1;
                 continue;
             }
-            files_compared += 1;
             let d = tree.primary(f.ino);
             let opened = dirs
                 .enter_in(tree, d.parent)
@@ -206,11 +205,13 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                 // Vanished since the scan: the data phase reports it.
                 continue;
             };
-            let ranged = input.ranges.filter(|r| {
-                g.src == f.src
-                    && g.attrs.ctime != crate::tree::Time::default()
-                    && (r.complete || !r.modified.contains(&f.src.ino))
-            });
+            // The previous version's checksums are of what was read after
+            // the swap that began this epoch (even for a file that changed
+            // while read, or too recently to trust its times): every later
+            // write is in the tracker's ranges.
+            let ranged = input
+                .ranges
+                .filter(|r| g.src == f.src && (r.complete || !r.modified.contains(&f.src.ino)));
             let marked = ranged.map(|r| {
                 marked_blocks(
                     r.by_ino.get(&f.src.ino).map(|v| &v[..]).unwrap_or(&[]),
@@ -218,7 +219,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                     bs,
                 )
             });
-            let (extents, sums, stable) = compare(
+            let (extents, sums, stable, read) = compare(
                 &fd,
                 f,
                 g,
@@ -233,6 +234,11 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             )?;
             if !stable {
                 unstable.insert(f.ino);
+            }
+            if marked.is_some() && read == 0 {
+                files_unchanged += 1;
+            } else {
+                files_compared += 1;
             }
             let f = &mut tree.inodes[idx];
             f.extents = extents;
@@ -378,8 +384,8 @@ fn in_runs(runs: &[(u64, u64)], b: u64) -> bool {
 /// With `marked` (the tracker's blocks, as [start, end) runs), only marked
 /// blocks, blocks new to the file, and blocks the stream must carry anyway
 /// are read; every other block keeps its previous pointer and checksum.
-/// Returns the new extents (VBN 0 = needs a new VBN), the checksums, and
-/// whether the file stayed still while read.
+/// Returns the new extents (VBN 0 = needs a new VBN), the checksums,
+/// whether the file stayed still while read, and how many blocks were read.
 #[allow(clippy::too_many_arguments)]
 fn compare(
     fd: &OwnedFd,
@@ -393,7 +399,7 @@ fn compare(
     bs: u64,
     report: &Report,
     path: &[u8],
-) -> Result<(Vec<Extent>, Vec<[u8; 16]>, bool)> {
+) -> Result<(Vec<Extent>, Vec<[u8; 16]>, bool, u64)> {
     // The previous version's pointers by file block, in ascending order.
     let mut old: Vec<(u64, u64, [u8; 16])> = Vec::with_capacity(g.sums.len());
     let mut k = 0;
@@ -448,6 +454,7 @@ fn compare(
             read
         }
     };
+    let read_blocks: u64 = runs.iter().map(|r| r.1).sum();
     let mut ui = 0;
     let mut keep_unread =
         |upto: u64, extents: &mut Vec<Extent>, sums: &mut Vec<[u8; 16]>, claimed: &mut Plane| {
@@ -520,7 +527,7 @@ fn compare(
             "changed while being read; the stream holds a mix of old and new data, the next dump will send it again",
         );
     }
-    Ok((extents, sums, stable))
+    Ok((extents, sums, stable, read_blocks))
 }
 
 /// Hands out the lowest VBNs not in use, in runs.
