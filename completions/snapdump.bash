@@ -61,6 +61,9 @@ _snapdump() {
             snapdump,snapshots)
                 cmd="snapdump__subcmd__snapshots"
                 ;;
+            snapdump,track)
+                cmd="snapdump__subcmd__track"
+                ;;
             snapdump,verify)
                 cmd="snapdump__subcmd__verify"
                 ;;
@@ -112,6 +115,9 @@ _snapdump() {
             snapdump__subcmd__help,snapshots)
                 cmd="snapdump__subcmd__help__subcmd__snapshots"
                 ;;
+            snapdump__subcmd__help,track)
+                cmd="snapdump__subcmd__help__subcmd__track"
+                ;;
             snapdump__subcmd__help,verify)
                 cmd="snapdump__subcmd__help__subcmd__verify"
                 ;;
@@ -150,6 +156,15 @@ _snapdump() {
                 ;;
             snapdump__subcmd__help__subcmd__policy,simulate)
                 cmd="snapdump__subcmd__help__subcmd__policy__subcmd__simulate"
+                ;;
+            snapdump__subcmd__help__subcmd__track,start)
+                cmd="snapdump__subcmd__help__subcmd__track__subcmd__start"
+                ;;
+            snapdump__subcmd__help__subcmd__track,status)
+                cmd="snapdump__subcmd__help__subcmd__track__subcmd__status"
+                ;;
+            snapdump__subcmd__help__subcmd__track,stop)
+                cmd="snapdump__subcmd__help__subcmd__track__subcmd__stop"
                 ;;
             snapdump__subcmd__help__subcmd__volume,check)
                 cmd="snapdump__subcmd__help__subcmd__volume__subcmd__check"
@@ -259,6 +274,30 @@ _snapdump() {
             snapdump__subcmd__policy__subcmd__help,simulate)
                 cmd="snapdump__subcmd__policy__subcmd__help__subcmd__simulate"
                 ;;
+            snapdump__subcmd__track,help)
+                cmd="snapdump__subcmd__track__subcmd__help"
+                ;;
+            snapdump__subcmd__track,start)
+                cmd="snapdump__subcmd__track__subcmd__start"
+                ;;
+            snapdump__subcmd__track,status)
+                cmd="snapdump__subcmd__track__subcmd__status"
+                ;;
+            snapdump__subcmd__track,stop)
+                cmd="snapdump__subcmd__track__subcmd__stop"
+                ;;
+            snapdump__subcmd__track__subcmd__help,help)
+                cmd="snapdump__subcmd__track__subcmd__help__subcmd__help"
+                ;;
+            snapdump__subcmd__track__subcmd__help,start)
+                cmd="snapdump__subcmd__track__subcmd__help__subcmd__start"
+                ;;
+            snapdump__subcmd__track__subcmd__help,status)
+                cmd="snapdump__subcmd__track__subcmd__help__subcmd__status"
+                ;;
+            snapdump__subcmd__track__subcmd__help,stop)
+                cmd="snapdump__subcmd__track__subcmd__help__subcmd__stop"
+                ;;
             snapdump__subcmd__volume,check)
                 cmd="snapdump__subcmd__volume__subcmd__check"
                 ;;
@@ -320,7 +359,7 @@ _snapdump() {
 
     case "${cmd}" in
         snapdump)
-            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run completions help"
+            opts="-v -q -h -V --verbose --quiet --help --version dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run track completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -406,7 +445,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__dump)
-            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -v -q -h --base --image --append --resume --cross-mounts --exclude --exclude-from --exclude-caches --exclude-if-present --honor-nodump --rules-changed --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --json --json-file --verbose --quiet --help"
+            opts="-0 -1 -2 -3 -4 -5 -6 -7 -8 -9 -f -b -z -v -q -h --base --image --append --resume --cross-mounts --exclude --exclude-from --exclude-caches --exclude-if-present --honor-nodump --rules-changed --tape-capacity --volume-size --new-volume --catalog --compress --no-wait --no-tracker --verify-tracker --json --json-file --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -510,7 +549,7 @@ _snapdump() {
             return 0
             ;;
         snapdump__subcmd__help)
-            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run completions help"
+            opts="dump restore verify export-tar coalesce snapshots history replicate pointer replicas serve volume mirror policy run track completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -876,6 +915,62 @@ _snapdump() {
         snapdump__subcmd__help__subcmd__snapshots)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__track)
+            opts="start status stop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__track__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__track__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__help__subcmd__track__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1740,6 +1835,148 @@ _snapdump() {
         snapdump__subcmd__snapshots)
             opts="-v -q -h --catalog --json --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track)
+            opts="-v -q -h --verbose --quiet --help start status stop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__help)
+            opts="start status stop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__help__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__start)
+            opts="-v -q -h --foreground --max-ranges --catalog --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --max-ranges)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__status)
+            opts="-v -q -h --catalog --json --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --catalog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        snapdump__subcmd__track__subcmd__stop)
+            opts="-v -q -h --catalog --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -8,7 +8,7 @@
 use clap_mangen::Man;
 
 /// Date on the pages' title lines; moved on when the pages change.
-pub const MAN_DATE: &str = "2026-12-03";
+pub const MAN_DATE: &str = "2026-12-07";
 
 /// One man page: its file name, the command path it documents, and its
 /// template.
@@ -96,6 +96,11 @@ pub const PAGES: &[Page] = &[
         file: "snapdump-run.1",
         path: &["run"],
         template: include_str!("../../man/src/snapdump-run.1.in"),
+    },
+    Page {
+        file: "snapdump-track.1",
+        path: &["track"],
+        template: include_str!("../../man/src/snapdump-track.1.in"),
     },
     Page {
         file: "snapdump-volume.1",

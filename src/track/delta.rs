@@ -142,6 +142,49 @@ pub fn read(dir: &Path, epoch: u64) -> Result<Delta> {
 mod tests {
     use super::*;
 
+    /// The delta of formats/tracker.md's golden file: every field used.
+    fn golden() -> Delta {
+        let mut d = Delta {
+            tracker: *b"0123456789abcdef",
+            epoch: 3,
+            page_shift: 12,
+            ..Default::default()
+        };
+        d.ranges = vec![
+            PageRange {
+                ino: 12,
+                first: 7,
+                pages: 2,
+            },
+            PageRange {
+                ino: 14,
+                first: 0,
+                pages: 1 << 40,
+            },
+        ];
+        d.changes.inodes.extend([2, 12, 14]);
+        d.changes.modified.insert(14);
+        d.changes
+            .names
+            .entry(2)
+            .or_default()
+            .extend([b"new".to_vec(), b"gone".to_vec()]);
+        d
+    }
+
+    #[test]
+    fn golden_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tracker-v1/delta.3");
+        let want = encode(&golden());
+        if std::env::var_os("SNAPDUMP_BLESS").is_some() {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read(path).unwrap();
+        assert_eq!(have, want, "run SNAPDUMP_BLESS=1 after a deliberate change");
+        assert_eq!(decode(&have).unwrap(), golden());
+    }
+
     #[test]
     fn round_trip_and_damage() {
         let mut d = Delta {
