@@ -126,10 +126,10 @@ impl Map {
     }
 
     /// Takes every key out of a hash map (keys only: the values carry
-    /// nothing), in batches. Nothing may insert while it runs.
-    pub fn drain_keys(&self) -> io::Result<Vec<Vec<u8>>> {
+    /// nothing), in batches, handing each to `each`. Nothing may insert
+    /// while it runs.
+    pub fn drain_keys(&self, mut each: impl FnMut(&[u8])) -> io::Result<()> {
         const BATCH: usize = 4096;
-        let mut out = Vec::new();
         let mut keys = vec![0u8; self.key_size * BATCH];
         let mut values = vec![0u8; self.value_size * BATCH];
         let mut token = [0u8; 8];
@@ -146,11 +146,11 @@ impl Map {
             let r = sys_bpf(MAP_LOOKUP_AND_DELETE_BATCH, &mut a);
             let count = u32::from_le_bytes(a[32..36].try_into().unwrap()) as usize;
             for k in keys.chunks(self.key_size).take(count) {
-                out.push(k.to_vec());
+                each(k);
             }
             match r {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
                 Err(e) => return Err(e),
             }
             token = next;

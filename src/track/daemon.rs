@@ -200,14 +200,14 @@ impl Daemon {
             ));
         }
         let epoch = super::read_epoch(&self.opts.dir).map_or(0, |e| e + 1);
-        let d = Delta {
+        let mut d = Delta {
             tracker: self.identity.tracker,
             epoch,
             page_shift: super::kernel::page_size().trailing_zeros(),
             changes,
             ranges: frozen.ranges,
         };
-        delta::write(&self.opts.dir, &d)?;
+        delta::write(&self.opts.dir, &mut d)?;
         super::write_state(&self.opts.dir, &self.identity, epoch)?;
         if epoch >= KEEP_DELTAS {
             let _ = std::fs::remove_file(delta::path(&self.opts.dir, epoch - KEEP_DELTAS));

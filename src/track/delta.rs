@@ -33,6 +33,22 @@ pub fn path(dir: &Path, epoch: u64) -> PathBuf {
 
 /// Encodes a delta (sorted, so equal deltas are equal bytes).
 pub fn encode(d: &Delta) -> Vec<u8> {
+    let mut d = d.clone();
+    d.ranges.sort();
+    let mut out = Vec::new();
+    encode_into(&d, &mut |b| out.extend_from_slice(b));
+    out
+}
+
+/// Emits the encoding of `d`, whose ranges are sorted, piece by piece
+/// (a million ranges are 24 MB: they are never held twice).
+fn encode_into(d: &Delta, put: &mut dyn FnMut(&[u8])) {
+    let mut sum = crate::digest::Sha256Stream::default();
+    let mut emit = |e: &mut Enc| {
+        sum.update(&e.buf);
+        put(&e.buf);
+        e.buf.clear();
+    };
     let mut e = Enc::new();
     e.fixed(MAGIC);
     e.u32(VERSION);
@@ -46,13 +62,14 @@ pub fn encode(d: &Delta) -> Vec<u8> {
         None => e.u8(0),
     }
     e.u32(d.page_shift);
-    let mut ranges = d.ranges.clone();
-    ranges.sort();
-    e.u32(ranges.len() as u32);
-    for r in &ranges {
-        e.u64(r.ino);
-        e.u64(r.first);
-        e.u64(r.pages);
+    e.u32(d.ranges.len() as u32);
+    for chunk in d.ranges.chunks(4096) {
+        for r in chunk {
+            e.u64(r.ino);
+            e.u64(r.first);
+            e.u64(r.pages);
+        }
+        emit(&mut e);
     }
     for set in [&d.changes.inodes, &d.changes.modified] {
         let mut v: Vec<u64> = set.iter().copied().collect();
@@ -74,9 +91,8 @@ pub fn encode(d: &Delta) -> Vec<u8> {
             e.bytes(n);
         }
     }
-    let sum = crate::digest::sha256(&e.buf);
-    e.fixed(&sum);
-    e.buf
+    emit(&mut e);
+    put(&sum.current());
 }
 
 /// Decodes and checks a delta.
@@ -126,9 +142,35 @@ pub fn decode(b: &[u8]) -> Result<Delta> {
     Ok(out)
 }
 
-/// Writes a delta durably.
-pub fn write(dir: &Path, d: &Delta) -> Result<()> {
-    crate::atomic::replace_file(&path(dir, d.epoch), &encode(d))
+/// Writes a delta durably (its ranges sorted in place first).
+pub fn write(dir: &Path, d: &mut Delta) -> Result<()> {
+    use std::io::Write;
+    d.ranges.sort_unstable();
+    let to = path(dir, d.epoch);
+    let tmp = dir.join(format!(".delta.{}.tmp", d.epoch));
+    let r = (|| -> std::io::Result<()> {
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, &f);
+        let mut err = None;
+        encode_into(d, &mut |b| {
+            if err.is_none() {
+                err = w.write_all(b).err();
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        w.flush()?;
+        drop(w);
+        f.sync_all()
+    })();
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| {
+            format!("cannot write {} (is the file system full?)", to.display())
+        });
+    }
+    crate::atomic::rename_durably(&tmp, &to)
 }
 
 /// Reads the delta of `epoch`.

@@ -133,13 +133,14 @@ impl Kernel {
             std::thread::yield_now();
         }
         between()?;
-        let keys = self.pages[old]
-            .drain_keys()
+        let mut ranges = Vec::new();
+        self.pages[old]
+            .drain_keys(|k| ranges.push(decode(k)))
             .context("cannot read the change tracker's page map")?;
         let overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
         self.shared.word(ctl::INSERTED + old).store(0, SeqCst);
         Ok(Frozen {
-            ranges: keys.iter().map(|k| decode(k)).collect(),
+            ranges,
             overflowed,
         })
     }

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Change tracker benchmark: the tree of scripts/bench.sh copied onto a
+# fresh loop-mounted ext4, then, side by side in one run, twice:
+#   - level 1 of the unchanged tree with the tracker, without it
+#     (--no-tracker, a second catalog), and tar --listed-incremental;
+#   - the same after `gentree mutate` (1% of the blocks of each big file
+#     rewritten in place, about 1% of the small files rewritten, added and
+#     deleted): time, bytes read through read(2) (rchar; the catalog's own
+#     read included, its size printed), stat-family calls;
+#   - the daemon's peak RSS with a million marked page ranges;
+#   - a write benchmark (dd, 2 GiB with fdatasync; 200,000 random 4 KiB
+#     pwrites) with and without a tracker running.
+# Needs root (loop mounts, fanotify, BPF).
+#
+#   scripts/bench-track.sh [WORKDIR]   (default /var/tmp/snapdump-bench)
+. "$(dirname "$0")/bench-lib.sh"
+fs_size=10G fresh_fs
+echo "copying the tree onto a fresh ext4"
+cp -a "$src" "$mnt/src"
+s=$mnt/src
+entries=$(find "$s" | wc -l)
+# rchar of a command: the kernel adds a reaped child's counters to its
+# parent's, so the shell's rchar after the command is the command's.
+rchar() { sh -c '"$@" >/dev/null; grep ^rchar /proc/$$/io | cut -d" " -f2' sh "$@"; }
+stats() {
+  strace -f -c -o "$out/strace" "$@" >/dev/null
+  awk '$NF ~ /^(newfstatat|statx|fstat|lstat|stat)$/ {s+=$4} END {print s+0}' "$out/strace"
+}
+
+"$bin" track start --catalog "$out/cat" "$s" >/dev/null
+"$bin" dump -0 -f "$out/a0" --catalog "$out/cat" "$s"
+"$bin" dump -0 -f "$out/b0" --catalog "$out/catw" --no-tracker "$s"
+tar --sparse --xattrs -g "$out/snar" -cf - -C "$s" . | zstd -q -3 -T0 > "$out/t0.tar.zst"
+n=1
+row() { printf '%-44s %9s %14s %12s %10s\n' "$@"; }
+
+level1() { # $1: title
+  row "$1" seconds "read bytes" "stat calls" stream
+  local lvl=$((n < 9 ? n : 9))
+  timeit "$bin" dump -$lvl -f "$out/a$n" --catalog "$out/cat" "$s"
+  local ta=$secs
+  row "snapdump dump -$lvl, tracker" "$secs" "-" "-" "$(stat -c %s "$out/a$n")"
+  timeit "$bin" dump -$lvl -f "$out/b$n" --catalog "$out/catw" --no-tracker "$s"
+  local tb=$secs
+  row "snapdump dump -$lvl --no-tracker" "$secs" "-" "-" "$(stat -c %s "$out/b$n")"
+  cp "$out/snar" "$out/snar.$n"
+  timeit bash -c "tar --sparse --xattrs -g '$out/snar.$n' -cf - -C '$s' . | zstd -q -3 -T0 > '$out/t$n.tar.zst'"
+  local tt=$secs
+  row "tar --listed-incremental | zstd -3 -T0" "$secs" "-" "-" "$(stat -c %s "$out/t$n.tar.zst")"
+  awk -v a="$ta" -v b="$tb" -v t="$tt" 'BEGIN {
+    printf "  tracker / tar time = %.3f (target <= 0.05); tracker / walk = %.3f\n", a / t, a / b }'
+  n=$((n + 1))
+}
+
+# Bytes read and stat calls, measured on extra dumps of the same state (a
+# dump with nothing changed since the one before reads what it must).
+measure() { # $1: changed bytes
+  local lvl=$((n < 9 ? n : 9))
+  local ra rb sa sb cat_bytes
+  cat_bytes=$(du -bs "$out/cat/sources" | cut -f1)
+  ra=$(rchar "$bin" dump -$lvl -f "$out/m$n" --catalog "$out/cat" "$s")
+  rb=$(rchar "$bin" dump -$lvl -f "$out/w$n" --catalog "$out/catw" --no-tracker "$s")
+  n=$((n + 1)); lvl=$((n < 9 ? n : 9))
+  sa=$(stats "$bin" dump -$lvl -f "$out/m$n" --catalog "$out/cat" "$s")
+  sb=$(stats "$bin" dump -$lvl -f "$out/w$n" --catalog "$out/catw" --no-tracker "$s")
+  n=$((n + 1))
+  echo "  (read and stat figures from the dumps right after, of what changed since: nothing)"
+  echo "  catalog: $cat_bytes bytes; an unchanged dump with the tracker read $ra bytes, $sa stat calls; without: $rb bytes, $sb stat calls ($entries entries)"
+}
+
+# Round 1 mutates files whose pages the copy and the level 0 left cached
+# in large folios (a 4 KiB write dirties, and the tracker marks, its whole
+# folio); round 2 first drops the source's cached pages, as for files not
+# read or written since they were last dumped.
+for round in 1 2; do
+  echo; echo "== round $round =="
+  level1 "level 1 of an unchanged tree ($entries entries)"
+  measure
+  if [ $round = 2 ]; then
+    find "$s" -type f -print0 | xargs -0 python3 -c 'import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)'
+    echo "  (the source's cached pages dropped before this mutation)"
+  fi
+  # The change, then the two dumps of it, with their bytes read.
+  changed=$("$gen" mutate "$s" "$(date +%s)$round")
+  sleep 1.2
+  echo "  changed data: $changed bytes"
+  lvl=$((n < 9 ? n : 9))
+  cat_bytes=$(du -bs "$out/cat/sources" | cut -f1)
+  rb=$(rchar "$bin" dump -$lvl -f "$out/b$n" --catalog "$out/catw" --no-tracker "$s")
+  t0=$(date +%s.%N)
+  ra=$(rchar "$bin" dump -$lvl -f "$out/a$n" --catalog "$out/cat" "$s")
+  t1=$(date +%s.%N)
+  cp "$out/snar" "$out/snar.$n"
+  t2=$(date +%s.%N)
+  bash -c "tar --sparse --xattrs -g '$out/snar.$n' -cf - -C '$s' . | zstd -q -3 -T0 > '$out/t$n.tar.zst'"
+  t3=$(date +%s.%N)
+  row "level 1 after the mutation" seconds "read bytes" "" stream
+  row "snapdump dump -$lvl, tracker" "$(echo "$t1 - $t0" | bc)" "$ra" "" "$(stat -c %s "$out/a$n")"
+  row "snapdump dump -$lvl --no-tracker" "-" "$rb" "" "$(stat -c %s "$out/b$n")"
+  row "tar --listed-incremental | zstd -3 -T0" "$(echo "$t3 - $t2" | bc)" "-" "" "$(stat -c %s "$out/t$n.tar.zst")"
+  awk -v a="$(echo "$t1 - $t0" | bc)" -v t="$(echo "$t3 - $t2" | bc)" -v r="$ra" -v c="$changed" -v k="$cat_bytes" 'BEGIN {
+    printf "  tracker / tar time = %.3f (target <= 0.05)\n", a / t;
+    printf "  tracker read / changed = %.2f, less the catalog read = %.2f (target <= 1.5)\n", r / c, (r - k) / c }'
+  n=$((n + 1))
+done
+
+echo; echo "== the chain restores =="
+rm -rf "$out/r"
+for i in $(seq 0 $((n - 1))); do
+  [ -f "$out/a$i" ] && "$bin" restore -r -f "$out/a$i" --target "$out/r" >/dev/null
+  [ -f "$out/m$i" ] && "$bin" restore -r -f "$out/m$i" --target "$out/r" >/dev/null
+done
+diff -rq --no-dereference --exclude=.snapdump-restore "$s" "$out/r" >/dev/null && echo "tracker chain restores identical" || { echo "tracker chain restore differs"; exit 1; }
+rm -rf "$out/r"
+"$bin" track stop --catalog "$out/cat" >/dev/null
+rm -f "$out"/a[0-9]* "$out"/b[0-9]* "$out"/m[0-9]* "$out"/w[0-9]* "$out"/t*.tar.zst
+umount "$mnt"; rm -f "$out/fs.img"
+
+echo; echo "== the daemon with a million marked page ranges =="
+fs_size=12G fresh_fs
+mkdir "$mnt/d"
+"$bin" track start --catalog "$out/cat2" "$mnt/d" >/dev/null
+pid=$("$bin" track status --json --catalog "$out/cat2" "$mnt/d" | sed 's/.*"pid":\([0-9]*\).*/\1/')
+python3 - "$mnt/d/sparse" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+for i in range(1_000_000):
+    os.pwrite(fd, b"x", i * 8192)
+os.close(fd)
+EOF
+"$bin" track status --catalog "$out/cat2" "$mnt/d"
+t0=$(date +%s.%N)
+"$bin" dump -0 -f /dev/null --catalog "$out/cat2" "$mnt/d" >/dev/null
+t1=$(date +%s.%N)
+echo "  a swap taking 1,000,000 ranges and a level 0: $(echo "$t1 - $t0" | bc) s; delta file $(stat -c %s "$out/cat2"/sources/*/tracker/delta.1) bytes"
+echo "  daemon peak RSS: $(grep VmHWM /proc/$pid/status | awk '{print $2}') KiB (target < 65536)"
+"$bin" track stop --catalog "$out/cat2" >/dev/null
+rm -f "$mnt/d/sparse"
+
+echo; echo "== writes with and without a tracker =="
+row "" seconds "" "" ""
+for round in 1 2; do
+  for with in no yes; do
+    [ $with = yes ] && "$bin" track start --catalog "$out/cat2" "$mnt/d" >/dev/null
+    t0=$(date +%s.%N)
+    dd if=/dev/zero of="$mnt/d/w" bs=1M count=2048 conv=fdatasync status=none
+    t1=$(date +%s.%N)
+    python3 - "$mnt/d/r" <<'EOF'
+import os, sys, random
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.ftruncate(fd, 1 << 30)
+r = random.Random(7); b = b"y" * 4096
+for i in range(200_000):
+    os.pwrite(fd, b, r.randrange(1 << 18) * 4096)
+os.fdatasync(fd); os.close(fd)
+EOF
+    t2=$(date +%s.%N)
+    row "dd 2 GiB + fdatasync, tracker $with" "$(echo "$t1 - $t0" | bc)" "" "" ""
+    row "200,000 random 4 KiB pwrites, tracker $with" "$(echo "$t2 - $t1" | bc)" "" "" ""
+    [ $with = yes ] && "$bin" track stop --catalog "$out/cat2" >/dev/null
+    rm -f "$mnt/d/w" "$mnt/d/r"
+  done
+done
