@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 
 /// Frames `body` under `magic` and `version`.
 pub fn seal(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
-    let stored = zstd::bulk::compress(body, 3).expect("zstd compresses in memory");
+    // Level 1: most of a catalog is block checksums, which do not
+    // compress; level 3 cost a third more time for 0.2% less.
+    let stored = zstd::bulk::compress(body, 1).expect("zstd compresses in memory");
     let mut out = Vec::with_capacity(stored.len() + 60);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());

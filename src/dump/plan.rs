@@ -374,11 +374,6 @@ fn marked_blocks(pages: &[(u64, u64)], shift: u32, bs: u64) -> Vec<(u64, u64)> {
     out
 }
 
-fn in_runs(runs: &[(u64, u64)], b: u64) -> bool {
-    let i = runs.partition_point(|r| r.1 <= b);
-    runs.get(i).is_some_and(|r| r.0 <= b)
-}
-
 /// Reads a modified file once, keeping the VBN of every block whose
 /// checksum matches the previous version's block at the same offset.
 /// With `marked` (the tracker's blocks, as [start, end) runs), only marked
@@ -400,54 +395,51 @@ fn compare(
     report: &Report,
     path: &[u8],
 ) -> Result<(Vec<Extent>, Vec<[u8; 16]>, bool, u64)> {
-    // The previous version's pointers by file block, in ascending order.
-    let mut old: Vec<(u64, u64, [u8; 16])> = Vec::with_capacity(g.sums.len());
-    let mut k = 0;
-    for x in &g.extents {
-        for i in 0..x.count {
-            old.push((
-                x.block + i,
-                x.vbn + i,
-                g.sums.get(k).copied().unwrap_or_default(),
-            ));
-            k += 1;
-        }
-    }
-    let mut oi = 0;
+    // The previous version's pointers, looked up by ascending file block.
+    let mut old = OldCursor::new(g);
     let mut extents = Vec::new();
     let mut sums = Vec::with_capacity(f.block_count() as usize);
     let mut short = false;
     let all: Vec<(u64, u64)> = f.extents.iter().map(|x| (x.block, x.count)).collect();
-    // Blocks kept without reading: (block, vbn, sum), in block order.
-    let mut unread: Vec<(u64, u64, [u8; 16])> = Vec::new();
+    // Runs kept without reading: (first block, vbn, count, index of the
+    // first block's checksum in g.sums), in block order.
+    let mut unread: Vec<(u64, u64, u64, usize)> = Vec::new();
     let runs = match marked {
         None => all,
         Some(marked) => {
             // The block where the old and the new size meet changed
             // length or was cut.
             let edge = (f.size != g.size).then(|| f.size.min(g.size) / bs);
+            let mut cursor = OldCursor::new(g);
+            let mut mi = 0;
             let mut read: Vec<(u64, u64)> = Vec::new();
             for &(start, count) in &all {
                 for b in start..start + count {
-                    let i = old.partition_point(|o| o.0 < b);
-                    let prev = old.get(i).filter(|o| o.0 == b);
-                    let must = match prev {
-                        None => true,
-                        Some(o) => {
-                            in_runs(marked, b)
-                                || edge == Some(b)
-                                || !base.get(o.1)
-                                || claimed.get(o.1)
-                        }
-                    };
-                    if must {
-                        match read.last_mut() {
+                    while mi < marked.len() && marked[mi].1 <= b {
+                        mi += 1;
+                    }
+                    let is_marked = marked.get(mi).is_some_and(|r| r.0 <= b);
+                    let prev = cursor.at(b);
+                    let keep = prev.filter(|&(v, k)| {
+                        !is_marked
+                            && edge != Some(b)
+                            && k < g.sums.len()
+                            && base.get(v)
+                            && !claimed.get(v)
+                    });
+                    match keep {
+                        None => match read.last_mut() {
                             Some(l) if l.0 + l.1 == b => l.1 += 1,
                             _ => read.push((b, 1)),
-                        }
-                    } else {
-                        let o = prev.unwrap();
-                        unread.push((b, o.1, o.2));
+                        },
+                        Some((v, k)) => match unread.last_mut() {
+                            Some(l)
+                                if l.0 + l.2 == b && l.1 + l.2 == v && l.3 + l.2 as usize == k =>
+                            {
+                                l.2 += 1
+                            }
+                            _ => unread.push((b, v, 1, k)),
+                        },
                     }
                 }
             }
@@ -459,15 +451,15 @@ fn compare(
     let mut keep_unread =
         |upto: u64, extents: &mut Vec<Extent>, sums: &mut Vec<[u8; 16]>, claimed: &mut Plane| {
             while ui < unread.len() && unread[ui].0 < upto {
-                let (b, v, h) = unread[ui];
-                claimed.set(v);
-                sums.push(h);
+                let (b, v, n, k) = unread[ui];
+                claimed.set_run(v, n);
+                sums.extend_from_slice(&g.sums[k..k + n as usize]);
                 push_extent(
                     extents,
                     Extent {
                         block: b,
                         vbn: v,
-                        count: 1,
+                        count: n,
                     },
                 );
                 ui += 1;
@@ -485,13 +477,12 @@ fn compare(
             let data = &c.data[s..e];
             let h = c.sums[i as usize];
             sums.push(h);
-            while oi < old.len() && old[oi].0 < blk {
-                oi += 1;
-            }
             let keep = old
-                .get(oi)
-                .filter(|o| o.0 == blk && o.2 == h && !claimed.get(o.1))
-                .map(|o| o.1);
+                .at(blk)
+                .filter(|&(v, k)| {
+                    g.sums.get(k).copied().unwrap_or_default() == h && !claimed.get(v)
+                })
+                .map(|(v, _)| v);
             push_extent(
                 &mut extents,
                 Extent {
@@ -528,6 +519,32 @@ fn compare(
         );
     }
     Ok((extents, sums, stable, read_blocks))
+}
+
+/// The previous version's pointer at a file block, for blocks asked in
+/// ascending order: (vbn, index of its checksum in `sums`).
+struct OldCursor<'a> {
+    g: &'a Inode,
+    ext: usize,
+    /// Index in `sums` of the first block of extent `ext`.
+    base: usize,
+}
+
+impl<'a> OldCursor<'a> {
+    fn new(g: &'a Inode) -> Self {
+        OldCursor { g, ext: 0, base: 0 }
+    }
+    fn at(&mut self, b: u64) -> Option<(u64, usize)> {
+        while let Some(x) = self.g.extents.get(self.ext) {
+            if b < x.block + x.count {
+                break;
+            }
+            self.base += x.count as usize;
+            self.ext += 1;
+        }
+        let x = self.g.extents.get(self.ext)?;
+        (b >= x.block).then(|| (x.vbn + (b - x.block), self.base + (b - x.block) as usize))
+    }
 }
 
 /// Hands out the lowest VBNs not in use, in runs.

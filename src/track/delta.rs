@@ -166,9 +166,8 @@ pub fn write(dir: &Path, d: &mut Delta) -> Result<()> {
     })();
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| {
-            format!("cannot write {} (is the file system full?)", to.display())
-        });
+        return Err(e)
+            .with_context(|| format!("cannot write {} (is the file system full?)", to.display()));
     }
     crate::atomic::rename_durably(&tmp, &to)
 }

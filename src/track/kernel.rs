@@ -139,10 +139,7 @@ impl Kernel {
             .context("cannot read the change tracker's page map")?;
         let overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
         self.shared.word(ctl::INSERTED + old).store(0, SeqCst);
-        Ok(Frozen {
-            ranges,
-            overflowed,
-        })
+        Ok(Frozen { ranges, overflowed })
     }
 }
 
