@@ -219,7 +219,12 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                     bs,
                 )
             });
-            let (extents, sums, stable, read) = compare(
+            let Compared {
+                extents,
+                sums,
+                stable,
+                read_blocks: read,
+            } = compare(
                 &fd,
                 f,
                 g,
@@ -394,7 +399,7 @@ fn compare(
     bs: u64,
     report: &Report,
     path: &[u8],
-) -> Result<(Vec<Extent>, Vec<[u8; 16]>, bool, u64)> {
+) -> Result<Compared> {
     // The previous version's pointers, looked up by ascending file block.
     let mut old = OldCursor::new(g);
     let mut extents = Vec::new();
@@ -518,7 +523,24 @@ fn compare(
             "changed while being read; the stream holds a mix of old and new data, the next dump will send it again",
         );
     }
-    Ok((extents, sums, stable, read_blocks))
+    Ok(Compared {
+        extents,
+        sums,
+        stable,
+        read_blocks,
+    })
+}
+
+/// What comparing a file with its previous version found.
+struct Compared {
+    /// The new extents (VBN 0: needs a new VBN).
+    extents: Vec<Extent>,
+    /// Checksums of every block.
+    sums: Vec<[u8; 16]>,
+    /// Whether the file stayed still while read.
+    stable: bool,
+    /// Blocks read.
+    read_blocks: u64,
 }
 
 /// The previous version's pointer at a file block, for blocks asked in
