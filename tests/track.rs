@@ -654,7 +654,7 @@ proptest::proptest! {
         for ops in epochs {
             let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
             let mut allowed: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
-            let mut mapped = vec![false; 3];
+            let mut mapped = [false; 3];
             for o in &ops {
                 let data = bytes(o.seed, o.len);
                 if o.mmap {
