@@ -131,7 +131,7 @@ pub fn listen(dir: &Path) -> Result<UnixListener> {
     })
 }
 
-/// Only root and the daemon's own user may talk to it.
+/// Only root and the process's own user are trusted on either end.
 pub fn peer_allowed(conn: &UnixStream) -> bool {
     let mut cred = libc::ucred {
         pid: 0,
@@ -161,6 +161,14 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(None),
         Err(e) => return Err(e).context("cannot reach the change tracker"),
     };
+    // The answer decides what a dump reads: only a daemon of root or of
+    // this user is believed (anyone may bind an abstract name first).
+    if !peer_allowed(&conn) {
+        bail!(
+            "the process answering as the change tracker of {} is neither root's nor this user's; not trusted",
+            dir.display()
+        );
+    }
     conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
     let mut w = &conn;
     writeln!(w, "{what}")?;
