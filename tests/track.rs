@@ -233,6 +233,13 @@ fn rounds(kind: &str) -> Vec<Change> {
             f.set_len(500_000).unwrap();
             f.set_len(700_000).unwrap();
             drop(f);
+            // Cut to nothing and grown back: the same size, all holes.
+            let z = s.join("a/app");
+            let len = fs::metadata(&z).unwrap().len();
+            let f = fs::OpenOptions::new().write(true).open(&z).unwrap();
+            f.set_len(0).unwrap();
+            f.set_len(len).unwrap();
+            drop(f);
             let t = s.join("large");
             let f = fs::OpenOptions::new().write(true).open(&t).unwrap();
             f.set_len(3 << 20).unwrap();

@@ -63,7 +63,11 @@ pub fn run(opts: DaemonOptions, ready: impl FnOnce(&Status)) -> Result<()> {
     listener.set_nonblocking(true)?;
     // fanotify first: an event of a change whose pages the kernel maps
     // miss cannot then be missed too.
-    let watch = Watch::new(std::os::fd::AsFd::as_fd(&root), &opts.source)?;
+    let watch = Watch::new(
+        std::os::fd::AsFd::as_fd(&root),
+        &opts.source,
+        !super::ranges_complete(&fstype),
+    )?;
     let kernel = Kernel::start(dev, &fstype, opts.capacity)?;
     let identity = Identity {
         tracker: crate::ids::random_id(),

@@ -22,7 +22,7 @@ pub struct Changes {
     /// `names` included: their times changed).
     pub inodes: HashSet<u64>,
     /// Inodes fanotify reported modified (data written, truncated,
-    /// reflinked...).
+    /// reflinked...); asked for only where the ranges are incomplete.
     pub modified: HashSet<u64>,
     /// Why the changes are incomplete, if they are.
     pub lost: Option<String>,
@@ -50,19 +50,23 @@ pub struct Watch {
     buf: Vec<u8>,
 }
 
+/// Name space and metadata events. `FAN_MODIFY` (one event per write(2),
+/// which costs every writer) is asked for only where the page ranges do
+/// not already hold every data change (btrfs): a truncation raises
+/// `FAN_ATTRIB` too (its times change), and a write marks pages.
 const MASK: u64 = libc::FAN_CREATE
     | libc::FAN_DELETE
     | libc::FAN_MOVED_FROM
     | libc::FAN_MOVED_TO
     | libc::FAN_ATTRIB
-    | libc::FAN_MODIFY
     | libc::FAN_DELETE_SELF
     | libc::FAN_MOVE_SELF
     | libc::FAN_ONDIR;
 
 impl Watch {
-    /// Marks the file system holding the directory `root` (open).
-    pub fn new(root: BorrowedFd, path: &std::path::Path) -> Result<Watch> {
+    /// Marks the file system holding the directory `root` (open); with
+    /// `modify`, data writes are reported too.
+    pub fn new(root: BorrowedFd, path: &std::path::Path, modify: bool) -> Result<Watch> {
         // SAFETY: plain system call with flag arguments.
         let fd = unsafe {
             libc::fanotify_init(
@@ -87,7 +91,7 @@ impl Watch {
             libc::fanotify_mark(
                 fd.as_raw_fd(),
                 libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
-                MASK,
+                if modify { MASK | libc::FAN_MODIFY } else { MASK },
                 root.as_raw_fd(),
                 dot.as_ptr(),
             )
