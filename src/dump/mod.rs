@@ -204,8 +204,20 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     if opts.level > 9 {
         bail!("dump level {} is out of range (0-9)", opts.level);
     }
-    let (source, _lock, mut catalog) =
-        open_catalog_locked(&opts.source, &opts.catalog_root, opts.wait)?;
+    let (source, _lock) = lock_catalog(&opts.source, &opts.catalog_root, opts.wait)?;
+    // The tracker swaps (and syncs the file system) while the catalog is
+    // read: both are done before anything of the tree is.
+    let swapping = {
+        let dir = crate::catalog::source_dir(&opts.catalog_root, source.as_os_str().as_bytes())
+            .join("tracker");
+        let mode = opts.tracker;
+        std::thread::spawn(move || tracked::swap(mode, &dir))
+    };
+    let mut catalog = Catalog::open(
+        &opts.catalog_root,
+        source.as_os_str().as_bytes(),
+        DEFAULT_BLOCK_SIZE,
+    )?;
     let bs = catalog.state.block_size;
     let mut specs = vec![opts.output.clone()];
     specs.extend(opts.volumes.iter().cloned());
@@ -262,6 +274,7 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         (o, w, None)
     };
     let resume_point = resuming.as_ref().map(|r| &r.0);
+    let swap = swapping.join().unwrap_or(None);
     let result = run(
         opts,
         &mut catalog,
@@ -273,6 +286,7 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         &specs,
         None,
         None,
+        swap,
         report,
     );
     let (mut summary, new_state) = match result {
@@ -335,6 +349,8 @@ struct Run<'a> {
     resuming: Option<&'a resume::ResumePoint>,
     specs: &'a [String],
     gate: Option<&'a GateFn<'a>>,
+    /// The tracker's swap made for this dump, if a tracker runs.
+    swap: Option<crate::track::Swap>,
     report: &'a Report,
 }
 
@@ -353,6 +369,7 @@ fn run(
     specs: &[String],
     gate: Option<&GateFn<'_>>,
     prescanned: Option<Tree>,
+    swap: Option<crate::track::Swap>,
     report: &Report,
 ) -> Result<Option<(DumpSummary, crate::catalog::CatalogState)>> {
     let run = Run {
@@ -362,6 +379,7 @@ fn run(
         resuming,
         specs,
         gate,
+        swap,
         report,
     };
     let scan_started = Time::now();
@@ -503,7 +521,7 @@ impl Run<'_> {
         // The tracker swaps before anything of the tree is read.
         let tracker_dir = catalog.dir.join("tracker");
         let swap = match (&prescanned, self.gate) {
-            (None, None) => tracked::swap(opts.tracker, &tracker_dir),
+            (None, None) => self.swap.clone(),
             _ => None,
         };
         crate::failpoint::hit("dump-after-swap");

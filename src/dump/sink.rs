@@ -164,6 +164,7 @@ pub fn dump_to_sink(
             &specs,
             Some(&gate),
             Some(tree),
+            None,
             report,
         )?
     };

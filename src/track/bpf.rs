@@ -125,10 +125,9 @@ impl Map {
         Ok(value)
     }
 
-    /// Takes every key out of a hash map (keys only: the values carry
-    /// nothing), in batches, handing each to `each`. Nothing may insert
-    /// while it runs.
-    pub fn drain_keys(&self, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    /// Takes every element out of a hash map, in batches, handing each
+    /// (key, value) to `each`. Nothing may insert while it runs.
+    pub fn drain(&self, mut each: impl FnMut(&[u8], &[u8])) -> io::Result<()> {
         const BATCH: usize = 4096;
         let mut keys = vec![0u8; self.key_size * BATCH];
         let mut values = vec![0u8; self.value_size * BATCH];
@@ -145,8 +144,12 @@ impl Map {
             put32(&mut a, 36, self.fd.as_raw_fd() as u32);
             let r = sys_bpf(MAP_LOOKUP_AND_DELETE_BATCH, &mut a);
             let count = u32::from_le_bytes(a[32..36].try_into().unwrap()) as usize;
-            for k in keys.chunks(self.key_size).take(count) {
-                each(k);
+            for (k, v) in keys
+                .chunks(self.key_size)
+                .zip(values.chunks(self.value_size))
+                .take(count)
+            {
+                each(k, v);
             }
             match r {
                 Ok(_) => {}
@@ -317,6 +320,8 @@ pub enum Cond {
     Eq = 0x10,
     /// Not equal.
     Ne = 0x50,
+    /// Greater than (unsigned).
+    Gt = 0x20,
 }
 
 /// Arithmetic operations (64-bit).
@@ -375,6 +380,12 @@ impl Asm {
     pub fn atomic_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
         self.insns
             .push(insn(0x03 | 0xc0 | 0x18, dst as u8, src as u8, off, 0));
+        self
+    }
+    /// `lock *(u64 *)(dst + off) |= src`
+    pub fn atomic_or(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.insns
+            .push(insn(0x03 | 0xc0 | 0x18, dst as u8, src as u8, off, 0x40));
         self
     }
     /// `dst op= imm`

@@ -91,7 +91,11 @@ impl Watch {
             libc::fanotify_mark(
                 fd.as_raw_fd(),
                 libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
-                if modify { MASK | libc::FAN_MODIFY } else { MASK },
+                if modify {
+                    MASK | libc::FAN_MODIFY
+                } else {
+                    MASK
+                },
                 root.as_raw_fd(),
                 dot.as_ptr(),
             )

@@ -41,13 +41,25 @@ pub struct Kernel {
     capacity: u32,
 }
 
-/// Reads the key layout of the programs.
-fn decode(key: &[u8]) -> PageRange {
+/// Reads an element of the programs' maps: a range key (pages > 0), or a
+/// bitmap of the 64 pages from `first` (pages = 0, value = bits).
+fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>) {
     let w = |i: usize| u64::from_le_bytes(key[i * 8..i * 8 + 8].try_into().unwrap());
-    PageRange {
-        ino: w(1),
-        first: w(2),
-        pages: w(3),
+    let (ino, first, pages) = (w(1), w(2), w(3));
+    if pages > 0 {
+        out.push(PageRange { ino, first, pages });
+        return;
+    }
+    let mut bits = u64::from_le_bytes(value[..8].try_into().unwrap());
+    while bits != 0 {
+        let start = bits.trailing_zeros() as u64;
+        let run = (bits >> start).trailing_ones() as u64;
+        out.push(PageRange {
+            ino,
+            first: first + start,
+            pages: run,
+        });
+        bits &= !(((1u128 << (start + run)) - 1) as u64);
     }
 }
 
@@ -104,7 +116,7 @@ impl Kernel {
         })
     }
 
-    /// Ranges per map.
+    /// Entries per map (a bitmap entry covers up to 64 pages).
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
@@ -135,7 +147,7 @@ impl Kernel {
         between()?;
         let mut ranges = Vec::new();
         self.pages[old]
-            .drain_keys(|k| ranges.push(decode(k)))
+            .drain(|k, v| decode(k, v, &mut ranges))
             .context("cannot read the change tracker's page map")?;
         let overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
         self.shared.word(ctl::INSERTED + old).store(0, SeqCst);

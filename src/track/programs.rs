@@ -278,12 +278,42 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
 
 /// The shared part: filter by file system, then the insert under the swap
 /// protocol.
+///
+/// A range of at most 64 pages inside one aligned run of 64 (every folio
+/// of order 6 or less: folios are aligned to their size) is recorded as a
+/// bit in a per-run bitmap, key (dev, ino, run start, 0): after a run's
+/// first write the others are a lookup and an atomic OR, with no
+/// allocation, and a map entry covers up to 64 pages. Any other range is
+/// its own key (dev, ino, first, pages), value unused.
 fn tail(a: &mut Asm, m: &Maps) {
     a.ldx(Dw, R1, Fp, KEY)
         .ld_imm64(R2, m.dev as u64)
         .jmp_x(Cond::Ne, R1, R2, "out")
         .st(Dw, Fp, VALUE, 0)
         .st(W, Fp, CTL_KEY, 0)
+        // Bitmap form? R4 = first, R5 = pages, R3 = first % 64.
+        .ldx(Dw, R4, Fp, KEY + 16)
+        .ldx(Dw, R5, Fp, KEY + 24)
+        .jmp_k(Cond::Eq, R5, 0, "ranged")
+        .jmp_k(Cond::Gt, R5, 64, "ranged")
+        .alu_x(Alu::Mov, R3, R4)
+        .alu_k(Alu::And, R3, 63)
+        .alu_x(Alu::Mov, R2, R3)
+        .alu_x(Alu::Add, R2, R5)
+        .jmp_k(Cond::Gt, R2, 64, "ranged")
+        // mask = (2^pages - 1) << (first % 64); 64 pages: all ones.
+        .alu_k(Alu::Mov, R1, -1)
+        .jmp_k(Cond::Eq, R5, 64, "full")
+        .alu_k(Alu::Mov, R1, 1)
+        .alu_x(Alu::Lsh, R1, R5)
+        .alu_k(Alu::Sub, R1, 1)
+        .label("full")
+        .alu_x(Alu::Lsh, R1, R3)
+        .stx(Dw, Fp, VALUE, R1)
+        .alu_x(Alu::Sub, R4, R3)
+        .stx(Dw, Fp, KEY + 16, R4)
+        .st(Dw, Fp, KEY + 24, 0)
+        .label("ranged")
         .ld_map(R1, m.ctl)
         .alu_x(Alu::Mov, R2, Fp)
         .alu_k(Alu::Add, R2, CTL_KEY as i32)
@@ -298,35 +328,69 @@ fn tail(a: &mut Asm, m: &Maps) {
         .alu_x(Alu::Add, R9, R8)
         .alu_k(Alu::Mov, R1, 1)
         .atomic_add(R9, (ctl::INFLIGHT * 8) as i16, R1)
-        // The generation again: the map this insert goes to.
+        // The generation again: the map this insert goes to; R6 = its
+        // counters.
         .ldx(Dw, R8, R7, 0)
         .alu_k(Alu::And, R8, 1)
-        .jmp_k(Cond::Ne, R8, 0, "second")
-        .ld_map(R1, m.pages[0])
-        .ja("insert")
-        .label("second")
-        .ld_map(R1, m.pages[1])
-        .label("insert")
-        .alu_x(Alu::Mov, R2, Fp)
-        .alu_k(Alu::Add, R2, KEY as i32)
-        .alu_x(Alu::Mov, R3, Fp)
-        .alu_k(Alu::Add, R3, VALUE as i32)
-        .alu_k(Alu::Mov, R4, 1) // BPF_NOEXIST: a key already there is no news
-        .call(2) // map_update_elem
-        .alu_k(Alu::Lsh, R8, 3)
-        .alu_x(Alu::Mov, R6, R7)
-        .alu_x(Alu::Add, R6, R8)
+        .alu_x(Alu::Mov, R6, R8)
+        .alu_k(Alu::Lsh, R6, 3)
+        .alu_x(Alu::Add, R6, R7)
+        .jmp_k(Cond::Ne, R8, 0, "second");
+    insert(a, m.pages[0], ["b0", "p0", "race0"]);
+    a.label("second");
+    insert(a, m.pages[1], ["b1", "p1", "race1"]);
+    a.label("inserted")
         .alu_k(Alu::Mov, R1, 1)
-        .jmp_k(Cond::Eq, R0, 0, "inserted")
-        .jmp_k(Cond::Eq, R0, -libc::EEXIST, "done")
-        .atomic_add(R6, (ctl::OVERFLOW * 8) as i16, R1)
-        .ja("done")
-        .label("inserted")
         .atomic_add(R6, (ctl::INSERTED * 8) as i16, R1)
+        .ja("done")
+        .label("overflow")
+        .alu_k(Alu::Mov, R1, 1)
+        .atomic_add(R6, (ctl::OVERFLOW * 8) as i16, R1)
         .label("done")
         .alu_k(Alu::Mov, R1, -1)
         .atomic_add(R9, (ctl::INFLIGHT * 8) as i16, R1)
         .label("out")
         .alu_k(Alu::Mov, R0, 0)
         .exit();
+}
+
+/// Records the key into page map `map`: a bitmap key is OR-ed into an
+/// existing entry (or inserted); a range key is inserted unless present.
+/// Ends at "inserted", "overflow" or "done".
+fn insert(a: &mut Asm, map: i32, l: [&'static str; 3]) {
+    let [bitmap_absent, plain, race] = l;
+    a.ldx(Dw, R1, Fp, KEY + 24)
+        .jmp_k(Cond::Ne, R1, 0, plain)
+        .ld_map(R1, map)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, KEY as i32)
+        .call(1) // map_lookup_elem
+        .jmp_k(Cond::Eq, R0, 0, bitmap_absent)
+        .ldx(Dw, R1, Fp, VALUE)
+        .atomic_or(R0, 0, R1)
+        .ja("done")
+        .label(bitmap_absent)
+        .label(plain)
+        .ld_map(R1, map)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, KEY as i32)
+        .alu_x(Alu::Mov, R3, Fp)
+        .alu_k(Alu::Add, R3, VALUE as i32)
+        .alu_k(Alu::Mov, R4, 1) // BPF_NOEXIST
+        .call(2) // map_update_elem
+        .jmp_k(Cond::Eq, R0, 0, "inserted")
+        .jmp_k(Cond::Ne, R0, -libc::EEXIST, "overflow")
+        // Present: a range key is no news; a bitmap key was inserted by
+        // another CPU since the lookup: OR into it.
+        .ldx(Dw, R1, Fp, KEY + 24)
+        .jmp_k(Cond::Ne, R1, 0, "done")
+        .ld_map(R1, map)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, KEY as i32)
+        .call(1)
+        .jmp_k(Cond::Eq, R0, 0, "overflow")
+        .ldx(Dw, R1, Fp, VALUE)
+        .atomic_or(R0, 0, R1)
+        .ja("done")
+        .label(race);
 }
