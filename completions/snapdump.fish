@@ -360,7 +360,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand track; and not __fish_
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and not __fish_seen_subcommand_from start status stop help" -f -a "status" -d 'Show what the trackers of a catalog have seen'
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and not __fish_seen_subcommand_from start status stop help" -f -a "stop" -d 'Stop a source\'s tracker'
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and not __fish_seen_subcommand_from start status stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c snapdump -n "__fish_snapdump_using_subcommand track; and __fish_seen_subcommand_from start" -l max-ranges -d 'Page ranges each of the two maps holds before the tracker reports itself full (and the next increment walks the tree)' -r
+complete -c snapdump -n "__fish_snapdump_using_subcommand track; and __fish_seen_subcommand_from start" -l max-ranges -d 'Entries each of the two page maps holds before the tracker reports itself full (and the next increment walks the tree); an entry is a range of pages, or a bitmap of 64' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and __fish_seen_subcommand_from start" -l catalog -d 'Catalog directory (default: /var/lib/snapdump for root, else $XDG_STATE_HOME/snapdump)' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and __fish_seen_subcommand_from start" -l foreground -d 'Stay in the foreground (for systemd\'s Type=simple); logs go to stderr'
 complete -c snapdump -n "__fish_snapdump_using_subcommand track; and __fish_seen_subcommand_from start" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'

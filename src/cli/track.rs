@@ -26,8 +26,9 @@ pub struct StartArgs {
     /// stderr.
     #[arg(long)]
     foreground: bool,
-    /// Page ranges each of the two maps holds before the tracker reports
-    /// itself full (and the next increment walks the tree).
+    /// Entries each of the two page maps holds before the tracker reports
+    /// itself full (and the next increment walks the tree); an entry is a
+    /// range of pages, or a bitmap of 64.
     #[arg(long, value_name = "N", default_value_t = 1 << 21, value_parser = clap::value_parser!(u32).range(16..))]
     max_ranges: u32,
     #[command(flatten)]
