@@ -123,6 +123,13 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// Whether a file named `name` can make its directory a tagged one
+    /// (CACHEDIR.TAG with --exclude-caches, an --exclude-if-present name):
+    /// a change to it changes what the directory's listing keeps.
+    pub fn is_tag_name(&self, name: &[u8]) -> bool {
+        (self.exclude_caches && name == b"CACHEDIR.TAG")
+            || self.if_present.iter().any(|n| n == name)
+    }
     /// Whether the entry at `rel` (relative to the source root, `/`
     /// separated) is left out by a pattern.
     pub fn excluded(&self, rel: &[u8], is_dir: bool) -> bool {

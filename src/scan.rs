@@ -295,7 +295,15 @@ impl Walker<'_> {
             .map(|&i| (prev.dirents[i].name.as_slice(), i))
             .collect();
         let changed_names = tracked.dirs.get(&src.ino);
-        let names: Vec<Vec<u8>> = if changed_names.is_some() {
+        // A changed tag file (CACHEDIR.TAG, an --exclude-if-present name)
+        // changes what the listing keeps: list the directory again.
+        let tag_changed = self.opts.rules.is_some_and(|m| {
+            children.iter().any(|&i| {
+                let d = &prev.dirents[i];
+                m.is_tag_name(&d.name) && tracked.inodes.contains(&prev.inode(d.ino).src.ino)
+            })
+        });
+        let names: Vec<Vec<u8>> = if changed_names.is_some() || tag_changed {
             let Some(fd) = dir.get() else {
                 self.warn("vanished during the scan; its contents are not in this dump".into());
                 return;
@@ -324,9 +332,19 @@ impl Walker<'_> {
                 let g = prev.inode(d.ino);
                 let unstable =
                     g.kind == Kind::File && g.attrs.ctime == crate::tree::Time::default();
-                !(changed_names.is_some_and(|n| n.contains(&name))
+                // A mount point was recorded empty: once unmounted, what
+                // is under it must be read.
+                let mount_point = g.src.dev != self.root_dev;
+                // chattr raises no event on every file system: directories
+                // (few) are stat-ed and their flags read again; their
+                // entries are still copied unless they changed.
+                let dir = g.kind == Kind::Dir;
+                !(dir
+                    || changed_names.is_some_and(|n| n.contains(&name))
                     || tracked.inodes.contains(&g.src.ino)
-                    || unstable)
+                    || unstable
+                    || mount_point
+                    || tag_changed)
             });
             match copy {
                 Some(d) => self.copy_entry(dir, d.ino, dir_ino, name),
@@ -363,13 +381,27 @@ impl Walker<'_> {
             x.vbn = 0;
         }
         if g.kind == Kind::Dir && g.src.dev == self.root_dev {
-            let ino = self.tree.push_inode(dir_ino, name.clone(), inode);
             let child = LazyDir {
                 fd: std::cell::OnceCell::new(),
                 parent: Some(dir),
-                name,
+                name: name.clone(),
                 key,
             };
+            // chattr raises no event on every file system: a directory's
+            // flags are read again (directories are few).
+            match child.get() {
+                Some(fd) => self.flags(fd, &mut inode),
+                None => {
+                    self.warn("vanished during the scan; not in this dump".into());
+                    return;
+                }
+            }
+            if self.opts.rules.is_some_and(|m| m.nodump)
+                && inode.flags & crate::fileflags::NODUMP != 0
+            {
+                return;
+            }
+            let ino = self.tree.push_inode(dir_ino, name, inode);
             // SAFETY of lifetimes: `child` borrows `dir` only for this call.
             self.walk_tracked(&child, prev_ino, ino, false);
             return;

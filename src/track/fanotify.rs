@@ -102,6 +102,12 @@ impl Watch {
         };
         if r != 0 {
             let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EXDEV) {
+                anyhow::bail!(
+                    "cannot watch {} with fanotify: it is in a btrfs subvolume other than the file system's top one, which fanotify cannot mark whole (track a source in the top subvolume)",
+                    path.display()
+                );
+            }
             return Err(e).with_context(|| {
                 format!(
                     "cannot watch the file system of {} with fanotify (tmpfs, overlay and network file systems cannot be tracked; ext4, xfs and btrfs can)",

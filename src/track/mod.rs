@@ -114,6 +114,9 @@ pub fn boot_id() -> String {
 }
 
 fn socket_name(dir: &Path) -> Vec<u8> {
+    // However the catalog is spelled (relative, through a symlink), the
+    // same directory names the same socket.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let h = crate::digest::sha256(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
     format!("snapdump-track-{}", crate::ids::hex(&h[..16])).into_bytes()
 }
@@ -161,6 +164,12 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(None),
         Err(e) => return Err(e).context("cannot reach the change tracker"),
     };
+    let refused = || {
+        anyhow::anyhow!(
+            "the change tracker of {} runs as another user and does not answer this one; run as root (or give --no-tracker)",
+            dir.display()
+        )
+    };
     // The answer decides what a dump reads: only a daemon of root or of
     // this user is believed (anyone may bind an abstract name first).
     if !peer_allowed(&conn) {
@@ -171,12 +180,19 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
     }
     conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
     let mut w = &conn;
-    writeln!(w, "{what}")?;
+    if writeln!(w, "{what}").is_err() {
+        return Err(refused());
+    }
     let mut line = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut line)
-        .context("the change tracker did not answer")?;
+    match BufReader::new(&conn).read_line(&mut line) {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(refused()),
+        Err(e) => return Err(e).context("the change tracker did not answer"),
+        Ok(_) => {}
+    }
     if line.trim().is_empty() {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(refused());
+        }
         bail!("the change tracker closed the connection without answering");
     }
     let v: serde_json::Value =
@@ -296,6 +312,10 @@ impl Tracked {
             }
             t.page_shift = d.page_shift;
             for r in d.ranges {
+                if r.first >= programs::TOUCHED {
+                    t.changes.inodes.insert(r.ino);
+                    continue;
+                }
                 t.ranges.entry(r.ino).or_default().push((r.first, r.pages));
             }
             t.changes.merge(d.changes);

@@ -70,7 +70,19 @@ pub enum Point {
         /// Whether the inode argument is an `xfs_inode`.
         xfs: bool,
     },
+    /// A file system's tracepoint saying only that an inode changed
+    /// (flags set with chattr raise no fanotify event): it is stat-ed
+    /// again, no data is marked.
+    Touch {
+        /// Tracepoint name.
+        name: &'static str,
+        /// Whether the inode argument (the first) is an `xfs_inode`.
+        xfs: bool,
+    },
 }
+
+/// The first page of a touch key: no file has pages that far.
+pub const TOUCHED: u64 = 1 << 62;
 
 const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point {
     Point::Range {
@@ -86,7 +98,15 @@ const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point 
 /// The points of ext4: every way its file data changes without a page
 /// becoming dirty (truncation is seen from the size and the data regions;
 /// the cut page is dirtied).
-pub const EXT4: [Point; 5] = [
+pub const EXT4: [Point; 8] = [
+    // Buffered writes, as ranges: a write into inline data dirties no page.
+    range("ext4_da_write_begin", true, false, false),
+    range("ext4_write_begin", true, false, false),
+    // Every change of an inode's on-disk fields (flags, times...).
+    Point::Touch {
+        name: "ext4_mark_inode_dirty",
+        xfs: false,
+    },
     range("ext4_fallocate_enter", true, false, false),
     range("ext4_punch_hole", true, false, false),
     range("ext4_zero_range", true, false, false),
@@ -95,7 +115,12 @@ pub const EXT4: [Point; 5] = [
 ];
 
 /// The points of xfs, reflinks included (the destination of a remap).
-pub const XFS: [Point; 6] = [
+pub const XFS: [Point; 7] = [
+    // FS_IOC_SETFLAGS and FS_IOC_FSSETXATTR.
+    Point::Touch {
+        name: "xfs_ioctl_setattr",
+        xfs: true,
+    },
     range("xfs_alloc_file_space", true, false, true),
     range("xfs_free_file_space", true, false, true),
     range("xfs_zero_file_space", true, false, true),
@@ -117,7 +142,7 @@ impl Point {
         match self {
             Point::DirtyFolio => "writeback_dirty_folio",
             Point::DirectIo => "iomap_dio_rw_begin",
-            Point::Range { name, .. } => name,
+            Point::Range { name, .. } | Point::Touch { name, .. } => name,
         }
     }
 }
@@ -239,6 +264,14 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
             key_inode(&mut a, o, 0);
             a.ldx(Dw, R3, R6, o.kiocb_pos).ldx(Dw, R4, R7, o.iter_count);
             key_range(&mut a, shift);
+        }
+        Point::Touch { xfs, .. } => {
+            let base = if xfs { o.xfs_vnode.unwrap_or(0) } else { 0 };
+            a.ldx(Dw, R2, R1, 0).jmp_k(Cond::Eq, R2, 0, "out");
+            key_inode(&mut a, o, base);
+            a.ld_imm64(R3, TOUCHED)
+                .stx(Dw, Fp, KEY + 16, R3)
+                .st(Dw, Fp, KEY + 24, 1);
         }
         Point::Range {
             inode_arg,
