@@ -561,6 +561,14 @@ fn a_restarted_tracker_and_a_full_map_fall_back_to_the_walk() {
     let (j, e) = s.dump(&["--verify-tracker"]);
     assert_eq!(j["tracker"]["used"], true, "{e}");
     assert_eq!(j["tracker"]["verified"], true, "{e}");
+    // A tracker killed: the dump walks and says so.
+    let pid = tracker.status()["pid"].as_i64().unwrap() as i32;
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    fs::write(s.src.join("after-the-tracker"), b"3").unwrap();
+    let (_, e) = s.dump(&[]);
+    assert!(e.contains("is gone"), "{e}");
     s.check_chain();
     drop(tracker);
 }

@@ -41,6 +41,15 @@ pub fn swap(mode: TrackerMode, dir: &Path) -> Option<Swap> {
         return None;
     }
     match track::swap(dir) {
+        Ok(None) => {
+            // None answers: a tracker that ran and died says so.
+            let pid = std::fs::read_to_string(dir.join("pid")).ok()?;
+            crate::progress::println_err(&format!(
+                "snapdump: warning: the change tracker of this source (pid {}) is gone; this dump walks the tree (`snapdump track start` it again)",
+                pid.trim()
+            ));
+            None
+        }
         Ok(s) => s,
         Err(e) => {
             crate::progress::println_err(&format!(

@@ -90,6 +90,11 @@ pub fn run(opts: DaemonOptions, ready: impl FnOnce(&Status)) -> Result<()> {
     };
     // Epoch 0 ends at once: it holds nothing anyone may build on.
     d.swap()?;
+    // While this file names a live process, a dump that cannot reach it
+    // says so (a tracker that died is not the same as none).
+    let pid_file = d.opts.dir.join("pid");
+    crate::atomic::replace_file(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
+    let _remove = RemoveOnDrop(pid_file);
     ready(&d.status());
     loop {
         if STOP.load(Ordering::SeqCst) {
@@ -126,6 +131,15 @@ pub fn run(opts: DaemonOptions, ready: impl FnOnce(&Status)) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Removes a file when dropped (the daemon's pid file at a clean exit).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
