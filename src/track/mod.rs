@@ -178,16 +178,36 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
             dir.display()
         );
     }
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    // A swap syncs the file system, which can take a while: say so after
+    // ten seconds, give up after two minutes.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut w = &conn;
     if writeln!(w, "{what}").is_err() {
         return Err(refused());
     }
     let mut line = String::new();
-    match BufReader::new(&conn).read_line(&mut line) {
-        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(refused()),
-        Err(e) => return Err(e).context("the change tracker did not answer"),
-        Ok(_) => {}
+    let mut reader = BufReader::new(&conn);
+    let mut waited = false;
+    loop {
+        match reader.read_line(&mut line) {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(refused()),
+            Err(e)
+                if !waited
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                crate::progress::println_err(&format!(
+                    "snapdump: waiting for the change tracker of {} to answer (a swap syncs the file system; a stopped tracker is given up on after two minutes)",
+                    dir.display()
+                ));
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(110)))?;
+                waited = true;
+            }
+            Err(e) => return Err(e).context("the change tracker did not answer in two minutes"),
+            Ok(_) => break,
+        }
     }
     if line.trim().is_empty() {
         if !nix::unistd::geteuid().is_root() {
