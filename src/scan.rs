@@ -81,38 +81,6 @@ impl PrevDirs {
     }
 }
 
-/// A directory opened only when something in it must be looked at.
-struct LazyDir<'p> {
-    fd: std::cell::OnceCell<Option<std::os::fd::OwnedFd>>,
-    parent: Option<&'p LazyDir<'p>>,
-    name: Vec<u8>,
-    key: (u64, u64),
-}
-
-impl<'p> LazyDir<'p> {
-    fn open(fd: std::os::fd::OwnedFd, key: (u64, u64)) -> Self {
-        let cell = std::cell::OnceCell::new();
-        let _ = cell.set(Some(fd));
-        LazyDir {
-            fd: cell,
-            parent: None,
-            name: Vec::new(),
-            key,
-        }
-    }
-    fn get(&self) -> Option<BorrowedFd<'_>> {
-        self.fd
-            .get_or_init(|| {
-                let parent = self.parent?.get()?;
-                let fd = fsx::open_dir(parent, &self.name).ok()?;
-                let st = fsx::fstat(fd.as_fd_borrow()).ok()?;
-                ((st.st_dev, st.st_ino) == self.key).then_some(fd)
-            })
-            .as_ref()
-            .map(|f| f.as_fd_borrow())
-    }
-}
-
 /// Finds the previous version of a regular file: by source identity
 /// (follows renames and hard links), else by path (follows a source moved
 /// to new inodes or another disk).
@@ -217,7 +185,7 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         .as_ref()
         .and_then(|p| p.dirs_by_key.get(&key).copied());
     match prev_root {
-        Some(prev) => w.walk_tracked(&LazyDir::open(fd, key), prev, ino, true),
+        Some(prev) => w.walk_tracked(fd.as_fd_borrow(), prev, ino, true),
         None => w.walk(fd.as_fd_borrow(), ino, true),
     }
     Ok(w.tree)
@@ -259,6 +227,16 @@ impl Walker<'_> {
         }
     }
 
+    /// Appends `name` to the current path; returns the length to cut back to.
+    fn push_name(&mut self, name: &[u8]) -> usize {
+        let saved = self.path.len();
+        if !self.path.is_empty() {
+            self.path.push(b'/');
+        }
+        self.path.extend_from_slice(name);
+        saved
+    }
+
     fn walk(&mut self, dir: BorrowedFd, dir_ino: u64, is_root: bool) {
         let Some(names) = self.list(dir) else {
             return;
@@ -267,11 +245,7 @@ impl Walker<'_> {
             if is_root && name == RESTORE_STATE_DIR {
                 continue;
             }
-            let saved = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push(b'/');
-            }
-            self.path.extend_from_slice(&name);
+            let saved = self.push_name(&name);
             self.entry(dir, dir_ino, name);
             self.path.truncate(saved);
         }
@@ -282,7 +256,7 @@ impl Walker<'_> {
     /// saw a change: a directory whose entries changed is listed again,
     /// an entry that is new or changed is stat-ed, the rest is the
     /// previous snapshot's record.
-    fn walk_tracked(&mut self, dir: &LazyDir, prev_dir: u64, dir_ino: u64, is_root: bool) {
+    fn walk_tracked(&mut self, dir: BorrowedFd, prev_dir: u64, dir_ino: u64, is_root: bool) {
         let (tracked, prev) = (self.opts.tracked.unwrap(), self.opts.prev.unwrap());
         let src = prev.inode(prev_dir).src;
         let children: Vec<usize> = self
@@ -304,11 +278,7 @@ impl Walker<'_> {
             })
         });
         let names: Vec<Vec<u8>> = if changed_names.is_some() || tag_changed {
-            let Some(fd) = dir.get() else {
-                self.warn("vanished during the scan; its contents are not in this dump".into());
-                return;
-            };
-            match self.list(fd) {
+            match self.list(dir) {
                 Some(n) => n,
                 None => return,
             }
@@ -322,11 +292,7 @@ impl Walker<'_> {
             if is_root && name == RESTORE_STATE_DIR {
                 continue;
             }
-            let saved = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push(b'/');
-            }
-            self.path.extend_from_slice(&name);
+            let saved = self.push_name(&name);
             let prev_child = by_name.get(name.as_slice()).map(|&i| &prev.dirents[i]);
             let copy = prev_child.filter(|d| {
                 let g = prev.inode(d.ino);
@@ -347,18 +313,16 @@ impl Walker<'_> {
                     || tag_changed)
             });
             match copy {
-                Some(d) => self.copy_entry(dir, d.ino, dir_ino, name),
-                None => match dir.get() {
-                    Some(fd) => self.entry(fd, dir_ino, name),
-                    None => self.warn("vanished during the scan; not in this dump".into()),
-                },
+                Some(d) => self.copy_entry(d.ino, dir_ino, name),
+                None => self.entry(dir, dir_ino, name),
             }
             self.path.truncate(saved);
         }
     }
 
-    /// Records entry `prev_ino` of the previous snapshot unchanged.
-    fn copy_entry(&mut self, dir: &LazyDir, prev_ino: u64, dir_ino: u64, name: Vec<u8>) {
+    /// Records entry `prev_ino` of the previous snapshot (not a directory:
+    /// those are always stat-ed) unchanged.
+    fn copy_entry(&mut self, prev_ino: u64, dir_ino: u64, name: Vec<u8>) {
         let prev = self.opts.prev.unwrap();
         let g = prev.inode(prev_ino);
         let key = (g.src.dev, g.src.ino);
@@ -369,47 +333,17 @@ impl Walker<'_> {
         if self.opts.rules.is_some_and(|m| m.nodump) && g.flags & crate::fileflags::NODUMP != 0 {
             return;
         }
-        if g.kind != Kind::Dir {
-            if let Some(&ino) = self.links.get(&key) {
-                self.tree.push_link(dir_ino, name, ino);
-                return;
-            }
+        if let Some(&ino) = self.links.get(&key) {
+            self.tree.push_link(dir_ino, name, ino);
+            return;
         }
         let mut inode = g.clone();
         inode.sums = Vec::new();
         for x in inode.extents.iter_mut() {
             x.vbn = 0;
         }
-        if g.kind == Kind::Dir && g.src.dev == self.root_dev {
-            let child = LazyDir {
-                fd: std::cell::OnceCell::new(),
-                parent: Some(dir),
-                name: name.clone(),
-                key,
-            };
-            // chattr raises no event on every file system: a directory's
-            // flags are read again (directories are few).
-            match child.get() {
-                Some(fd) => self.flags(fd, &mut inode),
-                None => {
-                    self.warn("vanished during the scan; not in this dump".into());
-                    return;
-                }
-            }
-            if self.opts.rules.is_some_and(|m| m.nodump)
-                && inode.flags & crate::fileflags::NODUMP != 0
-            {
-                return;
-            }
-            let ino = self.tree.push_inode(dir_ino, name, inode);
-            // SAFETY of lifetimes: `child` borrows `dir` only for this call.
-            self.walk_tracked(&child, prev_ino, ino, false);
-            return;
-        }
         let ino = self.tree.push_inode(dir_ino, name, inode);
-        if g.kind != Kind::Dir {
-            self.links.insert(key, ino);
-        }
+        self.links.insert(key, ino);
     }
 
     /// The names of a directory, as the rules leave them.
@@ -514,7 +448,7 @@ impl Walker<'_> {
                         .as_ref()
                         .and_then(|p| p.dirs_by_key.get(&key).copied());
                     match prev {
-                        Some(prev) => self.walk_tracked(&LazyDir::open(fd, key), prev, ino, false),
+                        Some(prev) => self.walk_tracked(fd.as_fd_borrow(), prev, ino, false),
                         None => self.walk(fd.as_fd_borrow(), ino, false),
                     }
                 }
