@@ -99,7 +99,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l finish -d 
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l force -d 'Restore into a non-empty target, replacing entries in the way'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l inplace -d 'With -r and an increment: finish it in place instead of building the new tree beside the target and swapping it in: only changed entries move, directories and unchanged files keep their inodes, no copies of changed files; a kill mid-finish leaves a mix of the two snapshots until the next restore finishes it'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l no-wait -d 'Fail at once, instead of waiting, when another run holds the lock'
-complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s SHA-256 digest list (as verify does)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l verify-digest -d 'Also recompute the stream\'s digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand restore" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
@@ -116,7 +116,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -s f -d 'I
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -l at -d 'Export this snapshot of the chain (default the newest given): its id, or the newest taken at or before a time (RFC 3339, UTC)' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -l file-number -d 'On a tape: read the Nth dump (from 1), spacing over N-1 filemarks' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -l new-volume -d 'Run CMD when the next volume is needed' -r
-complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -l verify-digest -d 'Also recompute each stream\'s SHA-256 digest list (as verify does); the streams are then read whole'
+complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -l verify-digest -d 'Also recompute each stream\'s digest list (as verify does); the streams are then read whole'
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -s q -l quiet -d 'Print no notes (what was done differently on purpose, such as a mount point not entered); warnings and errors still are'
 complete -c snapdump -n "__fish_snapdump_using_subcommand export-tar" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -131,7 +131,7 @@ complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l file-numb
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l new-volume -d 'Run CMD when the next volume is needed' -r
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json-file -d 'Write the JSON summary to FILE instead. FILE is checked before any work; if it still cannot be written afterwards (a full disk), the summary goes to stderr and the exit status is 1' -r -F
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l append -d 'On tape: add the stream after the dumps already on it'
-complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l verify-digest -d 'Also recompute each input\'s SHA-256 digest list (as verify does)'
+complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l verify-digest -d 'Also recompute each input\'s digest list (as verify does)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l recompress -d 'Compress every record again at -z, copying none: the smallest output, at the cost of the time a fresh dump spends compressing'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -l json -d 'Print a JSON summary (on stderr when the stream goes to stdout)'
 complete -c snapdump -n "__fish_snapdump_using_subcommand coalesce" -s v -l verbose -d 'List each entry dumped or restored on stderr, as tar -v does'

@@ -40,7 +40,7 @@ pub struct CoalesceArgs {
     #[arg(short = 'z', long = "compress", value_name = "LEVEL", default_value_t = crate::dump::DEFAULT_COMPRESSION,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     compress: i32,
-    /// Also recompute each input's SHA-256 digest list (as verify does).
+    /// Also recompute each input's digest list (as verify does).
     #[arg(long)]
     verify_digest: bool,
     /// A data record whose kept blocks stay as they are is copied whole,

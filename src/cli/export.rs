@@ -21,7 +21,7 @@ pub struct ExportTarArgs {
     /// id, or the newest taken at or before a time (RFC 3339, UTC).
     #[arg(long, value_name = "SNAPSHOT|TIME", value_parser = parse_at)]
     at: Option<At>,
-    /// Also recompute each stream's SHA-256 digest list (as verify does);
+    /// Also recompute each stream's digest list (as verify does);
     /// the streams are then read whole.
     #[arg(long)]
     verify_digest: bool,

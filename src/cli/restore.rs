@@ -109,10 +109,10 @@ pub struct RestoreArgs {
     inplace: bool,
     #[command(flatten)]
     wait: WaitArg,
-    /// Also recompute the stream's SHA-256 digest list (as verify does).
+    /// Also recompute the stream's digest list (as verify does).
     ///
     /// Every record's XXH3 checksums are checked in any case, so
-    /// damage is always detected; the SHA-256 list is the strong end-to-end
+    /// damage is always detected; the digest list is the strong end-to-end
     /// digest and, on CPUs without SHA extensions, costs more than the rest
     /// of a restore.
     #[arg(long)]

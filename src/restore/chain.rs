@@ -87,7 +87,7 @@ pub struct StreamSet {
 
 impl StreamSet {
     /// Opens every input and reads its front. With `Digest::Check` every
-    /// input is read sequentially so that its SHA-256 list can be checked.
+    /// input is read sequentially so that its digest list can be checked.
     pub fn open(inputs: &[Input], digest: Digest) -> Result<StreamSet> {
         if inputs.iter().filter(|i| i.specs[0] == "-").count() > 1 {
             bail!("standard input (-f -) can be given only once");

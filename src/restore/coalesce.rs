@@ -44,7 +44,7 @@ pub struct CoalesceOptions {
     pub tape: crate::media::tape::writer::TapeOptions,
     /// zstd level of the output's records.
     pub compression: i32,
-    /// Check each input's SHA-256 digest list too.
+    /// Check each input's digest list too.
     pub digest: Digest,
     /// How much of a record copied whole may be dropped blocks; `None`
     /// compresses every record again.

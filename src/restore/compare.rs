@@ -37,7 +37,7 @@ pub struct CompareOptions {
     pub paths: Vec<String>,
     /// The snapshot to compare (default: the newest given).
     pub at: Option<At>,
-    /// Read every stream whole and check its SHA-256 list.
+    /// Read every stream whole and check its digest list.
     pub digest: Digest,
     /// Compare the newest snapshot of this incremental mirror, whose base
     /// is the one input, instead of a chain's.

@@ -36,7 +36,7 @@ pub struct ExportOptions {
     pub paths: Vec<String>,
     /// The snapshot to export (default: the newest given).
     pub at: Option<At>,
-    /// Read every stream whole and check its SHA-256 list.
+    /// Read every stream whole and check its digest list.
     pub digest: Digest,
 }
 

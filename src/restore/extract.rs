@@ -27,7 +27,7 @@ pub struct ExtractOptions {
     pub at: Option<At>,
     /// Replace existing entries in the way.
     pub force: bool,
-    /// Read every stream whole and check its SHA-256 list.
+    /// Read every stream whole and check its digest list.
     pub digest: Digest,
 }
 

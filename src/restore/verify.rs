@@ -48,7 +48,7 @@ pub fn verify_one(
     Ok((input, all))
 }
 
-/// Verifies `input` end to end, including the SHA-256 digest list.
+/// Verifies `input` end to end, including the digest list.
 /// Damage does not stop it: every damaged stretch is named on stderr, then
 /// it fails.
 /// An image set (several streams back to back) is verified stream by

@@ -246,7 +246,7 @@ pub fn decode_reloc(raw: &[u8]) -> Result<Vec<RelocEntry>> {
 /// can find it from the end.
 pub const END_LEN: usize = 88;
 
-/// The trailer: counts a reader checks against what it saw, and the SHA-256
+/// The trailer: counts a reader checks against what it saw, and the digest
 /// of every stream byte before the end record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct End {
@@ -264,9 +264,10 @@ pub struct End {
     pub reloc_offset: u64,
     /// Number of relocation records.
     pub reloc_records: u64,
-    /// SHA-256 over the SHA-256 digests of every record before this one,
-    /// in order (a hash list: covers every byte, computed in parallel).
-    pub sha256: [u8; 32],
+    /// The stream digest: the list hash (SHA-256 up to format 4, BLAKE3
+    /// from format 5) over the list hashes of every record before this
+    /// one, in order (a hash list: covers every byte, computed in parallel).
+    pub digest: [u8; 32],
 }
 
 impl End {
@@ -284,7 +285,7 @@ impl End {
         ] {
             e.u64(v);
         }
-        e.fixed(&self.sha256);
+        e.fixed(&self.digest);
         e.buf
     }
     /// Decodes the end payload.
@@ -298,7 +299,7 @@ impl End {
             data_bytes: d.u64()?,
             reloc_offset: d.u64()?,
             reloc_records: d.u64()?,
-            sha256: d.fixed(32)?.try_into().unwrap(),
+            digest: d.fixed(32)?.try_into().unwrap(),
         };
         d.finish()?;
         Ok(end)

@@ -1,9 +1,9 @@
 //! Reads a stream in one sequential pass, checking every checksum, the
-//! record order and, at the end, the stream's SHA-256 digest list.
+//! record order and, at the end, the stream's digest list.
 //!
 //! Framing (record boundaries, sequence numbers, order, header checksums)
 //! is done by one thread, since it must follow the bytes; checking payload
-//! checksums, computing each record's SHA-256 and decompressing are done by
+//! checksums, computing each record's list hash and decompressing are done by
 //! workers in parallel, and records are handed to the caller in order. The
 //! channels are bounded, so memory stays at a few records whatever the
 //! stream's size.
@@ -11,7 +11,7 @@
 use super::header::StreamHeader;
 use super::payload::End;
 use super::record::{open_owned, parse_header, RecordHeader, RecordKind, HEADER_LEN};
-use crate::digest::{sha256_parts, Sha256Stream};
+use crate::digest::{ListHash, Running};
 use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ pub struct Record {
     /// The stored payload of a compressed record (`None` when it is stored
     /// raw: then it is `raw`); coalescing copies frames from it.
     pub stored: Option<Vec<u8>>,
-    /// SHA-256 of the record's bytes.
+    /// The record's entry in the digest list (its list hash).
     pub digest: [u8; 32],
 }
 
@@ -361,11 +361,10 @@ impl<R: Read> Framer<R> {
     }
 }
 
-fn open_frame(f: Frame, name: &str, digest: bool, seed: u64) -> Result<Record> {
-    let digest = if digest {
-        sha256_parts(&[&f.hbytes, &f.stored])
-    } else {
-        [0; 32]
+fn open_frame(f: Frame, name: &str, digest: Option<ListHash>, seed: u64) -> Result<Record> {
+    let digest = match digest {
+        Some(hash) => hash.of(&[&f.hbytes, &f.stored]),
+        None => [0; 32],
     };
     let len = (HEADER_LEN + f.stored.len()) as u64;
     let (raw, stored) = open_owned(&f.header, f.stored, seed).map_err(|e| {
@@ -387,16 +386,16 @@ fn open_frame(f: Frame, name: &str, digest: bool, seed: u64) -> Result<Record> {
     })
 }
 
-/// Whether a reader recomputes the stream's SHA-256 digest list.
+/// Whether a reader recomputes the stream's digest list.
 ///
 /// Every record's header and payload XXH3-64 checksums are always checked,
-/// so every byte is covered and damage is always detected. The SHA-256
-/// list is the strong end-to-end digest; on CPUs without SHA extensions it
-/// costs more than decompression and writing together, so `verify` checks
-/// it and restore does on request.
+/// so every byte is covered and damage is always detected. The digest
+/// list is the strong end-to-end digest; a format-4 stream's SHA-256 list
+/// costs more than decompression and writing together on CPUs without SHA
+/// extensions, so `verify` checks it and restore does on request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Digest {
-    /// Recompute every record's SHA-256 and compare the list at the end.
+    /// Recompute every record's list hash and compare the list at the end.
     Check,
     /// Rely on the per-record XXH3-64 checksums.
     Skip,
@@ -436,7 +435,9 @@ pub struct StreamReader {
     damage: Vec<Damage>,
     next_seq: u64,
     offset: u64,
-    digests: Sha256Stream,
+    digests: Running,
+    /// The digest list's hash, by the header's format version.
+    hash: ListHash,
     /// Stream offset of the first relocation record, and how many were
     /// read: the end record must say the same.
     reloc_at: Option<u64>,
@@ -488,8 +489,11 @@ impl StreamReader {
         if frame.header.kind != RecordKind::Header {
             bail!("{name}: first record is not a stream header");
         }
-        let rec = open_frame(frame, name, true, 0)?;
+        let (hbytes, hstored) = (frame.hbytes, frame.stored.clone());
+        let rec = open_frame(frame, name, None, 0)?;
         let header = StreamHeader::decode(&rec.raw).map_err(|e| anyhow!("{name}: {e}"))?;
+        // The list's hash is known only now, from the header's version.
+        let hash = ListHash::of_version(header.format_version);
         framer.seed = header.seed();
         // Version 1 does not bind records to their stream: its digest list
         // is the only check of a splice, so it is always recomputed.
@@ -498,13 +502,13 @@ impl StreamReader {
         } else {
             digest
         };
-        let mut digests = Sha256Stream::default();
-        digests.update(&rec.digest);
+        let mut digests = hash.running();
+        digests.update(&hash.of(&[&hbytes, &hstored]));
         let offset = framer.offset;
         framer.salvage = salvage;
         Ok(StreamReader {
             name: name.to_string(),
-            source: spawn(framer, digest == Digest::Check),
+            source: spawn(framer, (digest == Digest::Check).then_some(hash)),
             digest,
             pending: BTreeMap::new(),
             salvage,
@@ -512,6 +516,7 @@ impl StreamReader {
             next_seq: 1,
             offset,
             digests,
+            hash,
             reloc_at: None,
             relocs: 0,
             header,
@@ -592,11 +597,12 @@ impl StreamReader {
             }
             if self.digest == Digest::Check
                 && self.damage.is_empty()
-                && self.digests.current() != end.sha256
+                && self.digests.current() != end.digest
             {
                 bail!(
-                    "{}: stream SHA-256 mismatch at the end record (damaged stream)",
-                    self.name
+                    "{}: stream digest ({}) mismatch at the end record (damaged stream)",
+                    self.name,
+                    self.hash.name()
                 );
             }
             let reloc_at = self.reloc_at.unwrap_or(rec.offset);
@@ -627,7 +633,10 @@ impl StreamReader {
 /// Starts the framing thread and the workers; results arrive tagged with
 /// their sequence number, errors and losses included, so the caller sees
 /// records, errors and damage in stream order.
-fn spawn(mut framer: Framer<Box<dyn Read + Send>>, digest: bool) -> Receiver<(u64, Piece)> {
+fn spawn(
+    mut framer: Framer<Box<dyn Read + Send>>,
+    digest: Option<ListHash>,
+) -> Receiver<(u64, Piece)> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)

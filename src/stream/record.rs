@@ -41,7 +41,7 @@ pub enum RecordKind {
     Data = 4,
     /// Part of the relocation table (VBN to stream offset).
     Reloc = 5,
-    /// Trailer: counts and the SHA-256 of the whole stream.
+    /// Trailer: counts and the digest of the whole stream.
     End = 6,
 }
 
@@ -228,10 +228,10 @@ pub fn data_frame(stored: &[u8], data_len: usize) -> Option<&[u8]> {
 }
 
 impl Sealed {
-    /// The record's SHA-256 (header and payload), its entry in the
-    /// stream's digest list.
-    pub fn digest(&self) -> [u8; 32] {
-        crate::digest::sha256_parts(&[&self.header, &self.payload])
+    /// The record's hash (header and payload) in the list hash `hash`:
+    /// its entry in the stream's digest list.
+    pub fn digest(&self, hash: crate::digest::ListHash) -> [u8; 32] {
+        hash.of(&[&self.header, &self.payload])
     }
 }
 

@@ -87,13 +87,16 @@ pub fn write_records<T>(
     let (pool_tx, pool_rx) = unbounded::<Vec<u8>>();
     let mut seq = writer.next_seq();
     let seed = writer.seed();
+    let hash = writer.list_hash();
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for _ in 0..workers {
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
             let pool = (pool_tx.clone(), pool_rx.clone());
-            handles.push(s.spawn(move || worker(job_rx, done_tx, pool, level, bs, seed, sums)));
+            handles.push(
+                s.spawn(move || worker(job_rx, done_tx, pool, level, bs, (seed, hash), sums)),
+            );
         }
         drop(job_rx);
         drop(done_tx);
@@ -129,7 +132,7 @@ fn worker(
     pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     level: i32,
     bs: u64,
-    seed: u64,
+    (seed, hash): (u64, crate::digest::ListHash),
     want: Sums,
 ) -> Result<()> {
     let mut zstd = if level != 0 {
@@ -161,7 +164,7 @@ fn worker(
             Outgoing::Copied(c) => copied(job.seq, c, &job.segs, zstd.as_mut(), seed),
         };
         recycle(&pool.0, spare);
-        let digest = rec.digest();
+        let digest = rec.digest(hash);
         if done
             .send(Done {
                 seq: job.seq,

@@ -7,7 +7,7 @@
 //! relocation table, and then only the data records it needs: restoring one
 //! file from a large stream reads a tiny part of it. Every record read is
 //! checked (header and payload XXH3) exactly as in a sequential pass; what
-//! random access cannot check is the whole-stream SHA-256 list, which
+//! random access cannot check is the whole-stream digest list, which
 //! `verify` and `restore --verify-digest` read everything for.
 
 use super::header::StreamHeader;

@@ -1,4 +1,4 @@
-//! Writes records in one sequential pass, keeping the running SHA-256 and
+//! Writes records in one sequential pass, keeping the running digest list and
 //! the relocation table, and closes the stream with the end record.
 
 use super::payload::{encode_reloc, End, RelocEntry, Segment};
@@ -12,7 +12,9 @@ pub struct StreamWriter {
     out: Box<dyn Write + Send>,
     offset: u64,
     next_seq: u64,
-    digests: crate::digest::Sha256Stream,
+    digests: crate::digest::Running,
+    /// The digest list's hash (by the header's format version).
+    hash: crate::digest::ListHash,
     reloc: Vec<RelocEntry>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     /// Counts that go into the end record.
@@ -36,7 +38,8 @@ impl StreamWriter {
             out,
             offset: 0,
             next_seq: 0,
-            digests: Default::default(),
+            digests: crate::digest::ListHash::Blake3.running(),
+            hash: crate::digest::ListHash::Blake3,
             reloc: Vec::new(),
             zstd,
             end: End::default(),
@@ -62,6 +65,11 @@ impl StreamWriter {
     /// format version).
     pub fn item_form(&self) -> crate::tree::ItemForm {
         self.form
+    }
+    /// The hash of the stream's digest list (by the header's format
+    /// version), which workers sealing records elsewhere must use.
+    pub fn list_hash(&self) -> crate::digest::ListHash {
+        self.hash
     }
     /// Block size of the stream.
     pub fn block_size(&self) -> u64 {
@@ -94,12 +102,18 @@ impl StreamWriter {
         if kind == RecordKind::Header {
             let h = super::header::StreamHeader::decode(raw).ok();
             self.seed = h.as_ref().map(|h| h.seed()).unwrap_or(0);
+            self.hash = crate::digest::ListHash::of_version(
+                h.as_ref()
+                    .map(|h| h.format_version)
+                    .unwrap_or(super::header::FORMAT_VERSION),
+            );
+            self.digests = self.hash.running();
             self.form = h
                 .map(|h| super::header::item_form(h.format_version))
                 .unwrap_or(crate::tree::ItemForm::CURRENT);
         }
         self.put(&rec)?;
-        self.digests.update(&crate::digest::sha256(&rec));
+        self.digests.update(&self.hash.of(&[&rec]));
         let at = self.offset;
         self.offset += rec.len() as u64;
         self.next_seq += 1;
@@ -152,7 +166,7 @@ impl StreamWriter {
             self.end.reloc_records += 1;
         }
         self.end.records = self.next_seq;
-        self.end.sha256 = self.digests.current();
+        self.end.digest = self.digests.current();
         let rec = seal(
             RecordKind::End,
             self.next_seq,

@@ -18,7 +18,7 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore into a non-empty target, replacing what is in the way.
     pub force: bool,
-    /// Also recompute the stream's SHA-256 digest list.
+    /// Also recompute the stream's digest list.
     pub digest: Digest,
     /// Wait for another restore into the same target, or fail at once.
     pub wait: crate::lock::Wait,

@@ -33,7 +33,7 @@ pub struct ReceiveOptions {
     pub volume: PathBuf,
     /// Lock policy.
     pub wait: Wait,
-    /// `Check` also recomputes each stream's SHA-256 digest list (every
+    /// `Check` also recomputes each stream's digest list (every
     /// record's XXH3 checksums are checked in any case).
     pub digest: Digest,
 }
