@@ -78,7 +78,7 @@ impl ListHash {
     /// A new, empty running hash (the list itself).
     pub fn running(self) -> Running {
         match self {
-            ListHash::Sha256 => Running::Sha256(Sha256Stream::default()),
+            ListHash::Sha256 => Running::Sha256(Box::default()),
             ListHash::Blake3 => Running::Blake3(Box::default()),
         }
     }
@@ -94,7 +94,7 @@ impl ListHash {
 /// A running hash of a stream's digest list, in the list's algorithm.
 pub enum Running {
     /// SHA-256 list (formats 1 to 4).
-    Sha256(Sha256Stream),
+    Sha256(Box<Sha256Stream>),
     /// BLAKE3 list (format 5 on).
     Blake3(Box<blake3::Hasher>),
 }
