@@ -6,6 +6,14 @@
 //! small text-like files of 100 B to 64 KiB in 200 directories, and a 4 GiB
 //! sparse file holding 64 MiB of data.
 //!
+//! `gentree runs DIR [--gib N]`: N one-GiB files of 64 KiB runs that
+//! alternate random bytes and written (allocated) zeros, the level-0
+//! benchmark's second tree.
+//!
+//! `gentree scale DIR [--files N] [--dirs D] [--big N] [--big-gib G]`: the
+//! scale benchmark's tree: N text files of 1 to 16 KiB in D directories
+//! (`small/dNNN`), and N big files of G GiB of text blocks (`big/`).
+//!
 //! `gentree mutate DIR SEED`: rewrites 1% of the 4 KiB blocks of each big
 //! file in place, and rewrites, adds and deletes about 1% of the small
 //! files each. Prints the bytes of changed data.
@@ -156,9 +164,52 @@ fn mutate(dir: &Path, seed: u64) {
     println!("{changed}");
 }
 
+/// The scale tree: many small text files, a few big text files.
+fn scale(dir: &Path, files: u64, dirs: u64, big: u64, big_gib: u64) {
+    fs::create_dir_all(dir.join("big")).unwrap();
+    let mut rng = Rng(0x5eed_5ca1e_u64 << 8 | 1);
+    for i in 0..dirs {
+        fs::create_dir_all(dir.join(format!("small/d{i:03}"))).unwrap();
+    }
+    for i in 0..files {
+        let n = 1024 + rng.below(15 * 1024 + 1) as usize;
+        let p = dir.join(format!("small/d{:03}/f{i:07}.txt", i % dirs));
+        fs::write(p, text(&mut rng, n)).unwrap();
+    }
+    for i in 0..big {
+        let mut f = File::create(dir.join(format!("big/file{i}.bin"))).unwrap();
+        for _ in 0..big_gib * 256 {
+            f.write_all(&text(&mut rng, 4 << 20)).unwrap();
+        }
+    }
+}
+
+/// Files of 64 KiB runs alternating random bytes and written zeros.
+fn runs(dir: &Path, gib: u64) {
+    fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng(0x5eed_0f_2u64 << 8 | 1);
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..gib {
+        let mut f = File::create(dir.join(format!("runs{i}.bin"))).unwrap();
+        for _ in 0..1024 {
+            for (k, run) in buf.chunks_mut(64 << 10).enumerate() {
+                if k % 2 == 0 {
+                    for w in run.chunks_mut(8) {
+                        w.copy_from_slice(&rng.next().to_le_bytes());
+                    }
+                } else {
+                    run.fill(0);
+                }
+            }
+            f.write_all(&buf).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: gentree create DIR [--big-gib N] [--small N] | gentree mutate DIR SEED";
+    let usage = "usage: gentree create DIR [--big-gib N] [--small N] | gentree runs DIR [--gib N] | gentree scale DIR [--files N] [--dirs D] [--big N] [--big-gib G] | gentree mutate DIR SEED";
     match a.get(1).map(String::as_str) {
         Some("create") => {
             let dir = Path::new(a.get(2).expect(usage));
@@ -169,6 +220,31 @@ fn main() {
                     .unwrap_or(def)
             };
             create(dir, opt("--big-gib", 3), opt("--small", 20_000));
+        }
+        Some("runs") => {
+            let dir = Path::new(a.get(2).expect(usage));
+            let gib = a
+                .iter()
+                .position(|x| x == "--gib")
+                .map(|i| a[i + 1].parse().expect(usage))
+                .unwrap_or(2u64);
+            runs(dir, gib);
+        }
+        Some("scale") => {
+            let dir = Path::new(a.get(2).expect(usage));
+            let opt = |name: &str, def: u64| {
+                a.iter()
+                    .position(|x| x == name)
+                    .map(|i| a[i + 1].parse().expect(usage))
+                    .unwrap_or(def)
+            };
+            scale(
+                dir,
+                opt("--files", 1_000_000),
+                opt("--dirs", 10_000),
+                opt("--big", 4),
+                opt("--big-gib", 8),
+            );
         }
         Some("mutate") => mutate(
             Path::new(a.get(2).expect(usage)),

@@ -7,9 +7,13 @@
 //! snapshots are shadows: their data is not kept anywhere, only their planes.
 //!
 //! On disk (formats/catalog.md) each source has a directory
-//! `CATALOG/sources/<key>/` holding one file, `catalog`, replaced atomically
-//! at each commit. A dump commits only after its stream was completely
-//! written and closed, so an interrupted dump leaves the catalog as it was.
+//! `CATALOG/sources/<key>/` holding `catalog`, a small manifest replaced
+//! atomically at each commit, and `catalog.pack.G`, the append-only pack
+//! of the body's chunks the manifest lists ([`pack`]). A dump commits only
+//! after its stream was completely written and closed, so an interrupted
+//! dump leaves the catalog as it was.
+
+pub mod pack;
 
 use crate::atomic::replace_file;
 use crate::planes::{MarkMaps, Plane};
@@ -22,8 +26,9 @@ use std::path::{Path, PathBuf};
 
 /// Magic at the start of a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"SDCATLG\0";
-/// Catalog format version written and read by this build.
-pub const CATALOG_VERSION: u32 = 3;
+/// Catalog format version written and the newest read by this build:
+/// version 4 stores the body in a pack of chunks named by a manifest.
+pub const CATALOG_VERSION: u32 = 4;
 
 /// One row of the snapshot table.
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +84,9 @@ pub struct Catalog {
     pub dir: PathBuf,
     /// The recorded state.
     pub state: CatalogState,
+    /// The manifest the state was loaded with (and, after a commit, the
+    /// one committed): which chunks the pack already holds.
+    manifest: std::sync::Mutex<Option<pack::Manifest>>,
 }
 
 /// The default catalog root: `/var/lib/snapdump` for root, else
@@ -109,27 +117,30 @@ impl Catalog {
     /// (nothing is written until [`Catalog::commit`]).
     pub fn open(root: &Path, source: &[u8], block_size: u32) -> Result<Catalog> {
         let dir = source_dir(root, source);
-        let file = dir.join("catalog");
-        let state = match std::fs::read(&file) {
-            Ok(bytes) => decode(&bytes).with_context(|| format!("catalog {}", file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState {
-                source_uuid: crate::ids::random_id(),
-                source_path: source.to_vec(),
-                block_size,
-                next_snap_id: 1,
-                snapshots: Vec::new(),
-                planes: Vec::new(),
-                active: Plane::new(),
-                marks: MarkMaps::default(),
-                tree: None,
-                rules: None,
-                flags_recorded: true,
-            },
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read catalog {}", file.display()))
-            }
+        let (state, manifest) = match load(&dir)? {
+            Some((state, manifest)) => (state, manifest),
+            None => (
+                CatalogState {
+                    source_uuid: crate::ids::random_id(),
+                    source_path: source.to_vec(),
+                    block_size,
+                    next_snap_id: 1,
+                    snapshots: Vec::new(),
+                    planes: Vec::new(),
+                    active: Plane::new(),
+                    marks: MarkMaps::default(),
+                    tree: None,
+                    rules: None,
+                    flags_recorded: true,
+                },
+                None,
+            ),
         };
-        Ok(Catalog { dir, state })
+        Ok(Catalog {
+            dir,
+            state,
+            manifest: std::sync::Mutex::new(manifest),
+        })
     }
 
     /// Writes the state atomically (temp file, fsync, rename, fsync dir).
@@ -142,7 +153,23 @@ impl Catalog {
             text.push(b'\n');
             replace_file(&readme, &text)?;
         }
-        replace_file(&self.dir.join("catalog"), &encode(&self.state))
+        let mut manifest = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let body = encode_body(&self.state);
+        let new = pack::store(&self.dir, manifest.as_ref(), &body)?;
+        crate::failpoint::hit("catalog-packed");
+        replace_file(
+            &self.dir.join("catalog"),
+            &crate::sealed::seal(&CATALOG_MAGIC, CATALOG_VERSION, &new.encode()),
+        )?;
+        crate::failpoint::hit("catalog-committed");
+        // Committed: packs of other generations (the one a compaction
+        // replaced, or one a crash left unnamed) are garbage now.
+        pack::sweep(&self.dir, new.generation);
+        *manifest = Some(new);
+        Ok(())
     }
 
     /// Every catalog under `root`, for `snapshots` without a source.
@@ -157,9 +184,8 @@ impl Catalog {
             }
         };
         for ent in rd {
-            let p = ent?.path().join("catalog");
-            if let Ok(bytes) = std::fs::read(&p) {
-                out.push(decode(&bytes).with_context(|| format!("catalog {}", p.display()))?);
+            if let Some((state, _)) = load(&ent?.path())? {
+                out.push(state);
             }
         }
         out.sort_by(|a, b| a.source_path.cmp(&b.source_path));
@@ -186,8 +212,49 @@ fn dec_plane(d: &mut Dec) -> Result<Plane> {
     Ok(Plane::from_words(words))
 }
 
-/// Serialises a catalog state (formats/catalog.md).
-pub fn encode(s: &CatalogState) -> Vec<u8> {
+/// Reads the catalog in the source directory `dir`: its state and, for a
+/// catalog of format 4, the manifest naming its chunks; `None` when there
+/// is no catalog yet. A commit that compacts may remove the pack a
+/// manifest just read names (readers take no lock), so a missing pack is
+/// read again from the manifest committed since.
+pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>> {
+    let file = dir.join("catalog");
+    let mut last_missing = None;
+    for _ in 0..4 {
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read catalog {}", file.display()))
+            }
+        };
+        let (version, body) =
+            open_sealed(&bytes).with_context(|| format!("catalog {}", file.display()))?;
+        if version < 4 {
+            let state = decode_body(&body, version)
+                .with_context(|| format!("catalog {}", file.display()))?;
+            return Ok(Some((state, None)));
+        }
+        let m =
+            pack::Manifest::decode(&body).with_context(|| format!("catalog {}", file.display()))?;
+        if !pack::pack_path(dir, m.generation).exists() && last_missing != Some(m.generation) {
+            last_missing = Some(m.generation);
+            continue;
+        }
+        let body = pack::read_body(dir, &m)?;
+        let state =
+            decode_body(&body, version).with_context(|| format!("catalog {}", file.display()))?;
+        return Ok(Some((state, Some(m))));
+    }
+    bail!(
+        "catalog {}: its pack {} is missing; restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
+        file.display(),
+        pack::pack_path(dir, last_missing.unwrap_or(0)).display()
+    )
+}
+
+/// Serialises a catalog state's body (formats/catalog.md, Body).
+pub fn encode_body(s: &CatalogState) -> Vec<u8> {
     let mut e = Enc::new();
     e.fixed(&s.source_uuid);
     e.bytes(&s.source_path);
@@ -224,11 +291,12 @@ pub fn encode(s: &CatalogState) -> Vec<u8> {
         None => Vec::new(),
     };
     e.bytes(&rules);
-    crate::sealed::seal(&CATALOG_MAGIC, CATALOG_VERSION, &e.buf)
+    e.buf
 }
 
-/// Parses and checks a catalog file.
-pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
+/// Checks a sealed catalog file and returns its version and body: the
+/// state itself up to version 3, the manifest from version 4.
+pub fn open_sealed(bytes: &[u8]) -> Result<(u32, Vec<u8>)> {
     let (version, body) = crate::sealed::open(
         bytes,
         &CATALOG_MAGIC,
@@ -238,7 +306,7 @@ pub fn decode(bytes: &[u8]) -> Result<CatalogState> {
     if !(1..=CATALOG_VERSION).contains(&version) {
         bail!("catalog format version {version} is not supported by this snapdump (it reads 1 to {CATALOG_VERSION}); use a newer snapdump");
     }
-    decode_body(&body, version)
+    Ok((version, body))
 }
 
 /// Parses a catalog body (after its checksum and compression were checked).

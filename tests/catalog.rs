@@ -1,0 +1,285 @@
+//! The catalog's chunk pack (catalog format 4): commits append only what
+//! changed, survive a kill at every step, compact, read format-3
+//! catalogs, and refuse damage with one clear line. Every chain is
+//! restored and compared with its source byte for byte.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn source_dir(cat: &Path) -> PathBuf {
+    fs::read_dir(cat.join("sources"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+fn packs(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("catalog.pack."))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A tree with some bulk (so the catalog has many chunks) and a change
+/// function touching a few files, adding and removing some.
+fn grow(src: &Path, round: u64) {
+    for i in 0..40 {
+        let f = src.join(format!("d{}/f{i}", i % 4));
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        if round == 0 || (i + round) % 13 == 0 {
+            fs::write(
+                &f,
+                bytes(round * 100 + i, 20_000 + (i as usize * 997) % 90_000),
+            )
+            .unwrap();
+        }
+    }
+    if round > 0 {
+        fs::write(src.join(format!("new{round}")), bytes(round, 5000)).unwrap();
+        let _ = fs::remove_file(src.join(format!("new{}", round - 1)));
+    }
+}
+
+fn restore_chain(streams: &[PathBuf], out: &Path) {
+    let _ = fs::remove_dir_all(out);
+    for s in streams {
+        let (c, _, e) = run_s(&["restore", "-r", "-f", p(s), "--target", p(out)]);
+        assert_eq!(c, 0, "restore of {}: {e}", s.display());
+    }
+}
+
+#[test]
+fn an_unchanged_level_1_appends_almost_nothing_to_the_pack() {
+    let t = paths();
+    grow(&t.src, 0);
+    // A large file so the body is many chunks of block checksums.
+    fs::write(t.src.join("big"), bytes(7, 24 << 20)).unwrap();
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    let before = packs(&dir);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let s1 = t.dir.path().join("s1");
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
+    let after = packs(&dir);
+    assert_eq!(after[0].0, before[0].0);
+    let grew = after[0].1 - before[0].1;
+    // The new snapshot's row and plane, and the chunks around them.
+    assert!(
+        grew < 256 << 10,
+        "an unchanged level 1 appended {grew} bytes to a {}-byte pack",
+        before[0].1
+    );
+    assert!(fs::metadata(dir.join("catalog")).unwrap().len() < 64 << 10);
+    restore_chain(&[s0, s1], &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
+
+#[test]
+fn a_chain_killed_at_every_commit_step_restores_exactly() {
+    let t = paths();
+    grow(&t.src, 0);
+    let big = t.src.join("big");
+    let mut streams = Vec::new();
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    streams.push(s0);
+    let dir = source_dir(&t.cat);
+    // Each committed dump one level up, so the chain is every stream.
+    let mut level = 1;
+    for (round, point) in [
+        (1, "catalog-chunk:1"),
+        (2, "catalog-chunk:3"),
+        (3, "catalog-packed:1"),
+        (4, "catalog-committed:1"),
+    ] {
+        grow(&t.src, round);
+        // Its 8,192 block checksums, all new: several chunks to append.
+        fs::write(&big, bytes(round, 32 << 20)).unwrap();
+        let manifest = fs::read(dir.join("catalog")).unwrap();
+        let killed = t.dir.path().join(format!("k{round}"));
+        let out = bin()
+            .args([
+                "dump",
+                &format!("-{level}"),
+                "-f",
+                p(&killed),
+                "--catalog",
+                p(&t.cat),
+                p(&t.src),
+            ])
+            .env("SNAPDUMP_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: the dump was not stopped");
+        let after = fs::read(dir.join("catalog")).unwrap();
+        if point.starts_with("catalog-committed") {
+            // The manifest was renamed in: the dump's snapshot exists, and
+            // its stream is complete (it was closed before the commit).
+            assert_ne!(after, manifest, "{point}");
+            streams.push(killed);
+            level += 1;
+        } else {
+            assert_eq!(after, manifest, "{point}: the catalog changed");
+        }
+        let s = t.dir.path().join(format!("s{round}"));
+        let (c, _, e) = run_s(&[
+            "dump",
+            &format!("-{level}"),
+            "-f",
+            p(&s),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 0, "after {point}: {e}");
+        streams.push(s);
+        level += 1;
+        assert_eq!(packs(&dir).len(), 1, "after {point}: {:?}", packs(&dir));
+        restore_chain(&streams, &t.out);
+        assert_same_tree(&t.src, &t.out);
+    }
+}
+
+#[test]
+fn many_increments_compact_the_pack_and_keep_one() {
+    let t = paths();
+    grow(&t.src, 0);
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    let mut generations = std::collections::BTreeSet::new();
+    let mut last = s0.clone();
+    for round in 1..=12 {
+        // Rewrite a big file whole each round: its checksums are all new.
+        fs::write(t.src.join("churn"), bytes(1000 + round, 16 << 20)).unwrap();
+        let s = t.dir.path().join(format!("s{round}"));
+        let (c, _, e) = run_s(&["dump", "-0", "-f", p(&s), "--catalog", p(&t.cat), p(&t.src)]);
+        assert_eq!(c, 0, "{e}");
+        let ps = packs(&dir);
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        generations.insert(ps[0].0.clone());
+        // Never more than three times what is live, plus the slack and
+        // one round's appends (a round adds at most 4,096 checksums).
+        let (_, m) = snapdump::catalog::load(&dir).unwrap().unwrap();
+        let live = m.unwrap().live_bytes();
+        let bound = 3 * live + snapdump::catalog::pack::COMPACT_SLACK + (128 << 10);
+        assert!(ps[0].1 <= bound, "{ps:?}: {live} live bytes");
+        last = s;
+    }
+    assert!(
+        generations.len() > 1,
+        "the pack was never compacted: {generations:?}"
+    );
+    restore_chain(&[last], &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
+
+#[test]
+fn a_format_3_catalog_is_read_and_upgraded_by_the_next_commit() {
+    let t = paths();
+    grow(&t.src, 0);
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    // Format 3 is the same body sealed in the catalog file itself.
+    let (state, _) = snapdump::catalog::load(&dir).unwrap().unwrap();
+    let v3 = snapdump::sealed::seal(
+        &snapdump::catalog::CATALOG_MAGIC,
+        3,
+        &snapdump::catalog::encode_body(&state),
+    );
+    fs::write(dir.join("catalog"), &v3).unwrap();
+    for (n, _) in packs(&dir) {
+        fs::remove_file(dir.join(n)).unwrap();
+    }
+    let (c, out, e) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat), p(&t.src)]);
+    assert_eq!(c, 0, "{e}");
+    assert!(String::from_utf8_lossy(&out).contains("\"level\""));
+    grow(&t.src, 1);
+    let s1 = t.dir.path().join("s1");
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-1",
+        "-f",
+        p(&s1),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(packs(&dir).len(), 1);
+    let (version, _) =
+        snapdump::catalog::open_sealed(&fs::read(dir.join("catalog")).unwrap()).unwrap();
+    assert_eq!(version, 4);
+    restore_chain(&[s0, s1], &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
+
+#[test]
+fn a_damaged_or_missing_pack_is_one_clear_line_and_changes_nothing() {
+    let t = paths();
+    grow(&t.src, 0);
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    let (name, len) = packs(&dir).remove(0);
+    let pack = dir.join(&name);
+    let good = fs::read(&pack).unwrap();
+    let s1 = t.dir.path().join("s1");
+    let mut rng = Rng(5);
+    for at in [
+        0,
+        12,
+        30,
+        64 + rng.next() as usize % (len as usize - 100),
+        len as usize - 1,
+    ] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x04;
+        fs::write(&pack, &bad).unwrap();
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-1",
+            "-f",
+            p(&s1),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 2, "byte {at}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "byte {at}: {e}");
+        assert!(e.contains(&name) && e.contains("damaged"), "byte {at}: {e}");
+        assert!(!s1.exists(), "byte {at}: a stream was written");
+    }
+    fs::remove_file(&pack).unwrap();
+    let (c, _, e) = run_s(&["snapshots", "--catalog", p(&t.cat), p(&t.src)]);
+    assert_eq!(c, 2, "{e}");
+    assert!(e.contains(&name), "{e}");
+    fs::write(&pack, &good).unwrap();
+    let (c, _, e) = run_s(&[
+        "dump",
+        "-1",
+        "-f",
+        p(&s1),
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    restore_chain(&[s0, s1], &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
