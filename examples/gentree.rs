@@ -167,7 +167,7 @@ fn mutate(dir: &Path, seed: u64) {
 /// The scale tree: many small text files, a few big text files.
 fn scale(dir: &Path, files: u64, dirs: u64, big: u64, big_gib: u64) {
     fs::create_dir_all(dir.join("big")).unwrap();
-    let mut rng = Rng(0x5eed_5ca1e_u64 << 8 | 1);
+    let mut rng = Rng(0x05_eed5_ca1e_u64 << 8 | 1);
     for i in 0..dirs {
         fs::create_dir_all(dir.join(format!("small/d{i:03}"))).unwrap();
     }
@@ -187,7 +187,7 @@ fn scale(dir: &Path, files: u64, dirs: u64, big: u64, big_gib: u64) {
 /// Files of 64 KiB runs alternating random bytes and written zeros.
 fn runs(dir: &Path, gib: u64) {
     fs::create_dir_all(dir).unwrap();
-    let mut rng = Rng(0x5eed_0f_2u64 << 8 | 1);
+    let mut rng = Rng(0x05ee_d0f2_u64 << 8 | 1);
     let mut buf = vec![0u8; 1 << 20];
     for i in 0..gib {
         let mut f = File::create(dir.join(format!("runs{i}.bin"))).unwrap();
