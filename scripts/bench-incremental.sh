@@ -16,7 +16,7 @@ sleep 1.2
 warm
 
 "$bin" dump -0 -f "$out/s0.sdump" --catalog "$out/cat" "$src"
-tar --sparse --xattrs -g "$out/tar.snar" -cf - -C "$src" . | zstd -q -3 -T0 > "$out/t0.tar.zst"
+tar --sparse --xattrs --atime-preserve=system -g "$out/tar.snar" -cf - -C "$src" . | zstd -q -3 -T0 > "$out/t0.tar.zst"
 entries=$(find "$src" | wc -l)
 
 printf '\n%-44s %9s %14s\n' "level 1 of an unchanged tree" "seconds" "stream bytes"
@@ -28,7 +28,7 @@ opens=$(awk '$NF ~ /^(openat|open)$/ {s+=$4} END {print s+0}' "$out/strace")
 reads=$(awk '$NF ~ /^(read|pread64)$/ {s+=$4} END {print s+0}' "$out/strace")
 echo "  syscalls for $entries entries: $stats stat-family, $opens opens, $reads reads"
 cp "$out/tar.snar" "$out/tar.snar.u"
-timeit bash -c "tar --sparse --xattrs -g '$out/tar.snar.u' -cf - -C '$src' . | zstd -q -3 -T0 > '$out/u1.tar.zst'"
+timeit bash -c "tar --sparse --xattrs --atime-preserve=system -g '$out/tar.snar.u' -cf - -C '$src' . | zstd -q -3 -T0 > '$out/u1.tar.zst'"
 printf '%-44s %9.2f %14d\n' "tar -g | zstd -3 -T0" "$secs" "$(stat -c %s "$out/u1.tar.zst")"
 
 changed=$("$gen" mutate "$src" "$((seed + 1))")
@@ -39,7 +39,7 @@ timeit "$bin" dump -1 -f "$out/s1.sdump" --catalog "$out/cat" "$src"
 s1=$(stat -c %s "$out/s1.sdump"); t1=$secs
 printf '%-44s %9.2f %14d\n' "snapdump dump -1" "$secs" "$s1"
 cp "$out/tar.snar" "$out/tar.snar.1"
-timeit bash -c "tar --sparse --xattrs -g '$out/tar.snar.1' -cf - -C '$src' . | zstd -q -3 -T0 > '$out/t1.tar.zst'"
+timeit bash -c "tar --sparse --xattrs --atime-preserve=system -g '$out/tar.snar.1' -cf - -C '$src' . | zstd -q -3 -T0 > '$out/t1.tar.zst'"
 tz=$(stat -c %s "$out/t1.tar.zst")
 printf '%-44s %9.2f %14d\n' "tar --listed-incremental | zstd -3 -T0" "$secs" "$tz"
 awk -v s="$s1" -v c="$changed" -v t="$tz" -v a="$t1" -v b="$secs" 'BEGIN {

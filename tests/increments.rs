@@ -1394,3 +1394,72 @@ fn what_happens_to_a_target_between_a_kill_and_the_next_run() {
     assert!(snapshot_tree(&u) == new);
     assert!(!dir.join(".t-renamed.snapdump-next").exists());
 }
+
+/// Entries a user adds or removes while an increment is being finished
+/// (after its last survey) are neither lost nor in the way: added ones end
+/// up in the new snapshot's directories (rescued from the old tree after
+/// the exchange; in place they stay where they are), a foreign entry the
+/// survey saw and its user then removed is simply not kept.
+#[test]
+fn entries_a_user_adds_or_removes_during_the_finish_are_kept_or_let_go() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (ch, s0, s1, _old, new) = change_of_every_kind();
+    let dir = ch.t.dir.path();
+    for inplace in [false, true] {
+        let t = dir.join(format!("t-late-{inplace}"));
+        assert_eq!(
+            run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&t)]).0,
+            0
+        );
+        write(&t.join("user-early"), b"gone before the finish");
+        let pause = dir.join(format!("paused-{inplace}"));
+        let mut args = vec!["restore", "-r", "-f", p(&s1), "--target", p(&t)];
+        if inplace {
+            args.push("--inplace");
+        }
+        let child = bin()
+            .args(&args)
+            .env("SNAPDUMP_PAUSE", "apply-finish")
+            .env("SNAPDUMP_PAUSE_FILE", &pause)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !pause.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the apply never paused"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs::remove_file(t.join("user-early")).unwrap();
+        write(&t.join("user-late"), b"keep me");
+        fs::create_dir(t.join("d/user-late-dir")).unwrap();
+        write(&t.join("d/user-late-dir/f"), b"me too");
+        fs::remove_file(&pause).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "inplace {inplace}: {e}");
+        assert_eq!(fs::read(t.join("user-late")).unwrap(), b"keep me");
+        assert_eq!(fs::read(t.join("d/user-late-dir/f")).unwrap(), b"me too");
+        assert!(!t.join("user-early").exists());
+        let mut got = snapshot_tree(&t);
+        for extra in [
+            "user-late",
+            "d/user-late-dir",
+            "d/user-late-dir/f",
+            "d",
+            ".",
+        ] {
+            got.remove(extra.as_bytes());
+        }
+        let mut want = new.clone();
+        want.remove(b"d".as_slice());
+        want.remove(b".".as_slice());
+        assert!(got == want, "inplace {inplace}: not the new snapshot");
+        let leftover = dir.join(format!(".t-late-{inplace}.snapdump-next"));
+        assert!(!leftover.exists(), "the old tree was left beside");
+    }
+}

@@ -48,7 +48,7 @@ use super::flags::FlagPass;
 use super::pending::{ModeJournal, Pending, DELTA_MARKER, NEXT, OLD};
 use super::state::{StatePaths, TargetState, STATE_DIR};
 use super::summary::{committed, RestoreOptions, RestoreSummary};
-use super::survey::{survey, Survey};
+use super::survey::{survey, Depth, Survey};
 use super::writer::{create, io_ctx, set_attrs, DirWriter};
 use crate::fsx::{self, dirstack::DirStack};
 use crate::names::escape;
@@ -376,6 +376,10 @@ struct Checked {
     totals: DataTotals,
     stream_bytes: u64,
     sources: Vec<Option<Source>>,
+    /// The target as surveyed when the stream had been read (with
+    /// extended attribute names): the finish that follows at once starts
+    /// from it instead of walking the target again.
+    found: Survey,
 }
 
 /// What the target says to an increment.
@@ -665,7 +669,7 @@ impl Staged {
             &next_state,
             &checked.sources,
             self.force,
-            false,
+            Some(checked.found),
             report,
         )
         .map_err(|e| after_check(e, target, &paths, &self.root, state, &h.snapshot, beside))?;
@@ -838,7 +842,7 @@ fn check(
         t0,
         &front.tree,
         &mut |dir, name, ino, st| open_up(journal, dir, name, ino, st),
-        false,
+        Depth::Attrs,
     )?;
     let sources = decide(t0, &front.tree, &front.carried, &|g| {
         found.owner[g as usize].is_some_and(|(uid, _)| ours(uid)) && !found.shared[g as usize]
@@ -913,7 +917,13 @@ fn check(
     drop(writer);
     // The target may have been written to while a slow stream was read:
     // judged again as it is now, before the increment is declared checked.
-    let now = survey(root, t0, &front.tree, &mut |_, _, _, _| Ok(false), false)?;
+    let now = survey(
+        root,
+        t0,
+        &front.tree,
+        &mut |_, _, _, _| Ok(false),
+        Depth::Xattrs,
+    )?;
     judge(
         &now,
         t0,
@@ -951,6 +961,7 @@ fn check(
         totals,
         stream_bytes: r.offset(),
         sources,
+        found: now,
     })
 }
 
@@ -1082,7 +1093,7 @@ pub(super) fn recover(
         &next,
         &sources,
         force,
-        true,
+        None,
         report,
     )
     .map_err(|e| after_check(e, target, paths, &root, &state, &next.snapshot, beside))?;
@@ -1209,12 +1220,12 @@ fn finish(
     next_state: &TargetState,
     sources: &[Option<Source>],
     force: bool,
-    recovering: bool,
+    surveyed: Option<Survey>,
     report: &Report,
 ) -> Result<()> {
     if let Some(site) = &pending.site {
         return finish_beside(
-            target, site, root, pending, t0, next_state, sources, force, recovering, report,
+            target, site, root, pending, t0, next_state, sources, force, surveyed, report,
         );
     }
     if !pending.has(DELTA_MARKER) {
@@ -1245,7 +1256,7 @@ fn finish(
             sources,
             bs,
             force,
-            recovering,
+            surveyed,
             None,
             Some(&layout),
         )?;
@@ -1349,23 +1360,31 @@ fn complete_tree(
     sources: &[Option<Source>],
     bs: u64,
     force: bool,
-    recovering: bool,
+    surveyed: Option<Survey>,
     mut private: Option<&mut Privatizer>,
     layout: Option<&Layout>,
 ) -> Result<Vec<u64>> {
-    if recovering {
+    if surveyed.is_none() {
         // An interrupted run may have given the staged directories their
         // modes already (a mode-000 one among them).
         open_up_next(next, t1)?;
     }
+    // Tests add and remove a user's entries here, after the last survey
+    // of a run that checked the increment itself.
+    crate::failpoint::pause("apply-finish");
     let mut places = Places::new(next, root, layout)?;
     crate::failpoint::hit("apply-spool");
     let written = replay_spool(pending, &mut places, t1, private.as_deref_mut())?;
     crate::failpoint::hit("apply-trim");
     let trimmed = trim_inherited(&mut places, t0, t1, sources, bs, private.as_deref_mut())?;
-    // The target as it is now: entries a user added while the stream was
-    // read are kept too.
-    let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), true)?;
+    // The target as it was when the stream had been read (entries a user
+    // added while it was read are kept too), or, finishing an interrupted
+    // apply, as it is now. Entries added after that are rescued from the
+    // old tree after the exchange (in place, where they are, they stay).
+    let found = match surveyed {
+        Some(found) => found,
+        None => survey(root, t0, t1, &mut |_, _, _, _| Ok(false), Depth::Xattrs)?,
+    };
     drop_stale_xattrs(&mut places, t1, sources, &found, private.as_deref_mut())?;
     let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
     if let Some(p) = &private {
@@ -1412,7 +1431,7 @@ fn finish_beside(
     next_state: &TargetState,
     sources: &[Option<Source>],
     force: bool,
-    recovering: bool,
+    surveyed: Option<Survey>,
     report: &Report,
 ) -> Result<()> {
     let t1 = &next_state.tree;
@@ -1430,7 +1449,7 @@ fn finish_beside(
             sources,
             bs,
             force,
-            recovering,
+            surveyed,
             Some(&mut private),
             None,
         )?;
@@ -1464,7 +1483,7 @@ fn rescue_foreign(
     site: &super::exchange::Site,
     report: &Report,
 ) {
-    let moved = survey(old, t0, t1, &mut |_, _, _, _| Ok(false), false)
+    let moved = survey(old, t0, t1, &mut |_, _, _, _| Ok(false), Depth::Names)
         .and_then(|found| keep_foreign(old, new, t0, t1, &found, false, true));
     if let Err(e) = moved {
         let kept = site.keep_stage();
@@ -1901,14 +1920,18 @@ fn keep_foreign(
                 } else {
                     fsx::rename_at(dir, &f.name, dest, &f.name)
                 };
-                moved.map_err(|e| {
-                    anyhow!("cannot keep {} (not part of the snapshot): {e}", path())
-                })?;
+                match moved {
+                    // Removed by its user since the survey: nothing to keep.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    r => r.map_err(|e| {
+                        anyhow!("cannot keep {} (not part of the snapshot): {e}", path())
+                    })?,
+                }
             }
-            None if f.empty_dir || force => {
-                fsx::remove_tree_at(dir, &f.name)
-                    .map_err(|e| anyhow!("cannot remove {}: {e}", path()))?;
-            }
+            None if f.empty_dir || force => match fsx::remove_tree_at(dir, &f.name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r.map_err(|e| anyhow!("cannot remove {}: {e}", path()))?,
+            },
             None => {
                 bail!(
                     "{} appeared in the target during the restore and is in the way of the new snapshot: move it away, or rerun with --force",

@@ -14,6 +14,7 @@ use crate::fsx::{self, dirstack::DirStack};
 use crate::tree::{Kind, Tree, ROOT_INO};
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// An entry of the target that is not part of the snapshot it holds.
@@ -57,23 +58,24 @@ pub struct Survey {
 }
 
 /// Names of a tree's directories: (directory inode, name) to dirent index.
-pub struct Names(HashMap<(u64, Vec<u8>), usize>);
+/// Borrows the names and hashes with XXH3 (not SipHash): a survey looks
+/// up every entry of both trees, and a tree can hold millions.
+pub struct Names<'a>(
+    HashMap<(u64, &'a [u8]), usize, BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>>,
+);
 
-impl Names {
+impl<'a> Names<'a> {
     /// Indexes `tree`'s dirents.
-    pub fn new(tree: &Tree) -> Names {
-        Names(
-            tree.dirents
-                .iter()
-                .enumerate()
-                .skip(1)
-                .map(|(i, d)| ((d.parent, d.name.clone()), i))
-                .collect(),
-        )
+    pub fn new(tree: &'a Tree) -> Names<'a> {
+        let mut map = HashMap::with_capacity_and_hasher(tree.dirents.len(), Default::default());
+        for (i, d) in tree.dirents.iter().enumerate().skip(1) {
+            map.insert((d.parent, &d.name[..]), i);
+        }
+        Names(map)
     }
     /// The dirent named `name` in directory `dir`.
     pub fn get(&self, dir: u64, name: &[u8]) -> Option<usize> {
-        self.0.get(&(dir, name.to_vec())).copied()
+        self.0.get(&(dir, name)).copied()
     }
 }
 
@@ -109,8 +111,21 @@ pub(super) fn unchanged(st: &libc::stat, i: &crate::tree::Inode) -> bool {
 /// inode, stat)`; may open it up, and returns whether to retry.
 pub type OpenUp<'a> = &'a mut dyn FnMut(BorrowedFd, &[u8], u64, &libc::stat) -> Result<bool>;
 
-/// Reads the target against T0 (with `with_xattrs`, each file's extended
-/// attribute names too). `open_up(dir, name, ino, st)` is called
+/// How much a survey learns of the entries that are T0's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Depth {
+    /// Only whether each is still there with its kind (from the directory
+    /// listing where the file system gives types): enough to find the
+    /// foreign entries, one system call per directory rather than per
+    /// entry.
+    Names,
+    /// Owner, mode, times and size of each (a stat per entry).
+    Attrs,
+    /// Those and each file's extended attribute names.
+    Xattrs,
+}
+
+/// Reads the target against T0, to `depth`. `open_up(dir, name, ino, st)` is called
 /// for a T0 directory the process cannot read (a non-root owner's mode
 /// 000 directory): it may change the mode, and returns whether to retry.
 pub fn survey(
@@ -118,7 +133,7 @@ pub fn survey(
     t0: &Tree,
     t1: &Tree,
     open_up: OpenUp,
-    with_xattrs: bool,
+    depth: Depth,
 ) -> Result<Survey> {
     let t0_names = Names::new(t0);
     let t1_names = Names::new(t1);
@@ -182,24 +197,39 @@ pub fn survey(
             .enter_in(t0, ino)
             .map_err(|e| anyhow!("cannot open directory {} of the target: {e}", path(ino)))?;
         walked[ino as usize] = true;
-        for name in fsx::read_dir_names(dir)
+        for (name, typed) in fsx::read_dir_typed(dir)
             .map_err(|e| anyhow!("cannot read directory {} of the target: {e}", path(ino)))?
         {
             if ino == ROOT_INO && name == STATE_DIR.as_bytes() {
                 continue;
             }
+            let t0_entry = t0_names.get(ino, &name);
+            if depth == Depth::Names {
+                // The directory entry's type says whether T0's name still
+                // holds T0's kind: no stat needed (file systems that do
+                // not give types are stat-ed below).
+                if let (Some(i), Some(kind)) = (t0_entry, typed) {
+                    if kind == t0.inode(t0.dirents[i].ino).kind {
+                        seen[i] = true;
+                        continue;
+                    }
+                }
+            }
             let st = fsx::stat_at(dir, &name);
             let on_disk = st.as_ref().ok().and_then(|s| Kind::from_mode(s.st_mode));
-            if let Some(i) = t0_names.get(ino, &name) {
+            if let Some(i) = t0_entry {
                 let child = &t0.inodes[(t0.dirents[i].ino - 1) as usize];
                 if on_disk == Some(child.kind) {
                     seen[i] = true;
+                    if depth == Depth::Names {
+                        continue;
+                    }
                     let s = st.as_ref().expect("stat worked");
                     out.owner[child.ino as usize] = Some((s.st_uid, s.st_mode & 0o7777));
                     if child.kind == Kind::File {
                         out.attrs[child.ino as usize] = Some(fsx::attrs_of(s).1);
                         out.shared[child.ino as usize] = s.st_nlink > names_of[child.ino as usize];
-                        if with_xattrs {
+                        if depth == Depth::Xattrs {
                             out.xattr_names[child.ino as usize] =
                                 fsx::xattr::names(dir, &name).ok();
                         }
