@@ -12,6 +12,7 @@ use crate::report::Report;
 use crate::tree::{Extent, Inode, Kind, SourceKey, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
@@ -86,23 +87,35 @@ impl PrevDirs {
 /// to new inodes or another disk).
 pub struct PrevIndex<'a> {
     tree: &'a Tree,
-    by_key: HashMap<(u64, u64), u64>,
-    by_path: HashMap<Vec<u8>, u64>,
+    by_key: HashMap<(u64, u64), u64, BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>>,
+    /// Built on the first file not found by its key (a copied or restored
+    /// source): an unchanged tree never needs the paths.
+    by_path: std::cell::OnceCell<HashMap<Vec<u8>, u64>>,
 }
 
 impl<'a> PrevIndex<'a> {
     /// Indexes the regular files of `tree`.
     pub fn new(tree: &'a Tree) -> Self {
-        let files = || tree.inodes.iter().filter(|i| i.kind == Kind::File);
+        let mut by_key = HashMap::with_capacity_and_hasher(tree.inodes.len(), Default::default());
+        for i in tree.inodes.iter().filter(|i| i.kind == Kind::File) {
+            by_key.insert((i.src.dev, i.src.ino), i.ino);
+        }
         PrevIndex {
             tree,
-            by_key: files().map(|i| ((i.src.dev, i.src.ino), i.ino)).collect(),
-            by_path: files().map(|i| (tree.path(i.ino), i.ino)).collect(),
+            by_key,
+            by_path: std::cell::OnceCell::new(),
         }
     }
     /// The previous version of the file at `path` with source key `key`.
     pub fn find(&self, key: (u64, u64), path: &[u8]) -> Option<&'a Inode> {
-        let ino = self.by_key.get(&key).or_else(|| self.by_path.get(path))?;
+        let ino = self.by_key.get(&key).or_else(|| {
+            self.by_path
+                .get_or_init(|| {
+                    let files = self.tree.inodes.iter().filter(|i| i.kind == Kind::File);
+                    files.map(|i| (self.tree.path(i.ino), i.ino)).collect()
+                })
+                .get(path)
+        })?;
         Some(self.tree.inode(*ino))
     }
 }
@@ -375,7 +388,13 @@ impl Walker<'_> {
     }
 
     fn entry(&mut self, dir: BorrowedFd, dir_ino: u64, name: Vec<u8>) {
-        let st = match fsx::stat_at(dir, &name) {
+        // Honouring nodump asks statx for the flag: one call for both.
+        let stat = if self.opts.rules.is_some_and(|m| m.nodump) {
+            fsx::stat_nodump_at(dir, &name)
+        } else {
+            fsx::stat_at(dir, &name).map(|st| (st, false))
+        };
+        let (st, nodump) = match stat {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.warn("vanished during the scan; not in this dump".into());
@@ -391,7 +410,7 @@ impl Walker<'_> {
         }
         if let Some(m) = self.opts.rules {
             let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-            if m.excluded(&self.path, is_dir) || (m.nodump && fsx::nodump_at(dir, &name)) {
+            if m.excluded(&self.path, is_dir) || (m.nodump && nodump) {
                 return;
             }
         }

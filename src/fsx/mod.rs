@@ -518,26 +518,51 @@ pub fn exchange(a: &std::path::Path, b: &std::path::Path) -> io::Result<()> {
     .map(|_| ())
 }
 
-/// Whether the entry `name` in `dir` carries the nodump inode flag
-/// (`chattr +d`), from `statx`'s attributes (no need to open it); false
-/// where the file system does not report it.
-pub fn nodump_at(dir: BorrowedFd, name: &[u8]) -> bool {
-    let Ok(c) = cname(name) else {
-        return false;
-    };
+/// [`stat_at`] and whether the entry carries the nodump inode flag
+/// (`chattr +d`, from statx's attributes; false where the file system does
+/// not report it), in one `statx` call: a scan that honours nodump asks
+/// both of every entry. The stat is filled from the statx
+/// fields (device numbers through `makedev`, as glibc's `fstatat` does).
+pub fn stat_nodump_at(dir: BorrowedFd, name: &[u8]) -> io::Result<(libc::stat, bool)> {
+    let c = cname(name)?;
     // SAFETY: statx fills the zeroed struct; the name is NUL-terminated.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe {
+    let mut x: libc::statx = unsafe { std::mem::zeroed() };
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    check(unsafe {
         libc::statx(
             dir.as_raw_fd(),
             c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC,
-            0,
-            &mut st,
+            flags,
+            libc::STATX_BASIC_STATS,
+            &mut x,
         )
-    };
+    })?;
+    // SAFETY: a plain C struct; every field the callers read is set below.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
+    st.st_ino = x.stx_ino;
+    st.st_mode = x.stx_mode as libc::mode_t;
+    st.st_nlink = x.stx_nlink as libc::nlink_t;
+    st.st_uid = x.stx_uid;
+    st.st_gid = x.stx_gid;
+    st.st_rdev = libc::makedev(x.stx_rdev_major, x.stx_rdev_minor);
+    st.st_size = x.stx_size as libc::off_t;
+    st.st_blksize = x.stx_blksize as libc::blksize_t;
+    st.st_blocks = x.stx_blocks as libc::blkcnt_t;
+    st.st_atime = x.stx_atime.tv_sec as libc::time_t;
+    st.st_atime_nsec = x.stx_atime.tv_nsec as _;
+    st.st_mtime = x.stx_mtime.tv_sec as libc::time_t;
+    st.st_mtime_nsec = x.stx_mtime.tv_nsec as _;
+    st.st_ctime = x.stx_ctime.tv_sec as libc::time_t;
+    st.st_ctime_nsec = x.stx_ctime.tv_nsec as _;
     let flag = libc::STATX_ATTR_NODUMP as u64;
-    r == 0 && st.stx_attributes_mask & flag != 0 && st.stx_attributes & flag != 0
+    let nodump = x.stx_attributes_mask & flag != 0 && x.stx_attributes & flag != 0;
+    Ok((st, nodump))
 }
 
 /// Renames without replacing what is at the new name (`EEXIST` then):
