@@ -390,7 +390,13 @@ impl Walker<'_> {
     fn entry(&mut self, dir: BorrowedFd, dir_ino: u64, name: Vec<u8>) {
         // Honouring nodump asks statx for the flag: one call for both.
         let stat = if self.opts.rules.is_some_and(|m| m.nodump) {
-            fsx::stat_nodump_at(dir, &name)
+            match fsx::stat_nodump_at(dir, &name) {
+                // statx refused (an old seccomp profile): no flag known.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    fsx::stat_at(dir, &name).map(|st| (st, false))
+                }
+                r => r,
+            }
         } else {
             fsx::stat_at(dir, &name).map(|st| (st, false))
         };

@@ -78,6 +78,28 @@ pub struct CatalogState {
     pub flags_recorded: bool,
 }
 
+impl CatalogState {
+    /// A copy to build the next state in, without the newest snapshot's
+    /// tree: a dump reads that from the catalog it leaves untouched and
+    /// records its own tree in the copy, so the largest part of the state
+    /// (hundreds of MiB for a million files) is not held twice.
+    pub fn clone_without_tree(&self) -> CatalogState {
+        CatalogState {
+            source_uuid: self.source_uuid,
+            source_path: self.source_path.clone(),
+            block_size: self.block_size,
+            next_snap_id: self.next_snap_id,
+            snapshots: self.snapshots.clone(),
+            planes: self.planes.clone(),
+            active: self.active.clone(),
+            marks: self.marks.clone(),
+            tree: None,
+            rules: self.rules.clone(),
+            flags_recorded: self.flags_recorded,
+        }
+    }
+}
+
 /// A loaded catalog and where it lives.
 pub struct Catalog {
     /// The source's catalog directory.

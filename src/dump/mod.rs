@@ -383,7 +383,7 @@ fn run(
         report,
     };
     let scan_started = Time::now();
-    let mut state = catalog.state.clone();
+    let mut state = catalog.state.clone_without_tree();
     let written = match run.write(catalog, &mut state, &output, out, prescanned) {
         Ok(Some(w)) => w,
         Ok(None) => {
@@ -546,7 +546,7 @@ impl Run<'_> {
                 let t = tracked::changes(
                     sw,
                     &tracker_dir,
-                    state,
+                    &catalog.state,
                     source,
                     opts.level,
                     rules_same,
@@ -581,7 +581,7 @@ impl Run<'_> {
             let scan_opts = ScanOptions {
                 block_size: bs as u64,
                 exclude: exclude.clone(),
-                prev: state.tree.as_ref(),
+                prev: catalog.state.tree.as_ref(),
                 prev_has_flags: state.flags_recorded,
                 cross_mounts: self.opts.cross_mounts,
                 rules: Some(&matcher),
@@ -623,7 +623,7 @@ impl Run<'_> {
             plan::plan(
                 &mut ttree,
                 plan::PlanInput {
-                    prev: state.tree.as_ref(),
+                    prev: catalog.state.tree.as_ref(),
                     base,
                     planes: &mut planes,
                     prev_active: &state.active,
@@ -640,7 +640,7 @@ impl Run<'_> {
             plan::plan(
                 &mut wtree,
                 plan::PlanInput {
-                    prev: state.tree.as_ref(),
+                    prev: catalog.state.tree.as_ref(),
                     base,
                     planes: &mut wplanes,
                     prev_active: &state.active,
@@ -667,7 +667,7 @@ impl Run<'_> {
         let plan = plan::plan(
             &mut tree,
             plan::PlanInput {
-                prev: state.tree.as_ref(),
+                prev: catalog.state.tree.as_ref(),
                 base,
                 planes: &mut state.planes,
                 prev_active: &state.active,
@@ -688,7 +688,8 @@ impl Run<'_> {
             let newest = state.snapshots.len().checked_sub(1);
             let changed = plan.image.count() > 0
                 || plan.dealloc.count() > 0
-                || state
+                || catalog
+                    .state
                     .tree
                     .as_ref()
                     .is_none_or(|prev| !same_metadata(prev, &tree));
@@ -696,7 +697,8 @@ impl Run<'_> {
                 base_is_newest: base.is_some() && base == newest,
                 changed,
                 unchanged_since_newest: plan.active == state.active
-                    && state
+                    && catalog
+                        .state
                         .tree
                         .as_ref()
                         .is_some_and(|prev| same_metadata(prev, &tree)),

@@ -68,9 +68,31 @@ const LIST_AT_UNKNOWN: u8 = 0;
 const LIST_AT_YES: u8 = 1;
 const LIST_AT_NO: u8 = 2;
 
-/// `listxattrat(2)`'s number: the same on every architecture (calls added
-/// since Linux 5.1 share one table). The libc crate does not name it yet.
-const SYS_LISTXATTRAT: libc::c_long = 465;
+/// `listxattrat(2)`'s number where it is 465 (the generic table, shared
+/// by the architectures below; alpha and mips number it otherwise and use
+/// the /proc path). The libc crate does not name it yet.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "powerpc64",
+    target_arch = "s390x",
+    target_arch = "loongarch64"
+))]
+const SYS_LISTXATTRAT: Option<libc::c_long> = Some(465);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "powerpc64",
+    target_arch = "s390x",
+    target_arch = "loongarch64"
+)))]
+const SYS_LISTXATTRAT: Option<libc::c_long> = None;
 
 /// Lists `name` in `dir` with `listxattrat(2)`, without following a
 /// symlink: a lookup from the directory descriptor, where the /proc path
@@ -78,12 +100,13 @@ const SYS_LISTXATTRAT: libc::c_long = 465;
 /// file, and a survey or scan lists every file). None where the kernel
 /// (or a seccomp filter) does not offer the call.
 fn list_at(dir: BorrowedFd, name: &std::ffi::CStr, buf: &mut [u8]) -> Option<isize> {
+    let number = SYS_LISTXATTRAT?;
     if LIST_AT.load(Ordering::Relaxed) == LIST_AT_NO {
         return None;
     }
     let n = unsafe {
         libc::syscall(
-            SYS_LISTXATTRAT,
+            number,
             raw(dir),
             name.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,

@@ -376,10 +376,6 @@ struct Checked {
     totals: DataTotals,
     stream_bytes: u64,
     sources: Vec<Option<Source>>,
-    /// The target as surveyed when the stream had been read (with
-    /// extended attribute names): the finish that follows at once starts
-    /// from it instead of walking the target again.
-    found: Survey,
 }
 
 /// What the target says to an increment.
@@ -669,10 +665,21 @@ impl Staged {
             &next_state,
             &checked.sources,
             self.force,
-            Some(checked.found),
+            false,
             report,
         )
-        .map_err(|e| after_check(e, target, &paths, &self.root, state, &h.snapshot, beside))?;
+        .map_err(|e| {
+            after_check(
+                e,
+                target,
+                &paths,
+                &self.root,
+                state,
+                (&h.snapshot, &next_state.tree),
+                beside,
+                report,
+            )
+        })?;
         // The flags to set once the old tree beside, which shares the kept
         // files, is gone (the in-place finish set them itself; only when
         // there are any: trees can be large).
@@ -755,14 +762,24 @@ fn after_check(
     paths: &StatePaths,
     root: &OwnedFd,
     state: &TargetState,
-    to: &SnapshotRef,
+    to: (&SnapshotRef, &Tree),
     beside: bool,
+    report: &Report,
 ) -> anyhow::Error {
+    let (to, t1) = to;
     if !beside || !paths.apply_dir().exists() {
         return between(e, target, &state.snapshot, to);
     }
     let undone = Pending::open(paths).and_then(|p| {
         p.modes()?.restore(root, &state.tree)?;
+        if let Some(site) = &p.site {
+            // The user's entries the finish had moved into the new tree
+            // go back into the target before that tree is removed (or the
+            // tree is kept, named in a warning).
+            if let Ok(stage) = fsx::open_dir_path(&site.stage()) {
+                rescue_foreign(&stage, root, t1, &state.tree, site, report);
+            }
+        }
         p.remove()?;
         relock_quietly(root, &state.tree)
     });
@@ -922,7 +939,7 @@ fn check(
         t0,
         &front.tree,
         &mut |_, _, _, _| Ok(false),
-        Depth::Xattrs,
+        Depth::Attrs,
     )?;
     judge(
         &now,
@@ -961,7 +978,6 @@ fn check(
         totals,
         stream_bytes: r.offset(),
         sources,
-        found: now,
     })
 }
 
@@ -1093,10 +1109,21 @@ pub(super) fn recover(
         &next,
         &sources,
         force,
-        None,
+        true,
         report,
     )
-    .map_err(|e| after_check(e, target, paths, &root, &state, &next.snapshot, beside))?;
+    .map_err(|e| {
+        after_check(
+            e,
+            target,
+            paths,
+            &root,
+            &state,
+            (&next.snapshot, &next.tree),
+            beside,
+            report,
+        )
+    })?;
     let snap = next.snapshot.clone();
     paths.commit(&next)?;
     pending.remove()?;
@@ -1220,12 +1247,12 @@ fn finish(
     next_state: &TargetState,
     sources: &[Option<Source>],
     force: bool,
-    surveyed: Option<Survey>,
+    recovering: bool,
     report: &Report,
 ) -> Result<()> {
     if let Some(site) = &pending.site {
         return finish_beside(
-            target, site, root, pending, t0, next_state, sources, force, surveyed, report,
+            target, site, root, pending, t0, next_state, sources, force, recovering, report,
         );
     }
     if !pending.has(DELTA_MARKER) {
@@ -1256,7 +1283,7 @@ fn finish(
             sources,
             bs,
             force,
-            surveyed,
+            recovering,
             None,
             Some(&layout),
         )?;
@@ -1360,11 +1387,11 @@ fn complete_tree(
     sources: &[Option<Source>],
     bs: u64,
     force: bool,
-    surveyed: Option<Survey>,
+    recovering: bool,
     mut private: Option<&mut Privatizer>,
     layout: Option<&Layout>,
 ) -> Result<Vec<u64>> {
-    if surveyed.is_none() {
+    if recovering {
         // An interrupted run may have given the staged directories their
         // modes already (a mode-000 one among them).
         open_up_next(next, t1)?;
@@ -1377,14 +1404,11 @@ fn complete_tree(
     let written = replay_spool(pending, &mut places, t1, private.as_deref_mut())?;
     crate::failpoint::hit("apply-trim");
     let trimmed = trim_inherited(&mut places, t0, t1, sources, bs, private.as_deref_mut())?;
-    // The target as it was when the stream had been read (entries a user
-    // added while it was read are kept too), or, finishing an interrupted
-    // apply, as it is now. Entries added after that are rescued from the
-    // old tree after the exchange (in place, where they are, they stay).
-    let found = match surveyed {
-        Some(found) => found,
-        None => survey(root, t0, t1, &mut |_, _, _, _| Ok(false), Depth::Xattrs)?,
-    };
+    // The target as it is now: entries a user added while the stream was
+    // read are kept too. (Not the survey made when the stream had been
+    // read: a slow sender's commit can come long after it, and attributes
+    // changed meanwhile would go through the shared inodes into T1.)
+    let found = survey(root, t0, t1, &mut |_, _, _, _| Ok(false), Depth::Xattrs)?;
     drop_stale_xattrs(&mut places, t1, sources, &found, private.as_deref_mut())?;
     let mut changed: HashSet<u64> = written.union(&trimmed).copied().collect();
     if let Some(p) = &private {
@@ -1431,7 +1455,7 @@ fn finish_beside(
     next_state: &TargetState,
     sources: &[Option<Source>],
     force: bool,
-    surveyed: Option<Survey>,
+    recovering: bool,
     report: &Report,
 ) -> Result<()> {
     let t1 = &next_state.tree;
@@ -1449,7 +1473,7 @@ fn finish_beside(
             sources,
             bs,
             force,
-            surveyed,
+            recovering,
             Some(&mut private),
             None,
         )?;
@@ -1871,6 +1895,11 @@ fn untouched(
     out
 }
 
+/// Whether `name` is no longer in `dir` (a user removed it).
+fn gone(dir: BorrowedFd, name: &[u8]) -> bool {
+    matches!(fsx::stat_at(dir, name), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// Moves the entries that are not T0's into T1's directories where T1
 /// keeps their directory, when the new tree is swapped in `whole` (in
 /// place, such a directory is T0's own and they simply stay); removes those in the
@@ -1921,15 +1950,17 @@ fn keep_foreign(
                     fsx::rename_at(dir, &f.name, dest, &f.name)
                 };
                 match moved {
-                    // Removed by its user since the survey: nothing to keep.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Removed by its user since the survey (the entry
+                    // itself is gone, not the place it was to go to):
+                    // nothing to keep.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && gone(dir, &f.name) => {}
                     r => r.map_err(|e| {
                         anyhow!("cannot keep {} (not part of the snapshot): {e}", path())
                     })?,
                 }
             }
             None if f.empty_dir || force => match fsx::remove_tree_at(dir, &f.name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && gone(dir, &f.name) => {}
                 r => r.map_err(|e| anyhow!("cannot remove {}: {e}", path()))?,
             },
             None => {
