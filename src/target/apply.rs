@@ -756,6 +756,7 @@ fn note_in_place(target: &Path, why: &str) {
 /// such as a full file system does not wedge the target) and the message
 /// says the target is unchanged. Otherwise the target is between the two
 /// snapshots and the next run finishes the apply.
+#[allow(clippy::too_many_arguments)]
 fn after_check(
     e: anyhow::Error,
     target: &Path,
