@@ -1463,3 +1463,76 @@ fn entries_a_user_adds_or_removes_during_the_finish_are_kept_or_let_go() {
         assert!(!leftover.exists(), "the old tree was left beside");
     }
 }
+
+/// An atomic finish that fails after it moved a user's entries into the
+/// new tree (here the exchange itself is refused: the target's parent is
+/// immutable) gives them back to the target before that tree goes: they
+/// are never removed with it. The rerun, once the cause is gone, applies.
+#[test]
+fn a_failed_exchange_gives_the_users_entries_back() {
+    if !is_root() {
+        eprintln!("skipped: needs root (chattr +i)");
+        return;
+    }
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (ch, s0, s1, old, new) = change_of_every_kind();
+    let parent = ch.t.dir.path().join("parent");
+    fs::create_dir(&parent).unwrap();
+    let t = parent.join("t");
+    assert_eq!(
+        run_s(&["restore", "-r", "-f", p(&s0), "--target", p(&t)]).0,
+        0
+    );
+    write(&t.join("mine"), b"a user's file");
+    fs::create_dir(t.join("d/my-dir")).unwrap();
+    write(&t.join("d/my-dir/f"), b"and its content");
+    let pause = ch.t.dir.path().join("paused");
+    let child = bin()
+        .args(["restore", "-r", "-f", p(&s1), "--target", p(&t)])
+        .env("SNAPDUMP_PAUSE", "apply-finish")
+        .env("SNAPDUMP_PAUSE_FILE", &pause)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !pause.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the apply never paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The staged tree exists beside the target; the exchange will fail.
+    chattr("+i", &parent);
+    fs::remove_file(&pause).unwrap();
+    let out = child.wait_with_output().unwrap();
+    chattr("-i", &parent);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert_eq!(fs::read(t.join("mine")).unwrap(), b"a user's file", "{e}");
+    assert_eq!(fs::read(t.join("d/my-dir/f")).unwrap(), b"and its content");
+    let mut now = snapshot_tree(&t);
+    for extra in ["mine", "d/my-dir", "d/my-dir/f", "d", "."] {
+        now.remove(extra.as_bytes());
+    }
+    let mut want = old.clone();
+    want.remove(b"d".as_slice());
+    want.remove(b".".as_slice());
+    assert!(now == want, "the target is not the old snapshot: {e}");
+    // Once the parent is writable again the increment applies, keeping
+    // the user's entries.
+    let (c, _, e) = run_s(&["restore", "-r", "-f", p(&s1), "--target", p(&t)]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(fs::read(t.join("mine")).unwrap(), b"a user's file");
+    assert_eq!(fs::read(t.join("d/my-dir/f")).unwrap(), b"and its content");
+    let mut got = snapshot_tree(&t);
+    for extra in ["mine", "d/my-dir", "d/my-dir/f", "d", "."] {
+        got.remove(extra.as_bytes());
+    }
+    let mut want = new.clone();
+    want.remove(b"d".as_slice());
+    want.remove(b".".as_slice());
+    assert!(got == want, "not the new snapshot after the rerun");
+}

@@ -773,6 +773,7 @@ fn after_check(
     }
     let undone = Pending::open(paths).and_then(|p| {
         p.modes()?.restore(root, &state.tree)?;
+        p.unmark_checked()?;
         if let Some(site) = &p.site {
             // The user's entries the finish had moved into the new tree
             // go back into the target before that tree is removed (or the

@@ -127,6 +127,25 @@ impl Pending {
         replace_file(&self.dir.join(name), b"")
     }
 
+    /// Takes back the records that the increment was checked and its new
+    /// tree complete, durably, before an undo removes that tree: an undo
+    /// cut short (the tree half removed) is then undone again by the next
+    /// run, never finished by swapping in what is left of the tree.
+    pub fn unmark_checked(&self) -> Result<()> {
+        for name in ["swap1", "checked"] {
+            match fsx::unlink_at(self.fd.as_fd(), name.as_bytes(), false) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow!(
+                        "cannot remove {}: {e}",
+                        self.dir.join(name).display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        fsx::fsync(self.fd.as_fd()).with_context(|| format!("cannot flush {}", self.dir.display()))
+    }
+
     /// Removes the whole directory (what is in it is not needed anymore),
     /// and the tree beside the target: the unfinished new one when the
     /// apply is undone, the old one after the exchange.
