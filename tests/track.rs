@@ -759,7 +759,24 @@ impl InlineExt4 {
 
 impl Drop for InlineExt4 {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        // A tracker that just stopped may hold the file system a moment
+        // longer (its fanotify mark): retry, then detach it lazily rather
+        // than leave a mount behind every run.
+        let umount = |args: &[&str]| {
+            std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.mnt)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        for _ in 0..50 {
+            if umount(&[]) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = umount(&["-l"]);
     }
 }
 
