@@ -1402,8 +1402,6 @@ fn what_happens_to_a_target_between_a_kill_and_the_next_run() {
 /// survey saw and its user then removed is simply not kept.
 #[test]
 fn entries_a_user_adds_or_removes_during_the_finish_are_kept_or_let_go() {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     let (ch, s0, s1, _old, new) = change_of_every_kind();
     let dir = ch.t.dir.path();
     for inplace in [false, true] {
@@ -1418,22 +1416,7 @@ fn entries_a_user_adds_or_removes_during_the_finish_are_kept_or_let_go() {
         if inplace {
             args.push("--inplace");
         }
-        let child = bin()
-            .args(&args)
-            .env("SNAPDUMP_PAUSE", "apply-finish")
-            .env("SNAPDUMP_PAUSE_FILE", &pause)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !pause.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the apply never paused"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let child = spawn_paused(&args, "apply-finish", &pause);
         fs::remove_file(t.join("user-early")).unwrap();
         write(&t.join("user-late"), b"keep me");
         fs::create_dir(t.join("d/user-late-dir")).unwrap();
@@ -1474,8 +1457,6 @@ fn a_failed_exchange_gives_the_users_entries_back() {
         eprintln!("skipped: needs root (chattr +i)");
         return;
     }
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     let (ch, s0, s1, old, new) = change_of_every_kind();
     let parent = ch.t.dir.path().join("parent");
     fs::create_dir(&parent).unwrap();
@@ -1488,22 +1469,11 @@ fn a_failed_exchange_gives_the_users_entries_back() {
     fs::create_dir(t.join("d/my-dir")).unwrap();
     write(&t.join("d/my-dir/f"), b"and its content");
     let pause = ch.t.dir.path().join("paused");
-    let child = bin()
-        .args(["restore", "-r", "-f", p(&s1), "--target", p(&t)])
-        .env("SNAPDUMP_PAUSE", "apply-finish")
-        .env("SNAPDUMP_PAUSE_FILE", &pause)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !pause.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the apply never paused"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = spawn_paused(
+        &["restore", "-r", "-f", p(&s1), "--target", p(&t)],
+        "apply-finish",
+        &pause,
+    );
     // The staged tree exists beside the target; the exchange will fail.
     chattr("+i", &parent);
     fs::remove_file(&pause).unwrap();

@@ -591,8 +591,8 @@ fn a_source_changing_under_the_dump_is_reported_and_nothing_else_affected() {
     std::fs::write(t.src.join("vanishes"), bytes(2, 50_000)).unwrap();
     std::fs::write(t.src.join("swapped/b"), bytes(3, 50_000)).unwrap();
     let pause = t.dir.path().join("paused");
-    let child = bin()
-        .args([
+    let child = spawn_paused(
+        &[
             "dump",
             "-0",
             "--json",
@@ -601,21 +601,10 @@ fn a_source_changing_under_the_dump_is_reported_and_nothing_else_affected() {
             "--catalog",
             p(&t.cat),
             p(&t.src),
-        ])
-        .env("SNAPDUMP_PAUSE", "dump-after-scan")
-        .env("SNAPDUMP_PAUSE_FILE", &pause)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !pause.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "dump never paused"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        ],
+        "dump-after-scan",
+        &pause,
+    );
     // Between the scan and the data: a file vanishes, a directory is
     // replaced by a symlink to a place holding a file of the same name.
     std::fs::remove_file(t.src.join("vanishes")).unwrap();

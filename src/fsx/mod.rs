@@ -75,16 +75,22 @@ pub fn open_path(path: &std::path::Path, flags: libc::c_int) -> io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `fstatat` without following symlinks; an empty name stats `dir` itself.
-pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<libc::stat> {
-    let c = cname(name)?;
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let flags = libc::AT_SYMLINK_NOFOLLOW
+/// The `*at` flags that act on `name` in a directory without following a
+/// symlink, or on the directory itself when `name` is empty.
+fn nofollow_flags(name: &[u8]) -> libc::c_int {
+    libc::AT_SYMLINK_NOFOLLOW
         | if name.is_empty() {
             libc::AT_EMPTY_PATH
         } else {
             0
-        };
+        }
+}
+
+/// `fstatat` without following symlinks; an empty name stats `dir` itself.
+pub fn stat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<libc::stat> {
+    let c = cname(name)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let flags = nofollow_flags(name);
     check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, flags) })?;
     Ok(st)
 }
@@ -345,12 +351,7 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
 /// Changes ownership without following symlinks.
 pub fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
     let c = cname(name)?;
-    let flags = libc::AT_SYMLINK_NOFOLLOW
-        | if name.is_empty() {
-            libc::AT_EMPTY_PATH
-        } else {
-            0
-        };
+    let flags = nofollow_flags(name);
     check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(|_| ())
 }
 
@@ -527,12 +528,7 @@ pub fn stat_nodump_at(dir: BorrowedFd, name: &[u8]) -> io::Result<(libc::stat, b
     let c = cname(name)?;
     // SAFETY: statx fills the zeroed struct; the name is NUL-terminated.
     let mut x: libc::statx = unsafe { std::mem::zeroed() };
-    let flags = libc::AT_SYMLINK_NOFOLLOW
-        | if name.is_empty() {
-            libc::AT_EMPTY_PATH
-        } else {
-            0
-        };
+    let flags = nofollow_flags(name);
     check(unsafe {
         libc::statx(
             dir.as_raw_fd(),

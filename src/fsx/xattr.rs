@@ -127,35 +127,36 @@ fn list_at(dir: BorrowedFd, name: &std::ffi::CStr, buf: &mut [u8]) -> Option<isi
     Some(n)
 }
 
-/// The raw name list of `name` in `dir` (NUL-separated).
+/// The raw name list of `name` in `dir` (NUL-separated): by
+/// `listxattrat(2)` where the kernel has it, else as [`Target`] says.
 fn raw_names_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
-    if name.is_empty() {
-        return raw_names(&Target::new(dir, name)?);
-    }
-    let c = cname(name)?;
-    let mut names = vec![0u8; 4096];
-    loop {
-        let Some(n) = list_at(dir, &c, &mut names) else {
-            return raw_names(&Target::new(dir, name)?);
-        };
-        if n >= 0 {
-            names.truncate(n as usize);
-            return Ok(names);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e),
+    if !name.is_empty() {
+        let c = cname(name)?;
+        let mut unsupported = false;
+        let r = growing_list(|buf| {
+            list_at(dir, &c, buf).unwrap_or_else(|| {
+                unsupported = true;
+                -1
+            })
+        });
+        if !unsupported {
+            return r;
         }
     }
+    raw_names(&Target::new(dir, name)?)
 }
 
 /// The raw name list of `t` (NUL-separated).
 fn raw_names(t: &Target) -> io::Result<Vec<u8>> {
+    growing_list(|buf| t.list(buf))
+}
+
+/// Calls a list call with a buffer grown until the list fits; no list
+/// where the file system has no extended attributes.
+fn growing_list(mut list: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> {
     let mut names = vec![0u8; 4096];
     loop {
-        let n = t.list(&mut names);
+        let n = list(&mut names);
         if n >= 0 {
             names.truncate(n as usize);
             return Ok(names);

@@ -16,6 +16,31 @@ pub fn bin() -> Command {
     Command::new(bin_path())
 }
 
+/// Starts the binary with `args`, to stop at pause point `point`
+/// (`SNAPDUMP_PAUSE`), and returns once it waits there: the test acts,
+/// then removes `pause` to let it go on.
+pub fn spawn_paused(args: &[&str], point: &str, pause: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let child = bin()
+        .args(args)
+        .env("SNAPDUMP_PAUSE", point)
+        .env("SNAPDUMP_PAUSE_FILE", pause)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !pause.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{args:?} never paused at {point}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
 /// The path of the binary under test.
 pub fn bin_path() -> std::ffi::OsString {
     std::env::var_os("SNAPDUMP_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_snapdump").into())
