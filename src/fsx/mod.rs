@@ -144,18 +144,7 @@ pub fn readlink_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
 /// Lists the names in a directory (without "." and ".."), sorted bytewise so
 /// dumps of the same tree are laid out the same way.
 pub fn read_dir_names(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let dup = check(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-    let mut d = nix::dir::Dir::from_fd(dup).map_err(io::Error::from)?;
-    let mut names = Vec::new();
-    for ent in d.iter() {
-        let ent = ent.map_err(io::Error::from)?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
-        }
-    }
-    names.sort();
-    Ok(names)
+    Ok(read_dir_typed(dir)?.into_iter().map(|(n, _)| n).collect())
 }
 
 /// The entries of an open directory (without `.` and `..`), sorted, each
