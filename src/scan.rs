@@ -108,13 +108,18 @@ impl<'a> PrevIndex<'a> {
     }
     /// The previous version of the file at `path` with source key `key`.
     pub fn find(&self, key: (u64, u64), path: &[u8]) -> Option<&'a Inode> {
+        self.find_with(key, || path.to_vec())
+    }
+    /// As `find`, with the path made only when the key is not found (most
+    /// files keep their inode, and a path costs a walk up the tree).
+    pub fn find_with(&self, key: (u64, u64), path: impl FnOnce() -> Vec<u8>) -> Option<&'a Inode> {
         let ino = self.by_key.get(&key).or_else(|| {
             self.by_path
                 .get_or_init(|| {
                     let files = self.tree.inodes.iter().filter(|i| i.kind == Kind::File);
                     files.map(|i| (self.tree.path(i.ino), i.ino)).collect()
                 })
-                .get(path)
+                .get(&path())
         })?;
         Some(self.tree.inode(*ino))
     }

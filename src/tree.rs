@@ -386,9 +386,7 @@ impl Tree {
             e.u64(i.src.dev);
             e.u64(i.src.ino);
             e.u32(i.sums.len() as u32);
-            for s in &i.sums {
-                e.fixed(s);
-            }
+            e.fixed(i.sums.as_flattened());
         }
     }
 }
@@ -605,9 +603,12 @@ impl TreeBuilder {
                     inode.src.dev = d.u64()?;
                     inode.src.ino = d.u64()?;
                     let ns = d.count(16)?;
-                    for _ in 0..ns {
-                        inode.sums.push(d.fixed(16)?.try_into().unwrap());
-                    }
+                    // In one piece: a catalog holds a checksum per block.
+                    let raw = d.fixed(16 * ns)?;
+                    inode.sums = raw
+                        .chunks_exact(16)
+                        .map(|c| <[u8; 16]>::try_from(c).unwrap())
+                        .collect();
                 }
                 self.tree.push_inode(parent, name, inode);
             }

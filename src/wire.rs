@@ -19,6 +19,13 @@ impl Enc {
     pub fn new() -> Self {
         Enc { buf: Vec::new() }
     }
+    /// An empty encoder with room for `n` bytes: a large payload built
+    /// in one allocation is not copied again at every doubling.
+    pub fn with_capacity(n: usize) -> Self {
+        Enc {
+            buf: Vec::with_capacity(n),
+        }
+    }
     /// One byte.
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);

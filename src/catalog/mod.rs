@@ -215,6 +215,26 @@ impl Catalog {
     }
 }
 
+/// About the encoded body's length (from above, for trees of short
+/// names): the block checksums and planes dominate it.
+fn body_size_hint(s: &CatalogState) -> usize {
+    let planes: usize = s
+        .planes
+        .iter()
+        .chain([&s.active, &s.marks.alloc, &s.marks.dealloc])
+        .map(|p| 8 + 8 * p.words().len())
+        .sum();
+    let tree = s.tree.as_ref().map_or(0, |t| {
+        let inodes: usize = t
+            .inodes
+            .iter()
+            .map(|i| 160 + 24 * i.extents.len() + 16 * i.sums.len() + i.target.len())
+            .sum();
+        inodes + 48 * t.dirents.len()
+    });
+    4096 + 128 * s.snapshots.len() + planes + tree
+}
+
 fn enc_plane(e: &mut Enc, p: &Plane) {
     e.u64(p.words().len() as u64);
     for w in p.words() {
@@ -277,7 +297,7 @@ pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>
 
 /// Serialises a catalog state's body (formats/catalog.md, Body).
 pub fn encode_body(s: &CatalogState) -> Vec<u8> {
-    let mut e = Enc::new();
+    let mut e = Enc::with_capacity(body_size_hint(s));
     e.fixed(&s.source_uuid);
     e.bytes(&s.source_path);
     e.u32(s.block_size);

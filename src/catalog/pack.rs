@@ -162,6 +162,10 @@ pub fn read_body(dir: &Path, m: &Manifest) -> Result<Vec<u8>> {
     }
     let mut body = Vec::with_capacity(m.body_len().min(1 << 30) as usize);
     let mut rec = Vec::new();
+    // One context for every chunk: making one costs more than a chunk's
+    // decompression.
+    let mut zstd =
+        zstd::bulk::Decompressor::new().map_err(|e| damaged(format!("cannot start zstd: {e}")))?;
     for c in &m.chunks {
         rec.resize(CHUNK_HEADER_LEN + c.stored_len as usize, 0);
         f.read_exact_at(&mut rec, c.offset)
@@ -178,7 +182,8 @@ pub fn read_body(dir: &Path, m: &Manifest) -> Result<Vec<u8>> {
         }
         let at = body.len();
         body.resize(at + c.raw_len as usize, 0);
-        let n = zstd::bulk::decompress_to_buffer(&rec[CHUNK_HEADER_LEN..], &mut body[at..])
+        let n = zstd
+            .decompress_to_buffer(&rec[CHUNK_HEADER_LEN..], &mut body[at..])
             .map_err(|e| {
                 damaged(format!(
                     "the chunk at byte {} does not decompress: {e}",

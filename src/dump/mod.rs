@@ -301,7 +301,7 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         summary.resumed_bytes = kept.load(std::sync::atomic::Ordering::Relaxed);
     }
     // The stream is complete, synced and in place: now it may become a base.
-    catalog.state = new_state;
+    drop_aside(std::mem::replace(&mut catalog.state, new_state));
     catalog.commit().with_context(|| {
         format!(
             "the stream {} is complete, but the catalog could not record it, so it will not be a base for later levels",
@@ -321,10 +321,22 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
             ));
         }
     }
+    drop_aside(catalog);
     Ok(DumpSummary {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         ..summary
     })
+}
+
+/// Frees `what` on another thread. A catalog's tree is an allocation per
+/// inode (a million of them at scale): freeing it takes longer than
+/// committing the next one, and nothing waits for it (at exit the process
+/// just ends).
+fn drop_aside<T: Send + 'static>(what: T) {
+    // With no thread to be had, the failed spawn drops `what` here.
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(what));
 }
 
 /// What writing the stream produced, for the catalog to record.

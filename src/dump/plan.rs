@@ -174,7 +174,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             if f.kind != Kind::File {
                 continue;
             }
-            let Some(g) = index.find((f.src.dev, f.src.ino), &tree.path(f.ino)) else {
+            let Some(g) = index.find_with((f.src.dev, f.src.ino), || tree.path(f.ino)) else {
                 continue;
             };
             if unchanged(f, g)
