@@ -48,6 +48,27 @@ impl Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         let _ = run_s(&["track", "stop", "--catalog", p(&self.cat), p(&self.src)]);
+        // A stop that failed (a test that broke the tracker's directory
+        // or source on purpose) must not leave a daemon running after the
+        // suite: kill, by process id, any tracker still naming this test's
+        // catalog.
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in procs.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            let ours = args.windows(2).any(|w| w == [&b"track"[..], &b"start"[..]])
+                && args.iter().any(|a| *a == p(&self.cat).as_bytes());
+            if ours {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
