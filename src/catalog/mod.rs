@@ -179,7 +179,9 @@ impl Catalog {
             .manifest
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let body = encode_body(&self.state);
+        // The new body is about the loaded one's size: one allocation.
+        let hint = manifest.as_ref().map_or(0, |m| m.body_len() as usize);
+        let body = encode_body_sized(&self.state, hint + hint / 8);
         let new = pack::store(&self.dir, manifest.as_ref(), &body)?;
         crate::failpoint::hit("catalog-packed");
         replace_file(
@@ -213,26 +215,6 @@ impl Catalog {
         out.sort_by(|a, b| a.source_path.cmp(&b.source_path));
         Ok(out)
     }
-}
-
-/// About the encoded body's length (from above, for trees of short
-/// names): the block checksums and planes dominate it.
-fn body_size_hint(s: &CatalogState) -> usize {
-    let planes: usize = s
-        .planes
-        .iter()
-        .chain([&s.active, &s.marks.alloc, &s.marks.dealloc])
-        .map(|p| 8 + 8 * p.words().len())
-        .sum();
-    let tree = s.tree.as_ref().map_or(0, |t| {
-        let inodes: usize = t
-            .inodes
-            .iter()
-            .map(|i| 160 + 24 * i.extents.len() + 16 * i.sums.len() + i.target.len())
-            .sum();
-        inodes + 48 * t.dirents.len()
-    });
-    4096 + 128 * s.snapshots.len() + planes + tree
 }
 
 fn enc_plane(e: &mut Enc, p: &Plane) {
@@ -297,7 +279,12 @@ pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>
 
 /// Serialises a catalog state's body (formats/catalog.md, Body).
 pub fn encode_body(s: &CatalogState) -> Vec<u8> {
-    let mut e = Enc::with_capacity(body_size_hint(s));
+    encode_body_sized(s, 0)
+}
+
+/// `encode_body` into a buffer made with room for `size_hint` bytes.
+fn encode_body_sized(s: &CatalogState, size_hint: usize) -> Vec<u8> {
+    let mut e = Enc::with_capacity(size_hint);
     e.fixed(&s.source_uuid);
     e.bytes(&s.source_path);
     e.u32(s.block_size);

@@ -71,7 +71,7 @@ const LIST_AT_NO: u8 = 2;
 /// `listxattrat(2)`'s number where it is 465 (the generic table, shared
 /// by the architectures below; alpha and mips number it otherwise and use
 /// the /proc path). The libc crate does not name it yet.
-#[cfg(any(
+const SYS_LISTXATTRAT: Option<libc::c_long> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -80,19 +80,11 @@ const LIST_AT_NO: u8 = 2;
     target_arch = "powerpc64",
     target_arch = "s390x",
     target_arch = "loongarch64"
-))]
-const SYS_LISTXATTRAT: Option<libc::c_long> = Some(465);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-)))]
-const SYS_LISTXATTRAT: Option<libc::c_long> = None;
+)) {
+    Some(465)
+} else {
+    None
+};
 
 /// Lists `name` in `dir` with `listxattrat(2)`, without following a
 /// symlink: a lookup from the directory descriptor, where the /proc path
