@@ -90,7 +90,7 @@ pub fn catalog(data: &[u8]) {
         let _ = crate::catalog::pack::Manifest::decode(&body);
     }
     let _ = crate::catalog::pack::Manifest::decode(data);
-    let _ = crate::catalog::decode_body(data, crate::catalog::CATALOG_VERSION);
+    let _ = crate::catalog::decode_body_within(data, crate::catalog::CATALOG_VERSION, 1 << 24);
 }
 
 /// Parses `data` as one record, then its payload as every payload kind.

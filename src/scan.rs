@@ -177,7 +177,12 @@ pub fn scan(root: &Path, opts: &ScanOptions, report: &Report) -> Result<Tree> {
         bail!("source {} is not a directory", root.display());
     }
     let mut w = Walker {
-        tree: Tree::default(),
+        // About the previous tree's size: grown by doubling, a large
+        // tree is copied and faulted in again and again.
+        tree: Tree::with_capacity(
+            opts.prev
+                .map_or(0, |p| p.dirents.len() + p.dirents.len() / 16),
+        ),
         links: HashMap::new(),
         opts,
         prev: opts.prev.map(PrevIndex::new),
@@ -356,7 +361,7 @@ impl Walker<'_> {
             return;
         }
         let mut inode = g.clone();
-        inode.sums = Vec::new();
+        inode.sums = crate::tree::Sums::default();
         for x in inode.extents.iter_mut() {
             x.vbn = 0;
         }

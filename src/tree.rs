@@ -225,7 +225,53 @@ pub struct Inode {
     /// Source identity (catalog only; zero in streams).
     pub src: SourceKey,
     /// XXH3-128 checksum of each block, in extent order (catalog only).
-    pub sums: Vec<[u8; 16]>,
+    pub sums: Sums,
+}
+
+/// A file's block checksums in a catalog's tree: in memory, or left in
+/// the catalog's pack until a dump needs them. Why: checksums are most of
+/// a catalog (16 bytes a block against some 80 an entry), and a dump needs
+/// them only for the files that changed; left in the pack, loading and
+/// committing a catalog costs its entries, not its blocks.
+#[derive(Clone, Debug)]
+pub enum Sums {
+    /// In memory, one per data block in extent order.
+    Here(Vec<[u8; 16]>),
+    /// In a sums record of the catalog's pack (formats/catalog.md); boxed
+    /// so that an inode, of which a tree holds millions, stays small.
+    Packed(Box<PackedSums>),
+}
+
+impl Default for Sums {
+    fn default() -> Sums {
+        Sums::Here(Vec::new())
+    }
+}
+
+impl Sums {
+    /// How many checksums (data blocks) there are, loaded or not.
+    pub fn len(&self) -> usize {
+        match self {
+            Sums::Here(v) => v.len(),
+            Sums::Packed(p) => p.count as usize,
+        }
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a file's checksums are in a catalog's pack: the record's offset,
+/// and what it must hold (so a pack that lies is caught on reading).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedSums {
+    /// Offset of the sums record in the pack file.
+    pub offset: u64,
+    /// Number of checksums in the record.
+    pub count: u32,
+    /// BLAKE3 of the checksums' bytes.
+    pub hash: [u8; 32],
 }
 
 impl Inode {
@@ -242,7 +288,7 @@ impl Inode {
             projid: 0,
             extents: Vec::new(),
             src: SourceKey::default(),
-            sums: Vec::new(),
+            sums: Sums::default(),
         }
     }
     /// Number of data blocks (not holes) the file has.
@@ -273,11 +319,26 @@ pub struct Tree {
     first: Vec<usize>,
 }
 
+/// Where a catalog item's checksums are (catalog format 5 on): inline
+/// after this byte, or in a sums record of the pack.
+const SUMS_INLINE: u8 = 0;
+const SUMS_PACKED: u8 = 1;
+
 /// Entry tags of the metadata encoding.
 const TAG_INODE: u8 = 1;
 const TAG_LINK: u8 = 2;
 
 impl Tree {
+    /// An empty tree with room for `entries` names and inodes: a tree
+    /// of a million entries grown by doubling copies and faults in
+    /// hundreds of MiB on the way.
+    pub fn with_capacity(entries: usize) -> Tree {
+        Tree {
+            inodes: Vec::with_capacity(entries),
+            dirents: Vec::with_capacity(entries),
+            first: Vec::with_capacity(entries),
+        }
+    }
     /// The inode with number `ino` (which must exist).
     pub fn inode(&self, ino: u64) -> &Inode {
         &self.inodes[(ino - 1) as usize]
@@ -385,8 +446,21 @@ impl Tree {
         if form.catalog {
             e.u64(i.src.dev);
             e.u64(i.src.ino);
+            // Writers write only the current catalog form: a place byte,
+            // then the checksums or where they are.
+            debug_assert!(form.sums_place, "older catalog forms are read only");
             e.u32(i.sums.len() as u32);
-            e.fixed(i.sums.as_flattened());
+            match &i.sums {
+                Sums::Here(v) => {
+                    e.u8(SUMS_INLINE);
+                    e.fixed(v.as_flattened());
+                }
+                Sums::Packed(p) => {
+                    e.u8(SUMS_PACKED);
+                    e.u64(p.offset);
+                    e.fixed(&p.hash);
+                }
+            }
         }
     }
 }
@@ -400,6 +474,9 @@ pub struct ItemForm {
     pub flags: bool,
     /// The catalog's source identity and block checksums at the end.
     pub catalog: bool,
+    /// The checksums' place byte (catalog format 5 on): inline, or in
+    /// the pack.
+    pub sums_place: bool,
 }
 
 impl ItemForm {
@@ -407,21 +484,33 @@ impl ItemForm {
     pub const CURRENT: ItemForm = ItemForm {
         flags: true,
         catalog: false,
+        sums_place: false,
     };
     /// Items of formats written before file flags were recorded.
     pub const NO_FLAGS: ItemForm = ItemForm {
         flags: false,
         catalog: false,
+        sums_place: false,
     };
-    /// Items of catalogs written before file flags were recorded.
+    /// Items of catalogs written before file flags were recorded (read
+    /// only).
     pub const CATALOG_NO_FLAGS: ItemForm = ItemForm {
         flags: false,
         catalog: true,
+        sums_place: false,
+    };
+    /// Items of catalog formats 3 and 4: checksums always inline (read
+    /// only).
+    pub const CATALOG_INLINE_SUMS: ItemForm = ItemForm {
+        flags: true,
+        catalog: true,
+        sums_place: false,
     };
     /// Items as the current catalog writes them.
     pub const CATALOG: ItemForm = ItemForm {
         flags: true,
         catalog: true,
+        sums_place: true,
     };
 }
 
@@ -470,10 +559,17 @@ pub fn check_name(name: &[u8]) -> Result<()> {
 impl TreeBuilder {
     /// An empty builder for a stream of the given block size.
     pub fn new(block_size: u64) -> Self {
+        Self::with_capacity(block_size, 0)
+    }
+
+    /// A builder with room for `items` items (at most a million ahead of
+    /// time: a count read from a stream is a claim until the items come).
+    pub fn with_capacity(block_size: u64, items: u64) -> Self {
+        let n = items.min(1 << 20) as usize;
         TreeBuilder {
-            tree: Tree::default(),
+            tree: Tree::with_capacity(n),
             block_size,
-            names: std::collections::HashSet::new(),
+            names: std::collections::HashSet::with_capacity(n),
         }
     }
 
@@ -602,13 +698,34 @@ impl TreeBuilder {
                 if form.catalog {
                     inode.src.dev = d.u64()?;
                     inode.src.ino = d.u64()?;
-                    let ns = d.count(16)?;
-                    // In one piece: a catalog holds a checksum per block.
-                    let raw = d.fixed(16 * ns)?;
-                    inode.sums = raw
-                        .chunks_exact(16)
-                        .map(|c| <[u8; 16]>::try_from(c).unwrap())
-                        .collect();
+                    let packed = if form.sums_place {
+                        let count = d.u32()?;
+                        match d.u8()? {
+                            SUMS_INLINE => Err(count as usize),
+                            SUMS_PACKED if count > 0 => Ok(Box::new(PackedSums {
+                                count,
+                                offset: d.u64()?,
+                                hash: d.fixed(32)?.try_into().unwrap(),
+                            })),
+                            p => bail!(
+                                "inode {ino}: invalid checksum place {p} for {count} checksums"
+                            ),
+                        }
+                    } else {
+                        Err(d.count(16)?)
+                    };
+                    inode.sums = match packed {
+                        Ok(p) => Sums::Packed(p),
+                        Err(ns) => {
+                            // In one piece: a catalog holds a checksum per block.
+                            let raw = d.fixed(16 * ns)?;
+                            Sums::Here(
+                                raw.chunks_exact(16)
+                                    .map(|c| <[u8; 16]>::try_from(c).unwrap())
+                                    .collect(),
+                            )
+                        }
+                    };
                 }
                 self.tree.push_inode(parent, name, inode);
             }

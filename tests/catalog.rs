@@ -1,7 +1,8 @@
-//! The catalog's chunk pack (catalog format 4): commits append only what
-//! changed, survive a kill at every step, compact, read format-3
-//! catalogs, and refuse damage with one clear line. Every chain is
-//! restored and compared with its source byte for byte.
+//! The catalog's pack (catalog formats 4 and 5): commits append only what
+//! changed, keep block checksums outside the body, survive a kill at
+//! every step, compact, read format-3 and format-4 catalogs, and refuse
+//! damage with one clear line. Every chain is restored and compared with
+//! its source byte for byte.
 
 mod common;
 use common::*;
@@ -84,6 +85,15 @@ fn an_unchanged_level_1_appends_almost_nothing_to_the_pack() {
         before[0].1
     );
     assert!(fs::metadata(dir.join("catalog")).unwrap().len() < 64 << 10);
+    // The big file's 6,144 checksums are in the pack, not the body: the
+    // body is the entries and the planes.
+    let (state, m) = snapdump::catalog::load(&dir).unwrap().unwrap();
+    let body = m.unwrap().body_len();
+    assert!(body < 32 << 10, "a body of {body} bytes");
+    assert!(
+        state.packed_sums_bytes() > 6144 * 16,
+        "the checksums are not packed"
+    );
     restore_chain(&[s0, s1], &t.out);
     assert_same_tree(&t.src, &t.out);
 }
@@ -102,7 +112,7 @@ fn a_chain_killed_at_every_commit_step_restores_exactly() {
     let mut level = 1;
     for (round, point) in [
         (1, "catalog-chunk:1"),
-        (2, "catalog-chunk:3"),
+        (2, "catalog-sums:1"),
         (3, "catalog-packed:1"),
         (4, "catalog-committed:1"),
     ] {
@@ -174,8 +184,8 @@ fn many_increments_compact_the_pack_and_keep_one() {
         generations.insert(ps[0].0.clone());
         // Never more than three times what is live, plus the slack and
         // one round's appends (a round adds at most 4,096 checksums).
-        let (_, m) = snapdump::catalog::load(&dir).unwrap().unwrap();
-        let live = m.unwrap().live_bytes();
+        let (state, m) = snapdump::catalog::load(&dir).unwrap().unwrap();
+        let live = m.unwrap().live_bytes() + state.packed_sums_bytes();
         let bound = 3 * live + snapdump::catalog::pack::COMPACT_SLACK + (128 << 10);
         assert!(ps[0].1 <= bound, "{ps:?}: {live} live bytes");
         last = s;
@@ -184,48 +194,20 @@ fn many_increments_compact_the_pack_and_keep_one() {
         generations.len() > 1,
         "the pack was never compacted: {generations:?}"
     );
-    restore_chain(&[last], &t.out);
-    assert_same_tree(&t.src, &t.out);
-}
-
-#[test]
-fn a_format_3_catalog_is_read_and_upgraded_by_the_next_commit() {
-    let t = paths();
-    grow(&t.src, 0);
-    let s0 = t.dir.path().join("s0");
-    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
-    let dir = source_dir(&t.cat);
-    // Format 3 is the same body sealed in the catalog file itself.
-    let (state, _) = snapdump::catalog::load(&dir).unwrap().unwrap();
-    let v3 = snapdump::sealed::seal(
-        &snapdump::catalog::CATALOG_MAGIC,
-        3,
-        &snapdump::catalog::encode_body(&state),
+    // The checksums copied by the compactions still tell unchanged blocks:
+    // one block rewritten in the churned file, one block carried.
+    let churn = t.src.join("churn");
+    let mut data = fs::read(&churn).unwrap();
+    data[5 << 20] ^= 1;
+    fs::write(&churn, &data).unwrap();
+    let s1 = t.dir.path().join("s-last");
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
+    let len = fs::metadata(&s1).unwrap().len();
+    assert!(
+        len < 1 << 20,
+        "a one-block change made a {len}-byte increment"
     );
-    fs::write(dir.join("catalog"), &v3).unwrap();
-    for (n, _) in packs(&dir) {
-        fs::remove_file(dir.join(n)).unwrap();
-    }
-    let (c, out, e) = run_s(&["snapshots", "--json", "--catalog", p(&t.cat), p(&t.src)]);
-    assert_eq!(c, 0, "{e}");
-    assert!(String::from_utf8_lossy(&out).contains("\"level\""));
-    grow(&t.src, 1);
-    let s1 = t.dir.path().join("s1");
-    let (c, _, e) = run_s(&[
-        "dump",
-        "-1",
-        "-f",
-        p(&s1),
-        "--catalog",
-        p(&t.cat),
-        p(&t.src),
-    ]);
-    assert_eq!(c, 0, "{e}");
-    assert_eq!(packs(&dir).len(), 1);
-    let (version, _) =
-        snapdump::catalog::open_sealed(&fs::read(dir.join("catalog")).unwrap()).unwrap();
-    assert_eq!(version, 4);
-    restore_chain(&[s0, s1], &t.out);
+    restore_chain(&[last, s1], &t.out);
     assert_same_tree(&t.src, &t.out);
 }
 
@@ -280,6 +262,160 @@ fn a_damaged_or_missing_pack_is_one_clear_line_and_changes_nothing() {
         p(&t.src),
     ]);
     assert_eq!(c, 0, "{e}");
+    restore_chain(&[s0, s1], &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
+
+/// The testdata catalog of format 4 (checksums inline in the body; a
+/// level 0 of [`golden_tree`]), and the same body sealed as format 3, are
+/// read by dumps through the binary: their checksums keep every unchanged
+/// block, and the commit rewrites the catalog in the current format with
+/// the larger file's checksums in the pack, which the next dump uses.
+#[test]
+fn format_3_and_4_catalogs_from_testdata_are_read_and_upgraded() {
+    use snapdump::tree::Sums;
+    // The catalog names its source by path: one fixed path, one user at
+    // a time.
+    let root = Path::new("/tmp/snapdump-golden-catalog-test");
+    fs::create_dir_all(root).unwrap();
+    let lock = fs::File::create(root.join("lock")).unwrap();
+    lock.lock().unwrap();
+    let src = root.join("src");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/catalog-v4");
+    for version in [4, 3] {
+        let t = paths();
+        let _ = fs::remove_dir_all(&src);
+        golden_tree(&src);
+        let dir = t.cat.join("sources/b30213dd2a9ecc45");
+        fs::create_dir_all(&dir).unwrap();
+        for f in ["catalog", "catalog.pack.1", "source"] {
+            fs::copy(golden.join(f), dir.join(f)).unwrap();
+        }
+        if version == 3 {
+            // Format 3 is the same body sealed in the catalog file itself.
+            let m =
+                snapdump::catalog::open_sealed(&fs::read(dir.join("catalog")).unwrap()).unwrap();
+            let m = snapdump::catalog::pack::Manifest::decode(&m.1).unwrap();
+            let body = snapdump::catalog::pack::read_body(&dir, &m).unwrap();
+            let v3 = snapdump::sealed::seal(&snapdump::catalog::CATALOG_MAGIC, 3, &body);
+            fs::write(dir.join("catalog"), v3).unwrap();
+            fs::remove_file(dir.join("catalog.pack.1")).unwrap();
+        }
+        let (state, _) = snapdump::catalog::load(&dir).unwrap().unwrap();
+        assert_eq!(state.snapshots.len(), 1);
+        let tree = state.tree.unwrap();
+        let small = tree
+            .dirents
+            .iter()
+            .find(|d| d.name == b"small.txt")
+            .unwrap();
+        let Sums::Here(s) = &tree.inode(small.ino).sums else {
+            panic!("format {version}: checksums are inline");
+        };
+        assert_eq!(
+            *s,
+            vec![xxhash_rust::xxh3::xxh3_128(b"hello catalog\n").to_le_bytes()]
+        );
+        // Two increments, each after one block of the big file changed:
+        // each carries that block alone.
+        let big = src.join("big.bin");
+        for (level, at) in [(1, 5 * 4096 + 7), (2, 11 * 4096)] {
+            let mut data = fs::read(&big).unwrap();
+            data[at] ^= 1;
+            fs::write(&big, data).unwrap();
+            let s = t.dir.path().join(format!("s{level}"));
+            let (c, out, e) = run_s(&[
+                "dump",
+                &format!("-{level}"),
+                "--json",
+                "-f",
+                p(&s),
+                "--catalog",
+                p(&t.cat),
+                p(&src),
+            ]);
+            assert_eq!(c, 0, "format {version}, level {level}: {e}");
+            let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(j["data_blocks"], 1, "format {version}, level {level}: {j}");
+            let (v, _) =
+                snapdump::catalog::open_sealed(&fs::read(dir.join("catalog")).unwrap()).unwrap();
+            assert_eq!(v, snapdump::catalog::CATALOG_VERSION);
+            let (state, _) = snapdump::catalog::load(&dir).unwrap().unwrap();
+            let tree = state.tree.unwrap();
+            let d = tree.dirents.iter().find(|d| d.name == b"big.bin").unwrap();
+            assert!(matches!(tree.inode(d.ino).sums, Sums::Packed(_)));
+            let d = tree.dirents.iter().find(|d| d.name == b"mid.bin").unwrap();
+            assert!(matches!(tree.inode(d.ino).sums, Sums::Here(_)));
+        }
+    }
+    let _ = fs::remove_dir_all(&src);
+}
+
+/// The tree of testdata/catalog-v4 (made at
+/// /tmp/snapdump-golden-catalog-test/src): a 21-block file, a 16-block
+/// one in a directory, a small one and a symlink to it.
+fn golden_tree(src: &Path) {
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("big.bin"), bytes(1, 20 * 4096 + 123)).unwrap();
+    fs::write(src.join("small.txt"), b"hello catalog\n").unwrap();
+    fs::write(src.join("dir/mid.bin"), bytes(2, 16 * 4096)).unwrap();
+    std::os::unix::fs::symlink("small.txt", src.join("link")).unwrap();
+}
+
+/// A sums record damaged in the pack is found when a dump needs it (its
+/// file changed): one clear line naming the pack, and nothing written.
+#[test]
+fn a_damaged_checksum_record_is_one_clear_line_when_its_file_changes() {
+    use snapdump::tree::Sums;
+    let t = paths();
+    grow(&t.src, 0);
+    let big = t.src.join("big");
+    fs::write(&big, bytes(3, 4 << 20)).unwrap();
+    let s0 = t.dir.path().join("s0");
+    assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    let (state, m) = snapdump::catalog::load(&dir).unwrap().unwrap();
+    let tree = state.tree.unwrap();
+    let d = tree.dirents.iter().find(|d| d.name == b"big").unwrap();
+    let Sums::Packed(r) = &tree.inode(d.ino).sums else {
+        panic!("the big file's checksums are not in the pack");
+    };
+    let pack = snapdump::catalog::pack::pack_path(&dir, m.unwrap().generation);
+    let good = fs::read(&pack).unwrap();
+    let mut data = fs::read(&big).unwrap();
+    data[1 << 20] ^= 1;
+    fs::write(&big, &data).unwrap();
+    let s1 = t.dir.path().join("s1");
+    // The record's header, and a checksum inside it.
+    for at in [r.offset as usize + 5, r.offset as usize + 40 + 16 * 100 + 3] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x20;
+        fs::write(&pack, &bad).unwrap();
+        let (c, _, e) = run_s(&[
+            "dump",
+            "-1",
+            "-f",
+            p(&s1),
+            "--catalog",
+            p(&t.cat),
+            p(&t.src),
+        ]);
+        assert_eq!(c, 2, "byte {at}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "byte {at}: {e}");
+        assert!(
+            e.contains(&pack.display().to_string()) && e.contains("damaged"),
+            "byte {at}: {e}"
+        );
+        assert!(!s1.exists(), "byte {at}: a stream was written");
+    }
+    fs::write(&pack, &good).unwrap();
+    assert_eq!(dump_to(1, &s1, &t.cat, &t.src), 0);
+    // One block changed: the rest kept their numbers from the checksums.
+    let len = fs::metadata(&s1).unwrap().len();
+    assert!(
+        len < 256 << 10,
+        "a one-block change made a {len}-byte increment"
+    );
     restore_chain(&[s0, s1], &t.out);
     assert_same_tree(&t.src, &t.out);
 }

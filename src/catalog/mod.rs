@@ -18,7 +18,7 @@ pub mod pack;
 use crate::atomic::replace_file;
 use crate::planes::{MarkMaps, Plane};
 use crate::stream::header::SnapshotRef;
-use crate::tree::{Time, Tree, TreeBuilder};
+use crate::tree::{PackedSums, Sums, Time, Tree, TreeBuilder};
 use crate::wire::{Dec, Enc};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 /// Magic at the start of a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"SDCATLG\0";
 /// Catalog format version written and the newest read by this build:
-/// version 4 stores the body in a pack of chunks named by a manifest.
-pub const CATALOG_VERSION: u32 = 4;
+/// version 4 stores the body in a pack of chunks named by a manifest,
+/// version 5 the checksums of files over [`pack::INLINE_SUMS`] blocks in
+/// sums records of the pack, outside the body.
+pub const CATALOG_VERSION: u32 = 5;
 
 /// One row of the snapshot table.
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +81,19 @@ pub struct CatalogState {
 }
 
 impl CatalogState {
+    /// Bytes of the sums records the tree names in the pack: what a
+    /// compacted pack must hold besides the body's chunks.
+    pub fn packed_sums_bytes(&self) -> u64 {
+        self.tree
+            .iter()
+            .flat_map(|t| &t.inodes)
+            .map(|i| match &i.sums {
+                Sums::Packed(p) => pack::sums_record_len(p.count),
+                Sums::Here(_) => 0,
+            })
+            .sum()
+    }
+
     /// A copy to build the next state in, without the newest snapshot's
     /// tree: a dump reads that from the catalog it leaves untouched and
     /// records its own tree in the copy, so the largest part of the state
@@ -165,8 +180,21 @@ impl Catalog {
         })
     }
 
-    /// Writes the state atomically (temp file, fsync, rename, fsync dir).
-    pub fn commit(&self) -> Result<()> {
+    /// Reads the checksums the state's tree left in the pack.
+    pub fn sums(&self) -> pack::SumsReader {
+        let m = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pack::SumsReader::new(&self.dir, m.as_ref().map_or(0, |m| m.generation))
+    }
+
+    /// Writes the state atomically: new sums records and chunks appended
+    /// to the pack (or a fresh pack), synced, then the manifest replaced
+    /// (temp file, fsync, rename, fsync dir). On success the state's tree
+    /// names its larger files' checksums in the pack; on failure it is as
+    /// it was.
+    pub fn commit(&mut self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create catalog directory {}", self.dir.display()))?;
         let readme = self.dir.join("source");
@@ -179,19 +207,25 @@ impl Catalog {
             .manifest
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The new body is about the loaded one's size: one allocation.
-        let hint = manifest.as_ref().map_or(0, |m| m.body_len() as usize);
-        let body = encode_body_sized(&self.state, hint + hint / 8);
-        let new = pack::store(&self.dir, manifest.as_ref(), &body)?;
-        crate::failpoint::hit("catalog-packed");
-        replace_file(
-            &self.dir.join("catalog"),
-            &crate::sealed::seal(&CATALOG_MAGIC, CATALOG_VERSION, &new.encode()),
-        )?;
-        crate::failpoint::hit("catalog-committed");
-        // Committed: packs of other generations (the one a compaction
-        // replaced, or one a crash left unnamed) are garbage now.
-        pack::sweep(&self.dir, new.generation);
+        // Checksums move into the pack as references; each one moved is
+        // remembered so a failed commit can put it back.
+        let mut moved: Vec<(usize, Sums)> = Vec::new();
+        let stored = store_state(&self.dir, manifest.as_ref(), &mut self.state, &mut moved);
+        let new = match stored {
+            Ok(new) => new,
+            Err(e) => {
+                if let Some(t) = self.state.tree.as_mut() {
+                    for (i, sums) in moved {
+                        t.inodes[i].sums = sums;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // The old checksums are in the pack now: free them off the
+        // critical path.
+        drop(moved);
+        // From here the pack holds everything the manifest names.
         *manifest = Some(new);
         Ok(())
     }
@@ -217,14 +251,132 @@ impl Catalog {
     }
 }
 
+/// Stores the state's new checksums and body in the pack and commits the
+/// manifest naming them; records in `moved` every inode whose checksums
+/// it replaced with a reference, with what they were.
+fn store_state(
+    dir: &Path,
+    prev: Option<&pack::Manifest>,
+    state: &mut CatalogState,
+    moved: &mut Vec<(usize, Sums)>,
+) -> Result<pack::Manifest> {
+    let live = state.packed_sums_bytes();
+    let new: u64 = state
+        .tree
+        .iter()
+        .flat_map(|t| &t.inodes)
+        .map(|i| match &i.sums {
+            Sums::Here(v) if v.len() > pack::INLINE_SUMS => pack::sums_record_len(v.len() as u32),
+            _ => 0,
+        })
+        .sum();
+    let mut w = pack::PackWriter::begin(dir, prev, live, new)?;
+    if let Some(t) = state.tree.as_mut() {
+        // A fresh pack gets a copy of every record the body keeps naming.
+        let old = prev.map(|m| pack::SumsReader::new(dir, m.generation));
+        let mut copied: std::collections::HashMap<u64, PackedSums> = Default::default();
+        for (idx, inode) in t.inodes.iter_mut().enumerate() {
+            let put = match &inode.sums {
+                Sums::Here(v) if v.len() > pack::INLINE_SUMS => w.put_sums(v)?,
+                Sums::Packed(p) if w.fresh() => match copied.get(&p.offset) {
+                    Some(q) => *q,
+                    None => {
+                        let old = old.as_ref().ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "catalog {}: checksums name a pack it does not have",
+                                dir.display()
+                            )
+                        })?;
+                        let q = w.put_sums(&old.read(p)?)?;
+                        copied.insert(p.offset, q);
+                        q
+                    }
+                },
+                _ => continue,
+            };
+            moved.push((
+                idx,
+                std::mem::replace(&mut inode.sums, Sums::Packed(Box::new(put))),
+            ));
+        }
+    }
+    let hint = prev.map_or(0, |m| m.body_len() as usize);
+    // The new body is about the loaded one's size: one allocation.
+    let body = encode_body_sized(state, hint + hint / 8);
+    let new = w.finish(&body)?;
+    crate::failpoint::hit("catalog-packed");
+    replace_file(
+        &dir.join("catalog"),
+        &crate::sealed::seal(&CATALOG_MAGIC, CATALOG_VERSION, &new.encode()),
+    )?;
+    crate::failpoint::hit("catalog-committed");
+    // Committed: packs of other generations (the one a compaction
+    // replaced, or one a crash left unnamed) are garbage now.
+    pack::sweep(dir, new.generation);
+    Ok(new)
+}
+
+/// Plane forms (catalog format 5 on): its words, or its runs of VBNs.
+const PLANE_WORDS: u8 = 0;
+const PLANE_RUNS: u8 = 1;
+/// The highest VBN a plane stored as runs may reach (2^40 blocks, 4 PiB
+/// of 4 KiB blocks). The body's checksums keep damage from reaching the
+/// decoder; this bounds what a forged body can make it allocate.
+pub const MAX_RUN_END: u64 = 1 << 40;
+
+/// Writes a plane in the smaller of its two forms: a snapshot's plane is
+/// mostly long runs, so a catalog with many snapshots stays small and
+/// loads in time proportional to its runs, not its VBNs.
 fn enc_plane(e: &mut Enc, p: &Plane) {
+    let runs = p.runs();
+    if runs.len() * 16 < p.words().len() * 8 {
+        e.u8(PLANE_RUNS);
+        e.u64(runs.len() as u64);
+        for (v, n) in runs {
+            e.u64(v);
+            e.u64(n);
+        }
+    } else {
+        e.u8(PLANE_WORDS);
+        enc_words(e, p);
+    }
+}
+
+fn enc_words(e: &mut Enc, p: &Plane) {
     e.u64(p.words().len() as u64);
     for w in p.words() {
         e.u64(*w);
     }
 }
 
-fn dec_plane(d: &mut Dec) -> Result<Plane> {
+fn dec_plane(d: &mut Dec, version: u32, max_vbn: u64) -> Result<Plane> {
+    if version < 5 {
+        return dec_words(d);
+    }
+    match d.u8()? {
+        PLANE_WORDS => dec_words(d),
+        PLANE_RUNS => {
+            let n = d.u64()? as usize;
+            if n.saturating_mul(16) > d.remaining() {
+                bail!("plane of {n} runs does not fit");
+            }
+            let mut p = Plane::new();
+            let mut next = 1; // VBN 0 is never allocated
+            for _ in 0..n {
+                let (v, c) = (d.u64()?, d.u64()?);
+                if v < next || c == 0 || v.checked_add(c).is_none_or(|e| e > max_vbn) {
+                    bail!("plane run {v}+{c} is out of order or out of range");
+                }
+                p.set_run(v, c);
+                next = v + c + 1;
+            }
+            Ok(p)
+        }
+        f => bail!("unknown plane form {f}"),
+    }
+}
+
+fn dec_words(d: &mut Dec) -> Result<Plane> {
     let n = d.u64()? as usize;
     if n.saturating_mul(8) > d.remaining() {
         bail!("plane of {n} words does not fit");
@@ -340,6 +492,12 @@ pub fn open_sealed(bytes: &[u8]) -> Result<(u32, Vec<u8>)> {
 
 /// Parses a catalog body (after its checksum and compression were checked).
 pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
+    decode_body_within(body, version, MAX_RUN_END)
+}
+
+/// [`decode_body`] with planes stored as runs reaching at most VBN
+/// `max_vbn` (a fuzzer's memory is smaller than a catalog's).
+pub fn decode_body_within(body: &[u8], version: u32, max_vbn: u64) -> Result<CatalogState> {
     let mut d = Dec::new(body, "catalog");
     let source_uuid = d.fixed(16)?.try_into().unwrap();
     let source_path = d.bytes(1 << 16)?.to_vec();
@@ -375,25 +533,25 @@ pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
             data_blocks,
             output,
         });
-        planes.push(dec_plane(&mut d)?);
+        planes.push(dec_plane(&mut d, version, max_vbn)?);
     }
-    let active = dec_plane(&mut d)?;
+    let active = dec_plane(&mut d, version, max_vbn)?;
     let marks = MarkMaps {
-        alloc: dec_plane(&mut d)?,
-        dealloc: dec_plane(&mut d)?,
+        alloc: dec_plane(&mut d, version, max_vbn)?,
+        dealloc: dec_plane(&mut d, version, max_vbn)?,
     };
     let items = d.u64()?;
     let tree = if items == 0 {
         None
     } else {
-        let mut b = TreeBuilder::new(block_size as u64);
+        let mut b = TreeBuilder::with_capacity(block_size as u64, items);
         for _ in 0..items {
             b.decode_item(
                 &mut d,
-                if version >= 3 {
-                    crate::tree::ItemForm::CATALOG
-                } else {
-                    crate::tree::ItemForm::CATALOG_NO_FLAGS
+                match version {
+                    5.. => crate::tree::ItemForm::CATALOG,
+                    3 | 4 => crate::tree::ItemForm::CATALOG_INLINE_SUMS,
+                    _ => crate::tree::ItemForm::CATALOG_NO_FLAGS,
                 },
             )?;
         }
@@ -425,4 +583,127 @@ pub fn decode_body(body: &[u8], version: u32) -> Result<CatalogState> {
         rules,
         flags_recorded: version >= 3,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Attrs, Extent, Inode, Kind};
+
+    fn state_with_file(blocks: u64) -> CatalogState {
+        let mut tree = Tree::default();
+        let root = tree.push_inode(0, Vec::new(), Inode::new(0, Kind::Dir, Attrs::default()));
+        let mut f = Inode::new(0, Kind::File, Attrs::default());
+        f.size = blocks * 4096;
+        f.extents = vec![Extent {
+            block: 0,
+            vbn: 1,
+            count: blocks,
+        }];
+        f.sums = Sums::Here(
+            (0..blocks)
+                .map(|b| (b as u128 * 7919).to_le_bytes())
+                .collect(),
+        );
+        tree.push_inode(root, b"f".to_vec(), f);
+        let mut active = Plane::new();
+        active.set_run(1, blocks);
+        CatalogState {
+            source_uuid: [7; 16],
+            source_path: b"/src".to_vec(),
+            block_size: 4096,
+            next_snap_id: 1,
+            snapshots: Vec::new(),
+            planes: Vec::new(),
+            active,
+            marks: MarkMaps::default(),
+            tree: Some(tree),
+            rules: None,
+            flags_recorded: true,
+        }
+    }
+
+    fn catalog_in(dir: &Path, state: CatalogState) -> Catalog {
+        Catalog {
+            dir: dir.to_path_buf(),
+            state,
+            manifest: std::sync::Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn a_commit_moves_large_checksums_into_the_pack_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = catalog_in(dir.path(), state_with_file(100));
+        let before = c.state.tree.as_ref().unwrap().inode(2).sums.clone();
+        c.commit().unwrap();
+        let packed = &c.state.tree.as_ref().unwrap().inode(2).sums;
+        assert!(matches!(packed, Sums::Packed(_)), "{packed:?}");
+        let Sums::Here(want) = before else {
+            unreachable!()
+        };
+        assert_eq!(*c.sums().get(packed).unwrap(), want[..]);
+        // And from the catalog as loaded by another process.
+        let (state, m) = load(dir.path()).unwrap().unwrap();
+        let reader = pack::SumsReader::new(dir.path(), m.unwrap().generation);
+        assert_eq!(
+            *reader.get(&state.tree.unwrap().inode(2).sums).unwrap(),
+            want[..]
+        );
+    }
+
+    #[test]
+    fn an_inode_stays_small() {
+        // A tree holds millions: the checksums' place adds no word (216
+        // bytes, as with checksums always in memory).
+        assert!(
+            std::mem::size_of::<crate::tree::Inode>() <= 216,
+            "{}",
+            std::mem::size_of::<crate::tree::Inode>()
+        );
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_the_checksums_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // The catalog file cannot be replaced: a directory holds its name.
+        std::fs::create_dir(dir.path().join("catalog")).unwrap();
+        std::fs::write(dir.path().join("catalog/x"), b"").unwrap();
+        let mut c = catalog_in(dir.path(), state_with_file(100));
+        assert!(c.commit().is_err());
+        let sums = &c.state.tree.as_ref().unwrap().inode(2).sums;
+        assert!(matches!(sums, Sums::Here(v) if v.len() == 100), "{sums:?}");
+    }
+
+    #[test]
+    fn planes_of_runs_and_of_words_decode_to_what_was_encoded() {
+        let mut sparse = Plane::new();
+        for v in (1..5000).step_by(3) {
+            sparse.set(v);
+        }
+        let mut runs = Plane::new();
+        runs.set_run(1, 100_000);
+        runs.set_run(200_000, 5);
+        for p in [Plane::new(), sparse, runs] {
+            let mut e = Enc::new();
+            enc_plane(&mut e, &p);
+            let mut d = Dec::new(&e.buf, "plane");
+            assert_eq!(dec_plane(&mut d, CATALOG_VERSION, MAX_RUN_END).unwrap(), p);
+            assert!(d.is_empty());
+        }
+        // Runs out of order, touching, or past the bound are refused.
+        for bad in [[1u64, 5, 3, 1], [1, 5, 6, 1], [1, 5, 1 << 41, 1]] {
+            let mut e = Enc::new();
+            e.u8(PLANE_RUNS);
+            e.u64(2);
+            for x in bad {
+                e.u64(x);
+            }
+            let mut d = Dec::new(&e.buf, "plane");
+            assert!(
+                dec_plane(&mut d, CATALOG_VERSION, MAX_RUN_END).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }

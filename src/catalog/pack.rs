@@ -11,6 +11,7 @@
 //! the `fastcdc` crate) keep chunks after an insertion or a deletion
 //! unchanged, where fixed-size chunks would all shift.
 
+use crate::tree::{PackedSums, Sums};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -200,64 +201,214 @@ pub fn read_body(dir: &Path, m: &Manifest) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-/// Stores `body` for a commit: appends the chunks `prev` (the manifest the
-/// catalog was loaded with) does not already hold to its pack, or writes
-/// a new pack when there is none or when the old one is mostly dead
-/// bytes, syncs it, and returns the new manifest. Nothing is committed
-/// until the caller replaces the catalog file with the sealed manifest:
-/// until then every byte appended is unreferenced, and a crash leaves the
-/// old manifest, whose chunks an append never touches.
-pub fn store(dir: &Path, prev: Option<&Manifest>, body: &[u8]) -> Result<Manifest> {
-    let cuts: Vec<(usize, usize)> =
-        fastcdc::v2020::FastCDC::new(body, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-            .map(|c| (c.offset, c.length))
-            .collect();
-    let known: HashMap<[u8; 32], ChunkRef> = prev
-        .map(|m| m.chunks.iter().map(|c| (c.hash, *c)).collect())
-        .unwrap_or_default();
-    let hashes: Vec<[u8; 32]> = cuts
-        .iter()
-        .map(|&(o, l)| *blake3::hash(&body[o..o + l]).as_bytes())
-        .collect();
-    // Append to the old pack, unless there is none or it would be mostly
-    // dead: then every chunk goes into a pack of the next generation.
-    let reuse = prev.filter(|m| {
-        let Some(len) = pack_len(dir, m.generation) else {
-            return false;
-        };
-        let new: u64 = cuts
-            .iter()
-            .zip(&hashes)
-            .filter(|(_, h)| !known.contains_key(*h))
-            .map(|(&(_, l), _)| l as u64)
-            .sum();
-        len.saturating_add(new) <= 3 * m.live_bytes().max(new) + COMPACT_SLACK
-    });
-    let generation = match (reuse, prev) {
-        (Some(m), _) => m.generation,
-        (None, Some(m)) => m.generation + 1,
-        (None, None) => 1,
-    };
-    let path = pack_path(dir, generation);
-    let mut w = PackAppender::open(&path, generation, reuse.is_none())?;
-    let mut chunks = Vec::with_capacity(cuts.len());
-    let mut written: HashMap<[u8; 32], ChunkRef> = HashMap::new();
-    let mut zstd = zstd::bulk::Compressor::new(1)?;
-    for (&(o, l), h) in cuts.iter().zip(&hashes) {
-        let c = match (reuse.and(known.get(h)), written.get(h)) {
-            (Some(c), _) | (None, Some(c)) => *c,
-            (None, None) => {
-                let stored = zstd.compress(&body[o..o + l])?;
-                let c = w.append(&body[o..o + l], &stored, *h)?;
-                crate::failpoint::hit("catalog-chunk");
-                written.insert(*h, c);
-                c
-            }
-        };
-        chunks.push(c);
+/// Magic of each sums record in a pack.
+pub const SUMS_MAGIC: [u8; 4] = *b"SDCS";
+/// Bytes of a sums record's header: magic, count u32, BLAKE3 of the
+/// checksums.
+pub const SUMS_HEADER_LEN: usize = 40;
+/// Files with at most this many blocks keep their checksums inline in the
+/// body: a record and its reference would cost more than they save.
+pub const INLINE_SUMS: usize = 16;
+
+/// Bytes a sums record of `count` checksums takes in a pack.
+pub fn sums_record_len(count: u32) -> u64 {
+    SUMS_HEADER_LEN as u64 + 16 * count as u64
+}
+
+/// Reads the sums records of one pack, by reference (a dump reads the
+/// checksums of the files that changed, and only those).
+pub struct SumsReader {
+    path: PathBuf,
+    /// The pack and its length, once opened.
+    file: std::sync::OnceLock<std::io::Result<(std::fs::File, u64)>>,
+}
+
+impl SumsReader {
+    /// A reader of the pack of generation `g` in `dir` (opened when first
+    /// read).
+    pub fn new(dir: &Path, g: u64) -> SumsReader {
+        SumsReader {
+            path: pack_path(dir, g),
+            file: std::sync::OnceLock::new(),
+        }
     }
-    w.finish()?;
-    Ok(Manifest { generation, chunks })
+
+    /// The checksums `p` names, checked against its count and hash.
+    pub fn read(&self, p: &PackedSums) -> Result<Vec<[u8; 16]>> {
+        let damaged = |what: String| {
+            anyhow!(
+                "catalog pack {}: {what} (damaged); restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
+                self.path.display()
+            )
+        };
+        let opened = self.file.get_or_init(|| {
+            let f = std::fs::File::open(&self.path)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        });
+        let (f, len) = match opened {
+            Ok((f, len)) => (f, *len),
+            Err(e) => return Err(damaged(format!("cannot open it: {e}"))),
+        };
+        // Checked before allocating: a damaged reference cannot make a
+        // reader allocate more than the pack holds.
+        if p.offset < PACK_HEADER_LEN
+            || p.count == 0
+            || p.offset.saturating_add(sums_record_len(p.count)) > len
+        {
+            return Err(damaged(format!(
+                "a reference to {} checksums at byte {} is out of range",
+                p.count, p.offset
+            )));
+        }
+        let mut rec = vec![0u8; sums_record_len(p.count) as usize];
+        f.read_exact_at(&mut rec, p.offset).map_err(|e| {
+            damaged(format!(
+                "cannot read the checksums at byte {}: {e}",
+                p.offset
+            ))
+        })?;
+        let body = &rec[SUMS_HEADER_LEN..];
+        if rec[..4] != SUMS_MAGIC
+            || rec[4..8] != p.count.to_le_bytes()
+            || rec[8..40] != p.hash
+            || *blake3::hash(body).as_bytes() != p.hash
+        {
+            return Err(damaged(format!(
+                "the checksums at byte {} fail their check",
+                p.offset
+            )));
+        }
+        Ok(body
+            .chunks_exact(16)
+            .map(|c| <[u8; 16]>::try_from(c).unwrap())
+            .collect())
+    }
+
+    /// The checksums of `s`, from memory or from the pack.
+    pub fn get<'a>(&self, s: &'a Sums) -> Result<std::borrow::Cow<'a, [[u8; 16]]>> {
+        Ok(match s {
+            Sums::Here(v) => std::borrow::Cow::Borrowed(v),
+            Sums::Packed(p) => std::borrow::Cow::Owned(self.read(p)?),
+        })
+    }
+}
+
+/// Writes one commit into a pack: sums records first (the body names
+/// them), then the body's chunks. Appends to the current pack, or starts
+/// the next generation when there is none or the current one is mostly
+/// dead bytes. Nothing is committed until the caller replaces the catalog
+/// file with the sealed manifest [`PackWriter::finish`] returns: until
+/// then every byte appended is unreferenced, and a crash leaves the old
+/// manifest, whose records an append never touches.
+pub struct PackWriter {
+    w: PackAppender,
+    generation: u64,
+    /// The previous manifest's chunks, by hash, when appending to its pack.
+    known: HashMap<[u8; 32], ChunkRef>,
+    fresh: bool,
+}
+
+impl PackWriter {
+    /// Opens the pack for a commit after `prev` (the manifest the catalog
+    /// was loaded with). `live_sums` is the bytes of the sums records the
+    /// new body keeps naming, `new_bytes` about what this commit adds:
+    /// a pack that would grow past three times its live bytes plus
+    /// [`COMPACT_SLACK`] is replaced by a fresh one.
+    pub fn begin(
+        dir: &Path,
+        prev: Option<&Manifest>,
+        live_sums: u64,
+        new_bytes: u64,
+    ) -> Result<PackWriter> {
+        let reuse = prev.filter(|m| {
+            let Some(len) = pack_len(dir, m.generation) else {
+                return false;
+            };
+            let live = m.live_bytes() + live_sums;
+            len.saturating_add(new_bytes) <= 3 * live.max(new_bytes) + COMPACT_SLACK
+        });
+        let generation = match (reuse, prev) {
+            (Some(m), _) => m.generation,
+            (None, Some(m)) => m.generation + 1,
+            (None, None) => 1,
+        };
+        let w = PackAppender::open(&pack_path(dir, generation), generation, reuse.is_none())?;
+        Ok(PackWriter {
+            w,
+            generation,
+            known: reuse
+                .map(|m| m.chunks.iter().map(|c| (c.hash, *c)).collect())
+                .unwrap_or_default(),
+            fresh: reuse.is_none(),
+        })
+    }
+
+    /// Whether this commit writes a new pack: every record the body names,
+    /// sums records too, must then be written into it.
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Appends a sums record of `sums` (at least one) and returns its
+    /// reference.
+    pub fn put_sums(&mut self, sums: &[[u8; 16]]) -> Result<PackedSums> {
+        let raw = sums.as_flattened();
+        let p = PackedSums {
+            offset: self.w.at,
+            count: u32::try_from(sums.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "a file of {} blocks is too large for the catalog",
+                        sums.len()
+                    )
+                })?,
+            hash: *blake3::hash(raw).as_bytes(),
+        };
+        let mut head = [0u8; SUMS_HEADER_LEN];
+        head[..4].copy_from_slice(&SUMS_MAGIC);
+        head[4..8].copy_from_slice(&p.count.to_le_bytes());
+        head[8..].copy_from_slice(&p.hash);
+        self.w.write(&head, raw)?;
+        crate::failpoint::hit("catalog-sums");
+        Ok(p)
+    }
+
+    /// Cuts `body` into chunks, appends those the pack does not hold yet,
+    /// syncs the pack, and returns the manifest that names them.
+    pub fn finish(mut self, body: &[u8]) -> Result<Manifest> {
+        let mut chunks = Vec::new();
+        let mut zstd = zstd::bulk::Compressor::new(1)?;
+        for c in fastcdc::v2020::FastCDC::new(body, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+            let raw = &body[c.offset..c.offset + c.length];
+            let h = *blake3::hash(raw).as_bytes();
+            let c = match self.known.get(&h) {
+                Some(c) => *c,
+                None => {
+                    let stored = zstd.compress(raw)?;
+                    let c = self.w.append(raw, &stored, h)?;
+                    crate::failpoint::hit("catalog-chunk");
+                    // A chunk repeated in this body is stored once.
+                    self.known.insert(h, c);
+                    c
+                }
+            };
+            chunks.push(c);
+        }
+        self.w.finish()?;
+        Ok(Manifest {
+            generation: self.generation,
+            chunks,
+        })
+    }
+}
+
+/// Stores `body` alone (no sums records) for a commit after `prev`; see
+/// [`PackWriter`].
+pub fn store(dir: &Path, prev: Option<&Manifest>, body: &[u8]) -> Result<Manifest> {
+    PackWriter::begin(dir, prev, 0, body.len() as u64 / 8)?.finish(body)
 }
 
 /// Removes pack files other than generation `keep`: an older one after a
@@ -342,18 +493,24 @@ impl PackAppender {
         head[4..8].copy_from_slice(&c.raw_len.to_le_bytes());
         head[8..12].copy_from_slice(&c.stored_len.to_le_bytes());
         head[12..].copy_from_slice(&hash);
+        self.write(&head, stored)?;
+        Ok(c)
+    }
+
+    /// Appends one record: its header, then its payload.
+    fn write(&mut self, head: &[u8], payload: &[u8]) -> Result<()> {
         self.file
-            .write_all(&head)
-            .and_then(|()| self.file.write_all(stored))
+            .write_all(head)
+            .and_then(|()| self.file.write_all(payload))
             .with_context(|| {
                 format!(
                     "cannot write catalog pack {} (is the file system full or read-only?)",
                     self.path.display()
                 )
             })?;
-        self.at += (CHUNK_HEADER_LEN + stored.len()) as u64;
+        self.at += (head.len() + payload.len()) as u64;
         self.wrote = true;
-        Ok(c)
+        Ok(())
     }
 
     /// Flushes and syncs what was appended (nothing to sync when nothing

@@ -346,7 +346,6 @@ struct Written {
     header: StreamHeader,
     end: crate::stream::payload::End,
     stream_bytes: u64,
-    sums: Vec<(crate::stream::payload::Segment, Vec<[u8; 16]>)>,
     unstable: std::collections::HashSet<u64>,
     tracker: Option<(tracked::TrackerSummary, crate::track::Swap)>,
 }
@@ -530,6 +529,8 @@ impl Run<'_> {
         prescanned: Option<Tree>,
     ) -> Result<Option<Written>> {
         let (opts, bs, report) = (self.opts, self.bs, self.report);
+        // The previous snapshot's checksums left in the catalog's pack.
+        let packed = catalog.sums();
         // The tracker swaps before anything of the tree is read.
         let tracker_dir = catalog.dir.join("tracker");
         let swap = match (&prescanned, self.gate) {
@@ -636,6 +637,7 @@ impl Run<'_> {
                 &mut ttree,
                 plan::PlanInput {
                     prev: catalog.state.tree.as_ref(),
+                    sums: &packed,
                     base,
                     planes: &mut planes,
                     prev_active: &state.active,
@@ -653,6 +655,7 @@ impl Run<'_> {
                 &mut wtree,
                 plan::PlanInput {
                     prev: catalog.state.tree.as_ref(),
+                    sums: &packed,
                     base,
                     planes: &mut wplanes,
                     prev_active: &state.active,
@@ -664,7 +667,7 @@ impl Run<'_> {
                 open_root()?,
                 report,
             )?;
-            let diff = tracked::differences(&ttree, &wtree);
+            let diff = tracked::differences(&ttree, &wtree, &packed);
             if !diff.is_empty() {
                 bail!(
                     "--verify-tracker: the change tracker missed what the walk found: {}; nothing was written",
@@ -680,6 +683,7 @@ impl Run<'_> {
             &mut tree,
             plan::PlanInput {
                 prev: catalog.state.tree.as_ref(),
+                sums: &packed,
                 base,
                 planes: &mut state.planes,
                 prev_active: &state.active,
@@ -759,13 +763,13 @@ impl Run<'_> {
         drop(progress);
         let (end, out, stream_bytes) = data.writer.finish()?;
         drop(out);
+        record_sums(&mut tree, data.sums, &packed, bs)?;
         Ok(Some(Written {
             tree,
             plan,
             header,
             end,
             stream_bytes,
-            sums: data.sums,
             unstable: data.unstable,
             tracker: tracker_summary.zip(swap),
         }))
@@ -823,25 +827,18 @@ impl Run<'_> {
         scan_started: Time,
         output_name: String,
     ) -> DumpSummary {
-        let (bs, report) = (self.bs, self.report);
+        let report = self.report;
         let Written {
             mut tree,
             plan,
             header,
             end,
             stream_bytes,
-            sums,
             mut unstable,
             tracker,
         } = w;
-        // Record the checksums of the blocks read in the data phase; files
-        // that changed while read get a zero ctime so the next dump reads
-        // them again.
-        for (seg, seg_sums) in sums {
-            let inode = tree.inode_mut(seg.ino);
-            let pos = block_position(inode, seg.offset / bs as u64);
-            inode.sums[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
-        }
+        // Files that changed while read get a zero ctime so the next dump
+        // reads them again.
         unstable.extend(plan.unstable.iter().copied());
         for ino in &unstable {
             tree.inode_mut(*ino).attrs.ctime = Time::default();
@@ -961,6 +958,28 @@ fn same_metadata(a: &Tree, b: &Tree) -> bool {
         e.buf
     };
     enc(a) == enc(b)
+}
+
+/// Records in `tree` the checksums of the blocks read in the data phase
+/// (a file whose checksums are still in the catalog's pack has them read
+/// from there first).
+fn record_sums(
+    tree: &mut Tree,
+    sums: Vec<(crate::stream::payload::Segment, Vec<[u8; 16]>)>,
+    reader: &crate::catalog::pack::SumsReader,
+    bs: u32,
+) -> Result<()> {
+    for (seg, seg_sums) in sums {
+        let inode = tree.inode_mut(seg.ino);
+        let pos = block_position(inode, seg.offset / bs as u64);
+        if let crate::tree::Sums::Packed(_) = inode.sums {
+            inode.sums = crate::tree::Sums::Here(reader.get(&inode.sums)?.into_owned());
+        }
+        if let crate::tree::Sums::Here(v) = &mut inode.sums {
+            v[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
+        }
+    }
+    Ok(())
 }
 
 /// Index of file block `block` in the inode's checksum vector (extent order).

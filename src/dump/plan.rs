@@ -24,7 +24,7 @@ use crate::fsx::{self, dirstack::DirStack};
 use crate::planes::{MarkMaps, Plane};
 use crate::report::Report;
 use crate::scan::{open_file, stat_unchanged, PrevIndex};
-use crate::tree::{Extent, Inode, Kind, Tree};
+use crate::tree::{Extent, Inode, Kind, Sums, Tree};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -120,6 +120,9 @@ pub struct Plan {
 pub struct PlanInput<'a> {
     /// The newest snapshot's metadata with block checksums.
     pub prev: Option<&'a Tree>,
+    /// Where `prev`'s checksums left in the catalog's pack are read from
+    /// (only those of files that changed are).
+    pub sums: &'a crate::catalog::pack::SumsReader,
     /// Index of the base snapshot in `planes`; `None` for a full image.
     pub base: Option<usize>,
     /// Planes of the recorded snapshots; reused VBNs are cleared in them.
@@ -219,6 +222,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                     bs,
                 )
             });
+            let gsums = input.sums.get(&g.sums)?;
             let Compared {
                 extents,
                 sums,
@@ -228,6 +232,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
                 &fd,
                 f,
                 g,
+                &gsums,
                 marked.as_deref(),
                 base_plane,
                 &mut claimed,
@@ -247,7 +252,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             }
             let f = &mut tree.inodes[idx];
             f.extents = extents;
-            f.sums = sums;
+            f.sums = Sums::Here(sums);
         }
     }
     // Everything `prev` used that nothing kept is freed.
@@ -293,7 +298,7 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
         }
         inode.extents = out;
         if inode.sums.len() as u64 != inode.block_count() {
-            inode.sums = vec![[0; 16]; inode.block_count() as usize];
+            inode.sums = Sums::Here(vec![[0; 16]; inode.block_count() as usize]);
         }
     }
     for p in input.planes.iter_mut() {
@@ -391,6 +396,7 @@ fn compare(
     fd: &OwnedFd,
     f: &Inode,
     g: &Inode,
+    gsums: &[[u8; 16]],
     marked: Option<&[(u64, u64)]>,
     base: &Plane,
     claimed: &mut Plane,
@@ -407,7 +413,7 @@ fn compare(
     let mut short = false;
     let all: Vec<(u64, u64)> = f.extents.iter().map(|x| (x.block, x.count)).collect();
     // Runs kept without reading: (first block, vbn, count, index of the
-    // first block's checksum in g.sums), in block order.
+    // first block's checksum in gsums), in block order.
     let mut unread: Vec<(u64, u64, u64, usize)> = Vec::new();
     let runs = match marked {
         None => all,
@@ -428,7 +434,7 @@ fn compare(
                     let keep = prev.filter(|&(v, k)| {
                         !is_marked
                             && edge != Some(b)
-                            && k < g.sums.len()
+                            && k < gsums.len()
                             && base.get(v)
                             && !claimed.get(v)
                     });
@@ -458,7 +464,7 @@ fn compare(
             while ui < unread.len() && unread[ui].0 < upto {
                 let (b, v, n, k) = unread[ui];
                 claimed.set_run(v, n);
-                sums.extend_from_slice(&g.sums[k..k + n as usize]);
+                sums.extend_from_slice(&gsums[k..k + n as usize]);
                 push_extent(
                     extents,
                     Extent {
@@ -484,9 +490,7 @@ fn compare(
             sums.push(h);
             let keep = old
                 .at(blk)
-                .filter(|&(v, k)| {
-                    g.sums.get(k).copied().unwrap_or_default() == h && !claimed.get(v)
-                })
+                .filter(|&(v, k)| gsums.get(k).copied().unwrap_or_default() == h && !claimed.get(v))
                 .map(|(v, _)| v);
             push_extent(
                 &mut extents,

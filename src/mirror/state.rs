@@ -188,7 +188,7 @@ pub fn decode(bytes: &[u8]) -> Result<MirrorState> {
         held.push(HeldRun { vbn, slot, sums });
     }
     let items = d.u64()?;
-    let mut b = TreeBuilder::new(block_size as u64);
+    let mut b = TreeBuilder::with_capacity(block_size as u64, items);
     for _ in 0..items {
         b.decode_item(&mut d, ItemForm::CURRENT)?;
     }

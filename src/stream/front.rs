@@ -120,7 +120,7 @@ pub fn tree_vbns(tree: &Tree) -> RunSet {
 
 /// Reads the metadata and image sections.
 pub fn read_front(r: &mut impl Records) -> Result<Front> {
-    let mut b = TreeBuilder::new(r.header().block_size as u64);
+    let mut b = TreeBuilder::with_capacity(r.header().block_size as u64, r.header().entries);
     let form = super::header::item_form(r.header().format_version);
     let mut entries = 0;
     loop {

@@ -200,7 +200,7 @@ fn decode(bytes: &[u8], carried: bool) -> Result<(TargetState, Option<RunSet>)> 
     let block_size = d.u32()?;
     crate::tree::check_block_size(block_size)?;
     let n = d.u64()?;
-    let mut b = TreeBuilder::new(block_size as u64);
+    let mut b = TreeBuilder::with_capacity(block_size as u64, n);
     for _ in 0..n {
         b.decode_item(&mut d, form)?;
     }

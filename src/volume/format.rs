@@ -379,7 +379,7 @@ pub fn decode_state(body: &[u8], version: u32, bs: u32, data_blocks: u64) -> Res
             bail!("snapshot {id}: plane reaches past the data region");
         }
         let items = d.u64()?;
-        let mut b = TreeBuilder::new(bs as u64);
+        let mut b = TreeBuilder::with_capacity(bs as u64, items);
         for _ in 0..items {
             b.decode_item(&mut d, form)
                 .with_context(|| format!("snapshot {id} metadata"))?;
