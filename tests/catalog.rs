@@ -71,6 +71,13 @@ fn an_unchanged_level_1_appends_almost_nothing_to_the_pack() {
     let s0 = t.dir.path().join("s0");
     assert_eq!(dump_to(0, &s0, &t.cat, &t.src), 0);
     let dir = source_dir(&t.cat);
+    // A catalog names every file of its source: its directories are
+    // their owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [&dir, &t.cat.join("sources")] {
+        let mode = fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
     let before = packs(&dir);
     assert_eq!(before.len(), 1, "{before:?}");
     let s1 = t.dir.path().join("s1");
@@ -250,7 +257,12 @@ fn a_damaged_or_missing_pack_is_one_clear_line_and_changes_nothing() {
     fs::remove_file(&pack).unwrap();
     let (c, _, e) = run_s(&["snapshots", "--catalog", p(&t.cat), p(&t.src)]);
     assert_eq!(c, 2, "{e}");
-    assert!(e.contains(&name), "{e}");
+    assert!(e.contains(&name) && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("restore the catalog directory from a backup"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     fs::write(&pack, &good).unwrap();
     let (c, _, e) = run_s(&[
         "dump",

@@ -149,6 +149,18 @@ pub fn source_dir(root: &Path, source: &[u8]) -> PathBuf {
     root.join("sources").join(source_key(source))
 }
 
+/// Creates a catalog directory and the missing ones above it, readable by
+/// their owner only: a catalog names every file of its source, those of
+/// private directories too. Directories that exist keep their mode.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create catalog directory {}", dir.display()))
+}
+
 impl Catalog {
     /// Opens the catalog of `source` under `root`, or starts an empty one
     /// (nothing is written until [`Catalog::commit`]).
@@ -195,8 +207,7 @@ impl Catalog {
     /// names its larger files' checksums in the pack; on failure it is as
     /// it was.
     pub fn commit(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create catalog directory {}", self.dir.display()))?;
+        create_private_dir(&self.dir)?;
         let readme = self.dir.join("source");
         if !readme.exists() {
             let mut text = self.state.source_path.clone();
@@ -396,7 +407,8 @@ fn dec_words(d: &mut Dec) -> Result<Plane> {
 pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>> {
     let file = dir.join("catalog");
     let mut last_missing = None;
-    for _ in 0..4 {
+    // Each turn after the first follows a commit that compacted.
+    for _ in 0..16 {
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -413,19 +425,29 @@ pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>
         }
         let m =
             pack::Manifest::decode(&body).with_context(|| format!("catalog {}", file.display()))?;
-        if !pack::pack_path(dir, m.generation).exists() && last_missing != Some(m.generation) {
-            last_missing = Some(m.generation);
-            continue;
-        }
-        let body = pack::read_body(dir, &m)?;
+        let body = match pack::read_body(dir, &m) {
+            Ok(body) => body,
+            // Gone between reading the manifest and opening it: a commit
+            // compacted. Its new manifest names the new pack; the same
+            // manifest twice with its pack missing is a damaged catalog.
+            Err(pack::ReadError::Missing) if last_missing != Some(m.clone()) => {
+                last_missing = Some(m);
+                continue;
+            }
+            Err(pack::ReadError::Missing) => bail!(
+                "catalog {}: its pack {} is missing; restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
+                file.display(),
+                pack::pack_path(dir, m.generation).display()
+            ),
+            Err(pack::ReadError::Other(e)) => return Err(e),
+        };
         let state =
             decode_body(&body, version).with_context(|| format!("catalog {}", file.display()))?;
         return Ok(Some((state, Some(m))));
     }
     bail!(
-        "catalog {}: its pack {} is missing; restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
-        file.display(),
-        pack::pack_path(dir, last_missing.unwrap_or(0)).display()
+        "catalog {}: its pack changed under every read; try again when no dump is running",
+        file.display()
     )
 }
 

@@ -141,11 +141,42 @@ impl Manifest {
     }
 }
 
+/// Why a body could not be read: its pack is missing (a compaction may
+/// just have replaced it), or anything else.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The pack file does not exist.
+    Missing,
+    /// It cannot be opened, or it is damaged.
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Missing => f.write_str("the catalog pack is missing"),
+            ReadError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
 /// Reads the body `m` lists from its pack in `dir`, checking every chunk.
-pub fn read_body(dir: &Path, m: &Manifest) -> Result<Vec<u8>> {
+pub fn read_body(dir: &Path, m: &Manifest) -> std::result::Result<Vec<u8>, ReadError> {
     let path = pack_path(dir, m.generation);
-    let f = std::fs::File::open(&path)
-        .with_context(|| format!("cannot open catalog pack {}", path.display()))?;
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => {
+            return Err(ReadError::Other(
+                anyhow!(e).context(format!("cannot open catalog pack {}", path.display())),
+            ))
+        }
+    };
+    read_chunks(&f, &path, m).map_err(ReadError::Other)
+}
+
+/// Reads and checks every chunk `m` names from the open pack `f`.
+fn read_chunks(f: &std::fs::File, path: &Path, m: &Manifest) -> Result<Vec<u8>> {
     let damaged = |what: String| {
         anyhow!(
             "catalog pack {}: {what} (damaged); restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
@@ -235,9 +266,10 @@ impl SumsReader {
 
     /// The checksums `p` names, checked against its count and hash.
     pub fn read(&self, p: &PackedSums) -> Result<Vec<[u8; 16]>> {
+        // A level 0 reads no earlier checksums and records new ones.
         let damaged = |what: String| {
             anyhow!(
-                "catalog pack {}: {what} (damaged); restore the catalog directory from a backup or remove it to start a new chain with a level-0 dump",
+                "catalog pack {}: {what} (damaged); a level-0 dump records the checksums afresh, or restore the catalog directory from a backup",
                 self.path.display()
             )
         };

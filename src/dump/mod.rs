@@ -187,8 +187,7 @@ pub fn lock_catalog(
     }
     let source_bytes = source.as_os_str().as_bytes().to_vec();
     let dir = crate::catalog::source_dir(catalog_root, &source_bytes);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    crate::catalog::create_private_dir(&dir)?;
     let lock = crate::lock::acquire(
         &dir.join("lock"),
         &format!("the catalog of {}", source.display()),
@@ -617,9 +616,7 @@ impl Run<'_> {
             fsx::open_dir_path(source)
                 .with_context(|| format!("cannot open source {}", source.display()))
         };
-        std::fs::create_dir_all(&catalog.dir).with_context(|| {
-            format!("cannot create catalog directory {}", catalog.dir.display())
-        })?;
+        crate::catalog::create_private_dir(&catalog.dir)?;
         fn ranges(t: &crate::track::Tracked) -> plan::Ranges<'_> {
             plan::Ranges {
                 by_ino: &t.ranges,
@@ -667,7 +664,7 @@ impl Run<'_> {
                 open_root()?,
                 report,
             )?;
-            let diff = tracked::differences(&ttree, &wtree, &packed);
+            let diff = tracked::differences(&ttree, &wtree, &packed)?;
             if !diff.is_empty() {
                 bail!(
                     "--verify-tracker: the change tracker missed what the walk found: {}; nothing was written",

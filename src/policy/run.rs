@@ -1615,8 +1615,7 @@ fn source_lock(p: &Policy, wait: crate::lock::Wait) -> Result<Option<crate::lock
         return Ok(None);
     };
     let dir = crate::catalog::source_dir(&catalog_root(p), source.as_os_str().as_encoded_bytes());
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create catalog directory {}", dir.display()))?;
+    crate::catalog::create_private_dir(&dir)?;
     crate::lock::acquire(
         &dir.join("policy-run.lock"),
         &format!("policy runs on {}", source.display()),

@@ -351,7 +351,7 @@ impl Tracked {
 /// binary, `track start --foreground`), and waits until it is marking.
 pub fn spawn(exe: &Path, args: &[std::ffi::OsString], dir: &Path) -> Result<Status> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::catalog::create_private_dir(dir)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
