@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Name of the restore state directory; never dumped at a source's root,
 /// so a restored tree can be dumped again cleanly.
@@ -88,9 +89,13 @@ impl PrevDirs {
 pub struct PrevIndex<'a> {
     tree: &'a Tree,
     by_key: HashMap<(u64, u64), u64, BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>>,
-    /// Built on the first file not found by its key (a copied or restored
-    /// source): an unchanged tree never needs the paths.
-    by_path: std::cell::OnceCell<HashMap<Vec<u8>, u64>>,
+    /// XXH3 of each file's path to its inode, built on the first file not
+    /// found by its key (a copied or restored source, or a new file): an
+    /// unchanged tree never needs the paths. Hashes, not paths: a million
+    /// paths held as keys cost some 100 MB; a hit is checked against the
+    /// tree's own path.
+    by_path:
+        std::cell::OnceCell<HashMap<u64, u64, BuildHasherDefault<xxhash_rust::xxh3::Xxh3Default>>>,
 }
 
 impl<'a> PrevIndex<'a> {
@@ -113,15 +118,22 @@ impl<'a> PrevIndex<'a> {
     /// As `find`, with the path made only when the key is not found (most
     /// files keep their inode, and a path costs a walk up the tree).
     pub fn find_with(&self, key: (u64, u64), path: impl FnOnce() -> Vec<u8>) -> Option<&'a Inode> {
-        let ino = self.by_key.get(&key).or_else(|| {
-            self.by_path
-                .get_or_init(|| {
-                    let files = self.tree.inodes.iter().filter(|i| i.kind == Kind::File);
-                    files.map(|i| (self.tree.path(i.ino), i.ino)).collect()
-                })
-                .get(&path())
-        })?;
-        Some(self.tree.inode(*ino))
+        if let Some(ino) = self.by_key.get(&key) {
+            return Some(self.tree.inode(*ino));
+        }
+        let by_path = self.by_path.get_or_init(|| {
+            let files = self.tree.inodes.iter().filter(|i| i.kind == Kind::File);
+            let mut m = HashMap::with_capacity_and_hasher(self.by_key.len(), Default::default());
+            for i in files {
+                // The first of two paths with one hash keeps it; the other
+                // is then found by its key only (and read whole if not).
+                m.entry(xxh3_64(&self.tree.path(i.ino))).or_insert(i.ino);
+            }
+            m
+        });
+        let path = path();
+        let ino = *by_path.get(&xxh3_64(&path))?;
+        (self.tree.path(ino) == path).then(|| self.tree.inode(ino))
     }
 }
 
@@ -599,5 +611,36 @@ impl Walker<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod prev_index_tests {
+    use super::*;
+    use crate::tree::Attrs;
+
+    #[test]
+    fn a_file_not_found_by_its_key_is_found_by_its_path_and_only_by_it() {
+        let mut t = Tree::default();
+        let root = t.push_inode(0, Vec::new(), Inode::new(0, Kind::Dir, Attrs::default()));
+        let dir = t.push_inode(
+            root,
+            b"b".to_vec(),
+            Inode::new(0, Kind::Dir, Attrs::default()),
+        );
+        for (parent, name, key) in [(root, &b"a"[..], 10), (dir, b"c", 11)] {
+            let mut f = Inode::new(0, Kind::File, Attrs::default());
+            f.src = SourceKey { dev: 1, ino: key };
+            t.push_inode(parent, name.to_vec(), f);
+        }
+        let index = PrevIndex::new(&t);
+        assert_eq!(index.find((1, 11), b"elsewhere").unwrap().src.ino, 11);
+        assert_eq!(index.find((2, 99), b"b/c").unwrap().src.ino, 11);
+        assert_eq!(index.find((2, 99), b"a").unwrap().src.ino, 10);
+        assert!(index.find((2, 99), b"b/d").is_none());
+        assert!(
+            index.find((2, 99), b"b").is_none(),
+            "a directory is not a file's previous version"
+        );
     }
 }
