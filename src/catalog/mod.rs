@@ -272,13 +272,16 @@ fn store_state(
     moved: &mut Vec<(usize, Sums)>,
 ) -> Result<pack::Manifest> {
     let live = state.packed_sums_bytes();
+    // The records this commit adds: those of checksums held in memory.
     let new: u64 = state
         .tree
         .iter()
         .flat_map(|t| &t.inodes)
-        .map(|i| match &i.sums {
-            Sums::Here(v) if v.len() > pack::INLINE_SUMS => pack::sums_record_len(v.len() as u32),
-            _ => 0,
+        .filter_map(|i| match &i.sums {
+            Sums::Here(v) if v.len() > pack::INLINE_SUMS => {
+                Some(pack::sums_record_len(v.len() as u32))
+            }
+            _ => None,
         })
         .sum();
     let mut w = pack::PackWriter::begin(dir, prev, live, new)?;
@@ -430,7 +433,7 @@ pub fn load(dir: &Path) -> Result<Option<(CatalogState, Option<pack::Manifest>)>
             // Gone between reading the manifest and opening it: a commit
             // compacted. Its new manifest names the new pack; the same
             // manifest twice with its pack missing is a damaged catalog.
-            Err(pack::ReadError::Missing) if last_missing != Some(m.clone()) => {
+            Err(pack::ReadError::Missing) if last_missing.as_ref() != Some(&m) => {
                 last_missing = Some(m);
                 continue;
             }

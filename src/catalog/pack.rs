@@ -293,28 +293,42 @@ impl SumsReader {
                 p.count, p.offset
             )));
         }
-        let mut rec = vec![0u8; sums_record_len(p.count) as usize];
-        f.read_exact_at(&mut rec, p.offset).map_err(|e| {
-            damaged(format!(
-                "cannot read the checksums at byte {}: {e}",
-                p.offset
-            ))
-        })?;
-        let body = &rec[SUMS_HEADER_LEN..];
-        if rec[..4] != SUMS_MAGIC
-            || rec[4..8] != p.count.to_le_bytes()
-            || rec[8..40] != p.hash
-            || *blake3::hash(body).as_bytes() != p.hash
+        // The header, then the checksums straight into their vector.
+        let mut head = [0u8; SUMS_HEADER_LEN];
+        let mut sums = vec![[0u8; 16]; p.count as usize];
+        f.read_exact_at(&mut head, p.offset)
+            .and_then(|()| {
+                f.read_exact_at(sums.as_flattened_mut(), p.offset + SUMS_HEADER_LEN as u64)
+            })
+            .map_err(|e| {
+                damaged(format!(
+                    "cannot read the checksums at byte {}: {e}",
+                    p.offset
+                ))
+            })?;
+        if head[..4] != SUMS_MAGIC
+            || head[4..8] != p.count.to_le_bytes()
+            || head[8..40] != p.hash
+            || *blake3::hash(sums.as_flattened()).as_bytes() != p.hash
         {
             return Err(damaged(format!(
                 "the checksums at byte {} fail their check",
                 p.offset
             )));
         }
-        Ok(body
-            .chunks_exact(16)
-            .map(|c| <[u8; 16]>::try_from(c).unwrap())
-            .collect())
+        Ok(sums)
+    }
+
+    /// The checksums of `s` in memory, read from the pack first if they
+    /// are still there, for a caller that changes them.
+    pub fn make_here<'a>(&self, s: &'a mut Sums) -> Result<&'a mut Vec<[u8; 16]>> {
+        if let Sums::Packed(p) = s {
+            *s = Sums::Here(self.read(p)?);
+        }
+        match s {
+            Sums::Here(v) => Ok(v),
+            Sums::Packed(_) => unreachable!("made Here above"),
+        }
     }
 
     /// The checksums of `s`, from memory or from the pack.
@@ -438,7 +452,7 @@ impl PackWriter {
 }
 
 /// Stores `body` alone (no sums records) for a commit after `prev`; see
-/// [`PackWriter`].
+/// [`PackWriter`]. For measuring the pack (`examples/catalog_speed`).
 pub fn store(dir: &Path, prev: Option<&Manifest>, body: &[u8]) -> Result<Manifest> {
     PackWriter::begin(dir, prev, 0, body.len() as u64 / 8)?.finish(body)
 }

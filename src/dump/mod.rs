@@ -969,12 +969,7 @@ fn record_sums(
     for (seg, seg_sums) in sums {
         let inode = tree.inode_mut(seg.ino);
         let pos = block_position(inode, seg.offset / bs as u64);
-        if let crate::tree::Sums::Packed(_) = inode.sums {
-            inode.sums = crate::tree::Sums::Here(reader.get(&inode.sums)?.into_owned());
-        }
-        if let crate::tree::Sums::Here(v) = &mut inode.sums {
-            v[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
-        }
+        reader.make_here(&mut inode.sums)?[pos..pos + seg_sums.len()].copy_from_slice(&seg_sums);
     }
     Ok(())
 }
