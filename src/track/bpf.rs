@@ -29,6 +29,8 @@ pub const MAP_HASH: u32 = 1;
 pub const MAP_ARRAY: u32 = 2;
 /// Hash map entries allocated when inserted, not all at creation.
 pub const F_NO_PREALLOC: u32 = 1;
+/// An array with one element per CPU (a program sees its own CPU's).
+pub const MAP_PERCPU_ARRAY: u32 = 6;
 /// An array map that user space may `mmap`.
 pub const F_MMAPABLE: u32 = 1 << 10;
 
@@ -322,6 +324,10 @@ pub enum Cond {
     Ne = 0x50,
     /// Greater than (unsigned).
     Gt = 0x20,
+    /// Greater than or equal (unsigned).
+    Ge = 0x30,
+    /// Less than (unsigned).
+    Lt = 0xa0,
 }
 
 /// Arithmetic operations (64-bit).
@@ -331,6 +337,8 @@ pub enum Alu {
     Add = 0x00,
     /// dst -= src
     Sub = 0x10,
+    /// dst |= src
+    Or = 0x40,
     /// dst &= src
     And = 0x50,
     /// dst <<= src

@@ -37,6 +37,7 @@ pub struct Kernel {
     shared: Shared,
     pages: [Map; 2],
     _ctl: Map,
+    _last_write: Option<Map>,
     _links: Vec<Link>,
     capacity: u32,
 }
@@ -84,11 +85,28 @@ impl Kernel {
         let pages = [mk("sd_pages0")?, mk("sd_pages1")?];
         let shared =
             Shared::map(&ctl_map).context("cannot map the change tracker's control block")?;
+        // ext4's writes are recorded so that the folios they dirty are
+        // left to their byte ranges (programs.rs, "Precision on ext4").
+        let last_write = match fstype {
+            "ext4" => Some(
+                Map::create(
+                    bpf::MAP_PERCPU_ARRAY,
+                    4,
+                    programs::WRITE_RECORD,
+                    1,
+                    0,
+                    "sd_lastwrite",
+                )
+                .with_context(|| err("write record"))?,
+            ),
+            _ => None,
+        };
         let maps = Maps {
             ctl: ctl_map.raw_fd(),
             pages: [pages[0].raw_fd(), pages[1].raw_fd()],
             dev,
             page_shift: page_size().trailing_zeros() as i32,
+            last_write: last_write.as_ref().map(Map::raw_fd),
         };
         let mut links = Vec::new();
         let mut points = vec![Point::DirtyFolio, Point::DirectIo];
@@ -111,6 +129,7 @@ impl Kernel {
             shared,
             pages,
             _ctl: ctl_map,
+            _last_write: last_write,
             _links: links,
             capacity,
         })
@@ -241,4 +260,5 @@ mod tests {
                 .collect::<Vec<_>>()
         );
     }
+
 }

@@ -23,6 +23,31 @@
 //! then finished, and any that raised it after the switch read the new
 //! generation on its second look. So once the count is zero, nothing more
 //! enters the old map.
+//!
+//! Precision on ext4. A dirty folio is marked whole, since a store through
+//! a shared mapping may change any page of it; but in a large folio (up to
+//! 2 MiB of a file read into the cache) that marks 512 times what a 4 KiB
+//! write changed. So on ext4, whose write path has tracepoints with the
+//! write's byte range, a folio dirtied by a buffered write is left to that
+//! range alone, when all of this holds (else the whole folio is marked):
+//! - the write's range was recorded (per CPU) by this same thread, for
+//!   this inode, with its first byte inside the folio, and that record is
+//!   used once;
+//! - the file has no writable shared mapping (`i_mmap_writable` is 0).
+//!
+//! Why nothing is missed: the folio was clean, so its other bytes are the
+//! ones on disk, which every change since the last swap has marked (the
+//! swap's `syncfs` cleaned it, so any earlier change dirtied it again).
+//! After this write it stays dirty, so later changes to it raise no dirty
+//! event; each must be marked at its own point: another write (its range),
+//! fallocate modes (their ranges), a truncation (`ext4_truncate_enter`:
+//! from the new size to the end), and stores through a mapping created
+//! later: a page is mapped only by a fault, and a fault on a file with a
+//! writable shared mapping marks the largest folio's worth of pages around
+//! it (`mm_filemap_fault`, `mm_filemap_map_pages`). A record left over from
+//! a write whose folio was already dirty can only be used by a later dirty
+//! event of the same thread on the same folio, which is one of those points
+//! (each marks its own change).
 
 use super::bpf::{Alu, Asm, Cond, Reg::*, Size::*};
 use super::btf::Btf;
@@ -70,6 +95,28 @@ pub enum Point {
         /// Whether the inode argument is an `xfs_inode`.
         xfs: bool,
     },
+    /// A buffered write's start, `(inode, pos, len)`: its range is marked,
+    /// and recorded for the dirty folio that follows (ext4's
+    /// `*_write_begin`; see the module's "Precision on ext4").
+    Write {
+        /// Tracepoint name.
+        name: &'static str,
+    },
+    /// A truncation, `(inode)` with the new size already set: everything
+    /// from the page holding the new end on is marked.
+    Cut {
+        /// Tracepoint name.
+        name: &'static str,
+    },
+    /// A page fault of a file, `(mapping, index[, last_index])`: when the
+    /// file has a writable shared mapping, the largest folios around the
+    /// pages are marked, since a store may follow without a dirty event.
+    Fault {
+        /// Tracepoint name.
+        name: &'static str,
+        /// Whether the tracepoint passes a last index (fault-around).
+        last: bool,
+    },
     /// A file system's tracepoint saying only that an inode changed
     /// (flags set with chattr raise no fanotify event): it is stat-ed
     /// again, no data is marked.
@@ -98,10 +145,28 @@ const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point 
 /// The points of ext4: every way its file data changes without a page
 /// becoming dirty (truncation is seen from the size and the data regions;
 /// the cut page is dirtied).
-pub const EXT4: [Point; 8] = [
-    // Buffered writes, as ranges: a write into inline data dirties no page.
-    range("ext4_da_write_begin", true, false, false),
-    range("ext4_write_begin", true, false, false),
+pub const EXT4: [Point; 11] = [
+    // Buffered writes, as ranges (a write into inline data dirties no
+    // page), recorded for the dirty folio that follows.
+    Point::Write {
+        name: "ext4_da_write_begin",
+    },
+    Point::Write {
+        name: "ext4_write_begin",
+    },
+    // What may change a folio a write left dirty without raising a dirty
+    // event (see "Precision on ext4").
+    Point::Cut {
+        name: "ext4_truncate_enter",
+    },
+    Point::Fault {
+        name: "mm_filemap_fault",
+        last: false,
+    },
+    Point::Fault {
+        name: "mm_filemap_map_pages",
+        last: true,
+    },
     // Every change of an inode's on-disk fields (flags, times...).
     Point::Touch {
         name: "ext4_mark_inode_dirty",
@@ -142,7 +207,11 @@ impl Point {
         match self {
             Point::DirtyFolio => "writeback_dirty_folio",
             Point::DirectIo => "iomap_dio_rw_begin",
-            Point::Range { name, .. } | Point::Touch { name, .. } => name,
+            Point::Range { name, .. }
+            | Point::Touch { name, .. }
+            | Point::Write { name }
+            | Point::Cut { name }
+            | Point::Fault { name, .. } => name,
         }
     }
 }
@@ -154,7 +223,9 @@ pub struct Offsets {
     folio_flags1: i16,
     pg_head: i32,
     mapping_host: i16,
+    mapping_mmap_writable: i16,
     inode_ino: i16,
+    inode_size: i16,
     inode_sb: i16,
     sb_dev: i16,
     kiocb_filp: i16,
@@ -174,7 +245,9 @@ impl Offsets {
             folio_flags1: o("folio", "_flags_1")?,
             pg_head: btf.enum_value("pageflags", "PG_head")? as i32,
             mapping_host: o("address_space", "host")?,
+            mapping_mmap_writable: o("address_space", "i_mmap_writable")?,
             inode_ino: o("inode", "i_ino")?,
+            inode_size: o("inode", "i_size")?,
             inode_sb: o("inode", "i_sb")?,
             sb_dev: o("super_block", "s_dev")?,
             kiocb_filp: o("kiocb", "ki_filp")?,
@@ -190,6 +263,15 @@ impl Offsets {
 const KEY: i16 = -32;
 const VALUE: i16 = -40;
 const CTL_KEY: i16 = -48;
+/// A write's byte offset, kept while the key is built.
+const WRITE_POS: i16 = -56;
+
+/// `bpf_get_current_pid_tgid`: the thread that runs the program.
+const GET_CURRENT_PID_TGID: i32 = 14;
+
+/// Bytes of a per-CPU write record: thread (pid_tgid), dev, ino, pos,
+/// and the generation counter when the write's range was marked.
+pub const WRITE_RECORD: u32 = 40;
 
 /// The descriptors and constants a program is built against.
 pub struct Maps {
@@ -201,6 +283,10 @@ pub struct Maps {
     pub dev: u32,
     /// log2 of the page size.
     pub page_shift: i32,
+    /// The per-CPU record of the last buffered write ([`WRITE_RECORD`]
+    /// bytes), on file systems whose writes are recorded (ext4): with it,
+    /// a folio a write dirtied is left to the write's range.
+    pub last_write: Option<i32>,
 }
 
 /// Stores dev and ino of the inode R2 points to (`base` bytes into it)
@@ -251,6 +337,61 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
                 .alu_k(Alu::And, R3, 0x3f)
                 .alu_x(Alu::Lsh, R4, R3)
                 .label("small")
+                .stx(Dw, Fp, KEY + 24, R4);
+            if let Some(last) = m.last_write {
+                written_folio(&mut a, o, m, last);
+            }
+        }
+        Point::Write { .. } => {
+            // (struct inode *inode, loff_t pos, unsigned int len)
+            a.ldx(Dw, R2, R1, 0).jmp_k(Cond::Eq, R2, 0, "out");
+            key_inode(&mut a, o, 0);
+            if args < 3 {
+                a.alu_k(Alu::Mov, R3, 0)
+                    .stx(Dw, Fp, KEY + 16, R3)
+                    .ld_imm64(R4, TO_END)
+                    .stx(Dw, Fp, KEY + 24, R4);
+            } else {
+                a.ldx(Dw, R3, R1, 8)
+                    .ldx(Dw, R4, R1, 16)
+                    .stx(Dw, Fp, WRITE_POS, R3);
+                key_range(&mut a, shift);
+                if let Some(last) = m.last_write {
+                    record_write(&mut a, m, last);
+                }
+            }
+        }
+        Point::Cut { .. } => {
+            // (struct inode *inode), its size already the new one.
+            a.ldx(Dw, R2, R1, 0).jmp_k(Cond::Eq, R2, 0, "out");
+            key_inode(&mut a, o, 0);
+            a.ldx(Dw, R3, R2, o.inode_size)
+                .alu_k(Alu::Rsh, R3, shift)
+                .stx(Dw, Fp, KEY + 16, R3)
+                .ld_imm64(R4, TO_END)
+                .stx(Dw, Fp, KEY + 24, R4);
+        }
+        Point::Fault { last, .. } => {
+            // (struct address_space *mapping, pgoff_t index[, pgoff_t last])
+            let big = largest_folio(shift);
+            a.ldx(Dw, R7, R1, 0)
+                .jmp_k(Cond::Eq, R7, 0, "out")
+                .ldx(W, R3, R7, o.mapping_mmap_writable)
+                .jmp_k(Cond::Eq, R3, 0, "out")
+                .ldx(Dw, R2, R7, o.mapping_host)
+                .jmp_k(Cond::Eq, R2, 0, "out");
+            key_inode(&mut a, o, 0);
+            a.ldx(Dw, R3, R1, 8)
+                .alu_k(Alu::And, R3, -big)
+                .stx(Dw, Fp, KEY + 16, R3);
+            if last && args >= 3 {
+                a.ldx(Dw, R4, R1, 16);
+            } else {
+                a.ldx(Dw, R4, R1, 8);
+            }
+            a.alu_k(Alu::Or, R4, big - 1)
+                .alu_k(Alu::Add, R4, 1)
+                .alu_x(Alu::Sub, R4, R3)
                 .stx(Dw, Fp, KEY + 24, R4);
         }
         Point::DirectIo => {
@@ -307,6 +448,95 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
     }
     tail(&mut a, m);
     a.finish()
+}
+
+/// Pages of the largest folio: one page table's worth (a PMD), which is
+/// `page size / 8` pages (512 of 4 KiB).
+fn largest_folio(shift: i32) -> i32 {
+    1 << (shift - 3)
+}
+
+/// Records the write whose key was just built (its byte offset at
+/// `WRITE_POS`) in this CPU's record: thread, dev, ino, pos and the
+/// generation counter, for the dirty folio that follows.
+fn record_write(a: &mut Asm, m: &Maps, last: i32) {
+    a.ldx(Dw, R1, Fp, KEY)
+        .ld_imm64(R2, m.dev as u64)
+        .jmp_x(Cond::Ne, R1, R2, "out")
+        .st(W, Fp, CTL_KEY, 0)
+        .ld_map(R1, m.ctl)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, CTL_KEY as i32)
+        .call(1) // map_lookup_elem
+        .jmp_k(Cond::Eq, R0, 0, "out")
+        .ldx(Dw, R9, R0, 0)
+        .call(GET_CURRENT_PID_TGID)
+        .alu_x(Alu::Mov, R8, R0)
+        .ld_map(R1, last)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, CTL_KEY as i32)
+        .call(1)
+        .jmp_k(Cond::Eq, R0, 0, "recorded")
+        .stx(Dw, R0, 0, R8)
+        .ldx(Dw, R1, Fp, KEY)
+        .stx(Dw, R0, 8, R1)
+        .ldx(Dw, R1, Fp, KEY + 8)
+        .stx(Dw, R0, 16, R1)
+        .ldx(Dw, R1, Fp, WRITE_POS)
+        .stx(Dw, R0, 24, R1)
+        .stx(Dw, R0, 32, R9)
+        .label("recorded");
+}
+
+/// In the dirty-folio program (R7 = the mapping, the folio's key built):
+/// leaves the folio to the write that dirtied it, exiting without a mark,
+/// when this CPU's write record is this thread's, for this inode, with its
+/// first byte in this folio and its range marked in the generation still
+/// active, and the file has no writable shared mapping (see "Precision on
+/// ext4"). The record is used once. Otherwise falls through to the mark.
+fn written_folio(a: &mut Asm, o: &Offsets, m: &Maps, last: i32) {
+    let shift = m.page_shift;
+    a.ldx(Dw, R1, Fp, KEY)
+        .ld_imm64(R2, m.dev as u64)
+        .jmp_x(Cond::Ne, R1, R2, "out")
+        .call(GET_CURRENT_PID_TGID)
+        .alu_x(Alu::Mov, R8, R0)
+        .st(W, Fp, CTL_KEY, 0)
+        .ld_map(R1, last)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, CTL_KEY as i32)
+        .call(1) // map_lookup_elem
+        .jmp_k(Cond::Eq, R0, 0, "whole")
+        .ldx(Dw, R1, R0, 0)
+        .jmp_x(Cond::Ne, R1, R8, "whole")
+        .st(Dw, R0, 0, 0)
+        .alu_x(Alu::Mov, R9, R0)
+        .ldx(Dw, R1, R9, 8)
+        .ldx(Dw, R2, Fp, KEY)
+        .jmp_x(Cond::Ne, R1, R2, "whole")
+        .ldx(Dw, R1, R9, 16)
+        .ldx(Dw, R2, Fp, KEY + 8)
+        .jmp_x(Cond::Ne, R1, R2, "whole")
+        // The write's first byte in [folio start, folio end).
+        .ldx(Dw, R1, R9, 24)
+        .ldx(Dw, R2, Fp, KEY + 16)
+        .alu_k(Alu::Lsh, R2, shift)
+        .jmp_x(Cond::Lt, R1, R2, "whole")
+        .ldx(Dw, R3, Fp, KEY + 24)
+        .alu_k(Alu::Lsh, R3, shift)
+        .alu_x(Alu::Add, R3, R2)
+        .jmp_x(Cond::Ge, R1, R3, "whole")
+        .ldx(W, R1, R7, o.mapping_mmap_writable)
+        .jmp_k(Cond::Ne, R1, 0, "whole")
+        .ld_map(R1, m.ctl)
+        .alu_x(Alu::Mov, R2, Fp)
+        .alu_k(Alu::Add, R2, CTL_KEY as i32)
+        .call(1)
+        .jmp_k(Cond::Eq, R0, 0, "whole")
+        .ldx(Dw, R1, R0, 0)
+        .ldx(Dw, R2, R9, 32)
+        .jmp_x(Cond::Eq, R1, R2, "out")
+        .label("whole");
 }
 
 /// The shared part: filter by file system, then the insert under the swap
