@@ -126,6 +126,57 @@ fn an_unchanged_level_1_appends_almost_nothing_to_the_pack() {
     assert_same_tree(&t.src, &t.out);
 }
 
+/// A file whose times are too recent to trust (here: in the future, so
+/// every dump finds it "racily clean") is compared at every dump; when its
+/// checksums come out the same, the commit keeps their record in the pack
+/// instead of appending a copy, and a block changed under the same times
+/// is still found.
+#[test]
+fn a_racily_clean_file_compared_again_appends_nothing() {
+    use std::os::unix::fs::FileExt;
+    let t = paths();
+    grow(&t.src, 0);
+    let big = t.src.join("racy");
+    fs::write(&big, bytes(9, 64 << 20)).unwrap();
+    let future = (4_102_444_800, 0); // 2100-01-01
+    set_times(&big, future, future);
+    let s = |i: usize| t.dir.path().join(format!("s{i}"));
+    assert_eq!(dump_to(0, &s(0), &t.cat, &t.src), 0);
+    let dir = source_dir(&t.cat);
+    for level in 1..=2u8 {
+        let before = packs(&dir);
+        assert_eq!(dump_to(level, &s(level as usize), &t.cat, &t.src), 0);
+        let after = packs(&dir);
+        assert_eq!(after[0].0, before[0].0, "compacted: {before:?} {after:?}");
+        let grew = after[0].1 - before[0].1;
+        // The racy file's 16,384 checksums are a 262 KB record.
+        assert!(grew < 64 << 10, "level {level} appended {grew} bytes");
+    }
+    // One block rewritten, times put back: still compared, and sent.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .write_all_at(&[0xa5; 4096], 4096 * 1000)
+        .unwrap();
+    set_times(&big, future, future);
+    let (c, out, e) = run_s(&[
+        "dump",
+        "-3",
+        "-f",
+        p(&s(3)),
+        "--json",
+        "--catalog",
+        p(&t.cat),
+        p(&t.src),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(j["data_blocks"], 1, "{j}");
+    restore_chain(&(0..4).map(s).collect::<Vec<_>>(), &t.out);
+    assert_same_tree(&t.src, &t.out);
+}
+
 #[test]
 fn a_chain_killed_at_every_commit_step_restores_exactly() {
     let t = paths();

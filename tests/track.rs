@@ -226,6 +226,21 @@ fn rounds(kind: &str) -> Vec<Change> {
             mmap_write(&s.join("mapped"), 300_000, b"mapped store");
             direct_write(&s.join("direct"), 65536, 300);
         }),
+        // Writes into folios readahead left large (ext4 marks them at the
+        // writes' ranges), then what a dirty folio hides: a store through
+        // a mapping made after a write, into that write's folio; a cut
+        // inside a written folio, the file grown back to its size.
+        Box::new(|s: &Path| {
+            let l = s.join("large");
+            evict(&l);
+            fs::read(&l).unwrap();
+            write_at(&l, 1605 * 4096 + 5, b"write");
+            mmap_write(&l, 1606 * 4096 + 9, b"store after the write");
+            write_at(&l, 1905 * 4096 + 17, b"w");
+            let f = fs::OpenOptions::new().write(true).open(&l).unwrap();
+            f.set_len(1900 * 4096 + 100).unwrap();
+            f.set_len(8 << 20).unwrap();
+        }),
         // fallocate modes and shrinking and growing truncations.
         Box::new(move |s: &Path| {
             let r = s.join("ranges");
@@ -848,7 +863,10 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
         // SAFETY: advice on an open descriptor.
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         let mut all = Vec::new();
-        std::fs::File::open(&p).unwrap().read_to_end(&mut all).unwrap();
+        std::fs::File::open(&p)
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
     };
     let ino = std::fs::metadata(&p).unwrap().ino();
     warm();
@@ -858,7 +876,8 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     let written = [1100u64, 1300, 1517, 1700, 2000];
     for &pg in &written {
         let len = if pg == 1700 { 10 } else { 4096 };
-        f.write_all_at(&vec![1u8; len], pg * 4096 + (4096 - len as u64)).unwrap();
+        f.write_all_at(&vec![1u8; len], pg * 4096 + (4096 - len as u64))
+            .unwrap();
     }
     let marked = pages_of(&k.swap(sync).unwrap(), ino);
     assert_eq!(marked, written.into_iter().collect(), "scattered writes");
@@ -871,7 +890,10 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     m.store(1606 * 4096 + 1, 2);
     drop(m);
     let marked = pages_of(&k.swap(sync).unwrap(), ino);
-    assert!(marked.contains(&1605) && marked.contains(&1606), "mapped later: {marked:?}");
+    assert!(
+        marked.contains(&1605) && marked.contains(&1606),
+        "mapped later: {marked:?}"
+    );
     // A write, then the file cut inside the write's folio and extended
     // again to its length: the cut page and everything after it.
     warm();
@@ -896,7 +918,10 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     m.store(1301 * 4096, 3);
     let marked = pages_of(&k.swap(sync).unwrap(), ino);
     drop(m);
-    assert!(marked.contains(&1300) && marked.contains(&1301), "mapped: {marked:?}");
+    assert!(
+        marked.contains(&1300) && marked.contains(&1301),
+        "mapped: {marked:?}"
+    );
 }
 
 /// An ext4 made with `inline_data` (small files live in the inode), loop

@@ -252,7 +252,14 @@ pub fn plan(tree: &mut Tree, input: PlanInput, root: OwnedFd, report: &Report) -
             }
             let f = &mut tree.inodes[idx];
             f.extents = extents;
-            f.sums = Sums::Here(sums);
+            // Checksums that came out the same (a racily clean file, one
+            // whose marked pages were written back unchanged) keep their
+            // record in the catalog's pack: the commit appends nothing.
+            f.sums = if sums[..] == gsums[..] {
+                g.sums.clone()
+            } else {
+                Sums::Here(sums)
+            };
         }
     }
     // Everything `prev` used that nothing kept is freed.

@@ -260,5 +260,4 @@ mod tests {
                 .collect::<Vec<_>>()
         );
     }
-
 }
