@@ -150,7 +150,9 @@ pub struct DumpArgs {
     /// the tree, and fail (writing nothing) unless they agree.
     ///
     /// The check of a tracker's trust: every entry, block pointer and
-    /// checksum of the two must be equal (access times aside).
+    /// checksum of the two must be equal (access times aside). Run it on a
+    /// quiet tree: the walk comes after the tracker's swap, so it also
+    /// sees writes made since, and a tree still being written fails it.
     #[arg(long)]
     verify_tracker: bool,
     #[command(flatten)]
