@@ -17,8 +17,14 @@ pub struct SourceSnapshots {
     pub snapshots: Vec<SnapshotInfo>,
 }
 
-/// Reads the snapshot tables under `root`, of `source` only when given.
-pub fn list(root: &Path, source: Option<&Path>) -> Result<Vec<SourceSnapshots>> {
+/// Reads the snapshot tables under `root`, of `source` only when given;
+/// without a source, a catalog that cannot be read is a warning in
+/// `report` and the others are still listed.
+pub fn list(
+    root: &Path,
+    source: Option<&Path>,
+    report: &crate::report::Report,
+) -> Result<Vec<SourceSnapshots>> {
     let states = match source {
         Some(s) => {
             let canon = std::fs::canonicalize(s)
@@ -33,7 +39,16 @@ pub fn list(root: &Path, source: Option<&Path>) -> Result<Vec<SourceSnapshots>> 
             }
             vec![c.state]
         }
-        None => Catalog::list_all(root)?,
+        None => {
+            let (states, damaged) = Catalog::list_all(root)?;
+            for (dir, e) in damaged {
+                report.warn(
+                    dir.as_os_str().as_bytes(),
+                    format!("{e:#}; its snapshots are not listed"),
+                );
+            }
+            states
+        }
     };
     Ok(states
         .into_iter()

@@ -241,24 +241,31 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every catalog under `root`, for `snapshots` without a source.
-    pub fn list_all(root: &Path) -> Result<Vec<CatalogState>> {
+    /// Every catalog under `root` that loads, for `snapshots` without a
+    /// source, and what kept each of the others from loading: one damaged
+    /// source's catalog must not hide every other source's snapshots.
+    pub fn list_all(root: &Path) -> Result<(Vec<CatalogState>, Vec<(PathBuf, anyhow::Error)>)> {
         let dir = root.join("sources");
-        let mut out = Vec::new();
+        let (mut out, mut damaged) = (Vec::new(), Vec::new());
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, damaged)),
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot read catalog {}", dir.display()))
             }
         };
         for ent in rd {
-            if let Some((state, _)) = load(&ent?.path())? {
-                out.push(state);
+            let path = ent
+                .with_context(|| format!("cannot read catalog {}", dir.display()))?
+                .path();
+            match load(&path) {
+                Ok(Some((state, _))) => out.push(state),
+                Ok(None) => {}
+                Err(e) => damaged.push((path, e)),
             }
         }
         out.sort_by(|a, b| a.source_path.cmp(&b.source_path));
-        Ok(out)
+        Ok((out, damaged))
     }
 }
 

@@ -23,10 +23,11 @@ pub struct SnapshotsArgs {
 
 /// Runs `snapdump snapshots`.
 pub fn run(a: SnapshotsArgs) -> Result<i32> {
-    let list = crate::snapshots::list(&a.catalog.root(), a.source.as_deref())?;
+    let report = crate::report::Report::new();
+    let list = crate::snapshots::list(&a.catalog.root(), a.source.as_deref(), &report)?;
     if a.json {
         print::json_stdout(&list)?;
-        return Ok(0);
+        return Ok(report.exit_status());
     }
     let mut lines = Vec::new();
     for s in &list {
@@ -46,5 +47,5 @@ pub fn run(a: SnapshotsArgs) -> Result<i32> {
         }
     }
     print::lines(lines)?;
-    Ok(0)
+    Ok(report.exit_status())
 }
