@@ -219,6 +219,21 @@ fn a_chain_killed_at_every_commit_step_restores_exactly() {
             // The manifest was renamed in: the dump's snapshot exists, and
             // its stream is complete (it was closed before the commit).
             assert_ne!(after, manifest, "{point}");
+            // Not an interrupted dump: nothing to resume, nothing to
+            // discard.
+            let (c, _, e) = run_s(&[
+                "dump",
+                &format!("-{}", level + 1),
+                "--resume",
+                "-f",
+                p(&t.dir.path().join("never")),
+                "--catalog",
+                p(&t.cat),
+                p(&t.src),
+            ]);
+            assert_eq!(c, 2, "{e}");
+            assert!(e.contains("nothing to resume"), "{e}");
+            assert_eq!(e.trim_end().lines().count(), 1, "{e}");
             streams.push(killed);
             level += 1;
         } else {
@@ -235,6 +250,11 @@ fn a_chain_killed_at_every_commit_step_restores_exactly() {
             p(&t.src),
         ]);
         assert_eq!(c, 0, "after {point}: {e}");
+        assert_eq!(
+            e.contains("interrupted dump"),
+            !point.starts_with("catalog-committed"),
+            "after {point}: {e}"
+        );
         streams.push(s);
         level += 1;
         assert_eq!(packs(&dir).len(), 1, "after {point}: {:?}", packs(&dir));
@@ -478,4 +498,58 @@ fn a_damaged_checksum_record_is_one_clear_line_when_its_file_changes() {
     );
     restore_chain(&[s0, s1], &t.out);
     assert_same_tree(&t.src, &t.out);
+}
+
+/// `snapshots` without a source lists every catalog it can read: one
+/// damaged source's catalog is a warning naming it (exit status 1), not
+/// the end of the listing.
+#[test]
+fn a_damaged_catalog_does_not_hide_the_others() {
+    let t = paths();
+    grow(&t.src, 0);
+    let other = t.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("f"), b"another source").unwrap();
+    assert_eq!(dump_to(0, &t.dir.path().join("s0"), &t.cat, &t.src), 0);
+    assert_eq!(dump_to(0, &t.dir.path().join("o0"), &t.cat, &other), 0);
+    let (c, out, e) = run_s(&["snapshots", "--catalog", p(&t.cat)]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(String::from_utf8_lossy(&out).matches("level 0").count(), 2);
+    // Damage the first source's catalog manifest.
+    let dirs: Vec<PathBuf> = fs::read_dir(t.cat.join("sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let victim = dirs
+        .iter()
+        .find(|d| {
+            fs::read(d.join("source"))
+                .unwrap()
+                .starts_with(p(&t.src).as_bytes())
+        })
+        .unwrap();
+    let manifest = victim.join("catalog");
+    let mut bytes = fs::read(&manifest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&manifest, &bytes).unwrap();
+    for json in [false, true] {
+        let mut args = vec!["snapshots", "--catalog", p(&t.cat)];
+        if json {
+            args.insert(1, "--json");
+        }
+        let (c, out, e) = run_s(&args);
+        assert_eq!(c, 1, "{e}");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 1, "{e}");
+        assert!(lines[0].contains(p(victim)), "{e}");
+        assert!(lines[0].contains("not listed"), "{e}");
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains(p(&other)), "{out}");
+        assert!(!out.contains(&format!("{}\n", p(&t.src))), "{out}");
+    }
+    // The damaged one alone, named: an error, as before.
+    let (c, _, e) = run_s(&["snapshots", "--catalog", p(&t.cat), p(&t.src)]);
+    assert_eq!(c, 2, "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }

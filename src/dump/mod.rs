@@ -220,7 +220,27 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
     let bs = catalog.state.block_size;
     let mut specs = vec![opts.output.clone()];
     specs.extend(opts.volumes.iter().cloned());
-    let interrupted = resume::load(&catalog.dir)?;
+    let mut interrupted = resume::load(&catalog.dir)?;
+    // A dump killed after its catalog commit and before it forgot its
+    // resume point was not interrupted: its snapshot is recorded.
+    let recorded = |p: &resume::ResumePoint| {
+        catalog
+            .state
+            .snapshots
+            .iter()
+            .any(|s| crate::ids::hex(&s.snap.uuid) == p.snapshot_uuid)
+    };
+    if let Some(p) = interrupted.as_ref().filter(|p| recorded(p)) {
+        if opts.resume {
+            anyhow::bail!(
+                "the last dump of {} completed (snapshot {}); there is nothing to resume: run the dump without --resume",
+                source.display(),
+                p.snapshot_id
+            );
+        }
+        resume::clear(&catalog.dir);
+        interrupted = None;
+    }
     let (output, out, resuming) = if opts.resume {
         let p = interrupted.ok_or_else(|| {
             anyhow::anyhow!(
