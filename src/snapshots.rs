@@ -40,7 +40,10 @@ pub fn list(
             vec![c.state]
         }
         None => {
-            let (states, damaged) = Catalog::list_all(root)?;
+            let crate::catalog::Listing {
+                states,
+                unreadable: damaged,
+            } = Catalog::list_all(root)?;
             for (dir, e) in damaged {
                 report.warn(
                     dir.as_os_str().as_bytes(),

@@ -80,6 +80,14 @@ pub struct CatalogState {
     pub flags_recorded: bool,
 }
 
+/// The catalogs under a root ([`Catalog::list_all`]).
+pub struct Listing {
+    /// Those that loaded, by source path.
+    pub states: Vec<CatalogState>,
+    /// Each catalog directory that did not load, and why.
+    pub unreadable: Vec<(PathBuf, anyhow::Error)>,
+}
+
 impl CatalogState {
     /// Bytes of the sums records the tree names in the pack: what a
     /// compacted pack must hold besides the body's chunks.
@@ -244,12 +252,17 @@ impl Catalog {
     /// Every catalog under `root` that loads, for `snapshots` without a
     /// source, and what kept each of the others from loading: one damaged
     /// source's catalog must not hide every other source's snapshots.
-    pub fn list_all(root: &Path) -> Result<(Vec<CatalogState>, Vec<(PathBuf, anyhow::Error)>)> {
+    pub fn list_all(root: &Path) -> Result<Listing> {
         let dir = root.join("sources");
         let (mut out, mut damaged) = (Vec::new(), Vec::new());
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, damaged)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Listing {
+                    states: out,
+                    unreadable: damaged,
+                })
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot read catalog {}", dir.display()))
             }
@@ -265,7 +278,10 @@ impl Catalog {
             }
         }
         out.sort_by(|a, b| a.source_path.cmp(&b.source_path));
-        Ok((out, damaged))
+        Ok(Listing {
+            states: out,
+            unreadable: damaged,
+        })
     }
 }
 

@@ -221,7 +221,10 @@ fn catalog_streams(root: &std::path::Path, path: &str, report: &Report) -> Resul
     let abs =
         std::path::absolute(path).map_err(|e| anyhow::anyhow!("cannot resolve {path}: {e}"))?;
     let abs = abs.as_os_str().as_bytes();
-    let (states, damaged) = Catalog::list_all(root)?;
+    let crate::catalog::Listing {
+        states,
+        unreadable: damaged,
+    } = Catalog::list_all(root)?;
     for (dir, e) in damaged {
         report.warn(
             dir.as_os_str().as_bytes(),
