@@ -33,6 +33,8 @@
 //! - the write's range was recorded (per CPU) by this same thread, for
 //!   this inode, with its first byte inside the folio, and that record is
 //!   used once;
+//! - the range went into the map still active (no swap since: the
+//!   generation counter recorded with it is the current one);
 //! - the file has no writable shared mapping (`i_mmap_writable` is 0).
 //!
 //! Why nothing is missed: the folio was clean, so its other bytes are the
@@ -143,8 +145,8 @@ const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point 
 }
 
 /// The points of ext4: every way its file data changes without a page
-/// becoming dirty (truncation is seen from the size and the data regions;
-/// the cut page is dirtied).
+/// becoming dirty, and what the precise marking of writes needs (see
+/// "Precision on ext4").
 pub const EXT4: [Point; 11] = [
     // Buffered writes, as ranges (a write into inline data dirties no
     // page), recorded for the dirty folio that follows.
