@@ -106,6 +106,25 @@ level1() { # $1: title
   n=$((n + 1))
 }
 
+# The three dumps of the change just made, timed side by side.
+timed_dumps() { # $1: title
+  local lvl=$((n < 9 ? n : 9)) t0 t1 t2 t3
+  t0=$(date +%s.%N)
+  "$bin" dump -$lvl -f "$out/a$n" --catalog "$out/cat" "$s" >/dev/null
+  t1=$(date +%s.%N)
+  "$bin" dump -$lvl -f "$out/b$n" --catalog "$out/catw" --no-tracker "$s" >/dev/null
+  t2=$(date +%s.%N)
+  bash -c "tar --sparse --xattrs --atime-preserve=system -g '$out/snar' -cf - -C '$s' . | zstd -q -3 -T0 > '$out/t$n.tar.zst'"
+  t3=$(date +%s.%N)
+  row "$1" seconds "" "" stream
+  row "snapdump dump -$lvl, tracker" "$(echo "$t1 - $t0" | bc)" "" "" "$(stat -c %s "$out/a$n")"
+  row "snapdump dump -$lvl --no-tracker" "$(echo "$t2 - $t1" | bc)" "" "" "$(stat -c %s "$out/b$n")"
+  row "tar --listed-incremental | zstd -3 -T0" "$(echo "$t3 - $t2" | bc)" "" "" "$(stat -c %s "$out/t$n.tar.zst")"
+  awk -v a="$(echo "$t1 - $t0" | bc)" -v t="$(echo "$t3 - $t2" | bc)" 'BEGIN {
+    printf "  tracker / tar time = %.3f (target <= 0.05)\n", a / t }'
+  n=$((n + 1))
+}
+
 # Stat calls, measured on extra dumps of the same state (nothing changed
 # since the one before).
 measure() {
@@ -131,40 +150,11 @@ for round in 1 2; do
   changed=$("$gen" mutate "$s" "$(date +%s)$round")
   sleep 1.2
   echo "  changed data: $changed bytes"
-  lvl=$((n < 9 ? n : 9))
-  t0=$(date +%s.%N)
-  "$bin" dump -$lvl -f "$out/a$n" --catalog "$out/cat" "$s" >/dev/null
-  t1=$(date +%s.%N)
-  "$bin" dump -$lvl -f "$out/b$n" --catalog "$out/catw" --no-tracker "$s" >/dev/null
-  t2=$(date +%s.%N)
-  t3=$(date +%s.%N)
-  bash -c "tar --sparse --xattrs --atime-preserve=system -g '$out/snar' -cf - -C '$s' . | zstd -q -3 -T0 > '$out/t$n.tar.zst'"
-  t4=$(date +%s.%N)
-  row "level 1 after the mutation" seconds "" "" stream
-  row "snapdump dump -$lvl, tracker" "$(echo "$t1 - $t0" | bc)" "" "" "$(stat -c %s "$out/a$n")"
-  row "snapdump dump -$lvl --no-tracker" "$(echo "$t2 - $t1" | bc)" "" "" "$(stat -c %s "$out/b$n")"
-  row "tar --listed-incremental | zstd -3 -T0" "$(echo "$t4 - $t3" | bc)" "" "" "$(stat -c %s "$out/t$n.tar.zst")"
-  awk -v a="$(echo "$t1 - $t0" | bc)" -v t="$(echo "$t4 - $t3" | bc)" 'BEGIN {
-    printf "  tracker / tar time = %.3f (target <= 0.05)\n", a / t }'
-  n=$((n + 1))
+  timed_dumps "level 1 after the mutation"
   # A third change, written back before the dumps (`sync`), timed the same.
   "$gen" mutate "$s" "$(( $(date +%s) + 2000 + round ))" >/dev/null
   sync
-  lvl=$((n < 9 ? n : 9))
-  t0=$(date +%s.%N)
-  "$bin" dump -$lvl -f "$out/a$n" --catalog "$out/cat" "$s" >/dev/null
-  t1=$(date +%s.%N)
-  "$bin" dump -$lvl -f "$out/b$n" --catalog "$out/catw" --no-tracker "$s" >/dev/null
-  t2=$(date +%s.%N)
-  bash -c "tar --sparse --xattrs --atime-preserve=system -g '$out/snar' -cf - -C '$s' . | zstd -q -3 -T0 > '$out/t$n.tar.zst'"
-  t3=$(date +%s.%N)
-  row "the same after a third change, synced first" seconds "" "" stream
-  row "snapdump dump -$lvl, tracker" "$(echo "$t1 - $t0" | bc)" "" "" "$(stat -c %s "$out/a$n")"
-  row "snapdump dump -$lvl --no-tracker" "$(echo "$t2 - $t1" | bc)" "" "" "$(stat -c %s "$out/b$n")"
-  row "tar --listed-incremental | zstd -3 -T0" "$(echo "$t3 - $t2" | bc)" "" "" "$(stat -c %s "$out/t$n.tar.zst")"
-  awk -v a="$(echo "$t1 - $t0" | bc)" -v t="$(echo "$t3 - $t2" | bc)" 'BEGIN {
-    printf "  tracker / tar time = %.3f (target <= 0.05)\n", a / t }'
-  n=$((n + 1))
+  timed_dumps "the same after a third change, synced first"
   # A second change of the same kind, and the bytes each dump of it reads
   # from the source (under strace, so not timed).
   if [ $round = 2 ]; then drop_source_cache; fi

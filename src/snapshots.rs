@@ -39,19 +39,7 @@ pub fn list(
             }
             vec![c.state]
         }
-        None => {
-            let crate::catalog::Listing {
-                states,
-                unreadable: damaged,
-            } = Catalog::list_all(root)?;
-            for (dir, e) in damaged {
-                report.warn(
-                    dir.as_os_str().as_bytes(),
-                    format!("{e:#}; its snapshots are not listed"),
-                );
-            }
-            states
-        }
+        None => Catalog::list_all(root)?.loaded(report, "its snapshots are not listed"),
     };
     Ok(states
         .into_iter()

@@ -123,21 +123,7 @@ fn mmap_write(path: &Path, off: usize, data: &[u8]) {
         .open(path)
         .unwrap();
     let len = f.metadata().unwrap().len() as usize;
-    // SAFETY: a shared mapping of an open file of `len` bytes, written
-    // within bounds, then synced and unmapped.
-    unsafe {
-        let m = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(m, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(data.as_ptr(), (m as *mut u8).add(off), data.len());
-        libc::munmap(m, len);
-    }
+    Mapping::new(&f, len).copy(off, data);
 }
 
 /// One aligned O_DIRECT write of 4 KiB at `off`.
@@ -793,7 +779,6 @@ struct Mapping(*mut u8, usize);
 
 impl Mapping {
     fn new(f: &std::fs::File, len: usize) -> Mapping {
-        use std::os::fd::AsRawFd;
         // SAFETY: a shared mapping of an open file of `len` bytes.
         let m = unsafe {
             libc::mmap(
@@ -810,9 +795,13 @@ impl Mapping {
     }
 
     fn store(&self, off: usize, byte: u8) {
-        assert!(off < self.1);
+        self.copy(off, &[byte]);
+    }
+
+    fn copy(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.1);
         // SAFETY: within the mapping.
-        unsafe { self.0.add(off).write_volatile(byte) };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.add(off), data.len()) };
     }
 }
 

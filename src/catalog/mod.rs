@@ -88,6 +88,18 @@ pub struct Listing {
     pub unreadable: Vec<(PathBuf, anyhow::Error)>,
 }
 
+impl Listing {
+    /// The states that loaded, after a warning in `report` for each
+    /// catalog that did not, saying what is `left_out` because of it.
+    pub fn loaded(self, report: &crate::report::Report, left_out: &str) -> Vec<CatalogState> {
+        use std::os::unix::ffi::OsStrExt;
+        for (dir, e) in self.unreadable {
+            report.warn(dir.as_os_str().as_bytes(), format!("{e:#}; {left_out}"));
+        }
+        self.states
+    }
+}
+
 impl CatalogState {
     /// Bytes of the sums records the tree names in the pack: what a
     /// compacted pack must hold besides the body's chunks.

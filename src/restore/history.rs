@@ -221,16 +221,7 @@ fn catalog_streams(root: &std::path::Path, path: &str, report: &Report) -> Resul
     let abs =
         std::path::absolute(path).map_err(|e| anyhow::anyhow!("cannot resolve {path}: {e}"))?;
     let abs = abs.as_os_str().as_bytes();
-    let crate::catalog::Listing {
-        states,
-        unreadable: damaged,
-    } = Catalog::list_all(root)?;
-    for (dir, e) in damaged {
-        report.warn(
-            dir.as_os_str().as_bytes(),
-            format!("{e:#}; its source's streams are not looked for"),
-        );
-    }
+    let states = Catalog::list_all(root)?.loaded(report, "its source's streams are not looked for");
     let state = states
         .iter()
         .filter(|s| {
