@@ -618,6 +618,77 @@ fn an_unchanged_tree_is_not_walked() {
     s.check_chain();
 }
 
+/// Pages of `path` the kernel holds dirty (`cachestat(2)`).
+fn dirty_pages(path: &Path) -> u64 {
+    let f = fs::File::open(path).unwrap();
+    let range = [0u64, 0]; // offset, length: the whole file
+    let mut stat = [0u64; 5]; // cache, dirty, writeback, evicted, recently evicted
+    const SYS_CACHESTAT: libc::c_long = 451;
+    // SAFETY: cachestat fills the five counters of `stat`.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            range.as_ptr(),
+            stat.as_mut_ptr(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "cachestat: {}", std::io::Error::last_os_error());
+    stat[1]
+}
+
+/// On ext4 a dump's swap writes back only files with writable shared
+/// mappings: a file written just before stays dirty (the user's write-back
+/// is the kernel's business), while stores through a mapping kept across
+/// the dumps, into entries made writable epochs ago, are each seen by the
+/// next increment, and the chain restores exactly.
+#[test]
+fn a_mapping_kept_across_dumps_is_seen_by_each_increment() {
+    let _lock = serial();
+    let Some((mut s, _tracker)) = Setup::new(&[]) else {
+        return;
+    };
+    let mapped = s.src.join("mapped");
+    fs::write(&mapped, vec![0u8; 1 << 20]).unwrap();
+    let (j, e) = s.dump(&["--verify-tracker"]);
+    assert_eq!(j["tracker"]["verified"], true, "{e}");
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&mapped)
+        .unwrap();
+    let m = Mapping::new(&f, 1 << 20);
+    let written = s.src.join("written");
+    fs::write(&written, b"").unwrap();
+    for round in 0..4u8 {
+        // The same pages each round: after the first, their entries are
+        // writable unless the swap wrote the file back.
+        m.store(4096 * 3 + round as usize, round + 1);
+        m.store(4096 * 200, round + 1);
+        // Written in place (a file truncated and rewritten is flushed by
+        // ext4 at its close: auto_da_alloc).
+        write_at(&written, 0, &vec![round + 1; 256 << 10]);
+        let extra: &[&str] = if round % 2 == 0 {
+            &["--verify-tracker"]
+        } else {
+            &[]
+        };
+        let (j, e) = s.dump(extra);
+        assert_eq!(j["tracker"]["used"], true, "round {round}: {e}");
+        assert!(
+            j["data_blocks"].as_u64().unwrap() >= 2,
+            "round {round}: the stores were not carried: {j}"
+        );
+        assert!(
+            dirty_pages(&written) > 0,
+            "round {round}: the swap wrote back a file nothing maps"
+        );
+    }
+    drop(m);
+    s.check_chain();
+}
+
 /// One write of an epoch: file, byte offset, length, and whether it is a
 /// store through a shared mapping.
 #[derive(Clone, Debug)]
@@ -667,18 +738,21 @@ fn evict(path: &Path) {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, .. Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, .. Default::default() })]
 
-    /// Random writes across swaps against the kernel maps directly, into
-    /// pages evicted or cached (in the folios readahead made): the frozen
-    /// map of each epoch holds every page whose bytes changed (none
-    /// missed), and, for a file not mapped in that epoch, nothing but the
-    /// pages written (ext4 leaves a folio a write dirtied to the write's
-    /// range).
+    /// Random writes across swaps made as the daemon makes them, against
+    /// the kernel maps directly, into pages evicted, cached (in the folios
+    /// readahead made) or left dirty by the epoch before, with one file
+    /// perhaps mapped throughout: the frozen map of each epoch holds every
+    /// page whose bytes changed (none missed), and, for a file not mapped
+    /// in that epoch, nothing but the pages written (ext4 leaves a folio a
+    /// write dirtied to the write's range).
     #[test]
     fn the_two_maps_hold_exactly_the_written_pages(
-        epochs in proptest::collection::vec(proptest::collection::vec(op(), 0..12), 1..4),
+        epochs in proptest::collection::vec(proptest::collection::vec(op(), 0..12), 2..4),
         warm in proptest::bool::ANY,
+        keep_mapped in proptest::bool::ANY,
+        keep_dirty in proptest::bool::ANY,
     ) {
         use snapdump::track::kernel::{kernel_dev, Kernel};
         use std::collections::{BTreeSet, HashMap};
@@ -689,8 +763,10 @@ proptest::proptest! {
         let Some(fsys) = LoopFs::mount("ext4", &t.path().join("fs.img"), &t.path().join("mnt"), 64) else {
             return Ok(());
         };
-        // Evicted pages, or pages read back into the cache.
-        let settle = |f: &Path| {
+        // Evicted pages, or pages read back into the cache; or, between
+        // epochs, the pages left as they are (dirty ones stay dirty across
+        // the swap, so later writes into them raise no dirty event).
+        let evict_and_read = |f: &Path| {
             evict(f);
             if warm {
                 fs::read(f).unwrap();
@@ -700,26 +776,41 @@ proptest::proptest! {
         for (i, f) in files.iter().enumerate() {
             fs::write(f, bytes(i as u64, 64 * 4096)).unwrap();
             fs::File::open(f).unwrap().sync_all().unwrap();
-            settle(f);
+            evict_and_read(f);
         }
+        let settle = |f: &Path| {
+            if !keep_dirty {
+                evict_and_read(f);
+            }
+        };
         let inos: HashMap<u64, usize> =
             files.iter().enumerate().map(|(i, f)| (fs::metadata(f).unwrap().ino(), i)).collect();
         let k = Kernel::start(kernel_dev(&fsys.mnt).unwrap(), "ext4", 1 << 16).unwrap();
         let root = fs::File::open(&fsys.mnt).unwrap();
-        let sync = || {
-            // SAFETY: syncfs on an open descriptor.
-            assert_eq!(unsafe { libc::syncfs(root.as_raw_fd()) }, 0);
-            Ok(())
-        };
-        k.swap(sync).unwrap();
-        for ops in epochs {
+        swap_as_daemon(&k, &root, true);
+        // File 2 may stay mapped across the swaps: its stores then go
+        // through entries a fault made writable epochs ago, which only the
+        // swap's write-back of mapped files makes fault again.
+        let kept = keep_mapped.then(|| {
+            let f = fs::OpenOptions::new().read(true).write(true).open(&files[2]).unwrap();
+            (Mapping::new(&f, 64 * 4096), f)
+        });
+        for (n, ops) in epochs.into_iter().enumerate() {
             let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
             let mut allowed: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
-            let mut mapped = [false; 3];
+            let mut mapped = [false, false, kept.is_some()];
+            if let Some((m, _)) = &kept {
+                // The same page every epoch, through the same entry.
+                m.store(8, n as u8 + 1);
+            }
             for o in &ops {
                 let data = bytes(o.seed, o.len);
                 if o.mmap {
-                    mmap_write(&files[o.file], o.offset as usize, &data[..data.len().min(4096)]);
+                    let data = &data[..data.len().min(4096)];
+                    match &kept {
+                        Some((m, _)) if o.file == 2 => m.copy(o.offset as usize, data),
+                        _ => mmap_write(&files[o.file], o.offset as usize, data),
+                    }
                     mapped[o.file] = true;
                 } else {
                     write_at(&files[o.file], o.offset, &data);
@@ -728,7 +819,7 @@ proptest::proptest! {
                 let last = (o.offset + o.len as u64 - 1) / 4096;
                 allowed[o.file].extend(first..=last);
             }
-            let frozen = k.swap(sync).unwrap();
+            let frozen = swap_as_daemon(&k, &root, false);
             let mut marked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); 3];
             for r in &frozen.ranges {
                 if r.first >= snapdump::track::programs::TOUCHED {
@@ -757,10 +848,28 @@ proptest::proptest! {
                         allowed[i]
                     );
                 }
-                settle(&files[i]);
+                // (Evicting writes a file back, which would hide a swap
+                // that leaves a kept mapping's entries writable.)
+                if i != 2 || kept.is_none() {
+                    settle(&files[i]);
+                }
             }
         }
     }
+}
+
+/// A swap as the daemon makes it: the maps switched, then on ext4 only
+/// the files the epoch saw mapped written back (`all`: the whole file
+/// system, as the daemon's first swap does).
+fn swap_as_daemon(
+    k: &snapdump::track::kernel::Kernel,
+    root: &fs::File,
+    all: bool,
+) -> snapdump::track::kernel::Frozen {
+    use std::os::fd::AsFd;
+    let frozen = k.swap().unwrap();
+    snapdump::track::daemon::write_back(root.as_fd(), "ext4", all, &frozen.mapped).unwrap();
+    frozen
 }
 
 /// The pages of `ino` in a frozen map (touch keys left out).
@@ -831,12 +940,8 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     };
     pin_to_one_cpu();
     let k = Kernel::start(kernel_dev(&fsys.mnt).unwrap(), "ext4", 1 << 14).unwrap();
-    let sync = || {
-        let d = std::fs::File::open(&fsys.mnt).unwrap();
-        // SAFETY: syncfs on an open descriptor.
-        assert_eq!(unsafe { libc::syncfs(d.as_raw_fd()) }, 0);
-        Ok(())
-    };
+    let root = std::fs::File::open(&fsys.mnt).unwrap();
+    swap_as_daemon(&k, &root, true);
     const LEN: usize = 8 << 20;
     let p = fsys.mnt.join("f");
     let f = std::fs::OpenOptions::new()
@@ -859,7 +964,7 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     };
     let ino = std::fs::metadata(&p).unwrap().ino();
     warm();
-    k.swap(sync).unwrap();
+    swap_as_daemon(&k, &root, false);
     // Scattered writes past the first MiB, where readahead has grown its
     // folios: their pages, nothing else.
     let written = [1100u64, 1300, 1517, 1700, 2000];
@@ -868,17 +973,17 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
         f.write_all_at(&vec![1u8; len], pg * 4096 + (4096 - len as u64))
             .unwrap();
     }
-    let marked = pages_of(&k.swap(sync).unwrap(), ino);
+    let marked = pages_of(&swap_as_daemon(&k, &root, false), ino);
     assert_eq!(marked, written.into_iter().collect(), "scattered writes");
     // A write, then a mapping made after it, and a store into the
     // write's folio through that mapping.
     warm();
-    k.swap(sync).unwrap();
+    swap_as_daemon(&k, &root, false);
     f.write_all_at(b"w", 1605 * 4096).unwrap();
     let m = Mapping::new(&f, LEN);
     m.store(1606 * 4096 + 1, 2);
     drop(m);
-    let marked = pages_of(&k.swap(sync).unwrap(), ino);
+    let marked = pages_of(&swap_as_daemon(&k, &root, false), ino);
     assert!(
         marked.contains(&1605) && marked.contains(&1606),
         "mapped later: {marked:?}"
@@ -886,11 +991,11 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     // A write, then the file cut inside the write's folio and extended
     // again to its length: the cut page and everything after it.
     warm();
-    k.swap(sync).unwrap();
+    swap_as_daemon(&k, &root, false);
     f.write_all_at(b"w", 1905 * 4096).unwrap();
     f.set_len(1900 * 4096 + 100).unwrap();
     f.set_len(LEN as u64).unwrap();
-    let marked = pages_of(&k.swap(sync).unwrap(), ino);
+    let marked = pages_of(&swap_as_daemon(&k, &root, false), ino);
     assert!(
         marked.contains(&1900) && marked.contains(&1905) && marked.contains(&2047),
         "cut: {marked:?}"
@@ -902,10 +1007,10 @@ fn writes_into_large_folios_are_marked_at_their_pages() {
     warm();
     let m = Mapping::new(&f, LEN);
     m.store(1301 * 4096 + 7, 9);
-    k.swap(sync).unwrap();
+    swap_as_daemon(&k, &root, false);
     f.write_all_at(b"w", 1300 * 4096).unwrap();
     m.store(1301 * 4096, 3);
-    let marked = pages_of(&k.swap(sync).unwrap(), ino);
+    let marked = pages_of(&swap_as_daemon(&k, &root, false), ino);
     drop(m);
     assert!(
         marked.contains(&1300) && marked.contains(&1301),

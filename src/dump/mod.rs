@@ -204,8 +204,9 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         bail!("dump level {} is out of range (0-9)", opts.level);
     }
     let (source, _lock) = lock_catalog(&opts.source, &opts.catalog_root, opts.wait)?;
-    // The tracker swaps (and syncs the file system) while the catalog is
-    // read: both are done before anything of the tree is.
+    // The tracker swaps (and writes back what a store could change
+    // unmarked) while the catalog is read: both are done before anything
+    // of the tree is.
     let swapping = {
         let dir = crate::catalog::source_dir(&opts.catalog_root, source.as_os_str().as_bytes())
             .join("tracker");

@@ -613,6 +613,52 @@ pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
     check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(|_| ())
 }
 
+/// Opens, read-only, the inode of the file system `mount` is on whose
+/// file handle is the 32-bit inode number and generation (ext4's,
+/// `FILEID_INO32_GEN`). Needs `CAP_DAC_READ_SEARCH`; `ESTALE` when no such
+/// inode lives.
+pub fn open_by_ino32_handle(mount: BorrowedFd, ino: u32, generation: u32) -> io::Result<OwnedFd> {
+    /// `struct file_handle` with the 8 bytes of an ino32/gen handle.
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        ino: u32,
+        generation: u32,
+    }
+    const FILEID_INO32_GEN: i32 = 1;
+    let mut h = Handle {
+        bytes: 8,
+        kind: FILEID_INO32_GEN,
+        ino,
+        generation,
+    };
+    // SAFETY: a handle laid out as the kernel's struct file_handle, with
+    // `bytes` bytes of f_handle after the two header words.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            &mut h as *mut Handle as *mut libc::file_handle,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    check(fd)?;
+    // SAFETY: a descriptor the call just returned, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Writes back every dirty page of an open file and waits for it
+/// (`sync_file_range` with wait-before, write and wait-after: the
+/// kernel's write-and-wait, which also write-protects the pages' mappings;
+/// no journal commit, unlike `fdatasync`).
+pub fn write_back_and_wait(fd: BorrowedFd) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain call on an open descriptor; 0, 0 is the whole file.
+    check(unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) }).map(|_| ())
+}
+
 /// Whether creating `path` would create a file on the device file system
 /// (`/dev` itself, not a file system mounted below it such as
 /// `/dev/shm`): outputs never do, since a name there that does not exist

@@ -3,12 +3,24 @@
 //! socket, and writes one delta file per swap.
 //!
 //! A swap, in order: make the other page map active (and wait until no
-//! program still writes the old one); `syncfs` the source's file system, so
+//! program still writes the old one) and empty the old one; write back
+//! what a later change could reach without a mark (below); read every
+//! fanotify event queued so far; write the old map's ranges and the events
+//! as the delta of the epoch that ends. Events and writes that land while
+//! the swap runs are in this delta or the next, never in neither; a dump
+//! reads the tree only after the swap answered.
+//!
+//! What is written back. On xfs and btrfs, a write into a page already
+//! dirty raises no event, so the swap `syncfs`es the source's file system:
 //! every page dirty now is cleaned and any later write dirties it again,
-//! into the new map; read every fanotify event queued so far; write the old
-//! map's ranges and the events as the delta of the epoch that ends. Events
-//! and writes that land while the swap runs are in this delta or the next,
-//! never in neither; a dump reads the tree only after the swap answered.
+//! into the new map. On ext4 every write, truncation and fallocate is
+//! marked at its own point, dirty page or not; only a store through a page
+//! table entry a fault made writable raises nothing. So the swap writes
+//! back (and so write-protects) just the files a program saw with a
+//! writable shared mapping in the epoch (`Frozen::mapped`), and leaves
+//! everything else the user wrote to the kernel's own write-back. The
+//! daemon's first swap, at its start, is a `syncfs` everywhere: mappings
+//! made before the programs were attached were seen by none of them.
 
 use super::delta::{self, Delta};
 use super::fanotify::{Changes, Watch};
@@ -50,7 +62,13 @@ struct Daemon {
     identity: Identity,
     fstype: String,
     since: crate::tree::Time,
+    /// Whether a swap has synced the whole file system (the first does).
+    synced: bool,
 }
+
+/// Beyond this many mapped files a swap syncs the file system instead of
+/// opening each.
+const MAX_WRITE_BACKS: usize = 4096;
 
 /// Runs the daemon until stopped. `ready` is called once the tracker is
 /// marking (a starter waits for it before saying so).
@@ -87,6 +105,7 @@ pub fn run(opts: DaemonOptions, ready: impl FnOnce(&Status)) -> Result<()> {
         identity,
         fstype,
         since: crate::tree::Time::now(),
+        synced: false,
     };
     // Epoch 0 ends at once: it holds nothing anyone may build on.
     d.swap()?;
@@ -204,13 +223,15 @@ impl Daemon {
 
     /// Ends the current epoch; returns its number.
     fn swap(&mut self) -> Result<u64> {
-        let root = &self.root;
-        let frozen = self.kernel.swap(|| {
-            crate::fsx::syncfs(std::os::fd::AsFd::as_fd(root))
-                .context("cannot sync the source's file system")
-        })?;
+        let frozen = self.kernel.swap()?;
+        let cleaned = self.write_back(&frozen.mapped);
         self.watch.drain(&mut self.current)?;
         let mut changes = std::mem::take(&mut self.current);
+        if let Err(e) = cleaned {
+            // The epoch's ranges are kept, but a store after this swap may
+            // go unmarked: no dump builds on this delta.
+            changes.lost.get_or_insert(format!("{e:#}"));
+        }
         if frozen.overflowed > 0 && changes.lost.is_none() {
             changes.lost = Some(format!(
                 "its page map was full ({} ranges; start it with a larger --max-ranges)",
@@ -232,4 +253,50 @@ impl Daemon {
         }
         Ok(epoch)
     }
+
+    /// Writes back what a store could change without a mark after this
+    /// swap (see the module's "What is written back").
+    fn write_back(&mut self, mapped: &[super::kernel::Mapped]) -> Result<()> {
+        let all = !self.synced;
+        write_back(
+            std::os::fd::AsFd::as_fd(&self.root),
+            &self.fstype,
+            all,
+            mapped,
+        )?;
+        self.synced = true;
+        Ok(())
+    }
+}
+
+/// What a swap writes back, once the old map is emptied: on ext4, unless
+/// `all`, only the files `mapped` names; else (or when one of them cannot
+/// be opened or written back) the whole file system of `root`. See the
+/// module's "What is written back".
+pub fn write_back(
+    root: std::os::fd::BorrowedFd,
+    fstype: &str,
+    all: bool,
+    mapped: &[super::kernel::Mapped],
+) -> Result<()> {
+    let sync_all = || crate::fsx::syncfs(root).context("cannot sync the source's file system");
+    if fstype != "ext4" || all || mapped.len() > MAX_WRITE_BACKS {
+        return sync_all();
+    }
+    for m in mapped {
+        let Ok(ino) = u32::try_from(m.ino) else {
+            return sync_all();
+        };
+        let fd = match crate::fsx::open_by_ino32_handle(root, ino, m.generation) {
+            Ok(fd) => fd,
+            // Gone (the inode freed, or its number reused: another
+            // generation): none of its pages are in the tree any more.
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => continue,
+            Err(_) => return sync_all(),
+        };
+        if crate::fsx::write_back_and_wait(std::os::fd::AsFd::as_fd(&fd)).is_err() {
+            return sync_all();
+        }
+    }
+    Ok(())
 }

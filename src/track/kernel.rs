@@ -28,8 +28,20 @@ pub struct PageRange {
 pub struct Frozen {
     /// Marked ranges, in no particular order.
     pub ranges: Vec<PageRange>,
+    /// Inodes that had a writable shared mapping in the epoch, with their
+    /// generations (each once), for the swap to write back.
+    pub mapped: Vec<Mapped>,
     /// Inserts refused for lack of room.
     pub overflowed: u64,
+}
+
+/// An inode a program saw with a writable shared mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mapped {
+    /// Inode number.
+    pub ino: u64,
+    /// Its generation (`i_generation`), which a file handle carries.
+    pub generation: u32,
 }
 
 /// The loaded, attached programs and their maps.
@@ -42,11 +54,19 @@ pub struct Kernel {
     capacity: u32,
 }
 
-/// Reads an element of the programs' maps: a range key (pages > 0), or a
-/// bitmap of the 64 pages from `first` (pages = 0, value = bits).
-fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>) {
+/// Reads an element of the programs' maps: a mapped key, a range key
+/// (pages > 0), or a bitmap of the 64 pages from `first` (pages = 0,
+/// value = bits).
+fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>, mapped: &mut Vec<Mapped>) {
     let w = |i: usize| u64::from_le_bytes(key[i * 8..i * 8 + 8].try_into().unwrap());
     let (ino, first, pages) = (w(1), w(2), w(3));
+    if first == programs::MAPPED {
+        mapped.push(Mapped {
+            ino,
+            generation: (pages & !programs::MAPPED_GEN) as u32,
+        });
+        return;
+    }
     if pages > 0 {
         out.push(PageRange { ino, first, pages });
         return;
@@ -149,11 +169,12 @@ impl Kernel {
         )
     }
 
-    /// Makes the other map active and waits until no program can still
-    /// insert into the old one. `between` runs after the switch and before
-    /// the old map is read (the caller's `syncfs`: pages dirty at the swap
-    /// are cleaned, so writes after it dirty them again, into the new map).
-    pub fn swap(&self, between: impl FnOnce() -> Result<()>) -> Result<Frozen> {
+    /// Makes the other map active, waits until no program can still
+    /// insert into the old one, and empties the old one into what it
+    /// returns. The caller then writes back what a store could change
+    /// without a mark (`Frozen::mapped`, or the whole file system), so a
+    /// store after that faults and is marked in the new map.
+    pub fn swap(&self) -> Result<Frozen> {
         let g = self.shared.word(ctl::GEN).fetch_add(1, SeqCst);
         let old = (g & 1) as usize;
         let started = Instant::now();
@@ -163,14 +184,19 @@ impl Kernel {
             }
             std::thread::yield_now();
         }
-        between()?;
-        let mut ranges = Vec::new();
+        let (mut ranges, mut mapped) = (Vec::new(), Vec::new());
         self.pages[old]
-            .drain(|k, v| decode(k, v, &mut ranges))
+            .drain(|k, v| decode(k, v, &mut ranges, &mut mapped))
             .context("cannot read the change tracker's page map")?;
         let overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
         self.shared.word(ctl::INSERTED + old).store(0, SeqCst);
-        Ok(Frozen { ranges, overflowed })
+        mapped.sort();
+        mapped.dedup();
+        Ok(Frozen {
+            ranges,
+            mapped,
+            overflowed,
+        })
     }
 }
 
@@ -228,11 +254,11 @@ mod tests {
         let mut f = std::fs::File::create(&p).unwrap();
         f.write_all(&vec![1u8; 3 * 4096]).unwrap();
         f.sync_all().unwrap();
-        let _ = k.swap(|| Ok(())).unwrap();
+        let _ = k.swap().unwrap();
         use std::os::unix::fs::FileExt;
         f.write_all_at(b"x", 4096 + 10).unwrap();
         let ino = std::fs::metadata(&p).unwrap().ino();
-        let frozen = k.swap(|| Ok(())).unwrap();
+        let frozen = k.swap().unwrap();
         let mine: Vec<_> = frozen.ranges.iter().filter(|r| r.ino == ino).collect();
         assert!(
             mine.iter().any(|r| r.first <= 1 && r.first + r.pages > 1),
@@ -246,7 +272,7 @@ mod tests {
             4096,
         )
         .unwrap();
-        let frozen = k.swap(|| Ok(())).unwrap();
+        let frozen = k.swap().unwrap();
         assert!(
             frozen
                 .ranges

@@ -178,8 +178,9 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
             dir.display()
         );
     }
-    // A swap syncs the file system, which can take a while: say so after
-    // ten seconds, give up after two minutes.
+    // A swap writes data back (on xfs and btrfs, the whole file system's),
+    // which can take a while: say so after ten seconds, give up after two
+    // minutes.
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut w = &conn;
     if writeln!(w, "{what}").is_err() {
@@ -199,7 +200,7 @@ pub fn request(dir: &Path, what: &str) -> Result<Option<serde_json::Value>> {
                     ) =>
             {
                 crate::progress::println_err(&format!(
-                    "snapdump: waiting for the change tracker of {} to answer (a swap syncs the file system; a stopped tracker is given up on after two minutes)",
+                    "snapdump: waiting for the change tracker of {} to answer (a swap writes the file system's dirty data back; a stopped tracker is given up on after two minutes)",
                     dir.display()
                 ));
                 conn.set_read_timeout(Some(std::time::Duration::from_secs(110)))?;

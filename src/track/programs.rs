@@ -38,18 +38,28 @@
 //! - the file has no writable shared mapping (`i_mmap_writable` is 0).
 //!
 //! Why nothing is missed: the folio was clean, so its other bytes are the
-//! ones on disk, which every change since the last swap has marked (the
-//! swap's `syncfs` cleaned it, so any earlier change dirtied it again).
-//! After this write it stays dirty, so later changes to it raise no dirty
-//! event; each must be marked at its own point: another write (its range),
-//! fallocate modes (their ranges), a truncation (`ext4_truncate_enter`:
-//! from the new size to the end), and stores through a mapping created
-//! later: a page is mapped only by a fault, and a fault on a file with a
-//! writable shared mapping marks the largest folio's worth of pages around
-//! it (`mm_filemap_fault`, `mm_filemap_map_pages`). A record left over from
-//! a write whose folio was already dirty can only be used by a later dirty
+//! ones on disk, and every change to them was marked at its own point.
+//! While it stays dirty, later changes to it raise no dirty event; each is
+//! marked at its own point: another write (its range), fallocate modes
+//! (their ranges), a truncation (`ext4_truncate_enter`: from the new size
+//! to the end), and stores through a mapping created later: a page is
+//! mapped only by a fault, and a fault on a file with a writable shared
+//! mapping marks the largest folio's worth of pages around it
+//! (`mm_filemap_fault`, `mm_filemap_map_pages`). A record left over from a
+//! write whose folio was already dirty can only be used by a later dirty
 //! event of the same thread on the same folio, which is one of those points
 //! (each marks its own change).
+//!
+//! Why an ext4 swap writes back only mapped files. The one change marked
+//! at no point of its own is a store through a page table entry already
+//! writable. An entry becomes writable only through a fault of a file with
+//! a writable shared mapping, and every such fault, and every dirty folio
+//! of such a file, names the inode in a mapped key ([`MAPPED`]) of the
+//! epoch, with the pages around it marked. The swap writes those files back
+//! (which write-protects their entries), so an entry writable after a swap
+//! was made writable, and its pages marked, in the epoch that swap began;
+//! a store through it is inside a mark of that epoch. Mappings older than
+//! the programs are covered by the daemon's first swap, a `syncfs`.
 
 use super::bpf::{Alu, Asm, Cond, Reg::*, Size::*};
 use super::btf::Btf;
@@ -119,6 +129,16 @@ pub enum Point {
         /// Whether the tracepoint passes a last index (fault-around).
         last: bool,
     },
+    /// A dirty folio or a page fault of a file with a writable shared
+    /// mapping, `(mapping at argument mapping_arg, ...)`: the inode is
+    /// named in a mapped key, so the swap writes its pages back and
+    /// write-protects them (ext4, whose swap cleans only such files).
+    Mapped {
+        /// Tracepoint name.
+        name: &'static str,
+        /// Argument holding the `struct address_space *`.
+        mapping_arg: u8,
+    },
     /// A file system's tracepoint saying only that an inode changed
     /// (flags set with chattr raise no fanotify event): it is stat-ed
     /// again, no data is marked.
@@ -132,6 +152,15 @@ pub enum Point {
 
 /// The first page of a touch key: no file has pages that far.
 pub const TOUCHED: u64 = 1 << 62;
+
+/// The first page of a mapped key (dev, ino, `MAPPED`, `MAPPED_GEN |
+/// i_generation`): the inode had a writable shared mapping in the epoch,
+/// so the swap writes it back (see "Precision on ext4"). Not a page range.
+pub const MAPPED: u64 = 1 << 61;
+
+/// The flag a mapped key's page count carries beside the inode's
+/// generation (it keeps the key out of the 64-page bitmap form).
+pub const MAPPED_GEN: u64 = 1 << 63;
 
 const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point {
     Point::Range {
@@ -147,7 +176,7 @@ const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point 
 /// The points of ext4: every way its file data changes without a page
 /// becoming dirty, and what the precise marking of writes needs (see
 /// "Precision on ext4").
-pub const EXT4: [Point; 11] = [
+pub const EXT4: [Point; 14] = [
     // Buffered writes, as ranges (a write into inline data dirties no
     // page), recorded for the dirty folio that follows.
     Point::Write {
@@ -168,6 +197,20 @@ pub const EXT4: [Point; 11] = [
     Point::Fault {
         name: "mm_filemap_map_pages",
         last: true,
+    },
+    // Files whose pages a store may change silently after the swap (a
+    // writable page table entry): the swap writes exactly these back.
+    Point::Mapped {
+        name: "writeback_dirty_folio",
+        mapping_arg: 1,
+    },
+    Point::Mapped {
+        name: "mm_filemap_fault",
+        mapping_arg: 0,
+    },
+    Point::Mapped {
+        name: "mm_filemap_map_pages",
+        mapping_arg: 0,
     },
     // Every change of an inode's on-disk fields (flags, times...).
     Point::Touch {
@@ -213,7 +256,8 @@ impl Point {
             | Point::Touch { name, .. }
             | Point::Write { name }
             | Point::Cut { name }
-            | Point::Fault { name, .. } => name,
+            | Point::Fault { name, .. }
+            | Point::Mapped { name, .. } => name,
         }
     }
 }
@@ -227,6 +271,7 @@ pub struct Offsets {
     mapping_host: i16,
     mapping_mmap_writable: i16,
     inode_ino: i16,
+    inode_generation: i16,
     inode_size: i16,
     inode_sb: i16,
     sb_dev: i16,
@@ -249,6 +294,7 @@ impl Offsets {
             mapping_host: o("address_space", "host")?,
             mapping_mmap_writable: o("address_space", "i_mmap_writable")?,
             inode_ino: o("inode", "i_ino")?,
+            inode_generation: o("inode", "i_generation")?,
             inode_size: o("inode", "i_size")?,
             inode_sb: o("inode", "i_sb")?,
             sb_dev: o("super_block", "s_dev")?,
@@ -394,6 +440,24 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
             a.alu_k(Alu::Or, R4, big - 1)
                 .alu_k(Alu::Add, R4, 1)
                 .alu_x(Alu::Sub, R4, R3)
+                .stx(Dw, Fp, KEY + 24, R4);
+        }
+        Point::Mapped { mapping_arg, .. } => {
+            // The mapping's inode, when the file has a writable shared
+            // mapping: (dev, ino, MAPPED, MAPPED_GEN | i_generation), the
+            // generation to open it by handle at the swap.
+            a.ldx(Dw, R7, R1, mapping_arg as i16 * 8)
+                .jmp_k(Cond::Eq, R7, 0, "out")
+                .ldx(W, R3, R7, o.mapping_mmap_writable)
+                .jmp_k(Cond::Eq, R3, 0, "out")
+                .ldx(Dw, R2, R7, o.mapping_host)
+                .jmp_k(Cond::Eq, R2, 0, "out");
+            key_inode(&mut a, o, 0);
+            a.ldx(W, R4, R2, o.inode_generation)
+                .ld_imm64(R3, MAPPED)
+                .stx(Dw, Fp, KEY + 16, R3)
+                .ld_imm64(R5, MAPPED_GEN)
+                .alu_x(Alu::Or, R4, R5)
                 .stx(Dw, Fp, KEY + 24, R4);
         }
         Point::DirectIo => {
