@@ -9,8 +9,8 @@
 #   tar runs with --atime-preserve=system, as snapdump opens files with
 #   O_NOATIME: neither moves the other's access times (which are metadata
 #   an increment records);
-#     timed twice: right after the change (the tracker's swap then syncs
-#     the writes the change left dirty: with large folios, whole folios),
+#     timed twice: right after the change (its writes still dirty in the
+#     page cache, which on ext4 the tracker's swap leaves to the kernel),
 #     and after a third change once `sync` has written it, as a dump hours
 #     after the writes finds it;
 #   - the daemon's peak RSS with a million marked page ranges;

@@ -689,6 +689,46 @@ fn a_mapping_kept_across_dumps_is_seen_by_each_increment() {
     s.check_chain();
 }
 
+/// More mapped files in one epoch than a swap opens one by one: it syncs
+/// the whole file system instead (an unmapped file written before is clean
+/// after the dump), and the increment is still exact.
+#[test]
+fn a_swap_past_its_write_back_limit_syncs_the_file_system() {
+    let _lock = serial();
+    let Some((mut s, _tracker)) = Setup::new(&[]) else {
+        return;
+    };
+    let many = s.src.join("many");
+    fs::create_dir(&many).unwrap();
+    let n = snapdump::track::daemon::MAX_WRITE_BACKS + 10;
+    for i in 0..n {
+        fs::write(many.join(format!("{i}")), vec![0u8; 4096]).unwrap();
+    }
+    let written = s.src.join("written");
+    fs::write(&written, b"").unwrap();
+    let (j, e) = s.dump(&[]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    for i in 0..n {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(many.join(format!("{i}")))
+            .unwrap();
+        Mapping::new(&f, 4096).store(i % 4096, 1 + (i % 250) as u8);
+    }
+    write_at(&written, 0, &vec![5u8; 64 << 10]);
+    assert!(dirty_pages(&written) > 0);
+    let (j, e) = s.dump(&["--verify-tracker"]);
+    assert_eq!(j["tracker"]["used"], true, "{e}");
+    assert_eq!(j["tracker"]["verified"], true, "{e}");
+    assert_eq!(
+        dirty_pages(&written),
+        0,
+        "the swap did not sync the file system"
+    );
+    s.check_chain();
+}
+
 /// One write of an epoch: file, byte offset, length, and whether it is a
 /// store through a shared mapping.
 #[derive(Clone, Debug)]

@@ -68,7 +68,7 @@ struct Daemon {
 
 /// Beyond this many mapped files a swap syncs the file system instead of
 /// opening each.
-const MAX_WRITE_BACKS: usize = 4096;
+pub const MAX_WRITE_BACKS: usize = 4096;
 
 /// Runs the daemon until stopped. `ready` is called once the tracker is
 /// marking (a starter waits for it before saying so).
