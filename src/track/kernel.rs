@@ -129,7 +129,13 @@ impl Kernel {
             last_write: last_write.as_ref().map(Map::raw_fd),
         };
         let mut links = Vec::new();
-        let mut points = vec![Point::DirtyFolio, Point::DirectIo];
+        // Programs on one tracepoint run in the order attached (see
+        // `programs::EXT4_MAPPED` for why the mapped keys come first).
+        let mut points = Vec::new();
+        if fstype == "ext4" {
+            points.extend(programs::EXT4_MAPPED);
+        }
+        points.extend([Point::DirtyFolio, Point::DirectIo]);
         match fstype {
             "ext4" => points.extend(programs::EXT4),
             "xfs" => points.extend(programs::XFS),

@@ -107,9 +107,13 @@ pub enum Point {
         /// Whether the inode argument is an `xfs_inode`.
         xfs: bool,
     },
-    /// A buffered write's start, `(inode, pos, len)`: its range is marked,
-    /// and recorded for the dirty folio that follows (ext4's
-    /// `*_write_begin`; see the module's "Precision on ext4").
+    /// A buffered write's end, `(inode, pos, len, copied)`, its bytes
+    /// already in the page cache: its range is marked, and recorded for the
+    /// dirty folio that follows (ext4's `*_write_end`; see the module's
+    /// "Precision on ext4"). Marked at the end, not the start: a write
+    /// whose mark goes into the epoch a swap ends has then copied its bytes
+    /// before the swap, so the dump after it reads them; one that has not
+    /// copied them yet marks the next epoch.
     Write {
         /// Tracepoint name.
         name: &'static str,
@@ -176,14 +180,17 @@ const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point 
 /// The points of ext4: every way its file data changes without a page
 /// becoming dirty, and what the precise marking of writes needs (see
 /// "Precision on ext4").
-pub const EXT4: [Point; 14] = [
+pub const EXT4: [Point; 12] = [
     // Buffered writes, as ranges (a write into inline data dirties no
     // page), recorded for the dirty folio that follows.
     Point::Write {
-        name: "ext4_da_write_begin",
+        name: "ext4_da_write_end",
     },
     Point::Write {
-        name: "ext4_write_begin",
+        name: "ext4_write_end",
+    },
+    Point::Write {
+        name: "ext4_journalled_write_end",
     },
     // What may change a folio a write left dirty without raising a dirty
     // event (see "Precision on ext4").
@@ -198,8 +205,26 @@ pub const EXT4: [Point; 14] = [
         name: "mm_filemap_map_pages",
         last: true,
     },
-    // Files whose pages a store may change silently after the swap (a
-    // writable page table entry): the swap writes exactly these back.
+    // Every change of an inode's on-disk fields (flags, times...).
+    Point::Touch {
+        name: "ext4_mark_inode_dirty",
+        xfs: false,
+    },
+    range("ext4_fallocate_enter", true, false, false),
+    range("ext4_punch_hole", true, false, false),
+    range("ext4_zero_range", true, false, false),
+    range("ext4_collapse_range", true, true, false),
+    range("ext4_insert_range", true, true, false),
+];
+
+/// The points of ext4 that name files whose pages a store may change
+/// without a mark after the swap (a writable page table entry): the swap
+/// writes exactly these back. Attached before every other program, so
+/// that on a tracepoint both run at, the mapped key is in the epoch of the
+/// pages marked or an earlier one: a swap between the two then writes the
+/// file back after its marks, never marks it only in an epoch whose
+/// write-back came before.
+pub const EXT4_MAPPED: [Point; 3] = [
     Point::Mapped {
         name: "writeback_dirty_folio",
         mapping_arg: 1,
@@ -212,16 +237,6 @@ pub const EXT4: [Point; 14] = [
         name: "mm_filemap_map_pages",
         mapping_arg: 0,
     },
-    // Every change of an inode's on-disk fields (flags, times...).
-    Point::Touch {
-        name: "ext4_mark_inode_dirty",
-        xfs: false,
-    },
-    range("ext4_fallocate_enter", true, false, false),
-    range("ext4_punch_hole", true, false, false),
-    range("ext4_zero_range", true, false, false),
-    range("ext4_collapse_range", true, true, false),
-    range("ext4_insert_range", true, true, false),
 ];
 
 /// The points of xfs, reflinks included (the destination of a remap).
