@@ -615,8 +615,8 @@ pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
 
 /// Opens, read-only, the inode of the file system `mount` is on whose
 /// file handle is the 32-bit inode number and generation (ext4's,
-/// `FILEID_INO32_GEN`). Needs `CAP_DAC_READ_SEARCH`; `ESTALE` when no such
-/// inode lives.
+/// `FILEID_INO32_GEN`; ext4 takes generation 0 as any generation). Needs
+/// `CAP_DAC_READ_SEARCH`; `ESTALE` when no such inode lives.
 pub fn open_by_ino32_handle(mount: BorrowedFd, ino: u32, generation: u32) -> io::Result<OwnedFd> {
     /// `struct file_handle` with the 8 bytes of an ino32/gen handle.
     #[repr(C)]

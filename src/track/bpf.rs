@@ -328,6 +328,8 @@ pub enum Cond {
     Ge = 0x30,
     /// Less than (unsigned).
     Lt = 0xa0,
+    /// Less than or equal (signed).
+    Sle = 0xd0,
 }
 
 /// Arithmetic operations (64-bit).

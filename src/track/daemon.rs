@@ -287,10 +287,14 @@ pub fn write_back(
         let Ok(ino) = u32::try_from(m.ino) else {
             return sync_all();
         };
-        let fd = match crate::fsx::open_by_ino32_handle(root, ino, m.generation) {
+        // By number alone (generation 0: whatever generation it has now;
+        // the one a program saw may have been changed since with
+        // FS_IOC_SETVERSION, and writing back an inode that reused the
+        // number costs only time).
+        let fd = match crate::fsx::open_by_ino32_handle(root, ino, 0) {
             Ok(fd) => fd,
-            // Gone (the inode freed, or its number reused: another
-            // generation): none of its pages are in the tree any more.
+            // Gone (the inode freed): none of its pages are in the tree
+            // any more.
             Err(e) if e.raw_os_error() == Some(libc::ESTALE) => continue,
             Err(_) => return sync_all(),
         };

@@ -28,8 +28,8 @@ pub struct PageRange {
 pub struct Frozen {
     /// Marked ranges, in no particular order.
     pub ranges: Vec<PageRange>,
-    /// Inodes that had a writable shared mapping in the epoch, with their
-    /// generations (each once), for the swap to write back.
+    /// Inodes that had a writable shared mapping in the epoch (each
+    /// once), for the swap to write back.
     pub mapped: Vec<Mapped>,
     /// Inserts refused for lack of room.
     pub overflowed: u64,
@@ -40,8 +40,6 @@ pub struct Frozen {
 pub struct Mapped {
     /// Inode number.
     pub ino: u64,
-    /// Its generation (`i_generation`), which a file handle carries.
-    pub generation: u32,
 }
 
 /// The loaded, attached programs and their maps.
@@ -61,10 +59,7 @@ fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>, mapped: &mut Vec<M
     let w = |i: usize| u64::from_le_bytes(key[i * 8..i * 8 + 8].try_into().unwrap());
     let (ino, first, pages) = (w(1), w(2), w(3));
     if first == programs::MAPPED {
-        mapped.push(Mapped {
-            ino,
-            generation: (pages & !programs::MAPPED_GEN) as u32,
-        });
+        mapped.push(Mapped { ino });
         return;
     }
     if pages > 0 {

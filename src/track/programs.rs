@@ -5,8 +5,8 @@
 //! - a page of the page cache goes from clean to dirty (`write(2)`,
 //!   `mmap` stores, splice, io_uring): the tracepoint
 //!   `writeback_dirty_folio`, with the folio's first page and its size;
-//! - a direct write: the tracepoint `iomap_dio_rw_begin` (position and
-//!   length);
+//! - a direct write: the tracepoint `iomap_dio_complete` (its position
+//!   past the bytes written, and their count);
 //! - data changed without dirtying pages: the file systems' own
 //!   tracepoints for fallocate modes (punch, zero, collapse, insert) and,
 //!   on xfs, reflinks. Function entry points (fentry) would be generic, but
@@ -88,7 +88,10 @@ pub const TO_END: u64 = 1 << 40;
 pub enum Point {
     /// `writeback_dirty_folio(folio, mapping)`: a folio became dirty.
     DirtyFolio,
-    /// `iomap_dio_rw_begin(iocb, iter, ...)`: a direct write (or read).
+    /// `iomap_dio_complete(iocb, error, ret)`: a direct write (or read)
+    /// done. Marked at its completion, not its start: a direct write in
+    /// flight at a swap holds no lock the swap waits for, so one marked
+    /// when it began could land after the dump had read its range.
     DirectIo,
     /// A file system's tracepoint over (inode, offset, length):
     /// fallocate modes, punch, zero, collapse, insert, reflink.
@@ -157,14 +160,15 @@ pub enum Point {
 /// The first page of a touch key: no file has pages that far.
 pub const TOUCHED: u64 = 1 << 62;
 
-/// The first page of a mapped key (dev, ino, `MAPPED`, `MAPPED_GEN |
-/// i_generation`): the inode had a writable shared mapping in the epoch,
-/// so the swap writes it back (see "Precision on ext4"). Not a page range.
+/// The first page of a mapped key (dev, ino, `MAPPED`, `MAPPED_PAGES`):
+/// the inode had a writable shared mapping in the epoch, so the swap
+/// writes it back (see "Why an ext4 swap writes back only mapped files").
+/// Not a page range.
 pub const MAPPED: u64 = 1 << 61;
 
-/// The flag a mapped key's page count carries beside the inode's
-/// generation (it keeps the key out of the 64-page bitmap form).
-pub const MAPPED_GEN: u64 = 1 << 63;
+/// A mapped key's page count: over 64, so the key keeps its own entry
+/// instead of taking the 64-page bitmap form.
+pub const MAPPED_PAGES: u64 = 1 << 63;
 
 const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point {
     Point::Range {
@@ -266,7 +270,7 @@ impl Point {
     pub fn name(self) -> &'static str {
         match self {
             Point::DirtyFolio => "writeback_dirty_folio",
-            Point::DirectIo => "iomap_dio_rw_begin",
+            Point::DirectIo => "iomap_dio_complete",
             Point::Range { name, .. }
             | Point::Touch { name, .. }
             | Point::Write { name }
@@ -286,13 +290,11 @@ pub struct Offsets {
     mapping_host: i16,
     mapping_mmap_writable: i16,
     inode_ino: i16,
-    inode_generation: i16,
     inode_size: i16,
     inode_sb: i16,
     sb_dev: i16,
     kiocb_filp: i16,
     kiocb_pos: i16,
-    iter_count: i16,
     file_inode: i16,
     xfs_vnode: Option<i16>,
 }
@@ -309,13 +311,11 @@ impl Offsets {
             mapping_host: o("address_space", "host")?,
             mapping_mmap_writable: o("address_space", "i_mmap_writable")?,
             inode_ino: o("inode", "i_ino")?,
-            inode_generation: o("inode", "i_generation")?,
             inode_size: o("inode", "i_size")?,
             inode_sb: o("inode", "i_sb")?,
             sb_dev: o("super_block", "s_dev")?,
             kiocb_filp: o("kiocb", "ki_filp")?,
             kiocb_pos: o("kiocb", "ki_pos")?,
-            iter_count: o("iov_iter", "count")?,
             file_inode: o("file", "f_inode")?,
             xfs_vnode: o("xfs_inode", "i_vnode").ok(),
         })
@@ -459,8 +459,7 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
         }
         Point::Mapped { mapping_arg, .. } => {
             // The mapping's inode, when the file has a writable shared
-            // mapping: (dev, ino, MAPPED, MAPPED_GEN | i_generation), the
-            // generation to open it by handle at the swap.
+            // mapping: (dev, ino, MAPPED, MAPPED_PAGES).
             a.ldx(Dw, R7, R1, mapping_arg as i16 * 8)
                 .jmp_k(Cond::Eq, R7, 0, "out")
                 .ldx(W, R3, R7, o.mapping_mmap_writable)
@@ -468,24 +467,35 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
                 .ldx(Dw, R2, R7, o.mapping_host)
                 .jmp_k(Cond::Eq, R2, 0, "out");
             key_inode(&mut a, o, 0);
-            a.ldx(W, R4, R2, o.inode_generation)
-                .ld_imm64(R3, MAPPED)
+            a.ld_imm64(R3, MAPPED)
                 .stx(Dw, Fp, KEY + 16, R3)
-                .ld_imm64(R5, MAPPED_GEN)
-                .alu_x(Alu::Or, R4, R5)
+                .ld_imm64(R4, MAPPED_PAGES)
                 .stx(Dw, Fp, KEY + 24, R4);
         }
         Point::DirectIo => {
-            // (struct kiocb *iocb, struct iov_iter *iter, ...)
+            // (struct kiocb *iocb, int error, ssize_t ret), the data moved
+            // and the position already past it: [ki_pos - ret, ki_pos).
+            // A failed one wrote an unknown part: from ki_pos to the end.
             a.ldx(Dw, R6, R1, 0)
                 .jmp_k(Cond::Eq, R6, 0, "out")
-                .ldx(Dw, R7, R1, 8)
-                .jmp_k(Cond::Eq, R7, 0, "out")
+                .ldx(Dw, R9, R1, 16)
                 .ldx(Dw, R2, R6, o.kiocb_filp)
-                .ldx(Dw, R2, R2, o.file_inode);
+                .jmp_k(Cond::Eq, R2, 0, "out")
+                .ldx(Dw, R2, R2, o.file_inode)
+                .jmp_k(Cond::Eq, R2, 0, "out");
             key_inode(&mut a, o, 0);
-            a.ldx(Dw, R3, R6, o.kiocb_pos).ldx(Dw, R4, R7, o.iter_count);
+            a.ldx(Dw, R3, R6, o.kiocb_pos)
+                .jmp_k(Cond::Sle, R9, 0, "dio_failed")
+                .alu_x(Alu::Sub, R3, R9)
+                .alu_x(Alu::Mov, R4, R9);
             key_range(&mut a, shift);
+            a.ja("dio_marked")
+                .label("dio_failed")
+                .alu_k(Alu::Rsh, R3, shift)
+                .stx(Dw, Fp, KEY + 16, R3)
+                .ld_imm64(R4, TO_END)
+                .stx(Dw, Fp, KEY + 24, R4)
+                .label("dio_marked");
         }
         Point::Touch { xfs, .. } => {
             let base = if xfs { o.xfs_vnode.unwrap_or(0) } else { 0 };
