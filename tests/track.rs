@@ -589,8 +589,16 @@ fn a_restarted_tracker_and_a_full_map_fall_back_to_the_walk() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(200));
     fs::write(s.src.join("after-the-tracker"), b"3").unwrap();
-    let (_, e) = s.dump(&[]);
+    let (j, e) = s.dump(&[]);
     assert!(e.contains("is gone"), "{e}");
+    // --json says so too, not only the warning.
+    assert_eq!(j["tracker"]["used"], false, "{j}");
+    assert!(
+        j["tracker"]["walked_because"]
+            .as_str()
+            .is_some_and(|w| w.contains("is gone")),
+        "{j}"
+    );
     s.check_chain();
     drop(tracker);
 }

@@ -294,7 +294,7 @@ pub fn dump(opts: &DumpOptions, report: &Report) -> Result<DumpSummary> {
         (o, w, None)
     };
     let resume_point = resuming.as_ref().map(|r| &r.0);
-    let swap = swapping.join().unwrap_or(None);
+    let swap = swapping.join().unwrap_or((None, None));
     let result = run(
         opts,
         &mut catalog,
@@ -367,7 +367,8 @@ struct Written {
     end: crate::stream::payload::End,
     stream_bytes: u64,
     unstable: std::collections::HashSet<u64>,
-    tracker: Option<(tracked::TrackerSummary, crate::track::Swap)>,
+    tracker: Option<tracked::TrackerSummary>,
+    tracker_swap: Option<crate::track::Swap>,
 }
 
 /// What a dump run needs besides its options: the catalog it records into,
@@ -382,6 +383,8 @@ struct Run<'a> {
     gate: Option<&'a GateFn<'a>>,
     /// The tracker's swap made for this dump, if a tracker runs.
     swap: Option<crate::track::Swap>,
+    /// Why the tracker expected for this source could not swap.
+    tracker_unusable: Option<String>,
     report: &'a Report,
 }
 
@@ -400,9 +403,10 @@ fn run(
     specs: &[String],
     gate: Option<&GateFn<'_>>,
     prescanned: Option<Tree>,
-    swap: Option<crate::track::Swap>,
+    swap: (Option<crate::track::Swap>, Option<String>),
     report: &Report,
 ) -> Result<Option<(DumpSummary, crate::catalog::CatalogState)>> {
+    let (swap, tracker_unusable) = swap;
     let run = Run {
         opts,
         source,
@@ -411,6 +415,7 @@ fn run(
         specs,
         gate,
         swap,
+        tracker_unusable,
         report,
     };
     let scan_started = Time::now();
@@ -553,6 +558,7 @@ impl Run<'_> {
         let packed = catalog.sums();
         // The tracker swaps before anything of the tree is read.
         let tracker_dir = catalog.dir.join("tracker");
+        let prescanned_none = prescanned.is_none();
         let swap = match (&prescanned, self.gate) {
             (None, None) => self.swap.clone(),
             _ => None,
@@ -595,7 +601,7 @@ impl Run<'_> {
             _ => None,
         };
         let mut tracker_summary = swap.as_ref().map(|sw| tracked::TrackerSummary {
-            epoch: sw.epoch,
+            epoch: Some(sw.epoch),
             used: matches!(tracked, Some(Ok(_))),
             walked_because: match &tracked {
                 Some(Err(why)) => Some(why.clone()),
@@ -789,7 +795,14 @@ impl Run<'_> {
             end,
             stream_bytes,
             unstable: data.unstable,
-            tracker: tracker_summary.zip(swap),
+            tracker: tracker_summary.or_else(|| {
+                let why = self.tracker_unusable.as_ref()?;
+                (prescanned_none && self.gate.is_none()).then(|| tracked::TrackerSummary {
+                    walked_because: Some(why.clone()),
+                    ..Default::default()
+                })
+            }),
+            tracker_swap: swap,
         }))
     }
 
@@ -854,6 +867,7 @@ impl Run<'_> {
             stream_bytes,
             mut unstable,
             tracker,
+            tracker_swap,
         } = w;
         // Files that changed while read get a zero ctime so the next dump
         // reads them again.
@@ -923,8 +937,8 @@ impl Run<'_> {
             resumed_bytes: 0,
             tape_file: None,
             volumes: None,
-            tracker: tracker.as_ref().map(|t| t.0.clone()),
-            tracker_swap: tracker.map(|t| t.1),
+            tracker,
+            tracker_swap,
             warnings: report.warnings(),
         };
         state.tree = Some(tree);

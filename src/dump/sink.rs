@@ -164,7 +164,7 @@ pub fn dump_to_sink(
             &specs,
             Some(&gate),
             Some(tree),
-            None,
+            (None, None),
             report,
         )?
     };

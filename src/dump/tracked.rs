@@ -22,8 +22,10 @@ pub enum TrackerMode {
 /// The `tracker` part of a dump's `--json` summary.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct TrackerSummary {
-    /// The epoch this snapshot was taken at.
-    pub epoch: u64,
+    /// The epoch this snapshot was taken at (none when the tracker did not
+    /// answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Whether the increment was built from the tracker's changes.
     pub used: bool,
     /// Why not, when it was not.
@@ -35,29 +37,36 @@ pub struct TrackerSummary {
 }
 
 /// Swaps the tracker's maps, if one runs: first, before anything of the
-/// tree is read, so every later change lands in the next epoch.
-pub fn swap(mode: TrackerMode, dir: &Path) -> Option<Swap> {
+/// tree is read, so every later change lands in the next epoch. The
+/// second half says why not, when a tracker was expected (it died, or its
+/// swap failed), after a warning saying so.
+pub fn swap(mode: TrackerMode, dir: &Path) -> (Option<Swap>, Option<String>) {
     if mode == TrackerMode::Off {
-        return None;
+        return (None, None);
     }
-    match track::swap(dir) {
+    let why = match track::swap(dir) {
         Ok(None) => {
             // None answers: a tracker that ran and died says so.
-            let pid = std::fs::read_to_string(dir.join("pid")).ok()?;
-            crate::progress::println_err(&format!(
-                "snapdump: warning: the change tracker of this source (pid {}) is gone; this dump walks the tree (`snapdump track start` it again)",
+            let Ok(pid) = std::fs::read_to_string(dir.join("pid")) else {
+                return (None, None);
+            };
+            format!(
+                "the change tracker of this source (pid {}) is gone",
                 pid.trim()
-            ));
-            None
+            )
         }
-        Ok(s) => s,
-        Err(e) => {
-            crate::progress::println_err(&format!(
-                "snapdump: warning: {e:#}; this dump walks the tree"
-            ));
-            None
-        }
-    }
+        Ok(s) => return (s, None),
+        Err(e) => format!("{e:#}"),
+    };
+    let hint = if why.ends_with("is gone") {
+        " (`snapdump track start` it again)"
+    } else {
+        ""
+    };
+    crate::progress::println_err(&format!(
+        "snapdump: warning: {why}; this dump walks the tree{hint}"
+    ));
+    (None, Some(why))
 }
 
 /// The changes since the newest snapshot, when they can be trusted.
