@@ -13,6 +13,16 @@
 //!   this kernel refuses them; btrfs has no tracepoint for its reflinks, so
 //!   on btrfs a file fanotify calls modified is compared whole.
 //!
+//! When a mark is made matters as much as where: a change in flight at a
+//! swap must be marked in the epoch after it unless its bytes are in place
+//! before the swap ends. Buffered writes are marked at `write_end` (their
+//! bytes copied) and direct I/O at its completion. The fallocate points
+//! above fire as the operation starts, and ext4 and xfs have no tracepoint
+//! at their end: an operation still running when a swap ends, and still
+//! running when the dump reads its range, is marked only in the epoch that
+//! dump took in (known, not yet closed: the daemon could carry these marks
+//! into the next epoch).
+//!
 //! Each program computes a key (file system, inode, first page, page
 //! count), drops it unless the file system is the tracked one, and inserts
 //! it in the map the control block names active. The swap protocol: a
