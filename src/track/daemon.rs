@@ -4,7 +4,9 @@
 //!
 //! A swap, in order: make the other page map active (and wait until no
 //! program still writes the old one) and empty the old one; write back
-//! what a later change could reach without a mark (below); read every
+//! what a later change could reach without a mark (below); mark again, in
+//! the new map, the ranges of operations marked where they start
+//! (programs.rs, "When a mark is made"); read every
 //! fanotify event queued so far; write the old map's ranges and the events
 //! as the delta of the epoch that ends. Events and writes that land while
 //! the swap runs are in this delta or the next, never in neither; a dump
@@ -225,8 +227,14 @@ impl Daemon {
     fn swap(&mut self) -> Result<u64> {
         let frozen = self.kernel.swap()?;
         let cleaned = self.write_back(&frozen.mapped);
+        let carried = self.kernel.carry(&frozen.carried);
         self.watch.drain(&mut self.current)?;
         let mut changes = std::mem::take(&mut self.current);
+        if let Err(e) = carried {
+            // The new epoch may miss what an operation still running
+            // changes: no dump builds on it.
+            self.current.lost = Some(format!("{e:#}"));
+        }
         if let Err(e) = cleaned {
             // The epoch's ranges are kept, but a store after this swap may
             // go unmarked: no dump builds on this delta.

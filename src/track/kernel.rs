@@ -31,6 +31,9 @@ pub struct Frozen {
     /// Inodes that had a writable shared mapping in the epoch (each
     /// once), for the swap to write back.
     pub mapped: Vec<Mapped>,
+    /// Ranges marked where an operation starts (also in `ranges`), for
+    /// the swap to mark again in the new epoch ([`Kernel::carry`]).
+    pub carried: Vec<PageRange>,
     /// Inserts refused for lack of room.
     pub overflowed: u64,
 }
@@ -50,16 +53,28 @@ pub struct Kernel {
     _last_write: Option<Map>,
     _links: Vec<Link>,
     capacity: u32,
+    /// The tracked file system, as the programs' keys name it.
+    dev: u32,
 }
 
 /// Reads an element of the programs' maps: a mapped key, a range key
 /// (pages > 0), or a bitmap of the 64 pages from `first` (pages = 0,
 /// value = bits).
-fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>, mapped: &mut Vec<Mapped>) {
+fn decode(key: &[u8], value: &[u8], out: &mut Vec<PageRange>, frozen: &mut Frozen) {
     let w = |i: usize| u64::from_le_bytes(key[i * 8..i * 8 + 8].try_into().unwrap());
     let (ino, first, pages) = (w(1), w(2), w(3));
     if first == programs::MAPPED {
-        mapped.push(Mapped { ino });
+        frozen.mapped.push(Mapped { ino });
+        return;
+    }
+    if pages & programs::CARRIED != 0 {
+        let r = PageRange {
+            ino,
+            first,
+            pages: pages & !programs::CARRIED,
+        };
+        out.push(r);
+        frozen.carried.push(r);
         return;
     }
     if pages > 0 {
@@ -153,6 +168,7 @@ impl Kernel {
             _last_write: last_write,
             _links: links,
             capacity,
+            dev,
         })
     }
 
@@ -185,19 +201,43 @@ impl Kernel {
             }
             std::thread::yield_now();
         }
-        let (mut ranges, mut mapped) = (Vec::new(), Vec::new());
+        let mut ranges = Vec::new();
+        let mut frozen = Frozen {
+            ranges: Vec::new(),
+            mapped: Vec::new(),
+            carried: Vec::new(),
+            overflowed: 0,
+        };
         self.pages[old]
-            .drain(|k, v| decode(k, v, &mut ranges, &mut mapped))
+            .drain(|k, v| decode(k, v, &mut ranges, &mut frozen))
             .context("cannot read the change tracker's page map")?;
-        let overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
+        frozen.overflowed = self.shared.word(ctl::OVERFLOW + old).swap(0, SeqCst);
         self.shared.word(ctl::INSERTED + old).store(0, SeqCst);
-        mapped.sort();
-        mapped.dedup();
-        Ok(Frozen {
-            ranges,
-            mapped,
-            overflowed,
-        })
+        frozen.mapped.sort();
+        frozen.mapped.dedup();
+        frozen.ranges = ranges;
+        Ok(frozen)
+    }
+
+    /// Marks `ranges` in the active map, from user space: the swap's
+    /// second mark of what operations still running may change (see
+    /// programs.rs, "When a mark is made"). Unflagged, so each is carried
+    /// once.
+    pub fn carry(&self, ranges: &[PageRange]) -> Result<()> {
+        let g = (self.shared.word(ctl::GEN).load(SeqCst) & 1) as usize;
+        for r in ranges {
+            let mut key = [0u8; 32];
+            for (i, v) in [self.dev as u64, r.ino, r.first, r.pages]
+                .iter()
+                .enumerate()
+            {
+                key[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            self.pages[g]
+                .update(&key, &[0u8; 8])
+                .context("cannot carry a range into the change tracker's new map")?;
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +314,19 @@ mod tests {
         )
         .unwrap();
         let frozen = k.swap().unwrap();
+        // Marked where the punch starts: carried into the next epoch too,
+        // once.
+        k.carry(&frozen.carried).unwrap();
+        let again = k.swap().unwrap();
+        k.carry(&again.carried).unwrap();
+        let third = k.swap().unwrap();
+        let punched = |f: &Frozen| {
+            f.ranges
+                .iter()
+                .any(|r| r.ino == ino && r.first == 2 && r.pages == 1)
+        };
+        assert!(punched(&again), "not carried: {:?}", again.ranges);
+        assert!(!punched(&third), "carried twice: {:?}", third.ranges);
         assert!(
             frozen
                 .ranges

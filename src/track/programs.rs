@@ -18,10 +18,11 @@
 //! before the swap ends. Buffered writes are marked at `write_end` (their
 //! bytes copied) and direct I/O at its completion. The fallocate points
 //! above fire as the operation starts, and ext4 and xfs have no tracepoint
-//! at their end: an operation still running when a swap ends, and still
-//! running when the dump reads its range, is marked only in the epoch that
-//! dump took in (known, not yet closed: the daemon could carry these marks
-//! into the next epoch).
+//! at their end; so their keys are flagged ([`CARRIED`]) and the swap that
+//! freezes one marks its range again in the new epoch: an operation still
+//! running when a swap ends, and still running when the dump reads its
+//! range, is read again by the next dump. (One that outlasts two swaps and
+//! the reading between them would still be missed.)
 //!
 //! Each program computes a key (file system, inode, first page, page
 //! count), drops it unless the file system is the tracked one, and inserts
@@ -179,6 +180,11 @@ pub const MAPPED: u64 = 1 << 61;
 /// A mapped key's page count: over 64, so the key keeps its own entry
 /// instead of taking the 64-page bitmap form.
 pub const MAPPED_PAGES: u64 = 1 << 63;
+
+/// A flag in the page count of a range marked where an operation starts
+/// (the fallocate points): the swap that freezes it marks it again in the
+/// new epoch (see "When a mark is made").
+pub const CARRIED: u64 = 1 << 62;
 
 const fn range(name: &'static str, len: bool, to_end: bool, xfs: bool) -> Point {
     Point::Range {
@@ -533,6 +539,7 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
                     .stx(Dw, Fp, KEY + 16, R3)
                     .ld_imm64(R4, TO_END)
                     .stx(Dw, Fp, KEY + 24, R4);
+                carried(&mut a);
                 tail(&mut a, m);
                 return a.finish();
             }
@@ -545,10 +552,20 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
             if to_end || len_arg.is_none() {
                 a.ld_imm64(R4, TO_END).stx(Dw, Fp, KEY + 24, R4);
             }
+            carried(&mut a);
         }
     }
     tail(&mut a, m);
     a.finish()
+}
+
+/// Flags the key built as one the swap carries into the next epoch
+/// ([`CARRIED`]); which also keeps it out of the bitmap form.
+fn carried(a: &mut Asm) {
+    a.ldx(Dw, R4, Fp, KEY + 24)
+        .ld_imm64(R5, CARRIED)
+        .alu_x(Alu::Or, R4, R5)
+        .stx(Dw, Fp, KEY + 24, R4);
 }
 
 /// Pages of the largest folio: one page table's worth (a PMD), which is
