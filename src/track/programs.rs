@@ -378,6 +378,19 @@ fn key_inode(a: &mut Asm, o: &Offsets, base: i16) {
         .stx(Dw, Fp, KEY + 8, R3);
 }
 
+/// Exits unless the `struct address_space *` at argument `arg` has a
+/// writable shared mapping; else stores its inode's dev and ino into the
+/// key (R7 = the mapping).
+fn key_writable_mapping(a: &mut Asm, o: &Offsets, arg: u8) {
+    a.ldx(Dw, R7, R1, arg as i16 * 8)
+        .jmp_k(Cond::Eq, R7, 0, "out")
+        .ldx(W, R3, R7, o.mapping_mmap_writable)
+        .jmp_k(Cond::Eq, R3, 0, "out")
+        .ldx(Dw, R2, R7, o.mapping_host)
+        .jmp_k(Cond::Eq, R2, 0, "out");
+    key_inode(a, o, 0);
+}
+
 /// Stores the pages of the byte range [R3, R3 + R4) into the key.
 fn key_range(a: &mut Asm, shift: i32) {
     a.alu_x(Alu::Mov, R5, R3)
@@ -453,13 +466,7 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
         Point::Fault { last, .. } => {
             // (struct address_space *mapping, pgoff_t index[, pgoff_t last])
             let big = largest_folio(shift);
-            a.ldx(Dw, R7, R1, 0)
-                .jmp_k(Cond::Eq, R7, 0, "out")
-                .ldx(W, R3, R7, o.mapping_mmap_writable)
-                .jmp_k(Cond::Eq, R3, 0, "out")
-                .ldx(Dw, R2, R7, o.mapping_host)
-                .jmp_k(Cond::Eq, R2, 0, "out");
-            key_inode(&mut a, o, 0);
+            key_writable_mapping(&mut a, o, 0);
             a.ldx(Dw, R3, R1, 8)
                 .alu_k(Alu::And, R3, -big)
                 .stx(Dw, Fp, KEY + 16, R3);
@@ -476,13 +483,7 @@ pub fn build(point: Point, args: usize, o: &Offsets, m: &Maps) -> Vec<u64> {
         Point::Mapped { mapping_arg, .. } => {
             // The mapping's inode, when the file has a writable shared
             // mapping: (dev, ino, MAPPED, MAPPED_PAGES).
-            a.ldx(Dw, R7, R1, mapping_arg as i16 * 8)
-                .jmp_k(Cond::Eq, R7, 0, "out")
-                .ldx(W, R3, R7, o.mapping_mmap_writable)
-                .jmp_k(Cond::Eq, R3, 0, "out")
-                .ldx(Dw, R2, R7, o.mapping_host)
-                .jmp_k(Cond::Eq, R2, 0, "out");
-            key_inode(&mut a, o, 0);
+            key_writable_mapping(&mut a, o, mapping_arg);
             a.ld_imm64(R3, MAPPED)
                 .stx(Dw, Fp, KEY + 16, R3)
                 .ld_imm64(R4, MAPPED_PAGES)
